@@ -1,0 +1,187 @@
+#pragma once
+// The typed, immutable configuration of lastgood (shape: ../docs/configuration.md).
+// Built once by load(); every part of the program reads it through a const reference.
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "config/duration.hpp"
+#include "config/secret.hpp"
+
+namespace lastgood::config {
+
+// ---- probes --------------------------------------------------------------------------------
+
+// An accepted HTTP status: a closed range (a single code is lo == hi).
+struct StatusRange {
+  int lo = 200;
+  int hi = 299;
+  bool contains(int s) const { return s >= lo && s <= hi; }
+};
+
+struct HttpExpect {
+  std::vector<StatusRange> status{{200, 299}};
+  std::optional<std::string> body_contains;
+  std::optional<std::string> body_matches;            // ECMAScript regex, compiled by the probe
+  std::map<std::string, std::string> header;          // header name -> exact value
+  std::map<std::string, nlohmann::json> json;         // JSON pointer -> expected value
+  std::optional<Duration> max_latency;
+  std::optional<Duration> cert_valid_for;
+};
+
+struct HttpProbe {
+  std::string url;
+  std::string method = "GET";
+  std::map<std::string, std::string> headers;
+  std::optional<std::string> body;
+  int follow_redirects = 0;                            // how many redirects to follow; 0 = none
+  std::optional<std::string> ca_file;                  // PEM bundle; default: system CA store
+  bool insecure_skip_verify = false;
+  std::size_t max_body_bytes = 1024 * 1024;
+  HttpExpect expect;
+};
+
+struct TcpProbe {
+  std::string host;
+  std::string port;
+  std::optional<std::string> send;
+  std::optional<std::string> expect_reply_prefix;
+  std::optional<Duration> max_latency;
+};
+
+struct Probe {
+  std::string name;
+  std::string kind;                                     // "http" | "tcp"
+  Duration interval{10'000};
+  Duration timeout{2'000};
+  bool reference = false;                               // checks the watcher's own reach
+  std::variant<HttpProbe, TcpProbe> spec;
+};
+
+// ---- triggers ------------------------------------------------------------------------------
+
+enum class Severity { P0, P1, P2 };
+const char* to_string(Severity s);
+
+struct Rule {
+  std::string kind;  // consecutive_failures | x_of_y | error_rate | latency | burn_rate | spread | condition
+  int count = 0;                                         // consecutive_failures
+  int failures = 0, of = 0;                              // x_of_y
+  Duration window{0};                                    // error_rate, latency
+  double max = 0;                                        // error_rate (ratio)
+  int min_samples = 0;                                   // error_rate, latency
+  double percentile = 0;                                 // latency
+  Duration max_latency{0};                               // latency ("max" as a duration)
+  double slo = 0;                                        // burn_rate
+  struct BurnWindow { Duration long_window, short_window; double factor; };
+  std::vector<BurnWindow> burn_windows;                  // burn_rate
+  double min_share = 0;                                  // spread
+  std::string condition;                                 // condition (e.g. "body_contains", "integrity")
+};
+
+struct Trigger {
+  std::string name;
+  Severity severity = Severity::P1;
+  std::optional<std::string> probe;                      // restrict to one probe; default: all of the service
+  Rule rule;
+  Duration for_{0};
+  Duration recover_after{0};
+};
+
+// ---- deployments ---------------------------------------------------------------------------
+
+struct Deployment {
+  std::string kind;  // local_symlink | ssh_symlink | firebase_hosting | npm_package | http_api | command
+  Duration observe_interval{30'000};
+  nlohmann::json spec;  // kind-specific keys, shape-checked at load; typed by the action that uses them
+  std::map<std::string, Secret> secrets;  // e.g. "token" for token_env/token_file
+};
+
+struct Verify {
+  Duration within{5 * 60'000};
+  int healthy_samples = 3;
+};
+
+struct Rollback {
+  std::string mode = "approve";                          // alert | approve | auto
+  Duration rollback_window{2 * 3'600'000};
+  Duration cooldown{30 * 60'000};
+  int max_per_day = 3;
+  Duration good_after{10 * 60'000};
+  Duration approval_timeout{30 * 60'000};
+  Verify verify;
+};
+
+struct Service {
+  std::string name;
+  std::vector<Probe> probes;
+  std::optional<Deployment> deployment;
+  std::vector<Trigger> triggers;
+  Rollback rollback;
+};
+
+// ---- people and notifications --------------------------------------------------------------
+
+struct Approver {
+  std::string name;
+  std::vector<std::string> roles;
+  Secret token;
+};
+
+struct Authority {
+  std::vector<std::string> roles;
+  int quorum = 1;
+  bool auto_ = false;
+};
+
+struct Notify {
+  std::string kind;                                      // webhook | slack
+  Secret url;                                            // url given inline counts as non-secret
+  std::vector<std::string> events;                       // empty = all
+};
+
+struct Alertmanager {
+  std::optional<Secret> token;
+  std::string service_label = "service";
+  std::string severity_label = "severity";
+  std::map<std::string, Severity> severity_map{{"critical", Severity::P0}, {"error", Severity::P1}, {"warning", Severity::P2}};
+};
+
+struct Config {
+  std::string source;                                    // the file it came from
+  std::string listen = "127.0.0.1:9464";
+  std::string state_dir = "/var/lib/lastgood";
+  std::vector<Approver> approvers;
+  std::map<Severity, Authority> authority;
+  std::vector<Notify> notify;
+  std::optional<Alertmanager> alertmanager;
+  std::vector<Service> services;
+};
+
+// ---- loading -------------------------------------------------------------------------------
+
+struct Problem {
+  std::string file;
+  std::string pointer;  // JSON pointer, "" for the whole document
+  std::string message;  // what was expected; never contains a secret's value
+  std::string to_string() const;
+};
+
+struct LoadOptions {
+  bool resolve_secrets = true;  // read every *_env / *_file now and report missing ones as problems
+};
+
+struct LoadResult {
+  std::shared_ptr<const Config> config;  // set when problems is empty
+  std::vector<Problem> problems;
+};
+
+LoadResult load_file(const std::string& path, LoadOptions opts = {});
+LoadResult load_text(const std::string& text, const std::string& source_name, LoadOptions opts = {});
+
+}  // namespace lastgood::config

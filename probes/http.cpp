@@ -1,0 +1,177 @@
+#include "probes/http.hpp"
+
+#include <regex>
+
+#include <spdlog/spdlog.h>
+
+#include "probes/http_client.hpp"
+
+namespace lastgood::probes {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string fmt_ms(double ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.0fms", ms);
+  return buf;
+}
+
+std::string status_list(const std::vector<config::StatusRange>& v) {
+  std::string out;
+  for (const auto& r : v) {
+    if (!out.empty()) out += ", ";
+    out += r.lo == r.hi ? std::to_string(r.lo) : std::to_string(r.lo) + "-" + std::to_string(r.hi);
+  }
+  return out;
+}
+
+std::string snippet(const std::string& s, size_t n = 80) {
+  std::string out = s.substr(0, n);
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  return s.size() > n ? out + "..." : out;
+}
+
+class HttpProbe final : public Probe {
+ public:
+  HttpProbe(asio::any_io_executor ex, std::string service, const config::Probe& spec)
+      : ex_(std::move(ex)), service_(std::move(service)), spec_(spec), http_(std::get<config::HttpProbe>(spec.spec)) {
+    url_ = *parse_url(http_.url);  // validated at load
+    if (url_.tls()) {
+      if (http_.insecure_skip_verify)
+        spdlog::warn("probe {}/{}: TLS verification is OFF (insecure_skip_verify): certificates and host names are not checked",
+                     service_, spec_.name);
+      tls_ = make_tls_context({http_.ca_file, http_.insecure_skip_verify});
+    }
+    if (http_.expect.body_matches) body_re_.emplace(*http_.expect.body_matches);
+    conn_ = std::make_unique<HttpConnection>(ex_, url_, tls_);
+  }
+
+  const config::Probe& spec() const override { return spec_; }
+
+  asio::awaitable<ProbeResult> run() override {
+    ProbeResult r;
+    r.service = service_;
+    r.probe = spec_.name;
+    r.started_at = std::chrono::system_clock::now();
+    r.outcome = Outcome::ok;
+    const auto deadline = Clock::now() + spec_.timeout;
+
+    Url target = url_;
+    HttpConnection* conn = conn_.get();
+    std::unique_ptr<HttpConnection> other;  // for a redirect to another origin
+    int redirects = 0;
+    HttpResult res;
+    for (;;) {
+      HttpRequest req;
+      req.method = http_.method;
+      req.target = target.target;
+      for (const auto& [k, v] : http_.headers) req.headers.emplace_back(k, v);
+      if (http_.body) req.body = *http_.body;
+      res = co_await conn->request(std::move(req), deadline, http_.max_body_bytes);
+      auto* resp = std::get_if<HttpResponse>(&res);
+      if (!resp || resp->status < 300 || resp->status > 399 || redirects >= http_.follow_redirects) break;
+      auto loc = resp->header("Location");
+      if (!loc) break;
+      auto next = resolve_location(target, *loc);
+      if (!next) break;
+      ++redirects;
+      if (next->origin() != url_.origin()) {
+        other = std::make_unique<HttpConnection>(ex_, *next, next->tls() ? (tls_ ? tls_ : make_tls_context({http_.ca_file, false})) : nullptr);
+        conn = other.get();
+      } else {
+        conn = conn_.get();
+      }
+      target = *next;
+    }
+    r.details["connections_opened"] = conn_->connections_opened();
+    if (redirects) r.details["redirects"] = redirects;
+
+    if (auto* err = std::get_if<HttpError>(&res)) {
+      r.timing.total = Clock::now() - (deadline - spec_.timeout);
+      if (err->stage == HttpError::Stage::resolve) {
+        r.outcome = Outcome::error;  // the watcher could not judge
+        r.reason = err->message;
+        r.failures.push_back({"resolve", err->message});
+        co_return r;
+      }
+      std::string cond = err->timeout ? "timeout" : err->stage_name();
+      std::string why = err->message;
+      if (err->timeout) why += " (timeout " + config::format_duration(spec_.timeout) + ")";
+      r.failures.push_back({cond, why});
+      finish_result(r);
+      co_return r;
+    }
+
+    auto& resp = std::get<HttpResponse>(res);
+    r.http_status = resp.status;
+    r.timing.connect = resp.connect_ms;
+    r.timing.tls = resp.tls_ms;
+    r.timing.first_byte = resp.first_byte_ms;
+    r.timing.total = resp.total_ms;
+    r.details["reused_connection"] = resp.reused_connection;
+    r.details["body_bytes"] = resp.body.size();
+    const auto& ex = http_.expect;
+
+    bool status_ok = false;
+    for (const auto& s : ex.status) status_ok = status_ok || s.contains(resp.status);
+    if (!status_ok) r.failures.push_back({"status", "got " + std::to_string(resp.status) + ", expected " + status_list(ex.status)});
+    if (ex.body_contains && resp.body.find(*ex.body_contains) == std::string::npos)
+      r.failures.push_back({"body_contains", "body does not contain \"" + snippet(*ex.body_contains) + "\""});
+    if (body_re_ && !std::regex_search(resp.body, *body_re_))
+      r.failures.push_back({"body_matches", "body does not match /" + snippet(*ex.body_matches) + "/"});
+    for (const auto& [name, want] : ex.header) {
+      auto got = resp.header(name);
+      if (!got) r.failures.push_back({"header", "header " + name + " is missing"});
+      else if (*got != want) r.failures.push_back({"header", "header " + name + " is \"" + snippet(*got) + "\", expected \"" + snippet(want) + "\""});
+    }
+    if (!ex.json.empty()) {
+      auto doc = nlohmann::json::parse(resp.body, nullptr, false);
+      if (doc.is_discarded()) {
+        r.failures.push_back({"json", "body is not JSON"});
+      } else {
+        for (const auto& [ptr, want] : ex.json) {
+          nlohmann::json::json_pointer p(ptr);
+          if (!doc.contains(p)) r.failures.push_back({"json", ptr + " is missing"});
+          else if (doc.at(p) != want)
+            r.failures.push_back({"json", ptr + " is " + snippet(doc.at(p).dump()) + ", expected " + snippet(want.dump())});
+        }
+      }
+    }
+    if (ex.max_latency && r.timing.total > *ex.max_latency)
+      r.failures.push_back({"max_latency", "took " + fmt_ms(r.timing.total.count()) + ", max " + config::format_duration(*ex.max_latency)});
+    if (resp.cert_not_after) {
+      auto left = std::chrono::duration_cast<std::chrono::seconds>(*resp.cert_not_after - std::chrono::system_clock::now());
+      r.details["cert_expires_in_s"] = left.count();
+      if (ex.cert_valid_for && left < *ex.cert_valid_for) {
+        auto days = left.count() / 86400.0;
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "certificate expires in %.1f days", days);
+        r.failures.push_back({"cert_valid_for", std::string(buf) + ", expected at least " + config::format_duration(*ex.cert_valid_for)});
+      }
+    }
+    finish_result(r);
+    co_return r;
+  }
+
+ private:
+  asio::any_io_executor ex_;
+  std::string service_;
+  config::Probe spec_;
+  config::HttpProbe http_;
+  Url url_;
+  std::shared_ptr<asio::ssl::context> tls_;
+  std::optional<std::regex> body_re_;
+  std::unique_ptr<HttpConnection> conn_;
+};
+
+}  // namespace
+
+std::unique_ptr<Probe> make_http_probe(asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
+  return std::make_unique<HttpProbe>(std::move(ex), service, spec);
+}
+
+}  // namespace lastgood::probes

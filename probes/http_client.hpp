@@ -1,0 +1,89 @@
+#pragma once
+// A small HTTP/1.1 client over Beast for probes and actions: one keep-alive connection to one
+// origin, plain or TLS (verified by default), every step under one absolute deadline, errors
+// returned as values.
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+namespace lastgood::probes {
+
+struct Url {
+  std::string scheme;  // "http" | "https"
+  std::string host;
+  std::string port;
+  std::string target;  // path and query, starting with '/'
+  bool tls() const { return scheme == "https"; }
+  std::string origin() const { return scheme + "://" + host + ":" + port; }
+};
+std::optional<Url> parse_url(const std::string& url);
+// Resolves a Location header against the URL it came from.
+std::optional<Url> resolve_location(const Url& base, const std::string& location);
+
+struct TlsOptions {
+  std::optional<std::string> ca_file;  // PEM bundle; default: the system CA store
+  bool insecure_skip_verify = false;   // explicit opt-out; callers log it loudly
+};
+// An SSL context that verifies peers against the CA store or file. Throws on a bad CA file
+// (checked at start-up, not on the loop).
+std::shared_ptr<boost::asio::ssl::context> make_tls_context(const TlsOptions& opts);
+
+struct HttpRequest {
+  std::string method = "GET";
+  std::string target = "/";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  bool reused_connection = false;
+  std::optional<std::chrono::duration<double, std::milli>> connect_ms, tls_ms;
+  std::chrono::duration<double, std::milli> first_byte_ms{0}, total_ms{0};
+  std::optional<std::chrono::system_clock::time_point> cert_not_after;
+  std::optional<std::string> header(std::string_view name) const;  // case-insensitive
+};
+
+struct HttpError {
+  // Where it broke. `resolve` means the watcher could not judge; the rest are the target's doing.
+  enum class Stage { resolve, connect, tls, write, read_headers, read_body, body_limit, protocol };
+  Stage stage;
+  bool timeout = false;
+  std::string message;
+  const char* stage_name() const;
+};
+
+using HttpResult = std::variant<HttpResponse, HttpError>;
+
+class HttpConnection {
+ public:
+  HttpConnection(boost::asio::any_io_executor ex, Url origin, std::shared_ptr<boost::asio::ssl::context> tls);
+  ~HttpConnection();
+  HttpConnection(const HttpConnection&) = delete;
+  HttpConnection& operator=(const HttpConnection&) = delete;
+
+  // Sends one request and reads the response, reusing the kept-alive connection when there is
+  // one (and reconnecting once when it turns out dead before any response byte). Everything,
+  // resolving included, must finish by `deadline`. Bodies above max_body are an error.
+  boost::asio::awaitable<HttpResult> request(HttpRequest req, std::chrono::steady_clock::time_point deadline,
+                                             std::size_t max_body);
+
+  // How many TCP connections this object has opened (observability and tests).
+  int connections_opened() const;
+  void close();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lastgood::probes

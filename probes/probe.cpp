@@ -1,0 +1,54 @@
+#include "probes/probe.hpp"
+
+#include "probes/http.hpp"
+#include "probes/tcp.hpp"
+
+namespace lastgood::probes {
+
+const char* to_string(Outcome o) {
+  switch (o) {
+    case Outcome::ok: return "ok";
+    case Outcome::fail: return "fail";
+    case Outcome::error: return "error";
+  }
+  return "?";
+}
+
+void finish_result(ProbeResult& r) {
+  if (r.outcome == Outcome::error) return;
+  if (r.failures.empty()) {
+    r.outcome = Outcome::ok;
+    r.reason.clear();
+    return;
+  }
+  r.outcome = Outcome::fail;
+  r.reason.clear();
+  for (const auto& f : r.failures) r.reason += (r.reason.empty() ? "" : "; ") + f.condition + ": " + f.reason;
+}
+
+nlohmann::json ProbeResult::to_json() const {
+  nlohmann::json j{{"service", service},
+                   {"probe", probe},
+                   {"started_at", std::chrono::duration_cast<std::chrono::milliseconds>(started_at.time_since_epoch()).count()},
+                   {"outcome", to_string(outcome)},
+                   {"reason", reason},
+                   {"duration_ms", timing.total.count()}};
+  nlohmann::json f = nlohmann::json::array();
+  for (const auto& x : failures) f.push_back({{"condition", x.condition}, {"reason", x.reason}});
+  j["failures"] = f;
+  if (timing.connect) j["connect_ms"] = timing.connect->count();
+  if (timing.tls) j["tls_ms"] = timing.tls->count();
+  if (timing.first_byte) j["first_byte_ms"] = timing.first_byte->count();
+  if (http_status) j["http_status"] = *http_status;
+  if (observed_release) j["observed_release"] = *observed_release;
+  if (!details.empty()) j["details"] = details;
+  return j;
+}
+
+std::unique_ptr<Probe> make_probe(boost::asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
+  if (spec.kind == "http") return make_http_probe(std::move(ex), service, spec);
+  if (spec.kind == "tcp") return make_tcp_probe(std::move(ex), service, spec);
+  return nullptr;  // unreachable: config validation rejects unknown kinds
+}
+
+}  // namespace lastgood::probes

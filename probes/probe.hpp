@@ -1,0 +1,65 @@
+#pragma once
+// The probe interface: a probe observes one target and reports a ProbeResult. It never acts.
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include "config/config.hpp"
+
+namespace lastgood::probes {
+
+// ok: the target behaved. fail: the target misbehaved (counts towards breaches).
+// error: the probe could not judge (e.g. the watcher's own DNS is broken); feeds "inconclusive".
+enum class Outcome { ok, fail, error };
+const char* to_string(Outcome o);
+
+// One failed expectation: which condition (as named in config: "status", "body_contains",
+// "timeout", "tls", ...) and a human-readable reason with the measured value.
+struct Failure {
+  std::string condition;
+  std::string reason;
+};
+
+struct Timing {
+  using ms = std::chrono::duration<double, std::milli>;
+  std::optional<ms> connect, tls, first_byte;  // absent when the phase did not happen (reused connection)
+  ms total{0};
+};
+
+struct ProbeResult {
+  std::string service;
+  std::string probe;
+  std::chrono::system_clock::time_point started_at;
+  Outcome outcome = Outcome::error;
+  std::string reason;                    // "" when ok; the failures joined otherwise
+  std::vector<Failure> failures;
+  Timing timing;
+  std::optional<int> http_status;
+  std::optional<std::string> observed_release;
+  nlohmann::json details = nlohmann::json::object();
+
+  nlohmann::json to_json() const;
+};
+
+// Builds a result from failures: ok when there are none.
+void finish_result(ProbeResult& r);
+
+class Probe {
+ public:
+  virtual ~Probe() = default;
+  // Runs one check. Must complete by the configured timeout (it owns that deadline) and must
+  // report routine failures as values; it is never called again before the previous run ends.
+  virtual boost::asio::awaitable<ProbeResult> run() = 0;
+  virtual const config::Probe& spec() const = 0;
+};
+
+// The table from config `kind` to implementation.
+std::unique_ptr<Probe> make_probe(boost::asio::any_io_executor ex, const std::string& service, const config::Probe& spec);
+
+}  // namespace lastgood::probes

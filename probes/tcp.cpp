@@ -1,0 +1,107 @@
+#include "probes/tcp.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+namespace lastgood::probes {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+class TcpProbe final : public Probe {
+ public:
+  TcpProbe(asio::any_io_executor ex, std::string service, const config::Probe& spec)
+      : ex_(std::move(ex)), service_(std::move(service)), spec_(spec), tcp_(std::get<config::TcpProbe>(spec.spec)) {}
+
+  const config::Probe& spec() const override { return spec_; }
+
+  asio::awaitable<ProbeResult> run() override {
+    ProbeResult r;
+    r.service = service_;
+    r.probe = spec_.name;
+    r.started_at = std::chrono::system_clock::now();
+    r.outcome = Outcome::ok;
+    const auto t0 = Clock::now();
+    const auto deadline = t0 + spec_.timeout;
+
+    auto resolver = std::make_shared<tcp::resolver>(ex_);
+    asio::steady_timer timer(ex_);
+    timer.expires_at(deadline);
+    timer.async_wait([resolver](boost::system::error_code ec) {
+      if (!ec) resolver->cancel();
+    });
+    auto [rec, endpoints] = co_await resolver->async_resolve(tcp_.host, tcp_.port, use_tuple);
+    timer.cancel();
+    if (rec) {
+      r.outcome = Outcome::error;
+      r.reason = "resolving " + tcp_.host + ": " + rec.message();
+      r.failures.push_back({"resolve", r.reason});
+      r.timing.total = Clock::now() - t0;
+      co_return r;
+    }
+    beast::tcp_stream stream(ex_);
+    stream.expires_at(deadline);
+    auto [cec, ep] = co_await stream.async_connect(endpoints, use_tuple);
+    (void)ep;
+    if (cec) {
+      r.failures.push_back({cec == beast::error::timeout ? "timeout" : "connect",
+                            cec == beast::error::timeout ? "connect timed out (timeout " + config::format_duration(spec_.timeout) + ")"
+                                                         : "connect: " + cec.message()});
+      r.timing.total = Clock::now() - t0;
+      finish_result(r);
+      co_return r;
+    }
+    r.timing.connect = Clock::now() - t0;
+    if (tcp_.send) {
+      auto [wec, n] = co_await asio::async_write(stream, asio::buffer(*tcp_.send), use_tuple);
+      (void)n;
+      if (wec) r.failures.push_back({"write", "send: " + wec.message()});
+    }
+    if (r.failures.empty() && tcp_.expect_reply_prefix) {
+      const auto& want = *tcp_.expect_reply_prefix;
+      std::string got(want.size(), '\0');
+      auto [rec2, n] = co_await asio::async_read(stream, asio::buffer(got), use_tuple);
+      got.resize(n);
+      r.timing.first_byte = Clock::now() - t0;
+      if (rec2 == beast::error::timeout) r.failures.push_back({"timeout", "no reply within " + config::format_duration(spec_.timeout)});
+      else if (got != want) {
+        std::string shown;
+        for (char c : got) shown += (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) ? '.' : c;
+        r.failures.push_back({"reply_prefix", "reply starts with \"" + shown + "\", expected \"" + want + "\"" +
+                                                  (rec2 ? " (" + rec2.message() + ")" : "")});
+      }
+    }
+    r.timing.total = Clock::now() - t0;
+    if (tcp_.max_latency && r.timing.total > *tcp_.max_latency)
+      r.failures.push_back({"max_latency", "took " + std::to_string(static_cast<long>(r.timing.total.count())) + "ms, max " +
+                                               config::format_duration(*tcp_.max_latency)});
+    boost::system::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    finish_result(r);
+    co_return r;
+  }
+
+ private:
+  asio::any_io_executor ex_;
+  std::string service_;
+  config::Probe spec_;
+  config::TcpProbe tcp_;
+};
+
+}  // namespace
+
+std::unique_ptr<Probe> make_tcp_probe(asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
+  return std::make_unique<TcpProbe>(std::move(ex), service, spec);
+}
+
+}  // namespace lastgood::probes

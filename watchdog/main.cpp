@@ -1,0 +1,178 @@
+// lastgood command line: run, validate, demo, --version, --help.
+// Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/signal_set.hpp>
+#include <spdlog/spdlog.h>
+
+#include "config/config.hpp"
+#include "lastgood/version.hpp"
+#include "watchdog/demo.hpp"
+#include "watchdog/logging.hpp"
+#include "watchdog/watchdog.hpp"
+
+namespace {
+
+constexpr const char* kUsage = R"(lastgood: watches what you shipped and puts back the last good release.
+
+usage:
+  lastgood run -c FILE [--dry-run]   watch the services of FILE (serves /metrics, /healthz, /readyz, /api/v1)
+  lastgood validate -c FILE          check FILE; prints one line per problem (file: JSON pointer: expected)
+  lastgood demo [--for DURATION]     self-contained demo on loopback (no config needed)
+  lastgood --version | --help
+
+options:
+  -c, --config FILE       config file (JSON; see docs/configuration.md)
+  --dry-run               every rollback becomes a logged plan; nothing is changed
+  --log-format text|json  human lines (default) or one JSON object a line
+  --log-level LEVEL       trace, debug, info (default), warn, error
+  --listen ADDR           demo only: address of lastgood's own server (default 127.0.0.1:9464)
+  --for DURATION          demo only: stop after DURATION (e.g. 30s)
+
+exit codes: 0 ok, 1 runtime failure, 2 usage or config error
+)";
+
+int usage_error(const std::string& msg) {
+  std::fprintf(stderr, "lastgood: %s\n(see lastgood --help)\n", msg.c_str());
+  return 2;
+}
+
+struct Args {
+  std::string command;
+  std::string config;
+  bool dry_run = false;
+  std::string log_format = "text";
+  std::string log_level = "info";
+  std::string listen = "127.0.0.1:9464";
+  std::optional<std::string> run_for;
+};
+
+void warn_open_files(const lastgood::config::Config& cfg, std::uint64_t limit) {
+  size_t n = 0;
+  for (const auto& s : cfg.services) n += s.probes.size();
+  // Each probe may hold one kept-alive connection; leave room for the server and the rest.
+  if (limit > 0 && n + 64 > limit * 8 / 10)
+    spdlog::warn("{} probes may hold up to {} connections, near the open-files limit of {}: raise it (LimitNOFILE=, ulimit -n)", n, n,
+                 limit);
+}
+
+int cmd_validate(const Args& a) {
+  auto res = lastgood::config::load_file(a.config, {.resolve_secrets = false});
+  if (!res.config) {
+    for (const auto& p : res.problems) std::printf("%s\n", p.to_string().c_str());
+    return 2;
+  }
+  size_t probes = 0;
+  for (const auto& s : res.config->services) probes += s.probes.size();
+  warn_open_files(*res.config, lastgood::watchdog::raise_open_files_limit());
+  std::printf("%s: ok (%zu service(s), %zu probe(s))\n", a.config.c_str(), res.config->services.size(), probes);
+  return 0;
+}
+
+int cmd_run(const Args& a) {
+  auto res = lastgood::config::load_file(a.config);
+  if (!res.config) {
+    for (const auto& p : res.problems) spdlog::error("config: {}", p.to_string());
+    return 2;
+  }
+  const auto limit = lastgood::watchdog::raise_open_files_limit();
+  warn_open_files(*res.config, limit);
+  boost::asio::io_context ioc(1);
+  try {
+    lastgood::watchdog::Watchdog wd(ioc, res.config, {.dry_run = a.dry_run, .on_result = {}});
+    wd.start();
+    boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    signals.async_wait([&](boost::system::error_code ec, int sig) {
+      if (ec) return;
+      spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      wd.stop();
+      ioc.stop();  // abandons in-flight probe runs; nothing they hold needs flushing
+    });
+    ioc.run();
+  } catch (const std::exception& ex) {
+    spdlog::error("{}", ex.what());
+    return 1;
+  }
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> v(argv + 1, argv + argc);
+  Args a;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const std::string& s = v[i];
+    auto value = [&](const char* name) -> std::optional<std::string> {
+      if (i + 1 >= v.size()) return std::nullopt;
+      (void)name;
+      return v[++i];
+    };
+    if (s == "--help" || s == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (s == "--version") {
+      std::printf("lastgood %s\n", lastgood::kVersion);
+      return 0;
+    } else if (s == "-c" || s == "--config") {
+      auto x = value("--config");
+      if (!x) return usage_error(s + " needs a file");
+      a.config = *x;
+    } else if (s == "--dry-run") {
+      a.dry_run = true;
+    } else if (s == "--log-format") {
+      auto x = value("--log-format");
+      if (!x) return usage_error("--log-format needs text or json");
+      a.log_format = *x;
+    } else if (s == "--log-level") {
+      auto x = value("--log-level");
+      if (!x) return usage_error("--log-level needs a level");
+      a.log_level = *x;
+    } else if (s == "--listen") {
+      auto x = value("--listen");
+      if (!x) return usage_error("--listen needs ip:port");
+      a.listen = *x;
+    } else if (s == "--for") {
+      auto x = value("--for");
+      if (!x) return usage_error("--for needs a duration");
+      a.run_for = *x;
+    } else if (!s.empty() && s[0] == '-') {
+      return usage_error("unknown option " + s);
+    } else if (a.command.empty()) {
+      a.command = s;
+    } else {
+      return usage_error("unexpected argument " + s);
+    }
+  }
+  if (!lastgood::watchdog::setup_logging(a.log_format, a.log_level))
+    return usage_error("bad --log-format (text|json) or --log-level (trace|debug|info|warn|error)");
+  if (a.command.empty()) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  if (a.command == "validate" || a.command == "run") {
+    if (a.config.empty()) return usage_error(a.command + " needs -c FILE");
+    return a.command == "validate" ? cmd_validate(a) : cmd_run(a);
+  }
+  if (a.command == "demo") {
+    lastgood::watchdog::DemoOptions d;
+    d.listen = a.listen;
+    if (a.run_for) {
+      auto dur = lastgood::config::parse_duration(*a.run_for);
+      if (!dur) return usage_error("--for needs a duration like 30s, found " + *a.run_for);
+      d.run_for = *dur;
+    }
+    try {
+      return lastgood::watchdog::run_demo(d);
+    } catch (const std::exception& ex) {
+      spdlog::error("demo: {}", ex.what());
+      return 1;
+    }
+  }
+  return usage_error("unknown command " + a.command);
+}

@@ -1,0 +1,56 @@
+#include "watchdog/metrics.hpp"
+
+#include <prometheus/text_serializer.h>
+
+#include "lastgood/version.hpp"
+
+namespace lastgood::watchdog {
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& r = *registry_;
+  probe_duration_ = &prometheus::BuildHistogram().Name("lastgood_probe_duration_seconds").Help("Duration of probe runs.").Register(r);
+  probes_total_ = &prometheus::BuildCounter().Name("lastgood_probes_total").Help("Probe runs by outcome (ok, fail, error).").Register(r);
+  probe_success_ = &prometheus::BuildGauge().Name("lastgood_probe_success").Help("1 when the probe's last run was ok, else 0.").Register(r);
+  lateness_ = &prometheus::BuildHistogram()
+                   .Name("lastgood_schedule_lateness_seconds")
+                   .Help("How late probe runs started against their planned time.")
+                   .Register(r)
+                   .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1});
+  skipped_ = &prometheus::BuildCounter()
+                  .Name("lastgood_schedule_skipped_total")
+                  .Help("Probe slots skipped because the previous run of the same probe was still going.")
+                  .Register(r)
+                  .Add({});
+  prometheus::BuildGauge()
+      .Name("lastgood_build_info")
+      .Help("Build information; always 1.")
+      .Register(r)
+      .Add({{"version", kVersion}})
+      .Set(1);
+}
+
+Metrics::ProbeHandles Metrics::probe_handles(const std::string& service, const std::string& probe) {
+  static const prometheus::Histogram::BucketBoundaries buckets{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  ProbeHandles h{};
+  h.duration = &probe_duration_->Add({{"service", service}, {"probe", probe}}, buckets);
+  h.ok = &probes_total_->Add({{"service", service}, {"probe", probe}, {"outcome", "ok"}});
+  h.fail = &probes_total_->Add({{"service", service}, {"probe", probe}, {"outcome", "fail"}});
+  h.error = &probes_total_->Add({{"service", service}, {"probe", probe}, {"outcome", "error"}});
+  h.success = &probe_success_->Add({{"service", service}, {"probe", probe}});
+  return h;
+}
+
+void Metrics::record(const ProbeHandles& h, const probes::ProbeResult& r, double lateness_seconds) {
+  h.duration->Observe(r.timing.total.count() / 1000.0);
+  switch (r.outcome) {
+    case probes::Outcome::ok: h.ok->Increment(); break;
+    case probes::Outcome::fail: h.fail->Increment(); break;
+    case probes::Outcome::error: h.error->Increment(); break;
+  }
+  h.success->Set(r.outcome == probes::Outcome::ok ? 1 : 0);
+  lateness_->Observe(lateness_seconds < 0 ? 0 : lateness_seconds);
+}
+
+std::string Metrics::serialize() const { return prometheus::TextSerializer{}.Serialize(registry_->Collect()); }
+
+}  // namespace lastgood::watchdog

@@ -1,0 +1,126 @@
+#include "watchdog/server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+namespace lastgood::watchdog {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+HttpRes HttpRes::json_error(int status, const std::string& message) {
+  return HttpRes{status, "application/json", nlohmann::json{{"error", message}}.dump()};
+}
+
+namespace {
+
+tcp::endpoint parse_listen(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host == "localhost") host = "127.0.0.1";
+  return {asio::ip::make_address(host), static_cast<unsigned short>(std::stoi(listen.substr(colon + 1)))};
+}
+
+}  // namespace
+
+struct Server::Impl {
+  asio::io_context& ioc;
+  tcp::acceptor acceptor;
+  Handler handler;
+  bool stopped = false;
+
+  Impl(asio::io_context& io, const std::string& listen, Handler h) : ioc(io), acceptor(io), handler(std::move(h)) {
+    auto ep = parse_listen(listen);
+    acceptor.open(ep.protocol());
+    acceptor.set_option(tcp::acceptor::reuse_address(true));
+    boost::system::error_code ec;
+    acceptor.bind(ep, ec);
+    if (ec) throw std::system_error(ec, "cannot listen on " + listen);
+    acceptor.listen(asio::socket_base::max_listen_connections);
+  }
+
+  asio::awaitable<void> session(tcp::socket sock) {
+    beast::tcp_stream stream(std::move(sock));
+    beast::flat_buffer buffer;
+    boost::system::error_code rec;
+    std::string remote;
+    auto ep = stream.socket().remote_endpoint(rec);
+    if (!rec) remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+    for (;;) {
+      stream.expires_after(std::chrono::seconds(30));  // slow or idle clients are dropped
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(kBodyLimit);
+      parser.header_limit(16 * 1024);
+      auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+      (void)n;
+      if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted) break;
+      HttpRes res;
+      bool keep_alive = false;
+      unsigned version = 11;
+      if (ec == http::error::body_limit) {
+        res = HttpRes::json_error(413, "request body larger than " + std::to_string(kBodyLimit) + " bytes");
+      } else if (ec) {
+        res = HttpRes::json_error(400, "bad request: " + ec.message());
+      } else {
+        auto& req = parser.get();
+        keep_alive = req.keep_alive();
+        version = req.version();
+        HttpReq hr{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
+                   std::string(req[http::field::authorization]), remote};
+        try {
+          res = handler(hr);
+        } catch (const std::exception& ex) {
+          spdlog::error("http handler for {} {}: {}", hr.method, hr.target, ex.what());
+          res = HttpRes::json_error(500, "internal error");
+        }
+      }
+      http::response<http::string_body> out{static_cast<http::status>(res.status), version};
+      out.set(http::field::server, "lastgood");
+      out.set(http::field::content_type, res.content_type);
+      out.set(http::field::cache_control, "no-store");
+      out.keep_alive(keep_alive);
+      out.body() = std::move(res.body);
+      out.prepare_payload();
+      auto [wec, wn] = co_await http::async_write(stream, out, use_tuple);
+      (void)wn;
+      if (wec || !keep_alive) break;
+    }
+    boost::system::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  asio::awaitable<void> accept_loop() {
+    while (!stopped) {
+      auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
+      if (ec) {
+        if (stopped || ec == asio::error::operation_aborted) break;
+        spdlog::warn("accept: {}", ec.message());
+        continue;
+      }
+      asio::co_spawn(ioc, session(std::move(sock)), asio::detached);
+    }
+  }
+};
+
+Server::Server(asio::io_context& ioc, const std::string& listen, Handler handler)
+    : impl_(std::make_unique<Impl>(ioc, listen, std::move(handler))) {}
+Server::~Server() { stop(); }
+void Server::start() { asio::co_spawn(impl_->ioc, impl_->accept_loop(), asio::detached); }
+void Server::stop() {
+  impl_->stopped = true;
+  boost::system::error_code ec;
+  impl_->acceptor.close(ec);
+}
+tcp::endpoint Server::local_endpoint() const { return impl_->acceptor.local_endpoint(); }
+
+}  // namespace lastgood::watchdog

@@ -1,0 +1,45 @@
+#pragma once
+// The one HTTP server of lastgood (Beast, coroutines): /metrics, /healthz, /readyz, /api/v1/...
+// Request handling is a pure function from request to response (Handler); this class only
+// owns sockets, limits and keep-alive.
+#include <functional>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+namespace lastgood::watchdog {
+
+struct HttpReq {
+  std::string method;
+  std::string target;  // path and query
+  std::string body;
+  std::string authorization;
+  std::string remote;  // "ip:port" of the client
+};
+
+struct HttpRes {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  static HttpRes json_error(int status, const std::string& message);
+};
+
+class Server {
+ public:
+  using Handler = std::function<HttpRes(const HttpReq&)>;
+  // Binds at once (throws std::system_error with the address on failure).
+  Server(boost::asio::io_context& ioc, const std::string& listen, Handler handler);
+  ~Server();
+  void start();
+  void stop();
+  boost::asio::ip::tcp::endpoint local_endpoint() const;
+
+  static constexpr std::size_t kBodyLimit = 64 * 1024;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lastgood::watchdog

@@ -1,0 +1,123 @@
+#include "watchdog/watchdog.hpp"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+namespace lastgood::watchdog {
+
+Watchdog::Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::Config> cfg, WatchdogOptions opts)
+    : ioc_(ioc),
+      cfg_(std::move(cfg)),
+      opts_(std::move(opts)),
+      scheduler_(ioc, [this](size_t i, const probes::ProbeResult& r, double late) { on_result(i, r, late); },
+                 [this](size_t, int n) { metrics_.skipped_runs(n); }) {
+  for (const auto& svc : cfg_->services) {
+    for (const auto& p : svc.probes) {
+      probes_.push_back(ProbeState{svc.name, &p, metrics_.probe_handles(svc.name, p.name), std::nullopt, 0});
+      scheduler_.add(probes::make_probe(ioc_.get_executor(), svc.name, p));
+    }
+  }
+}
+
+Watchdog::~Watchdog() { stop(); }
+
+void Watchdog::start() {
+  std::error_code ec;
+  std::filesystem::create_directories(cfg_->state_dir, ec);
+  if (ec || ::access(cfg_->state_dir.c_str(), W_OK) != 0)
+    throw std::runtime_error("state_dir " + cfg_->state_dir + " is not writable" + (ec ? ": " + ec.message() : ""));
+  state_dir_ok_ = true;
+  server_ = std::make_unique<Server>(ioc_, cfg_->listen, [this](const HttpReq& r) { return handle(r); });
+  server_->start();
+  scheduler_.start();
+  spdlog::info("lastgood listening on http://{}:{} (metrics, health, API); watching {} probe(s) in {} service(s){}",
+               server_->local_endpoint().address().to_string(), server_->local_endpoint().port(), probes_.size(),
+               cfg_->services.size(), opts_.dry_run ? "; dry run: no action will change anything" : "");
+}
+
+void Watchdog::stop() {
+  scheduler_.stop();
+  if (server_) server_->stop();
+}
+
+unsigned short Watchdog::port() const { return server_ ? server_->local_endpoint().port() : 0; }
+
+void Watchdog::on_result(size_t index, const probes::ProbeResult& r, double lateness_s) {
+  auto& st = probes_[index];
+  metrics_.record(st.handles, r, lateness_s);
+  const bool changed = !st.last || st.last->outcome != r.outcome;
+  if (changed) {
+    const char* before = st.last ? probes::to_string(st.last->outcome) : "unknown";
+    if (r.outcome == probes::Outcome::ok)
+      spdlog::info("probe {}/{}: {} -> ok ({:.0f}ms)", st.service, st.spec->name, before, r.timing.total.count());
+    else
+      spdlog::warn("probe {}/{}: {} -> {}: {}", st.service, st.spec->name, before, probes::to_string(r.outcome), r.reason);
+  } else if (r.outcome != probes::Outcome::ok) {
+    spdlog::debug("probe {}/{}: {}: {}", st.service, st.spec->name, probes::to_string(r.outcome), r.reason);
+  }
+  st.last = r;
+  st.last->service = st.service;
+  ++st.runs;
+  if (opts_.on_result) opts_.on_result(*st.last);
+}
+
+bool Watchdog::ready() const { return state_dir_ok_ && scheduler_.running() && ::access(cfg_->state_dir.c_str(), W_OK) == 0; }
+
+nlohmann::json Watchdog::services_json() const {
+  nlohmann::json out = nlohmann::json::array();
+  size_t pi = 0;
+  for (const auto& svc : cfg_->services) {
+    nlohmann::json s{{"name", svc.name}, {"deployment", svc.deployment ? nlohmann::json(svc.deployment->kind) : nlohmann::json()}};
+    nlohmann::json ps = nlohmann::json::array();
+    for (size_t k = 0; k < svc.probes.size(); ++k, ++pi) {
+      const auto& st = probes_[pi];
+      nlohmann::json p{{"name", st.spec->name}, {"kind", st.spec->kind}, {"runs", st.runs}};
+      p["last"] = st.last ? st.last->to_json() : nlohmann::json();
+      ps.push_back(p);
+    }
+    s["probes"] = ps;
+    nlohmann::json ts = nlohmann::json::array();
+    for (const auto& t : svc.triggers) ts.push_back({{"name", t.name}, {"severity", config::to_string(t.severity)}, {"rule", t.rule.kind}});
+    s["triggers"] = ts;
+    s["rollback_mode"] = svc.rollback.mode;
+    out.push_back(s);
+  }
+  return out;
+}
+
+HttpRes Watchdog::handle(const HttpReq& req) const {
+  std::string path = req.target.substr(0, req.target.find('?'));
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  if (path == "/metrics") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.serialize()};
+  }
+  if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
+  if (path == "/readyz") {
+    if (ready()) return {200, "text/plain; charset=utf-8", "ready\n"};
+    return {503, "text/plain; charset=utf-8",
+            std::string("not ready:") + (state_dir_ok_ ? "" : " state dir not writable;") + (scheduler_.running() ? "" : " scheduler stopped;") + "\n"};
+  }
+  if (path == "/api/v1/services") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    return {200, "application/json", nlohmann::json{{"services", services_json()}}.dump(2)};
+  }
+  return HttpRes::json_error(404, "no such endpoint: " + path);
+}
+
+std::uint64_t raise_open_files_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+  }
+  return rl.rlim_cur;
+}
+
+}  // namespace lastgood::watchdog

@@ -1,0 +1,65 @@
+#pragma once
+// The running watchdog: config -> probes on the scheduler -> state and metrics -> HTTP server.
+// The pipeline is the only place that wires probes, policy and actions together.
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "config/config.hpp"
+#include "probes/probe.hpp"
+#include "watchdog/metrics.hpp"
+#include "watchdog/scheduler.hpp"
+#include "watchdog/server.hpp"
+
+namespace lastgood::watchdog {
+
+struct WatchdogOptions {
+  bool dry_run = false;
+  // Called on the loop after every probe run (the demo prints from here).
+  std::function<void(const probes::ProbeResult&)> on_result;
+};
+
+class Watchdog {
+ public:
+  Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::Config> cfg, WatchdogOptions opts = {});
+  ~Watchdog();
+
+  // Prepares the state dir, binds the server and starts every probe. Throws std::runtime_error
+  // with a clear message when it cannot (state dir not writable, address in use).
+  void start();
+  void stop();
+  unsigned short port() const;
+
+  // The HTTP API as a pure function over the current state.
+  HttpRes handle(const HttpReq& req) const;
+  const Metrics& metrics() const { return metrics_; }
+
+ private:
+  struct ProbeState {
+    std::string service;
+    const config::Probe* spec;
+    Metrics::ProbeHandles handles;
+    std::optional<probes::ProbeResult> last;
+    std::uint64_t runs = 0;
+  };
+  void on_result(size_t index, const probes::ProbeResult& r, double lateness_s);
+  bool ready() const;
+  nlohmann::json services_json() const;
+
+  boost::asio::io_context& ioc_;
+  std::shared_ptr<const config::Config> cfg_;
+  WatchdogOptions opts_;
+  Metrics metrics_;
+  Scheduler scheduler_;
+  std::vector<ProbeState> probes_;
+  std::unique_ptr<Server> server_;
+  bool state_dir_ok_ = false;
+};
+
+// Raises the open-files soft limit to the hard limit; returns the limit now in force.
+std::uint64_t raise_open_files_limit();
+
+}  // namespace lastgood::watchdog
