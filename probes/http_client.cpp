@@ -210,6 +210,8 @@ struct HttpConnection::Impl {
     (void)hn;
     if (hec) {
       nothing_received = parser.got_some() == false;
+      if (hec == http::error::body_limit)  // a Content-Length above the cap is refused at the header
+        co_return HttpError{HttpError::Stage::body_limit, false, "body larger than " + std::to_string(max_body) + " bytes"};
       if (hec == beast::error::timeout)
         co_return HttpError{HttpError::Stage::read_headers, true, "timed out waiting for the response headers"};
       if (hec == http::error::end_of_stream || hec == asio::error::eof || hec == http::error::partial_message ||

@@ -13,6 +13,7 @@
 #include "lastgood/version.hpp"
 #include "watchdog/demo.hpp"
 #include "watchdog/logging.hpp"
+#include "watchdog/validate.hpp"
 #include "watchdog/watchdog.hpp"
 
 namespace {
@@ -61,16 +62,14 @@ void warn_open_files(const lastgood::config::Config& cfg, std::uint64_t limit) {
 }
 
 int cmd_validate(const Args& a) {
-  auto res = lastgood::config::load_file(a.config, {.resolve_secrets = false});
-  if (!res.config) {
-    for (const auto& p : res.problems) std::printf("%s\n", p.to_string().c_str());
-    return 2;
+  std::string out;
+  int rc = lastgood::watchdog::validate_file(a.config, out);
+  std::fputs(out.c_str(), stdout);
+  if (rc == 0) {
+    if (auto res = lastgood::config::load_file(a.config, {.resolve_secrets = false}); res.config)
+      warn_open_files(*res.config, lastgood::watchdog::raise_open_files_limit());
   }
-  size_t probes = 0;
-  for (const auto& s : res.config->services) probes += s.probes.size();
-  warn_open_files(*res.config, lastgood::watchdog::raise_open_files_limit());
-  std::printf("%s: ok (%zu service(s), %zu probe(s))\n", a.config.c_str(), res.config->services.size(), probes);
-  return 0;
+  return rc;
 }
 
 int cmd_run(const Args& a) {

@@ -1,0 +1,230 @@
+#include "fixtures.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <boost/asio/ip/tcp.hpp>
+
+namespace testing {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+TempDir::TempDir() {
+  std::random_device rd;
+  path = fs::temp_directory_path() / ("lastgood-it-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+  fs::create_directories(path);
+  fs::permissions(path, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read |
+                            fs::perms::others_exec);
+}
+TempDir::~TempDir() {
+  std::error_code ec;
+  if (!std::getenv("LASTGOOD_KEEP_TEST_DIRS")) fs::remove_all(path, ec);
+}
+
+unsigned short free_port() {
+  asio::io_context ioc;
+  tcp::acceptor a(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  return a.local_endpoint().port();
+}
+
+bool port_open(unsigned short port) {
+  asio::io_context ioc;
+  tcp::socket s(ioc);
+  boost::system::error_code ec;
+  s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
+  return !ec;
+}
+
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return cond();
+}
+
+void write_file(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+namespace {
+std::vector<char*> to_argv(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  for (auto& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+}  // namespace
+
+int run_command(const std::vector<std::string>& argv_in, std::string* output) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("pipe");
+  std::vector<std::string> argv = argv_in;
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    dup2(fds[1], 2);
+    close(fds[0]);
+    close(fds[1]);
+    auto av = to_argv(argv);
+    execvp(av[0], av.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (output) *output = out;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+Process::Process(std::vector<std::string> argv, const fs::path& log_file, std::map<std::string, std::string> env) {
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    setpgid(0, 0);
+    int fd = open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      close(fd);
+    }
+    for (auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    auto av = to_argv(argv);
+    execvp(av[0], av.data());
+    _exit(127);
+  }
+  setpgid(pid_, pid_);
+}
+
+Process::~Process() {
+  if (!status_) stop(std::chrono::seconds(3));
+}
+
+bool Process::running() {
+  if (status_) return false;
+  int st = 0;
+  pid_t r = waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    status_ = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+    return false;
+  }
+  return true;
+}
+
+std::optional<int> Process::signal_and_wait(int sig, std::chrono::milliseconds timeout) {
+  if (!running()) return status_;
+  kill(pid_, sig);
+  wait_until([&] { return !running(); }, timeout);
+  return status_;
+}
+
+int Process::stop(std::chrono::milliseconds grace) {
+  if (!running()) return *status_;
+  if (auto st = signal_and_wait(SIGTERM, grace)) {
+    kill(-pid_, SIGKILL);  // anything left in its process group
+    return *st;
+  }
+  kill(-pid_, SIGKILL);
+  int st = 0;
+  waitpid(pid_, &st, 0);
+  status_ = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+  return *status_;
+}
+
+TestPki::TestPki(const fs::path& dir) {
+  ca_cert = dir / "ca.pem";
+  server_cert = dir / "server.pem";
+  server_key = dir / "server.key";
+  other_ca_cert = dir / "other-ca.pem";
+  auto sh = [](const std::vector<std::string>& argv) {
+    std::string out;
+    if (run_command(argv, &out) != 0) throw std::runtime_error("openssl failed: " + out);
+  };
+  const std::string d = dir.string();
+  sh({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj",
+      "/CN=lastgood test CA", "-keyout", d + "/ca.key", "-out", ca_cert.string()});
+  sh({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj",
+      "/CN=some other CA", "-keyout", d + "/other-ca.key", "-out", other_ca_cert.string()});
+  sh({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-keyout",
+      server_key.string(), "-out", d + "/server.csr"});
+  write_file(dir / "san.ext", "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n");
+  sh({"openssl", "x509", "-req", "-in", d + "/server.csr", "-CA", ca_cert.string(), "-CAkey", d + "/ca.key", "-CAcreateserial",
+      "-days", "20", "-extfile", d + "/san.ext", "-out", server_cert.string()});
+  fs::permissions(server_key, fs::perms::owner_read | fs::perms::owner_write | fs::perms::others_read | fs::perms::group_read);
+}
+
+Nginx::Nginx(const fs::path& dir, const TestPki* pki) : dir_(dir) {
+  root = dir / "site";
+  access_log = dir / "access.log";
+  fs::create_directories(root / "status");
+  for (const char* t : {"client_body", "proxy", "fastcgi", "uwsgi", "scgi"}) fs::create_directories(dir / "tmp" / t);
+  write_file(root / "index.html", "<!doctype html><title>lastgood test</title><p>hello</p>\n");
+  write_file(root / "health.json", R"({"status":"ok","version":"1.2.3"})");
+  port = free_port();
+  std::string tls;
+  if (pki) {
+    tls_port = free_port();
+    tls = "    server {\n      listen 127.0.0.1:" + std::to_string(tls_port) + " ssl;\n      server_name localhost;\n" +
+          "      ssl_certificate " + pki->server_cert.string() + ";\n      ssl_certificate_key " + pki->server_key.string() +
+          ";\n      root " + root.string() + ";\n    }\n";
+  }
+  const std::string d = dir.string();
+  std::string conf = "daemon off;\nworker_processes 1;\npid " + d + "/nginx.pid;\nerror_log " + d +
+                     "/error.log;\nevents { worker_connections 256; }\nhttp {\n"
+                     "  client_body_temp_path " + d + "/tmp/client_body;\n  proxy_temp_path " + d + "/tmp/proxy;\n"
+                     "  fastcgi_temp_path " + d + "/tmp/fastcgi;\n  uwsgi_temp_path " + d + "/tmp/uwsgi;\n"
+                     "  scgi_temp_path " + d + "/tmp/scgi;\n"
+                     "  log_format conn '$connection $connection_requests $status \"$request\"';\n"
+                     "  access_log " + access_log.string() + " conn;\n"
+                     "  keepalive_timeout 60s;\n  keepalive_requests 10000;\n"
+                     "  types { text/html html; application/json json; }\n"
+                     "  server {\n    listen 127.0.0.1:" + std::to_string(port) + ";\n    root " + root.string() + ";\n"
+                     "    location = /status/500 { return 500 'broken\\n'; }\n"
+                     "    location = /redirect { return 302 /index.html; }\n"
+                     "  }\n" + tls + "}\n";
+  write_file(dir / "nginx.conf", conf);
+  proc_ = std::make_unique<Process>(std::vector<std::string>{"nginx", "-c", d + "/nginx.conf", "-p", d + "/", "-e", d + "/error.log"},
+                                    dir / "nginx.out");
+  bool up = wait_until([&] { return port_open(port) && (!pki || port_open(tls_port)); }, std::chrono::seconds(10));
+  if (!up) throw std::runtime_error("nginx did not start: " + read_file(dir / "error.log") + read_file(dir / "nginx.out"));
+}
+
+Nginx::~Nginx() { proc_->stop(); }
+
+std::string Nginx::url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port) + path; }
+std::string Nginx::tls_url(const std::string& host, const std::string& path) const {
+  return "https://" + host + ":" + std::to_string(tls_port) + path;
+}
+
+std::vector<std::string> Nginx::logged_connections() const {
+  std::vector<std::string> out;
+  std::istringstream in(read_file(access_log));
+  std::string line;
+  while (std::getline(in, line)) out.push_back(line.substr(0, line.find(' ')));
+  return out;
+}
+
+}  // namespace testing

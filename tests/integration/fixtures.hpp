@@ -1,0 +1,96 @@
+#pragma once
+// Helpers for integration tests: temp dirs, free ports, child processes stopped by PID, a real
+// nginx (plain and TLS) with a CA made by openssl, and polling instead of sleeping.
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+namespace testing {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  fs::path operator/(const std::string& s) const { return path / s; }
+};
+
+unsigned short free_port();
+bool port_open(unsigned short port);
+// Polls `cond` every 10ms until it holds or `timeout` passes; returns whether it held.
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+void write_file(const fs::path& p, const std::string& text);
+std::string read_file(const fs::path& p);
+// Runs argv to completion, capturing stdout+stderr; returns the exit status (-1 on signal).
+int run_command(const std::vector<std::string>& argv, std::string* output = nullptr);
+
+class Process {
+ public:
+  // Starts argv in its own process group; stdout/stderr go to log_file.
+  Process(std::vector<std::string> argv, const fs::path& log_file, std::map<std::string, std::string> env = {});
+  ~Process();
+  pid_t pid() const { return pid_; }
+  bool running();
+  // SIGTERM, then waits up to `grace` before SIGKILL. Returns the exit status, or -signal.
+  int stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
+  // Sends `sig` and waits up to `timeout` for the exit; nullopt when it is still running.
+  std::optional<int> signal_and_wait(int sig, std::chrono::milliseconds timeout);
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+// A CA and a server certificate for `localhost` (DNS name only), made with the openssl CLI.
+struct TestPki {
+  fs::path ca_cert, server_cert, server_key, other_ca_cert;
+  explicit TestPki(const fs::path& dir);
+};
+
+// nginx on 127.0.0.1: plain HTTP on `port`, HTTPS on `tls_port` when pki is given.
+// Locations: / (index.html), /status/500, /slow? no; the access log records $connection.
+class Nginx {
+ public:
+  Nginx(const fs::path& dir, const TestPki* pki = nullptr);
+  ~Nginx();
+  unsigned short port = 0, tls_port = 0;
+  fs::path root, access_log;
+  std::string url(const std::string& path = "/") const;
+  std::string tls_url(const std::string& host, const std::string& path = "/") const;
+  // The $connection serial of every logged request, in order.
+  std::vector<std::string> logged_connections() const;
+
+ private:
+  fs::path dir_;
+  std::unique_ptr<Process> proc_;
+};
+
+// Runs one awaitable on a fresh io_context and returns its value.
+template <typename T>
+T run_sync(boost::asio::io_context& ioc, boost::asio::awaitable<T> aw) {
+  std::optional<T> out;
+  std::exception_ptr err;
+  boost::asio::co_spawn(ioc, std::move(aw), [&](std::exception_ptr e, T v) {
+    err = e;
+    if (!e) out = std::move(v);
+  });
+  ioc.restart();
+  ioc.run();
+  if (err) std::rethrow_exception(err);
+  return std::move(*out);
+}
+
+}  // namespace testing

@@ -1,0 +1,169 @@
+// The lastgood binary end to end: run against nginx, /metrics through promtool, health
+// endpoints, JSON logs, signals, validate and version exit codes.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include "fixtures.hpp"
+
+using namespace testing;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+namespace {
+
+std::pair<int, std::string> http_get(unsigned short port, const std::string& target) {
+  asio::io_context ioc;
+  beast::tcp_stream s(ioc);
+  s.expires_after(std::chrono::seconds(5));
+  boost::system::error_code ec;
+  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
+  if (ec) return {0, ec.message()};
+  http::request<http::empty_body> req{http::verb::get, target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  http::write(s, req, ec);
+  beast::flat_buffer buf;
+  http::response<http::string_body> res;
+  http::read(s, buf, res, ec);
+  if (ec) return {0, ec.message()};
+  return {static_cast<int>(res.result_int()), res.body()};
+}
+
+std::string write_config(const TempDir& dir, unsigned short listen, const std::string& url) {
+  nlohmann::json c{{"listen", "127.0.0.1:" + std::to_string(listen)},
+                   {"state_dir", (dir.path / "state").string()},
+                   {"services",
+                    {{{"name", "web"},
+                      {"probes",
+                       {{{"name", "home"}, {"kind", "http"}, {"url", url}, {"interval", "200ms"}, {"timeout", "150ms"}},
+                        {{"name", "broken"}, {"kind", "http"}, {"url", url + "status/500"}, {"interval", "200ms"}, {"timeout", "150ms"}},
+                        {{"name", "port"}, {"kind", "tcp"}, {"address", url.substr(7, url.size() - 8)}, {"interval", "200ms"},
+                         {"timeout", "150ms"}}}}}}}};
+  auto path = dir.path / "lastgood.json";
+  write_file(path, c.dump(2));
+  return path.string();
+}
+
+}  // namespace
+
+TEST_CASE("lastgood run serves metrics that pass promtool, health endpoints, and stops on SIGTERM within a second", "[cli]") {
+  TempDir dir;
+  Nginx nginx(dir.path / "");
+  const auto port = free_port();
+  auto cfg = write_config(dir, port, nginx.url("/"));
+  Process lg({LASTGOOD_BINARY, "run", "-c", cfg, "--log-format", "json"}, dir.path / "lastgood.log");
+
+  REQUIRE(wait_until([&] { return http_get(port, "/healthz").first == 200; }, std::chrono::seconds(10)));
+  CHECK(http_get(port, "/readyz").first == 200);
+
+  std::string metrics;
+  REQUIRE(wait_until(
+      [&] {
+        metrics = http_get(port, "/metrics").second;
+        return metrics.find("lastgood_probes_total{outcome=\"fail\",probe=\"broken\",service=\"web\"} 2") != std::string::npos ||
+               metrics.find("lastgood_probes_total{outcome=\"fail\",probe=\"broken\",service=\"web\"} 3") != std::string::npos;
+      },
+      std::chrono::seconds(10)));
+  CHECK_THAT(metrics, Catch::Contains("lastgood_probe_success{probe=\"home\",service=\"web\"} 1"));
+  CHECK_THAT(metrics, Catch::Contains("lastgood_probe_success{probe=\"broken\",service=\"web\"} 0"));
+  CHECK_THAT(metrics, Catch::Contains("lastgood_build_info{version="));
+  CHECK_THAT(metrics, Catch::Contains("lastgood_probe_duration_seconds_bucket{probe=\"port\",service=\"web\""));
+
+  write_file(dir.path / "metrics.txt", metrics);
+  std::string out;
+  int rc = run_command({"sh", "-c", "promtool check metrics < " + (dir.path / "metrics.txt").string()}, &out);
+  INFO(out);
+  CHECK(rc == 0);
+
+  auto api = http_get(port, "/api/v1/services");
+  CHECK(api.first == 200);
+  auto j = nlohmann::json::parse(api.second);
+  CHECK(j["services"][0]["name"] == "web");
+  CHECK(j["services"][0]["probes"][1]["last"]["outcome"] == "fail");
+  CHECK(http_get(port, "/nope").first == 404);
+
+  auto st = lg.signal_and_wait(SIGTERM, std::chrono::milliseconds(1000));
+  REQUIRE(st.has_value());
+  CHECK(*st == 0);
+
+  // Every log line is a JSON object with ts, level and msg.
+  auto log = read_file(dir.path / "lastgood.log");
+  std::istringstream lines(log);
+  std::string line;
+  int n = 0;
+  bool saw_fail = false;
+  while (std::getline(lines, line)) {
+    INFO(line);
+    auto e = nlohmann::json::parse(line, nullptr, false);
+    REQUIRE_FALSE(e.is_discarded());
+    CHECK(e.contains("ts"));
+    CHECK(e.contains("level"));
+    saw_fail = saw_fail || e["msg"].get<std::string>().find("web/broken: unknown -> fail: status: got 500") != std::string::npos;
+    ++n;
+  }
+  CHECK(n >= 2);
+  CHECK(saw_fail);
+}
+
+TEST_CASE("SIGINT also stops lastgood promptly while a probe is hanging", "[cli]") {
+  TempDir dir;
+  // A port that accepts and never answers: the kernel completes the handshake for a listening socket.
+  asio::io_context ioc;
+  asio::ip::tcp::acceptor hang(ioc, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto port = free_port();
+  nlohmann::json c{{"listen", "127.0.0.1:" + std::to_string(port)},
+                   {"state_dir", (dir.path / "state").string()},
+                   {"services",
+                    {{{"name", "h"},
+                      {"probes",
+                       {{{"name", "hang"}, {"kind", "http"}, {"url", "http://127.0.0.1:" + std::to_string(hang.local_endpoint().port()) + "/"},
+                         {"interval", "10s"}, {"timeout", "10s"}}}}}}}};
+  write_file(dir.path / "c.json", c.dump());
+  Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, dir.path / "log");
+  REQUIRE(wait_until([&] { return http_get(port, "/healthz").first == 200; }, std::chrono::seconds(10)));
+  auto st = lg.signal_and_wait(SIGINT, std::chrono::milliseconds(1000));
+  REQUIRE(st.has_value());
+  CHECK(*st == 0);
+}
+
+TEST_CASE("validate, version and usage exit codes", "[cli]") {
+  std::string out;
+  CHECK(run_command({LASTGOOD_BINARY, "validate", "-c", LASTGOOD_SOURCE_DIR "/examples/full.json"}, &out) == 0);
+  CHECK_THAT(out, Catch::Contains("ok (1 service(s), 2 probe(s))"));
+
+  TempDir dir;
+  write_file(dir.path / "bad.json", R"({"services":[{"name":"a","probes":[{"name":"p","kind":"tcp","address":"x:1","timout":"1s"}]}]})");
+  CHECK(run_command({LASTGOOD_BINARY, "validate", "-c", (dir.path / "bad.json").string()}, &out) == 2);
+  CHECK_THAT(out, Catch::Contains("/services/0/probes/0/timout: unknown key \"timout\" (did you mean \"timeout\"?)"));
+
+  CHECK(run_command({LASTGOOD_BINARY, "--version"}, &out) == 0);
+  CHECK_THAT(out, Catch::StartsWith("lastgood "));
+  CHECK(run_command({LASTGOOD_BINARY, "--help"}, &out) == 0);
+  CHECK(run_command({LASTGOOD_BINARY, "frobnicate"}, &out) == 2);
+  CHECK(run_command({LASTGOOD_BINARY, "run"}, &out) == 2);
+  CHECK(run_command({LASTGOOD_BINARY, "run", "-c", (dir.path / "bad.json").string()}, &out) == 2);
+
+  // A state dir that cannot be created is a runtime failure with a clear message.
+  write_file(dir.path / "file", "x");
+  nlohmann::json c{{"listen", "127.0.0.1:0"}, {"state_dir", (dir.path / "file" / "state").string()},
+                   {"services", {{{"name", "a"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}}}}};
+  write_file(dir.path / "c.json", c.dump());
+  CHECK(run_command({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, &out) == 1);
+  CHECK_THAT(out, Catch::Contains("is not writable"));
+}
+
+TEST_CASE("the demo runs on its own and sees the bad release", "[cli]") {
+  std::string out;
+  int rc = run_command({LASTGOOD_BINARY, "demo", "--for", "7s", "--listen", "127.0.0.1:0"}, &out);
+  INFO(out);
+  CHECK(rc == 0);
+  CHECK_THAT(out, Catch::Contains("deploy: current -> releases/v2"));
+  CHECK_THAT(out, Catch::Contains("trigger demo/down: 3 consecutive failures on release v2"));
+  CHECK_THAT(out, Catch::Contains("demo finished"));
+}

@@ -1,0 +1,152 @@
+// The http probe against a real nginx on loopback: plain and TLS, expectations, keep-alive.
+#include <catch2/catch.hpp>
+
+#include "config/config.hpp"
+#include "fixtures.hpp"
+#include "probes/probe.hpp"
+
+using namespace testing;
+namespace cfg = lastgood::config;
+namespace probes = lastgood::probes;
+
+namespace {
+
+cfg::Probe http_probe(const std::string& url, nlohmann::json extra = nlohmann::json::object()) {
+  nlohmann::json p{{"name", "p"}, {"kind", "http"}, {"url", url}, {"interval", "10s"}, {"timeout", "2s"}};
+  p.update(extra);
+  nlohmann::json doc{{"services", {{{"name", "s"}, {"probes", {p}}}}}};
+  auto res = cfg::load_text(doc.dump(), "test", {.resolve_secrets = false});
+  for (auto& pr : res.problems) UNSCOPED_INFO(pr.to_string());
+  REQUIRE(res.config);
+  return res.config->services[0].probes[0];
+}
+
+probes::ProbeResult run_once(probes::Probe& p, boost::asio::io_context& ioc) { return run_sync(ioc, p.run()); }
+
+probes::ProbeResult probe_once(const cfg::Probe& spec) {
+  boost::asio::io_context ioc;
+  auto p = probes::make_probe(ioc.get_executor(), "s", spec);
+  return run_once(*p, ioc);
+}
+
+bool has_failure(const probes::ProbeResult& r, const std::string& cond, const std::string& text = "") {
+  for (const auto& f : r.failures)
+    if (f.condition == cond && f.reason.find(text) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("http probe against nginx: ok, status, body and JSON expectations", "[nginx]") {
+  TempDir dir;
+  Nginx nginx(dir.path);
+
+  SECTION("200 with the expected body is ok, with timing phases") {
+    auto r = probe_once(http_probe(nginx.url("/"), {{"expect", {{"status", "200-299"}, {"body_contains", "<title>"}}}}));
+    INFO(r.reason);
+    CHECK(r.outcome == probes::Outcome::ok);
+    CHECK(r.http_status == 200);
+    CHECK(r.timing.connect.has_value());
+    CHECK(r.timing.first_byte.has_value());
+    CHECK(r.timing.total.count() > 0);
+  }
+  SECTION("500 is a fail naming the status") {
+    auto r = probe_once(http_probe(nginx.url("/status/500")));
+    CHECK(r.outcome == probes::Outcome::fail);
+    CHECK(r.http_status == 500);
+    CHECK(has_failure(r, "status", "got 500, expected 200-299"));
+  }
+  SECTION("a body mismatch is a fail naming the missing text") {
+    auto r = probe_once(http_probe(nginx.url("/"), {{"expect", {{"body_contains", "release v2"}}}}));
+    CHECK(r.outcome == probes::Outcome::fail);
+    CHECK(has_failure(r, "body_contains", "release v2"));
+    auto m = probe_once(http_probe(nginx.url("/"), {{"expect", {{"body_matches", "<title>[a-z ]+</title>"}}}}));
+    CHECK(m.outcome == probes::Outcome::ok);
+  }
+  SECTION("JSON pointer and header expectations") {
+    auto ok = probe_once(http_probe(nginx.url("/health.json"),
+                                    {{"expect", {{"json", {{"/status", "ok"}}}, {"header", {{"content-type", "application/json"}}}}}}));
+    INFO(ok.reason);
+    CHECK(ok.outcome == probes::Outcome::ok);
+    auto bad = probe_once(http_probe(nginx.url("/health.json"), {{"expect", {{"json", {{"/version", "2.0.0"}}}}}}));
+    CHECK(bad.outcome == probes::Outcome::fail);
+    CHECK(has_failure(bad, "json", "/version is \"1.2.3\", expected \"2.0.0\""));
+  }
+  SECTION("redirects are followed only when configured") {
+    auto no = probe_once(http_probe(nginx.url("/redirect")));
+    CHECK(no.http_status == 302);
+    CHECK(no.outcome == probes::Outcome::fail);
+    auto yes = probe_once(http_probe(nginx.url("/redirect"), {{"follow_redirects", 2}, {"expect", {{"body_contains", "hello"}}}}));
+    INFO(yes.reason);
+    CHECK(yes.outcome == probes::Outcome::ok);
+    CHECK(yes.http_status == 200);
+  }
+  SECTION("a closed port is a fail, not an error") {
+    auto r = probe_once(http_probe("http://127.0.0.1:" + std::to_string(free_port()) + "/"));
+    CHECK(r.outcome == probes::Outcome::fail);
+    CHECK(has_failure(r, "connect", "refused"));
+  }
+  SECTION("an unresolvable host is an error: the watcher cannot judge") {
+    auto r = probe_once(http_probe("http://lastgood-no-such-host.invalid/"));
+    CHECK(r.outcome == probes::Outcome::error);
+    CHECK(has_failure(r, "resolve"));
+  }
+}
+
+TEST_CASE("http probe reuses its keep-alive connection across runs, as nginx's access log shows", "[nginx]") {
+  TempDir dir;
+  Nginx nginx(dir.path);
+  boost::asio::io_context ioc;
+  auto p = probes::make_probe(ioc.get_executor(), "s", http_probe(nginx.url("/")));
+  for (int i = 0; i < 4; ++i) {
+    auto r = run_once(*p, ioc);
+    REQUIRE(r.outcome == probes::Outcome::ok);
+    CHECK(r.details["reused_connection"] == (i > 0));
+  }
+  REQUIRE(wait_until([&] { return nginx.logged_connections().size() == 4; }, std::chrono::seconds(5)));
+  auto conns = nginx.logged_connections();
+  CHECK(conns[0] == conns[1]);
+  CHECK(conns[1] == conns[2]);
+  CHECK(conns[2] == conns[3]);
+
+}
+
+TEST_CASE("https probe verifies the certificate chain and the host name", "[nginx]") {
+  TempDir dir;
+  TestPki pki(dir.path);
+  Nginx nginx(dir.path, &pki);
+
+  SECTION("ok with the CA file, and reports the certificate's remaining validity") {
+    auto r = probe_once(http_probe(nginx.tls_url("localhost"), {{"ca_file", pki.ca_cert.string()}}));
+    INFO(r.reason);
+    CHECK(r.outcome == probes::Outcome::ok);
+    CHECK(r.timing.tls.has_value());
+    REQUIRE(r.details.contains("cert_expires_in_s"));
+    CHECK(r.details["cert_expires_in_s"].get<long>() > 19 * 86400);
+  }
+  SECTION("cert_valid_for fails when the certificate expires sooner") {
+    auto r = probe_once(http_probe(nginx.tls_url("localhost"), {{"ca_file", pki.ca_cert.string()}, {"expect", {{"cert_valid_for", "30d"}}}}));
+    CHECK(r.outcome == probes::Outcome::fail);
+    CHECK(has_failure(r, "cert_valid_for", "certificate expires in"));
+  }
+  SECTION("an untrusted CA is a fail naming the cause") {
+    auto r = probe_once(http_probe(nginx.tls_url("localhost"), {{"ca_file", pki.other_ca_cert.string()}}));
+    CHECK(r.outcome == probes::Outcome::fail);
+    CHECK(has_failure(r, "tls", "certificate verify failed: unable to get local issuer certificate"));
+  }
+  SECTION("the system CA store does not trust the test CA either") {
+    auto r = probe_once(http_probe(nginx.tls_url("localhost")));
+    CHECK(r.outcome == probes::Outcome::fail);
+    CHECK(has_failure(r, "tls", "certificate verify failed"));
+  }
+  SECTION("a host name the certificate does not cover is a fail naming the mismatch") {
+    auto r = probe_once(http_probe(nginx.tls_url("127.0.0.1"), {{"ca_file", pki.ca_cert.string()}}));
+    CHECK(r.outcome == probes::Outcome::fail);
+    CHECK(has_failure(r, "tls", "mismatch"));
+  }
+  SECTION("insecure_skip_verify accepts it, explicitly") {
+    auto r = probe_once(http_probe(nginx.tls_url("127.0.0.1"), {{"insecure_skip_verify", true}}));
+    INFO(r.reason);
+    CHECK(r.outcome == probes::Outcome::ok);
+  }
+}

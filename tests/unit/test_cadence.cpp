@@ -1,0 +1,73 @@
+// The scheduler's timing, with a fake clock: jitter stays within ±10% and a probe never
+// overlaps its own previous run, however long runs take.
+#include <catch2/catch.hpp>
+
+#include <random>
+
+#include "watchdog/cadence.hpp"
+
+using lastgood::watchdog::Cadence;
+using namespace std::chrono_literals;
+using TP = Cadence::TimePoint;
+
+TEST_CASE("the gap between planned runs stays within the interval ±10%", "[scheduler]") {
+  Cadence c(1s);
+  TP t0{};
+  for (double u : {0.0, 0.25, 0.5, 0.75, 0.999999, 1.0}) {
+    auto n = c.next(t0, t0 + 5ms, u);
+    CHECK(n - t0 >= 900ms);
+    CHECK(n - t0 <= 1100ms);
+  }
+  CHECK(c.next(t0, t0, 0.0) - t0 == 900ms);
+  CHECK(c.next(t0, t0, 1.0) - t0 == 1100ms);
+}
+
+TEST_CASE("first runs are spread over one interval", "[scheduler]") {
+  Cadence c(10s);
+  TP now{};
+  CHECK(c.first(now, 0.0) == now);
+  CHECK(c.first(now, 0.5) - now == 5s);
+  CHECK(c.first(now, 1.0) - now < 10s);
+}
+
+TEST_CASE("a fake-clock run of a probe never overlaps itself and keeps its average rate", "[scheduler]") {
+  std::mt19937_64 rng(42);
+  std::uniform_real_distribution<double> uni(0, 1);
+  auto [interval, max_run] = GENERATE(table<std::chrono::milliseconds, std::chrono::milliseconds>({
+      {1000ms, 50ms},    // runs much shorter than the interval
+      {1000ms, 2500ms},  // runs that sometimes take longer than several intervals
+      {200ms, 199ms},
+  }));
+  Cadence c(interval);
+  TP now{};
+  TP planned = c.first(now, uni(rng));
+  TP prev_end{};
+  int runs = 0, skipped_total = 0;
+  const TP horizon = now + 1000 * interval;
+  while (planned < horizon) {
+    TP start = std::max(planned, now);  // the fake clock jumps to the planned time
+    REQUIRE(start >= prev_end);         // no overlap with the previous run
+    auto run = std::chrono::duration_cast<Cadence::Duration>(max_run * uni(rng));
+    TP end = start + run;
+    int skipped = 0;
+    TP n = c.next(planned, end, uni(rng), &skipped);
+    REQUIRE(n >= end);
+    auto gap = n - planned;
+    if (skipped == 0) {
+      REQUIRE(gap >= interval * 9 / 10);
+      REQUIRE(gap <= interval * 11 / 10);
+    }
+    skipped_total += skipped;
+    prev_end = end;
+    now = end;
+    planned = n;
+    ++runs;
+  }
+  if (max_run < interval * 9 / 10) {
+    CHECK(skipped_total == 0);
+    CHECK(runs >= 950);  // jitter averages out: about one run per interval
+    CHECK(runs <= 1050);
+  } else {
+    CHECK(skipped_total > 0);  // overruns skip slots rather than bunching runs
+  }
+}

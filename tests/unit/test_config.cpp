@@ -1,0 +1,207 @@
+// Config loading: a table of broken configs, each with its exit code and JSON pointer, and every
+// file in examples/ validates.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "config/config.hpp"
+#include "watchdog/validate.hpp"
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+namespace cfg = lastgood::config;
+
+namespace {
+
+json base_config() {
+  return json::parse(R"({
+    "listen": "127.0.0.1:9464",
+    "state_dir": "/tmp/lastgood-test",
+    "approvers": [{"name": "alice", "roles": ["cto"], "token_env": "LASTGOOD_TEST_TOKEN_ALICE"}],
+    "authority": {"P0": {"roles": ["cto"], "quorum": 1, "auto": true}},
+    "notify": [{"kind": "webhook", "url": "http://127.0.0.1:9/hook", "events": ["executed"]}],
+    "services": [{
+      "name": "www",
+      "probes": [
+        {"name": "home", "kind": "http", "url": "http://127.0.0.1:8080/", "interval": "10s", "timeout": "2s",
+         "expect": {"status": "200-299", "body_contains": "<title>", "max_latency": "800ms"}},
+        {"name": "db", "kind": "tcp", "address": "127.0.0.1:5432"}
+      ],
+      "deployment": {"kind": "local_symlink", "path": "/var/www/app"},
+      "triggers": [
+        {"name": "down", "severity": "P0", "rule": {"kind": "consecutive_failures", "count": 3}},
+        {"name": "errors", "severity": "P1", "rule": {"kind": "error_rate", "window": "5m", "max": 0.05, "min_samples": 20}, "for": "1m"}
+      ],
+      "rollback": {"mode": "auto", "verify": {"within": "5m", "healthy_samples": 3}}
+    }]
+  })");
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  fs::path p = fs::temp_directory_path() / ("lastgood-unit-" + std::to_string(::getpid()) + "-" + name);
+  std::ofstream(p) << text;
+  return p.string();
+}
+
+struct Broken {
+  const char* what;
+  const char* patch;    // RFC 6902 patch applied to base_config()
+  const char* pointer;  // the JSON pointer the message must name
+  const char* says;     // a part of the message
+};
+
+// clang-format off
+const Broken kBroken[] = {
+  {"a typo in a top-level key", R"([{"op":"add","path":"/lisen","value":"x"}])", "/lisen", "did you mean \"listen\""},
+  {"a typo in a probe key", R"([{"op":"add","path":"/services/0/probes/0/timout","value":"1s"}])", "/services/0/probes/0/timout", "did you mean \"timeout\""},
+  {"a typo in expect", R"([{"op":"add","path":"/services/0/probes/0/expect/body_contain","value":"x"}])", "/services/0/probes/0/expect/body_contain", "did you mean \"body_contains\""},
+  {"a bad duration unit", R"([{"op":"add","path":"/services/0/probes/1/timeout","value":"2x"}])", "/services/0/probes/1/timeout", "expected a duration"},
+  {"a duration as a number", R"([{"op":"replace","path":"/services/0/probes/0/interval","value":10}])", "/services/0/probes/0/interval", "expected a duration string"},
+  {"a timeout longer than the interval", R"([{"op":"replace","path":"/services/0/probes/0/timeout","value":"20s"}])", "/services/0/probes/0/timeout", "no longer than the interval"},
+  {"an unknown probe kind", R"([{"op":"replace","path":"/services/0/probes/0/kind","value":"icmp"}])", "/services/0/probes/0/kind", "expected one of http, tcp"},
+  {"a probe without a name", R"([{"op":"remove","path":"/services/0/probes/0/name"}])", "/services/0/probes/0/name", "required key is missing"},
+  {"an http probe with a bad url", R"([{"op":"replace","path":"/services/0/probes/0/url","value":"ftp://x/"}])", "/services/0/probes/0/url", "http:// or https://"},
+  {"a tcp probe without a port", R"([{"op":"replace","path":"/services/0/probes/1/address","value":"127.0.0.1"}])", "/services/0/probes/1/address", "host:port"},
+  {"a bad status range", R"([{"op":"replace","path":"/services/0/probes/0/expect/status","value":"299-200"}])", "/services/0/probes/0/expect/status", "lower bound first"},
+  {"a bad status in a list", R"([{"op":"replace","path":"/services/0/probes/0/expect/status","value":[200, "abc"]}])", "/services/0/probes/0/expect/status/1", "status code"},
+  {"a bad regex", R"([{"op":"add","path":"/services/0/probes/0/expect/body_matches","value":"(unclosed"}])", "/services/0/probes/0/expect/body_matches", "regular expression"},
+  {"a bad JSON pointer in expect.json", R"([{"op":"add","path":"/services/0/probes/0/expect/json","value":{"status":"ok"}}])", "/services/0/probes/0/expect/json/status", "JSON pointer"},
+  {"TLS options on plain http", R"([{"op":"add","path":"/services/0/probes/0/insecure_skip_verify","value":true}])", "/services/0/probes/0/url", "need an https:// URL"},
+  {"duplicate probe names", R"([{"op":"replace","path":"/services/0/probes/1/name","value":"home"}])", "/services/0/probes/1/name", "duplicate probe name"},
+  {"a service without probes", R"([{"op":"replace","path":"/services/0/probes","value":[]}])", "/services/0/probes", "at least one probe"},
+  {"duplicate service names", R"([{"op":"add","path":"/services/1","value":{"name":"www","probes":[{"name":"a","kind":"tcp","address":"127.0.0.1:1"}]}}])", "/services/1/name", "duplicate service name"},
+  {"no services", R"([{"op":"remove","path":"/services"}])", "/services", "required key is missing"},
+  {"a bad severity", R"([{"op":"replace","path":"/services/0/triggers/0/severity","value":"P5"}])", "/services/0/triggers/0/severity", "expected one of P0, P1, P2"},
+  {"an unknown rule kind", R"([{"op":"replace","path":"/services/0/triggers/0/rule/kind","value":"error_rates"}])", "/services/0/triggers/0/rule/kind", "expected one of"},
+  {"an error rate above 1", R"([{"op":"replace","path":"/services/0/triggers/1/rule/max","value":5}])", "/services/0/triggers/1/rule/max", "from 0 to 1"},
+  {"x_of_y with more failures than samples", R"([{"op":"replace","path":"/services/0/triggers/0/rule","value":{"kind":"x_of_y","failures":5,"of":3}}])", "/services/0/triggers/0/rule/failures", "no greater than"},
+  {"a burn-rate window pair in the wrong order", R"([{"op":"replace","path":"/services/0/triggers/0/rule","value":{"kind":"burn_rate","slo":0.999,"windows":[["5m","1h",14.4]]}}])", "/services/0/triggers/0/rule/windows/0/1", "shorter than the long"},
+  {"a burn-rate SLO of 1", R"([{"op":"replace","path":"/services/0/triggers/0/rule","value":{"kind":"burn_rate","slo":1,"windows":[["1h","5m",14.4]]}}])", "/services/0/triggers/0/rule/slo", "below 1"},
+  {"a trigger naming a probe that does not exist", R"([{"op":"add","path":"/services/0/triggers/0/probe","value":"nope"}])", "/services/0/triggers/0/probe", "name of a probe"},
+  {"a count of zero", R"([{"op":"replace","path":"/services/0/triggers/0/rule/count","value":0}])", "/services/0/triggers/0/rule/count", "from 1 to"},
+  {"a count given as a string", R"([{"op":"replace","path":"/services/0/triggers/0/rule/count","value":"3"}])", "/services/0/triggers/0/rule/count", "expected an integer"},
+  {"an unknown deployment kind", R"([{"op":"replace","path":"/services/0/deployment/kind","value":"s3"}])", "/services/0/deployment/kind", "expected one of local_symlink"},
+  {"a relative symlink path", R"([{"op":"replace","path":"/services/0/deployment/path","value":"www/app"}])", "/services/0/deployment/path", "absolute path"},
+  {"ssh without known_hosts", R"([{"op":"replace","path":"/services/0/deployment","value":{"kind":"ssh_symlink","host":"h","user":"u","key_file":"/k","path":"/p"}}])", "/services/0/deployment/known_hosts", "required key is missing"},
+  {"an inline npm token", R"([{"op":"replace","path":"/services/0/deployment","value":{"kind":"npm_package","package":"x","token":"s3cr3t-value"}}])", "/services/0/deployment/token", "not accepted inline"},
+  {"npm unpublish without allow_unpublish", R"([{"op":"replace","path":"/services/0/deployment","value":{"kind":"npm_package","package":"x","token_env":"T","strategy":"unpublish"}}])", "/services/0/deployment/allow_unpublish", "allow_unpublish"},
+  {"a bad npm package name", R"([{"op":"replace","path":"/services/0/deployment","value":{"kind":"npm_package","package":"Bad Name","token_env":"T"}}])", "/services/0/deployment/package", "npm package name"},
+  {"firebase with two credentials", R"([{"op":"replace","path":"/services/0/deployment","value":{"kind":"firebase_hosting","site":"s","credentials_file":"/a","token_env":"T"}}])", "/services/0/deployment", "exactly one of"},
+  {"a command rollback that is a string", R"([{"op":"replace","path":"/services/0/deployment","value":{"kind":"command","rollback":"rollback.sh ${to}"}}])", "/services/0/deployment/rollback", "array of strings"},
+  {"a bad rollback mode", R"([{"op":"replace","path":"/services/0/rollback/mode","value":"yolo"}])", "/services/0/rollback/mode", "alert, approve, auto"},
+  {"rollback without a deployment", R"([{"op":"remove","path":"/services/0/deployment"}])", "/services/0/rollback/mode", "needs a \"deployment\""},
+  {"a typo in verify", R"([{"op":"add","path":"/services/0/rollback/verify/healthy_sample","value":3}])", "/services/0/rollback/verify/healthy_sample", "did you mean \"healthy_samples\""},
+  {"an approver without a token", R"([{"op":"remove","path":"/approvers/0/token_env"}])", "/approvers/0/token_env", "required"},
+  {"an approver with an inline token", R"([{"op":"add","path":"/approvers/0/token","value":"hunter2"}])", "/approvers/0/token", "not accepted inline"},
+  {"an unreachable quorum", R"([{"op":"replace","path":"/authority/P0/quorum","value":2}])", "/authority/P0/quorum", "cannot be met"},
+  {"an unknown authority level", R"([{"op":"add","path":"/authority/P3","value":{"roles":["x"]}}])", "/authority/P3", "unknown key"},
+  {"an unknown notify event", R"([{"op":"replace","path":"/notify/0/events/0","value":"exploded"}])", "/notify/0/events/0", "expected one of breach"},
+  {"a bad listen address", R"([{"op":"replace","path":"/listen","value":"9464"}])", "/listen", "ip:port"},
+  {"a service name with a slash", R"([{"op":"replace","path":"/services/0/name","value":"a/b"}])", "/services/0/name", "letters, digits"},
+  {"a key with a slash in it is escaped in the pointer", R"([{"op":"add","path":"/services/0/probes/0/expect/a~1b","value":1}])", "/services/0/probes/0/expect/a~1b", "unknown key"},
+  {"services not an array", R"([{"op":"replace","path":"/services","value":{}}])", "/services", "expected an array"},
+};
+// clang-format on
+
+}  // namespace
+
+TEST_CASE("the base config of the table is valid", "[config]") {
+  auto res = cfg::load_text(base_config().dump(), "base.json", {.resolve_secrets = false});
+  for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
+  REQUIRE(res.config);
+  REQUIRE(res.config->services.size() == 1);
+  const auto& svc = res.config->services[0];
+  CHECK(svc.probes[0].interval == std::chrono::seconds(10));
+  CHECK(svc.probes[1].interval == std::chrono::seconds(10));  // default
+  CHECK(svc.triggers[1].for_ == std::chrono::minutes(1));
+  CHECK(svc.rollback.mode == "auto");
+  CHECK(std::get<cfg::HttpProbe>(svc.probes[0].spec).expect.status.front().hi == 299);
+  CHECK(std::get<cfg::TcpProbe>(svc.probes[1].spec).port == "5432");
+}
+
+TEST_CASE("every broken config exits 2 and names the JSON pointer", "[config]") {
+  for (const auto& b : kBroken) {
+    DYNAMIC_SECTION(b.what) {
+      json j = base_config().patch(json::parse(b.patch));
+      std::string path = write_temp("broken.json", j.dump(2));
+      std::string out;
+      int rc = lastgood::watchdog::validate_file(path, out);
+      INFO(out);
+      CHECK(rc == 2);
+      CHECK_THAT(out, Catch::Contains(path + ": " + b.pointer + ": "));
+      CHECK_THAT(out, Catch::Contains(b.says));
+      fs::remove(path);
+    }
+  }
+  STATIC_REQUIRE(sizeof(kBroken) / sizeof(kBroken[0]) >= 25);
+}
+
+TEST_CASE("invalid JSON is reported with the file and where it broke", "[config]") {
+  std::string path = write_temp("syntax.json", "{\"services\": [ }");
+  std::string out;
+  CHECK(lastgood::watchdog::validate_file(path, out) == 2);
+  CHECK_THAT(out, Catch::Contains(path + ": /: not valid JSON"));
+  fs::remove(path);
+}
+
+TEST_CASE("a missing file is a config error, not a crash", "[config]") {
+  std::string out;
+  CHECK(lastgood::watchdog::validate_file("/nonexistent/lastgood.json", out) == 2);
+  CHECK_THAT(out, Catch::Contains("cannot open"));
+}
+
+TEST_CASE("all problems are reported at once", "[config]") {
+  json j = base_config();
+  j["services"][0]["probes"][0]["timeout"] = "2x";
+  j["services"][0]["triggers"][0]["severity"] = "P9";
+  auto res = cfg::load_text(j.dump(), "two.json", {.resolve_secrets = false});
+  CHECK_FALSE(res.config);
+  CHECK(res.problems.size() == 2);
+}
+
+TEST_CASE("a service with only probes is valid: plain monitoring", "[config]") {
+  auto res = cfg::load_text(R"({"services":[{"name":"a","probes":[{"name":"p","kind":"tcp","address":"127.0.0.1:1"}]}]})", "m.json",
+                            {.resolve_secrets = false});
+  REQUIRE(res.config);
+  CHECK_FALSE(res.config->services[0].deployment);
+  CHECK(res.config->services[0].triggers.empty());
+}
+
+TEST_CASE("secrets are read from the environment and never appear in messages", "[config]") {
+  json j = base_config();
+  SECTION("a missing variable names the variable and the pointer") {
+    ::unsetenv("LASTGOOD_TEST_TOKEN_ALICE");
+    auto res = cfg::load_text(j.dump(), "s.json", {.resolve_secrets = true});
+    REQUIRE(res.problems.size() == 1);
+    CHECK(res.problems[0].pointer == "/approvers/0/token_env");
+    CHECK_THAT(res.problems[0].message, Catch::Contains("LASTGOOD_TEST_TOKEN_ALICE is not set"));
+  }
+  SECTION("a set variable resolves; its value is in no problem text") {
+    ::setenv("LASTGOOD_TEST_TOKEN_ALICE", "tok-VERY-SECRET", 1);
+    auto ok = cfg::load_text(j.dump(), "s.json", {.resolve_secrets = true});
+    REQUIRE(ok.config);
+    CHECK(ok.config->approvers[0].token.value() == "tok-VERY-SECRET");
+    CHECK(ok.config->approvers[0].token.describe() == "environment variable LASTGOOD_TEST_TOKEN_ALICE");
+    j["approvers"][0]["token"] = "tok-VERY-SECRET";  // inline: refused without echoing it
+    auto bad = cfg::load_text(j.dump(), "s.json", {.resolve_secrets = true});
+    REQUIRE_FALSE(bad.problems.empty());
+    for (const auto& p : bad.problems) CHECK_THAT(p.to_string(), !Catch::Contains("VERY-SECRET"));
+    ::unsetenv("LASTGOOD_TEST_TOKEN_ALICE");
+  }
+}
+
+TEST_CASE("every example config validates", "[config][examples]") {
+  fs::path dir = LASTGOOD_SOURCE_DIR "/examples";
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() != ".json") continue;
+    ++n;
+    std::string out;
+    INFO(e.path().string());
+    CHECK(lastgood::watchdog::validate_file(e.path().string(), out) == 0);
+    INFO(out);
+  }
+  CHECK(n >= 7);
+}
