@@ -12,15 +12,6 @@ namespace lastgood::config {
 
 using nlohmann::json;
 
-const char* to_string(Severity s) {
-  switch (s) {
-    case Severity::P0: return "P0";
-    case Severity::P1: return "P1";
-    case Severity::P2: return "P2";
-  }
-  return "?";
-}
-
 std::string Problem::to_string() const {
   return file + ": " + (pointer.empty() ? std::string("/") : pointer) + ": " + message;
 }
@@ -487,6 +478,7 @@ void parse_deployment(Ctx& c, const json& j, const std::string& ptr, Deployment&
   d.spec = j;
   auto kind = o.one_of("kind", kDeploymentKinds, true);
   if (auto i = o.duration("observe_interval", false, Duration{100})) d.observe_interval = *i;
+  if (auto m = o.strings("migration_releases")) d.migration_releases = *m;
   if (!kind) return;
   d.kind = *kind;
   if (*kind == "local_symlink") {
@@ -582,11 +574,13 @@ void parse_rule(Ctx& c, const json& j, const std::string& ptr, Rule& r) {
     if (auto w = o.duration("window", true, Duration{1000})) r.window = *w;
     if (auto m = o.number("max", 0.0, 1.0, true)) r.max = *m;
     if (auto n = o.integer("min_samples", 1, 10000000)) r.min_samples = static_cast<int>(*n);
+    if (auto e = o.number("max_error_share", 0.0, 1.0)) r.max_error_share = *e;
   } else if (r.kind == "latency") {
     if (auto p = o.number("percentile", 0.0, 100.0, true, true)) r.percentile = *p;
     if (auto w = o.duration("window", true, Duration{1000})) r.window = *w;
     if (auto m = o.duration("max", true, Duration{1})) r.max_latency = *m;
     if (auto n = o.integer("min_samples", 1, 10000000)) r.min_samples = static_cast<int>(*n);
+    if (auto e = o.number("max_error_share", 0.0, 1.0)) r.max_error_share = *e;
   } else if (r.kind == "burn_rate") {
     if (auto s = o.number("slo", 0.0, 1.0, true, true)) {
       if (*s >= 1.0) c.error(o.at("slo"), "expected an SLO below 1 (e.g. 0.999)");
@@ -637,6 +631,7 @@ void parse_trigger(Ctx& c, const json& j, const std::string& ptr, Trigger& t, co
   if (const json* r = o.get("rule", true)) parse_rule(c, *r, o.at("rule"), t.rule);
   if (auto d = o.duration("for")) t.for_ = *d;
   if (auto d = o.duration("recover_after")) t.recover_after = *d;
+  if (auto b = o.boolean("shadow")) t.shadow = *b;
 }
 
 void parse_rollback(Ctx& c, const json& j, const std::string& ptr, Rollback& r) {
@@ -775,6 +770,7 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
       if (!t.name.empty() && !trigger_names.insert(t.name).second) c.error(tp + "/name", "duplicate trigger name \"" + t.name + "\"");
       svc.triggers.push_back(std::move(t));
     });
+    if (auto sh = s.boolean("shadow")) svc.shadow = *sh;
     if (const json* r = s.get("rollback")) {
       parse_rollback(c, *r, s.at("rollback"), svc.rollback);
       if (!svc.deployment && svc.rollback.mode != "alert")

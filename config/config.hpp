@@ -12,6 +12,7 @@
 
 #include "config/duration.hpp"
 #include "config/secret.hpp"
+#include "policy/spec.hpp"
 
 namespace lastgood::config {
 
@@ -63,35 +64,15 @@ struct Probe {
   std::variant<HttpProbe, TcpProbe> spec;
 };
 
-// ---- triggers ------------------------------------------------------------------------------
+// ---- triggers, rollback, authority: policy's own plain types ---------------------------------
 
-enum class Severity { P0, P1, P2 };
-const char* to_string(Severity s);
-
-struct Rule {
-  std::string kind;  // consecutive_failures | x_of_y | error_rate | latency | burn_rate | spread | condition
-  int count = 0;                                         // consecutive_failures
-  int failures = 0, of = 0;                              // x_of_y
-  Duration window{0};                                    // error_rate, latency
-  double max = 0;                                        // error_rate (ratio)
-  int min_samples = 0;                                   // error_rate, latency
-  double percentile = 0;                                 // latency
-  Duration max_latency{0};                               // latency ("max" as a duration)
-  double slo = 0;                                        // burn_rate
-  struct BurnWindow { Duration long_window, short_window; double factor; };
-  std::vector<BurnWindow> burn_windows;                  // burn_rate
-  double min_share = 0;                                  // spread
-  std::string condition;                                 // condition (e.g. "body_contains", "integrity")
-};
-
-struct Trigger {
-  std::string name;
-  Severity severity = Severity::P1;
-  std::optional<std::string> probe;                      // restrict to one probe; default: all of the service
-  Rule rule;
-  Duration for_{0};
-  Duration recover_after{0};
-};
+using policy::Authority;
+using policy::Rollback;
+using policy::Rule;
+using policy::Severity;
+using policy::Trigger;
+using policy::Verify;
+using policy::to_string;
 
 // ---- deployments ---------------------------------------------------------------------------
 
@@ -100,21 +81,7 @@ struct Deployment {
   Duration observe_interval{30'000};
   nlohmann::json spec;  // kind-specific keys, shape-checked at load; typed by the action that uses them
   std::map<std::string, Secret> secrets;  // e.g. "token" for token_env/token_file
-};
-
-struct Verify {
-  Duration within{5 * 60'000};
-  int healthy_samples = 3;
-};
-
-struct Rollback {
-  std::string mode = "approve";                          // alert | approve | auto
-  Duration rollback_window{2 * 3'600'000};
-  Duration cooldown{30 * 60'000};
-  int max_per_day = 3;
-  Duration good_after{10 * 60'000};
-  Duration approval_timeout{30 * 60'000};
-  Verify verify;
+  std::vector<std::string> migration_releases;  // releases carrying a data migration: humans only
 };
 
 struct Service {
@@ -123,6 +90,7 @@ struct Service {
   std::optional<Deployment> deployment;
   std::vector<Trigger> triggers;
   Rollback rollback;
+  bool shadow = false;  // every trigger of the service detects only
 };
 
 // ---- people and notifications --------------------------------------------------------------
@@ -131,12 +99,6 @@ struct Approver {
   std::string name;
   std::vector<std::string> roles;
   Secret token;
-};
-
-struct Authority {
-  std::vector<std::string> roles;
-  int quorum = 1;
-  bool auto_ = false;
 };
 
 struct Notify {

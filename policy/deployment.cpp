@@ -1,0 +1,74 @@
+#include "policy/deployment.hpp"
+
+#include <algorithm>
+
+namespace lastgood::policy {
+
+bool DeploymentTracker::observe(const std::string& id, std::optional<TimePoint> deployed_at, TimePoint now, bool migration) {
+  if (const Release* l = live(); l && l->id == id) {
+    auto& cur = history_[static_cast<size_t>(live_)];
+    cur.migration = cur.migration || migration;
+    if (deployed_at && !cur.deployed_at_from_source) {  // the source now says when: trust it
+      cur.deployed_at = *deployed_at;
+      cur.deployed_at_from_source = true;
+    }
+    return false;
+  }
+  auto it = std::find_if(history_.begin(), history_.end(), [&](const Release& r) { return r.id == id; });
+  Release r;
+  if (it != history_.end()) {  // an older release came back (a rollback): keep what we know of it
+    r = *it;
+    history_.erase(it);
+  }
+  r.id = id;
+  r.deployed_at = deployed_at.value_or(now);
+  r.deployed_at_from_source = deployed_at.has_value();
+  r.migration = r.migration || migration;
+  history_.push_back(std::move(r));
+  if (history_.size() > kMaxHistory) {
+    // Drop the oldest release that is not good; if all are good, the oldest.
+    auto victim = std::find_if(history_.begin(), history_.end() - 1, [](const Release& x) { return !x.verified_at; });
+    history_.erase(victim == history_.end() - 1 ? history_.begin() : victim);
+  }
+  live_ = static_cast<int>(history_.size()) - 1;
+  healthy_since_.reset();  // health must be seen again for the new release
+  return true;
+}
+
+bool DeploymentTracker::health(bool healthy, TimePoint now, Duration good_after) {
+  if (live_ < 0) return false;
+  auto& cur = history_[static_cast<size_t>(live_)];
+  if (!healthy) {
+    healthy_since_.reset();
+    return false;
+  }
+  if (!healthy_since_) healthy_since_ = now;
+  if (now - *healthy_since_ < good_after) return false;
+  cur.last_good_at = now;
+  if (cur.verified_at) return false;
+  cur.verified_at = now;
+  return true;
+}
+
+const Release* DeploymentTracker::last_good() const {
+  const Release* best = nullptr;
+  for (const auto& r : history_)
+    if (r.last_good_at && (!best || *r.last_good_at > *best->last_good_at)) best = &r;
+  return best;
+}
+
+const Release* DeploymentTracker::rollback_target() const {
+  const Release* l = live();
+  const Release* best = nullptr;
+  for (const auto& r : history_) {
+    if (l && r.id == l->id) continue;
+    if (r.last_good_at && (!best || *r.last_good_at > *best->last_good_at)) best = &r;
+  }
+  return best;
+}
+
+bool DeploymentTracker::known(const std::string& id) const {
+  return std::any_of(history_.begin(), history_.end(), [&](const Release& r) { return r.id == id; });
+}
+
+}  // namespace lastgood::policy

@@ -1,0 +1,46 @@
+#pragma once
+// Which release is live, since when, what came before, and which releases were verified good
+// (live and healthy for `good_after`). The rollback target is the most recently good release
+// that is not the live one: never merely "the previous one".
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "policy/types.hpp"
+
+namespace lastgood::policy {
+
+struct Release {
+  std::string id;
+  TimePoint deployed_at;                   // from the source when it says so, else first observed
+  bool deployed_at_from_source = false;
+  bool migration = false;                  // carries a data migration: humans only
+  std::optional<TimePoint> verified_at;    // first time it was verified good
+  std::optional<TimePoint> last_good_at;   // last time it was live and verified good
+};
+
+class DeploymentTracker {
+ public:
+  static constexpr size_t kMaxHistory = 64;
+
+  // The deployment's live release as read at `now`. Returns true when the live release changed.
+  bool observe(const std::string& id, std::optional<TimePoint> deployed_at, TimePoint now, bool migration = false);
+  // The service's health at `now` (no trigger pending or firing). Returns true when the live
+  // release just became verified good.
+  bool health(bool healthy, TimePoint now, Duration good_after);
+
+  const Release* live() const { return live_ < 0 ? nullptr : &history_[static_cast<size_t>(live_)]; }
+  // The most recently good release, live or not.
+  const Release* last_good() const;
+  // The most recently good release that is not live; nullptr when none is known.
+  const Release* rollback_target() const;
+  const std::vector<Release>& history() const { return history_; }
+  bool known(const std::string& id) const;
+
+ private:
+  std::vector<Release> history_;  // in order of first going live
+  int live_ = -1;
+  std::optional<TimePoint> healthy_since_;
+};
+
+}  // namespace lastgood::policy

@@ -1,0 +1,198 @@
+#include "policy/engine.hpp"
+
+#include <algorithm>
+#include <limits>
+
+namespace lastgood::policy {
+
+ServicePolicy::ServicePolicy(ServiceSpec spec) : spec_(std::move(spec)) {
+  probes_.resize(spec_.probes.size());
+  triggers_.resize(spec_.triggers.size());
+  for (size_t ti = 0; ti < spec_.triggers.size(); ++ti) {
+    const Trigger& t = spec_.triggers[ti];
+    auto& pt = triggers_[ti];
+    for (size_t pi = 0; pi < spec_.probes.size(); ++pi) {
+      const bool watched = t.probe ? *t.probe == spec_.probes[pi].name : !spec_.probes[pi].reference;
+      if (watched) pt.probes.push_back(pi);
+    }
+    if (t.rule.kind != "spread") {
+      for (size_t pi : pt.probes) {
+        pt.rules.push_back(std::make_unique<RuleState>(spec_.triggers[ti].rule, probes_[pi].window));
+        pt.per_probe.push_back(Verdict{true, false, {}});
+        probes_[pi].lookback = std::max(probes_[pi].lookback, pt.rules.back()->lookback());
+      }
+    }
+  }
+}
+
+std::optional<size_t> ServicePolicy::trigger_index(const std::string& name) const {
+  for (size_t i = 0; i < spec_.triggers.size(); ++i)
+    if (spec_.triggers[i].name == name) return i;
+  return std::nullopt;
+}
+
+bool ServicePolicy::watcher_unhealthy() const {
+  for (size_t i = 0; i < probes_.size(); ++i)
+    if (spec_.probes[i].reference && probes_[i].last && *probes_[i].last != SampleOutcome::ok) return true;
+  return false;
+}
+
+std::pair<int, int> ServicePolicy::impact() const {
+  int failing = 0, watched = 0;
+  for (size_t i = 0; i < probes_.size(); ++i) {
+    if (spec_.probes[i].reference) continue;
+    ++watched;
+    if (probes_[i].last == SampleOutcome::fail) ++failing;
+  }
+  return {failing, watched};
+}
+
+Verdict ServicePolicy::evaluate(PerTrigger& t, const Trigger& spec, TimePoint now, std::optional<size_t> only_probe) {
+  auto [failing, watched] = impact();
+  if (spec.rule.kind == "spread") {
+    Verdict v;
+    int known = 0, fails = 0;
+    for (size_t pi : t.probes) {
+      if (!probes_[pi].last) continue;
+      ++known;
+      fails += *probes_[pi].last == SampleOutcome::fail;
+    }
+    v.evidence.measure = "failing_share";
+    v.evidence.threshold = spec.rule.min_share;
+    v.evidence.samples = known;
+    v.evidence.value = t.probes.empty() ? 0.0 : static_cast<double>(fails) / static_cast<double>(t.probes.size());
+    v.evidence.probes_failing = failing;
+    v.evidence.probes_watched = watched;
+    v.inconclusive = known == 0;
+    v.breached = !v.inconclusive && v.evidence.value >= spec.rule.min_share;
+    return v;
+  }
+  // Per-probe rules: each probe's verdict is kept; a sample re-judges only its own probe (ticks
+  // re-judge all). Breached when any watched probe breaches; inconclusive only when all are.
+  for (size_t k = 0; k < t.rules.size(); ++k) {
+    if (only_probe && t.probes[k] != *only_probe) continue;
+    t.per_probe[k] = t.rules[k]->evaluate(probes_[t.probes[k]].window, now);
+    t.per_probe[k].evidence.probe = spec_.probes[t.probes[k]].name;
+  }
+  const Verdict* pick = nullptr;
+  for (const auto& v : t.per_probe) {
+    if (v.breached) { pick = &v; break; }
+    if (!pick || (pick->inconclusive && !v.inconclusive)) pick = &v;
+  }
+  Verdict combined = pick ? *pick : Verdict{true, false, {}};
+  combined.evidence.probes_failing = failing;
+  combined.evidence.probes_watched = watched;
+  return combined;
+}
+
+void ServicePolicy::step(size_t ti, const Verdict& v, TimePoint now, bool defer, Events& out) {
+  auto& t = triggers_[ti];
+  const Trigger& spec = spec_.triggers[ti];
+  t.last = v;
+  auto prev = t.machine.step(v, now, spec.for_, spec.recover_after);
+  if (!prev) return;
+  // Entering or leaving `firing` starts count-based rules over: a flapping target needs a full
+  // new window to fire again (monit's rule). pending -> firing keeps the count that got it there.
+  if (t.machine.state() == TriggerState::firing || *prev == TriggerState::firing)
+    for (auto& r : t.rules) r->reset();
+  out.transitions.push_back(Transition{spec_.name, spec.name, spec.severity, *prev, t.machine.state(), now, v.evidence});
+  if (t.machine.state() == TriggerState::firing && !defer) out.decisions.push_back(decide(ti, now));
+}
+
+Decision ServicePolicy::decide(size_t ti, TimePoint now) {
+  auto& t = triggers_[ti];
+  const Trigger& spec = spec_.triggers[ti];
+  DecideInput in;
+  in.service = spec_.name;
+  in.trigger = &spec;
+  in.evidence = t.last.evidence;
+  in.now = now;
+  in.breach_started = t.machine.breach_started().value_or(now);
+  in.watcher_unhealthy = watcher_unhealthy();
+  if (in.watcher_unhealthy) {
+    for (size_t i = 0; i < probes_.size(); ++i)
+      if (spec_.probes[i].reference && probes_[i].last && *probes_[i].last != SampleOutcome::ok)
+        in.watcher_detail = "reference probe " + spec_.probes[i].name + " is " + (*probes_[i].last == SampleOutcome::fail ? "failing" : "erroring");
+  }
+  in.has_deployment = spec_.has_deployment;
+  in.shadow = spec_.shadow || spec.shadow;
+  in.rollback = &spec_.rollback;
+  in.authority = &spec_.authority;
+  in.deployment = &deployment_;
+  in.budget = &budget_;
+  Decision d = policy::decide(in);
+  if (!d.shadow && d.kind != DecisionKind::hold) {
+    budget_.note_decision(now);
+    if (d.kind == DecisionKind::execute) budget_.note_rollback(now);
+  }
+  return d;
+}
+
+void ServicePolicy::after(TimePoint now, Events& out) {
+  bool healthy = true;
+  for (const auto& t : triggers_)
+    if (t.machine.state() == TriggerState::pending || t.machine.state() == TriggerState::firing) healthy = false;
+  if (triggers_.empty()) {
+    for (size_t i = 0; i < probes_.size(); ++i)
+      if (!spec_.probes[i].reference && probes_[i].last == SampleOutcome::fail) healthy = false;
+  }
+  if (deployment_.health(healthy, now, spec_.rollback.good_after)) out.verified_good.push_back(deployment_.live()->id);
+}
+
+Events ServicePolicy::on_sample(size_t pi, const Sample& s, bool defer) {
+  Events out;
+  auto& p = probes_[pi];
+  p.window.push(s);
+  p.last = s.outcome;
+  for (auto& t : triggers_) {
+    for (size_t k = 0; k < t.rules.size(); ++k)  // rules[k] watches probes[k]; spread has none
+      if (t.probes[k] == pi) t.rules[k]->add(s);
+  }
+  for (size_t ti = 0; ti < triggers_.size(); ++ti) {
+    auto& t = triggers_[ti];
+    const bool watches = std::find(t.probes.begin(), t.probes.end(), pi) != t.probes.end();
+    const bool spread = spec_.triggers[ti].rule.kind == "spread";
+    if (!watches && !spread) continue;
+    step(ti, evaluate(t, spec_.triggers[ti], s.at, spread ? std::nullopt : std::optional<size_t>(pi)), s.at, defer, out);
+  }
+  // Keep only what the longest rule of this probe still needs.
+  std::uint64_t keep_from = p.window.end_seq();
+  for (auto& t : triggers_)
+    for (size_t k = 0; k < t.rules.size(); ++k)
+      if (t.probes[k] == pi) keep_from = t.rules[k]->oldest_needed(keep_from);
+  p.window.prune(s.at - p.lookback, keep_from);
+  after(s.at, out);
+  return out;
+}
+
+Events ServicePolicy::tick(TimePoint now, bool defer) {
+  Events out;
+  for (size_t ti = 0; ti < triggers_.size(); ++ti) step(ti, evaluate(triggers_[ti], spec_.triggers[ti], now, std::nullopt), now, defer, out);
+  after(now, out);
+  return out;
+}
+
+Events ServicePolicy::on_release(const std::string& id, std::optional<TimePoint> deployed_at, TimePoint now, bool migration) {
+  Events out;
+  deployment_.observe(id, deployed_at, now, migration || spec_.migration_releases.count(id) > 0);
+  return out;
+}
+
+std::vector<TriggerView> ServicePolicy::triggers(TimePoint now) const {
+  std::vector<TriggerView> out;
+  for (size_t ti = 0; ti < triggers_.size(); ++ti) {
+    const auto& t = triggers_[ti];
+    const auto& spec = spec_.triggers[ti];
+    TriggerView v{spec.name, spec.severity, spec.rule.kind, t.machine.state(), t.machine.since(), t.last.evidence, spec.shadow || spec_.shadow};
+    if (spec.rule.kind == "latency" && !t.last.breached) {
+      // Show the current percentile (the engine only measures it on a breach).
+      for (size_t pi : t.probes)
+        if (spec_.probes[pi].name == v.evidence.probe || v.evidence.probe.empty())
+          v.evidence.value = percentile_ms(probes_[pi].window, now, spec.rule.window, spec.rule.percentile);
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+}  // namespace lastgood::policy

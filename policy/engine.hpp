@@ -1,0 +1,102 @@
+#pragma once
+// The policy of one service: probe results and observed releases in, trigger transitions and
+// decisions out. Pure and deterministic: every call takes the time; nothing here does I/O.
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "policy/decider.hpp"
+#include "policy/deployment.hpp"
+#include "policy/rules.hpp"
+#include "policy/trigger.hpp"
+
+namespace lastgood::policy {
+
+struct ProbeSpec {
+  std::string name;
+  bool reference = false;  // checks the watcher's own reach; never part of a trigger by default
+};
+
+struct ServiceSpec {
+  std::string name;
+  std::vector<ProbeSpec> probes;
+  std::vector<Trigger> triggers;
+  Rollback rollback;
+  std::map<Severity, Authority> authority;
+  bool has_deployment = false;
+  std::set<std::string> migration_releases;  // from config; a release folder marker also counts
+  bool shadow = false;
+};
+
+// What happened in one call, in order.
+struct Events {
+  std::vector<Transition> transitions;
+  std::vector<Decision> decisions;
+  std::vector<std::string> verified_good;  // releases that just became verified good
+  bool empty() const { return transitions.empty() && decisions.empty() && verified_good.empty(); }
+};
+
+struct TriggerView {
+  std::string name;
+  Severity severity;
+  std::string rule;
+  TriggerState state;
+  TimePoint since;
+  Evidence evidence;  // the latest verdict's
+  bool shadow;
+};
+
+class ServicePolicy {
+ public:
+  explicit ServicePolicy(ServiceSpec spec);
+
+  // One probe result. Decisions for triggers that began firing are made at once unless
+  // `defer_decisions` is set (the pipeline then re-reads the live release and calls decide()).
+  Events on_sample(size_t probe_index, const Sample& s, bool defer_decisions = false);
+  // Time passes: windows slide, `for` and `recover_after` run out, releases become good.
+  Events tick(TimePoint now, bool defer_decisions = false);
+  // The deployment's live release as read now.
+  Events on_release(const std::string& id, std::optional<TimePoint> deployed_at, TimePoint now, bool migration = false);
+  // The decision for a trigger that is firing now.
+  Decision decide(size_t trigger_index, TimePoint now);
+  // A rollback was carried out (counts against max_per_day and starts the cooldown).
+  void note_rollback(TimePoint now) { budget_.note_rollback(now); }
+
+  const ServiceSpec& spec() const { return spec_; }
+  const DeploymentTracker& deployment() const { return deployment_; }
+  const Budget& budget() const { return budget_; }
+  std::vector<TriggerView> triggers(TimePoint now) const;
+  bool watcher_unhealthy() const;
+  std::optional<size_t> trigger_index(const std::string& name) const;
+  size_t samples_held(size_t probe_index) const { return probes_[probe_index].window.size(); }
+
+ private:
+  struct PerProbe {
+    SampleWindow window;
+    Duration lookback{0};
+    std::optional<SampleOutcome> last;
+  };
+  struct PerTrigger {
+    std::vector<size_t> probes;                 // which probes it watches
+    std::vector<std::unique_ptr<RuleState>> rules;  // one per watched probe (none for spread)
+    std::vector<Verdict> per_probe;                 // the latest verdict of each
+    TriggerMachine machine;
+    Verdict last;
+  };
+
+  Verdict evaluate(PerTrigger& t, const Trigger& spec, TimePoint now, std::optional<size_t> only_probe);
+  void step(size_t ti, const Verdict& v, TimePoint now, bool defer, Events& out);
+  void after(TimePoint now, Events& out);
+  std::pair<int, int> impact() const;
+
+  ServiceSpec spec_;
+  std::vector<PerProbe> probes_;
+  std::vector<PerTrigger> triggers_;
+  DeploymentTracker deployment_;
+  Budget budget_;
+};
+
+}  // namespace lastgood::policy

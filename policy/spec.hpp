@@ -1,0 +1,65 @@
+#pragma once
+// What the policy engine is told to enforce: triggers, rules, rollback limits, authority.
+// Plain structs; config/ fills them from the config file, policy/ reads them.
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lastgood::policy {
+
+using Duration = std::chrono::milliseconds;
+
+enum class Severity { P0, P1, P2 };
+const char* to_string(Severity s);
+
+struct Rule {
+  std::string kind;  // consecutive_failures | x_of_y | error_rate | latency | burn_rate | spread | condition
+  int count = 0;                                         // consecutive_failures
+  int failures = 0, of = 0;                              // x_of_y
+  Duration window{0};                                    // error_rate, latency
+  double max = 0;                                        // error_rate (ratio)
+  int min_samples = 1;                                   // error_rate, latency: fewer -> inconclusive
+  double max_error_share = 0.5;                          // more `error` results than this share -> inconclusive
+  double percentile = 0;                                 // latency
+  Duration max_latency{0};                               // latency ("max" as a duration)
+  double slo = 0;                                        // burn_rate
+  struct BurnWindow { Duration long_window, short_window; double factor; };
+  std::vector<BurnWindow> burn_windows;                  // burn_rate
+  double min_share = 0;                                  // spread
+  std::string condition;                                 // condition (e.g. "body_contains", "integrity")
+};
+
+struct Trigger {
+  std::string name;
+  Severity severity = Severity::P1;
+  std::optional<std::string> probe;                      // restrict to one probe; default: all but reference probes
+  Rule rule;
+  Duration for_{0};
+  Duration recover_after{0};
+  bool shadow = false;                                   // detect and count, never enforce
+};
+
+struct Verify {
+  Duration within{5 * 60'000};
+  int healthy_samples = 3;
+};
+
+struct Rollback {
+  std::string mode = "approve";                          // alert | approve | auto
+  Duration rollback_window{2 * 3'600'000};
+  Duration cooldown{30 * 60'000};
+  int max_per_day = 3;
+  Duration good_after{10 * 60'000};
+  Duration approval_timeout{30 * 60'000};
+  Verify verify;
+};
+
+struct Authority {
+  std::vector<std::string> roles;
+  int quorum = 1;
+  bool auto_ = false;
+};
+
+}  // namespace lastgood::policy

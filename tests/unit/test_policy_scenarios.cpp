@@ -1,0 +1,306 @@
+// Decisions in scenarios (fake clock, synthetic results), and randomized invariants.
+#include <catch2/catch.hpp>
+
+#include <random>
+
+#include "policy/engine.hpp"
+
+using namespace lastgood::policy;
+using namespace std::chrono_literals;
+
+namespace {
+
+const TimePoint T0 = TimePoint{} + std::chrono::hours(24 * 365 * 50);
+constexpr auto OK = SampleOutcome::ok;
+constexpr auto FAIL = SampleOutcome::fail;
+
+ServiceSpec service(std::string mode = "auto", bool with_reference = false) {
+  ServiceSpec s;
+  s.name = "www";
+  s.probes = {{"home", false}};
+  if (with_reference) s.probes.push_back({"reach", true});
+  Trigger down;
+  down.name = "down";
+  down.severity = Severity::P0;
+  down.rule.kind = "consecutive_failures";
+  down.rule.count = 3;
+  s.triggers = {down};
+  s.rollback.mode = mode;
+  s.rollback.good_after = 10min;
+  s.rollback.rollback_window = 2h;
+  s.rollback.cooldown = 30min;
+  s.rollback.max_per_day = 3;
+  s.authority[Severity::P0] = Authority{{"oncall"}, 1, true};
+  s.authority[Severity::P1] = Authority{{"manager"}, 1, false};
+  s.has_deployment = true;
+  return s;
+}
+
+// Drives a ServicePolicy with one result per `step` and collects its decisions.
+struct Driver {
+  ServicePolicy sp;
+  TimePoint now = T0;
+  std::vector<Decision> decisions;
+  explicit Driver(ServiceSpec s) : sp(std::move(s)) {}
+  void release(const std::string& id) { sp.on_release(id, std::nullopt, now); }
+  void run(SampleOutcome o, Duration span, Duration step = 10s, size_t probe = 0) {
+    for (TimePoint end = now + span; now < end; now += step) {
+      auto ev = sp.on_sample(probe, Sample{now, o, 20, 0});
+      decisions.insert(decisions.end(), ev.decisions.begin(), ev.decisions.end());
+      auto tk = sp.tick(now);
+      decisions.insert(decisions.end(), tk.decisions.begin(), tk.decisions.end());
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a bad release after a verified good one is rolled back at once where P0 may auto-execute", "[policy][scenario]") {
+  Driver d(service("auto"));
+  d.release("v1");
+  d.run(OK, 15min);  // v1 verified good after 10 min
+  REQUIRE(d.sp.deployment().last_good());
+  CHECK(d.sp.deployment().last_good()->id == "v1");
+  d.release("v2");
+  d.run(FAIL, 30s);
+  REQUIRE(d.decisions.size() == 1);
+  const auto& dec = d.decisions[0];
+  CHECK(dec.kind == DecisionKind::execute);
+  CHECK(dec.release_from == "v2");
+  CHECK(dec.release_to == "v1");
+  CHECK(dec.severity == Severity::P0);
+  CHECK(dec.evidence.measure == "consecutive_failures");
+  CHECK(dec.evidence.value == 3);
+  CHECK(dec.evidence.threshold == 3);
+  CHECK(dec.evidence.probes_failing == 1);
+  CHECK(dec.evidence.probes_watched == 1);
+  CHECK_THAT(dec.reason, Catch::Contains("v2 -> v1"));
+}
+
+TEST_CASE("mode approve proposes; mode alert alerts; a severity without auto authority proposes", "[policy][scenario]") {
+  for (std::string mode : {"approve", "alert"}) {
+    Driver d(service(mode));
+    d.release("v1");
+    d.run(OK, 15min);
+    d.release("v2");
+    d.run(FAIL, 30s);
+    REQUIRE(d.decisions.size() == 1);
+    CHECK(d.decisions[0].kind == (mode == "approve" ? DecisionKind::propose : DecisionKind::alert));
+  }
+  auto s = service("auto");
+  s.triggers[0].severity = Severity::P1;  // P1: auto false
+  Driver d(s);
+  d.release("v1");
+  d.run(OK, 15min);
+  d.release("v2");
+  d.run(FAIL, 30s);
+  REQUIRE(d.decisions.size() == 1);
+  CHECK(d.decisions[0].kind == DecisionKind::propose);
+  CHECK_THAT(d.decisions[0].reason, Catch::Contains("requires approval"));
+}
+
+TEST_CASE("a flapping target for an hour yields at most one acting decision per cooldown", "[policy][scenario]") {
+  auto s = service("auto");
+  s.triggers[0].rule = Rule{};
+  s.triggers[0].rule.kind = "x_of_y";
+  s.triggers[0].rule.failures = 2;
+  s.triggers[0].rule.of = 3;
+  Driver d(s);
+  d.release("v1");
+  d.run(OK, 15min);
+  d.release("v2");
+  for (int i = 0; i < 360; ++i) d.run(i % 2 ? OK : FAIL, 10s);  // alternating for an hour
+  int acting = 0;
+  std::optional<TimePoint> last;
+  for (const auto& dec : d.decisions) {
+    if (dec.kind == DecisionKind::hold) continue;
+    ++acting;
+    if (last) CHECK(dec.at - *last >= 30min);
+    last = dec.at;
+  }
+  CHECK(acting >= 1);
+  CHECK(acting <= 2);  // one hour, 30 min cooldown
+  CHECK(d.decisions.size() > static_cast<size_t>(acting));  // the rest were holds with a reason
+  for (const auto& dec : d.decisions)
+    if (dec.kind == DecisionKind::hold) CHECK_THAT(dec.reason, Catch::Contains("cooldown"));
+}
+
+TEST_CASE("no data: inconclusive, no decision", "[policy][scenario]") {
+  Driver d(service("auto"));
+  d.release("v1");
+  for (int i = 0; i < 100; ++i) {
+    auto ev = d.sp.tick(d.now);
+    CHECK(ev.decisions.empty());
+    d.now += 10s;
+  }
+  CHECK(d.sp.triggers(d.now).front().state == TriggerState::inconclusive);
+  d.run(SampleOutcome::error, 10min);
+  CHECK(d.decisions.empty());
+  CHECK(d.sp.triggers(d.now).front().state == TriggerState::inconclusive);
+}
+
+TEST_CASE("a breach 3 h after the last deploy with rollback_window 2h holds: no recent deployment", "[policy][scenario]") {
+  Driver d(service("auto"));
+  d.release("v1");
+  d.run(OK, 15min);
+  d.release("v2");
+  d.run(OK, 3h);
+  d.run(FAIL, 30s);
+  REQUIRE(d.decisions.size() == 1);
+  CHECK(d.decisions[0].kind == DecisionKind::hold);
+  CHECK_THAT(d.decisions[0].reason, Catch::StartsWith("no recent deployment"));
+}
+
+TEST_CASE("the deploy time from the source counts, not the time it was first seen", "[policy][scenario]") {
+  Driver d(service("auto"));
+  d.release("v1");
+  d.run(OK, 15min);
+  d.sp.on_release("v2", d.now - 3h, d.now);  // e.g. npm time[version]: deployed long before we looked
+  d.run(FAIL, 30s);
+  REQUIRE(d.decisions.size() == 1);
+  CHECK(d.decisions[0].kind == DecisionKind::hold);
+  CHECK_THAT(d.decisions[0].reason, Catch::Contains("no recent deployment"));
+}
+
+TEST_CASE("a release carrying a migration is proposed, never executed", "[policy][scenario]") {
+  auto s = service("auto");
+  s.migration_releases = {"v2"};
+  Driver d(s);
+  d.release("v1");
+  d.run(OK, 15min);
+  d.release("v2");
+  d.run(FAIL, 30s);
+  REQUIRE(d.decisions.size() == 1);
+  CHECK(d.decisions[0].kind == DecisionKind::propose);
+  CHECK_THAT(d.decisions[0].reason, Catch::Contains("data migration"));
+}
+
+TEST_CASE("two bad releases in a row: the target is the last verified good, never the bad one between", "[policy][scenario]") {
+  Driver d(service("auto"));
+  d.release("v1");
+  d.run(OK, 15min);
+  d.release("v2");
+  d.run(OK, 2min);  // live, not yet good
+  d.release("v3");
+  d.run(FAIL, 30s);
+  REQUIRE(d.decisions.size() == 1);
+  CHECK(d.decisions[0].release_from == "v3");
+  CHECK(d.decisions[0].release_to == "v1");
+}
+
+TEST_CASE("no verified good release known: hold", "[policy][scenario]") {
+  Driver d(service("auto"));
+  d.release("v1");
+  d.run(OK, 2min);
+  d.release("v2");
+  d.run(FAIL, 30s);
+  REQUIRE(d.decisions.size() == 1);
+  CHECK(d.decisions[0].kind == DecisionKind::hold);
+  CHECK_THAT(d.decisions[0].reason, Catch::StartsWith("no verified good release"));
+}
+
+TEST_CASE("while the watcher's reference probe fails, every decision is hold: watcher unhealthy", "[policy][scenario]") {
+  Driver d(service("auto", true));
+  d.release("v1");
+  for (int i = 0; i < 90; ++i) {  // 15 min of both probes ok
+    d.sp.on_sample(1, Sample{d.now, OK, 5, 0});
+    d.run(OK, 10s);
+  }
+  d.release("v2");
+  d.sp.on_sample(1, Sample{d.now, FAIL, 5, 0});
+  d.run(FAIL, 30s);
+  REQUIRE(d.decisions.size() == 1);
+  CHECK(d.decisions[0].kind == DecisionKind::hold);
+  CHECK_THAT(d.decisions[0].reason, Catch::StartsWith("watcher unhealthy"));
+}
+
+TEST_CASE("shadow mode decides and says so, and does not spend the budget", "[policy][scenario]") {
+  auto s = service("auto");
+  s.triggers[0].shadow = true;
+  Driver d(s);
+  d.release("v1");
+  d.run(OK, 15min);
+  d.release("v2");
+  d.run(FAIL, 30s);
+  REQUIRE(d.decisions.size() == 1);
+  CHECK(d.decisions[0].kind == DecisionKind::execute);
+  CHECK(d.decisions[0].shadow);
+  CHECK_FALSE(d.sp.budget().last_decision());
+}
+
+TEST_CASE("the daily cap holds after max_per_day rollbacks", "[policy][scenario]") {
+  auto s = service("auto");
+  s.rollback.cooldown = 1min;
+  s.rollback.max_per_day = 2;
+  Driver d(s);
+  for (int round = 0; round < 3; ++round) {
+    d.release("good" + std::to_string(round));
+    d.run(OK, 15min);
+    d.release("bad" + std::to_string(round));
+    d.run(FAIL, 30s);
+    d.run(OK, 1min);
+  }
+  REQUIRE(d.decisions.size() == 3);
+  CHECK(d.decisions[0].kind == DecisionKind::execute);
+  CHECK(d.decisions[1].kind == DecisionKind::execute);
+  CHECK(d.decisions[2].kind == DecisionKind::hold);
+  CHECK_THAT(d.decisions[2].reason, Catch::StartsWith("rollback budget spent"));
+}
+
+TEST_CASE("randomized: never execute in cooldown or past the cap, never target the live or an unknown release, always evidence",
+          "[policy][random]") {
+  int executes_seen = 0, proposes_seen = 0, holds_seen = 0;
+  for (std::uint64_t seed = 1; seed <= 2000; ++seed) {
+    std::mt19937_64 rng(seed);
+    auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<std::uint64_t>(n)); };
+    auto s = service(pick(3) == 0 ? "approve" : "auto", pick(2) == 0);
+    s.rollback.cooldown = std::chrono::minutes(1 + pick(30));
+    s.rollback.max_per_day = 1 + pick(3);
+    s.rollback.good_after = std::chrono::minutes(pick(5));
+    if (pick(2)) s.triggers[0].rule.count = 1 + pick(4);
+    if (pick(3) == 0) s.migration_releases.insert("r" + std::to_string(pick(5)));
+    ServicePolicy sp(s);
+    TimePoint now = T0;
+    std::vector<TimePoint> executes;
+    std::optional<TimePoint> last_acting;
+    INFO("seed " << seed);
+    for (int step = 0; step < 400; ++step) {
+      now += std::chrono::seconds(1 + pick(60));
+      const int what = pick(20);
+      if (what == 0) {
+        sp.on_release("r" + std::to_string(pick(6)), pick(2) ? std::optional<TimePoint>(now - std::chrono::minutes(pick(300))) : std::nullopt, now);
+        continue;
+      }
+      Events ev = what < 3 && s.probes.size() > 1 ? sp.on_sample(1, Sample{now, pick(4) ? OK : FAIL, 5, 0})
+                                                  : sp.on_sample(0, Sample{now, pick(3) ? OK : FAIL, 10, 0});
+      for (const auto& d : ev.decisions) {
+        executes_seen += d.kind == DecisionKind::execute;
+        proposes_seen += d.kind == DecisionKind::propose;
+        holds_seen += d.kind == DecisionKind::hold;
+        REQUIRE_FALSE(d.reason.empty());
+        REQUIRE_FALSE(d.evidence.measure.empty());
+        REQUIRE(d.evidence.probes_watched >= 1);
+        if (d.kind == DecisionKind::execute || d.kind == DecisionKind::propose) {
+          REQUIRE(d.release_to.has_value());
+          REQUIRE(d.release_from.has_value());
+          REQUIRE(*d.release_to != *d.release_from);
+          REQUIRE(sp.deployment().known(*d.release_to));
+        }
+        if (d.kind != DecisionKind::hold) {
+          if (last_acting) REQUIRE(now - *last_acting >= s.rollback.cooldown);
+          last_acting = now;
+        }
+        if (d.kind == DecisionKind::execute) {
+          int in_day = 0;
+          for (auto t : executes) in_day += now - t < 24h;
+          REQUIRE(in_day < s.rollback.max_per_day);
+          executes.push_back(now);
+        }
+      }
+    }
+  }
+  // The sequences must reach every kind, or the invariants above were checked on nothing.
+  CHECK(executes_seen > 100);
+  CHECK(proposes_seen > 100);
+  CHECK(holds_seen > 100);
+}
