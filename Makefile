@@ -5,7 +5,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test unit integration asan clean
+.PHONY: deps build run test unit integration asan bench-policy clean
 
 deps:
 	scripts/install-deps
@@ -31,6 +31,10 @@ asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLASTGOOD_SANITIZE=ON $(CMAKE_FLAGS)
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -L unit -j $(JOBS)
+
+# Policy micro-benchmark (Release build; results go in docs/benchmarks.md).
+bench-policy: build
+	$(BUILD)/bench/policy_bench
 
 clean:
 	rm -rf $(BUILD) build-asan

@@ -57,7 +57,6 @@ Verdict ServicePolicy::evaluate(PerTrigger& t, const Trigger& spec, TimePoint no
       ++known;
       fails += *probes_[pi].last == SampleOutcome::fail;
     }
-    v.evidence.measure = "failing_share";
     v.evidence.threshold = spec.rule.min_share;
     v.evidence.samples = known;
     v.evidence.value = t.probes.empty() ? 0.0 : static_cast<double>(fails) / static_cast<double>(t.probes.size());
@@ -72,14 +71,18 @@ Verdict ServicePolicy::evaluate(PerTrigger& t, const Trigger& spec, TimePoint no
   for (size_t k = 0; k < t.rules.size(); ++k) {
     if (only_probe && t.probes[k] != *only_probe) continue;
     t.per_probe[k] = t.rules[k]->evaluate(probes_[t.probes[k]].window, now);
-    t.per_probe[k].evidence.probe = spec_.probes[t.probes[k]].name;
   }
-  const Verdict* pick = nullptr;
-  for (const auto& v : t.per_probe) {
-    if (v.breached) { pick = &v; break; }
-    if (!pick || (pick->inconclusive && !v.inconclusive)) pick = &v;
+  int pick = -1;
+  for (size_t k = 0; k < t.per_probe.size(); ++k) {
+    const auto& v = t.per_probe[k];
+    if (v.breached) {
+      pick = static_cast<int>(k);
+      break;
+    }
+    if (pick < 0 || (t.per_probe[static_cast<size_t>(pick)].inconclusive && !v.inconclusive)) pick = static_cast<int>(k);
   }
-  Verdict combined = pick ? *pick : Verdict{true, false, {}};
+  t.last_pick = pick;
+  Verdict combined = pick >= 0 ? t.per_probe[static_cast<size_t>(pick)] : Verdict{true, false, {}};
   combined.evidence.probes_failing = failing;
   combined.evidence.probes_watched = watched;
   return combined;
@@ -95,7 +98,7 @@ void ServicePolicy::step(size_t ti, const Verdict& v, TimePoint now, bool defer,
   // new window to fire again (monit's rule). pending -> firing keeps the count that got it there.
   if (t.machine.state() == TriggerState::firing || *prev == TriggerState::firing)
     for (auto& r : t.rules) r->reset();
-  out.transitions.push_back(Transition{spec_.name, spec.name, spec.severity, *prev, t.machine.state(), now, v.evidence});
+  out.transitions.push_back(Transition{spec_.name, spec.name, spec.severity, *prev, t.machine.state(), now, described(ti, now)});
   if (t.machine.state() == TriggerState::firing && !defer) out.decisions.push_back(decide(ti, now));
 }
 
@@ -105,7 +108,7 @@ Decision ServicePolicy::decide(size_t ti, TimePoint now) {
   DecideInput in;
   in.service = spec_.name;
   in.trigger = &spec;
-  in.evidence = t.last.evidence;
+  in.evidence = described(ti, now);
   in.now = now;
   in.breach_started = t.machine.breach_started().value_or(now);
   in.watcher_unhealthy = watcher_unhealthy();
@@ -126,6 +129,21 @@ Decision ServicePolicy::decide(size_t ti, TimePoint now) {
     if (d.kind == DecisionKind::execute) budget_.note_rollback(now);
   }
   return d;
+}
+
+Evidence ServicePolicy::described(size_t ti, TimePoint now) const {
+  const auto& t = triggers_[ti];
+  Evidence e = t.last.evidence;
+  if (spec_.triggers[ti].rule.kind == "spread") {
+    e.measure = "failing_share";
+  } else if (t.last_pick >= 0) {
+    const size_t k = static_cast<size_t>(t.last_pick);
+    e.probe = spec_.probes[t.probes[k]].name;
+    t.rules[k]->describe(e, probes_[t.probes[k]].window, now);
+  } else {
+    e.measure = spec_.triggers[ti].rule.kind;
+  }
+  return e;
 }
 
 void ServicePolicy::after(TimePoint now, Events& out) {
@@ -183,14 +201,8 @@ std::vector<TriggerView> ServicePolicy::triggers(TimePoint now) const {
   for (size_t ti = 0; ti < triggers_.size(); ++ti) {
     const auto& t = triggers_[ti];
     const auto& spec = spec_.triggers[ti];
-    TriggerView v{spec.name, spec.severity, spec.rule.kind, t.machine.state(), t.machine.since(), t.last.evidence, spec.shadow || spec_.shadow};
-    if (spec.rule.kind == "latency" && !t.last.breached) {
-      // Show the current percentile (the engine only measures it on a breach).
-      for (size_t pi : t.probes)
-        if (spec_.probes[pi].name == v.evidence.probe || v.evidence.probe.empty())
-          v.evidence.value = percentile_ms(probes_[pi].window, now, spec.rule.window, spec.rule.percentile);
-    }
-    out.push_back(std::move(v));
+    out.push_back(TriggerView{spec.name, spec.severity, spec.rule.kind, t.machine.state(), t.machine.since(), described(ti, now),
+                              spec.shadow || spec_.shadow});
   }
   return out;
 }

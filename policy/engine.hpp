@@ -85,11 +85,14 @@ class ServicePolicy {
     std::vector<Verdict> per_probe;                 // the latest verdict of each
     TriggerMachine machine;
     Verdict last;
+    int last_pick = -1;                             // which per_probe verdict `last` came from
   };
 
   Verdict evaluate(PerTrigger& t, const Trigger& spec, TimePoint now, std::optional<size_t> only_probe);
   void step(size_t ti, const Verdict& v, TimePoint now, bool defer, Events& out);
   void after(TimePoint now, Events& out);
+  // Names and details for a trigger's latest evidence (off the per-sample path).
+  Evidence described(size_t ti, TimePoint now) const;
   std::pair<int, int> impact() const;
 
   ServiceSpec spec_;

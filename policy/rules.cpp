@@ -11,11 +11,36 @@ Verdict inconclusive(Evidence e) { return {true, false, std::move(e)}; }
 Verdict judged(bool breached, Evidence e) { return {false, breached, std::move(e)}; }
 }  // namespace
 
-RuleState::RuleState(const Rule& rule, const SampleWindow& w) : rule_(rule) {
-  if (rule.kind == "x_of_y") ring_.assign(static_cast<size_t>(std::max(rule.of, 1)), false);
-  if (rule.kind == "error_rate") counters_.emplace_back(rule.window);
-  if (rule.kind == "latency") counters_.emplace_back(rule.window, static_cast<double>(rule.max_latency.count()));
-  if (rule.kind == "burn_rate") {
+RuleState::Kind RuleState::kind_of(const std::string& k) {
+  if (k == "consecutive_failures") return Kind::consecutive_failures;
+  if (k == "x_of_y") return Kind::x_of_y;
+  if (k == "error_rate") return Kind::error_rate;
+  if (k == "latency") return Kind::latency;
+  if (k == "burn_rate") return Kind::burn_rate;
+  if (k == "spread") return Kind::spread;
+  return Kind::condition;
+}
+
+RuleState::RuleState(const Rule& rule, const SampleWindow& w) : rule_(rule), kind_(kind_of(rule.kind)) {
+  switch (kind_) {
+    case Kind::consecutive_failures: measure_ = "consecutive_failures"; break;
+    case Kind::x_of_y: measure_ = "failures_of_last_" + std::to_string(rule.of); break;
+    case Kind::error_rate: measure_ = "error_rate"; break;
+    case Kind::latency: {
+      char name[32];
+      std::snprintf(name, sizeof name, "p%g_latency_ms", rule.percentile);
+      measure_ = name;
+      break;
+    }
+    case Kind::burn_rate: measure_ = "burn_rate"; break;
+    case Kind::spread: measure_ = "failing_share"; break;
+    case Kind::condition: measure_ = "condition_failed:" + rule.condition; break;
+  }
+  condition_bit_ = condition_bit(rule.condition);
+  if (kind_ == Kind::x_of_y) ring_.assign(static_cast<size_t>(std::max(rule.of, 1)), false);
+  if (kind_ == Kind::error_rate) counters_.emplace_back(rule.window);
+  if (kind_ == Kind::latency) counters_.emplace_back(rule.window, static_cast<double>(rule.max_latency.count()));
+  if (kind_ == Kind::burn_rate) {
     for (const auto& bw : rule.burn_windows) {
       counters_.emplace_back(bw.long_window);
       counters_.emplace_back(bw.short_window);
@@ -37,7 +62,7 @@ std::uint64_t RuleState::oldest_needed(std::uint64_t fallback) const {
 }
 
 void RuleState::reset() {
-  if (rule_.kind == "x_of_y") {
+  if (kind_ == Kind::x_of_y) {
     std::fill(ring_.begin(), ring_.end(), false);
     ring_pos_ = ring_fill_ = 0;
     ring_fails_ = 0;
@@ -67,103 +92,102 @@ void RuleState::add(const Sample& s) {
 
 Verdict RuleState::evaluate(const SampleWindow& w, TimePoint now) {
   for (auto& c : counters_) c.advance(w, now);
-  Evidence e;
+  Evidence e;  // numbers only; describe() adds the names
   const auto& r = rule_;
-  if (r.kind == "consecutive_failures") {
-    e.measure = "consecutive_failures";
-    e.value = consecutive_fail_;
-    e.threshold = r.count;
-    e.samples = consecutive_fail_;
-    e.errors = trailing_errors_;
-    if (!judged_any_ || trailing_errors_ >= r.count) return inconclusive(e);
-    return judged(consecutive_fail_ >= r.count, e);
-  }
-  if (r.kind == "x_of_y") {
-    e.measure = "failures_of_last_" + std::to_string(r.of);
-    e.value = ring_fails_;
-    e.threshold = r.failures;
-    e.samples = static_cast<int>(ring_fill_);
-    e.errors = trailing_errors_;
-    if (!judged_any_ || trailing_errors_ >= r.of) return inconclusive(e);
-    return judged(ring_fails_ >= r.failures, e);
-  }
-  if (r.kind == "error_rate" || r.kind == "latency") {
-    const Counts& c = counters_[0].counts();
-    e.window = r.window;
-    e.samples = c.judged();
-    e.errors = c.error;
-    const bool blind = c.total() > 0 && static_cast<double>(c.error) / c.total() > r.max_error_share;
-    if (r.kind == "error_rate") {
-      e.measure = "error_rate";
-      e.threshold = r.max;
-      e.value = c.judged() ? static_cast<double>(c.fail) / c.judged() : 0.0;
+  switch (kind_) {
+    case Kind::consecutive_failures:
+      e.value = consecutive_fail_;
+      e.threshold = r.count;
+      e.samples = consecutive_fail_;
+      e.errors = trailing_errors_;
+      if (!judged_any_ || trailing_errors_ >= r.count) return inconclusive(e);
+      return judged(consecutive_fail_ >= r.count, e);
+    case Kind::x_of_y:
+      e.value = ring_fails_;
+      e.threshold = r.failures;
+      e.samples = static_cast<int>(ring_fill_);
+      e.errors = trailing_errors_;
+      if (!judged_any_ || trailing_errors_ >= r.of) return inconclusive(e);
+      return judged(ring_fails_ >= r.failures, e);
+    case Kind::error_rate:
+    case Kind::latency: {
+      const Counts& c = counters_[0].counts();
+      e.window = r.window;
+      e.samples = c.judged();
+      e.errors = c.error;
+      const bool blind = c.total() > 0 && static_cast<double>(c.error) / c.total() > r.max_error_share;
+      if (kind_ == Kind::error_rate) {
+        e.threshold = r.max;
+        e.value = c.judged() ? static_cast<double>(c.fail) / c.judged() : 0.0;
+        if (c.judged() < std::max(r.min_samples, 1) || blind) return inconclusive(e);
+        return judged(e.value > r.max, e);
+      }
+      e.threshold = static_cast<double>(r.max_latency.count());
       if (c.judged() < std::max(r.min_samples, 1) || blind) return inconclusive(e);
-      return judged(e.value > r.max, e);
+      // Nearest-rank percentile p is above max  <=>  fewer than ceil(p% * n) samples are <= max.
+      const int n = c.judged();
+      const int rank = static_cast<int>(std::ceil(r.percentile / 100.0 * n - 1e-9));
+      const bool breached = (n - c.slow) < rank;
+      // The exact value costs O(window): measured only on a breach (and by describe()).
+      if (breached) e.value = percentile_ms(w, now, r.window, r.percentile);
+      return judged(breached, e);
     }
-    char name[32];
-    std::snprintf(name, sizeof name, "p%g_latency_ms", r.percentile);
-    e.measure = name;
-    e.threshold = static_cast<double>(r.max_latency.count());
-    if (c.judged() < std::max(r.min_samples, 1) || blind) return inconclusive(e);
-    // Nearest-rank percentile p is above max  <=>  fewer than ceil(p% * n) samples are <= max.
-    const int n = c.judged();
-    const int rank = static_cast<int>(std::ceil(r.percentile / 100.0 * n - 1e-9));
-    const bool breached = (n - c.slow) < rank;
-    // The exact value costs O(window); measure it only when it matters (a breach). The API
-    // asks percentile_ms() for the current value when it shows the trigger.
-    if (breached) e.value = percentile_ms(w, now, r.window, r.percentile);
-    else e.detail = "at most " + std::to_string(c.slow) + " of " + std::to_string(n) + " samples above the max";
-    return judged(breached, e);
+    case Kind::burn_rate: {
+      const double budget = 1.0 - r.slo;
+      bool any_breach = false, any_data = false;
+      double best = -1;
+      for (size_t i = 0; i < r.burn_windows.size(); ++i) {
+        const auto& bw = r.burn_windows[i];
+        const Counts& lc = counters_[2 * i].counts();
+        const Counts& sc = counters_[2 * i + 1].counts();
+        if (lc.judged() == 0 || sc.judged() == 0) continue;
+        any_data = true;
+        const double level = std::min(static_cast<double>(lc.fail) / lc.judged(), static_cast<double>(sc.fail) / sc.judged()) / budget;
+        const bool fires = level > bw.factor;
+        // Evidence: the first pair that fires (configs list the fast pair first), else the closest.
+        if ((fires && !any_breach) || (!any_breach && level / bw.factor > best)) {
+          best = level / bw.factor;
+          e.value = level;
+          e.threshold = bw.factor;
+          e.window = bw.long_window;
+          e.samples = lc.judged();
+          e.errors = lc.error;
+        }
+        any_breach = any_breach || fires;
+      }
+      if (!any_data) return inconclusive(e);
+      return judged(any_breach, e);
+    }
+    case Kind::condition:
+      e.threshold = 1;
+      e.value = (last_failed_ & condition_bit_) ? 1 : 0;
+      e.samples = has_last_ ? 1 : 0;
+      if (!has_last_) return inconclusive(e);
+      return judged(e.value > 0, e);
+    case Kind::spread: break;  // judged per service, not per probe
   }
-  if (r.kind == "burn_rate") {
-    const double budget = 1.0 - r.slo;
-    e.measure = "burn_rate";
-    bool any_breach = false, any_data = false;
-    double worst = 0;
-    for (size_t i = 0; i < r.burn_windows.size(); ++i) {
-      const auto& bw = r.burn_windows[i];
+  return inconclusive(e);
+}
+
+void RuleState::describe(Evidence& e, const SampleWindow& w, TimePoint now) const {
+  e.measure = measure_;
+  if (kind_ == Kind::latency && e.value == 0 && e.samples > 0) e.value = percentile_ms(w, now, rule_.window, rule_.percentile);
+  if (kind_ == Kind::burn_rate) {
+    const double budget = 1.0 - rule_.slo;
+    e.detail.clear();
+    for (size_t i = 0; i < rule_.burn_windows.size(); ++i) {
+      const auto& bw = rule_.burn_windows[i];
       const Counts& lc = counters_[2 * i].counts();
       const Counts& sc = counters_[2 * i + 1].counts();
-      if (lc.judged() == 0 || sc.judged() == 0) continue;
-      any_data = true;
-      const double lb = static_cast<double>(lc.fail) / lc.judged() / budget;
-      const double sb = static_cast<double>(sc.fail) / sc.judged() / budget;
-      const bool fires = lb > bw.factor && sb > bw.factor;
+      const double lb = lc.judged() ? static_cast<double>(lc.fail) / lc.judged() / budget : 0;
+      const double sb = sc.judged() ? static_cast<double>(sc.fail) / sc.judged() / budget : 0;
       char d[160];
       std::snprintf(d, sizeof d, "%s%.3gx over %llds and %.3gx over %llds (factor %.3g)", e.detail.empty() ? "" : "; ", lb,
                     static_cast<long long>(bw.long_window.count() / 1000), sb, static_cast<long long>(bw.short_window.count() / 1000),
                     bw.factor);
       e.detail += d;
-      const double level = std::min(lb, sb);
-      if (fires && !any_breach) {  // the first pair that fires (configs list the fast pair first)
-        any_breach = true;
-        worst = level / bw.factor;
-        e.value = level;
-        e.threshold = bw.factor;
-        e.window = bw.long_window;
-        e.samples = lc.judged();
-        e.errors = lc.error;
-      } else if (!any_breach && level / bw.factor >= worst) {
-        worst = level / bw.factor;
-        e.value = level;
-        e.threshold = bw.factor;
-        e.window = bw.long_window;
-        e.samples = lc.judged();
-        e.errors = lc.error;
-      }
     }
-    if (!any_data) return inconclusive(e);
-    return judged(any_breach, e);
   }
-  if (r.kind == "condition") {
-    e.measure = "condition_failed:" + r.condition;
-    e.threshold = 1;
-    e.value = (last_failed_ & condition_bit(r.condition)) ? 1 : 0;
-    e.samples = has_last_ ? 1 : 0;
-    if (!has_last_) return inconclusive(e);
-    return judged(e.value > 0, e);
-  }
-  return inconclusive(e);  // spread is judged per service, not per probe
 }
 
 double percentile_ms(const SampleWindow& w, TimePoint now, Duration window, double percentile) {

@@ -26,9 +26,18 @@ class RuleState {
   Duration lookback() const;
   // The oldest sample any of this rule's counters still needs.
   std::uint64_t oldest_needed(std::uint64_t fallback) const;
+  // Fills the evidence's names and details (kept off the per-sample path: evaluate() only
+  // measures numbers; this runs for transitions, decisions and views).
+  void describe(Evidence& e, const SampleWindow& w, TimePoint now) const;
+
+  enum class Kind { consecutive_failures, x_of_y, error_rate, latency, burn_rate, spread, condition };
+  static Kind kind_of(const std::string& name);
 
  private:
   const Rule& rule_;
+  Kind kind_;
+  std::string measure_;
+  std::uint32_t condition_bit_ = 0;
   // consecutive_failures
   int consecutive_fail_ = 0, trailing_errors_ = 0;
   bool judged_any_ = false;

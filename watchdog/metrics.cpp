@@ -11,6 +11,16 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   probe_duration_ = &prometheus::BuildHistogram().Name("lastgood_probe_duration_seconds").Help("Duration of probe runs.").Register(r);
   probes_total_ = &prometheus::BuildCounter().Name("lastgood_probes_total").Help("Probe runs by outcome (ok, fail, error).").Register(r);
   probe_success_ = &prometheus::BuildGauge().Name("lastgood_probe_success").Help("1 when the probe's last run was ok, else 0.").Register(r);
+  trigger_state_ = &prometheus::BuildGauge()
+                        .Name("lastgood_trigger_state")
+                        .Help("1 for the current state of each trigger (ok, pending, firing, inconclusive), else 0.")
+                        .Register(r);
+  breaches_ = &prometheus::BuildCounter().Name("lastgood_breaches_total").Help("Triggers that began firing.").Register(r);
+  decisions_ = &prometheus::BuildCounter().Name("lastgood_decisions_total").Help("Decisions made, by kind (alert, propose, execute, hold).").Register(r);
+  release_info_ = &prometheus::BuildGauge()
+                       .Name("lastgood_release_info")
+                       .Help("The live and the last verified good release of each service; always 1.")
+                       .Register(r);
   lateness_ = &prometheus::BuildHistogram()
                    .Name("lastgood_schedule_lateness_seconds")
                    .Help("How late probe runs started against their planned time.")
@@ -49,6 +59,28 @@ void Metrics::record(const ProbeHandles& h, const probes::ProbeResult& r, double
   }
   h.success->Set(r.outcome == probes::Outcome::ok ? 1 : 0);
   lateness_->Observe(lateness_seconds < 0 ? 0 : lateness_seconds);
+}
+
+void Metrics::trigger_state(const std::string& service, const std::string& trigger, const char* state) {
+  for (const char* st : {"ok", "pending", "firing", "inconclusive"})
+    trigger_state_->Add({{"service", service}, {"trigger", trigger}, {"state", st}}).Set(std::string_view(st) == state ? 1 : 0);
+}
+
+void Metrics::breach(const std::string& service, const std::string& trigger, const char* severity) {
+  breaches_->Add({{"service", service}, {"trigger", trigger}, {"severity", severity}}).Increment();
+}
+
+void Metrics::decision(const std::string& service, const char* kind) { decisions_->Add({{"service", service}, {"kind", kind}}).Increment(); }
+
+void Metrics::release(const std::string& service, const std::string& role, const std::string& release) {
+  auto key = std::make_pair(service, role);
+  if (auto it = release_shown_.find(key); it != release_shown_.end()) {
+    release_info_->Remove(it->second);
+    release_shown_.erase(it);
+  }
+  auto& g = release_info_->Add({{"service", service}, {"release", release}, {"role", role}});
+  g.Set(1);
+  release_shown_[key] = &g;
 }
 
 std::string Metrics::serialize() const { return prometheus::TextSerializer{}.Serialize(registry_->Collect()); }

@@ -1,5 +1,6 @@
 #pragma once
 // lastgood's Prometheus metrics (names: design.md). Served by our own Beast server.
+#include <map>
 #include <memory>
 #include <string>
 
@@ -29,6 +30,13 @@ class Metrics {
   void record(const ProbeHandles& h, const probes::ProbeResult& r, double lateness_seconds);
   void skipped_runs(int n) { skipped_->Increment(n); }
 
+  // Policy: trigger states, breaches, decisions, releases.
+  void trigger_state(const std::string& service, const std::string& trigger, const char* state);
+  void breach(const std::string& service, const std::string& trigger, const char* severity);
+  void decision(const std::string& service, const char* kind);
+  // Sets the release shown for `role` ("live" or "last_good"), removing the previous one.
+  void release(const std::string& service, const std::string& role, const std::string& release);
+
   std::string serialize() const;
   prometheus::Registry& registry() { return *registry_; }
 
@@ -37,6 +45,11 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* probe_duration_;
   prometheus::Family<prometheus::Counter>* probes_total_;
   prometheus::Family<prometheus::Gauge>* probe_success_;
+  prometheus::Family<prometheus::Gauge>* trigger_state_;
+  prometheus::Family<prometheus::Counter>* breaches_;
+  prometheus::Family<prometheus::Counter>* decisions_;
+  prometheus::Family<prometheus::Gauge>* release_info_;
+  std::map<std::pair<std::string, std::string>, prometheus::Gauge*> release_shown_;
   prometheus::Histogram* lateness_;
   prometheus::Counter* skipped_;
 };

@@ -14,10 +14,14 @@ Watchdog::Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::C
       cfg_(std::move(cfg)),
       opts_(std::move(opts)),
       scheduler_(ioc, [this](size_t i, const probes::ProbeResult& r, double late) { on_result(i, r, late); },
-                 [this](size_t, int n) { metrics_.skipped_runs(n); }) {
-  for (const auto& svc : cfg_->services) {
-    for (const auto& p : svc.probes) {
-      probes_.push_back(ProbeState{svc.name, &p, metrics_.probe_handles(svc.name, p.name), std::nullopt, 0});
+                 [this](size_t, int n) { metrics_.skipped_runs(n); }),
+      pipeline_(*cfg_, metrics_, opts_.dry_run),
+      tick_timer_(ioc) {
+  for (size_t si = 0; si < cfg_->services.size(); ++si) {
+    const auto& svc = cfg_->services[si];
+    for (size_t pi = 0; pi < svc.probes.size(); ++pi) {
+      const auto& p = svc.probes[pi];
+      probes_.push_back(ProbeState{si, pi, svc.name, &p, metrics_.probe_handles(svc.name, p.name), std::nullopt, 0});
       scheduler_.add(probes::make_probe(ioc_.get_executor(), svc.name, p));
     }
   }
@@ -34,13 +38,25 @@ void Watchdog::start() {
   server_ = std::make_unique<Server>(ioc_, cfg_->listen, [this](const HttpReq& r) { return handle(r); });
   server_->start();
   scheduler_.start();
+  schedule_tick();
   spdlog::info("lastgood listening on http://{}:{} (metrics, health, API); watching {} probe(s) in {} service(s){}",
                server_->local_endpoint().address().to_string(), server_->local_endpoint().port(), probes_.size(),
                cfg_->services.size(), opts_.dry_run ? "; dry run: no action will change anything" : "");
 }
 
+void Watchdog::schedule_tick() {
+  // Windows slide and `for` / `recover_after` run out even when no result arrives.
+  tick_timer_.expires_after(std::chrono::seconds(1));
+  tick_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || !scheduler_.running()) return;
+    pipeline_.tick(std::chrono::system_clock::now());
+    schedule_tick();
+  });
+}
+
 void Watchdog::stop() {
   scheduler_.stop();
+  tick_timer_.cancel();
   if (server_) server_->stop();
 }
 
@@ -62,6 +78,7 @@ void Watchdog::on_result(size_t index, const probes::ProbeResult& r, double late
   st.last = r;
   st.last->service = st.service;
   ++st.runs;
+  pipeline_.on_result(st.service_index, st.probe_index, *st.last, std::chrono::system_clock::now());
   if (opts_.on_result) opts_.on_result(*st.last);
 }
 
@@ -70,8 +87,12 @@ bool Watchdog::ready() const { return state_dir_ok_ && scheduler_.running() && :
 nlohmann::json Watchdog::services_json() const {
   nlohmann::json out = nlohmann::json::array();
   size_t pi = 0;
-  for (const auto& svc : cfg_->services) {
-    nlohmann::json s{{"name", svc.name}, {"deployment", svc.deployment ? nlohmann::json(svc.deployment->kind) : nlohmann::json()}};
+  const auto now = std::chrono::system_clock::now();
+  for (size_t si = 0; si < cfg_->services.size(); ++si) {
+    const auto& svc = cfg_->services[si];
+    nlohmann::json s = pipeline_.service_json(si, now);
+    s["name"] = svc.name;
+    s["deployment"] = svc.deployment ? nlohmann::json(svc.deployment->kind) : nlohmann::json();
     nlohmann::json ps = nlohmann::json::array();
     for (size_t k = 0; k < svc.probes.size(); ++k, ++pi) {
       const auto& st = probes_[pi];
@@ -80,9 +101,6 @@ nlohmann::json Watchdog::services_json() const {
       ps.push_back(p);
     }
     s["probes"] = ps;
-    nlohmann::json ts = nlohmann::json::array();
-    for (const auto& t : svc.triggers) ts.push_back({{"name", t.name}, {"severity", config::to_string(t.severity)}, {"rule", t.rule.kind}});
-    s["triggers"] = ts;
     s["rollback_mode"] = svc.rollback.mode;
     out.push_back(s);
   }
@@ -104,7 +122,9 @@ HttpRes Watchdog::handle(const HttpReq& req) const {
   }
   if (path == "/api/v1/services") {
     if (!get) return HttpRes::json_error(405, "use GET");
-    return {200, "application/json", nlohmann::json{{"services", services_json()}}.dump(2)};
+    nlohmann::json decisions = nlohmann::json::array();
+    for (const auto& d : pipeline_.recent_decisions()) decisions.push_back(to_json(d));
+    return {200, "application/json", nlohmann::json{{"services", services_json()}, {"recent_decisions", decisions}}.dump(2)};
   }
   return HttpRes::json_error(404, "no such endpoint: " + path);
 }

@@ -7,10 +7,12 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "config/config.hpp"
 #include "probes/probe.hpp"
 #include "watchdog/metrics.hpp"
+#include "watchdog/pipeline.hpp"
 #include "watchdog/scheduler.hpp"
 #include "watchdog/server.hpp"
 
@@ -36,9 +38,12 @@ class Watchdog {
   // The HTTP API as a pure function over the current state.
   HttpRes handle(const HttpReq& req) const;
   const Metrics& metrics() const { return metrics_; }
+  Pipeline& pipeline() { return pipeline_; }
 
  private:
   struct ProbeState {
+    size_t service_index;
+    size_t probe_index;  // within the service
     std::string service;
     const config::Probe* spec;
     Metrics::ProbeHandles handles;
@@ -46,6 +51,7 @@ class Watchdog {
     std::uint64_t runs = 0;
   };
   void on_result(size_t index, const probes::ProbeResult& r, double lateness_s);
+  void schedule_tick();
   bool ready() const;
   nlohmann::json services_json() const;
 
@@ -54,6 +60,8 @@ class Watchdog {
   WatchdogOptions opts_;
   Metrics metrics_;
   Scheduler scheduler_;
+  Pipeline pipeline_;
+  boost::asio::steady_timer tick_timer_;
   std::vector<ProbeState> probes_;
   std::unique_ptr<Server> server_;
   bool state_dir_ok_ = false;

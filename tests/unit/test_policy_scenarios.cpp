@@ -253,12 +253,13 @@ TEST_CASE("randomized: never execute in cooldown or past the cap, never target t
   for (std::uint64_t seed = 1; seed <= 2000; ++seed) {
     std::mt19937_64 rng(seed);
     auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<std::uint64_t>(n)); };
+    auto release_name = [&](int n) { return std::string(1, 'r').append(std::to_string(pick(n))); };  // (GCC 12 -Wrestrict false positive on "r" + ...)
     auto s = service(pick(3) == 0 ? "approve" : "auto", pick(2) == 0);
     s.rollback.cooldown = std::chrono::minutes(1 + pick(30));
     s.rollback.max_per_day = 1 + pick(3);
     s.rollback.good_after = std::chrono::minutes(pick(5));
     if (pick(2)) s.triggers[0].rule.count = 1 + pick(4);
-    if (pick(3) == 0) s.migration_releases.insert("r" + std::to_string(pick(5)));
+    if (pick(3) == 0) s.migration_releases.insert(release_name(5));
     ServicePolicy sp(s);
     TimePoint now = T0;
     std::vector<TimePoint> executes;
@@ -268,7 +269,7 @@ TEST_CASE("randomized: never execute in cooldown or past the cap, never target t
       now += std::chrono::seconds(1 + pick(60));
       const int what = pick(20);
       if (what == 0) {
-        sp.on_release("r" + std::to_string(pick(6)), pick(2) ? std::optional<TimePoint>(now - std::chrono::minutes(pick(300))) : std::nullopt, now);
+        sp.on_release(release_name(6), pick(2) ? std::optional<TimePoint>(now - std::chrono::minutes(pick(300))) : std::nullopt, now);
         continue;
       }
       Events ev = what < 3 && s.probes.size() > 1 ? sp.on_sample(1, Sample{now, pick(4) ? OK : FAIL, 5, 0})
