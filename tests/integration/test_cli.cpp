@@ -44,7 +44,13 @@ std::string write_config(const TempDir& dir, unsigned short listen, const std::s
                        {{{"name", "home"}, {"kind", "http"}, {"url", url}, {"interval", "200ms"}, {"timeout", "150ms"}},
                         {{"name", "broken"}, {"kind", "http"}, {"url", url + "status/500"}, {"interval", "200ms"}, {"timeout", "150ms"}},
                         {{"name", "port"}, {"kind", "tcp"}, {"address", url.substr(7, url.size() - 8)}, {"interval", "200ms"},
-                         {"timeout", "150ms"}}}}}}}};
+                         {"timeout", "150ms"}}}},
+                      {"triggers",
+                       {{{"name", "broken-down"}, {"severity", "P1"}, {"probe", "broken"},
+                         {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}},
+                        {{"name", "home-errors"}, {"severity", "P2"}, {"probe", "home"},
+                         {"rule", {{"kind", "error_rate"}, {"window", "1m"}, {"max", 0.5}, {"min_samples", 1}}}}}},
+                      {"rollback", {{"mode", "alert"}}}}}}};
   auto path = dir.path / "lastgood.json";
   write_file(path, c.dump(2));
   return path.string();
@@ -74,6 +80,15 @@ TEST_CASE("lastgood run serves metrics that pass promtool, health endpoints, and
   CHECK_THAT(metrics, Catch::Contains("lastgood_probe_success{probe=\"broken\",service=\"web\"} 0"));
   CHECK_THAT(metrics, Catch::Contains("lastgood_build_info{version="));
   CHECK_THAT(metrics, Catch::Contains("lastgood_probe_duration_seconds_bucket{probe=\"port\",service=\"web\""));
+  REQUIRE(wait_until(
+      [&] {
+        metrics = http_get(port, "/metrics").second;
+        return metrics.find("lastgood_trigger_state{service=\"web\",state=\"firing\",trigger=\"broken-down\"} 1") != std::string::npos &&
+               metrics.find("lastgood_trigger_state{service=\"web\",state=\"ok\",trigger=\"home-errors\"} 1") != std::string::npos;
+      },
+      std::chrono::seconds(10)));
+  CHECK_THAT(metrics, Catch::Contains("lastgood_breaches_total{service=\"web\",severity=\"P1\",trigger=\"broken-down\"} 1"));
+  CHECK_THAT(metrics, Catch::Contains("lastgood_decisions_total{kind=\"alert\",service=\"web\"} 1"));
 
   write_file(dir.path / "metrics.txt", metrics);
   std::string out;
@@ -86,6 +101,13 @@ TEST_CASE("lastgood run serves metrics that pass promtool, health endpoints, and
   auto j = nlohmann::json::parse(api.second);
   CHECK(j["services"][0]["name"] == "web");
   CHECK(j["services"][0]["probes"][1]["last"]["outcome"] == "fail");
+  const auto& trig = j["services"][0]["triggers"][0];
+  CHECK(trig["name"] == "broken-down");
+  CHECK(trig["state"] == "firing");
+  CHECK(trig["evidence"]["measure"] == "consecutive_failures");
+  CHECK(trig["evidence"]["threshold"] == 2);
+  CHECK(trig["evidence"]["probe"] == "broken");
+  CHECK(j["recent_decisions"][0]["kind"] == "alert");
   CHECK(http_get(port, "/nope").first == 404);
 
   auto st = lg.signal_and_wait(SIGTERM, std::chrono::milliseconds(1000));
