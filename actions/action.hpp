@@ -1,44 +1,60 @@
 #pragma once
 // The action interface (design.md "Deployment kinds"): a deployment kind observes the live
-// release and rolls back. Kinds arrive with the rollback-execution issue; this header fixes the
-// shape so the pipeline can be written against it.
+// release and rolls back. It never decides: the pipeline calls it. One file per kind; the table
+// from config `kind` to implementation is make_action().
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+
+#include "config/config.hpp"
 
 namespace lastgood::actions {
 
 struct ObservedRelease {
   std::string id;
   std::optional<std::chrono::system_clock::time_point> deployed_at;  // when the source says so
+  bool migration = false;                                            // carries a data migration marker
 };
 
 struct Observation {
   std::optional<ObservedRelease> live;
-  std::vector<ObservedRelease> history;
-  std::string error;  // non-empty when the deployment could not be read
+  std::vector<ObservedRelease> history;  // releases available, oldest first when known
+  std::string error;                     // non-empty when the deployment could not be read
 };
 
+// Exactly what execute() will do, for logs, the ledger and --dry-run.
 struct Plan {
   std::string from, to;
-  std::vector<std::string> steps;  // human-readable, exactly what execute() will do
+  std::vector<std::string> steps;
 };
 
 struct Outcome {
   bool ok = false;
   std::string output;  // capped
-  std::string error;
+  std::string error;   // why it failed; never contains a secret
 };
 
 class Action {
  public:
   virtual ~Action() = default;
+  virtual const char* kind() const = 0;
   virtual boost::asio::awaitable<Observation> observe() = 0;
   virtual Plan plan(const std::string& from, const std::string& to) const = 0;
   virtual boost::asio::awaitable<Outcome> execute(const Plan& plan) = 0;
 };
+
+// Release names that may be passed to a filesystem or a shell: no '/', no "..", no shell
+// metacharacters, not empty, at most 128 characters.
+bool valid_release_name(const std::string& name);
+// Caps captured output at `max` bytes, saying how much was dropped.
+std::string cap_output(std::string s, size_t max = 4096);
+
+// The table from config `kind` to implementation; nullptr for a kind not built yet.
+std::unique_ptr<Action> make_action(boost::asio::any_io_executor ex, const std::string& service, const config::Deployment& d);
 
 }  // namespace lastgood::actions

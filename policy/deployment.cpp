@@ -67,6 +67,14 @@ const Release* DeploymentTracker::rollback_target() const {
   return best;
 }
 
+void DeploymentTracker::mark_good(const std::string& id, TimePoint at) {
+  for (auto& r : history_) {
+    if (r.id != id) continue;
+    if (!r.verified_at) r.verified_at = at;
+    if (!r.last_good_at || *r.last_good_at < at) r.last_good_at = at;
+  }
+}
+
 bool DeploymentTracker::known(const std::string& id) const {
   return std::any_of(history_.begin(), history_.end(), [&](const Release& r) { return r.id == id; });
 }

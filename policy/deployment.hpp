@@ -36,6 +36,8 @@ class DeploymentTracker {
   const Release* rollback_target() const;
   const std::vector<Release>& history() const { return history_; }
   bool known(const std::string& id) const;
+  // Replay: the release was verified good at `at` (from the ledger).
+  void mark_good(const std::string& id, TimePoint at);
 
  private:
   std::vector<Release> history_;  // in order of first going live

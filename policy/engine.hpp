@@ -64,6 +64,14 @@ class ServicePolicy {
   Decision decide(size_t trigger_index, TimePoint now);
   // A rollback was carried out (counts against max_per_day and starts the cooldown).
   void note_rollback(TimePoint now) { budget_.note_rollback(now); }
+  // Replay from the ledger after a restart.
+  void replay_verified(const std::string& id, TimePoint at) { deployment_.mark_good(id, at); }
+  void replay_decision(DecisionKind k, TimePoint at) {
+    if (k == DecisionKind::hold) return;
+    budget_.note_decision(at);
+    if (k == DecisionKind::execute) budget_.note_rollback(at);
+  }
+  bool trigger_firing(size_t ti) const { return triggers_[ti].machine.state() == TriggerState::firing; }
 
   const ServiceSpec& spec() const { return spec_; }
   const DeploymentTracker& deployment() const { return deployment_; }

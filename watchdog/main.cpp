@@ -12,6 +12,7 @@
 #include "config/config.hpp"
 #include "lastgood/version.hpp"
 #include "watchdog/demo.hpp"
+#include "watchdog/ledger.hpp"
 #include "watchdog/logging.hpp"
 #include "watchdog/validate.hpp"
 #include "watchdog/watchdog.hpp"
@@ -24,6 +25,7 @@ usage:
   lastgood run -c FILE [--dry-run]   watch the services of FILE (serves /metrics, /healthz, /readyz, /api/v1)
   lastgood validate -c FILE          check FILE; prints one line per problem (file: JSON pointer: expected)
   lastgood demo [--for DURATION]     self-contained demo on loopback (no config needed)
+  lastgood ledger verify FILE        walk the hash chain; names the first broken line
   lastgood --version | --help
 
 options:
@@ -44,6 +46,7 @@ int usage_error(const std::string& msg) {
 
 struct Args {
   std::string command;
+  std::vector<std::string> rest;
   std::string config;
   bool dry_run = false;
   std::string log_format = "text";
@@ -144,6 +147,8 @@ int main(int argc, char** argv) {
       return usage_error("unknown option " + s);
     } else if (a.command.empty()) {
       a.command = s;
+    } else if (a.command == "ledger") {
+      a.rest.push_back(s);
     } else {
       return usage_error("unexpected argument " + s);
     }
@@ -157,6 +162,18 @@ int main(int argc, char** argv) {
   if (a.command == "validate" || a.command == "run") {
     if (a.config.empty()) return usage_error(a.command + " needs -c FILE");
     return a.command == "validate" ? cmd_validate(a) : cmd_run(a);
+  }
+  if (a.command == "ledger") {
+    if (a.rest.size() != 2 || a.rest[0] != "verify") return usage_error("usage: lastgood ledger verify FILE");
+    auto rep = lastgood::watchdog::verify_ledger(a.rest[1]);
+    if (rep.ok) {
+      std::printf("%s: ok, %llu entries, chain intact\n", a.rest[1].c_str(), static_cast<unsigned long long>(rep.entries));
+      return 0;
+    }
+    if (rep.bad_line == 0) std::printf("%s: %s\n", a.rest[1].c_str(), rep.why.c_str());
+    else std::printf("%s: line %llu: %s (%llu entries before it are intact)\n", a.rest[1].c_str(), static_cast<unsigned long long>(rep.bad_line),
+                     rep.why.c_str(), static_cast<unsigned long long>(rep.entries));
+    return 1;
   }
   if (a.command == "demo") {
     lastgood::watchdog::DemoOptions d;

@@ -31,6 +31,18 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                   .Help("Probe slots skipped because the previous run of the same probe was still going.")
                   .Register(r)
                   .Add({});
+  rollbacks_ = &prometheus::BuildCounter().Name("lastgood_rollbacks_total").Help("Rollbacks carried out, by outcome (ok, failed).").Register(r);
+  rollback_duration_ = &prometheus::BuildHistogram()
+                            .Name("lastgood_rollback_duration_seconds")
+                            .Help("Time from action_started to action_finished.")
+                            .Register(r)
+                            .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 120});
+  proposals_pending_ = &prometheus::BuildGauge().Name("lastgood_proposals_pending").Help("Rollback proposals waiting for approval.").Register(r).Add({});
+  ledger_entries_ = &prometheus::BuildCounter().Name("lastgood_ledger_entries_total").Help("Entries in the ledger (replayed and appended).").Register(r).Add({});
+  escalations_ = &prometheus::BuildCounter()
+                      .Name("lastgood_escalations_total")
+                      .Help("Rollbacks that failed or did not bring recovery; the service waits for a person.")
+                      .Register(r);
   prometheus::BuildGauge()
       .Name("lastgood_build_info")
       .Help("Build information; always 1.")
@@ -81,6 +93,11 @@ void Metrics::release(const std::string& service, const std::string& role, const
   auto& g = release_info_->Add({{"service", service}, {"release", release}, {"role", role}});
   g.Set(1);
   release_shown_[key] = &g;
+}
+
+void Metrics::rollback(const std::string& service, const std::string& deployment, const char* outcome, double seconds) {
+  rollbacks_->Add({{"service", service}, {"deployment", deployment}, {"outcome", outcome}}).Increment();
+  rollback_duration_->Observe(seconds);
 }
 
 std::string Metrics::serialize() const { return prometheus::TextSerializer{}.Serialize(registry_->Collect()); }

@@ -37,6 +37,12 @@ class Metrics {
   // Sets the release shown for `role` ("live" or "last_good"), removing the previous one.
   void release(const std::string& service, const std::string& role, const std::string& release);
 
+  // Actions and the ledger.
+  void rollback(const std::string& service, const std::string& deployment, const char* outcome, double seconds);
+  void proposals_pending(int n) { proposals_pending_->Set(n); }
+  void ledger_entries(std::uint64_t n) { ledger_entries_->Increment(static_cast<double>(n)); }
+  void escalation(const std::string& service) { escalations_->Add({{"service", service}}).Increment(); }
+
   std::string serialize() const;
   prometheus::Registry& registry() { return *registry_; }
 
@@ -51,6 +57,11 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* release_info_;
   std::map<std::pair<std::string, std::string>, prometheus::Gauge*> release_shown_;
   prometheus::Histogram* lateness_;
+  prometheus::Family<prometheus::Counter>* rollbacks_;
+  prometheus::Histogram* rollback_duration_;
+  prometheus::Gauge* proposals_pending_;
+  prometheus::Counter* ledger_entries_;
+  prometheus::Family<prometheus::Counter>* escalations_;
   prometheus::Counter* skipped_;
 };
 

@@ -1,13 +1,22 @@
 #include "watchdog/pipeline.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
 namespace lastgood::watchdog {
 
+namespace asio = boost::asio;
+using nlohmann::json;
+using policy::DecisionKind;
+
 namespace {
-long long ms_since_epoch(policy::TimePoint t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
+
+long long ms(policy::TimePoint t) { return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count(); }
+policy::TimePoint from_ms(long long v) { return policy::TimePoint(std::chrono::milliseconds(v)); }
+policy::TimePoint now() { return std::chrono::system_clock::now(); }
+
 }  // namespace
 
 policy::Sample to_sample(const probes::ProbeResult& r) {
@@ -34,115 +43,441 @@ policy::ServiceSpec to_policy(const config::Config& cfg, const config::Service& 
   return s;
 }
 
-nlohmann::json to_json(const policy::Evidence& e) {
-  nlohmann::json j{{"measure", e.measure},   {"value", e.value},     {"threshold", e.threshold},
-                   {"window_ms", e.window.count()}, {"samples", e.samples}, {"errors", e.errors},
-                   {"impact", {{"probes_failing", e.probes_failing}, {"probes_watched", e.probes_watched}}}};
+json to_json(const policy::Evidence& e) {
+  json j{{"measure", e.measure},          {"value", e.value},     {"threshold", e.threshold},
+         {"window_ms", e.window.count()}, {"samples", e.samples}, {"errors", e.errors},
+         {"impact", {{"probes_failing", e.probes_failing}, {"probes_watched", e.probes_watched}}}};
   if (!e.probe.empty()) j["probe"] = e.probe;
   if (!e.detail.empty()) j["detail"] = e.detail;
   return j;
 }
 
-nlohmann::json to_json(const policy::Decision& d) {
-  nlohmann::json j{{"service", d.service},
-                   {"trigger", d.trigger},
-                   {"severity", policy::to_string(d.severity)},
-                   {"kind", policy::to_string(d.kind)},
-                   {"reason", d.reason},
-                   {"evidence", to_json(d.evidence)},
-                   {"shadow", d.shadow},
-                   {"at", ms_since_epoch(d.at)}};
-  j["release_from"] = d.release_from ? nlohmann::json(*d.release_from) : nlohmann::json();
-  j["release_to"] = d.release_to ? nlohmann::json(*d.release_to) : nlohmann::json();
+json to_json(const policy::Decision& d) {
+  json j{{"service", d.service},
+         {"trigger", d.trigger},
+         {"severity", policy::to_string(d.severity)},
+         {"kind", policy::to_string(d.kind)},
+         {"reason", d.reason},
+         {"evidence", to_json(d.evidence)},
+         {"shadow", d.shadow},
+         {"at", ms(d.at)}};
+  j["release_from"] = d.release_from ? json(*d.release_from) : json();
+  j["release_to"] = d.release_to ? json(*d.release_to) : json();
   return j;
 }
 
-Pipeline::Pipeline(const config::Config& cfg, Metrics& metrics, bool dry_run) : cfg_(cfg), metrics_(metrics), dry_run_(dry_run) {
+json Proposal::to_json() const {
+  return {{"id", id}, {"decision", watchdog::to_json(decision)}, {"created_at", ms(created_at)}, {"expires_at", ms(expires_at)}, {"state", state}};
+}
+
+Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& metrics, bool dry_run)
+    : ioc_(ioc), cfg_(cfg), metrics_(metrics), dry_run_(dry_run) {
   for (const auto& svc : cfg.services) {
-    services_.push_back(std::make_unique<policy::ServicePolicy>(to_policy(cfg, svc)));
+    auto s = std::make_unique<Svc>(ioc);
+    s->policy = std::make_unique<policy::ServicePolicy>(to_policy(cfg, svc));
+    s->cfg = &svc;
+    if (svc.deployment) {
+      s->action = actions::make_action(ioc.get_executor(), svc.name, *svc.deployment);
+      if (!s->action)
+        spdlog::warn("service {}: deployment kind {} is not built yet: it is validated but neither observed nor rolled back", svc.name,
+                     svc.deployment->kind);
+    }
     for (const auto& t : svc.triggers) metrics_.trigger_state(svc.name, t.name, "inconclusive");
+    svcs_.push_back(std::move(s));
   }
 }
 
-void Pipeline::on_result(size_t service, size_t probe, const probes::ProbeResult& r, policy::TimePoint now) {
-  (void)now;
-  handle(service, services_[service]->on_sample(probe, to_sample(r)));
+Pipeline::~Pipeline() { stop(); }
+
+void Pipeline::spawn(asio::awaitable<void> aw, const char* what) {
+  asio::co_spawn(ioc_, std::move(aw), [what](std::exception_ptr ep) {
+    if (!ep) return;
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& ex) {
+      spdlog::error("{}: {}", what, ex.what());
+    }
+  });
 }
 
-void Pipeline::tick(policy::TimePoint now) {
-  for (size_t i = 0; i < services_.size(); ++i) handle(i, services_[i]->tick(now));
+std::optional<size_t> Pipeline::service_index(const std::string& name) const {
+  for (size_t i = 0; i < svcs_.size(); ++i)
+    if (svcs_[i]->cfg->name == name) return i;
+  return std::nullopt;
 }
 
-void Pipeline::on_release(size_t service, const std::string& id, std::optional<policy::TimePoint> deployed_at, policy::TimePoint now,
-                          bool migration) {
-  const auto* before = services_[service]->deployment().live();
+void Pipeline::record(const std::string& type, const std::string& service, json data) {
+  if (!ledger_) return;
+  ledger_->append(type, service, std::move(data), ms(now()));
+  metrics_.ledger_entries(1);
+}
+
+// ---- start: replay, reconcile, observe ------------------------------------------------------
+
+void Pipeline::replay(std::vector<LedgerEntry> entries, std::vector<std::pair<size_t, json>>& open_actions) {
+  std::map<std::string, std::pair<size_t, json>> open;     // action id -> (service, action_started data)
+  std::map<std::string, std::pair<size_t, json>> unverified;  // finished ok, not yet verified
+  for (auto& e : entries) {
+    auto si = service_index(e.service);
+    const auto at = from_ms(e.ts_ms);
+    if (e.type == "proposal_created" || e.type == "proposal_expired") {
+      if (e.type == "proposal_created") {
+        Proposal p;
+        p.id = e.data.value("id", "");
+        p.created_at = at;
+        p.expires_at = from_ms(e.data.value("expires_at", 0LL));
+        p.decision.service = e.service;
+        p.decision.trigger = e.data["decision"].value("trigger", "");
+        p.decision.reason = e.data["decision"].value("reason", "");
+        p.decision.kind = DecisionKind::propose;
+        if (e.data["decision"]["release_from"].is_string()) p.decision.release_from = e.data["decision"]["release_from"].get<std::string>();
+        if (e.data["decision"]["release_to"].is_string()) p.decision.release_to = e.data["decision"]["release_to"].get<std::string>();
+        proposals_.push_back(p);
+      } else {
+        for (auto& p : proposals_)
+          if (p.id == e.data.value("id", "")) p.state = "expired";
+      }
+      continue;
+    }
+    if (!si) continue;  // a service no longer in the config
+    auto& s = *svcs_[*si];
+    if (e.type == "release_observed") {
+      const auto dep = e.data.contains("deployed_at") && e.data["deployed_at"].is_number()
+                           ? std::optional<policy::TimePoint>(from_ms(e.data["deployed_at"].get<long long>()))
+                           : std::nullopt;
+      s.policy->on_release(e.data.value("release", ""), dep, at, e.data.value("migration", false));
+    } else if (e.type == "release_verified_good") {
+      s.policy->replay_verified(e.data.value("release", ""), at);
+    } else if (e.type == "decision") {
+      if (!e.data.value("shadow", false)) {
+        const std::string k = e.data.value("kind", "hold");
+        s.policy->replay_decision(k == "execute" ? DecisionKind::execute : k == "hold" ? DecisionKind::hold : DecisionKind::propose, at);
+      }
+    } else if (e.type == "action_started") {
+      open[e.data.value("action_id", "")] = {*si, e.data};
+    } else if (e.type == "action_finished") {
+      const std::string id = e.data.value("action_id", "");
+      if (e.data.value("ok", false) && open.count(id)) unverified[id] = open[id];
+      open.erase(id);
+    } else if (e.type == "action_reconciled") {
+      open.erase(e.data.value("action_id", ""));
+      if (e.data.value("switched", false)) unverified[e.data.value("action_id", "")] = {*si, e.data};
+    } else if (e.type == "verification") {
+      unverified.erase(e.data.value("action_id", ""));
+    } else if (e.type == "escalated") {
+      s.escalated = true;
+      s.escalation = e.data.value("reason", "");
+      unverified.erase(e.data.value("action_id", ""));
+    } else if (e.type == "cleared") {
+      s.escalated = false;
+      s.escalation.clear();
+    }
+  }
+  for (auto& [id, v] : open) open_actions.push_back(v);
+  // A rollback that finished but was not verified when lastgood stopped: verify it afresh.
+  for (auto& [id, v] : unverified) {
+    auto& s = *svcs_[v.first];
+    s.verifying = Verification{id, v.second.value("to", ""), now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
+  }
+  while (proposals_.size() > 200) proposals_.pop_front();
+}
+
+void Pipeline::start(Ledger& ledger) {
+  ledger_ = &ledger;
+  auto entries = ledger.take_loaded();
+  metrics_.ledger_entries(entries.size());
+  std::vector<std::pair<size_t, json>> open_actions;
+  const size_t n = entries.size();
+  replay(std::move(entries), open_actions);
+  if (n) spdlog::info("ledger: replayed {} entries from {}", n, ledger.path());
+  for (size_t si = 0; si < svcs_.size(); ++si) {
+    publish_releases(si);
+    if (svcs_[si]->escalated) spdlog::warn("service {} is escalated ({}): no automatic action until cleared", svcs_[si]->cfg->name, svcs_[si]->escalation);
+  }
+  publish_proposals();
+  for (auto& [si, data] : open_actions) spawn(reconcile(si, data), "reconcile");
+  for (size_t si = 0; si < svcs_.size(); ++si)
+    if (svcs_[si]->action) spawn(observe_loop(si), "observe");
+}
+
+void Pipeline::stop() {
+  stopped_ = true;
+  for (auto& s : svcs_) s->observe_timer.cancel();
+}
+
+asio::awaitable<void> Pipeline::reconcile(size_t si, json started) {
+  auto& s = *svcs_[si];
+  const std::string id = started.value("action_id", "");
+  const std::string target = started.value("to", "");
+  spdlog::warn("service {}: action {} (-> {}) was started but never finished: observing instead of running it again", s.cfg->name, id, target);
+  co_await observe_once(si);
+  const auto* live = s.policy->deployment().live();
+  const std::string found = live ? live->id : "";
+  const bool switched = !found.empty() && found == target;
+  record("action_reconciled", s.cfg->name,
+         {{"action_id", id}, {"to", target}, {"live", found}, {"switched", switched}, {"error", s.observe_error}});
+  if (switched) {
+    spdlog::info("service {}: the interrupted rollback had switched to {}; verifying recovery", s.cfg->name, target);
+    s.verifying = Verification{id, target, now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
+  } else {
+    escalate(si, "rollback " + id + " to " + target + " was interrupted and the live release is " + (found.empty() ? "unknown" : found));
+  }
+}
+
+asio::awaitable<void> Pipeline::observe_once(size_t si) {
+  auto& s = *svcs_[si];
+  if (!s.action) co_return;
+  actions::Observation o = co_await s.action->observe();
+  if (stopped_) co_return;
+  if (!o.error.empty() || !o.live) {
+    const std::string err = o.error.empty() ? "no live release found" : o.error;
+    if (err != s.observe_error) spdlog::warn("service {}: cannot observe the deployment: {}", s.cfg->name, err);
+    s.observe_error = err;
+    co_return;
+  }
+  if (!s.observe_error.empty()) spdlog::info("service {}: deployment readable again", s.cfg->name);
+  s.observe_error.clear();
+  const auto* before = s.policy->deployment().live();
+  if (before && before->id == o.live->id && before->migration == o.live->migration) co_return;
   const std::string was = before ? before->id : "";
-  handle(service, services_[service]->on_release(id, deployed_at, now, migration));
-  if (was != id) {
-    spdlog::info("service {}: live release {} -> {}", cfg_.services[service].name, was.empty() ? "(unknown)" : was, id);
-    publish_releases(service);
+  const auto t = now();
+  s.policy->on_release(o.live->id, o.live->deployed_at, t, o.live->migration);
+  json d{{"release", o.live->id}, {"previous", was.empty() ? json() : json(was)}, {"migration", o.live->migration}};
+  if (o.live->deployed_at) d["deployed_at"] = ms(*o.live->deployed_at);
+  record("release_observed", s.cfg->name, d);
+  spdlog::info("service {}: live release {} -> {}{}", s.cfg->name, was.empty() ? "(unknown)" : was, o.live->id,
+               o.live->migration ? " (carries a data migration)" : "");
+  publish_releases(si);
+}
+
+asio::awaitable<void> Pipeline::observe_loop(size_t si) {
+  auto& s = *svcs_[si];
+  while (!stopped_) {
+    co_await observe_once(si);
+    if (stopped_) break;
+    s.observe_timer.expires_after(s.cfg->deployment->observe_interval);
+    co_await s.observe_timer.async_wait(asio::as_tuple(asio::use_awaitable));
   }
 }
 
-void Pipeline::publish_releases(size_t service) {
-  const auto& sp = *services_[service];
+// ---- results, transitions, decisions --------------------------------------------------------
+
+void Pipeline::on_result(size_t si, size_t probe, const probes::ProbeResult& r) {
+  auto& s = *svcs_[si];
+  handle(si, s.policy->on_sample(probe, to_sample(r), /*defer_decisions=*/true));
+  if (s.verifying && !s.cfg->probes[probe].reference && r.outcome != probes::Outcome::error) {
+    auto& v = *s.verifying;
+    v.seen = r.outcome == probes::Outcome::ok ? v.seen + 1 : 0;
+    if (v.seen >= v.needed) {
+      record("verification", s.cfg->name, {{"action_id", v.action_id}, {"release", v.release}, {"outcome", "verified"}, {"healthy_samples", v.seen}});
+      spdlog::info("service {}: recovery verified on {} ({} healthy results in a row)", s.cfg->name, v.release, v.seen);
+      for (auto& p : proposals_)
+        if (p.state == "executed" && p.decision.service == s.cfg->name) p.state = "verified";
+      s.verifying.reset();
+    }
+  }
+}
+
+void Pipeline::tick(policy::TimePoint t) {
+  for (size_t si = 0; si < svcs_.size(); ++si) {
+    auto& s = *svcs_[si];
+    handle(si, s.policy->tick(t, true));
+    if (s.verifying && t >= s.verifying->deadline) {
+      const auto v = *s.verifying;
+      s.verifying.reset();
+      record("verification", s.cfg->name, {{"action_id", v.action_id}, {"release", v.release}, {"outcome", "not_recovered"}, {"healthy_samples", v.seen}});
+      escalate(si, "no recovery within " + config::format_duration(s.cfg->rollback.verify.within) + " after rolling back to " + v.release);
+    }
+  }
+  bool changed = false;
+  for (auto& p : proposals_) {
+    if (p.state == "pending" && t >= p.expires_at) {
+      p.state = "expired";
+      changed = true;
+      record("proposal_expired", p.decision.service, {{"id", p.id}});
+      spdlog::warn("proposal {} for {} expired without approval: nothing was done", p.id, p.decision.service);
+    }
+  }
+  if (changed) publish_proposals();
+}
+
+void Pipeline::handle(size_t si, const policy::Events& ev) {
+  if (ev.empty()) return;
+  auto& s = *svcs_[si];
+  const auto& name = s.cfg->name;
+  for (const auto& t : ev.transitions) {
+    metrics_.trigger_state(name, t.trigger, policy::to_string(t.to));
+    if (t.to == policy::TriggerState::firing) metrics_.breach(name, t.trigger, policy::to_string(t.severity));
+    record("transition", name,
+           {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"from", policy::to_string(t.from)}, {"to", policy::to_string(t.to)},
+            {"evidence", to_json(t.evidence)}});
+    spdlog::log(t.to == policy::TriggerState::firing ? spdlog::level::warn : spdlog::level::info, "trigger {}/{} ({}): {} -> {}: {}", name,
+                t.trigger, policy::to_string(t.severity), policy::to_string(t.from), policy::to_string(t.to), t.evidence.describe());
+    if (t.to == policy::TriggerState::firing) {
+      if (auto ti = s.policy->trigger_index(t.trigger)) spawn(decide_after_observing(si, *ti), "decide");
+    }
+  }
+  for (const auto& id : ev.verified_good) {
+    record("release_verified_good", name, {{"release", id}});
+    spdlog::info("service {}: release {} verified good", name, id);
+  }
+  if (!ev.verified_good.empty()) publish_releases(si);
+}
+
+asio::awaitable<void> Pipeline::decide_after_observing(size_t si, size_t ti) {
+  auto& s = *svcs_[si];
+  // A deploy seconds before the breach must be seen: read the live release now.
+  co_await observe_once(si);
+  if (stopped_ || !s.policy->trigger_firing(ti)) co_return;
+  handle_decision(si, s.policy->decide(ti, now()));
+}
+
+void Pipeline::handle_decision(size_t si, policy::Decision d) {
+  auto& s = *svcs_[si];
+  const auto& name = s.cfg->name;
+  if (!d.shadow && s.escalated && (d.kind == DecisionKind::execute || d.kind == DecisionKind::propose)) {
+    d.kind = DecisionKind::hold;
+    d.reason = "service is escalated (" + s.escalation + "): no automatic action until a person clears it (POST /api/v1/services/" + name + "/clear)";
+    d.release_to.reset();
+  }
+  if (!d.shadow && s.acting && d.kind == DecisionKind::execute) {
+    d.kind = DecisionKind::hold;
+    d.reason = "a rollback of this service is already running";
+    d.release_to.reset();
+  }
+  metrics_.decision(name, policy::to_string(d.kind));
+  record("decision", name, to_json(d));
+  const char* tag = d.shadow ? " [shadow: detected, not enforced]" : (dry_run_ && d.kind == DecisionKind::execute ? " [dry run]" : "");
+  spdlog::warn("decision {}/{}: {}: {}{} | evidence: {}", name, d.trigger, policy::to_string(d.kind), d.reason, tag, d.evidence.describe());
+  recent_.push_back(d);
+  if (recent_.size() > 100) recent_.pop_front();
+  if (d.shadow) return;
+  if (d.kind == DecisionKind::execute) {
+    spawn(run_action(si, d, "auto"), "rollback");
+  } else if (d.kind == DecisionKind::propose) {
+    Proposal p;
+    p.id = "p" + std::to_string(ms(d.at)) + "-" + std::to_string(next_id_++);
+    p.decision = d;
+    p.created_at = d.at;
+    p.expires_at = d.at + s.cfg->rollback.approval_timeout;
+    record("proposal_created", name, {{"id", p.id}, {"decision", to_json(d)}, {"expires_at", ms(p.expires_at)}});
+    spdlog::warn("proposal {}: roll back {} {} -> {} awaits approval until {}s from now", p.id, name, d.release_from.value_or("?"),
+                 d.release_to.value_or("?"), s.cfg->rollback.approval_timeout.count() / 1000);
+    proposals_.push_back(std::move(p));
+    while (proposals_.size() > 200 && proposals_.front().state != "pending") proposals_.pop_front();
+    publish_proposals();
+  }
+}
+
+// ---- actions, verification, escalation -------------------------------------------------------
+
+asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::string via) {
+  auto& s = *svcs_[si];
+  const auto& name = s.cfg->name;
+  if (!s.action || !d.release_to || !d.release_from) co_return;
+  const actions::Plan plan = s.action->plan(*d.release_from, *d.release_to);
+  json steps = plan.steps;
+  if (dry_run_) {
+    record("action_planned", name, {{"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"dry_run", true}});
+    spdlog::warn("dry run: would roll back {} {} -> {}: {}", name, plan.from, plan.to, steps.dump());
+    co_return;
+  }
+  s.acting = true;
+  const std::string id = "a" + std::to_string(ms(now())) + "-" + std::to_string(next_id_++);
+  // Durable before anything changes: a crash from here on is reconciled, never re-run.
+  record("action_started", name,
+         {{"action_id", id}, {"kind", s.action->kind()}, {"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"via", via}});
+  spdlog::warn("rollback {}: {} {} -> {} ({})", id, name, plan.from, plan.to, s.action->kind());
+  const auto t0 = std::chrono::steady_clock::now();
+  actions::Outcome out = co_await s.action->execute(plan);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  record("action_finished", name, {{"action_id", id}, {"ok", out.ok}, {"output", out.output}, {"error", out.error}, {"seconds", secs}});
+  metrics_.rollback(name, s.action->kind(), out.ok ? "ok" : "failed", secs);
+  s.acting = false;
+  if (!out.ok) {
+    spdlog::error("rollback {} of {} failed: {}", id, name, out.error);
+    escalate(si, "rollback to " + plan.to + " failed: " + out.error);
+    co_return;
+  }
+  spdlog::warn("rollback {}: {} is now on {} ({:.1f} ms); verifying recovery", id, name, plan.to, secs * 1000);
+  s.verifying = Verification{id, plan.to, now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
+  co_await observe_once(si);
+}
+
+void Pipeline::escalate(size_t si, const std::string& why) {
+  auto& s = *svcs_[si];
+  s.escalated = true;
+  s.escalation = why;
+  metrics_.escalation(s.cfg->name);
+  record("escalated", s.cfg->name, {{"reason", why}});
+  spdlog::error("service {} ESCALATED: {}; no automatic action until a person clears it (POST /api/v1/services/{}/clear)", s.cfg->name, why,
+                s.cfg->name);
+}
+
+bool Pipeline::clear(size_t si, const std::string& who, const std::string& source) {
+  auto& s = *svcs_[si];
+  if (!s.escalated) return false;
+  record("cleared", s.cfg->name, {{"by", who}, {"source", source}, {"was", s.escalation}});
+  spdlog::info("service {}: escalation cleared by {}", s.cfg->name, who);
+  s.escalated = false;
+  s.escalation.clear();
+  return true;
+}
+
+void Pipeline::publish_releases(size_t si) {
+  const auto& sp = *svcs_[si]->policy;
   if (const auto* l = sp.deployment().live()) metrics_.release(sp.spec().name, "live", l->id);
   if (const auto* g = sp.deployment().last_good()) metrics_.release(sp.spec().name, "last_good", g->id);
 }
 
-void Pipeline::handle(size_t service, const policy::Events& ev) {
-  if (ev.empty()) return;
-  const auto& name = services_[service]->spec().name;
-  for (const auto& t : ev.transitions) {
-    metrics_.trigger_state(name, t.trigger, policy::to_string(t.to));
-    if (t.to == policy::TriggerState::firing) metrics_.breach(name, t.trigger, policy::to_string(t.severity));
-    auto log_level = t.to == policy::TriggerState::firing ? spdlog::level::warn : spdlog::level::info;
-    spdlog::log(log_level, "trigger {}/{} ({}): {} -> {}: {}", name, t.trigger, policy::to_string(t.severity), policy::to_string(t.from),
-                policy::to_string(t.to), t.evidence.describe());
-  }
-  for (const auto& d : ev.decisions) {
-    metrics_.decision(name, policy::to_string(d.kind));
-    const char* enforce = d.shadow ? " [shadow: detected, not enforced]"
-                          : (d.kind == policy::DecisionKind::execute || d.kind == policy::DecisionKind::propose)
-                              ? (dry_run_ ? " [dry run]" : " [not acted on: rollback execution is not in this build]")
-                              : "";
-    spdlog::warn("decision {}/{}: {}: {}{} | evidence: {}", name, d.trigger, policy::to_string(d.kind), d.reason, enforce,
-                 d.evidence.describe());
-    recent_.push_back(d);
-    if (recent_.size() > 100) recent_.pop_front();
-    if (sink_) sink_(d);
-  }
-  for (const auto& id : ev.verified_good) {
-    spdlog::info("service {}: release {} verified good", name, id);
-  }
-  if (!ev.verified_good.empty()) publish_releases(service);
+void Pipeline::publish_proposals() {
+  int n = 0;
+  for (const auto& p : proposals_) n += p.state == "pending";
+  metrics_.proposals_pending(n);
 }
 
-nlohmann::json Pipeline::service_json(size_t service, policy::TimePoint now) const {
-  const auto& sp = *services_[service];
-  nlohmann::json j;
-  auto rel = [](const policy::Release* r) -> nlohmann::json {
+// ---- views -----------------------------------------------------------------------------------
+
+json Pipeline::proposals_json() const {
+  json out = json::array();
+  for (const auto& p : proposals_) out.push_back(p.to_json());
+  return out;
+}
+
+json Pipeline::service_json(size_t si, policy::TimePoint t) const {
+  const auto& s = *svcs_[si];
+  const auto& sp = *s.policy;
+  json j;
+  auto rel = [](const policy::Release* r) -> json {
     if (!r) return nullptr;
-    nlohmann::json x{{"id", r->id}, {"deployed_at", ms_since_epoch(r->deployed_at)}, {"deployed_at_from_source", r->deployed_at_from_source},
-                     {"migration", r->migration}};
-    if (r->verified_at) x["verified_good_at"] = ms_since_epoch(*r->verified_at);
+    json x{{"id", r->id}, {"deployed_at", ms(r->deployed_at)}, {"deployed_at_from_source", r->deployed_at_from_source}, {"migration", r->migration}};
+    if (r->verified_at) x["verified_good_at"] = ms(*r->verified_at);
     return x;
   };
   j["live_release"] = rel(sp.deployment().live());
   j["last_good_release"] = rel(sp.deployment().last_good());
   j["rollback_target"] = rel(sp.deployment().rollback_target());
   j["watcher_healthy"] = !sp.watcher_unhealthy();
-  nlohmann::json ts = nlohmann::json::array();
-  for (const auto& v : sp.triggers(now)) {
+  j["escalated"] = s.escalated;
+  if (s.escalated) j["escalation"] = s.escalation;
+  if (!s.observe_error.empty()) j["observe_error"] = s.observe_error;
+  if (s.verifying) j["verifying"] = {{"action_id", s.verifying->action_id}, {"release", s.verifying->release}, {"healthy_so_far", s.verifying->seen},
+                                     {"needed", s.verifying->needed}, {"deadline", ms(s.verifying->deadline)}};
+  json ts = json::array();
+  for (const auto& v : sp.triggers(t)) {
     ts.push_back({{"name", v.name},
                   {"severity", policy::to_string(v.severity)},
                   {"rule", v.rule},
                   {"state", policy::to_string(v.state)},
-                  {"since", ms_since_epoch(v.since)},
+                  {"since", ms(v.since)},
                   {"shadow", v.shadow},
                   {"evidence", to_json(v.evidence)}});
   }
   j["triggers"] = ts;
+  json props = json::array();
+  for (const auto& p : proposals_)
+    if (p.decision.service == s.cfg->name && p.state == "pending") props.push_back(p.to_json());
+  j["pending_proposals"] = props;
   return j;
 }
 

@@ -1,17 +1,28 @@
 #pragma once
-// The pipeline: the only place that wires probes, policy and (later) actions together. Probe
-// results become policy samples; transitions and decisions are logged, counted and kept for
-// the API. Until the rollback work lands, `execute` and `propose` decisions are logged only.
+// The pipeline: the only place that wires probes, policy and actions together.
+//   probe result -> policy sample -> transitions (ledger, metrics)
+//   trigger fires -> re-read the live release -> decision (ledger, metrics)
+//   execute -> action_started (durable) -> action -> action_finished -> verifier -> verified | escalated
+//   propose -> pending proposal (listed in the API; approvals arrive with the humans-in-the-loop work) -> expired
+// On start the ledger is replayed: releases, verified-good releases, cooldown and budget,
+// proposals, escalations; an action started and not finished is reconciled by observing, never re-run.
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actions/action.hpp"
 #include "config/config.hpp"
 #include "policy/engine.hpp"
 #include "probes/probe.hpp"
+#include "watchdog/ledger.hpp"
 #include "watchdog/metrics.hpp"
 
 namespace lastgood::watchdog {
@@ -21,31 +32,78 @@ policy::ServiceSpec to_policy(const config::Config& cfg, const config::Service& 
 nlohmann::json to_json(const policy::Evidence& e);
 nlohmann::json to_json(const policy::Decision& d);
 
+struct Proposal {
+  std::string id;
+  policy::Decision decision;
+  policy::TimePoint created_at, expires_at;
+  std::string state = "pending";  // pending | expired | approved | rejected | executing | executed | failed | verified | escalated
+  nlohmann::json to_json() const;
+};
+
 class Pipeline {
  public:
-  using DecisionSink = std::function<void(const policy::Decision&)>;
-  Pipeline(const config::Config& cfg, Metrics& metrics, bool dry_run);
+  Pipeline(boost::asio::io_context& ioc, const config::Config& cfg, Metrics& metrics, bool dry_run);
+  ~Pipeline();
 
-  void on_result(size_t service, size_t probe, const probes::ProbeResult& r, policy::TimePoint now);
+  // Replays the ledger, reconciles interrupted actions and starts observing deployments.
+  void start(Ledger& ledger);
+  void stop();
+
+  void on_result(size_t service, size_t probe, const probes::ProbeResult& r);
   void tick(policy::TimePoint now);
-  void on_release(size_t service, const std::string& id, std::optional<policy::TimePoint> deployed_at, policy::TimePoint now,
-                  bool migration = false);
-  void set_decision_sink(DecisionSink s) { sink_ = std::move(s); }
+  // A person clears an escalation. Returns false when the service was not escalated.
+  bool clear(size_t service, const std::string& who, const std::string& source);
 
+  std::optional<size_t> service_index(const std::string& name) const;
   nlohmann::json service_json(size_t service, policy::TimePoint now) const;
-  const policy::ServicePolicy& policy(size_t service) const { return *services_[service]; }
+  nlohmann::json proposals_json() const;
+  const policy::ServicePolicy& policy(size_t service) const { return *svcs_[service]->policy; }
   const std::deque<policy::Decision>& recent_decisions() const { return recent_; }
+  bool escalated(size_t service) const { return svcs_[service]->escalated; }
 
  private:
-  void handle(size_t service, const policy::Events& ev);
-  void publish_releases(size_t service);
+  struct Verification {
+    std::string action_id, release;
+    policy::TimePoint deadline;
+    int needed = 3, seen = 0;
+  };
+  struct Svc {
+    std::unique_ptr<policy::ServicePolicy> policy;
+    std::unique_ptr<actions::Action> action;
+    const config::Service* cfg = nullptr;
+    boost::asio::steady_timer observe_timer;
+    std::string observe_error;  // the last observation error, logged once per change
+    bool escalated = false;
+    std::string escalation;
+    bool acting = false;
+    std::optional<Verification> verifying;
+    explicit Svc(boost::asio::io_context& ioc) : observe_timer(ioc) {}
+  };
 
+  void record(const std::string& type, const std::string& service, nlohmann::json data);
+  void handle(size_t si, const policy::Events& ev);
+  void handle_decision(size_t si, policy::Decision d);
+  boost::asio::awaitable<void> decide_after_observing(size_t si, size_t ti);
+  boost::asio::awaitable<void> observe_once(size_t si);
+  boost::asio::awaitable<void> observe_loop(size_t si);
+  boost::asio::awaitable<void> run_action(size_t si, policy::Decision d, std::string via);
+  boost::asio::awaitable<void> reconcile(size_t si, nlohmann::json started);
+  void escalate(size_t si, const std::string& why);
+  void publish_releases(size_t si);
+  void publish_proposals();
+  void replay(std::vector<LedgerEntry> entries, std::vector<std::pair<size_t, nlohmann::json>>& open_actions);
+  void spawn(boost::asio::awaitable<void> aw, const char* what);
+
+  boost::asio::io_context& ioc_;
   const config::Config& cfg_;
   Metrics& metrics_;
   bool dry_run_;
-  std::vector<std::unique_ptr<policy::ServicePolicy>> services_;
+  Ledger* ledger_ = nullptr;
+  std::vector<std::unique_ptr<Svc>> svcs_;
   std::deque<policy::Decision> recent_;  // the last 100, for the API
-  DecisionSink sink_;
+  std::deque<Proposal> proposals_;       // pending and the last 100 closed
+  std::uint64_t next_id_ = 1;
+  bool stopped_ = false;
 };
 
 }  // namespace lastgood::watchdog

@@ -15,7 +15,8 @@ Watchdog::Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::C
       opts_(std::move(opts)),
       scheduler_(ioc, [this](size_t i, const probes::ProbeResult& r, double late) { on_result(i, r, late); },
                  [this](size_t, int n) { metrics_.skipped_runs(n); }),
-      pipeline_(*cfg_, metrics_, opts_.dry_run),
+      pipeline_(ioc, *cfg_, metrics_, opts_.dry_run),
+      approvers_(*cfg_),
       tick_timer_(ioc) {
   for (size_t si = 0; si < cfg_->services.size(); ++si) {
     const auto& svc = cfg_->services[si];
@@ -35,6 +36,8 @@ void Watchdog::start() {
   if (ec || ::access(cfg_->state_dir.c_str(), W_OK) != 0)
     throw std::runtime_error("state_dir " + cfg_->state_dir + " is not writable" + (ec ? ": " + ec.message() : ""));
   state_dir_ok_ = true;
+  ledger_ = std::make_unique<Ledger>(cfg_->state_dir);  // throws on a damaged ledger
+  pipeline_.start(*ledger_);
   server_ = std::make_unique<Server>(ioc_, cfg_->listen, [this](const HttpReq& r) { return handle(r); });
   server_->start();
   scheduler_.start();
@@ -55,6 +58,7 @@ void Watchdog::schedule_tick() {
 }
 
 void Watchdog::stop() {
+  pipeline_.stop();
   scheduler_.stop();
   tick_timer_.cancel();
   if (server_) server_->stop();
@@ -78,7 +82,7 @@ void Watchdog::on_result(size_t index, const probes::ProbeResult& r, double late
   st.last = r;
   st.last->service = st.service;
   ++st.runs;
-  pipeline_.on_result(st.service_index, st.probe_index, *st.last, std::chrono::system_clock::now());
+  pipeline_.on_result(st.service_index, st.probe_index, *st.last);
   if (opts_.on_result) opts_.on_result(*st.last);
 }
 
@@ -107,7 +111,7 @@ nlohmann::json Watchdog::services_json() const {
   return out;
 }
 
-HttpRes Watchdog::handle(const HttpReq& req) const {
+HttpRes Watchdog::handle(const HttpReq& req) {
   std::string path = req.target.substr(0, req.target.find('?'));
   const bool get = req.method == "GET" || req.method == "HEAD";
   if (path == "/metrics") {
@@ -125,6 +129,29 @@ HttpRes Watchdog::handle(const HttpReq& req) const {
     nlohmann::json decisions = nlohmann::json::array();
     for (const auto& d : pipeline_.recent_decisions()) decisions.push_back(to_json(d));
     return {200, "application/json", nlohmann::json{{"services", services_json()}, {"recent_decisions", decisions}}.dump(2)};
+  }
+  if (path == "/api/v1/proposals") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    return {200, "application/json", nlohmann::json{{"proposals", pipeline_.proposals_json()}}.dump(2)};
+  }
+  const std::string svc_prefix = "/api/v1/services/";
+  if (path.rfind(svc_prefix, 0) == 0 && path.size() > svc_prefix.size() + 6 && path.substr(path.size() - 6) == "/clear") {
+    if (req.method != "POST") return HttpRes::json_error(405, "use POST");
+    const std::string name = path.substr(svc_prefix.size(), path.size() - svc_prefix.size() - 6);
+    auto si = pipeline_.service_index(name);
+    if (!si) return HttpRes::json_error(404, "no service named " + name);
+    std::string who = "anonymous";
+    if (approvers_.any()) {
+      const auto* a = approvers_.identify(req.authorization);
+      if (!a) {
+        if (ledger_) ledger_->append("clear_refused", name, {{"source", req.remote}, {"why", "no or unknown token"}},
+                                     std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+        return HttpRes::json_error(401, "an approver's bearer token is required");
+      }
+      who = a->name;
+    }
+    if (!pipeline_.clear(*si, who, req.remote)) return HttpRes::json_error(409, "service " + name + " is not escalated");
+    return {200, "application/json", nlohmann::json{{"service", name}, {"cleared_by", who}}.dump()};
   }
   return HttpRes::json_error(404, "no such endpoint: " + path);
 }

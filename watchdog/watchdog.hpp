@@ -11,6 +11,8 @@
 
 #include "config/config.hpp"
 #include "probes/probe.hpp"
+#include "watchdog/auth.hpp"
+#include "watchdog/ledger.hpp"
 #include "watchdog/metrics.hpp"
 #include "watchdog/pipeline.hpp"
 #include "watchdog/scheduler.hpp"
@@ -36,9 +38,10 @@ class Watchdog {
   unsigned short port() const;
 
   // The HTTP API as a pure function over the current state.
-  HttpRes handle(const HttpReq& req) const;
+  HttpRes handle(const HttpReq& req);
   const Metrics& metrics() const { return metrics_; }
   Pipeline& pipeline() { return pipeline_; }
+  Ledger* ledger() { return ledger_.get(); }
 
  private:
   struct ProbeState {
@@ -61,6 +64,8 @@ class Watchdog {
   Metrics metrics_;
   Scheduler scheduler_;
   Pipeline pipeline_;
+  Approvers approvers_;
+  std::unique_ptr<Ledger> ledger_;
   boost::asio::steady_timer tick_timer_;
   std::vector<ProbeState> probes_;
   std::unique_ptr<Server> server_;

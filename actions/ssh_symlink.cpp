@@ -1,0 +1,131 @@
+#include "actions/ssh_symlink.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <sstream>
+
+#include "actions/ssh_session.hpp"
+
+namespace lastgood::actions {
+
+namespace asio = boost::asio;
+using SysClock = std::chrono::system_clock;
+
+namespace {
+
+class SshSymlink final : public Action {
+ public:
+  SshSymlink(asio::any_io_executor ex, std::string service, const config::Deployment& d) : service_(std::move(service)) {
+    const auto& j = d.spec;
+    SshOptions o;
+    o.host = j.at("host").get<std::string>();
+    o.port = j.value("port", 22);
+    o.user = j.at("user").get<std::string>();
+    o.key_file = j.value("key_file", std::string());
+    o.use_agent = j.value("use_agent", false);
+    o.known_hosts = j.at("known_hosts").get<std::string>();
+    if (j.contains("timeout")) o.timeout = *config::parse_duration(j.at("timeout").get<std::string>());
+    path_ = j.at("path").get<std::string>();
+    after_switch_ = j.value("after_switch", std::vector<std::string>{});
+    ssh_ = std::make_unique<SshSession>(std::move(ex), std::move(o));
+  }
+  const char* kind() const override { return "ssh_symlink"; }
+
+  asio::awaitable<Observation> observe() override {
+    // One round trip: the live target and its switch time, the releases with theirs, the marker.
+    const std::string cmd = "cd " + shell_quote(path_) +
+                            " && printf 'live=%s\\n' \"$(readlink current)\" && printf 'mtime=%s\\n' \"$(stat -c %Y current)\""
+                            " && for d in releases/*/; do [ -d \"$d\" ] && printf 'release=%s %s\\n' \"$(basename \"$d\")\" \"$(stat -c %Y \"$d\")\"; done;"
+                            " if [ -e current/.lastgood-migration ]; then echo migration=1; fi; true";
+    ExecResult r = co_await ssh_->exec(cmd);
+    Observation o;
+    if (!r.ran()) {
+      o.error = r.error;
+      co_return o;
+    }
+    if (r.exit_status != 0) {
+      o.error = "reading " + path_ + " failed (exit " + std::to_string(r.exit_status) + "): " + cap_output(r.err, 512);
+      co_return o;
+    }
+    std::istringstream in(r.out);
+    std::string line, live_target;
+    std::optional<SysClock::time_point> mtime;
+    bool migration = false;
+    while (std::getline(in, line)) {
+      if (line.rfind("live=", 0) == 0) live_target = line.substr(5);
+      else if (line.rfind("mtime=", 0) == 0 && line.size() > 6) mtime = SysClock::from_time_t(std::stoll(line.substr(6)));
+      else if (line == "migration=1") migration = true;
+      else if (line.rfind("release=", 0) == 0) {
+        auto sp = line.find(' ', 8);
+        ObservedRelease rel{line.substr(8, sp - 8), std::nullopt, false};
+        if (sp != std::string::npos) rel.deployed_at = SysClock::from_time_t(std::stoll(line.substr(sp + 1)));
+        o.history.push_back(rel);
+      }
+    }
+    while (!live_target.empty() && live_target.back() == '/') live_target.pop_back();
+    const std::string prefix = "releases/";
+    std::string id = live_target.rfind(prefix, 0) == 0 ? live_target.substr(prefix.size())
+                     : live_target.rfind(path_ + "/" + prefix, 0) == 0 ? live_target.substr(path_.size() + 1 + prefix.size())
+                                                                       : "";
+    if (id.empty() || id.find('/') != std::string::npos) {
+      o.error = path_ + "/current points to \"" + live_target + "\", not to a folder in releases/";
+      co_return o;
+    }
+    o.live = ObservedRelease{id, mtime, migration};
+    co_return o;
+  }
+
+  Plan plan(const std::string& from, const std::string& to) const override {
+    Plan p{from, to, {}};
+    p.steps.push_back(switch_command(to));
+    for (const auto& c : after_switch_) p.steps.push_back("cd " + shell_quote(path_) + " && " + c);
+    return p;
+  }
+
+  asio::awaitable<Outcome> execute(const Plan& p) override {
+    Outcome out;
+    if (!valid_release_name(p.to)) {
+      out.error = "refused: \"" + p.to + "\" is not a valid release name";
+      co_return out;
+    }
+    for (size_t i = 0; i < p.steps.size(); ++i) {
+      ExecResult r = co_await ssh_->exec(p.steps[i]);
+      if (!r.ran()) {
+        out.error = (i == 0 ? "switch: " : "after_switch " + after_switch_[i - 1] + ": ") + r.error;
+        co_return out;
+      }
+      out.output += "$ " + p.steps[i] + "\n" + r.out + r.err;
+      if (r.exit_status != 0) {
+        out.error = (i == 0 ? "switch to " + p.to : "after_switch \"" + after_switch_[i - 1] + "\"") + " exited with status " +
+                    std::to_string(r.exit_status) + ": " + cap_output(r.err, 1024);
+        out.output = cap_output(out.output);
+        co_return out;
+      }
+    }
+    out.ok = true;
+    out.output = cap_output(out.output);
+    co_return out;
+  }
+
+ private:
+  std::string switch_command(const std::string& to) const {
+    static std::atomic<unsigned> n{0};
+    const std::string tmp = "current.tmp." + std::to_string(::getpid()) + "." + std::to_string(++n);
+    return "cd " + shell_quote(path_) + " && test -d " + shell_quote("releases/" + to) + " && ln -sfn " + shell_quote("releases/" + to) +
+           " " + tmp + " && mv -Tf " + tmp + " current";
+  }
+
+  std::string service_;
+  std::string path_;
+  std::vector<std::string> after_switch_;
+  std::unique_ptr<SshSession> ssh_;
+};
+
+}  // namespace
+
+std::unique_ptr<Action> make_ssh_symlink(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
+  return std::make_unique<SshSymlink>(std::move(ex), service, d);
+}
+
+}  // namespace lastgood::actions

@@ -1,0 +1,209 @@
+#include "watchdog/ledger.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
+namespace lastgood::watchdog {
+
+using nlohmann::json;
+
+std::string sha256_hex(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  out.reserve(len * 2);
+  for (unsigned i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+json to_json(const LedgerEntry& e) {
+  json j{{"seq", e.seq}, {"ts", e.ts_ms}, {"type", e.type}, {"service", e.service}, {"data", e.data}, {"prev", e.prev}};
+  if (!e.hash.empty()) j["hash"] = e.hash;
+  return j;
+}
+
+std::string entry_hash(const LedgerEntry& e) {
+  LedgerEntry copy = e;
+  copy.hash.clear();
+  return sha256_hex(e.prev + to_json(copy).dump());
+}
+
+namespace {
+
+// Parses one line; an error message when it is not a well-formed entry.
+std::optional<std::string> parse_line(const std::string& line, LedgerEntry& e) {
+  json j = json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return "not a JSON object";
+  try {
+    if (j.size() != 7) return "expected exactly seq, ts, type, service, data, prev, hash";
+    e.seq = j.at("seq").get<std::uint64_t>();
+    e.ts_ms = j.at("ts").get<long long>();
+    e.type = j.at("type").get<std::string>();
+    e.service = j.at("service").get<std::string>();
+    e.data = j.at("data");
+    e.prev = j.at("prev").get<std::string>();
+    e.hash = j.at("hash").get<std::string>();
+  } catch (const json::exception& ex) {
+    return std::string("bad field: ") + ex.what();
+  }
+  return std::nullopt;
+}
+
+struct Scan {
+  std::vector<LedgerEntry> entries;
+  VerifyReport report;
+  bool torn_tail = false;         // the last line is incomplete or unparsable
+  std::uint64_t good_bytes = 0;   // length of the file up to the end of the last good line
+};
+
+Scan scan(const std::string& path) {
+  Scan s;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    s.report.why = "cannot open " + path;
+    s.report.bad_line = 0;
+    return s;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string all = ss.str();
+  size_t pos = 0;
+  std::uint64_t line_no = 0;
+  std::string prev;
+  while (pos < all.size()) {
+    ++line_no;
+    size_t nl = all.find('\n', pos);
+    const bool last = nl == std::string::npos || nl + 1 == all.size();
+    std::string line = all.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    LedgerEntry e;
+    auto err = nl == std::string::npos ? std::optional<std::string>("truncated last line (no newline: a write was cut short)")
+                                       : parse_line(line, e);
+    if (err) {
+      s.report.bad_line = line_no;
+      s.report.why = *err;
+      s.torn_tail = last;
+      return s;
+    }
+    if (e.seq != line_no) {
+      s.report.bad_line = line_no;
+      s.report.why = "seq is " + std::to_string(e.seq) + ", expected " + std::to_string(line_no);
+      return s;
+    }
+    if (e.prev != prev) {
+      s.report.bad_line = line_no;
+      s.report.why = "broken chain: prev does not match the hash of line " + std::to_string(line_no - 1);
+      return s;
+    }
+    if (entry_hash(e) != e.hash) {
+      s.report.bad_line = line_no;
+      s.report.why = "hash mismatch: the entry was changed after it was written";
+      return s;
+    }
+    prev = e.hash;
+    s.entries.push_back(std::move(e));
+    pos = nl + 1;
+    s.good_bytes = pos;
+  }
+  s.report.ok = true;
+  s.report.entries = s.entries.size();
+  return s;
+}
+
+}  // namespace
+
+std::vector<LedgerEntry> read_ledger(const std::string& path) {
+  auto s = scan(path);
+  if (!s.report.ok) return {};
+  return std::move(s.entries);
+}
+
+VerifyReport verify_ledger(const std::string& path) {
+  auto s = scan(path);
+  s.report.entries = s.entries.size();
+  return s.report;
+}
+
+Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl") {
+  if (const char* c = std::getenv("LASTGOOD_TEST_CRASH_AFTER")) {
+    std::string spec = c;
+    auto colon = spec.find(':');
+    crash_type_ = spec.substr(0, colon);
+    crash_count_ = colon == std::string::npos ? 1 : std::atoi(spec.c_str() + colon + 1);
+    spdlog::warn("test hook LASTGOOD_TEST_CRASH_AFTER={} is set: the process will stop dead after that ledger entry", spec);
+  }
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd_ < 0) throw std::runtime_error("cannot open ledger " + path_ + ": " + std::strerror(errno));
+  Scan s = scan(path_);
+  if (!s.report.ok && !s.torn_tail)
+    throw std::runtime_error("ledger " + path_ + " is damaged at line " + std::to_string(s.report.bad_line) + ": " + s.report.why +
+                             " (run `lastgood ledger verify " + path_ + "`; lastgood will not act on a ledger it cannot trust)");
+  count_ = s.entries.size();
+  head_ = s.entries.empty() ? "" : s.entries.back().hash;
+  loaded_ = std::move(s.entries);
+  if (s.torn_tail) {
+    // Keep the torn bytes for inspection, cut them off, and say so in the ledger itself.
+    std::ifstream in(path_, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string tail = ss.str().substr(s.good_bytes);
+    const std::string aside = path_ + ".torn-" + std::to_string(::time(nullptr));
+    std::ofstream(aside, std::ios::binary) << tail;
+    if (::ftruncate(fd_, static_cast<off_t>(s.good_bytes)) != 0 || ::fdatasync(fd_) != 0)
+      throw std::runtime_error("cannot repair ledger " + path_ + ": " + std::strerror(errno));
+    spdlog::error("ledger {}: line {} was truncated ({}); moved {} bytes to {} and recorded it", path_, s.report.bad_line, s.report.why,
+                  tail.size(), aside);
+    append("ledger_repaired", "", {{"line", s.report.bad_line}, {"why", s.report.why}, {"bytes", tail.size()}, {"moved_to", aside}},
+           std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  }
+}
+
+Ledger::~Ledger() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+LedgerEntry Ledger::append(const std::string& type, const std::string& service, json data, long long ts_ms) {
+  LedgerEntry e;
+  e.seq = count_ + 1;
+  e.ts_ms = ts_ms;
+  e.type = type;
+  e.service = service;
+  e.data = std::move(data);
+  e.prev = head_;
+  e.hash = entry_hash(e);
+  std::string line = to_json(e).dump() + "\n";
+  size_t off = 0;
+  while (off < line.size()) {
+    ssize_t n = ::write(fd_, line.data() + off, line.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error("ledger write failed: " + std::string(std::strerror(errno)));
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fdatasync(fd_) != 0) throw std::runtime_error("ledger fdatasync failed: " + std::string(std::strerror(errno)));
+  ++count_;
+  head_ = e.hash;
+  if (after_append_) after_append_(e);
+  if (!crash_type_.empty() && e.type == crash_type_ && --crash_count_ == 0) {
+    spdlog::default_logger()->flush();
+    ::_exit(99);  // test hook: stop dead, as a power cut would
+  }
+  return e;
+}
+
+}  // namespace lastgood::watchdog
