@@ -13,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
+#include "watchdog/ledger.hpp"
 #include "watchdog/watchdog.hpp"
 
 namespace lastgood::watchdog {
@@ -75,6 +76,7 @@ int run_demo(const DemoOptions& opts) {
     nlohmann::json j{
         {"listen", listen},
         {"state_dir", (root / "state").string()},
+        {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
         {"services",
          {{{"name", "demo"},
            {"probes",
@@ -86,28 +88,63 @@ int run_demo(const DemoOptions& opts) {
               {"expect", {{"status", "200-299"}, {"body_contains", "<title>"}, {"max_latency", "300ms"}}}}}},
            {"deployment", {{"kind", "local_symlink"}, {"path", root.string()}}},
            {"triggers", {{{"name", "down"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 3}}}}}},
-           {"rollback", {{"mode", "auto"}, {"good_after", "2s"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}}}}};
+           {"rollback",
+            {{"mode", "auto"}, {"good_after", "2s"}, {"cooldown", "1m"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}}}}};
     return config::load_text(j.dump(), "<demo>", {});
   };
 
   std::printf("lastgood demo\n  site:     http://127.0.0.1:%u/ serving %s/current -> releases/%s\n", site_port, root.c_str(),
               live_release(root).c_str());
 
-  int consecutive_fail = 0;
-  bool restored = false;
+  const auto t_start = std::chrono::steady_clock::now();
+  auto stamp = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count(); };
+  auto say = [&](const std::string& text) {
+    std::printf("  [%5.1fs] %s\n", stamp(), text.c_str());
+    std::fflush(stdout);
+  };
+  std::optional<probes::Outcome> last_outcome;
+  bool deployed = false;
   WatchdogOptions wopts;
   wopts.on_result = [&](const probes::ProbeResult& r) {
-    std::printf("  probe %-10s release=%-3s %-5s %6.1fms %s\n", (r.service + "/" + r.probe).c_str(), live_release(root).c_str(),
-                probes::to_string(r.outcome), r.timing.total.count(), r.reason.c_str());
-    consecutive_fail = r.outcome == probes::Outcome::fail ? consecutive_fail + 1 : 0;
-    if (consecutive_fail == 3 && !restored) {
-      restored = true;
-      std::printf("  >> trigger demo/down: 3 consecutive failures on release %s (evidence: %s)\n", live_release(root).c_str(),
-                  r.reason.c_str());
-      std::printf("  >> automatic rollback is not in this build yet; restoring v1 by hand to show recovery\n");
-      switch_release(root, "v1");
+    if (last_outcome == r.outcome) return;  // say only what changed
+    last_outcome = r.outcome;
+    say("probe demo/home on " + live_release(root) + ": " + probes::to_string(r.outcome) + (r.reason.empty() ? "" : " (" + r.reason + ")"));
+  };
+  asio::steady_timer deploy(ioc);
+  wopts.on_ledger = [&](const LedgerEntry& e) {
+    const auto& d = e.data;
+    if (e.type == "release_observed") {
+      say("live release is " + d.value("release", "?"));
+    } else if (e.type == "release_verified_good") {
+      say("release " + d.value("release", "?") + " verified good (live and healthy for good_after 2s)");
+      if (!deployed) {
+        deployed = true;
+        deploy.expires_after(std::chrono::seconds(1));
+        deploy.async_wait([&](boost::system::error_code ec) {
+          if (ec) return;
+          say("DEPLOY: current -> releases/v2 (a broken build: answers 500)");
+          switch_release(root, "v2");
+        });
+      }
+    } else if (e.type == "transition" && d.value("to", "") == "firing") {
+      say("BREACH: trigger " + d.value("trigger", "") + " (" + d.value("severity", "") + ") is firing: " + d["evidence"].value("measure", "") +
+          " = " + std::to_string(d["evidence"].value("value", 0.0)).substr(0, 4) + ", threshold " +
+          std::to_string(d["evidence"].value("threshold", 0.0)).substr(0, 4));
+    } else if (e.type == "decision") {
+      say("DECISION: " + d.value("kind", "") + ": " + d.value("reason", ""));
+    } else if (e.type == "action_started") {
+      say("ROLLBACK started (recorded in the ledger first): " + d.value("from", "") + " -> " + d.value("to", ""));
+    } else if (e.type == "action_finished") {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.2f ms", d.value("seconds", 0.0) * 1000);
+      say(std::string("ROLLBACK ") + (d.value("ok", false) ? "done in " + std::string(buf) + ": " + d.value("output", "") : "FAILED: " + d.value("error", "")));
+    } else if (e.type == "verification") {
+      say("VERIFIED: " + d.value("outcome", "") + " on " + d.value("release", "") + " (" + std::to_string(d.value("healthy_samples", 0)) +
+          " healthy results in a row)");
+      say("the whole story is in " + (root / "state" / "ledger.jsonl").string() + " (hash-chained); lastgood keeps watching");
+    } else if (e.type == "escalated") {
+      say("ESCALATED: " + d.value("reason", ""));
     }
-    std::fflush(stdout);
   };
 
   auto loaded = make_config(opts.listen);
@@ -126,17 +163,8 @@ int run_demo(const DemoOptions& opts) {
     wd->start();
   }
   std::printf("  lastgood: http://127.0.0.1:%u/metrics  /healthz  /readyz  /api/v1/services\n", wd->port());
-  std::printf("  in 4s release v2 (answers 500) goes live\n");
+  std::printf("  v1 goes live; once it is verified good, v2 (broken) is deployed; lastgood should roll back on its own\n");
   std::fflush(stdout);
-
-  asio::steady_timer deploy(ioc);
-  deploy.expires_after(std::chrono::seconds(4));
-  deploy.async_wait([&](boost::system::error_code e) {
-    if (e) return;
-    std::printf("  >> deploy: current -> releases/v2\n");
-    std::fflush(stdout);
-    switch_release(root, "v2");
-  });
 
   asio::steady_timer until(ioc);
   asio::signal_set signals(ioc, SIGINT, SIGTERM);

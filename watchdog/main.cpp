@@ -85,7 +85,9 @@ int cmd_run(const Args& a) {
   warn_open_files(*res.config, limit);
   boost::asio::io_context ioc(1);
   try {
-    lastgood::watchdog::Watchdog wd(ioc, res.config, {.dry_run = a.dry_run, .on_result = {}});
+    lastgood::watchdog::WatchdogOptions wopts;
+    wopts.dry_run = a.dry_run;
+    lastgood::watchdog::Watchdog wd(ioc, res.config, wopts);
     wd.start();
     boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
     signals.async_wait([&](boost::system::error_code ec, int sig) {

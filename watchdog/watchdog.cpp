@@ -37,6 +37,7 @@ void Watchdog::start() {
     throw std::runtime_error("state_dir " + cfg_->state_dir + " is not writable" + (ec ? ": " + ec.message() : ""));
   state_dir_ok_ = true;
   ledger_ = std::make_unique<Ledger>(cfg_->state_dir);  // throws on a damaged ledger
+  if (opts_.on_ledger) ledger_->set_after_append(opts_.on_ledger);
   pipeline_.start(*ledger_);
   server_ = std::make_unique<Server>(ioc_, cfg_->listen, [this](const HttpReq& r) { return handle(r); });
   server_->start();

@@ -24,6 +24,8 @@ struct WatchdogOptions {
   bool dry_run = false;
   // Called on the loop after every probe run (the demo prints from here).
   std::function<void(const probes::ProbeResult&)> on_result;
+  // Called after every durable ledger entry (the demo tells its story from here).
+  std::function<void(const LedgerEntry&)> on_ledger;
 };
 
 class Watchdog {

@@ -180,12 +180,16 @@ TEST_CASE("validate, version and usage exit codes", "[cli]") {
   CHECK_THAT(out, Catch::Contains("is not writable"));
 }
 
-TEST_CASE("the demo runs on its own and sees the bad release", "[cli]") {
+TEST_CASE("the demo tells the whole story on its own: deploy, breach, automatic rollback, verified", "[cli]") {
   std::string out;
-  int rc = run_command({LASTGOOD_BINARY, "demo", "--for", "7s", "--listen", "127.0.0.1:0"}, &out);
+  int rc = run_command({LASTGOOD_BINARY, "demo", "--for", "20s", "--listen", "127.0.0.1:0"}, &out);
   INFO(out);
   CHECK(rc == 0);
-  CHECK_THAT(out, Catch::Contains("deploy: current -> releases/v2"));
-  CHECK_THAT(out, Catch::Contains("trigger demo/down: 3 consecutive failures on release v2"));
+  CHECK_THAT(out, Catch::Contains("release v1 verified good"));
+  CHECK_THAT(out, Catch::Contains("DEPLOY: current -> releases/v2"));
+  CHECK_THAT(out, Catch::Contains("BREACH: trigger down (P0) is firing"));
+  CHECK_THAT(out, Catch::Contains("DECISION: execute: roll back v2 -> v1"));
+  CHECK_THAT(out, Catch::Contains("ROLLBACK done"));
+  CHECK_THAT(out, Catch::Contains("VERIFIED: verified on v1"));
   CHECK_THAT(out, Catch::Contains("demo finished"));
 }
