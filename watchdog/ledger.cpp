@@ -31,6 +31,14 @@ std::string sha256_hex(const std::string& data) {
   return out;
 }
 
+void test_crash_point(const char* point) {
+  const char* c = std::getenv("LASTGOOD_TEST_CRASH_AFTER");
+  if (c && std::strcmp(c, point) == 0) {
+    spdlog::default_logger()->flush();
+    ::_exit(99);
+  }
+}
+
 json to_json(const LedgerEntry& e) {
   json j{{"seq", e.seq}, {"ts", e.ts_ms}, {"type", e.type}, {"service", e.service}, {"data", e.data}, {"prev", e.prev}};
   if (!e.hash.empty()) j["hash"] = e.hash;

@@ -38,6 +38,8 @@ VerifyReport verify_ledger(const std::string& path);
 std::vector<LedgerEntry> read_ledger(const std::string& path);
 
 std::string sha256_hex(const std::string& data);
+// Test hook for crash safety: when LASTGOOD_TEST_CRASH_AFTER names `point`, stop dead (_exit 99).
+void test_crash_point(const char* point);
 std::string entry_hash(const LedgerEntry& e);  // over everything but e.hash
 
 class Ledger {

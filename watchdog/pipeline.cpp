@@ -391,6 +391,7 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
   const auto t0 = std::chrono::steady_clock::now();
   actions::Outcome out = co_await s.action->execute(plan);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  test_crash_point("action_executed");  // crash-safety tests: the switch happened, action_finished did not
   record("action_finished", name, {{"action_id", id}, {"ok", out.ok}, {"output", out.output}, {"error", out.error}, {"seconds", secs}});
   metrics_.rollback(name, s.action->kind(), out.ok ? "ok" : "failed", secs);
   s.acting = false;

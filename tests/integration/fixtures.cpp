@@ -176,13 +176,15 @@ TestPki::TestPki(const fs::path& dir) {
   fs::permissions(server_key, fs::perms::owner_read | fs::perms::owner_write | fs::perms::others_read | fs::perms::group_read);
 }
 
-Nginx::Nginx(const fs::path& dir, const TestPki* pki) : dir_(dir) {
-  root = dir / "site";
+Nginx::Nginx(const fs::path& dir, const TestPki* pki, std::optional<fs::path> site_root) : dir_(dir) {
+  root = site_root ? *site_root : dir / "site";
   access_log = dir / "access.log";
-  fs::create_directories(root / "status");
+  if (!site_root) fs::create_directories(root / "status");
   for (const char* t : {"client_body", "proxy", "fastcgi", "uwsgi", "scgi"}) fs::create_directories(dir / "tmp" / t);
-  write_file(root / "index.html", "<!doctype html><title>lastgood test</title><p>hello</p>\n");
-  write_file(root / "health.json", R"({"status":"ok","version":"1.2.3"})");
+  if (!site_root) {
+    write_file(root / "index.html", "<!doctype html><title>lastgood test</title><p>hello</p>\n");
+    write_file(root / "health.json", R"({"status":"ok","version":"1.2.3"})");
+  }
   port = free_port();
   std::string tls;
   if (pki) {
@@ -225,6 +227,70 @@ std::vector<std::string> Nginx::logged_connections() const {
   std::string line;
   while (std::getline(in, line)) out.push_back(line.substr(0, line.find(' ')));
   return out;
+}
+
+Sshd::Sshd(const fs::path& dir) {
+  fs::create_directories("/run/sshd");
+  fs::create_directories(dir / "keys");
+  auto sh = [](const std::vector<std::string>& argv) {
+    std::string out;
+    if (run_command(argv, &out) != 0) throw std::runtime_error("sshd fixture: " + argv[0] + " failed: " + out);
+  };
+  const std::string d = dir.string();
+  sh({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d + "/host_ed25519_key"});
+  sh({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d + "/other_host_key"});
+  sh({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d + "/client_key"});
+  client_key = dir / "client_key";
+  const char* u = std::getenv("USER");
+  std::string out;
+  run_command({"id", "-un"}, &out);
+  user = out.substr(0, out.find('\n'));
+  if (user.empty() && u) user = u;
+  write_file(dir / "keys" / user, read_file(dir / "client_key.pub"));
+  fs::permissions(dir / "keys" / user, fs::perms::owner_read | fs::perms::owner_write);
+  port = free_port();
+  write_file(dir / "sshd_config", "Port " + std::to_string(port) + "\nListenAddress 127.0.0.1\nHostKey " + d +
+                                      "/host_ed25519_key\nPidFile " + d + "/sshd.pid\nAuthorizedKeysFile " + d +
+                                      "/keys/%u\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                                      "UsePAM no\nPermitRootLogin prohibit-password\nStrictModes no\n");
+  auto pub = [&](const std::string& f) {
+    std::string k = read_file(dir / f);
+    k = k.substr(0, k.find(' ', k.find(' ') + 1));  // "ssh-ed25519 AAAA..."
+    return "[127.0.0.1]:" + std::to_string(port) + " " + k + "\n";
+  };
+  known_hosts = dir / "known_hosts";
+  wrong_known_hosts = dir / "wrong_known_hosts";
+  write_file(known_hosts, pub("host_ed25519_key.pub"));
+  write_file(wrong_known_hosts, pub("other_host_key.pub"));
+  sh({"/usr/sbin/sshd", "-t", "-f", d + "/sshd_config"});
+  proc_ = std::make_unique<Process>(std::vector<std::string>{"/usr/sbin/sshd", "-D", "-e", "-f", d + "/sshd_config"}, dir / "sshd.log");
+  if (!wait_until([&] { return port_open(port); }, std::chrono::seconds(10)))
+    throw std::runtime_error("sshd did not start: " + read_file(dir / "sshd.log"));
+}
+
+Sshd::~Sshd() { proc_->stop(); }
+
+void make_releases(const fs::path& root, const std::vector<std::string>& names) {
+  for (const auto& n : names) {
+    fs::create_directories(root / "releases" / n);
+    const bool bad = n.rfind("bad", 0) == 0;
+    write_file(root / "releases" / n / "index.html",
+               bad ? "<!doctype html><p>release " + n + ": broken</p>\n" : "<!doctype html><title>release " + n + "</title><p>ok</p>\n");
+  }
+  switch_current(root, names.front());
+}
+
+void switch_current(const fs::path& root, const std::string& release) {
+  fs::path tmp = root / "current.tmp.test";
+  std::error_code ec;
+  fs::remove(tmp, ec);
+  fs::create_symlink(fs::path("releases") / release, tmp);
+  fs::rename(tmp, root / "current");
+}
+
+std::string current_release(const fs::path& root) {
+  std::error_code ec;
+  return fs::read_symlink(root / "current", ec).filename().string();
 }
 
 }  // namespace testing

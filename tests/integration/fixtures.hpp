@@ -64,7 +64,8 @@ struct TestPki {
 // Locations: / (index.html), /status/500, /slow? no; the access log records $connection.
 class Nginx {
  public:
-  Nginx(const fs::path& dir, const TestPki* pki = nullptr);
+  // `site_root`: serve this folder (e.g. a release `current` symlink) instead of a fixed page.
+  Nginx(const fs::path& dir, const TestPki* pki = nullptr, std::optional<fs::path> site_root = std::nullopt);
   ~Nginx();
   unsigned short port = 0, tls_port = 0;
   fs::path root, access_log;
@@ -77,6 +78,27 @@ class Nginx {
   fs::path dir_;
   std::unique_ptr<Process> proc_;
 };
+
+// OpenSSH's sshd on 127.0.0.1 with its own host key, accepting `client_key` for the current user.
+class Sshd {
+ public:
+  explicit Sshd(const fs::path& dir);
+  ~Sshd();
+  unsigned short port = 0;
+  fs::path client_key;         // private key (ed25519) for the current user
+  fs::path known_hosts;        // "[127.0.0.1]:PORT ssh-ed25519 ..." with the real host key
+  fs::path wrong_known_hosts;  // the same host with another key
+  std::string user;
+
+ private:
+  std::unique_ptr<Process> proc_;
+};
+
+// A release folder: root/releases/{names} with an index.html each, and root/current -> releases/first.
+// A release whose name starts with "bad" serves a page without a <title>.
+void make_releases(const fs::path& root, const std::vector<std::string>& names);
+void switch_current(const fs::path& root, const std::string& release);
+std::string current_release(const fs::path& root);
 
 // Runs one awaitable on a fresh io_context and returns its value.
 template <typename T>

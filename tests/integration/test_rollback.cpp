@@ -1,0 +1,312 @@
+// Rollbacks end to end: the lastgood binary against a real nginx serving `current`, locally
+// and over a real sshd; crash safety with the process stopped dead; the cooldown across a restart.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actions/action.hpp"
+#include "config/config.hpp"
+#include "fixtures.hpp"
+#include "watchdog/ledger.hpp"
+
+using namespace testing;
+using nlohmann::json;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using lastgood::watchdog::LedgerEntry;
+
+namespace {
+
+std::pair<int, std::string> http_req(unsigned short port, http::verb verb, const std::string& target) {
+  asio::io_context ioc;
+  beast::tcp_stream s(ioc);
+  s.expires_after(std::chrono::seconds(5));
+  boost::system::error_code ec;
+  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
+  if (ec) return {0, ec.message()};
+  http::request<http::string_body> req{verb, target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  req.prepare_payload();
+  http::write(s, req, ec);
+  beast::flat_buffer buf;
+  http::response<http::string_body> res;
+  http::read(s, buf, res, ec);
+  if (ec) return {0, ec.message()};
+  return {static_cast<int>(res.result_int()), res.body()};
+}
+
+json service_config(const fs::path& site, const std::string& url, json deployment) {
+  return {{"name", "app"},
+          {"probes", {{{"name", "home"}, {"kind", "http"}, {"url", url}, {"interval", "200ms"}, {"timeout", "150ms"},
+                       {"expect", {{"body_contains", "<title>"}}}}}},
+          {"deployment", deployment},
+          {"triggers", {{{"name", "down"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}},
+          {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"cooldown", "10m"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}};
+  (void)site;
+}
+
+struct Lastgood {
+  TempDir& dir;
+  unsigned short port = free_port();
+  fs::path state;
+  fs::path config;
+  std::unique_ptr<Process> proc;
+  int runs = 0;
+
+  Lastgood(TempDir& d, json service) : dir(d), state(d.path / "state"), config(d.path / "lastgood.json") {
+    json c{{"listen", "127.0.0.1:" + std::to_string(port)},
+           {"state_dir", state.string()},
+           {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
+           {"services", {service}}};
+    write_file(config, c.dump(2));
+  }
+  void start(std::map<std::string, std::string> env = {}) {
+    proc = std::make_unique<Process>(std::vector<std::string>{LASTGOOD_BINARY, "run", "-c", config.string(), "--log-level", "debug"},
+                                     dir.path / ("lastgood-" + std::to_string(++runs) + ".log"), env);
+  }
+  bool ready() { return http_req(port, http::verb::get, "/readyz").first == 200; }
+  std::vector<LedgerEntry> ledger() const { return lastgood::watchdog::read_ledger((state / "ledger.jsonl").string()); }
+  std::string log() const {
+    std::string all;
+    for (int i = 1; i <= runs; ++i) all += read_file(dir.path / ("lastgood-" + std::to_string(i) + ".log"));
+    return all;
+  }
+  // Waits until the ledger holds an entry of `type` satisfying `pred`, after the first `skip` entries.
+  bool wait_for(const std::string& type, std::function<bool(const json&)> pred = {}, std::chrono::seconds t = std::chrono::seconds(20),
+                size_t skip = 0) {
+    return wait_until(
+        [&] {
+          auto es = ledger();
+          for (size_t i = skip; i < es.size(); ++i)
+            if (es[i].type == type && (!pred || pred(es[i].data))) return true;
+          return false;
+        },
+        t);
+  }
+  int count(const std::string& type) const {
+    int n = 0;
+    for (const auto& e : ledger()) n += e.type == type;
+    return n;
+  }
+};
+
+auto release_is(const std::string& id) {
+  return [id](const json& d) { return d.value("release", "") == id; };
+}
+
+}  // namespace
+
+TEST_CASE("a broken release is rolled back locally: nginx serves the good one again, the ledger verifies, a restart keeps the cooldown",
+          "[rollback]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "bad2"});
+  Nginx nginx(dir.path / "", nullptr, site / "current");
+  Lastgood lg(dir, service_config(site, nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}, {"observe_interval", "1s"}}));
+  lg.start();
+  INFO(lg.log());
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+
+  switch_current(site, "bad2");  // the deploy of a broken release
+  REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
+  CHECK(current_release(site) == "v1");
+  auto page = http_req(nginx.port, http::verb::get, "/");
+  CHECK_THAT(page.second, Catch::Contains("<title>release v1"));
+
+  auto es = lg.ledger();
+  const LedgerEntry* decision = nullptr;
+  for (const auto& e : es)
+    if (e.type == "decision") decision = &e;
+  REQUIRE(decision);
+  CHECK(decision->data["kind"] == "execute");
+  CHECK(decision->data["release_from"] == "bad2");
+  CHECK(decision->data["release_to"] == "v1");
+  CHECK(decision->data["evidence"]["measure"] == "consecutive_failures");
+  CHECK(lg.count("action_started") == 1);
+  CHECK(lg.count("action_finished") == 1);
+  std::string out;
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (lg.state / "ledger.jsonl").string()}, &out) == 0);
+  CHECK_THAT(out, Catch::Contains("chain intact"));
+
+  auto metrics = http_req(lg.port, http::verb::get, "/metrics").second;
+  CHECK_THAT(metrics, Catch::Contains("lastgood_rollbacks_total{deployment=\"local_symlink\",outcome=\"ok\",service=\"app\"} 1"));
+  CHECK_THAT(metrics, Catch::Contains("lastgood_release_info{release=\"v1\",role=\"live\",service=\"app\"} 1"));
+
+  // Restart: the cooldown (10 m) survives in the ledger, so a second breach only holds.
+  REQUIRE(lg.proc->stop() == 0);
+  const size_t before = lg.ledger().size();
+  lg.start();
+  REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(10)));
+  switch_current(site, "bad2");
+  REQUIRE(lg.wait_for("decision", {}, std::chrono::seconds(20), before));
+  es = lg.ledger();
+  const LedgerEntry* second = nullptr;
+  for (size_t i = before; i < es.size(); ++i)
+    if (es[i].type == "decision") second = &es[i];
+  REQUIRE(second);
+  CHECK(second->data["kind"] == "hold");
+  CHECK_THAT(second->data["reason"].get<std::string>(), Catch::StartsWith("cooldown"));
+  CHECK(current_release(site) == "bad2");
+  CHECK(lg.count("action_started") == 1);
+}
+
+TEST_CASE("a broken release is rolled back over SSH with after_switch commands", "[ssh]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "bad2"});
+  Nginx nginx(dir.path / "", nullptr, site / "current");
+  Sshd sshd(dir.path / "");
+  json dep{{"kind", "ssh_symlink"},       {"host", "127.0.0.1"},
+           {"port", sshd.port},           {"user", sshd.user},
+           {"key_file", sshd.client_key.string()}, {"known_hosts", sshd.known_hosts.string()},
+           {"path", site.string()},       {"after_switch", {"test -L current", "echo cache cleared"}},
+           {"observe_interval", "1s"},    {"timeout", "5s"}};
+  Lastgood lg(dir, service_config(site, nginx.url("/"), dep));
+  lg.start();
+  INFO(lg.log());
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site, "bad2");
+  REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
+  CHECK(current_release(site) == "v1");
+  CHECK_THAT(http_req(nginx.port, http::verb::get, "/").second, Catch::Contains("<title>release v1"));
+  bool saw_output = false;
+  for (const auto& e : lg.ledger())
+    if (e.type == "action_finished") saw_output = e.data["output"].get<std::string>().find("cache cleared") != std::string::npos;
+  CHECK(saw_output);
+  std::string out;
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (lg.state / "ledger.jsonl").string()}, &out) == 0);
+}
+
+TEST_CASE("a wrong host key in known_hosts: nothing runs and the error names the key", "[ssh]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "v2"});
+  Sshd sshd(dir.path / "");
+  json doc{{"services",
+            {{{"name", "app"},
+              {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}},
+              {"deployment",
+               {{"kind", "ssh_symlink"}, {"host", "127.0.0.1"}, {"port", sshd.port}, {"user", sshd.user},
+                {"key_file", sshd.client_key.string()}, {"known_hosts", sshd.wrong_known_hosts.string()}, {"path", site.string()},
+                {"timeout", "5s"}}}}}}};
+  auto cfg = lastgood::config::load_text(doc.dump(), "t", {.resolve_secrets = false});
+  REQUIRE(cfg.config);
+  asio::io_context ioc;
+  auto action = lastgood::actions::make_action(ioc.get_executor(), "app", *cfg.config->services[0].deployment);
+  auto obs = run_sync(ioc, action->observe());
+  CHECK_FALSE(obs.live);
+  CHECK_THAT(obs.error, Catch::Contains("host key MISMATCH for [127.0.0.1]:" + std::to_string(sshd.port)));
+  CHECK_THAT(obs.error, Catch::Contains("ssh-ed25519 SHA256:"));
+  auto res = run_sync(ioc, action->execute(action->plan("v1", "v2")));
+  CHECK_FALSE(res.ok);
+  CHECK_THAT(res.error, Catch::Contains("nothing was run"));
+  CHECK(current_release(site) == "v1");
+
+  SECTION("and an unknown host is refused the same way") {
+    write_file(dir.path / "empty_known_hosts", "");
+    doc["services"][0]["deployment"]["known_hosts"] = (dir.path / "empty_known_hosts").string();
+    auto c2 = lastgood::config::load_text(doc.dump(), "t", {.resolve_secrets = false});
+    auto a2 = lastgood::actions::make_action(ioc.get_executor(), "app", *c2.config->services[0].deployment);
+    auto o2 = run_sync(ioc, a2->observe());
+    CHECK_THAT(o2.error, Catch::Contains("is not in"));
+  }
+  SECTION("release names that could escape are refused before anything runs") {
+    auto bad = run_sync(ioc, action->execute(action->plan("v1", "../../etc")));
+    CHECK_FALSE(bad.ok);
+    CHECK_THAT(bad.error, Catch::Contains("not a valid release name"));
+  }
+}
+
+TEST_CASE("an after_switch command that fails: outcome failed, escalated, reported; a person clears it", "[ssh]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "bad2"});
+  Nginx nginx(dir.path / "", nullptr, site / "current");
+  Sshd sshd(dir.path / "");
+  json dep{{"kind", "ssh_symlink"}, {"host", "127.0.0.1"}, {"port", sshd.port}, {"user", sshd.user},
+           {"key_file", sshd.client_key.string()}, {"known_hosts", sshd.known_hosts.string()}, {"path", site.string()},
+           {"after_switch", {"echo reload failed >&2; exit 3", "echo never runs"}}, {"timeout", "5s"}};
+  Lastgood lg(dir, service_config(site, nginx.url("/"), dep));
+  lg.start();
+  INFO(lg.log());
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site, "bad2");
+  REQUIRE(lg.wait_for("escalated"));
+  const auto entries = lg.ledger();
+  const LedgerEntry* fin = nullptr;
+  for (const auto& e : entries)
+    if (e.type == "action_finished") fin = &e;
+  REQUIRE(fin);
+  CHECK(fin->data["ok"] == false);
+  CHECK_THAT(fin->data["error"].get<std::string>(), Catch::Contains("exited with status 3"));
+  CHECK_THAT(fin->data["error"].get<std::string>(), Catch::Contains("reload failed"));
+  CHECK_THAT(fin->data["output"].get<std::string>(), !Catch::Contains("never runs"));
+  auto api = json::parse(http_req(lg.port, http::verb::get, "/api/v1/services").second);
+  CHECK(api["services"][0]["escalated"] == true);
+  CHECK_THAT(http_req(lg.port, http::verb::get, "/metrics").second,
+             Catch::Contains("lastgood_rollbacks_total{deployment=\"ssh_symlink\",outcome=\"failed\",service=\"app\"} 1"));
+  auto cleared = http_req(lg.port, http::verb::post, "/api/v1/services/app/clear");
+  CHECK(cleared.first == 200);
+  CHECK(http_req(lg.port, http::verb::post, "/api/v1/services/app/clear").first == 409);
+  CHECK(lg.wait_for("cleared"));
+}
+
+TEST_CASE("crash safety: stopped dead after action_started, a restart reconciles instead of switching", "[crash]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "bad2"});
+  Nginx nginx(dir.path / "", nullptr, site / "current");
+  Lastgood lg(dir, service_config(site, nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}}));
+  lg.start({{"LASTGOOD_TEST_CRASH_AFTER", "action_started"}});
+  INFO(lg.log());
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site, "bad2");
+  REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(20)));
+  CHECK(lg.proc->stop() == 99);
+  CHECK(lg.count("action_started") == 1);
+  CHECK(lg.count("action_finished") == 0);
+  CHECK(current_release(site) == "bad2");  // stopped before the switch
+
+  lg.start();
+  REQUIRE(lg.wait_for("action_reconciled"));
+  for (const auto& e : lg.ledger())
+    if (e.type == "action_reconciled") {
+      CHECK(e.data["switched"] == false);
+      CHECK(e.data["live"] == "bad2");
+    }
+  REQUIRE(lg.wait_for("escalated"));
+  CHECK(lg.count("action_started") == 1);  // never run a second time
+  CHECK(current_release(site) == "bad2");
+}
+
+TEST_CASE("crash safety: stopped dead after the switch, before action_finished: reconciled as done, then verified", "[crash]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "bad2"});
+  Nginx nginx(dir.path / "", nullptr, site / "current");
+  Lastgood lg(dir, service_config(site, nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}}));
+  lg.start({{"LASTGOOD_TEST_CRASH_AFTER", "action_executed"}});
+  INFO(lg.log());
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site, "bad2");
+  REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(20)));
+  CHECK(lg.proc->stop() == 99);
+  CHECK(current_release(site) == "v1");  // the switch happened
+  CHECK(lg.count("action_finished") == 0);
+
+  lg.start();
+  REQUIRE(lg.wait_for("action_reconciled"));
+  for (const auto& e : lg.ledger())
+    if (e.type == "action_reconciled") CHECK(e.data["switched"] == true);
+  REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
+  CHECK(lg.count("action_started") == 1);
+  CHECK(current_release(site) == "v1");
+  std::string out;
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (lg.state / "ledger.jsonl").string()}, &out) == 0);
+}
