@@ -35,6 +35,7 @@ asan: deps
 # Policy micro-benchmark (Release build; results go in docs/benchmarks.md).
 bench-policy: build
 	$(BUILD)/bench/policy_bench
+	$(BUILD)/bench/ledger_bench
 
 clean:
 	rm -rf $(BUILD) build-asan

@@ -53,22 +53,62 @@ std::string entry_hash(const LedgerEntry& e) {
 
 namespace {
 
-// Parses one line; an error message when it is not a well-formed entry.
-std::optional<std::string> parse_line(const std::string& line, LedgerEntry& e) {
-  json j = json::parse(line, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return "not a JSON object";
-  try {
-    if (j.size() != 7) return "expected exactly seq, ts, type, service, data, prev, hash";
-    e.seq = j.at("seq").get<std::uint64_t>();
-    e.ts_ms = j.at("ts").get<long long>();
-    e.type = j.at("type").get<std::string>();
-    e.service = j.at("service").get<std::string>();
-    e.data = j.at("data");
-    e.prev = j.at("prev").get<std::string>();
-    e.hash = j.at("hash").get<std::string>();
-  } catch (const json::exception& ex) {
-    return std::string("bad field: ") + ex.what();
+// SHA-256 over several pieces without joining them.
+std::string sha256_hex_parts(std::initializer_list<std::string_view> parts) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  for (auto p : parts) EVP_DigestUpdate(ctx, p.data(), p.size());
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, md, &len);
+  EVP_MD_CTX_free(ctx);
+  static const char* hex = "0123456789abcdef";
+  std::string out(len * 2, '0');
+  for (unsigned i = 0; i < len; ++i) {
+    out[2 * i] = hex[md[i] >> 4];
+    out[2 * i + 1] = hex[md[i] & 15];
   }
+  return out;
+}
+
+// Reads the fields of a canonical line without a JSON parser. Lines are written by dump()
+// (sorted keys, no spaces): {"data":...,"hash":"H","prev":"P","seq":N,"service":"S","ts":T,"type":"Y"}.
+// The fixed tail after "data" is read from its last ",\"hash\":" on; service names and types
+// never contain quotes. The hash check that follows covers every byte, so a line that passes is
+// exactly what lastgood wrote.
+std::optional<std::string> read_fields(std::string_view line, LedgerEntry& e, std::string_view& data_text) {
+  auto fail = [](const char* why) { return std::optional<std::string>(why); };
+  if (line.substr(0, 8) != "{\"data\":" || line.empty() || line.back() != '}') return fail("not a ledger entry (expected {\"data\":...})");
+  const size_t h = line.rfind(",\"hash\":\"");
+  if (h == std::string_view::npos) return fail("no hash");
+  data_text = line.substr(8, h - 8);
+  size_t pos = h;
+  auto expect = [&](std::string_view lit) {
+    if (line.substr(pos, lit.size()) != lit) return false;
+    pos += lit.size();
+    return true;
+  };
+  auto string_until_quote = [&](std::string& out) {
+    size_t q = line.find('"', pos);
+    if (q == std::string_view::npos) return false;
+    out.assign(line.substr(pos, q - pos));
+    pos = q + 1;
+    return out.find('\\') == std::string::npos;
+  };
+  auto number = [&](long long& out) {
+    size_t start = pos;
+    if (pos < line.size() && line[pos] == '-') ++pos;
+    while (pos < line.size() && line[pos] >= '0' && line[pos] <= '9') ++pos;
+    if (pos == start) return false;
+    out = std::stoll(std::string(line.substr(start, pos - start)));
+    return true;
+  };
+  long long seq = 0;
+  if (!(expect(",\"hash\":\"") && string_until_quote(e.hash) && expect(",\"prev\":\"") && string_until_quote(e.prev) &&
+        expect(",\"seq\":") && number(seq) && expect(",\"service\":\"") && string_until_quote(e.service) && expect(",\"ts\":") &&
+        number(e.ts_ms) && expect(",\"type\":\"") && string_until_quote(e.type) && expect("}") && pos == line.size()))
+    return fail("not a well-formed entry (expected data, hash, prev, seq, service, ts, type)");
+  e.seq = static_cast<std::uint64_t>(seq);
   return std::nullopt;
 }
 
@@ -79,7 +119,8 @@ struct Scan {
   std::uint64_t good_bytes = 0;   // length of the file up to the end of the last good line
 };
 
-Scan scan(const std::string& path) {
+// want_data(type): whether to parse that entry's data (replay needs only some types).
+Scan scan(const std::string& path, const std::function<bool(const std::string&)>& want_data = {}) {
   Scan s;
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -97,10 +138,11 @@ Scan scan(const std::string& path) {
     ++line_no;
     size_t nl = all.find('\n', pos);
     const bool last = nl == std::string::npos || nl + 1 == all.size();
-    std::string line = all.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    std::string_view line = std::string_view(all).substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
     LedgerEntry e;
+    std::string_view data_text;
     auto err = nl == std::string::npos ? std::optional<std::string>("truncated last line (no newline: a write was cut short)")
-                                       : parse_line(line, e);
+                                       : read_fields(line, e, data_text);
     if (err) {
       s.report.bad_line = line_no;
       s.report.why = *err;
@@ -117,10 +159,24 @@ Scan scan(const std::string& path) {
       s.report.why = "broken chain: prev does not match the hash of line " + std::to_string(line_no - 1);
       return s;
     }
-    if (entry_hash(e) != e.hash) {
+    // Lines are written canonical (dump(): sorted keys, no spaces), so the canonical JSON of the
+    // entry without its hash is the line's own bytes minus the hash member: hash those bytes
+    // instead of re-serialising (stricter too: any byte changed is caught).
+    const std::string member = ",\"hash\":\"" + e.hash + "\"";
+    const size_t at = line.find(member);
+    if (at == std::string_view::npos || e.hash.size() != 64 ||
+        sha256_hex_parts({e.prev, line.substr(0, at), line.substr(at + member.size())}) != e.hash) {
       s.report.bad_line = line_no;
       s.report.why = "hash mismatch: the entry was changed after it was written";
       return s;
+    }
+    if (!want_data || want_data(e.type)) {
+      e.data = json::parse(data_text.begin(), data_text.end(), nullptr, false);
+      if (e.data.is_discarded()) {  // cannot happen for a line whose hash matched; kept as a guard
+        s.report.bad_line = line_no;
+        s.report.why = "data is not JSON";
+        return s;
+      }
     }
     prev = e.hash;
     s.entries.push_back(std::move(e));
@@ -141,7 +197,7 @@ std::vector<LedgerEntry> read_ledger(const std::string& path) {
 }
 
 VerifyReport verify_ledger(const std::string& path) {
-  auto s = scan(path);
+  auto s = scan(path, [](const std::string&) { return false; });  // the hash covers the data bytes
   s.report.entries = s.entries.size();
   return s.report;
 }
@@ -156,7 +212,8 @@ Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl"
   }
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd_ < 0) throw std::runtime_error("cannot open ledger " + path_ + ": " + std::strerror(errno));
-  Scan s = scan(path_);
+  // Replay reads the data of the entries that rebuild state; transitions are only verified.
+  Scan s = scan(path_, [](const std::string& type) { return type != "transition" && type != "clear_refused"; });
   if (!s.report.ok && !s.torn_tail)
     throw std::runtime_error("ledger " + path_ + " is damaged at line " + std::to_string(s.report.bad_line) + ": " + s.report.why +
                              " (run `lastgood ledger verify " + path_ + "`; lastgood will not act on a ledger it cannot trust)");

@@ -1,0 +1,138 @@
+// The ledger: hash chain, tamper detection at the exact line, torn last lines, replay.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "watchdog/ledger.hpp"
+
+namespace fs = std::filesystem;
+using lastgood::watchdog::Ledger;
+using lastgood::watchdog::read_ledger;
+using lastgood::watchdog::verify_ledger;
+using nlohmann::json;
+
+namespace {
+
+struct Dir {
+  fs::path path = fs::temp_directory_path() / ("lastgood-ledger-" + std::to_string(::getpid()) + "-" + std::to_string(rand()));
+  Dir() { fs::create_directories(path); }
+  ~Dir() { fs::remove_all(path); }
+  std::string ledger() const { return (path / "ledger.jsonl").string(); }
+};
+
+std::vector<std::string> lines_of(const std::string& file) {
+  std::ifstream in(file);
+  std::vector<std::string> out;
+  std::string l;
+  while (std::getline(in, l)) out.push_back(l);
+  return out;
+}
+
+void write_lines(const std::string& file, const std::vector<std::string>& lines, bool final_newline = true) {
+  std::ofstream out(file, std::ios::trunc);
+  for (size_t i = 0; i < lines.size(); ++i) out << lines[i] << (i + 1 < lines.size() || final_newline ? "\n" : "");
+}
+
+void fill(const Dir& d, int n) {
+  Ledger l(d.path.string());
+  for (int i = 0; i < n; ++i)
+    l.append(i % 2 ? "decision" : "transition", "svc" + std::to_string(i % 3), {{"i", i}, {"reason", "r"}, {"nested", {{"x", 1.5}}}}, 1000 + i);
+}
+
+}  // namespace
+
+TEST_CASE("an intact ledger verifies and replays in order", "[ledger]") {
+  Dir d;
+  fill(d, 50);
+  auto rep = verify_ledger(d.ledger());
+  CHECK(rep.ok);
+  CHECK(rep.entries == 50);
+  Ledger again(d.path.string());
+  auto es = again.take_loaded();
+  REQUIRE(es.size() == 50);
+  CHECK(es[0].prev.empty());
+  for (size_t i = 1; i < es.size(); ++i) CHECK(es[i].prev == es[i - 1].hash);
+  CHECK(es[7].data["i"] == 7);
+  auto e = again.append("x", "s", json::object(), 5);  // appends continue the chain
+  CHECK(e.seq == 51);
+  CHECK(e.prev == es.back().hash);
+  CHECK(verify_ledger(d.ledger()).ok);
+}
+
+TEST_CASE("tampering with any field of any line fails verification at that line", "[ledger]") {
+  Dir d;
+  fill(d, 12);
+  const auto original = lines_of(d.ledger());
+  for (size_t line = 0; line < original.size(); ++line) {
+    for (const char* field : {"seq", "ts", "type", "service", "data", "prev", "hash"}) {
+      auto lines = original;
+      json j = json::parse(lines[line]);
+      if (j[field].is_number()) j[field] = j[field].get<long long>() + 1;
+      else if (j[field].is_string()) j[field] = j[field].get<std::string>() + "x";
+      else j[field]["tampered"] = true;
+      lines[line] = j.dump();
+      write_lines(d.ledger(), lines);
+      auto rep = verify_ledger(d.ledger());
+      INFO("line " << line + 1 << " field " << field << ": " << rep.why);
+      CHECK_FALSE(rep.ok);
+      CHECK(rep.bad_line == line + 1);
+    }
+  }
+  write_lines(d.ledger(), original);
+  CHECK(verify_ledger(d.ledger()).ok);
+}
+
+TEST_CASE("removing or swapping lines breaks the chain where it happens", "[ledger]") {
+  Dir d;
+  fill(d, 10);
+  auto lines = lines_of(d.ledger());
+  auto removed = lines;
+  removed.erase(removed.begin() + 4);
+  write_lines(d.ledger(), removed);
+  auto rep = verify_ledger(d.ledger());
+  CHECK_FALSE(rep.ok);
+  CHECK(rep.bad_line == 5);
+  auto swapped = lines;
+  std::swap(swapped[2], swapped[3]);
+  write_lines(d.ledger(), swapped);
+  CHECK(verify_ledger(d.ledger()).bad_line == 3);
+}
+
+TEST_CASE("a truncated last line is detected, and on open moved aside and recorded, never accepted", "[ledger]") {
+  Dir d;
+  fill(d, 5);
+  auto lines = lines_of(d.ledger());
+  lines.back() = lines.back().substr(0, lines.back().size() / 2);  // a crash mid-write
+  write_lines(d.ledger(), lines, /*final_newline=*/false);
+  auto rep = verify_ledger(d.ledger());
+  CHECK_FALSE(rep.ok);
+  CHECK(rep.bad_line == 5);
+  CHECK_THAT(rep.why, Catch::Contains("truncated"));
+
+  {
+    Ledger l(d.path.string());  // repairs: cuts the torn line and records it
+    auto es = l.take_loaded();
+    CHECK(es.size() == 4);
+  }
+  auto after = read_ledger(d.ledger());
+  REQUIRE(after.size() == 5);
+  CHECK(after.back().type == "ledger_repaired");
+  CHECK(after.back().data["line"] == 5);
+  bool aside = false;
+  for (const auto& e : fs::directory_iterator(d.path)) aside = aside || e.path().filename().string().rfind("ledger.jsonl.torn-", 0) == 0;
+  CHECK(aside);
+  CHECK(verify_ledger(d.ledger()).ok);
+}
+
+TEST_CASE("damage in the middle stops lastgood from opening the ledger", "[ledger]") {
+  Dir d;
+  fill(d, 5);
+  auto lines = lines_of(d.ledger());
+  lines[1] = "{not json";
+  write_lines(d.ledger(), lines);
+  CHECK_THROWS_WITH(Ledger(d.path.string()), Catch::Contains("damaged at line 2"));
+}
