@@ -1,5 +1,10 @@
 #include "actions/action.hpp"
 
+#include <cctype>
+#include <cstring>
+
+#include "actions/command.hpp"
+#include "actions/http_api.hpp"
 #include "actions/local_symlink.hpp"
 #include "actions/ssh_symlink.hpp"
 
@@ -23,9 +28,47 @@ std::string cap_output(std::string s, size_t max) {
   return s + "\n[... " + std::to_string(dropped) + " more bytes dropped]";
 }
 
+std::string expand(const std::string& text, const Plan& p, bool encode) {
+  auto enc = [&](const std::string& v) {
+    if (!encode) return v;
+    static const char* hex = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : v) {
+      if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
+      else {
+        out += '%';
+        out += hex[c >> 4];
+        out += hex[c & 15];
+      }
+    }
+    return out;
+  };
+  const std::pair<const char*, const std::string*> vars[] = {{"${service}", &p.context.service}, {"${from}", &p.from}, {"${to}", &p.to},
+                                                             {"${reason}", &p.context.reason}, {"${trigger}", &p.context.trigger}};
+  std::string out;
+  for (size_t i = 0; i < text.size();) {
+    bool hit = false;
+    if (text[i] == '$') {
+      for (const auto& [name, val] : vars) {
+        const size_t n = std::strlen(name);
+        if (text.compare(i, n, name) == 0) {
+          out += enc(*val);
+          i += n;
+          hit = true;
+          break;
+        }
+      }
+    }
+    if (!hit) out += text[i++];
+  }
+  return out;
+}
+
 std::unique_ptr<Action> make_action(boost::asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
   if (d.kind == "local_symlink") return make_local_symlink(std::move(ex), service, d);
   if (d.kind == "ssh_symlink") return make_ssh_symlink(std::move(ex), service, d);
+  if (d.kind == "command") return make_command(std::move(ex), service, d);
+  if (d.kind == "http_api") return make_http_api(std::move(ex), service, d);
   return nullptr;
 }
 

@@ -27,11 +27,21 @@ struct Observation {
   std::string error;                     // non-empty when the deployment could not be read
 };
 
+// What the rollback is for: templates may use ${service}, ${from}, ${to}, ${reason}, ${trigger}.
+struct Context {
+  std::string service, trigger, reason;
+};
+
 // Exactly what execute() will do, for logs, the ledger and --dry-run.
 struct Plan {
   std::string from, to;
+  Context context;
   std::vector<std::string> steps;
 };
+
+// Replaces ${service}, ${from}, ${to}, ${reason}, ${trigger} in `text`; `encode` percent-encodes
+// the values (for URLs).
+std::string expand(const std::string& text, const Plan& p, bool encode = false);
 
 struct Outcome {
   bool ok = false;
@@ -44,7 +54,7 @@ class Action {
   virtual ~Action() = default;
   virtual const char* kind() const = 0;
   virtual boost::asio::awaitable<Observation> observe() = 0;
-  virtual Plan plan(const std::string& from, const std::string& to) const = 0;
+  virtual Plan plan(const std::string& from, const std::string& to, const Context& ctx) const = 0;
   virtual boost::asio::awaitable<Outcome> execute(const Plan& plan) = 0;
 };
 

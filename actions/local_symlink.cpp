@@ -28,8 +28,8 @@ class LocalSymlink final : public Action {
 
   asio::awaitable<Observation> observe() override { co_return observe_now(); }
 
-  Plan plan(const std::string& from, const std::string& to) const override {
-    Plan p{from, to, {}};
+  Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
+    Plan p{from, to, ctx, {}};
     p.steps.push_back("check that " + (root_ / "releases" / to).string() + " is a directory");
     p.steps.push_back("symlink " + tmp_name().string() + " -> releases/" + to);
     p.steps.push_back("rename " + tmp_name().string() + " over " + (root_ / "current").string() + " (atomic)");

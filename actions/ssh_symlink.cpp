@@ -76,8 +76,8 @@ class SshSymlink final : public Action {
     co_return o;
   }
 
-  Plan plan(const std::string& from, const std::string& to) const override {
-    Plan p{from, to, {}};
+  Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
+    Plan p{from, to, ctx, {}};
     p.steps.push_back(switch_command(to));
     for (const auto& c : after_switch_) p.steps.push_back("cd " + shell_quote(path_) + " && " + c);
     return p;

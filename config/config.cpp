@@ -526,6 +526,7 @@ void parse_deployment(Ctx& c, const json& j, const std::string& ptr, Deployment&
     if (strategy && *strategy == "unpublish" && !allow.value_or(false))
       c.error(o.at("allow_unpublish"), "strategy \"unpublish\" needs \"allow_unpublish\": true");
   } else if (*kind == "http_api") {
+    o.duration("timeout", false, Duration{100});
     if (const json* r = o.get("rollback", true)) {
       Obj ro(c, *r, o.at("rollback"));
       parse_template_request(ro);

@@ -375,7 +375,7 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
   auto& s = *svcs_[si];
   const auto& name = s.cfg->name;
   if (!s.action || !d.release_to || !d.release_from) co_return;
-  const actions::Plan plan = s.action->plan(*d.release_from, *d.release_to);
+  const actions::Plan plan = s.action->plan(*d.release_from, *d.release_to, {name, d.trigger, d.reason});
   json steps = plan.steps;
   if (dry_run_) {
     record("action_planned", name, {{"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"dry_run", true}});

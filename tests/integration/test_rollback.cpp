@@ -203,7 +203,7 @@ TEST_CASE("a wrong host key in known_hosts: nothing runs and the error names the
   CHECK_FALSE(obs.live);
   CHECK_THAT(obs.error, Catch::Contains("host key MISMATCH for [127.0.0.1]:" + std::to_string(sshd.port)));
   CHECK_THAT(obs.error, Catch::Contains("ssh-ed25519 SHA256:"));
-  auto res = run_sync(ioc, action->execute(action->plan("v1", "v2")));
+  auto res = run_sync(ioc, action->execute(action->plan("v1", "v2", {})));
   CHECK_FALSE(res.ok);
   CHECK_THAT(res.error, Catch::Contains("nothing was run"));
   CHECK(current_release(site) == "v1");
@@ -217,7 +217,7 @@ TEST_CASE("a wrong host key in known_hosts: nothing runs and the error names the
     CHECK_THAT(o2.error, Catch::Contains("is not in"));
   }
   SECTION("release names that could escape are refused before anything runs") {
-    auto bad = run_sync(ioc, action->execute(action->plan("v1", "../../etc")));
+    auto bad = run_sync(ioc, action->execute(action->plan("v1", "../../etc", {})));
     CHECK_FALSE(bad.ok);
     CHECK_THAT(bad.error, Catch::Contains("not a valid release name"));
   }

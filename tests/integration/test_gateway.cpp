@@ -1,0 +1,239 @@
+// The `command` and `http_api` deployment kinds against test scripts and a loopback test server,
+// and an end-to-end rollback through a gateway API with the token kept out of every output.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <mutex>
+#include <thread>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actions/action.hpp"
+#include "config/config.hpp"
+#include "fixtures.hpp"
+#include "watchdog/ledger.hpp"
+#include "watchdog/server.hpp"
+
+using namespace testing;
+using nlohmann::json;
+namespace asio = boost::asio;
+namespace actions = lastgood::actions;
+namespace cfg = lastgood::config;
+using lastgood::watchdog::HttpReq;
+using lastgood::watchdog::HttpRes;
+
+namespace {
+
+std::shared_ptr<const cfg::Config> load(const json& deployment) {
+  json doc{{"services", {{{"name", "app"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}, {"deployment", deployment}}}}};
+  auto res = cfg::load_text(doc.dump(), "t", {.resolve_secrets = true});
+  for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
+  REQUIRE(res.config);
+  return res.config;
+}
+
+std::string script(const TempDir& dir, const std::string& name, const std::string& body) {
+  auto p = dir.path / name;
+  write_file(p, "#!/bin/sh\n" + body + "\n");
+  ::chmod(p.c_str(), 0755);
+  return p.string();
+}
+
+// A deployment API on loopback: GET /v1/services/app -> {"version": live}; POST /v1/rollback
+// switches it; GET / answers 200 on a good version and 500 on a bad one (the probe target).
+struct GatewayServer {
+  asio::io_context ioc;
+  std::unique_ptr<lastgood::watchdog::Server> server;
+  std::thread thread;
+  std::mutex mu;
+  std::string live = "v1";
+  std::vector<HttpReq> requests;
+  std::string token;
+  unsigned short port = 0;
+
+  explicit GatewayServer(std::string tok) : token(std::move(tok)) {
+    server = std::make_unique<lastgood::watchdog::Server>(ioc, "127.0.0.1:0", [this](const HttpReq& r) { return handle(r); });
+    port = server->local_endpoint().port();
+    server->start();
+    thread = std::thread([this] { ioc.run(); });
+  }
+  ~GatewayServer() {
+    asio::post(ioc, [this] { server->stop(); ioc.stop(); });
+    thread.join();
+  }
+  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port) + path; }
+  void set_live(const std::string& v) {
+    std::lock_guard lk(mu);
+    live = v;
+  }
+  HttpRes handle(const HttpReq& r) {
+    std::lock_guard lk(mu);
+    requests.push_back(r);
+    if (r.target == "/") return {live.rfind("bad", 0) == 0 ? 500 : 200, "text/html", "<title>" + live + "</title>"};
+    if (r.authorization != "Bearer " + token) return HttpRes::json_error(401, "bad token");
+    if (r.method == "GET" && r.target == "/v1/services/app") return {200, "application/json", json{{"version", live}}.dump()};
+    if (r.method == "POST" && r.target == "/v1/rollback") {
+      auto b = json::parse(r.body, nullptr, false);
+      if (b.is_discarded() || !b.contains("version")) return HttpRes::json_error(400, "need a version");
+      live = b["version"].get<std::string>();
+      return {200, "application/json", json{{"ok", true}, {"version", live}}.dump()};
+    }
+    return HttpRes::json_error(404, "no");
+  }
+};
+
+}  // namespace
+
+TEST_CASE("command: argv with templates, environment allow-list, exit status, timeout kills the group", "[gateway]") {
+  TempDir dir;
+  ::setenv("LASTGOOD_TEST_HIDDEN", "must-not-leak", 1);
+  ::setenv("LASTGOOD_TEST_PASSED", "passed-through", 1);
+  asio::io_context ioc;
+
+  SECTION("a rollback that succeeds, with only the allowed environment") {
+    auto rb = script(dir, "rollback.sh", "echo \"service=$1 to=$2 reason=$3\"; echo \"passed=$LASTGOOD_TEST_PASSED hidden=$LASTGOOD_TEST_HIDDEN\"");
+    auto c = load({{"kind", "command"}, {"rollback", {rb, "${service}", "${to}", "${reason}"}}, {"env_allow", {"LASTGOOD_TEST_PASSED"}}});
+    auto a = actions::make_action(ioc.get_executor(), "app", *c->services[0].deployment);
+    auto plan = a->plan("v2", "v1", {"app", "down", "3 failures; $(rm -rf /)"});
+    auto out = run_sync(ioc, a->execute(plan));
+    INFO(out.error);
+    CHECK(out.ok);
+    CHECK_THAT(out.output, Catch::Contains("service=app to=v1 reason=3 failures; $(rm -rf /)"));  // an argument, never a shell
+    CHECK_THAT(out.output, Catch::Contains("passed=passed-through hidden=\n"));
+  }
+  SECTION("a non-zero exit is a failure with its stderr") {
+    auto rb = script(dir, "fail.sh", "echo 'clone failed: version not FINALIZED' >&2; exit 3");
+    auto c = load({{"kind", "command"}, {"rollback", {rb}}});
+    auto a = actions::make_action(ioc.get_executor(), "app", *c->services[0].deployment);
+    auto out = run_sync(ioc, a->execute(a->plan("v2", "v1", {})));
+    CHECK_FALSE(out.ok);
+    CHECK_THAT(out.error, Catch::Contains("exit status 3"));
+    CHECK_THAT(out.error, Catch::Contains("clone failed"));
+  }
+  SECTION("a timeout kills the whole process group, promptly") {
+    auto rb = script(dir, "hang.sh", "sleep 30 & echo started; sleep 30");
+    auto c = load({{"kind", "command"}, {"rollback", {rb}}, {"timeout", "300ms"}});
+    auto a = actions::make_action(ioc.get_executor(), "app", *c->services[0].deployment);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto out = run_sync(ioc, a->execute(a->plan("v2", "v1", {})));
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+    CHECK_FALSE(out.ok);
+    CHECK_THAT(out.error, Catch::Contains("killed after its timeout of 300ms"));
+    CHECK_THAT(out.output, Catch::Contains("started"));
+  }
+  SECTION("observe prints the live release") {
+    auto ob = script(dir, "live.sh", "echo v7");
+    auto c = load({{"kind", "command"}, {"rollback", {"/bin/true"}}, {"observe", {ob, "${service}"}}});
+    auto a = actions::make_action(ioc.get_executor(), "app", *c->services[0].deployment);
+    auto o = run_sync(ioc, a->observe());
+    REQUIRE(o.live);
+    CHECK(o.live->id == "v7");
+  }
+  SECTION("a missing program is reported, not a crash") {
+    auto c = load({{"kind", "command"}, {"rollback", {"/nonexistent/rollback"}}});
+    auto a = actions::make_action(ioc.get_executor(), "app", *c->services[0].deployment);
+    auto out = run_sync(ioc, a->execute(a->plan("v2", "v1", {})));
+    CHECK_FALSE(out.ok);
+    CHECK_THAT(out.error, Catch::Contains("exit status 127"));
+  }
+}
+
+TEST_CASE("http_api: templated request with a bearer token, observe by JSON pointer, a refused token", "[gateway]") {
+  GatewayServer gw("tok-good");
+  ::setenv("LASTGOOD_TEST_GW_TOKEN", "tok-good", 1);
+  ::setenv("LASTGOOD_TEST_GW_BAD", "tok-bad", 1);
+  asio::io_context ioc;
+  json dep{{"kind", "http_api"},
+           {"rollback",
+            {{"method", "POST"}, {"url", gw.url("/v1/rollback")}, {"token_env", "LASTGOOD_TEST_GW_TOKEN"},
+             {"body", {{"service", "${service}"}, {"version", "${to}"}, {"why", "${trigger}: ${reason}"}}}, {"expect_status", "200-299"}}},
+           {"observe", {{"url", gw.url("/v1/services/${service}")}, {"json_pointer", "/version"}}}};
+  auto c = load(dep);
+  auto a = actions::make_action(ioc.get_executor(), "app", *c->services[0].deployment);
+  auto o = run_sync(ioc, a->observe());
+  REQUIRE(o.live);
+  CHECK(o.live->id == "v1");
+  gw.set_live("bad2");
+  auto plan = a->plan("bad2", "v1", {"app", "down", "3 consecutive failures"});
+  CHECK_THAT(plan.steps[0], !Catch::Contains("tok-good"));
+  auto out = run_sync(ioc, a->execute(plan));
+  INFO(out.error);
+  CHECK(out.ok);
+  {
+    std::lock_guard lk(gw.mu);
+    CHECK(gw.live == "v1");
+    const auto& req = gw.requests.back();
+    CHECK(req.authorization == "Bearer tok-good");
+    auto body = json::parse(req.body);
+    CHECK(body == json{{"service", "app"}, {"version", "v1"}, {"why", "down: 3 consecutive failures"}});
+  }
+  dep["rollback"]["token_env"] = "LASTGOOD_TEST_GW_BAD";
+  auto bad = actions::make_action(ioc.get_executor(), "app", *load(dep)->services[0].deployment);
+  auto refused = run_sync(ioc, bad->execute(bad->plan("v1", "v0", {})));
+  CHECK_FALSE(refused.ok);
+  CHECK_THAT(refused.error, Catch::Contains("HTTP 401 (the token was refused)"));
+  CHECK_THAT(refused.error, !Catch::Contains("tok-bad"));
+  std::lock_guard lk(gw.mu);
+  CHECK(gw.live == "v1");
+}
+
+TEST_CASE("end to end through a gateway API: rolled back and verified; the token is in no log, ledger or metric", "[gateway]") {
+  const std::string token = "tok-S3CRET-4c1d9e";
+  GatewayServer gw(token);
+  TempDir dir;
+  const auto port = free_port();
+  json c{{"listen", "127.0.0.1:" + std::to_string(port)},
+         {"state_dir", (dir.path / "state").string()},
+         {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
+         {"services",
+          {{{"name", "app"},
+            {"probes", {{{"name", "home"}, {"kind", "http"}, {"url", gw.url("/")}, {"interval", "200ms"}, {"timeout", "150ms"}}}},
+            {"deployment",
+             {{"kind", "http_api"},
+              {"observe_interval", "500ms"},
+              {"rollback", {{"url", gw.url("/v1/rollback")}, {"token_env", "LASTGOOD_GW_TOKEN"}, {"body", {{"service", "${service}"}, {"version", "${to}"}}}}},
+              {"observe", {{"url", gw.url("/v1/services/app")}, {"json_pointer", "/version"}}}}},
+            {"triggers", {{{"name", "down"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}},
+            {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}}}}};
+  write_file(dir.path / "c.json", c.dump(2));
+  Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string(), "--log-level", "trace"}, dir.path / "log",
+             {{"LASTGOOD_GW_TOKEN", token}});
+  const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
+  auto has = [&](const std::string& type, const std::string& text) {
+    for (const auto& e : lastgood::watchdog::read_ledger(ledger))
+      if (e.type == type && e.data.dump().find(text) != std::string::npos) return true;
+    return false;
+  };
+  INFO(read_file(dir.path / "log"));
+  REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
+  gw.set_live("bad2");
+  REQUIRE(wait_until([&] { return has("verification", "verified"); }, std::chrono::seconds(20)));
+  {
+    std::lock_guard lk(gw.mu);
+    CHECK(gw.live == "v1");
+  }
+  std::string metrics;
+  {
+    asio::io_context io;
+    boost::beast::tcp_stream s(io);
+    s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    boost::beast::http::request<boost::beast::http::empty_body> req{boost::beast::http::verb::get, "/metrics", 11};
+    req.set(boost::beast::http::field::host, "x");
+    boost::beast::http::write(s, req);
+    boost::beast::flat_buffer b;
+    boost::beast::http::response<boost::beast::http::string_body> res;
+    boost::beast::http::read(s, b, res);
+    metrics = res.body();
+  }
+  CHECK(lg.stop() == 0);
+  CHECK_THAT(metrics, Catch::Contains("lastgood_rollbacks_total{deployment=\"http_api\",outcome=\"ok\",service=\"app\"} 1"));
+  CHECK(read_file(dir.path / "log").find(token) == std::string::npos);
+  CHECK(read_file(ledger).find(token) == std::string::npos);
+  CHECK(metrics.find(token) == std::string::npos);
+  CHECK(read_file(dir.path / "log").find("S3CRET") == std::string::npos);
+}
