@@ -310,3 +310,51 @@ TEST_CASE("crash safety: stopped dead after the switch, before action_finished: 
   std::string out;
   CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (lg.state / "ledger.jsonl").string()}, &out) == 0);
 }
+
+TEST_CASE("--dry-run plans and records the rollback but changes nothing", "[rollback]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "bad2"});
+  Nginx nginx(dir.path / "", nullptr, site / "current");
+  Lastgood lg(dir, service_config(site, nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}}));
+  lg.proc = std::make_unique<Process>(
+      std::vector<std::string>{LASTGOOD_BINARY, "run", "-c", lg.config.string(), "--dry-run"}, dir.path / "lastgood-1.log");
+  lg.runs = 1;
+  INFO(lg.log());
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site, "bad2");
+  REQUIRE(lg.wait_for("action_planned"));
+  for (const auto& e : lg.ledger())
+    if (e.type == "action_planned") {
+      CHECK(e.data["to"] == "v1");
+      CHECK(e.data["dry_run"] == true);
+      CHECK_THAT(e.data["steps"].dump(), Catch::Contains("rename"));
+    }
+  CHECK(lg.count("action_started") == 0);
+  CHECK(current_release(site) == "bad2");
+}
+
+TEST_CASE("in approve mode a breach makes a proposal, listed in the API, that expires without acting", "[rollback]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "bad2"});
+  Nginx nginx(dir.path / "", nullptr, site / "current");
+  auto svc = service_config(site, nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}});
+  svc["rollback"]["mode"] = "approve";
+  svc["rollback"]["approval_timeout"] = "3s";
+  Lastgood lg(dir, svc);
+  lg.start();
+  INFO(lg.log());
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site, "bad2");
+  REQUIRE(lg.wait_for("proposal_created"));
+  auto api = json::parse(http_req(lg.port, http::verb::get, "/api/v1/services").second);
+  REQUIRE(api["services"][0]["pending_proposals"].size() == 1);
+  CHECK(api["services"][0]["pending_proposals"][0]["decision"]["release_to"] == "v1");
+  CHECK_THAT(http_req(lg.port, http::verb::get, "/metrics").second, Catch::Contains("lastgood_proposals_pending 1"));
+  REQUIRE(lg.wait_for("proposal_expired"));
+  auto props = json::parse(http_req(lg.port, http::verb::get, "/api/v1/proposals").second);
+  CHECK(props["proposals"][0]["state"] == "expired");
+  CHECK(lg.count("action_started") == 0);
+  CHECK(current_release(site) == "bad2");
+}
