@@ -6,6 +6,7 @@
 #include "actions/command.hpp"
 #include "actions/http_api.hpp"
 #include "actions/local_symlink.hpp"
+#include "actions/npm_dist_tag.hpp"
 #include "actions/ssh_symlink.hpp"
 
 namespace lastgood::actions {
@@ -69,6 +70,7 @@ std::unique_ptr<Action> make_action(boost::asio::any_io_executor ex, const std::
   if (d.kind == "ssh_symlink") return make_ssh_symlink(std::move(ex), service, d);
   if (d.kind == "command") return make_command(std::move(ex), service, d);
   if (d.kind == "http_api") return make_http_api(std::move(ex), service, d);
+  if (d.kind == "npm_package") return make_npm_dist_tag(std::move(ex), service, d);
   return nullptr;
 }
 

@@ -426,7 +426,28 @@ void parse_tcp_probe(Obj& o, TcpProbe& t) {
   }
 }
 
-const std::vector<std::string> kProbeKinds = {"http", "tcp"};
+const std::regex& npm_name_re() {
+  static const std::regex re(R"(^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$)");
+  return re;
+}
+
+void parse_npm_probe(Obj& o, NpmRegistryProbe& n) {
+  if (auto r = o.str("registry")) {
+    if (!split_url(*r)) o.ctx().error(o.at("registry"), "expected a registry URL like \"https://registry.npmjs.org/\", found \"" + *r + "\"");
+    n.registry = *r;
+  }
+  if (auto p = o.str("package", true)) {
+    if (!std::regex_match(*p, npm_name_re()))
+      o.ctx().error(o.at("package"), "expected an npm package name like \"name\" or \"@scope/name\", found \"" + *p + "\"");
+    n.package = *p;
+  }
+  if (auto t = o.str("tag")) n.tag = *t;
+  if (auto b = o.boolean("check_deprecated")) n.check_deprecated = *b;
+  if (auto t = o.secret("token", false)) n.token = *t;
+  if (auto m = o.integer("max_tarball_bytes", 1024, 1024LL * 1024 * 1024)) n.max_tarball_bytes = static_cast<size_t>(*m);
+}
+
+const std::vector<std::string> kProbeKinds = {"http", "tcp", "npm_registry"};
 
 void parse_probe(Ctx& c, const json& j, const std::string& ptr, Probe& p) {
   Obj o(c, j, ptr);
@@ -446,6 +467,10 @@ void parse_probe(Ctx& c, const json& j, const std::string& ptr, Probe& p) {
     HttpProbe h;
     parse_http_probe(o, h);
     p.spec = h;
+  } else if (*kind == "npm_registry") {
+    NpmRegistryProbe n;
+    parse_npm_probe(o, n);
+    p.spec = n;
   } else {
     TcpProbe t;
     parse_tcp_probe(o, t);
@@ -516,11 +541,11 @@ void parse_deployment(Ctx& c, const json& j, const std::string& ptr, Deployment&
       if (!split_url(*r)) c.error(o.at("registry"), "expected a registry URL like \"https://registry.npmjs.org/\", found \"" + *r + "\"");
     }
     if (auto p = o.str("package", true)) {
-      static const std::regex re(R"(^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$)");
-      if (!std::regex_match(*p, re)) c.error(o.at("package"), "expected an npm package name like \"name\" or \"@scope/name\", found \"" + *p + "\"");
+      if (!std::regex_match(*p, npm_name_re())) c.error(o.at("package"), "expected an npm package name like \"name\" or \"@scope/name\", found \"" + *p + "\"");
     }
     if (auto t = o.secret("token", true)) d.secrets["token"] = *t;
     o.str("tag");
+    o.duration("timeout", false, Duration{100});
     auto strategy = o.one_of("strategy", {"retag", "deprecate", "unpublish"});
     auto allow = o.boolean("allow_unpublish");
     if (strategy && *strategy == "unpublish" && !allow.value_or(false))

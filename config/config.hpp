@@ -55,13 +55,22 @@ struct TcpProbe {
   std::optional<Duration> max_latency;
 };
 
+struct NpmRegistryProbe {
+  std::string registry = "https://registry.npmjs.org/";
+  std::string package;
+  std::string tag = "latest";
+  bool check_deprecated = false;
+  std::optional<Secret> token;                          // for private registries
+  std::size_t max_tarball_bytes = 64 * 1024 * 1024;
+};
+
 struct Probe {
   std::string name;
-  std::string kind;                                     // "http" | "tcp"
+  std::string kind;                                     // "http" | "tcp" | "npm_registry"
   Duration interval{10'000};
   Duration timeout{2'000};
   bool reference = false;                               // checks the watcher's own reach
-  std::variant<HttpProbe, TcpProbe> spec;
+  std::variant<HttpProbe, TcpProbe, NpmRegistryProbe> spec;
 };
 
 // ---- triggers, rollback, authority: policy's own plain types ---------------------------------

@@ -1,6 +1,7 @@
 #include "probes/probe.hpp"
 
 #include "probes/http.hpp"
+#include "probes/npm_registry.hpp"
 #include "probes/tcp.hpp"
 
 namespace lastgood::probes {
@@ -48,6 +49,7 @@ nlohmann::json ProbeResult::to_json() const {
 std::unique_ptr<Probe> make_probe(boost::asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
   if (spec.kind == "http") return make_http_probe(std::move(ex), service, spec);
   if (spec.kind == "tcp") return make_tcp_probe(std::move(ex), service, spec);
+  if (spec.kind == "npm_registry") return make_npm_registry_probe(std::move(ex), service, spec);
   return nullptr;  // unreachable: config validation rejects unknown kinds
 }
 

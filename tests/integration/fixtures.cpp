@@ -12,6 +12,7 @@
 #include <thread>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <nlohmann/json.hpp>
 
 namespace testing {
 
@@ -269,6 +270,53 @@ Sshd::Sshd(const fs::path& dir) {
 }
 
 Sshd::~Sshd() { proc_->stop(); }
+
+Verdaccio::Verdaccio(const fs::path& dir) : dir_(dir) {
+  const fs::path modules = fs::path(LASTGOOD_SOURCE_DIR) / "tests/fixtures/verdaccio/node_modules/.bin/verdaccio";
+  if (!fs::exists(modules)) throw std::runtime_error("Verdaccio is not installed: run scripts/install-deps (npm install in tests/fixtures/verdaccio)");
+  fs::create_directories(dir);
+  storage = dir / "storage";
+  port = free_port();
+  write_file(dir / "config.yaml", "storage: " + storage.string() + "\nlisten: 127.0.0.1:" + std::to_string(port) +
+                                      "\nauth:\n  htpasswd:\n    file: " + (dir / "htpasswd").string() +
+                                      "\n    max_users: 100\nuplinks: {}\npackages:\n  '**':\n    access: $all\n    publish: $authenticated\n"
+                                      "    unpublish: $authenticated\nweb:\n  enable: false\nlog: {type: stdout, format: pretty, level: warn}\n");
+  proc_ = std::make_unique<Process>(std::vector<std::string>{"node", modules.string(), "--config", (dir / "config.yaml").string()},
+                                    dir / "verdaccio.log");
+  if (!wait_until([&] { return port_open(port); }, std::chrono::seconds(30)))
+    throw std::runtime_error("verdaccio did not start: " + read_file(dir / "verdaccio.log"));
+  std::string out;
+  run_command({"sh", "-c",
+               "curl -s -X PUT -H 'content-type: application/json' -d '{\"name\":\"tester\",\"password\":\"tester-pass\",\"type\":\"user\"}' " +
+                   url() + "-/user/org.couchdb.user:tester"},
+              &out);
+  auto answer = nlohmann::json::parse(out, nullptr, false);
+  if (answer.is_discarded() || !answer.contains("token")) throw std::runtime_error("verdaccio: no token: " + out);
+  token = answer["token"].get<std::string>();
+  npmrc = dir / "npmrc";
+  write_file(npmrc, "//127.0.0.1:" + std::to_string(port) + "/:_authToken=" + token + "\nregistry=" + url() + "\n");
+}
+
+Verdaccio::~Verdaccio() { proc_->stop(); }
+
+void Verdaccio::publish(const std::string& name, const std::string& version) {
+  const fs::path pkg = dir_ / ("pkg-" + version);
+  fs::create_directories(pkg);
+  write_file(pkg / "package.json", "{\"name\":\"" + name + "\",\"version\":\"" + version + "\",\"main\":\"index.js\",\"license\":\"MIT\"}\n");
+  write_file(pkg / "index.js", "module.exports = '" + version + "';\n");
+  std::string out;
+  int rc = run_command({"sh", "-c", "cd " + pkg.string() + " && npm publish --userconfig " + npmrc.string() + " --registry " + url() +
+                                        " --no-audit --no-fund 2>&1"},
+                       &out);
+  if (rc != 0) throw std::runtime_error("npm publish " + version + " failed: " + out);
+}
+
+std::string Verdaccio::view(const std::string& name, const std::string& field) {
+  std::string out;
+  run_command({"sh", "-c", "npm view " + name + " " + field + " --json --userconfig " + npmrc.string() + " --registry " + url() + " 2>/dev/null"},
+              &out);
+  return out;
+}
 
 void make_releases(const fs::path& root, const std::vector<std::string>& names) {
   for (const auto& n : names) {

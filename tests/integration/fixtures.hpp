@@ -94,6 +94,26 @@ class Sshd {
   std::unique_ptr<Process> proc_;
 };
 
+// Verdaccio 6.8 (a real npm registry) from tests/fixtures/verdaccio/node_modules, offline, with
+// one user whose token publishes. npm() runs the npm CLI against it.
+class Verdaccio {
+ public:
+  explicit Verdaccio(const fs::path& dir);
+  ~Verdaccio();
+  unsigned short port = 0;
+  std::string token;
+  fs::path storage, npmrc;
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port) + "/"; }
+  // Publishes name@version (a tiny package) with the npm CLI.
+  void publish(const std::string& name, const std::string& version);
+  // `npm view NAME FIELD --json`, parsed.
+  std::string view(const std::string& name, const std::string& field);
+
+ private:
+  fs::path dir_;
+  std::unique_ptr<Process> proc_;
+};
+
 // A release folder: root/releases/{names} with an index.html each, and root/current -> releases/first.
 // A release whose name starts with "bad" serves a page without a <title>.
 void make_releases(const fs::path& root, const std::vector<std::string>& names);

@@ -1,0 +1,195 @@
+#include "actions/npm_dist_tag.hpp"
+
+#include "probes/npm.hpp"
+
+namespace lastgood::actions {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using probes::HttpError;
+using probes::HttpResponse;
+
+namespace {
+
+constexpr std::chrono::hours kUnpublishWindow{72};
+
+class NpmDistTag final : public Action {
+ public:
+  NpmDistTag(asio::any_io_executor ex, std::string service, const config::Deployment& d) : ex_(std::move(ex)), service_(std::move(service)) {
+    base_ = d.spec.value("registry", std::string("https://registry.npmjs.org/"));
+    if (base_.back() != '/') base_ += '/';
+    package_ = d.spec.at("package").get<std::string>();
+    tag_ = d.spec.value("tag", std::string("latest"));
+    strategy_ = d.spec.value("strategy", std::string("retag"));
+    allow_unpublish_ = d.spec.value("allow_unpublish", false);
+    if (d.spec.contains("timeout")) timeout_ = *config::parse_duration(d.spec.at("timeout").get<std::string>());
+    if (auto it = d.secrets.find("token"); it != d.secrets.end() && it->second.resolved()) token_ = it->second.value();
+  }
+  const char* kind() const override { return "npm_package"; }
+
+  asio::awaitable<Observation> observe() override {
+    Observation o;
+    json doc;
+    if (auto err = co_await get_packument(false, doc); !err.empty()) {
+      o.error = err;
+      co_return o;
+    }
+    const json& tags = doc["dist-tags"];
+    if (!tags.contains(tag_)) {
+      o.error = "dist-tag " + tag_ + " of " + package_ + " does not exist";
+      co_return o;
+    }
+    const std::string v = tags[tag_].get<std::string>();
+    ObservedRelease live{v, std::nullopt, false};
+    if (doc.contains("time") && doc["time"].contains(v)) live.deployed_at = probes::parse_rfc3339(doc["time"][v].get<std::string>());
+    o.live = live;
+    if (doc.contains("time"))
+      for (auto& [ver, t] : doc["time"].items())
+        if (ver != "created" && ver != "modified" && t.is_string()) o.history.push_back({ver, probes::parse_rfc3339(t.get<std::string>()), false});
+    std::sort(o.history.begin(), o.history.end(), [](const auto& a, const auto& b) { return a.deployed_at < b.deployed_at; });
+    co_return o;
+  }
+
+  Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
+    Plan p{from, to, ctx, {}};
+    p.steps.push_back("PUT " + base_ + "-/package/" + probes::npm_escape(package_) + "/dist-tags/" + tag_ + " \"" + to + "\"");
+    if (strategy_ == "deprecate") p.steps.push_back("deprecate " + package_ + "@" + from + ": \"" + message(p) + "\"");
+    if (strategy_ == "unpublish")
+      p.steps.push_back("unpublish " + package_ + "@" + from + " if published less than 72h ago (else deprecate it)");
+    return p;
+  }
+
+  asio::awaitable<Outcome> execute(const Plan& p) override {
+    Outcome out;
+    // 1. The tag back to the good version: the part users feel at once.
+    auto res = co_await call("PUT", base_ + "-/package/" + probes::npm_escape(package_) + "/dist-tags/" + tag_, json(p.to).dump());
+    if (auto why = failed(res, "moving " + tag_ + " to " + p.to); !why.empty()) {
+      out.error = why;  // nothing else was attempted
+      co_return out;
+    }
+    out.output = tag_ + " -> " + p.to;
+    if (strategy_ == "retag") {
+      out.ok = true;
+      co_return out;
+    }
+    std::string strategy = strategy_;
+    if (strategy == "unpublish") {
+      json doc;
+      if (auto err = co_await get_packument(true, doc); !err.empty()) {
+        out.error = "tag moved, then reading the packument to unpublish failed: " + err;
+        co_return out;
+      }
+      auto published = doc.contains("time") && doc["time"].contains(p.from) ? probes::parse_rfc3339(doc["time"][p.from].get<std::string>())
+                                                                             : std::nullopt;
+      const auto age = published ? std::chrono::system_clock::now() - *published : std::chrono::system_clock::duration::max();
+      if (!allow_unpublish_ || !published || age >= kUnpublishWindow) {
+        out.output += "; not unpublishing " + p.from + ": " +
+                      (!allow_unpublish_ ? std::string("allow_unpublish is false")
+                                         : !published ? std::string("its publish time is unknown")
+                                                      : "published " + std::to_string(std::chrono::duration_cast<std::chrono::hours>(age).count()) +
+                                                            "h ago (npm allows 72h)") +
+                      "; deprecating instead";
+        strategy = "deprecate";
+      } else {
+        auto err = co_await unpublish(doc, p.from);
+        if (!err.empty()) {
+          out.error = "tag moved, unpublishing " + p.from + " failed: " + err;
+          co_return out;
+        }
+        out.output += "; unpublished " + p.from;
+        out.ok = true;
+        co_return out;
+      }
+    }
+    // deprecate
+    json doc;
+    if (auto err = co_await get_packument(true, doc); !err.empty()) {
+      out.error = "tag moved, then reading the packument to deprecate failed: " + err;
+      co_return out;
+    }
+    if (!doc["versions"].contains(p.from)) {
+      out.error = "tag moved, but " + p.from + " is not in the packument";
+      co_return out;
+    }
+    doc["versions"][p.from]["deprecated"] = message(p);
+    auto put = co_await call("PUT", base_ + probes::npm_escape(package_), doc.dump());
+    if (auto why = failed(put, "deprecating " + p.from); !why.empty()) {
+      out.error = "tag moved, " + why;
+      co_return out;
+    }
+    out.output += "; deprecated " + p.from;
+    out.ok = true;
+    co_return out;
+  }
+
+ private:
+  std::string message(const Plan& p) const {
+    std::string m = "lastgood rolled " + package_ + " back from " + p.from + " to " + p.to + (p.context.trigger.empty() ? "" : " (trigger " + p.context.trigger + ")") +
+                    "; use " + p.to;
+    return m.substr(0, 500);
+  }
+
+  asio::awaitable<probes::HttpResult> call(std::string method, std::string url, std::string body) {
+    std::vector<std::pair<std::string, std::string>> h;
+    if (!token_.empty()) h.emplace_back("Authorization", "Bearer " + token_);
+    if (!body.empty()) h.emplace_back("Content-Type", "application/json");
+    h.emplace_back("Accept", "application/json");
+    co_return co_await probes::http_once(ex_, std::move(method), std::move(url), std::move(h), std::move(body), Clock::now() + timeout_,
+                                         32 * 1024 * 1024);
+  }
+
+  static std::string failed(const probes::HttpResult& res, const std::string& what) {
+    if (auto* e = std::get_if<HttpError>(&res)) return what + ": " + e->message;
+    const auto& r = std::get<HttpResponse>(res);
+    if (r.status >= 200 && r.status < 300) return "";
+    std::string why = what + ": HTTP " + std::to_string(r.status);
+    if (r.status == 401 || r.status == 403) why += " (the token was refused or lacks publish rights)";
+    return why + ": " + cap_output(r.body, 200);
+  }
+
+  asio::awaitable<std::string> get_packument(bool write, json& doc) {
+    auto res = co_await call("GET", base_ + probes::npm_escape(package_) + (write ? "?write=true" : ""), "");
+    if (auto why = failed(res, "reading " + package_); !why.empty()) co_return why;
+    doc = json::parse(std::get<HttpResponse>(res).body, nullptr, false);
+    if (doc.is_discarded() || !doc.contains("dist-tags") || !doc.contains("versions")) co_return "the packument of " + package_ + " is not valid";
+    co_return "";
+  }
+
+  // As the npm CLI does it (fixtures/npm-cli-requests-deprecate-unpublish.json).
+  asio::awaitable<std::string> unpublish(json doc, const std::string& version) {
+    if (!doc["versions"].contains(version)) co_return version + " is not in the packument";
+    const std::string tarball = doc["versions"][version]["dist"].value("tarball", "");
+    doc["versions"].erase(version);
+    for (auto it = doc["dist-tags"].begin(); it != doc["dist-tags"].end();) {
+      if (it.value() == version) it = doc["dist-tags"].erase(it);
+      else ++it;
+    }
+    doc.erase("_revisions");
+    doc.erase("_attachments");
+    const std::string rev = doc.value("_rev", "");
+    auto put = co_await call("PUT", base_ + probes::npm_escape(package_) + "/-rev/" + rev, doc.dump());
+    if (auto why = failed(put, "removing " + version); !why.empty()) co_return why;
+    json fresh;
+    if (auto err = co_await get_packument(true, fresh); !err.empty()) co_return err;
+    auto u = probes::parse_url(tarball);
+    if (!u) co_return "no tarball URL for " + version;
+    std::string path = u->target;
+    auto del = co_await call("DELETE", base_ + path.substr(1) + "/-rev/" + fresh.value("_rev", ""), "");
+    if (auto why = failed(del, "deleting the tarball of " + version); !why.empty()) co_return why;
+    co_return "";
+  }
+
+  asio::any_io_executor ex_;
+  std::string service_, base_, package_, tag_, strategy_, token_;
+  bool allow_unpublish_ = false;
+  std::chrono::milliseconds timeout_{30'000};
+};
+
+}  // namespace
+
+std::unique_ptr<Action> make_npm_dist_tag(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
+  return std::make_unique<NpmDistTag>(std::move(ex), service, d);
+}
+
+}  // namespace lastgood::actions

@@ -1,0 +1,130 @@
+// npm against a real Verdaccio: the npm_registry probe (integrity), rollback by retag +
+// deprecate end to end, unpublish within 72 h, a refused token that changes nothing.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "actions/action.hpp"
+#include "config/config.hpp"
+#include "fixtures.hpp"
+#include "probes/probe.hpp"
+#include "watchdog/ledger.hpp"
+
+using namespace testing;
+using nlohmann::json;
+namespace asio = boost::asio;
+
+namespace {
+
+std::shared_ptr<const lastgood::config::Config> load(const json& service) {
+  auto res = lastgood::config::load_text(json{{"services", {service}}}.dump(), "t", {.resolve_secrets = true});
+  for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
+  REQUIRE(res.config);
+  return res.config;
+}
+
+void tamper_tarball(const Verdaccio& v, const std::string& name, const std::string& version) {
+  const fs::path tgz = v.storage / name / (name + "-" + version + ".tgz");
+  REQUIRE(fs::exists(tgz));
+  write_file(tgz, "this is not the tarball that was published\n");
+}
+
+}  // namespace
+
+TEST_CASE("npm_registry probe: ok on an intact release, fail with reason integrity on a tampered tarball", "[npm]") {
+  TempDir dir;
+  Verdaccio reg(dir.path / "verdaccio");
+  reg.publish("demo-pkg", "1.0.0");
+  auto c = load({{"name", "lib"},
+                 {"probes", {{{"name", "registry"}, {"kind", "npm_registry"}, {"registry", reg.url()}, {"package", "demo-pkg"},
+                              {"check_deprecated", true}, {"timeout", "5s"}}}}});
+  asio::io_context ioc;
+  auto p = lastgood::probes::make_probe(ioc.get_executor(), "lib", c->services[0].probes[0]);
+  auto ok = run_sync(ioc, p->run());
+  INFO(ok.reason);
+  CHECK(ok.outcome == lastgood::probes::Outcome::ok);
+  CHECK(ok.observed_release == "1.0.0");
+  tamper_tarball(reg, "demo-pkg", "1.0.0");
+  auto bad = run_sync(ioc, p->run());
+  CHECK(bad.outcome == lastgood::probes::Outcome::fail);
+  REQUIRE(bad.failures.size() == 1);
+  CHECK(bad.failures[0].condition == "integrity");
+  CHECK_THAT(bad.reason, Catch::Contains("does not match dist.integrity"));
+}
+
+TEST_CASE("a bad npm release is rolled back end to end: latest back to the good version, the bad one deprecated", "[npm]") {
+  TempDir dir;
+  Verdaccio reg(dir.path / "verdaccio");
+  reg.publish("demo-pkg", "1.0.0");
+  const auto port = free_port();
+  json c{{"listen", "127.0.0.1:" + std::to_string(port)},
+         {"state_dir", (dir.path / "state").string()},
+         {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
+         {"services",
+          {{{"name", "lib"},
+            {"probes", {{{"name", "registry"}, {"kind", "npm_registry"}, {"registry", reg.url()}, {"package", "demo-pkg"},
+                         {"interval", "300ms"}, {"timeout", "250ms"}}}},
+            {"deployment", {{"kind", "npm_package"}, {"registry", reg.url()}, {"package", "demo-pkg"}, {"token_env", "LASTGOOD_NPM_TOKEN"},
+                            {"strategy", "deprecate"}, {"observe_interval", "500ms"}}},
+            {"triggers", {{{"name", "integrity"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}},
+            {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "15s"}, {"healthy_samples", 3}}}}}}}}};
+  write_file(dir.path / "c.json", c.dump(2));
+  Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string(), "--log-level", "debug"}, dir.path / "log",
+             {{"LASTGOOD_NPM_TOKEN", reg.token}});
+  const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
+  auto has = [&](const std::string& type, const std::string& text) {
+    for (const auto& e : lastgood::watchdog::read_ledger(ledger))
+      if (e.type == type && e.data.dump().find(text) != std::string::npos) return true;
+    return false;
+  };
+  INFO(read_file(dir.path / "log"));
+  REQUIRE(wait_until([&] { return has("release_verified_good", "1.0.0"); }, std::chrono::seconds(30)));
+  reg.publish("demo-pkg", "1.1.0");
+  tamper_tarball(reg, "demo-pkg", "1.1.0");
+  REQUIRE(wait_until([&] { return has("verification", "verified"); }, std::chrono::seconds(40)));
+  CHECK_THAT(reg.view("demo-pkg", "dist-tags.latest"), Catch::Contains("\"1.0.0\""));
+  CHECK_THAT(reg.view("demo-pkg", "versions"), Catch::Contains("1.1.0"));  // deprecated, not removed
+  auto deprecated = reg.view("demo-pkg@1.1.0", "deprecated");
+  CHECK_THAT(deprecated, Catch::Contains("rolled demo-pkg back from 1.1.0 to 1.0.0"));
+  CHECK_THAT(read_file(dir.path / "log"), Catch::Contains("integrity: 1.1.0: tarball sha512"));
+  CHECK(lg.stop() == 0);
+  CHECK(read_file(dir.path / "log").find(reg.token) == std::string::npos);
+  CHECK(read_file(ledger).find(reg.token) == std::string::npos);
+}
+
+TEST_CASE("npm unpublish within 72 h removes the bad version; a refused token changes nothing", "[npm]") {
+  TempDir dir;
+  Verdaccio reg(dir.path / "verdaccio");
+  reg.publish("demo-pkg", "1.0.0");
+  reg.publish("demo-pkg", "1.1.0");
+  ::setenv("LASTGOOD_NPM_TOKEN_T", reg.token.c_str(), 1);
+  ::setenv("LASTGOOD_NPM_TOKEN_BAD", "not-a-token", 1);
+  auto svc = [&](const std::string& token_env, const std::string& strategy) {
+    return json{{"name", "lib"},
+                {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}},
+                {"deployment", {{"kind", "npm_package"}, {"registry", reg.url()}, {"package", "demo-pkg"}, {"token_env", token_env},
+                                {"strategy", strategy}, {"allow_unpublish", true}}}};
+  };
+  asio::io_context ioc;
+
+  auto bad_cfg = load(svc("LASTGOOD_NPM_TOKEN_BAD", "unpublish"));
+  auto bad = lastgood::actions::make_action(ioc.get_executor(), "lib", *bad_cfg->services[0].deployment);
+  auto refused = run_sync(ioc, bad->execute(bad->plan("1.1.0", "1.0.0", {})));
+  CHECK_FALSE(refused.ok);
+  CHECK_THAT(refused.error, Catch::Contains("token was refused"));
+  CHECK_THAT(reg.view("demo-pkg", "dist-tags.latest"), Catch::Contains("\"1.1.0\""));
+  CHECK_THAT(reg.view("demo-pkg", "versions"), Catch::Contains("1.1.0"));
+
+  auto cfg = load(svc("LASTGOOD_NPM_TOKEN_T", "unpublish"));
+  auto a = lastgood::actions::make_action(ioc.get_executor(), "lib", *cfg->services[0].deployment);
+  auto obs = run_sync(ioc, a->observe());
+  REQUIRE(obs.live);
+  CHECK(obs.live->id == "1.1.0");
+  CHECK(obs.live->deployed_at.has_value());  // from the packument's time["1.1.0"]
+  auto out = run_sync(ioc, a->execute(a->plan("1.1.0", "1.0.0", {"lib", "integrity", "tarball mismatch"})));
+  INFO(out.error);
+  CHECK(out.ok);
+  CHECK_THAT(out.output, Catch::Contains("unpublished 1.1.0"));
+  CHECK_THAT(reg.view("demo-pkg", "dist-tags.latest"), Catch::Contains("\"1.0.0\""));
+  CHECK_THAT(reg.view("demo-pkg", "versions"), !Catch::Contains("1.1.0"));
+}
