@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "actions/command.hpp"
+#include "actions/firebase_release.hpp"
 #include "actions/http_api.hpp"
 #include "actions/local_symlink.hpp"
 #include "actions/npm_dist_tag.hpp"
@@ -71,6 +72,7 @@ std::unique_ptr<Action> make_action(boost::asio::any_io_executor ex, const std::
   if (d.kind == "command") return make_command(std::move(ex), service, d);
   if (d.kind == "http_api") return make_http_api(std::move(ex), service, d);
   if (d.kind == "npm_package") return make_npm_dist_tag(std::move(ex), service, d);
+  if (d.kind == "firebase_hosting") return make_firebase_release(std::move(ex), service, d);
   return nullptr;
 }
 

@@ -1,0 +1,252 @@
+#include "actions/firebase_release.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "probes/npm.hpp"  // http_once, parse_rfc3339
+
+namespace lastgood::actions {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using probes::HttpError;
+using probes::HttpResponse;
+
+std::string base64url(const std::string& raw) {
+  std::string out(4 * ((raw.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(raw.data()),
+                          static_cast<int>(raw.size()));
+  out.resize(static_cast<size_t>(n));
+  for (char& c : out) c = c == '+' ? '-' : c == '/' ? '_' : c;
+  while (!out.empty() && out.back() == '=') out.pop_back();
+  return out;
+}
+
+std::string sign_jwt_rs256(const json& claims, const std::string& pem) {
+  const std::string input = base64url(json{{"alg", "RS256"}, {"typ", "JWT"}}.dump()) + "." + base64url(claims.dump());
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  EVP_PKEY* key = bio ? PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr) : nullptr;
+  if (bio) BIO_free(bio);
+  if (!key) return "";
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  std::string sig;
+  size_t len = 0;
+  if (EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
+      EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1) {
+    sig.resize(len);
+    if (EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(sig.data()), &len, reinterpret_cast<const unsigned char*>(input.data()),
+                       input.size()) == 1)
+      sig.resize(len);
+    else
+      sig.clear();
+  }
+  EVP_MD_CTX_free(ctx);
+  EVP_PKEY_free(key);
+  if (sig.empty()) return "";
+  return input + "." + base64url(sig);
+}
+
+namespace {
+
+constexpr const char* kScope = "https://www.googleapis.com/auth/firebase.hosting";
+
+struct FirebaseRelease {
+  std::string version_id, version_status, type;
+  std::optional<std::chrono::system_clock::time_point> at;
+};
+
+class Firebase final : public Action {
+ public:
+  Firebase(asio::any_io_executor ex, std::string service, const config::Deployment& d) : ex_(std::move(ex)), service_(std::move(service)) {
+    site_ = d.spec.at("site").get<std::string>();
+    api_ = d.spec.value("api_base", std::string("https://firebasehosting.googleapis.com/v1beta1/"));
+    if (auto it = d.secrets.find("token"); it != d.secrets.end() && it->second.resolved()) static_token_ = it->second.value();
+    credentials_file_ = d.spec.value("credentials_file", std::string());
+    token_uri_override_ = d.spec.value("token_uri", std::string());
+    metadata_ = d.spec.value("metadata_server", false);
+  }
+  const char* kind() const override { return "firebase_hosting"; }
+
+  asio::awaitable<Observation> observe() override {
+    Observation o;
+    std::vector<FirebaseRelease> rels;
+    if (auto err = co_await list(rels); !err.empty()) {
+      o.error = err;
+      co_return o;
+    }
+    if (rels.empty()) {
+      o.error = "the live channel of " + site_ + " has no releases";
+      co_return o;
+    }
+    for (const auto& r : rels) o.history.push_back({r.version_id, r.at, false});
+    o.live = ObservedRelease{rels.back().version_id, rels.back().at, false};
+    co_return o;
+  }
+
+  Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
+    Plan p{from, to, ctx, {}};
+    p.steps.push_back("check that sites/" + site_ + "/versions/" + to + " is FINALIZED");
+    p.steps.push_back("POST " + api_ + "sites/" + site_ + "/channels/live/releases?versionName=sites/" + site_ + "/versions/" + to +
+                      " {\"message\": \"" + message(p) + "\"}");
+    return p;
+  }
+
+  asio::awaitable<Outcome> execute(const Plan& p) override {
+    Outcome out;
+    if (!valid_release_name(p.to)) {
+      out.error = "refused: \"" + p.to + "\" is not a valid version id";
+      co_return out;
+    }
+    std::vector<FirebaseRelease> rels;
+    if (auto err = co_await list(rels); !err.empty()) {
+      out.error = err;
+      co_return out;
+    }
+    std::string status;
+    for (const auto& r : rels)
+      if (r.version_id == p.to) status = r.version_status;
+    if (status != "FINALIZED") {
+      out.error = "version " + p.to + " is " + (status.empty() ? "not among the live channel's releases" : status) +
+                  ", not FINALIZED: a rollback can only point at a FINALIZED version";
+      co_return out;
+    }
+    const std::string url = api_ + "sites/" + site_ + "/channels/live/releases?versionName=sites/" + site_ + "/versions/" + p.to;
+    std::string err;
+    const std::string method = "POST";  // (GCC 12: no string literals or braced lists inside co_await arguments)
+    std::string body = json{{"message", message(p)}}.dump();
+    auto res = co_await authed(method, url, std::move(body), err);
+    if (!err.empty()) {
+      out.error = err;
+      co_return out;
+    }
+    auto& r = std::get<HttpResponse>(res);
+    if (r.status < 200 || r.status > 299) {
+      out.error = "creating the release: HTTP " + std::to_string(r.status) + (r.status == 401 || r.status == 403 ? " (credentials refused)" : "") +
+                  ": " + cap_output(r.body, 300);
+      co_return out;
+    }
+    auto doc = json::parse(r.body, nullptr, false);
+    out.ok = true;
+    out.output = "created " + (doc.is_discarded() ? std::string("a release") : doc.value("name", std::string("a release"))) + " -> " + p.to;
+    co_return out;
+  }
+
+ private:
+  std::string message(const Plan& p) const {
+    std::string m = "lastgood rollback " + p.from + " -> " + p.to + (p.context.trigger.empty() ? "" : " (trigger " + p.context.trigger + ")") +
+                    (p.context.reason.empty() ? "" : ": " + p.context.reason);
+    return m.substr(0, 512);
+  }
+
+  // Every page of the live channel's releases, oldest first by releaseTime.
+  asio::awaitable<std::string> list(std::vector<FirebaseRelease>& out) {
+    std::string page;
+    for (int pages = 0; pages < 100; ++pages) {
+      std::string url = api_ + "sites/" + site_ + "/channels/live/releases?pageSize=100" + (page.empty() ? "" : "&pageToken=" + page);
+      std::string err;
+      const std::string method = "GET";
+      auto res = co_await authed(method, url, std::string(), err);
+      if (!err.empty()) co_return err;
+      auto& r = std::get<HttpResponse>(res);
+      if (r.status != 200)
+        co_return "listing releases of " + site_ + ": HTTP " + std::to_string(r.status) +
+            (r.status == 401 || r.status == 403 ? " (credentials refused)" : "");
+      auto doc = json::parse(r.body, nullptr, false);
+      if (doc.is_discarded()) co_return "listing releases of " + site_ + ": the answer is not JSON";
+      for (const auto& rel : doc.value("releases", json::array())) {
+        FirebaseRelease fr;
+        const json& v = rel.value("version", json::object());
+        const std::string vname = v.value("name", "");
+        fr.version_id = vname.substr(vname.rfind('/') + 1);
+        fr.version_status = v.value("status", "");
+        fr.type = rel.value("type", "");
+        if (rel.contains("releaseTime")) fr.at = probes::parse_rfc3339(rel["releaseTime"].get<std::string>());
+        if (fr.type != "SITE_DISABLE" && !fr.version_id.empty()) out.push_back(fr);
+      }
+      page = doc.value("nextPageToken", "");
+      if (page.empty()) break;
+    }
+    std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.at < b.at; });
+    co_return "";
+  }
+
+  asio::awaitable<probes::HttpResult> authed(const std::string& method, const std::string& url, std::string body, std::string& err) {
+    std::string token = co_await access_token(err);
+    if (!err.empty()) co_return probes::HttpError{HttpError::Stage::protocol, false, err};
+    std::vector<std::pair<std::string, std::string>> h{{"Authorization", "Bearer " + token}};
+    if (!body.empty()) h.emplace_back("Content-Type", "application/json");
+    auto res = co_await probes::http_once(ex_, method, url, h, std::move(body), Clock::now() + std::chrono::seconds(30), 16 * 1024 * 1024);
+    if (auto* e = std::get_if<HttpError>(&res)) err = method + " " + url.substr(0, url.find('?')) + ": " + e->message;
+    else if (std::get<HttpResponse>(res).status == 401) cached_.clear();  // refresh next time
+    co_return res;
+  }
+
+  // The access token: static, cached from the token endpoint, or from the metadata server.
+  asio::awaitable<std::string> access_token(std::string& err) {
+    if (!static_token_.empty()) co_return static_token_;
+    if (!cached_.empty() && Clock::now() < cached_until_) co_return cached_;
+    std::string token_url, form;
+    std::vector<std::pair<std::string, std::string>> h;
+    std::string method = "POST";
+    if (metadata_) {
+      const char* host = std::getenv("GCE_METADATA_HOST");
+      token_url = std::string("http://") + (host ? host : "metadata.google.internal") +
+                  "/computeMetadata/v1/instance/service-accounts/default/token";
+      h.emplace_back("Metadata-Flavor", "Google");
+      method = "GET";
+    } else {
+      std::ifstream in(credentials_file_);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      json sa = json::parse(ss.str(), nullptr, false);
+      if (!in || sa.is_discarded() || !sa.contains("client_email") || !sa.contains("private_key")) {
+        err = "credentials_file " + credentials_file_ + " is not a service-account key (client_email, private_key)";
+        co_return "";
+      }
+      token_url = !token_uri_override_.empty() ? token_uri_override_ : sa.value("token_uri", std::string("https://oauth2.googleapis.com/token"));
+      const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+      const std::string jwt = sign_jwt_rs256(
+          {{"iss", sa["client_email"]}, {"scope", kScope}, {"aud", token_url}, {"iat", now}, {"exp", now + 3600}}, sa["private_key"].get<std::string>());
+      if (jwt.empty()) {
+        err = "credentials_file " + credentials_file_ + ": the private key could not sign";
+        co_return "";
+      }
+      form = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=" + jwt;
+      h.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+    }
+    auto res = co_await probes::http_once(ex_, method, token_url, h, form, Clock::now() + std::chrono::seconds(20), 1024 * 1024);
+    if (auto* e = std::get_if<HttpError>(&res)) {
+      err = "getting an access token: " + e->message;
+      co_return "";
+    }
+    auto& r = std::get<HttpResponse>(res);
+    auto doc = json::parse(r.body, nullptr, false);
+    if (r.status != 200 || doc.is_discarded() || !doc.contains("access_token")) {
+      err = "getting an access token: HTTP " + std::to_string(r.status) + " " +
+            (doc.is_discarded() ? std::string() : doc.value("error_description", doc.value("error", std::string())));
+      co_return "";
+    }
+    cached_ = doc["access_token"].get<std::string>();
+    const int ttl = doc.value("expires_in", 3600);
+    cached_until_ = Clock::now() + std::chrono::seconds(std::max(ttl - 120, ttl / 2));
+    co_return cached_;
+  }
+
+  asio::any_io_executor ex_;
+  std::string service_, site_, api_, static_token_, credentials_file_, token_uri_override_;
+  bool metadata_ = false;
+  std::string cached_;
+  Clock::time_point cached_until_{};
+};
+
+}  // namespace
+
+std::unique_ptr<Action> make_firebase_release(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
+  return std::make_unique<Firebase>(std::move(ex), service, d);
+}
+
+}  // namespace lastgood::actions

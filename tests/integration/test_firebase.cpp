@@ -1,0 +1,221 @@
+// firebase_hosting against a loopback stand-in of the Hosting REST API and the OAuth token
+// endpoint: the JWT's RS256 signature is verified with the public half of a key the test makes;
+// releases come paginated and unordered; a non-FINALIZED version is refused; a bad token is 401.
+#include <catch2/catch.hpp>
+
+#include <mutex>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "actions/action.hpp"
+#include "actions/firebase_release.hpp"
+#include "config/config.hpp"
+#include "fixtures.hpp"
+#include "watchdog/server.hpp"
+
+using namespace testing;
+using nlohmann::json;
+namespace asio = boost::asio;
+using lastgood::watchdog::HttpReq;
+using lastgood::watchdog::HttpRes;
+
+namespace {
+
+std::string b64url_decode(std::string s) {
+  for (char& c : s) c = c == '-' ? '+' : c == '_' ? '/' : c;
+  while (s.size() % 4) s += '=';
+  std::string out(s.size(), '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
+  if (n < 0) return "";
+  size_t pad = 0;
+  while (pad < 2 && s.size() > pad && s[s.size() - 1 - pad] == '=') ++pad;
+  out.resize(static_cast<size_t>(n) - pad);
+  return out;
+}
+
+bool verify_rs256(const std::string& jwt, const std::string& public_pem, json& claims) {
+  auto d1 = jwt.find('.'), d2 = jwt.rfind('.');
+  if (d1 == std::string::npos || d1 == d2) return false;
+  const std::string input = jwt.substr(0, d2), sig = b64url_decode(jwt.substr(d2 + 1));
+  auto header = json::parse(b64url_decode(jwt.substr(0, d1)), nullptr, false);
+  if (header.is_discarded() || header.value("alg", "") != "RS256") return false;
+  BIO* bio = BIO_new_mem_buf(public_pem.data(), static_cast<int>(public_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (!key) return false;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  bool ok = EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
+            EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
+                             reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
+  EVP_MD_CTX_free(ctx);
+  EVP_PKEY_free(key);
+  if (ok) claims = json::parse(b64url_decode(jwt.substr(d1 + 1, d2 - d1 - 1)), nullptr, false);
+  return ok;
+}
+
+struct FakeFirebase {
+  asio::io_context ioc;
+  std::unique_ptr<lastgood::watchdog::Server> server;
+  std::thread thread;
+  std::mutex mu;
+  std::string public_pem, client_email = "lastgood@test-project.iam.gserviceaccount.com";
+  const std::string access_token = "ya29.test-access-token";
+  json releases = json::array();  // in no particular order
+  int token_requests = 0;
+  std::vector<std::string> messages;
+  unsigned short port = 0;
+
+  FakeFirebase() {
+    auto add = [&](const std::string& v, const std::string& status, const std::string& t) {
+      releases.push_back({{"name", "sites/my-site/channels/live/releases/r-" + v},
+                          {"version", {{"name", "sites/my-site/versions/" + v}, {"status", status}}},
+                          {"type", "DEPLOY"},
+                          {"releaseTime", t}});
+    };
+    add("v3", "FINALIZED", "2026-11-20T10:00:00.000Z");
+    add("v1", "FINALIZED", "2026-11-01T10:00:00Z");
+    add("v4", "FINALIZED", "2026-11-25T10:00:00.500Z");  // the newest: live
+    add("v2", "ABANDONED", "2026-11-10T10:00:00Z");
+    add("v0", "DELETED", "2026-10-01T10:00:00Z");
+    server = std::make_unique<lastgood::watchdog::Server>(ioc, "127.0.0.1:0", [this](const HttpReq& r) { return handle(r); });
+    port = server->local_endpoint().port();
+    server->start();
+    thread = std::thread([this] { ioc.run(); });
+  }
+  ~FakeFirebase() {
+    asio::post(ioc, [this] { server->stop(); ioc.stop(); });
+    thread.join();
+  }
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(port) + "/"; }
+
+  HttpRes handle(const HttpReq& r) {
+    std::lock_guard lk(mu);
+    const std::string path = r.target.substr(0, r.target.find('?'));
+    const std::string query = r.target.find('?') == std::string::npos ? "" : r.target.substr(r.target.find('?') + 1);
+    auto param = [&](const std::string& name) -> std::string {
+      auto at = query.find(name + "=");
+      if (at == std::string::npos) return "";
+      auto end = query.find('&', at);
+      return query.substr(at + name.size() + 1, end == std::string::npos ? std::string::npos : end - at - name.size() - 1);
+    };
+    if (path == "/token" && r.method == "POST") {
+      ++token_requests;
+      auto at = r.body.find("assertion=");
+      if (r.body.find("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer") == std::string::npos || at == std::string::npos)
+        return {400, "application/json", R"({"error":"unsupported_grant_type"})"};
+      json claims;
+      if (!verify_rs256(r.body.substr(at + 10), public_pem, claims)) return {400, "application/json", R"({"error":"invalid_grant","error_description":"bad signature"})"};
+      const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+      if (claims.value("iss", "") != client_email || claims.value("aud", "") != base() + "token" ||
+          claims.value("scope", "").find("firebase.hosting") == std::string::npos || claims.value("exp", 0LL) < now ||
+          claims.value("exp", 0LL) > claims.value("iat", 0LL) + 3600)
+        return {400, "application/json", R"({"error":"invalid_grant","error_description":"bad claims"})"};
+      return {200, "application/json", json{{"access_token", access_token}, {"expires_in", 3599}, {"token_type", "Bearer"}}.dump()};
+    }
+    if (r.authorization != "Bearer " + access_token) return {401, "application/json", R"({"error":{"code":401,"status":"UNAUTHENTICATED"}})"};
+    if (path == "/v1beta1/sites/my-site/channels/live/releases" && r.method == "GET") {
+      const size_t page_size = 2;  // small pages: the client must follow nextPageToken
+      const size_t start = param("pageToken").empty() ? 0 : std::stoul(param("pageToken"));
+      json out{{"releases", json::array()}};
+      for (size_t i = start; i < std::min(start + page_size, releases.size()); ++i) out["releases"].push_back(releases[i]);
+      if (start + page_size < releases.size()) out["nextPageToken"] = std::to_string(start + page_size);
+      return {200, "application/json", out.dump()};
+    }
+    if (path == "/v1beta1/sites/my-site/channels/live/releases" && r.method == "POST") {
+      const std::string vname = param("versionName");
+      json version;
+      for (const auto& rel : releases)
+        if (rel["version"]["name"] == vname) version = rel["version"];
+      if (version.is_null() || version["status"] != "FINALIZED") return {400, "application/json", R"({"error":{"code":400}})"};
+      auto body = json::parse(r.body, nullptr, false);
+      messages.push_back(body.value("message", ""));
+      json rel{{"name", "sites/my-site/channels/live/releases/r-rb" + std::to_string(messages.size())},
+               {"version", version},
+               {"type", "ROLLBACK"},
+               {"releaseTime", "2026-11-26T00:00:00Z"},
+               {"message", body.value("message", "")}};
+      releases.push_back(rel);
+      return {200, "application/json", rel.dump()};
+    }
+    return {404, "application/json", "{}"};
+  }
+};
+
+std::unique_ptr<lastgood::actions::Action> firebase_action(asio::io_context& ioc, const json& dep) {
+  json doc{{"services", {{{"name", "site"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}, {"deployment", dep}}}}};
+  auto res = lastgood::config::load_text(doc.dump(), "t", {.resolve_secrets = true});
+  for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
+  REQUIRE(res.config);
+  static std::vector<std::shared_ptr<const lastgood::config::Config>> keep;  // the action reads its deployment's secrets
+  keep.push_back(res.config);
+  return lastgood::actions::make_action(ioc.get_executor(), "site", *res.config->services[0].deployment);
+}
+
+}  // namespace
+
+TEST_CASE("firebase_hosting with a service-account key: observe the newest release across pages, roll back to a FINALIZED version",
+          "[firebase]") {
+  TempDir dir;
+  FakeFirebase fb;
+  std::string out;
+  REQUIRE(run_command({"openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", (dir.path / "sa.key").string()}, &out) == 0);
+  REQUIRE(run_command({"openssl", "pkey", "-in", (dir.path / "sa.key").string(), "-pubout", "-out", (dir.path / "sa.pub").string()}, &out) == 0);
+  fb.public_pem = read_file(dir.path / "sa.pub");
+  const std::string private_pem = read_file(dir.path / "sa.key");
+  write_file(dir.path / "sa.json", json{{"type", "service_account"}, {"client_email", fb.client_email}, {"private_key", private_pem},
+                                        {"token_uri", fb.base() + "token"}}.dump());
+  asio::io_context ioc;
+  auto a = firebase_action(ioc, {{"kind", "firebase_hosting"}, {"site", "my-site"}, {"credentials_file", (dir.path / "sa.json").string()},
+                                 {"api_base", fb.base() + "v1beta1/"}});
+  auto o = run_sync(ioc, a->observe());
+  INFO(o.error);
+  REQUIRE(o.live);
+  CHECK(o.live->id == "v4");
+  REQUIRE(o.live->deployed_at);
+  CHECK(o.history.size() == 5);
+  CHECK(o.history.front().id == "v0");
+
+  auto done = run_sync(ioc, a->execute(a->plan("v4", "v3", {"site", "down", "3 consecutive failures"})));
+  INFO(done.error);
+  CHECK(done.ok);
+  {
+    std::lock_guard lk(fb.mu);
+    REQUIRE(fb.messages.size() == 1);
+    CHECK_THAT(fb.messages[0], Catch::Contains("lastgood rollback v4 -> v3 (trigger down): 3 consecutive failures"));
+    CHECK(fb.token_requests == 1);  // the token is cached across calls
+  }
+  auto live = run_sync(ioc, a->observe());
+  REQUIRE(live.live);
+  CHECK(live.live->id == "v3");
+
+  auto refused = run_sync(ioc, a->execute(a->plan("v3", "v2", {})));
+  CHECK_FALSE(refused.ok);
+  CHECK_THAT(refused.error, Catch::Contains("version v2 is ABANDONED, not FINALIZED"));
+  for (const auto& text : {done.output, done.error, refused.error, o.error}) {
+    CHECK(text.find("PRIVATE KEY") == std::string::npos);
+    CHECK(text.find(fb.access_token) == std::string::npos);
+  }
+}
+
+TEST_CASE("firebase_hosting: a refused token is a clear error; a key that does not sign is refused", "[firebase]") {
+  FakeFirebase fb;
+  ::setenv("LASTGOOD_TEST_FB_TOKEN", "ya29.wrong", 1);
+  asio::io_context ioc;
+  auto a = firebase_action(ioc, {{"kind", "firebase_hosting"}, {"site", "my-site"}, {"token_env", "LASTGOOD_TEST_FB_TOKEN"}, {"api_base", fb.base() + "v1beta1/"}});
+  auto o = run_sync(ioc, a->observe());
+  CHECK_FALSE(o.live);
+  CHECK_THAT(o.error, Catch::Contains("HTTP 401 (credentials refused)"));
+  CHECK_THAT(o.error, !Catch::Contains("ya29.wrong"));
+
+  TempDir dir;
+  write_file(dir.path / "sa.json", json{{"client_email", "x@y"}, {"private_key", "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n"},
+                                        {"token_uri", fb.base() + "token"}}.dump());
+  auto b = firebase_action(ioc, {{"kind", "firebase_hosting"}, {"site", "my-site"}, {"credentials_file", (dir.path / "sa.json").string()},
+                                 {"api_base", fb.base() + "v1beta1/"}});
+  auto e = run_sync(ioc, b->observe());
+  CHECK_THAT(e.error, Catch::Contains("the private key could not sign"));
+  CHECK_THAT(e.error, !Catch::Contains("nope"));
+}
