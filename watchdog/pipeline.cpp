@@ -67,7 +67,19 @@ json to_json(const policy::Decision& d) {
 }
 
 json Proposal::to_json() const {
-  return {{"id", id}, {"decision", watchdog::to_json(decision)}, {"created_at", ms(created_at)}, {"expires_at", ms(expires_at)}, {"state", state}};
+  auto votes = [](const std::vector<Vote>& v) {
+    json out = json::array();
+    for (const auto& x : v) out.push_back({{"approver", x.approver}, {"role", x.role}, {"comment", x.comment}, {"at", ms(x.at)}});
+    return out;
+  };
+  return {{"id", id},
+          {"decision", watchdog::to_json(decision)},
+          {"created_at", ms(created_at)},
+          {"expires_at", ms(expires_at)},
+          {"state", state},
+          {"quorum", quorum},
+          {"approvals", votes(approvals)},
+          {"rejections", votes(rejections)}};
 }
 
 Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& metrics, bool dry_run)
@@ -120,6 +132,19 @@ void Pipeline::replay(std::vector<LedgerEntry> entries, std::vector<std::pair<si
   for (auto& e : entries) {
     auto si = service_index(e.service);
     const auto at = from_ms(e.ts_ms);
+    if (e.type == "proposal_state") {
+      for (auto& p : proposals_)
+        if (p.id == e.data.value("id", "")) p.state = e.data.value("state", p.state);
+      continue;
+    }
+    if (e.type == "proposal_vote") {
+      for (auto& p : proposals_)
+        if (p.id == e.data.value("id", "")) {
+          Proposal::Vote v{e.data.value("approver", ""), e.data.value("role", ""), e.data.value("comment", ""), at};
+          (e.data.value("approve", true) ? p.approvals : p.rejections).push_back(v);
+        }
+      continue;
+    }
     if (e.type == "proposal_created" || e.type == "proposal_expired") {
       if (e.type == "proposal_created") {
         Proposal p;
@@ -130,6 +155,10 @@ void Pipeline::replay(std::vector<LedgerEntry> entries, std::vector<std::pair<si
         p.decision.trigger = e.data["decision"].value("trigger", "");
         p.decision.reason = e.data["decision"].value("reason", "");
         p.decision.kind = DecisionKind::propose;
+        p.quorum = e.data.value("quorum", 1);
+        p.decision.severity = e.data["decision"].value("severity", "P1") == "P0"   ? policy::Severity::P0
+                              : e.data["decision"].value("severity", "P1") == "P2" ? policy::Severity::P2
+                                                                                   : policy::Severity::P1;
         if (e.data["decision"]["release_from"].is_string()) p.decision.release_from = e.data["decision"]["release_from"].get<std::string>();
         if (e.data["decision"]["release_to"].is_string()) p.decision.release_to = e.data["decision"]["release_to"].get<std::string>();
         proposals_.push_back(p);
@@ -155,6 +184,7 @@ void Pipeline::replay(std::vector<LedgerEntry> entries, std::vector<std::pair<si
       }
     } else if (e.type == "action_started") {
       open[e.data.value("action_id", "")] = {*si, e.data};
+      if (e.data.value("via", "").rfind("proposal", 0) == 0) s.policy->note_rollback(at);  // approved rollbacks count too
     } else if (e.type == "action_finished") {
       const std::string id = e.data.value("action_id", "");
       if (e.data.value("ok", false) && open.count(id)) unverified[id] = open[id];
@@ -173,11 +203,13 @@ void Pipeline::replay(std::vector<LedgerEntry> entries, std::vector<std::pair<si
       s.escalation.clear();
     }
   }
+  for (auto& p : proposals_)
+    if (p.state == "approved") p.state = "failed";  // approved, then lastgood stopped before acting: a person must approve again
   for (auto& [id, v] : open) open_actions.push_back(v);
   // A rollback that finished but was not verified when lastgood stopped: verify it afresh.
   for (auto& [id, v] : unverified) {
     auto& s = *svcs_[v.first];
-    s.verifying = Verification{id, v.second.value("to", ""), now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
+    s.verifying = Verification{id, v.second.value("to", ""), "", now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
   }
   while (proposals_.size() > 200) proposals_.pop_front();
 }
@@ -218,7 +250,7 @@ asio::awaitable<void> Pipeline::reconcile(size_t si, json started) {
          {{"action_id", id}, {"to", target}, {"live", found}, {"switched", switched}, {"error", s.observe_error}});
   if (switched) {
     spdlog::info("service {}: the interrupted rollback had switched to {}; verifying recovery", s.cfg->name, target);
-    s.verifying = Verification{id, target, now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
+    s.verifying = Verification{id, target, "", now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
   } else {
     escalate(si, "rollback " + id + " to " + target + " was interrupted and the live release is " + (found.empty() ? "unknown" : found));
   }
@@ -271,8 +303,7 @@ void Pipeline::on_result(size_t si, size_t probe, const probes::ProbeResult& r) 
     if (v.seen >= v.needed) {
       record("verification", s.cfg->name, {{"action_id", v.action_id}, {"release", v.release}, {"outcome", "verified"}, {"healthy_samples", v.seen}});
       spdlog::info("service {}: recovery verified on {} ({} healthy results in a row)", s.cfg->name, v.release, v.seen);
-      for (auto& p : proposals_)
-        if (p.state == "executed" && p.decision.service == s.cfg->name) p.state = "verified";
+      set_proposal_state(v.proposal_id, "verified");
       s.verifying.reset();
     }
   }
@@ -286,6 +317,7 @@ void Pipeline::tick(policy::TimePoint t) {
       const auto v = *s.verifying;
       s.verifying.reset();
       record("verification", s.cfg->name, {{"action_id", v.action_id}, {"release", v.release}, {"outcome", "not_recovered"}, {"healthy_samples", v.seen}});
+      set_proposal_state(v.proposal_id, "escalated");
       escalate(si, "no recovery within " + config::format_duration(s.cfg->rollback.verify.within) + " after rolling back to " + v.release);
     }
   }
@@ -360,7 +392,8 @@ void Pipeline::handle_decision(size_t si, policy::Decision d) {
     p.decision = d;
     p.created_at = d.at;
     p.expires_at = d.at + s.cfg->rollback.approval_timeout;
-    record("proposal_created", name, {{"id", p.id}, {"decision", to_json(d)}, {"expires_at", ms(p.expires_at)}});
+    if (auto a = cfg_.authority.find(d.severity); a != cfg_.authority.end()) p.quorum = a->second.quorum;
+    record("proposal_created", name, {{"id", p.id}, {"decision", to_json(d)}, {"expires_at", ms(p.expires_at)}, {"quorum", p.quorum}});
     spdlog::warn("proposal {}: roll back {} {} -> {} awaits approval until {}s from now", p.id, name, d.release_from.value_or("?"),
                  d.release_to.value_or("?"), s.cfg->rollback.approval_timeout.count() / 1000);
     proposals_.push_back(std::move(p));
@@ -371,7 +404,17 @@ void Pipeline::handle_decision(size_t si, policy::Decision d) {
 
 // ---- actions, verification, escalation -------------------------------------------------------
 
-asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::string via) {
+void Pipeline::set_proposal_state(const std::string& id, const std::string& state) {
+  if (id.empty()) return;
+  for (auto& p : proposals_)
+    if (p.id == id) {
+      p.state = state;
+      record("proposal_state", p.decision.service, {{"id", id}, {"state", state}});
+    }
+  publish_proposals();
+}
+
+asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::string via, std::string proposal_id) {
   auto& s = *svcs_[si];
   const auto& name = s.cfg->name;
   if (!s.action || !d.release_to || !d.release_from) co_return;
@@ -395,13 +438,14 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
   record("action_finished", name, {{"action_id", id}, {"ok", out.ok}, {"output", out.output}, {"error", out.error}, {"seconds", secs}});
   metrics_.rollback(name, s.action->kind(), out.ok ? "ok" : "failed", secs);
   s.acting = false;
+  set_proposal_state(proposal_id, out.ok ? "executed" : "failed");
   if (!out.ok) {
     spdlog::error("rollback {} of {} failed: {}", id, name, out.error);
     escalate(si, "rollback to " + plan.to + " failed: " + out.error);
     co_return;
   }
   spdlog::warn("rollback {}: {} is now on {} ({:.1f} ms); verifying recovery", id, name, plan.to, secs * 1000);
-  s.verifying = Verification{id, plan.to, now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
+  s.verifying = Verification{id, plan.to, proposal_id, now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
   co_await observe_once(si);
 }
 
@@ -413,6 +457,70 @@ void Pipeline::escalate(size_t si, const std::string& why) {
   record("escalated", s.cfg->name, {{"reason", why}});
   spdlog::error("service {} ESCALATED: {}; no automatic action until a person clears it (POST /api/v1/services/{}/clear)", s.cfg->name, why,
                 s.cfg->name);
+}
+
+VoteResult Pipeline::vote(const std::string& id, const config::Approver* who, bool approve, const std::string& comment,
+                          const std::string& source) {
+  const std::string verb = approve ? "approve" : "reject";
+  auto attempt = [&](const std::string& service, const std::string& outcome, const std::string& role = "") {
+    record("approval_attempt", service,
+           {{"proposal", id}, {"action", verb}, {"approver", who ? json(who->name) : json()}, {"role", role}, {"source", source},
+            {"outcome", outcome}, {"comment", comment}});
+  };
+  Proposal* p = nullptr;
+  for (auto& x : proposals_)
+    if (x.id == id) p = &x;
+  if (!who) {
+    attempt(p ? p->decision.service : "", "unauthorized");
+    return {401, {{"error", "a valid approver token is required (Authorization: Bearer TOKEN)"}}};
+  }
+  if (!p) {
+    attempt("", "unknown_proposal");
+    return {404, {{"error", "no proposal " + id}}};
+  }
+  const std::string& service = p->decision.service;
+  auto auth = cfg_.authority.find(p->decision.severity);
+  std::string role;
+  if (auth != cfg_.authority.end())
+    for (const auto& r : who->roles)
+      if (role.empty() && std::find(auth->second.roles.begin(), auth->second.roles.end(), r) != auth->second.roles.end()) role = r;
+  if (role.empty()) {
+    attempt(service, "forbidden");
+    return {403, {{"error", who->name + " holds no role allowed to decide on " + policy::to_string(p->decision.severity) + " proposals"}}};
+  }
+  if (p->state != "pending") {
+    attempt(service, "not_pending", role);
+    return {409, {{"error", "proposal " + id + " is " + p->state}}, };
+  }
+  const Proposal::Vote v{who->name, role, comment.substr(0, 500), now()};
+  if (!approve) {
+    p->rejections.push_back(v);
+    record("proposal_vote", service, {{"id", id}, {"approve", false}, {"approver", v.approver}, {"role", role}, {"comment", v.comment}});
+    attempt(service, "rejected", role);
+    set_proposal_state(id, "rejected");
+    spdlog::warn("proposal {} rejected by {} ({}): nothing will be done", id, who->name, role);
+    return {200, p->to_json()};
+  }
+  for (const auto& a : p->approvals)
+    if (a.approver == who->name) {
+      attempt(service, "duplicate", role);
+      return {200, p->to_json()};  // the same approver twice counts once
+    }
+  p->approvals.push_back(v);
+  record("proposal_vote", service, {{"id", id}, {"approve", true}, {"approver", v.approver}, {"role", role}, {"comment", v.comment}});
+  attempt(service, "counted", role);
+  spdlog::warn("proposal {}: approved by {} ({}), {}/{}", id, who->name, role, p->approvals.size(), p->quorum);
+  if (static_cast<int>(p->approvals.size()) < p->quorum) return {200, p->to_json()};
+  set_proposal_state(id, "approved");
+  auto si = service_index(service);
+  if (!si || !svcs_[*si]->action || svcs_[*si]->acting) {
+    set_proposal_state(id, "failed");
+    return {409, {{"error", "approved, but the service cannot be rolled back now (no action or one already running)"}}};
+  }
+  svcs_[*si]->policy->note_rollback(now());
+  set_proposal_state(id, "executing");
+  spawn(run_action(*si, p->decision, "proposal " + id, id), "rollback");
+  return {202, p->to_json()};
 }
 
 bool Pipeline::clear(size_t si, const std::string& who, const std::string& source) {

@@ -33,11 +33,23 @@ nlohmann::json to_json(const policy::Evidence& e);
 nlohmann::json to_json(const policy::Decision& d);
 
 struct Proposal {
+  struct Vote {
+    std::string approver, role, comment;
+    policy::TimePoint at;
+  };
   std::string id;
   policy::Decision decision;
   policy::TimePoint created_at, expires_at;
   std::string state = "pending";  // pending | expired | approved | rejected | executing | executed | failed | verified | escalated
+  int quorum = 1;
+  std::vector<Vote> approvals, rejections;
   nlohmann::json to_json() const;
+};
+
+// The answer to an approve or reject request: an HTTP status and a JSON body.
+struct VoteResult {
+  int status = 200;
+  nlohmann::json body;
 };
 
 class Pipeline {
@@ -51,6 +63,10 @@ class Pipeline {
 
   void on_result(size_t service, size_t probe, const probes::ProbeResult& r);
   void tick(policy::TimePoint now);
+  // A person approves or rejects a proposal. `approver` is null when the token was missing or
+  // unknown. Every attempt is recorded in the ledger (names, never tokens).
+  VoteResult vote(const std::string& proposal_id, const config::Approver* approver, bool approve, const std::string& comment,
+                  const std::string& source);
   // A person clears an escalation. Returns false when the service was not escalated.
   bool clear(size_t service, const std::string& who, const std::string& source);
 
@@ -63,7 +79,7 @@ class Pipeline {
 
  private:
   struct Verification {
-    std::string action_id, release;
+    std::string action_id, release, proposal_id;
     policy::TimePoint deadline;
     int needed = 3, seen = 0;
   };
@@ -86,7 +102,8 @@ class Pipeline {
   boost::asio::awaitable<void> decide_after_observing(size_t si, size_t ti);
   boost::asio::awaitable<void> observe_once(size_t si);
   boost::asio::awaitable<void> observe_loop(size_t si);
-  boost::asio::awaitable<void> run_action(size_t si, policy::Decision d, std::string via);
+  boost::asio::awaitable<void> run_action(size_t si, policy::Decision d, std::string via, std::string proposal_id = "");
+  void set_proposal_state(const std::string& id, const std::string& state);
   boost::asio::awaitable<void> reconcile(size_t si, nlohmann::json started);
   void escalate(size_t si, const std::string& why);
   void publish_releases(size_t si);

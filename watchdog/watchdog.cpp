@@ -131,6 +131,26 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     for (const auto& d : pipeline_.recent_decisions()) decisions.push_back(to_json(d));
     return {200, "application/json", nlohmann::json{{"services", services_json()}, {"recent_decisions", decisions}}.dump(2)};
   }
+  const std::string prop_prefix = "/api/v1/proposals/";
+  if (path.rfind(prop_prefix, 0) == 0) {
+    const std::string rest = path.substr(prop_prefix.size());
+    const auto slash = rest.find('/');
+    const std::string id = rest.substr(0, slash), verb = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    if (verb != "approve" && verb != "reject") return HttpRes::json_error(404, "use /api/v1/proposals/{id}/approve or /reject");
+    if (req.method != "POST") return HttpRes::json_error(405, "use POST");
+    const std::string source = req.remote.substr(0, req.remote.rfind(':'));
+    if (rate_limited(source)) return HttpRes::json_error(429, "too many failed authentications from " + source + "; try again in a minute");
+    std::string comment;
+    if (!req.body.empty()) {
+      auto b = nlohmann::json::parse(req.body, nullptr, false);
+      if (b.is_discarded() || !b.is_object()) return HttpRes::json_error(400, "the body must be a JSON object like {\"comment\": \"...\"}");
+      if (b.contains("comment") && b["comment"].is_string()) comment = b["comment"].get<std::string>();
+    }
+    const auto* who = approvers_.identify(req.authorization);
+    if (!who) note_auth_failure(source);
+    auto res = pipeline_.vote(id, who, verb == "approve", comment, req.remote);
+    return {res.status, "application/json", res.body.dump(2)};
+  }
   if (path == "/api/v1/proposals") {
     if (!get) return HttpRes::json_error(405, "use GET");
     return {200, "application/json", nlohmann::json{{"proposals", pipeline_.proposals_json()}}.dump(2)};
@@ -143,8 +163,11 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     if (!si) return HttpRes::json_error(404, "no service named " + name);
     std::string who = "anonymous";
     if (approvers_.any()) {
+      const std::string source = req.remote.substr(0, req.remote.rfind(':'));
+      if (rate_limited(source)) return HttpRes::json_error(429, "too many failed authentications from " + source);
       const auto* a = approvers_.identify(req.authorization);
       if (!a) {
+        note_auth_failure(source);
         if (ledger_) ledger_->append("clear_refused", name, {{"source", req.remote}, {"why", "no or unknown token"}},
                                      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
         return HttpRes::json_error(401, "an approver's bearer token is required");
@@ -155,6 +178,23 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     return {200, "application/json", nlohmann::json{{"service", name}, {"cleared_by", who}}.dump()};
   }
   return HttpRes::json_error(404, "no such endpoint: " + path);
+}
+
+bool Watchdog::rate_limited(const std::string& source) {
+  auto it = auth_failures_.find(source);
+  if (it == auth_failures_.end()) return false;
+  const auto cutoff = std::chrono::steady_clock::now() - std::chrono::minutes(1);
+  while (!it->second.empty() && it->second.front() < cutoff) it->second.pop_front();
+  if (it->second.empty()) {
+    auth_failures_.erase(it);
+    return false;
+  }
+  return it->second.size() >= 10;  // 10 failed authentications a minute per address
+}
+
+void Watchdog::note_auth_failure(const std::string& source) {
+  auth_failures_[source].push_back(std::chrono::steady_clock::now());
+  if (auth_failures_.size() > 10'000) auth_failures_.erase(auth_failures_.begin());  // bounded memory
 }
 
 std::uint64_t raise_open_files_limit() {

@@ -1,7 +1,9 @@
 #pragma once
 // The running watchdog: config -> probes on the scheduler -> state and metrics -> HTTP server.
 // The pipeline is the only place that wires probes, policy and actions together.
+#include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -72,6 +74,10 @@ class Watchdog {
   std::vector<ProbeState> probes_;
   std::unique_ptr<Server> server_;
   bool state_dir_ok_ = false;
+  // Failed authentications per source address (rate limit): times of the recent failures.
+  std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> auth_failures_;
+  bool rate_limited(const std::string& source);
+  void note_auth_failure(const std::string& source);
 };
 
 // Raises the open-files soft limit to the hard limit; returns the limit now in force.
