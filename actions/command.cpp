@@ -42,7 +42,10 @@ class Command final : public Action {
   Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
     Plan p{from, to, ctx, {}};
     std::string line;
-    for (const auto& a : rollback_) line += (line.empty() ? "" : " ") + expand(a, p);
+    for (const auto& a : rollback_) {
+      if (!line.empty()) line += ' ';
+      line += expand(a, p);
+    }
     p.steps.push_back("run " + line + " (timeout " + config::format_duration(timeout_) + ", no shell)");
     return p;
   }
