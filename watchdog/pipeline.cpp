@@ -83,7 +83,8 @@ json Proposal::to_json() const {
 }
 
 Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& metrics, bool dry_run)
-    : ioc_(ioc), cfg_(cfg), metrics_(metrics), dry_run_(dry_run) {
+    : ioc_(ioc), cfg_(cfg), metrics_(metrics), dry_run_(dry_run),
+      notifier_(ioc, cfg, [this](const std::string& type, const std::string& service, json data) { record(type, service, std::move(data)); }) {
   for (const auto& svc : cfg.services) {
     auto s = std::make_unique<Svc>(ioc);
     s->policy = std::make_unique<policy::ServicePolicy>(to_policy(cfg, svc));
@@ -220,6 +221,7 @@ void Pipeline::start(Ledger& ledger) {
   metrics_.ledger_entries(entries.size());
   std::vector<std::pair<size_t, json>> open_actions;
   const size_t n = entries.size();
+  notifier_.replay(entries);
   replay(std::move(entries), open_actions);
   if (n) spdlog::info("ledger: replayed {} entries from {}", n, ledger.path());
   for (size_t si = 0; si < svcs_.size(); ++si) {
@@ -234,6 +236,7 @@ void Pipeline::start(Ledger& ledger) {
 
 void Pipeline::stop() {
   stopped_ = true;
+  notifier_.stop();
   for (auto& s : svcs_) s->observe_timer.cancel();
 }
 
@@ -304,6 +307,7 @@ void Pipeline::on_result(size_t si, size_t probe, const probes::ProbeResult& r) 
       record("verification", s.cfg->name, {{"action_id", v.action_id}, {"release", v.release}, {"outcome", "verified"}, {"healthy_samples", v.seen}});
       spdlog::info("service {}: recovery verified on {} ({} healthy results in a row)", s.cfg->name, v.release, v.seen);
       set_proposal_state(v.proposal_id, "verified");
+      notifier_.notify("verified", s.cfg->name, {{"release_to", v.release}, {"reason", "recovered: " + std::to_string(v.seen) + " healthy results in a row"}});
       s.verifying.reset();
     }
   }
@@ -327,6 +331,7 @@ void Pipeline::tick(policy::TimePoint t) {
       p.state = "expired";
       changed = true;
       record("proposal_expired", p.decision.service, {{"id", p.id}});
+      notifier_.notify("expired", p.decision.service, {{"proposal_id", p.id}, {"trigger", p.decision.trigger}, {"reason", "no approval in time"}});
       spdlog::warn("proposal {} for {} expired without approval: nothing was done", p.id, p.decision.service);
     }
   }
@@ -346,6 +351,7 @@ void Pipeline::handle(size_t si, const policy::Events& ev) {
     spdlog::log(t.to == policy::TriggerState::firing ? spdlog::level::warn : spdlog::level::info, "trigger {}/{} ({}): {} -> {}: {}", name,
                 t.trigger, policy::to_string(t.severity), policy::to_string(t.from), policy::to_string(t.to), t.evidence.describe());
     if (t.to == policy::TriggerState::firing) {
+      notifier_.notify("breach", name, {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"evidence", to_json(t.evidence)}});
       if (auto ti = s.policy->trigger_index(t.trigger)) spawn(decide_after_observing(si, *ti), "decide");
     }
   }
@@ -396,9 +402,13 @@ void Pipeline::handle_decision(size_t si, policy::Decision d) {
     record("proposal_created", name, {{"id", p.id}, {"decision", to_json(d)}, {"expires_at", ms(p.expires_at)}, {"quorum", p.quorum}});
     spdlog::warn("proposal {}: roll back {} {} -> {} awaits approval until {}s from now", p.id, name, d.release_from.value_or("?"),
                  d.release_to.value_or("?"), s.cfg->rollback.approval_timeout.count() / 1000);
+    json details = to_json(d);
+    details["proposal_id"] = p.id;
+    details["decision"] = "propose";
     proposals_.push_back(std::move(p));
     while (proposals_.size() > 200 && proposals_.front().state != "pending") proposals_.pop_front();
     publish_proposals();
+    notifier_.notify("proposed", name, details);
   }
 }
 
@@ -439,6 +449,9 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
   metrics_.rollback(name, s.action->kind(), out.ok ? "ok" : "failed", secs);
   s.acting = false;
   set_proposal_state(proposal_id, out.ok ? "executed" : "failed");
+  notifier_.notify(out.ok ? "executed" : "failed", name,
+                   {{"trigger", d.trigger}, {"severity", policy::to_string(d.severity)}, {"release_from", plan.from}, {"release_to", plan.to},
+                    {"reason", d.reason}, {"error", out.error}, {"proposal_id", proposal_id}});
   if (!out.ok) {
     spdlog::error("rollback {} of {} failed: {}", id, name, out.error);
     escalate(si, "rollback to " + plan.to + " failed: " + out.error);
@@ -455,6 +468,7 @@ void Pipeline::escalate(size_t si, const std::string& why) {
   s.escalation = why;
   metrics_.escalation(s.cfg->name);
   record("escalated", s.cfg->name, {{"reason", why}});
+  notifier_.notify("escalated", s.cfg->name, {{"reason", why}});
   spdlog::error("service {} ESCALATED: {}; no automatic action until a person clears it (POST /api/v1/services/{}/clear)", s.cfg->name, why,
                 s.cfg->name);
 }
@@ -498,6 +512,7 @@ VoteResult Pipeline::vote(const std::string& id, const config::Approver* who, bo
     record("proposal_vote", service, {{"id", id}, {"approve", false}, {"approver", v.approver}, {"role", role}, {"comment", v.comment}});
     attempt(service, "rejected", role);
     set_proposal_state(id, "rejected");
+    notifier_.notify("rejected", service, {{"proposal_id", id}, {"trigger", p->decision.trigger}, {"reason", "rejected by " + who->name}});
     spdlog::warn("proposal {} rejected by {} ({}): nothing will be done", id, who->name, role);
     return {200, p->to_json()};
   }
@@ -512,6 +527,7 @@ VoteResult Pipeline::vote(const std::string& id, const config::Approver* who, bo
   spdlog::warn("proposal {}: approved by {} ({}), {}/{}", id, who->name, role, p->approvals.size(), p->quorum);
   if (static_cast<int>(p->approvals.size()) < p->quorum) return {200, p->to_json()};
   set_proposal_state(id, "approved");
+  notifier_.notify("approved", service, {{"proposal_id", id}, {"trigger", p->decision.trigger}, {"reason", "approved by a quorum of " + std::to_string(p->quorum)}});
   auto si = service_index(service);
   if (!si || !svcs_[*si]->action || svcs_[*si]->acting) {
     set_proposal_state(id, "failed");

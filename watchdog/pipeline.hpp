@@ -24,6 +24,7 @@
 #include "probes/probe.hpp"
 #include "watchdog/ledger.hpp"
 #include "watchdog/metrics.hpp"
+#include "watchdog/notifier.hpp"
 
 namespace lastgood::watchdog {
 
@@ -76,6 +77,7 @@ class Pipeline {
   const policy::ServicePolicy& policy(size_t service) const { return *svcs_[service]->policy; }
   const std::deque<policy::Decision>& recent_decisions() const { return recent_; }
   bool escalated(size_t service) const { return svcs_[service]->escalated; }
+  Notifier& notifier() { return notifier_; }
 
  private:
   struct Verification {
@@ -121,6 +123,7 @@ class Pipeline {
   std::deque<Proposal> proposals_;       // pending and the last 100 closed
   std::uint64_t next_id_ = 1;
   bool stopped_ = false;
+  Notifier notifier_;
 };
 
 }  // namespace lastgood::watchdog

@@ -41,6 +41,8 @@ void Watchdog::start() {
   pipeline_.start(*ledger_);
   server_ = std::make_unique<Server>(ioc_, cfg_->listen, [this](const HttpReq& r) { return handle(r); });
   server_->start();
+  pipeline_.notifier().set_base_url("http://" + server_->local_endpoint().address().to_string() + ":" +
+                                    std::to_string(server_->local_endpoint().port()));
   scheduler_.start();
   schedule_tick();
   spdlog::info("lastgood listening on http://{}:{} (metrics, health, API); watching {} probe(s) in {} service(s){}",

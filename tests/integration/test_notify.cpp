@@ -1,0 +1,118 @@
+// Notifications end to end: a webhook and a Slack-compatible webhook receive the breach, the
+// execution and the verification of a rollback; a failed delivery is retried; the Slack URL
+// (a secret) is in no log or ledger line.
+#include <catch2/catch.hpp>
+
+#include <mutex>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "fixtures.hpp"
+#include "watchdog/ledger.hpp"
+#include "watchdog/server.hpp"
+
+using namespace testing;
+using nlohmann::json;
+namespace asio = boost::asio;
+using lastgood::watchdog::HttpReq;
+using lastgood::watchdog::HttpRes;
+
+namespace {
+
+struct Receiver {
+  asio::io_context ioc;
+  std::unique_ptr<lastgood::watchdog::Server> server;
+  std::thread thread;
+  std::mutex mu;
+  std::vector<std::pair<std::string, json>> got;  // path, body
+  int refused = 0;
+  unsigned short port = 0;
+  Receiver() {
+    server = std::make_unique<lastgood::watchdog::Server>(ioc, "127.0.0.1:0", [this](const HttpReq& r) {
+      std::lock_guard lk(mu);
+      if (refused == 0) {  // the first delivery fails: it must be retried
+        ++refused;
+        return HttpRes::json_error(503, "try later");
+      }
+      got.emplace_back(r.target, json::parse(r.body, nullptr, false));
+      return HttpRes{200, "application/json", "{}"};
+    });
+    port = server->local_endpoint().port();
+    server->start();
+    thread = std::thread([this] { ioc.run(); });
+  }
+  ~Receiver() {
+    asio::post(ioc, [this] { server->stop(); ioc.stop(); });
+    thread.join();
+  }
+  std::string url(const std::string& p) const { return "http://127.0.0.1:" + std::to_string(port) + p; }
+  std::vector<json> at(const std::string& path) {
+    std::lock_guard lk(mu);
+    std::vector<json> out;
+    for (auto& [p, b] : got)
+      if (p == path) out.push_back(b);
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("webhook and Slack notices for breach, execution and verification, retried when refused", "[notify]") {
+  Receiver rx;
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "bad2"});
+  Nginx nginx(dir.path / "", nullptr, site / "current");
+  const std::string slack_secret = "/slack/T000/B000/s3cr3tPathXYZ";
+  const auto port = free_port();
+  json c{{"listen", "127.0.0.1:" + std::to_string(port)},
+         {"state_dir", (dir.path / "state").string()},
+         {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
+         {"notify",
+          {{{"kind", "webhook"}, {"url", rx.url("/hook")}, {"events", {"breach", "executed", "verified"}}},
+           {{"kind", "slack"}, {"url_env", "LASTGOOD_TEST_SLACK_URL"}, {"events", {"verified"}}}}},
+         {"services",
+          {{{"name", "app"},
+            {"probes", {{{"name", "home"}, {"kind", "http"}, {"url", nginx.url("/")}, {"interval", "200ms"}, {"timeout", "150ms"},
+                         {"expect", {{"body_contains", "<title>"}}}}}},
+            {"deployment", {{"kind", "local_symlink"}, {"path", site.string()}}},
+            {"triggers", {{{"name", "down"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}},
+            {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}}}}};
+  write_file(dir.path / "c.json", c.dump(2));
+  Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string(), "--log-level", "debug"}, dir.path / "log",
+             {{"LASTGOOD_TEST_SLACK_URL", rx.url(slack_secret)}});
+  const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
+  auto has = [&](const std::string& type, const std::string& text) {
+    for (const auto& e : lastgood::watchdog::read_ledger(ledger))
+      if (e.type == type && e.data.dump().find(text) != std::string::npos) return true;
+    return false;
+  };
+  INFO(read_file(dir.path / "log"));
+  REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
+  switch_current(site, "bad2");
+  REQUIRE(wait_until([&] { return rx.at("/hook").size() >= 3 && rx.at(slack_secret).size() >= 1; }, std::chrono::seconds(30)));
+
+  auto hooks = rx.at("/hook");
+  std::map<std::string, json> by_event;
+  for (auto& h : hooks) by_event[h.value("event", "")] = h;
+  REQUIRE(by_event.count("breach"));
+  CHECK(by_event["breach"]["service"] == "app");
+  CHECK(by_event["breach"]["severity"] == "P0");
+  CHECK(by_event["breach"]["trigger"] == "down");
+  CHECK(by_event["breach"]["evidence"]["measure"] == "consecutive_failures");
+  CHECK(by_event["breach"]["links"]["api"] == "http://127.0.0.1:" + std::to_string(port) + "/api/v1/services");
+  REQUIRE(by_event.count("executed"));
+  CHECK(by_event["executed"]["release_to"] == "v1");
+  REQUIRE(by_event.count("verified"));
+  auto slack = rx.at(slack_secret);
+  CHECK_THAT(slack[0]["text"].get<std::string>(), Catch::Contains("`verified` on *app*"));
+
+  bool retried = false;
+  for (const auto& e : lastgood::watchdog::read_ledger(ledger))
+    if (e.type == "notify_delivered" && e.data.value("attempts", 0) == 2) retried = true;
+  CHECK(retried);
+  CHECK(lg.stop() == 0);
+  CHECK(read_file(dir.path / "log").find("s3cr3tPathXYZ") == std::string::npos);
+  CHECK(read_file(ledger).find("s3cr3tPathXYZ") == std::string::npos);
+}
