@@ -104,13 +104,45 @@ void ServicePolicy::step(size_t ti, const Verdict& v, TimePoint now, bool defer,
 
 Decision ServicePolicy::decide(size_t ti, TimePoint now) {
   auto& t = triggers_[ti];
-  const Trigger& spec = spec_.triggers[ti];
+  return decide_for(spec_.triggers[ti], described(ti, now), t.machine.breach_started().value_or(now), now);
+}
+
+Events ServicePolicy::external(const std::string& name, Severity severity, bool firing, const Evidence& evidence, TimePoint now) {
+  Events out;
+  auto [it, fresh] = externals_.try_emplace(name);
+  auto& x = it->second;
+  if (fresh) {
+    x.spec.name = name;
+    x.spec.rule.kind = "external";
+  }
+  x.spec.severity = severity;
+  const TriggerState before = x.state;
+  const TriggerState after = firing ? TriggerState::firing : TriggerState::ok;
+  if (before == after) return out;  // redelivered: nothing changed
+  x.state = after;
+  x.since = now;
+  x.evidence = evidence;
+  auto [failing, watched] = impact();
+  x.evidence.probes_failing = failing;
+  x.evidence.probes_watched = watched;
+  if (firing) x.breach_started = now;
+  out.transitions.push_back(Transition{spec_.name, name, severity, before, after, now, x.evidence});
+  return out;
+}
+
+std::optional<Decision> ServicePolicy::decide_external(const std::string& name, TimePoint now) {
+  auto it = externals_.find(name);
+  if (it == externals_.end() || it->second.state != TriggerState::firing) return std::nullopt;
+  return decide_for(it->second.spec, it->second.evidence, it->second.breach_started, now);
+}
+
+Decision ServicePolicy::decide_for(const Trigger& spec, const Evidence& evidence, TimePoint breach_started, TimePoint now) {
   DecideInput in;
   in.service = spec_.name;
   in.trigger = &spec;
-  in.evidence = described(ti, now);
+  in.evidence = evidence;
   in.now = now;
-  in.breach_started = t.machine.breach_started().value_or(now);
+  in.breach_started = breach_started;
   in.watcher_unhealthy = watcher_unhealthy();
   if (in.watcher_unhealthy) {
     for (size_t i = 0; i < probes_.size(); ++i)
@@ -204,6 +236,8 @@ std::vector<TriggerView> ServicePolicy::triggers(TimePoint now) const {
     out.push_back(TriggerView{spec.name, spec.severity, spec.rule.kind, t.machine.state(), t.machine.since(), described(ti, now),
                               spec.shadow || spec_.shadow});
   }
+  for (const auto& [name, x] : externals_)
+    out.push_back(TriggerView{name, x.spec.severity, "external", x.state, x.since, x.evidence, spec_.shadow});
   return out;
 }
 

@@ -62,6 +62,10 @@ class ServicePolicy {
   Events on_release(const std::string& id, std::optional<TimePoint> deployed_at, TimePoint now, bool migration = false);
   // The decision for a trigger that is firing now.
   Decision decide(size_t trigger_index, TimePoint now);
+  // External triggers (an Alertmanager alert): firing or resolved, severity given by the source.
+  // A repeated state is no transition (redeliveries change nothing).
+  Events external(const std::string& name, Severity severity, bool firing, const Evidence& evidence, TimePoint now);
+  std::optional<Decision> decide_external(const std::string& name, TimePoint now);
   // A rollback was carried out (counts against max_per_day and starts the cooldown).
   void note_rollback(TimePoint now) { budget_.note_rollback(now); }
   // Replay from the ledger after a restart.
@@ -97,6 +101,14 @@ class ServicePolicy {
   };
 
   Verdict evaluate(PerTrigger& t, const Trigger& spec, TimePoint now, std::optional<size_t> only_probe);
+  Decision decide_for(const Trigger& spec, const Evidence& evidence, TimePoint breach_started, TimePoint now);
+  struct External {
+    Trigger spec;
+    TriggerState state = TriggerState::ok;
+    TimePoint since{}, breach_started{};
+    Evidence evidence;
+  };
+  std::map<std::string, External> externals_;
   void step(size_t ti, const Verdict& v, TimePoint now, bool defer, Events& out);
   void after(TimePoint now, Events& out);
   // Names and details for a trigger's latest evidence (off the per-sample path).

@@ -43,6 +43,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                       .Name("lastgood_escalations_total")
                       .Help("Rollbacks that failed or did not bring recovery; the service waits for a person.")
                       .Register(r);
+  alerts_ = &prometheus::BuildCounter()
+                 .Name("lastgood_alerts_received_total")
+                 .Help("Alertmanager alerts received, by outcome (accepted, duplicate, unknown_service, unknown_severity, bad_alert).")
+                 .Register(r);
   prometheus::BuildGauge()
       .Name("lastgood_build_info")
       .Help("Build information; always 1.")

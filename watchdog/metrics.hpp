@@ -42,6 +42,7 @@ class Metrics {
   void proposals_pending(int n) { proposals_pending_->Set(n); }
   void ledger_entries(std::uint64_t n) { ledger_entries_->Increment(static_cast<double>(n)); }
   void escalation(const std::string& service) { escalations_->Add({{"service", service}}).Increment(); }
+  void alert(const std::string& outcome) { alerts_->Add({{"outcome", outcome}}).Increment(); }
 
   std::string serialize() const;
   prometheus::Registry& registry() { return *registry_; }
@@ -62,6 +63,7 @@ class Metrics {
   prometheus::Gauge* proposals_pending_;
   prometheus::Counter* ledger_entries_;
   prometheus::Family<prometheus::Counter>* escalations_;
+  prometheus::Family<prometheus::Counter>* alerts_;
   prometheus::Counter* skipped_;
 };
 

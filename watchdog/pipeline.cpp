@@ -352,7 +352,7 @@ void Pipeline::handle(size_t si, const policy::Events& ev) {
                 t.trigger, policy::to_string(t.severity), policy::to_string(t.from), policy::to_string(t.to), t.evidence.describe());
     if (t.to == policy::TriggerState::firing) {
       notifier_.notify("breach", name, {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"evidence", to_json(t.evidence)}});
-      if (auto ti = s.policy->trigger_index(t.trigger)) spawn(decide_after_observing(si, *ti), "decide");
+      spawn(decide_after_observing(si, t.trigger), "decide");
     }
   }
   for (const auto& id : ev.verified_good) {
@@ -362,12 +362,69 @@ void Pipeline::handle(size_t si, const policy::Events& ev) {
   if (!ev.verified_good.empty()) publish_releases(si);
 }
 
-asio::awaitable<void> Pipeline::decide_after_observing(size_t si, size_t ti) {
+asio::awaitable<void> Pipeline::decide_after_observing(size_t si, std::string trigger) {
   auto& s = *svcs_[si];
   // A deploy seconds before the breach must be seen: read the live release now.
   co_await observe_once(si);
-  if (stopped_ || !s.policy->trigger_firing(ti)) co_return;
-  handle_decision(si, s.policy->decide(ti, now()));
+  if (stopped_) co_return;
+  if (auto ti = s.policy->trigger_index(trigger)) {
+    if (s.policy->trigger_firing(*ti)) handle_decision(si, s.policy->decide(*ti, now()));
+  } else if (auto d = s.policy->decide_external(trigger, now())) {
+    handle_decision(si, *d);
+  }
+}
+
+json Pipeline::on_alertmanager(const json& payload) {
+  json counts = json::object();
+  auto count = [&](const std::string& outcome) {
+    counts[outcome] = counts.value(outcome, 0) + 1;
+    metrics_.alert(outcome);
+  };
+  if (!cfg_.alertmanager || !payload.is_object() || !payload.contains("alerts") || !payload["alerts"].is_array()) {
+    count("bad_payload");
+    return counts;
+  }
+  const auto& am = *cfg_.alertmanager;
+  const std::string group = payload.value("groupKey", "");
+  for (const auto& a : payload["alerts"]) {
+    if (!a.is_object() || !a.contains("labels") || !a["labels"].is_object()) {
+      count("bad_alert");
+      continue;
+    }
+    const auto& labels = a["labels"];
+    const std::string status = a.value("status", payload.value("status", ""));
+    const std::string key = group + "|" + a.value("fingerprint", labels.dump()) + "|" + status;
+    if (std::find(alert_keys_.begin(), alert_keys_.end(), key) != alert_keys_.end()) {
+      count("duplicate");
+      continue;
+    }
+    alert_keys_.push_back(key);
+    if (alert_keys_.size() > 10'000) alert_keys_.pop_front();
+    auto si = service_index(labels.value(am.service_label, ""));
+    if (!si) {
+      count("unknown_service");
+      continue;
+    }
+    auto sev = am.severity_map.find(labels.value(am.severity_label, ""));
+    if (sev == am.severity_map.end()) {
+      count("unknown_severity");
+      continue;
+    }
+    policy::Evidence ev;
+    ev.measure = "alertmanager";
+    ev.value = status == "firing" ? 1 : 0;
+    ev.threshold = 1;
+    ev.detail = labels.value("alertname", "alert");
+    if (a.contains("annotations") && a["annotations"].is_object() && a["annotations"].contains("summary"))
+      ev.detail += ": " + a["annotations"]["summary"].get<std::string>();
+    const std::string name = "alertmanager:" + labels.value("alertname", "alert");
+    record("alert_received", svcs_[*si]->cfg->name,
+           {{"trigger", name}, {"status", status}, {"severity", policy::to_string(sev->second)}, {"fingerprint", a.value("fingerprint", "")},
+            {"labels", labels}});
+    handle(*si, svcs_[*si]->policy->external(name, sev->second, status == "firing", ev, now()));
+    count("accepted");
+  }
+  return counts;
 }
 
 void Pipeline::handle_decision(size_t si, policy::Decision d) {

@@ -68,6 +68,9 @@ class Pipeline {
   // unknown. Every attempt is recorded in the ledger (names, never tokens).
   VoteResult vote(const std::string& proposal_id, const config::Approver* approver, bool approve, const std::string& comment,
                   const std::string& source);
+  // An Alertmanager webhook (version 4): each alert is an external trigger of the service named by
+  // its service label. Returns counts by outcome (accepted, duplicate, unknown_service, ...).
+  nlohmann::json on_alertmanager(const nlohmann::json& payload);
   // A person clears an escalation. Returns false when the service was not escalated.
   bool clear(size_t service, const std::string& who, const std::string& source);
 
@@ -101,7 +104,7 @@ class Pipeline {
   void record(const std::string& type, const std::string& service, nlohmann::json data);
   void handle(size_t si, const policy::Events& ev);
   void handle_decision(size_t si, policy::Decision d);
-  boost::asio::awaitable<void> decide_after_observing(size_t si, size_t ti);
+  boost::asio::awaitable<void> decide_after_observing(size_t si, std::string trigger);
   boost::asio::awaitable<void> observe_once(size_t si);
   boost::asio::awaitable<void> observe_loop(size_t si);
   boost::asio::awaitable<void> run_action(size_t si, policy::Decision d, std::string via, std::string proposal_id = "");
@@ -124,6 +127,7 @@ class Pipeline {
   std::uint64_t next_id_ = 1;
   bool stopped_ = false;
   Notifier notifier_;
+  std::deque<std::string> alert_keys_;  // groupKey|fingerprint|status already handled (bounded)
 };
 
 }  // namespace lastgood::watchdog

@@ -5,6 +5,9 @@
 
 #include <filesystem>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
 #include <spdlog/spdlog.h>
 
 namespace lastgood::watchdog {
@@ -133,6 +136,20 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     for (const auto& d : pipeline_.recent_decisions()) decisions.push_back(to_json(d));
     return {200, "application/json", nlohmann::json{{"services", services_json()}, {"recent_decisions", decisions}}.dump(2)};
   }
+  if (path == "/api/v1/alerts/alertmanager") {
+    if (req.method != "POST") return HttpRes::json_error(405, "use POST");
+    if (!cfg_->alertmanager) return HttpRes::json_error(404, "no alertmanager block in the config");
+    const std::string source = req.remote.substr(0, req.remote.rfind(':'));
+    if (rate_limited(source)) return HttpRes::json_error(429, "too many failed authentications from " + source);
+    if (!alertmanager_token_ok(req.authorization)) {
+      note_auth_failure(source);
+      return HttpRes::json_error(401, "the Alertmanager bearer token is missing or wrong");
+    }
+    auto payload = nlohmann::json::parse(req.body, nullptr, false);
+    if (payload.is_discarded()) return HttpRes::json_error(400, "the body is not JSON");
+    auto counts = pipeline_.on_alertmanager(payload);
+    return {200, "application/json", counts.dump()};
+  }
   const std::string prop_prefix = "/api/v1/proposals/";
   if (path.rfind(prop_prefix, 0) == 0) {
     const std::string rest = path.substr(prop_prefix.size());
@@ -180,6 +197,19 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     return {200, "application/json", nlohmann::json{{"service", name}, {"cleared_by", who}}.dump()};
   }
   return HttpRes::json_error(404, "no such endpoint: " + path);
+}
+
+bool Watchdog::alertmanager_token_ok(const std::string& authorization) const {
+  if (!cfg_->alertmanager || !cfg_->alertmanager->token || !cfg_->alertmanager->token->resolved()) return false;
+  const std::string want = "Bearer " + cfg_->alertmanager->token->value();
+  auto digest = [](const std::string& x) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(x.data(), x.size(), md, &len, EVP_sha256(), nullptr);
+    return std::string(reinterpret_cast<char*>(md), len);
+  };
+  const std::string a = digest(authorization), b = digest(want);
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 bool Watchdog::rate_limited(const std::string& source) {

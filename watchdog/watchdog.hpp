@@ -77,6 +77,7 @@ class Watchdog {
   // Failed authentications per source address (rate limit): times of the recent failures.
   std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> auth_failures_;
   bool rate_limited(const std::string& source);
+  bool alertmanager_token_ok(const std::string& authorization) const;
   void note_auth_failure(const std::string& source);
 };
 

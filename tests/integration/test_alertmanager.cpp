@@ -1,0 +1,106 @@
+// Alertmanager as a trigger source: a real prometheus-alertmanager posts its version-4 webhook
+// to lastgood; firing executes per policy, resolved brings the trigger back to ok; redeliveries
+// are deduplicated; a wrong token is refused.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "fixtures.hpp"
+#include "watchdog/ledger.hpp"
+
+using namespace testing;
+using nlohmann::json;
+
+namespace {
+
+std::string curl_post(const std::string& url, const std::string& body_file, const std::string& token = "") {
+  std::string out;
+  run_command({"sh", "-c",
+               "curl -s -w '\\n%{http_code}' -X POST -H 'content-type: application/json' " +
+                   (token.empty() ? std::string() : "-H 'Authorization: Bearer " + token + "' ") + "--data-binary @" + body_file + " " + url},
+              &out);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a real Alertmanager's firing alert rolls back per policy, resolved returns the trigger to ok", "[alertmanager]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "v2"});
+  Nginx nginx(dir.path / "", nullptr, site / "current");
+  const std::string token = "am-tok-5e2b91";
+  const auto port = free_port();
+  json c{{"listen", "127.0.0.1:" + std::to_string(port)},
+         {"state_dir", (dir.path / "state").string()},
+         {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
+         {"alertmanager", {{"token_env", "LASTGOOD_TEST_AM_TOKEN"}, {"service_label", "target"}}},
+         {"services",
+          {{{"name", "nginx"},
+            {"probes", {{{"name", "port"}, {"kind", "tcp"}, {"address", "127.0.0.1:" + std::to_string(nginx.port)}, {"interval", "200ms"},
+                         {"timeout", "150ms"}}}},
+            {"deployment", {{"kind", "local_symlink"}, {"path", site.string()}, {"observe_interval", "300ms"}}},
+            {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}}}}};
+  write_file(dir.path / "c.json", c.dump(2));
+  Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, dir.path / "log", {{"LASTGOOD_TEST_AM_TOKEN", token}});
+  const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
+  auto has = [&](const std::string& type, const std::string& text) {
+    for (const auto& e : lastgood::watchdog::read_ledger(ledger))
+      if (e.type == type && e.data.dump().find(text) != std::string::npos) return true;
+    return false;
+  };
+  INFO(read_file(dir.path / "log"));
+  REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
+  switch_current(site, "v2");
+  REQUIRE(wait_until([&] { return has("release_observed", "\"v2\""); }, std::chrono::seconds(10)));
+
+  // A wrong token is refused.
+  const std::string hook = "http://127.0.0.1:" + std::to_string(port) + "/api/v1/alerts/alertmanager";
+  const std::string fixture = std::string(LASTGOOD_SOURCE_DIR) + "/tests/fixtures/alertmanager-webhook-sample.json";
+  REQUIRE(fs::exists(fixture));
+  CHECK_THAT(curl_post(hook, fixture, "wrong"), Catch::EndsWith("401"));
+
+  // The real Alertmanager, delivering to lastgood with the bearer token.
+  const auto am_port = free_port();
+  const fs::path am = dir.path / "am";
+  fs::create_directories(am / "data");
+  write_file(am / "am.yml", "route:\n  receiver: lastgood\n  group_by: ['alertname', 'target']\n  group_wait: 1s\n  group_interval: 2s\n"
+                            "  repeat_interval: 1h\nreceivers:\n  - name: lastgood\n    webhook_configs:\n      - url: " +
+                                hook + "\n        send_resolved: true\n        http_config:\n          authorization:\n            type: Bearer\n"
+                                       "            credentials: " + token + "\n");
+  Process amp({"prometheus-alertmanager", "--config.file=" + (am / "am.yml").string(), "--storage.path=" + (am / "data").string(),
+               "--web.listen-address=127.0.0.1:" + std::to_string(am_port), "--cluster.listen-address=",
+               "--web.external-url=http://127.0.0.1:" + std::to_string(am_port)},
+              am / "log");
+  const std::string am_url = "http://127.0.0.1:" + std::to_string(am_port);
+  REQUIRE(wait_until([&] { std::string o; return run_command({"curl", "-sf", am_url + "/-/ready"}, &o) == 0; }, std::chrono::seconds(20)));
+  write_file(am / "firing.json", R"([{"labels":{"alertname":"SiteDown","target":"nginx","severity":"critical"},"annotations":{"summary":"5xx above 5%"}}])");
+  CHECK_THAT(curl_post(am_url + "/api/v2/alerts", (am / "firing.json").string()), Catch::EndsWith("200"));
+  REQUIRE(wait_until([&] { return has("verification", "verified"); }, std::chrono::seconds(30)));
+  CHECK(current_release(site) == "v1");
+  CHECK(has("decision", "alertmanager:SiteDown"));
+  CHECK(has("alert_received", "\"firing\""));
+
+  // Resolved: the same alert with endsAt now.
+  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char ts[32];
+  std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  write_file(am / "resolved.json", std::string(R"([{"labels":{"alertname":"SiteDown","target":"nginx","severity":"critical"},"endsAt":")") + ts + R"("}])");
+  CHECK_THAT(curl_post(am_url + "/api/v2/alerts", (am / "resolved.json").string()), Catch::EndsWith("200"));
+  REQUIRE(wait_until(
+      [&] {
+        for (const auto& e : lastgood::watchdog::read_ledger(ledger))
+          if (e.type == "transition" && e.data["trigger"] == "alertmanager:SiteDown" && e.data["to"] == "ok") return true;
+        return false;
+      },
+      std::chrono::seconds(30)));
+
+  // The captured sample, delivered twice: the second is a duplicate (groupKey + fingerprint).
+  auto first = curl_post(hook, fixture, token);
+  CHECK_THAT(first, Catch::Contains("\"accepted\":1"));
+  auto second = curl_post(hook, fixture, token);
+  CHECK_THAT(second, Catch::Contains("\"duplicate\":1"));
+  CHECK(lg.stop() == 0);
+  CHECK(read_file(dir.path / "log").find(token) == std::string::npos);
+  CHECK(read_file(ledger).find(token) == std::string::npos);
+}
