@@ -1,4 +1,5 @@
 #include "watchdog/watchdog.hpp"
+#include "watchdog/page.hpp"
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -123,6 +124,10 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   if (path == "/metrics") {
     if (!get) return HttpRes::json_error(405, "use GET");
     return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.serialize()};
+  }
+  if (path == "/" || path == "/index.html") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    return {200, "text/html; charset=utf-8", kApprovalPage};
   }
   if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
   if (path == "/readyz") {

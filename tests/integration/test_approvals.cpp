@@ -153,3 +153,22 @@ TEST_CASE("an allowed rejection closes the proposal; failed authentications are 
   CHECK(call(s.port, http::verb::post, "/api/v1/proposals/" + id + "/approve", "tok-carol-44d0").first == 429);  // per address, for a minute
   CHECK(s.has("proposal_state", "rejected"));
 }
+
+TEST_CASE("the approval page in headless Chromium: see the proposal, a refused role, approve to executed and verified", "[page]") {
+  Setup s;
+  INFO(read_file(s.dir.path / "log"));
+  s.breach();
+  const fs::path artifacts = fs::path(LASTGOOD_SOURCE_DIR) / "tests/artifacts";
+  fs::create_directories(artifacts);
+  const std::string shot = (artifacts / "approval-page.png").string();
+  std::string out;
+  int rc = run_command({"env", "WRONG_ROLE_TOKEN=tok-alice-7f3a", "TOKEN_1=tok-bob-91c2", "TOKEN_2=tok-carol-44d0", "node",
+                        std::string(LASTGOOD_SOURCE_DIR) + "/tests/integration/approval_page.js", "http://127.0.0.1:" + std::to_string(s.port), shot},
+                       &out);
+  INFO(out);
+  CHECK(rc == 0);
+  CHECK_THAT(out, Catch::Contains("step: wrong role refused: Refused: alice holds no role allowed"));
+  CHECK_THAT(out, Catch::Contains("step: state shown as verified"));
+  CHECK(fs::exists(shot));
+  CHECK(current_release(s.site) == "v1");
+}

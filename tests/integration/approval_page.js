@@ -1,0 +1,51 @@
+// Drives lastgood's approval page in Debian's Chromium (playwright-core, no browser download).
+// usage: node approval_page.js BASE_URL SCREENSHOT  (tokens in env: WRONG_ROLE_TOKEN, TOKEN_1, TOKEN_2)
+const path = require("path");
+const { chromium } = require(path.join(__dirname, "../fixtures/browser/node_modules/playwright-core"));
+
+(async () => {
+  const [base, shot] = process.argv.slice(2);
+  const browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  const page = await browser.newPage();
+  const step = (s) => console.log("step: " + s);
+  try {
+    await page.goto(base + "/");
+    await page.waitForSelector("#proposals tr[data-proposal] button.approve", { timeout: 15000 });
+    step("pending proposal shown");
+    const row = await page.textContent("#proposals tr[data-proposal]");
+    if (!row.includes("bad2") || !row.includes("v1")) throw new Error("the proposal row lacks the releases: " + row);
+    if (!row.includes("consecutive_failures")) throw new Error("the proposal row lacks the evidence: " + row);
+
+    // A token whose role may not decide this severity: the refusal is shown plainly.
+    await page.fill("#token", process.env.WRONG_ROLE_TOKEN);
+    await page.click("#save");
+    await page.click("#proposals button.approve");
+    await page.waitForFunction(() => document.querySelector("#error").textContent.startsWith("Refused:"), null, { timeout: 10000 });
+    step("wrong role refused: " + (await page.textContent("#error")));
+
+    for (const t of [process.env.TOKEN_1, process.env.TOKEN_2]) {
+      await page.fill("#token", t);
+      await page.click("#save");
+      await page.click("#proposals button.approve");
+      await page.waitForTimeout(300);
+    }
+    step("two approvals given");
+    await page.waitForFunction(() => {
+      const cell = document.querySelector("#recent td.state");
+      return cell && cell.textContent.startsWith("verified");
+    }, null, { timeout: 30000 });
+    step("state shown as verified");
+    await page.screenshot({ path: shot, fullPage: true });
+    step("screenshot saved");
+  } catch (e) {
+    await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
+    console.error("FAILED: " + e.message);
+    process.exitCode = 1;
+  } finally {
+    await browser.close();
+  }
+})();

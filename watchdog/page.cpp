@@ -1,0 +1,83 @@
+#include "watchdog/page.hpp"
+
+namespace lastgood::watchdog {
+
+const char* const kApprovalPage = R"PAGE(<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>lastgood</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+header{background:#1d2330;color:#fff;padding:10px 20px;display:flex;gap:16px;align-items:center}
+header h1{font-size:18px;margin:0}
+main{padding:16px 20px;max-width:1100px}
+section{background:#fff;border:1px solid #dde1e7;border-radius:6px;margin:0 0 16px;padding:12px 16px}
+h2{font-size:15px;margin:4px 0 10px}
+table{border-collapse:collapse;width:100%}
+td,th{text-align:left;padding:4px 8px;border-bottom:1px solid #eef0f3;vertical-align:top}
+.ok{color:#1a7f37}.firing,.failed,.escalated{color:#c62828;font-weight:600}.pending,.inconclusive{color:#9a6700}
+button{padding:4px 12px;margin-right:6px;border-radius:4px;border:1px solid #888;cursor:pointer}
+button.approve{background:#1a7f37;color:#fff;border-color:#1a7f37}button.reject{background:#fff;color:#c62828;border-color:#c62828}
+#error{color:#c62828;font-weight:600;min-height:1em}
+code{background:#eef0f3;padding:1px 4px;border-radius:3px}
+input{padding:4px;width:260px}
+</style></head>
+<body>
+<header><h1>lastgood</h1><span id="who"></span>
+<span><input id="token" type="password" placeholder="approver token" autocomplete="off"><button id="save">use token</button></span></header>
+<main>
+<div id="error" role="alert"></div>
+<section><h2>Pending proposals</h2><div id="proposals">loading...</div></section>
+<section><h2>Services</h2><div id="services">loading...</div></section>
+<section><h2>Recent proposals</h2><div id="recent"></div></section>
+</main>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;","'":"&#39;"}[c]));
+function token() { return sessionStorage.getItem("lastgood-token") || ""; }
+$("save").onclick = () => { sessionStorage.setItem("lastgood-token", $("token").value); $("token").value = ""; $("who").textContent = "token set"; };
+if (token()) $("who").textContent = "token set";
+function evidence(e) {
+  if (!e) return "";
+  return esc(e.measure) + " = " + esc(e.value) + " (threshold " + esc(e.threshold) + (e.probe ? ", probe " + esc(e.probe) : "") +
+    ", " + esc(e.samples) + " samples, impact " + esc(e.impact?.probes_failing) + "/" + esc(e.impact?.probes_watched) + ")" +
+    (e.detail ? " " + esc(e.detail) : "");
+}
+async function vote(id, verb) {
+  $("error").textContent = "";
+  if (!token()) { $("error").textContent = "Enter your approver token first."; return; }
+  const r = await fetch("/api/v1/proposals/" + encodeURIComponent(id) + "/" + verb, {method: "POST",
+    headers: {"Authorization": "Bearer " + token(), "Content-Type": "application/json"}, body: JSON.stringify({comment: "via the page"})});
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) $("error").textContent = (r.status === 401 ? "Not authorized: " : r.status === 403 ? "Refused: " : "Error " + r.status + ": ") + (body.error || "");
+  refresh();
+}
+function proposalRow(p, buttons) {
+  const d = p.decision;
+  return "<tr data-proposal='" + esc(p.id) + "'><td><b>" + esc(d.service) + "</b><br><code>" + esc(d.release_from) + " &rarr; " + esc(d.release_to) +
+    "</code></td><td>" + esc(d.severity) + " " + esc(d.trigger) + "<br>" + esc(d.reason) + "<br><small>" + evidence(d.evidence) + "</small></td>" +
+    "<td class='" + esc(p.state) + " state'>" + esc(p.state) + "<br><small>" + p.approvals.length + "/" + esc(p.quorum) + " approvals" +
+    p.approvals.map((a) => "<br>" + esc(a.approver) + " (" + esc(a.role) + ")").join("") + "</small></td>" +
+    (buttons ? "<td><button class='approve' data-id='" + esc(p.id) + "'>Approve</button><button class='reject' data-id='" + esc(p.id) + "'>Reject</button></td>" : "") + "</tr>";
+}
+async function refresh() {
+  try {
+    const [s, p] = await Promise.all([fetch("/api/v1/services").then((r) => r.json()), fetch("/api/v1/proposals").then((r) => r.json())]);
+    const pending = p.proposals.filter((x) => x.state === "pending");
+    $("proposals").innerHTML = pending.length ? "<table>" + pending.map((x) => proposalRow(x, true)).join("") + "</table>" : "none";
+    const recent = p.proposals.filter((x) => x.state !== "pending").slice(-10).reverse();
+    $("recent").innerHTML = recent.length ? "<table>" + recent.map((x) => proposalRow(x, false)).join("") + "</table>" : "none";
+    $("services").innerHTML = "<table><tr><th>service</th><th>live</th><th>last good</th><th>triggers</th></tr>" + s.services.map((v) =>
+      "<tr><td><b>" + esc(v.name) + "</b>" + (v.escalated ? "<br><span class='escalated'>escalated: " + esc(v.escalation) + "</span>" : "") + "</td><td>" +
+      esc(v.live_release?.id ?? "?") + "</td><td>" + esc(v.last_good_release?.id ?? "?") + "</td><td>" +
+      v.triggers.map((t) => esc(t.name) + ": <span class='" + esc(t.state) + "'>" + esc(t.state) + "</span>").join("<br>") + "</td></tr>").join("") + "</table>";
+    document.querySelectorAll("button.approve").forEach((b) => b.onclick = () => vote(b.dataset.id, "approve"));
+    document.querySelectorAll("button.reject").forEach((b) => b.onclick = () => vote(b.dataset.id, "reject"));
+  } catch (e) { $("error").textContent = "cannot reach lastgood: " + e; }
+}
+refresh();
+setInterval(refresh, 2000);
+</script></body></html>
+)PAGE";
+
+}  // namespace lastgood::watchdog
