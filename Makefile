@@ -29,7 +29,7 @@ integration: build
 # Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLASTGOOD_SANITIZE=ON $(CMAKE_FLAGS)
-	cmake --build build-asan -j $(JOBS)
+	cmake --build build-asan -j $(JOBS) --target unit_tests
 	cd build-asan && ctest --output-on-failure -L unit -j $(JOBS)
 
 # Policy micro-benchmark (Release build; results go in docs/benchmarks.md).
