@@ -30,6 +30,10 @@ struct Observation {
 // What the rollback is for: templates may use ${service}, ${from}, ${to}, ${reason}, ${trigger}.
 struct Context {
   std::string service, trigger, reason;
+  // Other verified-good releases, most recent first (not the live one, not the target): a kind
+  // whose target turns out unusable (a Firebase version no longer FINALIZED) may use the first
+  // usable one instead, and says so.
+  std::vector<std::string> fallbacks = {};
 };
 
 // Exactly what execute() will do, for logs, the ledger and --dry-run.

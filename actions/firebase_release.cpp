@@ -106,18 +106,34 @@ class Firebase final : public Action {
       out.error = err;
       co_return out;
     }
-    std::string status;
-    for (const auto& r : rels)
-      if (r.version_id == p.to) status = r.version_status;
-    if (status != "FINALIZED") {
-      out.error = "version " + p.to + " is " + (status.empty() ? "not among the live channel's releases" : status) +
-                  ", not FINALIZED: a rollback can only point at a FINALIZED version";
-      co_return out;
+    auto status_of = [&](const std::string& v) {
+      std::string st;
+      for (const auto& r : rels)
+        if (r.version_id == v) st = r.version_status;
+      return st;
+    };
+    std::string to = p.to;
+    std::string note;
+    if (const std::string st = status_of(to); st != "FINALIZED") {
+      note = "version " + to + " is " + (st.empty() ? "not among the live channel's releases" : st) + ", not FINALIZED";
+      to.clear();
+      for (const auto& f : p.context.fallbacks)  // the previous good FINALIZED version, else nothing
+        if (valid_release_name(f) && status_of(f) == "FINALIZED") {
+          to = f;
+          break;
+        }
+      if (to.empty()) {
+        out.error = note + ", and no earlier verified-good version is FINALIZED: nothing was changed";
+        co_return out;
+      }
+      note += "; rolled back to the previous good FINALIZED version " + to + " instead";
     }
-    const std::string url = api_ + "sites/" + site_ + "/channels/live/releases?versionName=sites/" + site_ + "/versions/" + p.to;
+    Plan actual = p;
+    actual.to = to;
+    const std::string url = api_ + "sites/" + site_ + "/channels/live/releases?versionName=sites/" + site_ + "/versions/" + to;
     std::string err;
     const std::string method = "POST";  // (GCC 12: no string literals or braced lists inside co_await arguments)
-    std::string body = json{{"message", message(p)}}.dump();
+    std::string body = json{{"message", message(actual)}}.dump();
     auto res = co_await authed(method, url, std::move(body), err);
     if (!err.empty()) {
       out.error = err;
@@ -131,7 +147,8 @@ class Firebase final : public Action {
     }
     auto doc = json::parse(r.body, nullptr, false);
     out.ok = true;
-    out.output = "created " + (doc.is_discarded() ? std::string("a release") : doc.value("name", std::string("a release"))) + " -> " + p.to;
+    out.output = "created " + (doc.is_discarded() ? std::string("a release") : doc.value("name", std::string("a release"))) + " -> " + to +
+                 (note.empty() ? "" : " (" + note + ")");
     co_return out;
   }
 

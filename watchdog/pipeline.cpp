@@ -485,7 +485,15 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
   auto& s = *svcs_[si];
   const auto& name = s.cfg->name;
   if (!s.action || !d.release_to || !d.release_from) co_return;
-  const actions::Plan plan = s.action->plan(*d.release_from, *d.release_to, {name, d.trigger, d.reason});
+  actions::Context ctx{name, d.trigger, d.reason};
+  {
+    std::vector<const policy::Release*> good;
+    for (const auto& r : s.policy->deployment().history())
+      if (r.last_good_at && r.id != *d.release_from && r.id != *d.release_to) good.push_back(&r);
+    std::sort(good.begin(), good.end(), [](const auto* a, const auto* b) { return *a->last_good_at > *b->last_good_at; });
+    for (const auto* r : good) ctx.fallbacks.push_back(r->id);
+  }
+  const actions::Plan plan = s.action->plan(*d.release_from, *d.release_to, ctx);
   json steps = plan.steps;
   if (dry_run_) {
     record("action_planned", name, {{"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"dry_run", true}});

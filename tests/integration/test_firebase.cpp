@@ -194,6 +194,17 @@ TEST_CASE("firebase_hosting with a service-account key: observe the newest relea
   auto refused = run_sync(ioc, a->execute(a->plan("v3", "v2", {})));
   CHECK_FALSE(refused.ok);
   CHECK_THAT(refused.error, Catch::Contains("version v2 is ABANDONED, not FINALIZED"));
+  CHECK_THAT(refused.error, Catch::Contains("nothing was changed"));
+  // With earlier verified-good versions known, the first FINALIZED one is used instead, and said.
+  lastgood::actions::Context ctx{"site", "down", "breach", {"v0", "v1"}};
+  auto fell_back = run_sync(ioc, a->execute(a->plan("v3", "v2", ctx)));
+  INFO(fell_back.error);
+  CHECK(fell_back.ok);
+  CHECK_THAT(fell_back.output, Catch::Contains("-> v1 (version v2 is ABANDONED, not FINALIZED; rolled back to the previous good FINALIZED version v1 instead)"));
+  {
+    std::lock_guard lk(fb.mu);
+    CHECK_THAT(fb.messages.back(), Catch::Contains("v3 -> v1"));
+  }
   for (const auto& text : {done.output, done.error, refused.error, o.error}) {
     CHECK(text.find("PRIVATE KEY") == std::string::npos);
     CHECK(text.find(fb.access_token) == std::string::npos);
