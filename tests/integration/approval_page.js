@@ -1,7 +1,7 @@
 // Drives lastgood's approval page in Debian's Chromium (playwright-core, no browser download).
 // usage: node approval_page.js BASE_URL SCREENSHOT  (tokens in env: WRONG_ROLE_TOKEN, TOKEN_1, TOKEN_2)
 const path = require("path");
-const { chromium } = require(path.join(__dirname, "../fixtures/browser/node_modules/playwright-core"));
+const { chromium } = require(path.join(__dirname, "../../scripts/npm/browser/node_modules/playwright-core"));
 
 (async () => {
   const [base, shot] = process.argv.slice(2);

@@ -272,8 +272,8 @@ Sshd::Sshd(const fs::path& dir) {
 Sshd::~Sshd() { proc_->stop(); }
 
 Verdaccio::Verdaccio(const fs::path& dir) : dir_(dir) {
-  const fs::path modules = fs::path(LASTGOOD_SOURCE_DIR) / "tests/fixtures/verdaccio/node_modules/.bin/verdaccio";
-  if (!fs::exists(modules)) throw std::runtime_error("Verdaccio is not installed: run scripts/install-deps (npm install in tests/fixtures/verdaccio)");
+  const fs::path modules = fs::path(LASTGOOD_SOURCE_DIR) / "scripts/npm/verdaccio/node_modules/.bin/verdaccio";
+  if (!fs::exists(modules)) throw std::runtime_error("Verdaccio is not installed: run scripts/install-deps (npm install in scripts/npm/verdaccio)");
   fs::create_directories(dir);
   storage = dir / "storage";
   port = free_port();
