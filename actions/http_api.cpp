@@ -117,7 +117,7 @@ class HttpApi final : public Action {
     auto u = probes::parse_url(url);
     if (!u) co_return probes::HttpError{probes::HttpError::Stage::protocol, false, "not a URL after templating: " + url};
     std::shared_ptr<asio::ssl::context> tls;
-    if (u->tls()) tls = probes::make_tls_context({});
+    if (u->tls()) tls = probes::default_tls_context();
     probes::HttpConnection conn(ex_, *u, tls);
     probes::HttpRequest req;
     req.method = method;

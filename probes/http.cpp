@@ -44,7 +44,7 @@ class HttpProbe final : public Probe {
       if (http_.insecure_skip_verify)
         spdlog::warn("probe {}/{}: TLS verification is OFF (insecure_skip_verify): certificates and host names are not checked",
                      service_, spec_.name);
-      tls_ = make_tls_context({http_.ca_file, http_.insecure_skip_verify});
+      tls_ = http_.ca_file || http_.insecure_skip_verify ? make_tls_context({http_.ca_file, http_.insecure_skip_verify}) : default_tls_context();
     }
     if (http_.expect.body_matches) body_re_.emplace(*http_.expect.body_matches);
     conn_ = std::make_unique<HttpConnection>(ex_, url_, tls_);
@@ -53,11 +53,7 @@ class HttpProbe final : public Probe {
   const config::Probe& spec() const override { return spec_; }
 
   asio::awaitable<ProbeResult> run() override {
-    ProbeResult r;
-    r.service = service_;
-    r.probe = spec_.name;
-    r.started_at = std::chrono::system_clock::now();
-    r.outcome = Outcome::ok;
+    ProbeResult r = begin_result(service_, spec_.name);
     const auto deadline = Clock::now() + spec_.timeout;
 
     Url target = url_;
@@ -80,7 +76,7 @@ class HttpProbe final : public Probe {
       if (!next) break;
       ++redirects;
       if (next->origin() != url_.origin()) {
-        other = std::make_unique<HttpConnection>(ex_, *next, next->tls() ? (tls_ ? tls_ : make_tls_context({http_.ca_file, false})) : nullptr);
+        other = std::make_unique<HttpConnection>(ex_, *next, next->tls() ? (tls_ ? tls_ : (http_.ca_file ? make_tls_context({http_.ca_file, false}) : default_tls_context())) : nullptr);
         conn = other.get();
       } else {
         conn = conn_.get();

@@ -94,6 +94,11 @@ std::shared_ptr<ssl::context> make_tls_context(const TlsOptions& opts) {
   return ctx;
 }
 
+std::shared_ptr<ssl::context> default_tls_context() {
+  static const std::shared_ptr<ssl::context> ctx = make_tls_context({});
+  return ctx;
+}
+
 namespace {
 
 bool is_ip_literal(const std::string& host) {

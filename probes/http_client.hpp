@@ -34,6 +34,9 @@ struct TlsOptions {
 // An SSL context that verifies peers against the CA store or file. Throws on a bad CA file
 // (checked at start-up, not on the loop).
 std::shared_ptr<boost::asio::ssl::context> make_tls_context(const TlsOptions& opts);
+// The verifying context over the system CA store, built once (loading the store parses the whole
+// CA bundle: not something to redo on the event loop for every request).
+std::shared_ptr<boost::asio::ssl::context> default_tls_context();
 
 struct HttpRequest {
   std::string method = "GET";

@@ -86,7 +86,7 @@ boost::asio::awaitable<HttpResult> http_once(boost::asio::any_io_executor ex, st
                                              std::chrono::steady_clock::time_point deadline, std::size_t max_body) {
   auto u = parse_url(url);
   if (!u) co_return HttpError{HttpError::Stage::protocol, false, "not a URL: " + url};
-  HttpConnection conn(ex, *u, u->tls() ? make_tls_context({}) : nullptr);
+  HttpConnection conn(ex, *u, u->tls() ? default_tls_context() : nullptr);
   HttpRequest req;
   req.method = std::move(method);
   req.target = u->target;

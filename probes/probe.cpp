@@ -15,6 +15,15 @@ const char* to_string(Outcome o) {
   return "?";
 }
 
+ProbeResult begin_result(const std::string& service, const std::string& probe) {
+  ProbeResult r;
+  r.service = service;
+  r.probe = probe;
+  r.started_at = std::chrono::system_clock::now();
+  r.outcome = Outcome::ok;
+  return r;
+}
+
 void finish_result(ProbeResult& r) {
   if (r.outcome == Outcome::error) return;
   if (r.failures.empty()) {

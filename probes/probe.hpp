@@ -47,6 +47,8 @@ struct ProbeResult {
   nlohmann::json to_json() const;
 };
 
+// A result for a run starting now: outcome ok until a failure is added.
+ProbeResult begin_result(const std::string& service, const std::string& probe);
 // Builds a result from failures: ok when there are none.
 void finish_result(ProbeResult& r);
 

@@ -26,11 +26,7 @@ class TcpProbe final : public Probe {
   const config::Probe& spec() const override { return spec_; }
 
   asio::awaitable<ProbeResult> run() override {
-    ProbeResult r;
-    r.service = service_;
-    r.probe = spec_.name;
-    r.started_at = std::chrono::system_clock::now();
-    r.outcome = Outcome::ok;
+    ProbeResult r = begin_result(service_, spec_.name);
     const auto t0 = Clock::now();
     const auto deadline = t0 + spec_.timeout;
 

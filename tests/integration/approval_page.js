@@ -27,11 +27,15 @@ const { chromium } = require(path.join(__dirname, "../../scripts/npm/browser/nod
     await page.waitForFunction(() => document.querySelector("#error").textContent.startsWith("Refused:"), null, { timeout: 10000 });
     step("wrong role refused: " + (await page.textContent("#error")));
 
-    for (const t of [process.env.TOKEN_1, process.env.TOKEN_2]) {
-      await page.fill("#token", t);
+    // Each approval is awaited by what the page shows: n/2 approvals, then the proposal leaving "pending".
+    const tokens = [process.env.TOKEN_1, process.env.TOKEN_2];
+    for (let i = 0; i < tokens.length; ++i) {
+      await page.fill("#token", tokens[i]);
       await page.click("#save");
       await page.click("#proposals button.approve");
-      await page.waitForTimeout(300);
+      if (i + 1 < tokens.length)
+        await page.waitForFunction((n) => (document.querySelector("#proposals td.state")?.textContent || "").includes(n + "/2 approvals"),
+                                   i + 1, { timeout: 10000 });
     }
     step("two approvals given");
     await page.waitForFunction(() => {
