@@ -119,8 +119,8 @@ struct Scan {
   std::uint64_t good_bytes = 0;   // length of the file up to the end of the last good line
 };
 
-// want_data(type): whether to parse that entry's data (replay needs only some types).
-Scan scan(const std::string& path, const std::function<bool(const std::string&)>& want_data = {}) {
+// want_data(type, data_text): whether to parse that entry's data (replay needs only some).
+Scan scan(const std::string& path, const std::function<bool(const std::string&, std::string_view)>& want_data = {}) {
   Scan s;
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -170,7 +170,7 @@ Scan scan(const std::string& path, const std::function<bool(const std::string&)>
       s.report.why = "hash mismatch: the entry was changed after it was written";
       return s;
     }
-    if (!want_data || want_data(e.type)) {
+    if (!want_data || want_data(e.type, data_text)) {
       e.data = json::parse(data_text.begin(), data_text.end(), nullptr, false);
       if (e.data.is_discarded()) {  // cannot happen for a line whose hash matched; kept as a guard
         s.report.bad_line = line_no;
@@ -197,7 +197,7 @@ std::vector<LedgerEntry> read_ledger(const std::string& path) {
 }
 
 VerifyReport verify_ledger(const std::string& path) {
-  auto s = scan(path, [](const std::string&) { return false; });  // the hash covers the data bytes
+  auto s = scan(path, [](const std::string&, std::string_view) { return false; });  // the hash covers the data bytes
   s.report.entries = s.entries.size();
   return s.report;
 }
@@ -212,8 +212,12 @@ Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl"
   }
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd_ < 0) throw std::runtime_error("cannot open ledger " + path_ + ": " + std::strerror(errno));
-  // Replay reads the data of the entries that rebuild state; transitions are only verified.
-  Scan s = scan(path_, [](const std::string& type) { return type != "transition" && type != "clear_refused"; });
+  // Replay reads the data of the entries that rebuild state. Of the transitions (the bulk of a
+  // long ledger) only those to firing are read: incident records start from the breach.
+  Scan s = scan(path_, [](const std::string& type, std::string_view data) {
+    if (type == "transition") return data.find("\"to\":\"firing\"") != std::string_view::npos;
+    return type != "clear_refused";
+  });
   if (!s.report.ok && !s.torn_tail)
     throw std::runtime_error("ledger " + path_ + " is damaged at line " + std::to_string(s.report.bad_line) + ": " + s.report.why +
                              " (run `lastgood ledger verify " + path_ + "`; lastgood will not act on a ledger it cannot trust)");

@@ -22,6 +22,10 @@ json Notifier::payload(size_t target, const std::string& event, const std::strin
   const auto& n = cfg_.notify[target];
   json links{{"page", base_url_ + "/"}, {"api", base_url_ + "/api/v1/services"}};
   if (d.contains("proposal_id")) links["proposal"] = base_url_ + "/api/v1/proposals";
+  if (d.contains("incident_id") && d["incident_id"].is_string() && !d["incident_id"].get<std::string>().empty()) {
+    links["incident"] = base_url_ + "/api/v1/incidents/" + d["incident_id"].get<std::string>();
+    links["incident_markdown"] = base_url_ + "/api/v1/incidents/" + d["incident_id"].get<std::string>() + ".md";
+  }
   if (n.kind == "slack") {
     std::string text = "*lastgood* `" + event + "` on *" + service + "*";
     if (d.contains("severity")) text += " (" + d["severity"].get<std::string>() + ")";
@@ -31,10 +35,11 @@ json Notifier::payload(size_t target, const std::string& event, const std::strin
       text += "\n" + d["release_from"].get<std::string>() + " -> " + d["release_to"].get<std::string>();
     if (d.contains("evidence")) text += "\nevidence: `" + d["evidence"].dump() + "`";
     text += "\n<" + links["page"].get<std::string>() + "|open lastgood>";
+    if (links.contains("incident")) text += " · <" + links["incident_markdown"].get<std::string>() + "|incident record>";
     return {{"text", text}};
   }
   json body{{"event", event}, {"service", service}, {"links", links}};
-  for (const char* k : {"severity", "trigger", "decision", "reason", "evidence", "proposal_id", "release_from", "release_to", "error"})
+  for (const char* k : {"severity", "trigger", "decision", "reason", "evidence", "proposal_id", "incident_id", "release_from", "release_to", "error"})
     if (d.contains(k)) body[k] = d[k];
   return body;
 }

@@ -28,6 +28,7 @@ input{padding:4px;width:260px}
 <div id="error" role="alert"></div>
 <section><h2>Pending proposals</h2><div id="proposals">loading...</div></section>
 <section><h2>Services</h2><div id="services">loading...</div></section>
+<section><h2>Incidents</h2><div id="incidents">none</div></section>
 <section><h2>Recent proposals</h2><div id="recent"></div></section>
 </main>
 <script>
@@ -62,7 +63,14 @@ function proposalRow(p, buttons) {
 }
 async function refresh() {
   try {
-    const [s, p] = await Promise.all([fetch("/api/v1/services").then((r) => r.json()), fetch("/api/v1/proposals").then((r) => r.json())]);
+    const [s, p, inc] = await Promise.all([fetch("/api/v1/services").then((r) => r.json()), fetch("/api/v1/proposals").then((r) => r.json()),
+      fetch("/api/v1/incidents").then((r) => r.json())]);
+    const when = (ms) => new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+    $("incidents").innerHTML = inc.incidents.length ? "<table><tr><th>incident</th><th>service</th><th>releases</th><th>status</th><th>review due</th></tr>" +
+      inc.incidents.slice(0, 20).map((i) => "<tr data-incident='" + esc(i.id) + "'><td><a href='/api/v1/incidents/" + encodeURIComponent(i.id) + ".md'>" +
+        esc(i.id) + "</a> (<a href='/api/v1/incidents/" + encodeURIComponent(i.id) + "'>json</a>)</td><td>" + esc(i.service) + "<br><small>" +
+        esc(i.severity) + " " + esc(i.trigger) + "</small></td><td><code>" + esc(i.release_from) + " &rarr; " + esc(i.release_to) + "</code></td><td class='" +
+        esc(i.status) + "'>" + esc(i.status) + "</td><td>" + when(i.review_due_by) + "</td></tr>").join("") + "</table>" : "none";
     const pending = p.proposals.filter((x) => x.state === "pending");
     $("proposals").innerHTML = pending.length ? "<table>" + pending.map((x) => proposalRow(x, true)).join("") + "</table>" : "none";
     const recent = p.proposals.filter((x) => x.state !== "pending").slice(-10).reverse();

@@ -84,7 +84,8 @@ json Proposal::to_json() const {
 
 Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& metrics, bool dry_run)
     : ioc_(ioc), cfg_(cfg), metrics_(metrics), dry_run_(dry_run),
-      notifier_(ioc, cfg, [this](const std::string& type, const std::string& service, json data) { record(type, service, std::move(data)); }) {
+      notifier_(ioc, cfg, [this](const std::string& type, const std::string& service, json data) { record(type, service, std::move(data)); }),
+      incidents_(cfg.state_dir + "/incidents") {
   for (const auto& svc : cfg.services) {
     auto s = std::make_unique<Svc>(ioc);
     s->policy = std::make_unique<policy::ServicePolicy>(to_policy(cfg, svc));
@@ -121,8 +122,10 @@ std::optional<size_t> Pipeline::service_index(const std::string& name) const {
 
 void Pipeline::record(const std::string& type, const std::string& service, json data) {
   if (!ledger_) return;
-  ledger_->append(type, service, std::move(data), ms(now()));
+  const auto e = ledger_->append(type, service, std::move(data), ms(now()));
   metrics_.ledger_entries(1);
+  if (auto id = incidents_.observe(e.type, e.service, e.ts_ms, e.data))
+    if (auto err = incidents_.write(*id); !err.empty()) spdlog::error("incident {}: {}", *id, err);
 }
 
 // ---- start: replay, reconcile, observe ------------------------------------------------------
@@ -222,6 +225,8 @@ void Pipeline::start(Ledger& ledger) {
   std::vector<std::pair<size_t, json>> open_actions;
   const size_t n = entries.size();
   notifier_.replay(entries);
+  for (const auto& e : entries) incidents_.observe(e.type, e.service, e.ts_ms, e.data);
+  if (int w = incidents_.write_changed()) spdlog::info("incidents: wrote {} records that were missing or behind the ledger", w);
   replay(std::move(entries), open_actions);
   if (n) spdlog::info("ledger: replayed {} entries from {}", n, ledger.path());
   for (size_t si = 0; si < svcs_.size(); ++si) {
@@ -255,7 +260,7 @@ asio::awaitable<void> Pipeline::reconcile(size_t si, json started) {
     spdlog::info("service {}: the interrupted rollback had switched to {}; verifying recovery", s.cfg->name, target);
     s.verifying = Verification{id, target, "", now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
   } else {
-    escalate(si, "rollback " + id + " to " + target + " was interrupted and the live release is " + (found.empty() ? "unknown" : found));
+    escalate(si, "rollback " + id + " to " + target + " was interrupted and the live release is " + (found.empty() ? "unknown" : found), id);
   }
 }
 
@@ -307,7 +312,8 @@ void Pipeline::on_result(size_t si, size_t probe, const probes::ProbeResult& r) 
       record("verification", s.cfg->name, {{"action_id", v.action_id}, {"release", v.release}, {"outcome", "verified"}, {"healthy_samples", v.seen}});
       spdlog::info("service {}: recovery verified on {} ({} healthy results in a row)", s.cfg->name, v.release, v.seen);
       set_proposal_state(v.proposal_id, "verified");
-      notifier_.notify("verified", s.cfg->name, {{"release_to", v.release}, {"reason", "recovered: " + std::to_string(v.seen) + " healthy results in a row"}});
+      notifier_.notify("verified", s.cfg->name,
+                       {{"release_to", v.release}, {"reason", "recovered: " + std::to_string(v.seen) + " healthy results in a row"}, {"incident_id", v.action_id}});
       s.verifying.reset();
     }
   }
@@ -322,7 +328,8 @@ void Pipeline::tick(policy::TimePoint t) {
       s.verifying.reset();
       record("verification", s.cfg->name, {{"action_id", v.action_id}, {"release", v.release}, {"outcome", "not_recovered"}, {"healthy_samples", v.seen}});
       set_proposal_state(v.proposal_id, "escalated");
-      escalate(si, "no recovery within " + config::format_duration(s.cfg->rollback.verify.within) + " after rolling back to " + v.release);
+      escalate(si, "no recovery within " + config::format_duration(s.cfg->rollback.verify.within) + " after rolling back to " + v.release,
+               v.action_id);
     }
   }
   bool changed = false;
@@ -516,10 +523,10 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
   set_proposal_state(proposal_id, out.ok ? "executed" : "failed");
   notifier_.notify(out.ok ? "executed" : "failed", name,
                    {{"trigger", d.trigger}, {"severity", policy::to_string(d.severity)}, {"release_from", plan.from}, {"release_to", plan.to},
-                    {"reason", d.reason}, {"error", out.error}, {"proposal_id", proposal_id}});
+                    {"reason", d.reason}, {"error", out.error}, {"proposal_id", proposal_id}, {"incident_id", id}});
   if (!out.ok) {
     spdlog::error("rollback {} of {} failed: {}", id, name, out.error);
-    escalate(si, "rollback to " + plan.to + " failed: " + out.error);
+    escalate(si, "rollback to " + plan.to + " failed: " + out.error, id);
     co_return;
   }
   spdlog::warn("rollback {}: {} is now on {} ({:.1f} ms); verifying recovery", id, name, plan.to, secs * 1000);
@@ -527,13 +534,15 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
   co_await observe_once(si);
 }
 
-void Pipeline::escalate(size_t si, const std::string& why) {
+void Pipeline::escalate(size_t si, const std::string& why, const std::string& action_id) {
   auto& s = *svcs_[si];
   s.escalated = true;
   s.escalation = why;
   metrics_.escalation(s.cfg->name);
-  record("escalated", s.cfg->name, {{"reason", why}});
-  notifier_.notify("escalated", s.cfg->name, {{"reason", why}});
+  json d{{"reason", why}};
+  if (!action_id.empty()) d["action_id"] = action_id;
+  record("escalated", s.cfg->name, d);
+  notifier_.notify("escalated", s.cfg->name, {{"reason", why}, {"incident_id", action_id}});
   spdlog::error("service {} ESCALATED: {}; no automatic action until a person clears it (POST /api/v1/services/{}/clear)", s.cfg->name, why,
                 s.cfg->name);
 }

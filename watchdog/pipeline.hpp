@@ -22,6 +22,7 @@
 #include "config/config.hpp"
 #include "policy/engine.hpp"
 #include "probes/probe.hpp"
+#include "watchdog/incident.hpp"
 #include "watchdog/ledger.hpp"
 #include "watchdog/metrics.hpp"
 #include "watchdog/notifier.hpp"
@@ -81,6 +82,7 @@ class Pipeline {
   const std::deque<policy::Decision>& recent_decisions() const { return recent_; }
   bool escalated(size_t service) const { return svcs_[service]->escalated; }
   Notifier& notifier() { return notifier_; }
+  const Incidents& incidents() const { return incidents_; }
 
  private:
   struct Verification {
@@ -110,7 +112,7 @@ class Pipeline {
   boost::asio::awaitable<void> run_action(size_t si, policy::Decision d, std::string via, std::string proposal_id = "");
   void set_proposal_state(const std::string& id, const std::string& state);
   boost::asio::awaitable<void> reconcile(size_t si, nlohmann::json started);
-  void escalate(size_t si, const std::string& why);
+  void escalate(size_t si, const std::string& why, const std::string& action_id = "");
   void publish_releases(size_t si);
   void publish_proposals();
   void replay(std::vector<LedgerEntry> entries, std::vector<std::pair<size_t, nlohmann::json>>& open_actions);
@@ -127,6 +129,7 @@ class Pipeline {
   std::uint64_t next_id_ = 1;
   bool stopped_ = false;
   Notifier notifier_;
+  Incidents incidents_;
   std::deque<std::string> alert_keys_;  // groupKey|fingerprint|status already handled (bounded)
 };
 

@@ -179,6 +179,21 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     if (!get) return HttpRes::json_error(405, "use GET");
     return {200, "application/json", nlohmann::json{{"proposals", pipeline_.proposals_json()}}.dump(2)};
   }
+  if (path == "/api/v1/incidents") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    return {200, "application/json", nlohmann::json{{"incidents", pipeline_.incidents().list()}}.dump(2)};
+  }
+  const std::string inc_prefix = "/api/v1/incidents/";
+  if (path.rfind(inc_prefix, 0) == 0) {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    std::string id = path.substr(inc_prefix.size());
+    const bool markdown = id.size() > 3 && id.substr(id.size() - 3) == ".md";
+    if (markdown) id.resize(id.size() - 3);
+    const auto* inc = pipeline_.incidents().find(id);
+    if (!inc) return HttpRes::json_error(404, "no incident " + id + " (GET /api/v1/incidents lists them)");
+    if (markdown) return {200, "text/markdown; charset=utf-8", Incidents::to_markdown(*inc)};
+    return {200, "application/json", Incidents::to_json(*inc).dump(2)};
+  }
   const std::string svc_prefix = "/api/v1/services/";
   if (path.rfind(svc_prefix, 0) == 0 && path.size() > svc_prefix.size() + 6 && path.substr(path.size() - 6) == "/clear") {
     if (req.method != "POST") return HttpRes::json_error(405, "use POST");

@@ -43,6 +43,11 @@ const { chromium } = require(path.join(__dirname, "../../scripts/npm/browser/nod
       return cell && cell.textContent.startsWith("verified");
     }, null, { timeout: 30000 });
     step("state shown as verified");
+    await page.waitForSelector("#incidents tr[data-incident] a", { timeout: 10000 });
+    const href = await page.getAttribute("#incidents tr[data-incident] a", "href");
+    const md = await (await page.request.get(new URL(href, page.url()).toString())).text();
+    if (!md.includes("## Follow-up review")) throw new Error("the incident link did not give the record: " + md.slice(0, 200));
+    step("incident listed and its record linked: " + href);
     await page.screenshot({ path: shot, fullPage: true });
     step("screenshot saved");
   } catch (e) {

@@ -12,12 +12,45 @@
 #include <thread>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
+
+#include "watchdog/ledger.hpp"
 
 namespace testing {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
+
+HttpReply http_call(unsigned short port, const std::string& method, const std::string& target, const std::string& token,
+                    const std::string& body) {
+  namespace beast = boost::beast;
+  namespace http = beast::http;
+  asio::io_context ioc;
+  beast::tcp_stream s(ioc);
+  s.expires_after(std::chrono::seconds(5));
+  boost::system::error_code ec;
+  s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
+  if (ec) return {0, ec.message(), ""};
+  http::request<http::string_body> req{http::string_to_verb(method), target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
+  req.body() = body;
+  req.prepare_payload();
+  http::write(s, req, ec);
+  beast::flat_buffer buf;
+  http::response<http::string_body> res;
+  if (!ec) http::read(s, buf, res, ec);
+  if (ec) return {0, ec.message(), ""};
+  return {static_cast<int>(res.result_int()), res.body(), std::string(res[http::field::content_type])};
+}
+
+bool ledger_has(const fs::path& path, const std::string& type, const std::string& text) {
+  for (const auto& e : lastgood::watchdog::read_ledger(path.string()))
+    if (e.type == type && e.data.dump().find(text) != std::string::npos) return true;
+  return false;
+}
 
 TempDir::TempDir() {
   std::random_device rd;

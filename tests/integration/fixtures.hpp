@@ -34,6 +34,17 @@ bool port_open(unsigned short port);
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 void write_file(const fs::path& p, const std::string& text);
 std::string read_file(const fs::path& p);
+// One HTTP/1.1 request to 127.0.0.1:port (5 s deadline). status 0 means no answer; body then
+// holds the error.
+struct HttpReply {
+  int status = 0;
+  std::string body;
+  std::string content_type;
+};
+HttpReply http_call(unsigned short port, const std::string& method, const std::string& target, const std::string& token = "",
+                    const std::string& body = "");
+// Whether the ledger at `path` holds an entry of `type` whose data mentions `text`.
+bool ledger_has(const fs::path& path, const std::string& type, const std::string& text = "");
 // Runs argv to completion, capturing stdout+stderr; returns the exit status (-1 on signal).
 int run_command(const std::vector<std::string>& argv, std::string* output = nullptr);
 

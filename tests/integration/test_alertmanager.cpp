@@ -44,11 +44,7 @@ TEST_CASE("a real Alertmanager's firing alert rolls back per policy, resolved re
   write_file(dir.path / "c.json", c.dump(2));
   Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, dir.path / "log", {{"LASTGOOD_TEST_AM_TOKEN", token}});
   const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
-  auto has = [&](const std::string& type, const std::string& text) {
-    for (const auto& e : lastgood::watchdog::read_ledger(ledger))
-      if (e.type == type && e.data.dump().find(text) != std::string::npos) return true;
-    return false;
-  };
+  auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
   INFO(read_file(dir.path / "log"));
   REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
   switch_current(site, "v2");

@@ -20,20 +20,8 @@ namespace {
 
 std::pair<int, json> call(unsigned short port, http::verb verb, const std::string& target, const std::string& token = "",
                           const std::string& body = "") {
-  asio::io_context ioc;
-  beast::tcp_stream s(ioc);
-  s.expires_after(std::chrono::seconds(5));
-  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
-  http::request<http::string_body> req{verb, target, 11};
-  req.set(http::field::host, "127.0.0.1");
-  if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
-  req.body() = body;
-  req.prepare_payload();
-  http::write(s, req);
-  beast::flat_buffer buf;
-  http::response<http::string_body> res;
-  http::read(s, buf, res);
-  return {static_cast<int>(res.result_int()), json::parse(res.body(), nullptr, false)};
+  auto r = http_call(port, std::string(http::to_string(verb)), target, token, body);
+  return {r.status, json::parse(r.body, nullptr, false)};
 }
 
 const std::map<std::string, std::string> kTokens = {
@@ -68,11 +56,7 @@ struct Setup {
     lg = std::make_unique<Process>(std::vector<std::string>{LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, dir.path / "log",
                                    kTokens);
   }
-  bool has(const std::string& type, const std::string& text = "") const {
-    for (const auto& e : lastgood::watchdog::read_ledger(ledger))
-      if (e.type == type && e.data.dump().find(text) != std::string::npos) return true;
-    return false;
-  }
+  bool has(const std::string& type, const std::string& text = "") const { return ledger_has(ledger, type, text); }
   std::string proposal_id() const {
     for (const auto& e : lastgood::watchdog::read_ledger(ledger))
       if (e.type == "proposal_created") return e.data["id"];
@@ -115,6 +99,47 @@ TEST_CASE("a P1 proposal executes when two distinct allowed approvers approve; r
   CHECK(list.second["proposals"][0]["state"] == "verified");
   CHECK(list.second["proposals"][0]["approvals"][0]["comment"] == "looks bad, go");
 
+  // The incident record: on disk with every section, listed and served by the API, linked from the page.
+  auto incidents = call(s.port, http::verb::get, "/api/v1/incidents");
+  REQUIRE(incidents.second["incidents"].size() == 1);
+  const std::string inc_id = incidents.second["incidents"][0]["id"];
+  const fs::path inc_dir = s.dir.path / "state" / "incidents";
+  REQUIRE(fs::exists(inc_dir / (inc_id + ".json")));
+  REQUIRE(fs::exists(inc_dir / (inc_id + ".md")));
+  const json inc = json::parse(read_file(inc_dir / (inc_id + ".json")));
+  CHECK(inc["status"] == "verified");
+  CHECK(inc["service"] == "app");
+  CHECK(inc["severity"] == "P1");
+  CHECK(inc["releases"]["bad"] == "bad2");
+  CHECK(inc["releases"]["restored"] == "v1");
+  CHECK(inc["evidence"]["measure"] == "consecutive_failures");
+  CHECK(inc["proposal_id"] == id);
+  REQUIRE(inc["approvals"].size() == 2);
+  CHECK(inc["approvals"][0]["approver"] == "bob");
+  CHECK(inc["approvals"][1]["approver"] == "carol");
+  CHECK(inc["action"]["ok"] == true);
+  CHECK(inc["action"]["kind"] == "local_symlink");
+  CHECK(inc["outcome"]["verification"]["outcome"] == "verified");
+  const long long due = inc["review"]["due_by"], started = inc["action"]["started_at"];
+  CHECK(due - started == 48LL * 3600 * 1000);
+  std::vector<std::string> events;
+  for (const auto& e : inc["timeline"]) events.push_back(e["event"]);
+  CHECK(events == std::vector<std::string>{"breach", "decision", "proposed", "approval", "approval", "action_started", "action_finished", "verification"});
+  const std::string md = read_file(inc_dir / (inc_id + ".md"));
+  for (const char* section : {"## Summary", "## Timeline", "## Evidence", "## Releases", "## Approvals", "## Action",
+                              "## Verification and escalation", "## Follow-up review"})
+    CHECK_THAT(md, Catch::Contains(section));
+  CHECK_THAT(md, Catch::Contains("bob (eng-manager) approved: looks bad, go"));
+  CHECK_THAT(md, Catch::Contains("Root-cause analysis due by **"));
+  auto served = http_call(s.port, "GET", "/api/v1/incidents/" + inc_id + ".md");
+  CHECK(served.status == 200);
+  CHECK_THAT(served.content_type, Catch::StartsWith("text/markdown"));
+  CHECK_THAT(served.body, Catch::Contains("# Incident " + inc_id + ": app rolled back from bad2 to v1"));
+  CHECK(call(s.port, http::verb::get, "/api/v1/incidents/" + inc_id).second["status"] == "verified");
+  CHECK(http_call(s.port, "GET", "/api/v1/incidents/nope").status == 404);
+  const std::string page = http_call(s.port, "GET", "/").body;
+  CHECK_THAT(page, Catch::Contains("/api/v1/incidents"));
+
   int unauthorized = 0, forbidden = 0, counted = 0, duplicate = 0;
   for (const auto& e : lastgood::watchdog::read_ledger(s.ledger)) {
     if (e.type != "approval_attempt") continue;
@@ -133,6 +158,9 @@ TEST_CASE("a P1 proposal executes when two distinct allowed approvers approve; r
   for (const auto& [var, token] : kTokens) {
     CHECK(read_file(s.ledger).find(token) == std::string::npos);
     CHECK(read_file(s.dir.path / "log").find(token) == std::string::npos);
+    CHECK(page.find(token) == std::string::npos);
+    CHECK(md.find(token) == std::string::npos);
+    CHECK(inc.dump().find(token) == std::string::npos);
   }
 }
 
@@ -169,6 +197,7 @@ TEST_CASE("the approval page in headless Chromium: see the proposal, a refused r
   CHECK(rc == 0);
   CHECK_THAT(out, Catch::Contains("step: wrong role refused: Refused: alice holds no role allowed"));
   CHECK_THAT(out, Catch::Contains("step: state shown as verified"));
+  CHECK_THAT(out, Catch::Contains("step: incident listed and its record linked: /api/v1/incidents/"));
   CHECK(fs::exists(shot));
   CHECK(current_release(s.site) == "v1");
 }

@@ -19,20 +19,8 @@ namespace http = beast::http;
 namespace {
 
 std::pair<int, std::string> http_get(unsigned short port, const std::string& target) {
-  asio::io_context ioc;
-  beast::tcp_stream s(ioc);
-  s.expires_after(std::chrono::seconds(5));
-  boost::system::error_code ec;
-  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
-  if (ec) return {0, ec.message()};
-  http::request<http::empty_body> req{http::verb::get, target, 11};
-  req.set(http::field::host, "127.0.0.1");
-  http::write(s, req, ec);
-  beast::flat_buffer buf;
-  http::response<http::string_body> res;
-  http::read(s, buf, res, ec);
-  if (ec) return {0, ec.message()};
-  return {static_cast<int>(res.result_int()), res.body()};
+  auto r = http_call(port, "GET", target);
+  return {r.status, r.body};
 }
 
 std::string write_config(const TempDir& dir, unsigned short listen, const std::string& url) {

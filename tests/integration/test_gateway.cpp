@@ -204,11 +204,7 @@ TEST_CASE("end to end through a gateway API: rolled back and verified; the token
   Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string(), "--log-level", "trace"}, dir.path / "log",
              {{"LASTGOOD_GW_TOKEN", token}});
   const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
-  auto has = [&](const std::string& type, const std::string& text) {
-    for (const auto& e : lastgood::watchdog::read_ledger(ledger))
-      if (e.type == type && e.data.dump().find(text) != std::string::npos) return true;
-    return false;
-  };
+  auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
   INFO(read_file(dir.path / "log"));
   REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
   gw.set_live("bad2");

@@ -83,11 +83,7 @@ TEST_CASE("webhook and Slack notices for breach, execution and verification, ret
   Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string(), "--log-level", "debug"}, dir.path / "log",
              {{"LASTGOOD_TEST_SLACK_URL", rx.url(slack_secret)}});
   const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
-  auto has = [&](const std::string& type, const std::string& text) {
-    for (const auto& e : lastgood::watchdog::read_ledger(ledger))
-      if (e.type == type && e.data.dump().find(text) != std::string::npos) return true;
-    return false;
-  };
+  auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
   INFO(read_file(dir.path / "log"));
   REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
   switch_current(site, "bad2");
@@ -105,8 +101,19 @@ TEST_CASE("webhook and Slack notices for breach, execution and verification, ret
   REQUIRE(by_event.count("executed"));
   CHECK(by_event["executed"]["release_to"] == "v1");
   REQUIRE(by_event.count("verified"));
+  // Executed and verified notices link the incident record, and the link works.
+  const std::string incident = by_event["executed"].value("incident_id", "");
+  REQUIRE_FALSE(incident.empty());
+  CHECK(by_event["verified"]["incident_id"] == incident);
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  CHECK(by_event["executed"]["links"]["incident"] == base + "/api/v1/incidents/" + incident);
+  CHECK(by_event["verified"]["links"]["incident_markdown"] == base + "/api/v1/incidents/" + incident + ".md");
+  CHECK(http_call(port, "GET", "/api/v1/incidents/" + incident + ".md").status == 200);
+  CHECK(fs::exists(dir.path / "state" / "incidents" / (incident + ".md")));
+  CHECK_FALSE(by_event["breach"]["links"].contains("incident"));  // no incident before a rollback
   auto slack = rx.at(slack_secret);
   CHECK_THAT(slack[0]["text"].get<std::string>(), Catch::Contains("`verified` on *app*"));
+  CHECK_THAT(slack[0]["text"].get<std::string>(), Catch::Contains("/api/v1/incidents/" + incident + ".md|incident record>"));
 
   bool retried = false;
   for (const auto& e : lastgood::watchdog::read_ledger(ledger))

@@ -72,11 +72,7 @@ TEST_CASE("a bad npm release is rolled back end to end: latest back to the good 
   Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string(), "--log-level", "debug"}, dir.path / "log",
              {{"LASTGOOD_NPM_TOKEN", reg.token}});
   const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
-  auto has = [&](const std::string& type, const std::string& text) {
-    for (const auto& e : lastgood::watchdog::read_ledger(ledger))
-      if (e.type == type && e.data.dump().find(text) != std::string::npos) return true;
-    return false;
-  };
+  auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
   INFO(read_file(dir.path / "log"));
   REQUIRE(wait_until([&] { return has("release_verified_good", "1.0.0"); }, std::chrono::seconds(30)));
   reg.publish("demo-pkg", "1.1.0");

@@ -1,0 +1,372 @@
+#include "watchdog/incident.hpp"
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace lastgood::watchdog {
+
+using nlohmann::json;
+
+std::string iso8601(long long ms) {
+  const std::time_t secs = static_cast<std::time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+  const int milli = static_cast<int>(ms - static_cast<long long>(secs) * 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                tm.tm_sec, milli);
+  return buf;
+}
+
+namespace {
+
+constexpr size_t kKeep = 500;
+
+std::string str(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key)) return "";
+  const auto& v = j[key];
+  return v.is_string() ? v.get<std::string>() : v.is_null() ? "" : v.dump();
+}
+
+std::string describe_evidence(const json& ev) {
+  if (!ev.is_object()) return "";
+  std::ostringstream o;
+  o << str(ev, "measure");
+  if (ev.contains("value")) o << " = " << ev["value"].dump();
+  if (ev.contains("threshold")) o << " (threshold " << ev["threshold"].dump() << ")";
+  if (ev.contains("samples")) o << " over " << ev["samples"].dump() << " samples";
+  if (!str(ev, "probe").empty()) o << ", probe " << str(ev, "probe");
+  if (!str(ev, "detail").empty()) o << ": " << str(ev, "detail");
+  return o.str();
+}
+
+long long review_hours(const std::string& severity) { return severity == "P0" ? 24 : 48; }
+
+}  // namespace
+
+Incident* Incidents::get(const std::string& id) {
+  for (auto& i : incidents_)
+    if (i.id == id) return &i;
+  return nullptr;
+}
+
+const Incident* Incidents::find(const std::string& id) const {
+  for (const auto& i : incidents_)
+    if (i.id == id) return &i;
+  return nullptr;
+}
+
+std::optional<std::string> Incidents::open_for(const std::string& service) const {
+  auto it = open_.find(service);
+  if (it == open_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<std::string> Incidents::observe(const std::string& type, const std::string& service, long long at, const json& d) {
+  if (type == "transition") {
+    if (str(d, "to") == "firing") breaches_[service][str(d, "trigger")] = {at, d};
+    return std::nullopt;
+  }
+  if (type == "decision") {
+    const std::string kind = str(d, "kind");
+    if (!d.value("shadow", false) && (kind == "execute" || kind == "propose")) decisions_[service][str(d, "trigger")] = {at, d};
+    return std::nullopt;
+  }
+  if (type == "proposal_created") {
+    proposals_[str(d, "id")] = {{at, d}, json::array()};
+    if (proposals_.size() > 2000) proposals_.erase(proposals_.begin());  // ids sort by creation time
+    return std::nullopt;
+  }
+  if (type == "proposal_vote") {
+    auto it = proposals_.find(str(d, "id"));
+    if (it != proposals_.end()) {
+      json v = d;
+      v["at"] = at;
+      it->second.second.push_back(v);
+    }
+    return std::nullopt;
+  }
+  if (type == "action_started") {
+    Incident inc;
+    inc.id = str(d, "action_id");
+    if (inc.id.empty()) return std::nullopt;
+    inc.service = service;
+    inc.trigger = str(d, "trigger");
+    inc.via = str(d, "via");
+    inc.kind = str(d, "kind");
+    inc.release_from = str(d, "from");
+    inc.release_to = str(d, "to");
+    inc.opened_ms = at;
+    inc.action = {{"kind", inc.kind}, {"steps", d.value("steps", json::array())}, {"started_at", at}, {"via", inc.via}};
+    if (auto b = breaches_[service].find(inc.trigger); b != breaches_[service].end()) {
+      const auto& t = b->second;
+      inc.breach = {{"at", t.at_ms}, {"severity", str(t.data, "severity")}, {"evidence", t.data.value("evidence", json::object())}};
+      inc.severity = str(t.data, "severity");
+      inc.opened_ms = t.at_ms;
+      inc.timeline.push_back({t.at_ms, "breach",
+                              "trigger " + inc.trigger + " (" + inc.severity + ") fired: " + describe_evidence(t.data.value("evidence", json::object()))});
+    }
+    if (auto x = decisions_[service].find(inc.trigger); x != decisions_[service].end()) {
+      inc.decision = x->second.data;
+      inc.decision["at"] = x->second.at_ms;
+      if (inc.severity.empty()) inc.severity = str(x->second.data, "severity");
+      if (inc.breach.is_null()) {
+        inc.opened_ms = x->second.at_ms;
+        inc.breach = {{"at", x->second.at_ms}, {"severity", inc.severity}, {"evidence", x->second.data.value("evidence", json::object())}};
+      }
+      inc.timeline.push_back({x->second.at_ms, "decision", str(x->second.data, "kind") + ": " + str(x->second.data, "reason")});
+    }
+    if (inc.via.rfind("proposal ", 0) == 0) {
+      inc.proposal_id = inc.via.substr(9);
+      if (auto p = proposals_.find(inc.proposal_id); p != proposals_.end()) {
+        inc.timeline.push_back({p->second.first.at_ms, "proposed",
+                                "proposal " + inc.proposal_id + " needs a quorum of " + std::to_string(p->second.first.data.value("quorum", 1))});
+        for (const auto& v : p->second.second) {
+          const bool yes = v.value("approve", true);
+          inc.approvals.push_back({{"approver", str(v, "approver")}, {"role", str(v, "role")}, {"approve", yes},
+                                   {"comment", str(v, "comment")}, {"at", v.value("at", 0LL)}});
+          inc.timeline.push_back({v.value("at", 0LL), yes ? "approval" : "rejection",
+                                  str(v, "approver") + " (" + str(v, "role") + ")" + (str(v, "comment").empty() ? "" : ": " + str(v, "comment"))});
+        }
+      }
+    }
+    if (inc.severity.empty()) inc.severity = "P1";
+    inc.review_due_ms = at + review_hours(inc.severity) * 3600 * 1000;
+    inc.timeline.push_back({at, "action_started", inc.kind + ": " + inc.release_from + " -> " + inc.release_to + " (" + inc.via + ")"});
+    open_[service] = inc.id;
+    incidents_.push_back(std::move(inc));
+    while (incidents_.size() > kKeep) incidents_.pop_front();
+    return incidents_.back().id;
+  }
+  if (type == "action_finished" || type == "action_reconciled") {
+    Incident* inc = get(str(d, "action_id"));
+    if (!inc) return std::nullopt;
+    if (type == "action_finished") {
+      const bool ok = d.value("ok", false);
+      inc->action["finished_at"] = at;
+      inc->action["ok"] = ok;
+      inc->action["output"] = str(d, "output");
+      inc->action["error"] = str(d, "error");
+      if (d.contains("seconds")) inc->action["seconds"] = d["seconds"];
+      inc->status = ok ? "verifying" : "failed";
+      inc->timeline.push_back({at, "action_finished", ok ? "switched to " + inc->release_to : "failed: " + str(d, "error")});
+    } else {
+      const bool switched = d.value("switched", false);
+      inc->action["reconciled_at"] = at;
+      inc->action["ok"] = switched;
+      inc->status = switched ? "verifying" : "interrupted";
+      inc->timeline.push_back({at, "action_reconciled",
+                               std::string("lastgood restarted during the action; the live release ") +
+                                   (switched ? "is the target: verifying" : "is not the target: " + str(d, "live"))});
+    }
+    return inc->id;
+  }
+  if (type == "verification") {
+    Incident* inc = get(str(d, "action_id"));
+    if (!inc) return std::nullopt;
+    const bool ok = str(d, "outcome") == "verified";
+    inc->outcome["verification"] = {{"at", at}, {"outcome", str(d, "outcome")}, {"healthy_samples", d.value("healthy_samples", 0)}};
+    inc->timeline.push_back({at, "verification", ok ? "recovered on " + inc->release_to + " (" + std::to_string(d.value("healthy_samples", 0)) +
+                                                          " healthy results in a row)"
+                                                    : "not recovered in time on " + inc->release_to});
+    if (ok) {
+      inc->status = "verified";
+      open_.erase(service);
+    }
+    return inc->id;
+  }
+  if (type == "escalated") {
+    std::string id = str(d, "action_id");
+    if (id.empty())
+      if (auto o = open_for(service)) id = *o;
+    Incident* inc = get(id);
+    if (!inc) return std::nullopt;
+    inc->status = "escalated";
+    inc->outcome["escalation"] = {{"at", at}, {"reason", str(d, "reason")}};
+    inc->timeline.push_back({at, "escalated", str(d, "reason")});
+    open_.erase(service);
+    return inc->id;
+  }
+  if (type == "cleared") {
+    // The escalation a person clears belongs to the service's latest escalated incident.
+    for (auto it = incidents_.rbegin(); it != incidents_.rend(); ++it)
+      if (it->service == service) {
+        if (it->status != "escalated") return std::nullopt;
+        it->outcome["cleared"] = {{"at", at}, {"by", str(d, "by")}};
+        it->timeline.push_back({at, "cleared", "escalation cleared by " + str(d, "by")});
+        return it->id;
+      }
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+json Incidents::to_json(const Incident& i) {
+  json tl = json::array();
+  for (const auto& e : i.timeline) tl.push_back({{"at", e.at_ms}, {"at_iso", iso8601(e.at_ms)}, {"event", e.event}, {"detail", e.detail}});
+  return {{"id", i.id},
+          {"service", i.service},
+          {"status", i.status},
+          {"severity", i.severity},
+          {"trigger", i.trigger},
+          {"opened_at", i.opened_ms},
+          {"opened_at_iso", iso8601(i.opened_ms)},
+          {"releases", {{"bad", i.release_from}, {"restored", i.release_to}}},
+          {"timeline", tl},
+          {"evidence", i.breach.is_object() ? i.breach.value("evidence", json::object()) : json::object()},
+          {"breach", i.breach},
+          {"decision", i.decision},
+          {"proposal_id", i.proposal_id.empty() ? json() : json(i.proposal_id)},
+          {"approvals", i.approvals},
+          {"action", i.action},
+          {"outcome", i.outcome.is_null() ? json::object() : i.outcome},
+          {"review",
+           {{"due_by", i.review_due_ms},
+            {"due_by_iso", iso8601(i.review_due_ms)},
+            {"within_hours", review_hours(i.severity)},
+            {"status", "open"},
+            {"questions",
+             {"What changed in " + i.release_from + ", and why did it break " + i.trigger + "?",
+              "Why did the checks before release not catch it?",
+              "Was detection fast enough, and was the rollback the right call?",
+              "What will stop it happening again (owners and dates)?"}}}}};
+}
+
+std::string Incidents::to_markdown(const Incident& i) {
+  std::ostringstream o;
+  auto code = [&](const std::string& text) {
+    std::string fence = "```";
+    while (text.find(fence) != std::string::npos) fence += "`";
+    o << fence << "\n" << text << (text.empty() || text.back() != '\n' ? "\n" : "") << fence << "\n";
+  };
+  auto cell = [](std::string s) {
+    for (auto& c : s)
+      if (c == '|' || c == '\n') c = c == '|' ? '/' : ' ';
+    return s;
+  };
+  o << "# Incident " << i.id << ": " << i.service << " rolled back from " << i.release_from << " to " << i.release_to << "\n\n";
+  o << "## Summary\n\n";
+  o << "- Status: **" << i.status << "**\n";
+  o << "- Service: " << i.service << "\n";
+  o << "- Severity: " << i.severity << "\n";
+  o << "- Trigger: " << i.trigger << "\n";
+  o << "- Opened: " << iso8601(i.opened_ms) << "\n";
+  o << "- Rolled back by: " << (i.via == "auto" ? "lastgood, automatically (policy allows it)" : i.via) << "\n";
+  o << "- Root-cause review due by: **" << iso8601(i.review_due_ms) << "**\n\n";
+  o << "## Timeline\n\n| Time (UTC) | Event | Detail |\n|---|---|---|\n";
+  for (const auto& e : i.timeline) o << "| " << iso8601(e.at_ms) << " | " << e.event << " | " << cell(e.detail) << " |\n";
+  o << "\n## Evidence\n\n";
+  if (i.breach.is_object()) {
+    code(i.breach.value("evidence", json::object()).dump(2));
+  } else {
+    o << "No breach on record for this trigger (the rollback was started by a person or after a restart).\n";
+  }
+  o << "\n## Releases\n\n- Bad (rolled back from): " << i.release_from << "\n- Restored (rolled back to): " << i.release_to << "\n";
+  if (i.decision.is_object() && i.decision.contains("reason")) o << "- Decision: " << str(i.decision, "kind") << ": " << str(i.decision, "reason") << "\n";
+  o << "\n## Approvals\n\n";
+  if (i.proposal_id.empty()) {
+    o << "None needed: the policy allows lastgood to roll this back on its own.\n";
+  } else {
+    o << "Proposal " << i.proposal_id << ".\n\n";
+    if (i.approvals.empty()) o << "No votes on record.\n";
+    for (const auto& a : i.approvals)
+      o << "- " << iso8601(a.value("at", 0LL)) << " " << str(a, "approver") << " (" << str(a, "role") << ") "
+        << (a.value("approve", true) ? "approved" : "rejected") << (str(a, "comment").empty() ? "" : ": " + str(a, "comment")) << "\n";
+  }
+  o << "\n## Action\n\n";
+  o << "- Kind: " << i.kind << "\n- Started: " << iso8601(i.action.value("started_at", 0LL)) << "\n";
+  if (i.action.contains("finished_at")) o << "- Finished: " << iso8601(i.action.value("finished_at", 0LL)) << "\n";
+  if (i.action.contains("ok")) o << "- Result: " << (i.action.value("ok", false) ? "ok" : "failed") << "\n";
+  if (!str(i.action, "error").empty()) o << "- Error: " << str(i.action, "error") << "\n";
+  o << "\nSteps:\n\n";
+  code(i.action.value("steps", json::array()).dump(2));
+  o << "\nOutput:\n\n";
+  code(str(i.action, "output"));
+  o << "\n## Verification and escalation\n\n";
+  if (i.outcome.is_object() && i.outcome.contains("verification")) {
+    const auto& v = i.outcome["verification"];
+    o << "- Verification: " << str(v, "outcome") << " at " << iso8601(v.value("at", 0LL)) << " (" << v.value("healthy_samples", 0)
+      << " healthy results in a row)\n";
+  }
+  if (i.outcome.is_object() && i.outcome.contains("escalation"))
+    o << "- Escalated at " << iso8601(i.outcome["escalation"].value("at", 0LL)) << ": " << str(i.outcome["escalation"], "reason") << "\n";
+  if (i.outcome.is_object() && i.outcome.contains("cleared"))
+    o << "- Cleared at " << iso8601(i.outcome["cleared"].value("at", 0LL)) << " by " << str(i.outcome["cleared"], "by") << "\n";
+  if (!i.outcome.is_object() || i.outcome.empty()) o << "Pending: recovery is being verified.\n";
+  o << "\n## Follow-up review\n\n";
+  o << "Root-cause analysis due by **" << iso8601(i.review_due_ms) << "** (within " << review_hours(i.severity) << " h of the rollback for "
+    << i.severity << ").\n\n";
+  o << "- [ ] What changed in " << i.release_from << ", and why did it break " << i.trigger << "?\n";
+  o << "- [ ] Why did the checks before release not catch it?\n";
+  o << "- [ ] Was detection fast enough, and was the rollback the right call?\n";
+  o << "- [ ] What will stop it happening again (owners and dates)?\n\n";
+  o << "Owner: \n\nFindings: \n";
+  return o.str();
+}
+
+json Incidents::list() const {
+  json out = json::array();
+  for (auto it = incidents_.rbegin(); it != incidents_.rend(); ++it)
+    out.push_back({{"id", it->id},
+                   {"service", it->service},
+                   {"status", it->status},
+                   {"severity", it->severity},
+                   {"trigger", it->trigger},
+                   {"opened_at", it->opened_ms},
+                   {"release_from", it->release_from},
+                   {"release_to", it->release_to},
+                   {"review_due_by", it->review_due_ms}});
+  return out;
+}
+
+std::string Incidents::write(const std::string& id) const {
+  if (dir_.empty()) return "";
+  const Incident* inc = find(id);
+  if (!inc) return "no incident " + id;
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return "cannot create " + dir_ + ": " + ec.message();
+  auto put = [&](const std::string& name, const std::string& text) -> std::string {
+    const std::string path = dir_ + "/" + name, tmp = path + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::trunc | std::ios::binary);
+      f << text;
+      if (!f.flush()) return "cannot write " + tmp;
+    }
+    std::filesystem::rename(tmp, path, ec);
+    return ec ? "cannot rename " + tmp + ": " + ec.message() : "";
+  };
+  if (auto e = put(id + ".json", to_json(*inc).dump(2) + "\n"); !e.empty()) return e;
+  // The follow-up review section is for people to fill in: a rewrite keeps what they wrote.
+  std::string md = to_markdown(*inc);
+  const std::string marker = "\n## Follow-up review\n";
+  std::ifstream old(dir_ + "/" + id + ".md", std::ios::binary);
+  if (old) {
+    const std::string before((std::istreambuf_iterator<char>(old)), std::istreambuf_iterator<char>());
+    const auto at_old = before.find(marker), at_new = md.find(marker);
+    if (at_old != std::string::npos && at_new != std::string::npos) md = md.substr(0, at_new) + before.substr(at_old);
+  }
+  return put(id + ".md", md);
+}
+
+int Incidents::write_changed() const {
+  if (dir_.empty()) return 0;
+  int n = 0;
+  for (const auto& i : incidents_) {
+    std::ifstream f(dir_ + "/" + i.id + ".json", std::ios::binary);
+    std::error_code ec;
+    if (f && std::filesystem::exists(dir_ + "/" + i.id + ".md", ec)) {
+      const auto on_disk = json::parse(f, nullptr, false);
+      if (!on_disk.is_discarded() && on_disk.value("status", "") == i.status && on_disk.contains("timeline") &&
+          on_disk["timeline"].size() == i.timeline.size())
+        continue;
+    }
+    if (write(i.id).empty()) ++n;
+  }
+  return n;
+}
+
+}  // namespace lastgood::watchdog
