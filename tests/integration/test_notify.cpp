@@ -27,11 +27,12 @@ struct Receiver {
   std::mutex mu;
   std::vector<std::pair<std::string, json>> got;  // path, body
   int refused = 0;
+  int refuse = 1;  // how many deliveries to refuse first (guarded by mu)
   unsigned short port = 0;
   Receiver() {
     server = std::make_unique<lastgood::watchdog::Server>(ioc, "127.0.0.1:0", [this](const HttpReq& r) {
       std::lock_guard lk(mu);
-      if (refused == 0) {  // the first delivery fails: it must be retried
+      if (refused < refuse) {  // the first deliveries fail: they must be retried
         ++refused;
         return HttpRes::json_error(503, "try later");
       }
@@ -122,4 +123,50 @@ TEST_CASE("webhook and Slack notices for breach, execution and verification, ret
   CHECK(lg.stop() == 0);
   CHECK(read_file(dir.path / "log").find("s3cr3tPathXYZ") == std::string::npos);
   CHECK(read_file(ledger).find("s3cr3tPathXYZ") == std::string::npos);
+}
+
+TEST_CASE("a notice still undelivered when lastgood stops is delivered after the restart", "[notify]") {
+  Receiver rx;
+  {
+    std::lock_guard lk(rx.mu);
+    rx.refuse = 1'000'000;  // the receiver is down while the first lastgood runs
+  }
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1"});
+  Nginx nginx(dir.path / "", nullptr, site / "current");
+  json c{{"listen", "127.0.0.1:" + std::to_string(free_port())},
+         {"state_dir", (dir.path / "state").string()},
+         {"notify", {{{"kind", "webhook"}, {"url", rx.url("/hook")}, {"events", {"breach"}}}}},
+         {"services",
+          {{{"name", "app"},
+            {"probes", {{{"name", "missing"}, {"kind", "http"}, {"url", nginx.url("/not-there")}, {"interval", "200ms"}, {"timeout", "150ms"}}}},
+            {"triggers", {{{"name", "down"}, {"severity", "P1"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}}}}}};
+  write_file(dir.path / "c.json", c.dump(2));
+  const auto ledger = dir.path / "state" / "ledger.jsonl";
+  auto run = [&](const std::string& log) {
+    return std::make_unique<Process>(std::vector<std::string>{LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, dir.path / log);
+  };
+  auto first = run("log1");
+  INFO(read_file(dir.path / "log1"));
+  REQUIRE(wait_until([&] { return ledger_has(ledger, "notify_queued", "breach"); }, std::chrono::seconds(20)));
+  REQUIRE(wait_until([&] { std::lock_guard lk(rx.mu); return rx.refused >= 1; }, std::chrono::seconds(10)));  // one attempt failed
+  CHECK(first->stop() == 0);
+  CHECK_FALSE(ledger_has(ledger, "notify_delivered"));
+  std::string queued;
+  for (const auto& e : lastgood::watchdog::read_ledger(ledger.string()))
+    if (e.type == "notify_queued") queued = e.data["id"];
+  {
+    std::lock_guard lk(rx.mu);
+    rx.refuse = 0;  // the receiver is back
+  }
+  auto second = run("log2");
+  INFO(read_file(dir.path / "log2"));
+  REQUIRE(wait_until([&] { return ledger_has(ledger, "notify_delivered", queued); }, std::chrono::seconds(20)));
+  CHECK_THAT(read_file(dir.path / "log2"), Catch::Contains("was not delivered before the restart"));
+  auto got = rx.at("/hook");
+  REQUIRE_FALSE(got.empty());
+  CHECK(got[0]["event"] == "breach");
+  CHECK(got[0]["trigger"] == "down");
+  CHECK(second->stop() == 0);
 }
