@@ -360,7 +360,17 @@ void parse_http_probe(Obj& o, HttpProbe& h) {
     h.url = *u;
   }
   if (auto m = o.one_of("method", {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})) h.method = *m;
-  if (auto hs = o.string_map("headers")) h.headers = *hs;
+  if (auto hs = o.string_map("headers")) {
+    for (const auto& [k, v] : *hs) {
+      const bool name_ok = !k.empty() && std::all_of(k.begin(), k.end(), [](unsigned char c) {
+        return std::isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+      });
+      if (!name_ok) o.ctx().error(o.at("headers") + "/" + escape_token(k), "expected an HTTP header name (letters, digits, -), found \"" + k + "\"");
+      if (v.find_first_of(std::string("\r\n\0", 3)) != std::string::npos)
+        o.ctx().error(o.at("headers") + "/" + escape_token(k), "expected a header value on one line (no CR, LF or NUL)");
+    }
+    h.headers = *hs;
+  }
   if (auto b = o.str("body", false, true)) h.body = *b;
   if (auto f = o.integer("follow_redirects", 0, 10)) h.follow_redirects = static_cast<int>(*f);
   if (auto ca = o.str("ca_file")) h.ca_file = *ca;

@@ -72,7 +72,7 @@ asio::awaitable<void> Scheduler::loop(Entry& e, size_t index) {
       r.reason = std::string("internal error: ") + ex.what();
     }
     if (e.stopped) break;
-    sink_(index, r, lateness);
+    sink_(index, std::move(r), lateness);
     int skipped = 0;
     planned = e.cadence.next(planned, Clock::now(), uni(rng_), &skipped);
     if (skipped && on_skip_) on_skip_(index, skipped);

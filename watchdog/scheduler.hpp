@@ -17,7 +17,7 @@ namespace lastgood::watchdog {
 class Scheduler {
  public:
   // Called on the loop after every run with how late (seconds) the run started.
-  using Sink = std::function<void(size_t probe_index, const probes::ProbeResult&, double lateness_s)>;
+  using Sink = std::function<void(size_t probe_index, probes::ProbeResult&&, double lateness_s)>;  // the result is the sink's to keep
   using SkipSink = std::function<void(size_t probe_index, int skipped)>;
 
   Scheduler(boost::asio::io_context& ioc, Sink sink, SkipSink on_skip = {});

@@ -3,6 +3,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -38,6 +39,7 @@ struct Server::Impl {
   tcp::acceptor acceptor;
   Handler handler;
   bool stopped = false;
+  asio::thread_pool worker{1};  // bodies made off the loop (HttpRes::offload)
 
   Impl(asio::io_context& io, const std::string& listen, Handler h) : ioc(io), acceptor(io), handler(std::move(h)) {
     auto ep = parse_listen(listen);
@@ -79,6 +81,11 @@ struct Server::Impl {
                    std::string(req[http::field::authorization]), remote};
         try {
           res = handler(hr);
+          if (res.offload) {
+            auto make = std::move(res.offload);
+            res.body = co_await asio::co_spawn(
+                worker, [make = std::move(make)]() -> asio::awaitable<std::string> { co_return make(); }, asio::use_awaitable);
+          }
         } catch (const std::exception& ex) {
           spdlog::error("http handler for {} {}: {}", hr.method, hr.target, ex.what());
           res = HttpRes::json_error(500, "internal error");
@@ -114,7 +121,10 @@ struct Server::Impl {
 
 Server::Server(asio::io_context& ioc, const std::string& listen, Handler handler)
     : impl_(std::make_unique<Impl>(ioc, listen, std::move(handler))) {}
-Server::~Server() { stop(); }
+Server::~Server() {
+  stop();
+  impl_->worker.join();
+}
 void Server::start() { asio::co_spawn(impl_->ioc, impl_->accept_loop(), asio::detached); }
 void Server::stop() {
   impl_->stopped = true;

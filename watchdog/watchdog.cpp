@@ -17,7 +17,7 @@ Watchdog::Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::C
     : ioc_(ioc),
       cfg_(std::move(cfg)),
       opts_(std::move(opts)),
-      scheduler_(ioc, [this](size_t i, const probes::ProbeResult& r, double late) { on_result(i, r, late); },
+      scheduler_(ioc, [this](size_t i, probes::ProbeResult&& r, double late) { on_result(i, std::move(r), late); },
                  [this](size_t, int n) { metrics_.skipped_runs(n); }),
       pipeline_(ioc, *cfg_, metrics_, opts_.dry_run),
       approvers_(*cfg_),
@@ -73,7 +73,7 @@ void Watchdog::stop() {
 
 unsigned short Watchdog::port() const { return server_ ? server_->local_endpoint().port() : 0; }
 
-void Watchdog::on_result(size_t index, const probes::ProbeResult& r, double lateness_s) {
+void Watchdog::on_result(size_t index, probes::ProbeResult&& r, double lateness_s) {
   auto& st = probes_[index];
   metrics_.record(st.handles, r, lateness_s);
   const bool changed = !st.last || st.last->outcome != r.outcome;
@@ -86,7 +86,7 @@ void Watchdog::on_result(size_t index, const probes::ProbeResult& r, double late
   } else if (r.outcome != probes::Outcome::ok) {
     spdlog::debug("probe {}/{}: {}: {}", st.service, st.spec->name, probes::to_string(r.outcome), r.reason);
   }
-  st.last = r;
+  st.last = std::move(r);  // kept for the API; moved, not copied (this runs for every probe run)
   st.last->service = st.service;
   ++st.runs;
   pipeline_.on_result(st.service_index, st.probe_index, *st.last);
@@ -123,7 +123,9 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   const bool get = req.method == "GET" || req.method == "HEAD";
   if (path == "/metrics") {
     if (!get) return HttpRes::json_error(405, "use GET");
-    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.serialize()};
+    // Serialised on the server's worker thread: with thousands of probes it takes long enough to
+    // make every probe late if done on the loop. prometheus-cpp's Collect is thread-safe.
+    return {200, "text/plain; version=0.0.4; charset=utf-8", "", [this] { return metrics_.serialize(); }};
   }
   if (path == "/" || path == "/index.html") {
     if (!get) return HttpRes::json_error(405, "use GET");

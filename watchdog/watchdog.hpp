@@ -57,7 +57,7 @@ class Watchdog {
     std::optional<probes::ProbeResult> last;
     std::uint64_t runs = 0;
   };
-  void on_result(size_t index, const probes::ProbeResult& r, double lateness_s);
+  void on_result(size_t index, probes::ProbeResult&& r, double lateness_s);
   void schedule_tick();
   bool ready() const;
   nlohmann::json services_json() const;

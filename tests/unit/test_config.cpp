@@ -62,6 +62,8 @@ const Broken kBroken[] = {
   {"a timeout longer than the interval", R"([{"op":"replace","path":"/services/0/probes/0/timeout","value":"20s"}])", "/services/0/probes/0/timeout", "no longer than the interval"},
   {"an unknown probe kind", R"([{"op":"replace","path":"/services/0/probes/0/kind","value":"icmp"}])", "/services/0/probes/0/kind", "expected one of http, tcp"},
   {"a probe without a name", R"([{"op":"remove","path":"/services/0/probes/0/name"}])", "/services/0/probes/0/name", "required key is missing"},
+  {"a header value that would split the request", R"([{"op":"add","path":"/services/0/probes/0/headers","value":{"X-A":"1\r\nX-B: 2"}}])", "/services/0/probes/0/headers/X-A", "on one line"},
+  {"a header name with a space", R"([{"op":"add","path":"/services/0/probes/0/headers","value":{"X A":"1"}}])", "/services/0/probes/0/headers/X A", "expected an HTTP header name"},
   {"an http probe with a bad url", R"([{"op":"replace","path":"/services/0/probes/0/url","value":"ftp://x/"}])", "/services/0/probes/0/url", "http:// or https://"},
   {"a tcp probe without a port", R"([{"op":"replace","path":"/services/0/probes/1/address","value":"127.0.0.1"}])", "/services/0/probes/1/address", "host:port"},
   {"a bad status range", R"([{"op":"replace","path":"/services/0/probes/0/expect/status","value":"299-200"}])", "/services/0/probes/0/expect/status", "lower bound first"},
