@@ -242,10 +242,13 @@ Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl"
 }
 
 Ledger::~Ledger() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) {
+    if (unsynced_) ::fdatasync(fd_);
+    ::close(fd_);
+  }
 }
 
-LedgerEntry Ledger::append(const std::string& type, const std::string& service, json data, long long ts_ms) {
+LedgerEntry Ledger::append(const std::string& type, const std::string& service, json data, long long ts_ms, Sync sync) {
   LedgerEntry e;
   e.seq = count_ + 1;
   e.ts_ms = ts_ms;
@@ -264,7 +267,12 @@ LedgerEntry Ledger::append(const std::string& type, const std::string& service, 
     }
     off += static_cast<size_t>(n);
   }
-  if (::fdatasync(fd_) != 0) throw std::runtime_error("ledger fdatasync failed: " + std::string(std::strerror(errno)));
+  if (sync == Sync::now || unsynced_ >= 1000) {
+    if (::fdatasync(fd_) != 0) throw std::runtime_error("ledger fdatasync failed: " + std::string(std::strerror(errno)));
+    unsynced_ = 0;
+  } else {
+    ++unsynced_;
+  }
   ++count_;
   head_ = e.hash;
   if (after_append_) after_append_(e);

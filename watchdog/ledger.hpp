@@ -2,8 +2,11 @@
 // The ledger: state_dir/ledger.jsonl, one JSON object a line:
 //   {"seq", "ts", "type", "service", "data", "prev", "hash"}
 // hash = sha256_hex(prev + canonical JSON of the entry without "hash"); canonical JSON is
-// nlohmann's dump() (keys sorted, no spaces). Each append is written and fdatasync'd before it
-// returns, so an effect recorded as done survives a crash. A truncated last line (crash
+// nlohmann's dump() (keys sorted, no spaces). Each append is written and, unless it asks for
+// Sync::deferred, fdatasync'd before it returns, so an effect recorded as done survives a crash.
+// Deferred entries (trigger transitions: evidence, high in volume, nothing is acted on from them
+// after a restart) are synced by the next durable append or on close; a crash can lose only a
+// tail of them, never an entry that came before a durable one. A truncated last line (crash
 // mid-write) is detected; on open it is moved aside and recorded, never silently accepted.
 #include <cstdint>
 #include <functional>
@@ -54,7 +57,8 @@ class Ledger {
   Ledger& operator=(const Ledger&) = delete;
 
   // Appends and syncs; returns the entry. Throws std::runtime_error when the write fails.
-  LedgerEntry append(const std::string& type, const std::string& service, nlohmann::json data, long long ts_ms);
+  enum class Sync { now, deferred };
+  LedgerEntry append(const std::string& type, const std::string& service, nlohmann::json data, long long ts_ms, Sync sync = Sync::now);
   // The entries found at open, for replay (handed over once; the ledger keeps only its head).
   std::vector<LedgerEntry> take_loaded() { return std::move(loaded_); }
   std::uint64_t size() const { return count_; }
@@ -69,6 +73,7 @@ class Ledger {
   std::vector<LedgerEntry> loaded_;
   std::uint64_t count_ = 0;
   std::string head_;  // hash of the last entry
+  int unsynced_ = 0;  // deferred appends not yet fdatasync'd
   std::function<void(const LedgerEntry&)> after_append_;
   std::string crash_type_;
   int crash_count_ = 0;

@@ -65,6 +65,10 @@ class Pipeline {
 
   void on_result(size_t service, size_t probe, const probes::ProbeResult& r);
   void tick(policy::TimePoint now);
+  // Ticks services [first, last) (and expires proposals): the watchdog spreads a second's ticks
+  // over slices so that 10 000 services do not stall the loop at once.
+  void tick(policy::TimePoint now, size_t first, size_t last);
+  size_t services() const { return svcs_.size(); }
   // A person approves or rejects a proposal. `approver` is null when the token was missing or
   // unknown. Every attempt is recorded in the ledger (names, never tokens).
   VoteResult vote(const std::string& proposal_id, const config::Approver* approver, bool approve, const std::string& comment,

@@ -71,6 +71,7 @@ class Watchdog {
   Approvers approvers_;
   std::unique_ptr<Ledger> ledger_;
   boost::asio::steady_timer tick_timer_;
+  size_t tick_slice_ = 0;
   std::vector<ProbeState> probes_;
   std::unique_ptr<Server> server_;
   bool state_dir_ok_ = false;

@@ -136,3 +136,24 @@ TEST_CASE("damage in the middle stops lastgood from opening the ledger", "[ledge
   write_lines(d.ledger(), lines);
   CHECK_THROWS_WITH(Ledger(d.path.string()), Catch::Contains("damaged at line 2"));
 }
+
+TEST_CASE("deferred appends chain like the others and are on disk after close; replay reads only firing transitions", "[ledger]") {
+  Dir d;
+  {
+    Ledger l(d.path.string());
+    l.append("transition", "a", {{"to", "ok"}, {"trigger", "t"}}, 1, Ledger::Sync::deferred);
+    l.append("transition", "a", {{"to", "firing"}, {"trigger", "t"}}, 2, Ledger::Sync::deferred);
+    l.append("decision", "a", {{"kind", "execute"}}, 3);  // durable: syncs the two before it too
+    l.append("transition", "a", {{"to", "ok"}, {"trigger", "t"}}, 4, Ledger::Sync::deferred);
+  }  // closing syncs the deferred tail
+  auto rep = verify_ledger(d.ledger());
+  CHECK(rep.ok);
+  CHECK(rep.entries == 4);
+  Ledger again(d.path.string());
+  auto es = again.take_loaded();
+  REQUIRE(es.size() == 4);
+  CHECK(es[0].data.is_null());  // transitions are verified, not parsed...
+  CHECK(es[1].data["to"] == "firing");  // ...except the firing ones, where incident records start
+  CHECK(es[2].data["kind"] == "execute");
+  CHECK(es[3].prev == es[2].hash);
+}
