@@ -5,7 +5,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test unit integration asan bench-policy clean
+.PHONY: deps build run test unit integration asan bench bench-policy clean
 
 deps:
 	scripts/install-deps
@@ -32,10 +32,18 @@ asan: deps
 	cmake --build build-asan -j $(JOBS) --target unit_tests
 	cd build-asan && ctest --output-on-failure -L unit -j $(JOBS)
 
+# Side by side with blackbox_exporter, monit and wrk on one loopback nginx (about 20 minutes;
+# BENCH_ARGS=--quick for a 2-minute smoke run). Tables go to bench/results/ and docs/benchmarks.md.
+bench:
+	scripts/install-deps --bench
+	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+	cmake --build build-bench -j $(JOBS) --target lastgood
+	LASTGOOD=build-bench/watchdog/lastgood python3 bench/compare.py $(BENCH_ARGS)
+
 # Policy micro-benchmark (Release build; results go in docs/benchmarks.md).
 bench-policy: build
 	$(BUILD)/bench/policy_bench
 	$(BUILD)/bench/ledger_bench
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-bench
