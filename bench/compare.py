@@ -165,36 +165,48 @@ http {{
 
 
 class HungServer:
-    """Accepts connections and never answers (a hung target)."""
+    """Accepts connections, reads and discards what arrives, never answers (a hung target).
+    Connections the client gives up on are closed here too, so descriptors do not pile up."""
 
     def __init__(self):
+        import selectors
+        self.sel = selectors.DefaultSelector()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4096)
+        self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
-        self.held = []
+        self.sel.register(self.sock, 1)
         self.stopped = False
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
     def run(self):
-        self.sock.settimeout(0.2)
         while not self.stopped:
-            try:
-                c, _ = self.sock.accept()
-                self.held.append(c)
-                if len(self.held) > 20000:
-                    self.held.pop(0).close()
-            except OSError:
-                pass
+            for key, _ in self.sel.select(timeout=0.2):
+                if key.fileobj is self.sock:
+                    try:
+                        c, _ = self.sock.accept()
+                        c.setblocking(False)
+                        self.sel.register(c, 1)
+                    except OSError:
+                        pass
+                else:
+                    try:
+                        data = key.fileobj.recv(65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        self.sel.unregister(key.fileobj)
+                        key.fileobj.close()
 
     def close(self):
         self.stopped = True
         self.thread.join()
-        for c in self.held:
-            c.close()
-        self.sock.close()
+        for key in list(self.sel.get_map().values()):
+            key.fileobj.close()
+        self.sel.close()
 
 
 # ---- lastgood -----------------------------------------------------------------------------------
@@ -600,6 +612,11 @@ def report(res, args):
     return "\n".join(out)
 
 
+def save_partial(res):
+    with open(os.path.join(ROOT, "bench", "results", "partial.json"), "w") as f:
+        json.dump(res, f)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
@@ -620,6 +637,9 @@ def main():
             sys.exit(f"{tool} is missing: run scripts/install-deps --bench (or make bench)")
     if not os.access(LASTGOOD, os.X_OK):
         sys.exit(f"{LASTGOOD} is missing: make bench builds it")
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if INFRA_CPU is not None:
         os.sched_setaffinity(0, {int(INFRA_CPU)})  # this driver (and the blackbox load client) beside nginx
     work = tempfile.mkdtemp(prefix="lastgood-bench-")
@@ -640,6 +660,7 @@ def main():
                     x = run_lastgood(work, nginx, int(n), args.seconds, args.warmup)
                     res.setdefault("lastgood", {}).setdefault(n, []).append(x)
                     print("lastgood", x, flush=True)
+                    save_partial(res)
             if "blackbox" in only:
                 for n in args.bb_sizes.split(","):
                     x = run_blackbox(work, nginx, int(n), args.seconds, args.warmup)
@@ -655,6 +676,7 @@ def main():
                     x = run_lastgood(work, nginx, int(n), args.seconds, args.warmup, hung=hung)
                     res.setdefault("hung", {}).setdefault(n, []).append(x)
                     print("lastgood hung", x, flush=True)
+                    save_partial(res)
                     if int(n) <= 1000:
                         y = run_monit(work, nginx, int(n), args.seconds, args.warmup, hung=hung)
                         res.setdefault("monit_hung", {}).setdefault(n, []).append(y)
