@@ -15,7 +15,8 @@ ServicePolicy::ServicePolicy(ServiceSpec spec) : spec_(std::move(spec)) {
       const bool watched = t.probe ? *t.probe == spec_.probes[pi].name : !spec_.probes[pi].reference;
       if (watched) pt.probes.push_back(pi);
     }
-    if (t.rule.kind != "spread") {
+    pt.spread = RuleState::kind_of(t.rule.kind) == RuleState::Kind::spread;
+    if (!pt.spread) {
       for (size_t pi : pt.probes) {
         pt.rules.push_back(std::make_unique<RuleState>(spec_.triggers[ti].rule, probes_[pi].window));
         pt.per_probe.push_back(Verdict{true, false, {}});
@@ -49,7 +50,7 @@ std::pair<int, int> ServicePolicy::impact() const {
 
 Verdict ServicePolicy::evaluate(PerTrigger& t, const Trigger& spec, TimePoint now, std::optional<size_t> only_probe) {
   auto [failing, watched] = impact();
-  if (spec.rule.kind == "spread") {
+  if (t.spread) {
     Verdict v;
     int known = 0, fails = 0;
     for (size_t pi : t.probes) {
@@ -166,7 +167,7 @@ Decision ServicePolicy::decide_for(const Trigger& spec, const Evidence& evidence
 Evidence ServicePolicy::described(size_t ti, TimePoint now) const {
   const auto& t = triggers_[ti];
   Evidence e = t.last.evidence;
-  if (spec_.triggers[ti].rule.kind == "spread") {
+  if (t.spread) {
     e.measure = "failing_share";
   } else if (t.last_pick >= 0) {
     const size_t k = static_cast<size_t>(t.last_pick);
@@ -201,9 +202,8 @@ Events ServicePolicy::on_sample(size_t pi, const Sample& s, bool defer) {
   for (size_t ti = 0; ti < triggers_.size(); ++ti) {
     auto& t = triggers_[ti];
     const bool watches = std::find(t.probes.begin(), t.probes.end(), pi) != t.probes.end();
-    const bool spread = spec_.triggers[ti].rule.kind == "spread";
-    if (!watches && !spread) continue;
-    step(ti, evaluate(t, spec_.triggers[ti], s.at, spread ? std::nullopt : std::optional<size_t>(pi)), s.at, defer, out);
+    if (!watches && !t.spread) continue;
+    step(ti, evaluate(t, spec_.triggers[ti], s.at, t.spread ? std::nullopt : std::optional<size_t>(pi)), s.at, defer, out);
   }
   // Keep only what the longest rule of this probe still needs.
   std::uint64_t keep_from = p.window.end_seq();

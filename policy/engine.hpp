@@ -98,6 +98,7 @@ class ServicePolicy {
     TriggerMachine machine;
     Verdict last;
     int last_pick = -1;                             // which per_probe verdict `last` came from
+    bool spread = false;                            // a spread rule (service-wide), fixed at construction
   };
 
   Verdict evaluate(PerTrigger& t, const Trigger& spec, TimePoint now, std::optional<size_t> only_probe);

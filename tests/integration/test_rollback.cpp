@@ -24,21 +24,8 @@ using lastgood::watchdog::LedgerEntry;
 namespace {
 
 std::pair<int, std::string> http_req(unsigned short port, http::verb verb, const std::string& target) {
-  asio::io_context ioc;
-  beast::tcp_stream s(ioc);
-  s.expires_after(std::chrono::seconds(5));
-  boost::system::error_code ec;
-  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
-  if (ec) return {0, ec.message()};
-  http::request<http::string_body> req{verb, target, 11};
-  req.set(http::field::host, "127.0.0.1");
-  req.prepare_payload();
-  http::write(s, req, ec);
-  beast::flat_buffer buf;
-  http::response<http::string_body> res;
-  http::read(s, buf, res, ec);
-  if (ec) return {0, ec.message()};
-  return {static_cast<int>(res.result_int()), res.body()};
+  auto r = http_call(port, std::string(http::to_string(verb)), target);
+  return {r.status, r.body};
 }
 
 json service_config(const fs::path& site, const std::string& url, json deployment) {
