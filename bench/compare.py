@@ -650,37 +650,28 @@ def main():
     try:
         for r in range(args.runs):
             print(f"--- run {r + 1}/{args.runs}", flush=True)
+            def record(group, key, x):
+                res.setdefault(group, {}).setdefault(key, []).append(x)
+                print(group, x, flush=True)
+                save_partial(res)
+
             if "wrk" in only:
                 for ka in (True, False):
-                    x = run_wrk(nginx, ka, min(args.seconds, 10))
-                    res.setdefault("wrk", {}).setdefault("keep-alive" if ka else "Connection: close", []).append(x)
-                    print("wrk", x, flush=True)
+                    record("wrk", "keep-alive" if ka else "Connection: close", run_wrk(nginx, ka, min(args.seconds, 10)))
             if "lastgood" in only:
                 for n in args.sizes.split(","):
-                    x = run_lastgood(work, nginx, int(n), args.seconds, args.warmup)
-                    res.setdefault("lastgood", {}).setdefault(n, []).append(x)
-                    print("lastgood", x, flush=True)
-                    save_partial(res)
+                    record("lastgood", n, run_lastgood(work, nginx, int(n), args.seconds, args.warmup))
             if "blackbox" in only:
                 for n in args.bb_sizes.split(","):
-                    x = run_blackbox(work, nginx, int(n), args.seconds, args.warmup)
-                    res.setdefault("blackbox", {}).setdefault(n, []).append(x)
-                    print("blackbox", x, flush=True)
+                    record("blackbox", n, run_blackbox(work, nginx, int(n), args.seconds, args.warmup))
             if "monit" in only:
                 for n in args.monit_sizes.split(","):
-                    x = run_monit(work, nginx, int(n), args.seconds, args.warmup)
-                    res.setdefault("monit", {}).setdefault(n, []).append(x)
-                    print("monit", x, flush=True)
+                    record("monit", n, run_monit(work, nginx, int(n), args.seconds, args.warmup))
             if "hung" in only:
                 for n in args.hung_sizes.split(","):
-                    x = run_lastgood(work, nginx, int(n), args.seconds, args.warmup, hung=hung)
-                    res.setdefault("hung", {}).setdefault(n, []).append(x)
-                    print("lastgood hung", x, flush=True)
-                    save_partial(res)
-                    if int(n) <= 1000:
-                        y = run_monit(work, nginx, int(n), args.seconds, args.warmup, hung=hung)
-                        res.setdefault("monit_hung", {}).setdefault(n, []).append(y)
-                        print("monit hung", y, flush=True)
+                    record("hung", n, run_lastgood(work, nginx, int(n), args.seconds, args.warmup, hung=hung))
+                    if int(n) <= 1000:  # monit checks hosts in turn: 10 000 with 1 000 hung is a ~2 000 s cycle
+                        record("monit_hung", n, run_monit(work, nginx, int(n), args.seconds, args.warmup, hung=hung))
             if "latency" in only:
                 for _ in range(2 if args.runs > 1 else 1):
                     x = run_latency(work)

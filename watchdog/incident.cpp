@@ -45,6 +45,13 @@ std::string describe_evidence(const json& ev) {
 
 long long review_hours(const std::string& severity) { return severity == "P0" ? 24 : 48; }
 
+// The follow-up review's questions: one list for the JSON and the Markdown.
+std::vector<std::string> review_questions(const Incident& i) {
+  return {"What changed in " + i.release_from + ", and why did it break " + i.trigger + "?",
+          "Why did the checks before release not catch it?", "Was detection fast enough, and was the rollback the right call?",
+          "What will stop it happening again (owners and dates)?"};
+}
+
 }  // namespace
 
 Incident* Incidents::get(const std::string& id) {
@@ -228,11 +235,7 @@ json Incidents::to_json(const Incident& i) {
             {"due_by_iso", iso8601(i.review_due_ms)},
             {"within_hours", review_hours(i.severity)},
             {"status", "open"},
-            {"questions",
-             {"What changed in " + i.release_from + ", and why did it break " + i.trigger + "?",
-              "Why did the checks before release not catch it?",
-              "Was detection fast enough, and was the rollback the right call?",
-              "What will stop it happening again (owners and dates)?"}}}}};
+            {"questions", review_questions(i)}}}};
 }
 
 std::string Incidents::to_markdown(const Incident& i) {
@@ -299,10 +302,8 @@ std::string Incidents::to_markdown(const Incident& i) {
   o << "\n## Follow-up review\n\n";
   o << "Root-cause analysis due by **" << iso8601(i.review_due_ms) << "** (within " << review_hours(i.severity) << " h of the rollback for "
     << i.severity << ").\n\n";
-  o << "- [ ] What changed in " << i.release_from << ", and why did it break " << i.trigger << "?\n";
-  o << "- [ ] Why did the checks before release not catch it?\n";
-  o << "- [ ] Was detection fast enough, and was the rollback the right call?\n";
-  o << "- [ ] What will stop it happening again (owners and dates)?\n\n";
+  for (const auto& q : review_questions(i)) o << "- [ ] " << q << "\n";
+  o << "\n";
   o << "Owner: \n\nFindings: \n";
   return o.str();
 }
