@@ -32,6 +32,15 @@ size_t Scheduler::add(std::unique_ptr<probes::Probe> probe) {
 
 void Scheduler::start() {
   running_ = true;
+  // Runs are planned on a grid sized from the total rate (Cadence::grid_for): probes due in the
+  // same slot start in one wake-up. The planned time is the grid point, so lateness measures the
+  // loop's own delay.
+  double rate = 0;
+  for (const auto& e : entries_) rate += 1.0 / std::chrono::duration<double>(e->cadence.interval()).count();
+  for (auto& e : entries_) {
+    const auto interval = e->cadence.interval();
+    e->cadence = Cadence(interval, e->cadence.jitter(), Cadence::grid_for(interval, rate));
+  }
   for (size_t i = 0; i < entries_.size(); ++i) {
     asio::co_spawn(ioc_, loop(*entries_[i], i), [name = entries_[i]->probe->spec().name](std::exception_ptr ep) {
       if (!ep) return;
@@ -55,19 +64,8 @@ void Scheduler::stop() {
 asio::awaitable<void> Scheduler::loop(Entry& e, size_t index) {
   std::uniform_real_distribution<double> uni(0.0, 1.0);
   auto planned = e.cadence.first(Clock::now(), uni(rng_));
-  // Timer slack: runs wake on a grid of min(5 ms, interval / 100), so that probes due within the
-  // same few milliseconds start in one wake-up of the loop instead of one each. Measured at 10 000
-  // probes/s: 35-48 us of CPU per probe instead of 47-64; within noise at 100 and 1 000 (see
-  // docs/benchmarks.md). Lateness is still measured from the planned time, so the slack shows in
-  // the metric.
-  const auto slack = std::min<Clock::duration>(std::chrono::milliseconds(5), e.cadence.interval() / 100);
-  auto on_grid = [&](Clock::time_point t) {
-    if (slack <= Clock::duration::zero()) return t;
-    const auto since = t.time_since_epoch();
-    return Clock::time_point((since + slack - Clock::duration(1)) / slack * slack);
-  };
   while (!e.stopped) {
-    e.timer.expires_at(on_grid(planned));
+    e.timer.expires_at(planned);
     auto [ec] = co_await e.timer.async_wait(asio::as_tuple(asio::use_awaitable));
     if (e.stopped) break;
     (void)ec;

@@ -63,8 +63,12 @@ void Watchdog::schedule_tick() {
   // Windows slide and `for` / `recover_after` run out even when no result arrives. Every service
   // is ticked once a second, a tenth of them every 100 ms: with 10 000 services one tick of all
   // of them held the loop for tens of milliseconds, and every probe due then started late.
+  // Ticks fall on 100 ms boundaries of the steady clock, which are also boundaries of every probe
+  // slot (Cadence::grid_for), so a tick shares its wake-up with the probes due then.
   constexpr size_t kSlices = 10;
-  tick_timer_.expires_after(std::chrono::milliseconds(1000 / kSlices));
+  constexpr auto kStep = std::chrono::milliseconds(1000 / kSlices);
+  const auto since = std::chrono::steady_clock::now().time_since_epoch();
+  tick_timer_.expires_at(std::chrono::steady_clock::time_point(since / kStep * kStep + kStep));
   tick_timer_.async_wait([this](boost::system::error_code ec) {
     if (ec || !scheduler_.running()) return;
     const size_t n = pipeline_.services(), per = (n + kSlices - 1) / kSlices;

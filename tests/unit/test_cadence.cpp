@@ -71,3 +71,43 @@ TEST_CASE("a fake-clock run of a probe never overlaps itself and keeps its avera
     CHECK(skipped_total > 0);  // overruns skip slots rather than bunching runs
   }
 }
+
+TEST_CASE("runs are planned on a grid sized from the total rate", "[scheduler]") {
+  // About 100 runs per slot, at most a tenth of the interval, and always a divisor of 100 ms.
+  CHECK(Cadence::grid_for(1s, 100) == 100ms);
+  CHECK(Cadence::grid_for(1s, 1000) == 100ms);
+  CHECK(Cadence::grid_for(1s, 3000) == 20ms);
+  CHECK(Cadence::grid_for(1s, 10000) == 10ms);
+  CHECK(Cadence::grid_for(200ms, 50) == 20ms);
+  CHECK(Cadence::grid_for(60s, 10) == 100ms);
+  CHECK(Cadence::grid_for(5ms, 10) == Cadence::Duration::zero());  // too short for any grid
+  for (auto g : {1ms, 2ms, 5ms, 10ms, 20ms, 50ms, 100ms}) CHECK(100ms % g == 0ms);
+
+  Cadence c(1s, 0.10, 20ms);
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> uni(0, 1);
+  TP now = TP{} + 123457us;
+  TP planned = c.first(now, uni(rng));
+  CHECK(planned >= now);
+  const TP start = planned;
+  for (int i = 0; i < 1000; ++i) {
+    REQUIRE(planned.time_since_epoch() % 20ms == 0ms);
+    TP n = c.next(planned, planned + 3ms, uni(rng));
+    REQUIRE(n - planned >= 900ms - 10ms);  // jitter, then to the nearest slot
+    REQUIRE(n - planned <= 1100ms + 10ms);
+    planned = n;
+  }
+  // Rounding to the nearest slot keeps the average rate: 1000 runs take about 1000 intervals.
+  CHECK(planned - start > 990s);
+  CHECK(planned - start < 1010s);
+  CHECK(c.nearest(TP{} + 40ms) == TP{} + 40ms);
+  CHECK(c.nearest(TP{} + 49ms) == TP{} + 40ms);
+  CHECK(c.nearest(TP{} + 51ms) == TP{} + 60ms);
+  // A run that ends after the nearest slot moves to the first slot after it ends.
+  Cadence g(1s, 0.10, 20ms);
+  CHECK(g.next(TP{}, TP{} + 1005ms, 0.545) == TP{} + 1020ms);  // planned 1009 ms: nearest 1000 ms
+  CHECK(g.next(TP{}, TP{} + 999ms, 0.5) == TP{} + 1000ms);
+  int skipped = 0;
+  CHECK(g.next(TP{}, TP{} + 1200ms, 0.5, &skipped) == TP{} + 2000ms);  // overran the next run: skipped
+  CHECK(skipped == 1);
+}
