@@ -1,5 +1,8 @@
 #include "watchdog/metrics.hpp"
 
+#include <charconv>
+#include <cmath>
+
 #include <prometheus/text_serializer.h>
 
 #include "lastgood/version.hpp"
@@ -8,13 +11,6 @@ namespace lastgood::watchdog {
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   auto& r = *registry_;
-  probe_duration_ = &prometheus::BuildHistogram().Name("lastgood_probe_duration_seconds").Help("Duration of probe runs.").Register(r);
-  probes_total_ = &prometheus::BuildCounter().Name("lastgood_probes_total").Help("Probe runs by outcome (ok, fail, error).").Register(r);
-  probe_success_ = &prometheus::BuildGauge().Name("lastgood_probe_success").Help("1 when the probe's last run was ok, else 0.").Register(r);
-  trigger_state_ = &prometheus::BuildGauge()
-                        .Name("lastgood_trigger_state")
-                        .Help("1 for the current state of each trigger (ok, pending, firing, inconclusive), else 0.")
-                        .Register(r);
   breaches_ = &prometheus::BuildCounter().Name("lastgood_breaches_total").Help("Triggers that began firing.").Register(r);
   decisions_ = &prometheus::BuildCounter().Name("lastgood_decisions_total").Help("Decisions made, by kind (alert, propose, execute, hold).").Register(r);
   release_info_ = &prometheus::BuildGauge()
@@ -55,31 +51,80 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
       .Set(1);
 }
 
+namespace {
+
+constexpr const char* kTriggerStates[] = {"ok", "pending", "firing", "inconclusive"};
+
+// A label value as the text format wants it: backslash, double quote and newline escaped.
+std::string escaped(const std::string& v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+// Values as prometheus-cpp's TextSerializer writes them (shortest round trip; +Inf, -Inf, Nan).
+void put_value(std::string& out, double v) {
+  if (std::isnan(v)) {
+    out += "Nan";
+  } else if (std::isinf(v)) {
+    out += v < 0 ? "-Inf" : "+Inf";
+  } else {
+    char buf[64];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, ec == std::errc() ? end : buf);
+  }
+}
+void put_value(std::string& out, std::uint64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, end);
+}
+
+void header(std::string& out, const char* name, const char* help, const char* type) {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n# TYPE ").append(name).append(" ").append(type).append("\n");
+}
+
+}  // namespace
+
 Metrics::ProbeHandles Metrics::probe_handles(const std::string& service, const std::string& probe) {
-  static const prometheus::Histogram::BucketBoundaries buckets{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-  ProbeHandles h{};
-  h.duration = &probe_duration_->Add({{"service", service}, {"probe", probe}}, buckets);
-  h.ok = &probes_total_->Add({{"service", service}, {"probe", probe}, {"outcome", "ok"}});
-  h.fail = &probes_total_->Add({{"service", service}, {"probe", probe}, {"outcome", "fail"}});
-  h.error = &probes_total_->Add({{"service", service}, {"probe", probe}, {"outcome", "error"}});
-  h.success = &probe_success_->Add({{"service", service}, {"probe", probe}});
-  return h;
+  std::lock_guard lock(cells_mu_);
+  auto& c = probe_cells_.emplace_back();
+  c.labels = "probe=\"" + escaped(probe) + "\",service=\"" + escaped(service) + "\"";
+  return ProbeHandles{&c};
 }
 
 void Metrics::record(const ProbeHandles& h, const probes::ProbeResult& r, double lateness_seconds) {
-  h.duration->Observe(r.timing.total.count() / 1000.0);
-  switch (r.outcome) {
-    case probes::Outcome::ok: h.ok->Increment(); break;
-    case probes::Outcome::fail: h.fail->Increment(); break;
-    case probes::Outcome::error: h.error->Increment(); break;
-  }
-  h.success->Set(r.outcome == probes::Outcome::ok ? 1 : 0);
+  auto bump = [](std::atomic<std::uint64_t>& a) { a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); };
+  ProbeCell& c = *h.cell;
+  const double seconds = r.timing.total.count() / 1000.0;
+  size_t b = 0;
+  while (b < kDurationBuckets.size() && seconds > kDurationBuckets[b]) ++b;
+  bump(c.in_bucket[b]);
+  c.sum.store(c.sum.load(std::memory_order_relaxed) + seconds, std::memory_order_relaxed);
+  bump(c.runs[static_cast<size_t>(r.outcome)]);
+  c.success.store(r.outcome == probes::Outcome::ok ? 1 : 0, std::memory_order_relaxed);
   lateness_->Observe(lateness_seconds < 0 ? 0 : lateness_seconds);
 }
 
 void Metrics::trigger_state(const std::string& service, const std::string& trigger, const char* state) {
-  for (const char* st : {"ok", "pending", "firing", "inconclusive"})
-    trigger_state_->Add({{"service", service}, {"trigger", trigger}, {"state", st}}).Set(std::string_view(st) == state ? 1 : 0);
+  std::uint8_t index = 0;
+  while (index < 3 && std::string_view(kTriggerStates[index]) != state) ++index;
+  std::string key = service + '\0' + trigger;
+  auto it = trigger_index_.find(key);
+  if (it == trigger_index_.end()) {
+    std::lock_guard lock(cells_mu_);
+    auto& c = trigger_cells_.emplace_back();
+    c.service = escaped(service);
+    c.trigger = escaped(trigger);
+    it = trigger_index_.emplace(std::move(key), &c).first;
+  }
+  it->second->state.store(index, std::memory_order_relaxed);
 }
 
 void Metrics::breach(const std::string& service, const std::string& trigger, const char* severity) {
@@ -104,6 +149,58 @@ void Metrics::rollback(const std::string& service, const std::string& deployment
   rollback_duration_->Observe(seconds);
 }
 
-std::string Metrics::serialize() const { return prometheus::TextSerializer{}.Serialize(registry_->Collect()); }
+void Metrics::write_cells(std::string& out) const {
+  std::lock_guard lock(cells_mu_);
+  out.reserve(out.size() + probe_cells_.size() * 1500 + trigger_cells_.size() * 300);
+  const auto load = [](const auto& a) { return a.load(std::memory_order_relaxed); };
+
+  header(out, "lastgood_probe_duration_seconds", "Duration of probe runs.", "histogram");
+  for (const auto& c : probe_cells_) {
+    std::uint64_t count = 0;
+    for (const auto& b : c.in_bucket) count += load(b);
+    out.append("lastgood_probe_duration_seconds_count{").append(c.labels).append("} ");
+    put_value(out, count);
+    out.append("\nlastgood_probe_duration_seconds_sum{").append(c.labels).append("} ");
+    put_value(out, load(c.sum));
+    out += '\n';
+    std::uint64_t cumulative = 0;
+    for (size_t i = 0; i <= kDurationBuckets.size(); ++i) {
+      cumulative += load(c.in_bucket[i]);
+      out.append("lastgood_probe_duration_seconds_bucket{").append(c.labels).append(",le=\"");
+      if (i < kDurationBuckets.size()) put_value(out, kDurationBuckets[i]);
+      else out += "+Inf";
+      out.append("\"} ");
+      put_value(out, cumulative);
+      out += '\n';
+    }
+  }
+  header(out, "lastgood_probes_total", "Probe runs by outcome (ok, fail, error).", "counter");
+  for (const auto& c : probe_cells_) {
+    for (size_t o = 0; o < 3; ++o) {
+      out.append("lastgood_probes_total{outcome=\"").append(probes::to_string(static_cast<probes::Outcome>(o))).append("\",");
+      out.append(c.labels).append("} ");
+      put_value(out, load(c.runs[o]));
+      out += '\n';
+    }
+  }
+  header(out, "lastgood_probe_success", "1 when the probe's last run was ok, else 0.", "gauge");
+  for (const auto& c : probe_cells_) {
+    out.append("lastgood_probe_success{").append(c.labels).append(load(c.success) ? "} 1\n" : "} 0\n");
+  }
+  header(out, "lastgood_trigger_state", "1 for the current state of each trigger (ok, pending, firing, inconclusive), else 0.", "gauge");
+  for (const auto& c : trigger_cells_) {
+    const auto state = load(c.state);
+    for (std::uint8_t i = 0; i < 4; ++i) {
+      out.append("lastgood_trigger_state{service=\"").append(c.service).append("\",state=\"").append(kTriggerStates[i]);
+      out.append("\",trigger=\"").append(c.trigger).append(state == i ? "\"} 1\n" : "\"} 0\n");
+    }
+  }
+}
+
+std::string Metrics::serialize() const {
+  std::string out = prometheus::TextSerializer{}.Serialize(registry_->Collect());
+  write_cells(out);
+  return out;
+}
 
 }  // namespace lastgood::watchdog

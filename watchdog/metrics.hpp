@@ -1,8 +1,21 @@
 #pragma once
 // lastgood's Prometheus metrics (names: design.md). Served by our own Beast server.
+//
+// The series that exist once per probe or per trigger (lastgood_probe_duration_seconds,
+// lastgood_probes_total, lastgood_probe_success, lastgood_trigger_state) live in compact cells
+// written straight to text at scrape time. prometheus-cpp keeps a label map and a hash-table
+// entry per series and copies every series into a MetricFamily at each Collect(): at 10 000
+// probes that was about 60 MB resident plus as much again during each scrape
+// (docs/benchmarks.md). Everything else stays in prometheus-cpp's registry.
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -18,13 +31,21 @@ class Metrics {
  public:
   Metrics();
 
+  // lastgood_probe_duration_seconds's bucket bounds.
+  static constexpr std::array<double, 11> kDurationBuckets{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+  // One probe's series. Written by the event loop only (so plain load and store, no
+  // read-modify-write), read by the scrape on the server's worker thread.
+  struct ProbeCell {
+    std::string labels;                                             // probe="…",service="…"
+    std::array<std::atomic<std::uint64_t>, 3> runs{};               // ok, fail, error
+    std::array<std::atomic<std::uint64_t>, kDurationBuckets.size() + 1> in_bucket{};  // not cumulative; last: above all bounds
+    std::atomic<double> sum{0};
+    std::atomic<std::uint8_t> success{0};
+  };
   // Handles for one probe, made once so that recording a run needs no label lookups.
   struct ProbeHandles {
-    prometheus::Histogram* duration;
-    prometheus::Counter* ok;
-    prometheus::Counter* fail;
-    prometheus::Counter* error;
-    prometheus::Gauge* success;
+    ProbeCell* cell = nullptr;
   };
   ProbeHandles probe_handles(const std::string& service, const std::string& probe);
   void record(const ProbeHandles& h, const probes::ProbeResult& r, double lateness_seconds);
@@ -48,11 +69,17 @@ class Metrics {
   prometheus::Registry& registry() { return *registry_; }
 
  private:
+  struct TriggerCell {
+    std::string service, trigger;  // escaped for a label value
+    std::atomic<std::uint8_t> state{0};
+  };
+  void write_cells(std::string& out) const;
+
   std::shared_ptr<prometheus::Registry> registry_;
-  prometheus::Family<prometheus::Histogram>* probe_duration_;
-  prometheus::Family<prometheus::Counter>* probes_total_;
-  prometheus::Family<prometheus::Gauge>* probe_success_;
-  prometheus::Family<prometheus::Gauge>* trigger_state_;
+  mutable std::mutex cells_mu_;  // adding cells vs a scrape walking them
+  std::deque<ProbeCell> probe_cells_;
+  std::deque<TriggerCell> trigger_cells_;
+  std::unordered_map<std::string, TriggerCell*> trigger_index_;  // service '\0' trigger
   prometheus::Family<prometheus::Counter>* breaches_;
   prometheus::Family<prometheus::Counter>* decisions_;
   prometheus::Family<prometheus::Gauge>* release_info_;
