@@ -38,7 +38,7 @@ std::string snippet(const std::string& s, size_t n = 80) {
 class HttpProbe final : public Probe {
  public:
   HttpProbe(asio::any_io_executor ex, std::string service, const config::Probe& spec)
-      : ex_(std::move(ex)), service_(std::move(service)), spec_(spec), http_(std::get<config::HttpProbe>(spec.spec)) {
+      : ex_(std::move(ex)), service_(std::move(service)), spec_(spec), http_(std::get<config::HttpProbe>(spec_.spec)) {
     url_ = *parse_url(http_.url);  // validated at load
     if (url_.tls()) {
       if (http_.insecure_skip_verify)
@@ -83,8 +83,9 @@ class HttpProbe final : public Probe {
       }
       target = *next;
     }
-    r.details["connections_opened"] = conn_->connections_opened();
-    if (redirects) r.details["redirects"] = redirects;
+    auto& details = r.http.emplace();
+    details.connections_opened = conn_->connections_opened();
+    details.redirects = redirects;
 
     if (auto* err = std::get_if<HttpError>(&res)) {
       r.timing.total = Clock::now() - (deadline - spec_.timeout);
@@ -108,8 +109,8 @@ class HttpProbe final : public Probe {
     r.timing.tls = resp.tls_ms;
     r.timing.first_byte = resp.first_byte_ms;
     r.timing.total = resp.total_ms;
-    r.details["reused_connection"] = resp.reused_connection;
-    r.details["body_bytes"] = resp.body.size();
+    details.reused_connection = resp.reused_connection;
+    details.body_bytes = resp.body.size();
     const auto& ex = http_.expect;
 
     bool status_ok = false;
@@ -141,7 +142,7 @@ class HttpProbe final : public Probe {
       r.failures.push_back({"max_latency", "took " + fmt_ms(r.timing.total.count()) + ", max " + config::format_duration(*ex.max_latency)});
     if (resp.cert_not_after) {
       auto left = std::chrono::duration_cast<std::chrono::seconds>(*resp.cert_not_after - std::chrono::system_clock::now());
-      r.details["cert_expires_in_s"] = left.count();
+      details.cert_expires_in_s = left.count();
       if (ex.cert_valid_for && left < *ex.cert_valid_for) {
         auto days = left.count() / 86400.0;
         char buf[64];
@@ -157,7 +158,7 @@ class HttpProbe final : public Probe {
   asio::any_io_executor ex_;
   std::string service_;
   config::Probe spec_;
-  config::HttpProbe http_;
+  const config::HttpProbe& http_;  // inside spec_: one copy of the config per probe
   Url url_;
   std::shared_ptr<asio::ssl::context> tls_;
   std::optional<std::regex> body_re_;

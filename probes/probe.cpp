@@ -51,7 +51,15 @@ nlohmann::json ProbeResult::to_json() const {
   if (timing.first_byte) j["first_byte_ms"] = timing.first_byte->count();
   if (http_status) j["http_status"] = *http_status;
   if (observed_release) j["observed_release"] = *observed_release;
-  if (!details.empty()) j["details"] = details;
+  nlohmann::json d = details;
+  if (http) {
+    d["connections_opened"] = http->connections_opened;
+    if (http->redirects) d["redirects"] = http->redirects;
+    if (http->reused_connection) d["reused_connection"] = *http->reused_connection;
+    if (http->body_bytes) d["body_bytes"] = *http->body_bytes;
+    if (http->cert_expires_in_s) d["cert_expires_in_s"] = *http->cert_expires_in_s;
+  }
+  if (!d.empty()) j["details"] = std::move(d);
   return j;
 }
 

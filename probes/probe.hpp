@@ -32,6 +32,16 @@ struct Timing {
   ms total{0};
 };
 
+// What an HTTP run saw of its connection, kept as plain fields: a result is made for every run
+// and the last one of each probe is kept, so no map is built per run.
+struct HttpDetails {
+  int connections_opened = 0;
+  int redirects = 0;
+  std::optional<bool> reused_connection;  // absent when no response came
+  std::optional<std::size_t> body_bytes;
+  std::optional<long long> cert_expires_in_s;
+};
+
 struct ProbeResult {
   std::string service;
   std::string probe;
@@ -42,7 +52,8 @@ struct ProbeResult {
   Timing timing;
   std::optional<int> http_status;
   std::optional<std::string> observed_release;
-  nlohmann::json details = nlohmann::json::object();
+  std::optional<HttpDetails> http;                 // shown under "details" in to_json()
+  nlohmann::json details = nlohmann::json::object();  // other probe kinds' findings
 
   nlohmann::json to_json() const;
 };

@@ -154,7 +154,7 @@ TEST_CASE("a kept-alive connection the server closed is replaced transparently",
   auto second = run_sync(ioc, p->run());  // the reused socket is dead: one reconnect, still ok
   INFO(second.reason);
   CHECK(second.outcome == probes::Outcome::ok);
-  CHECK(second.details["connections_opened"] == 2);
+  CHECK(second.to_json()["details"]["connections_opened"] == 2);
 }
 
 TEST_CASE("the scheduler keeps a healthy probe on time while hostile targets hang", "[hostile]") {

@@ -101,7 +101,7 @@ TEST_CASE("http probe reuses its keep-alive connection across runs, as nginx's a
   for (int i = 0; i < 4; ++i) {
     auto r = run_once(*p, ioc);
     REQUIRE(r.outcome == probes::Outcome::ok);
-    CHECK(r.details["reused_connection"] == (i > 0));
+    CHECK(r.to_json()["details"]["reused_connection"] == (i > 0));
   }
   REQUIRE(wait_until([&] { return nginx.logged_connections().size() == 4; }, std::chrono::seconds(5)));
   auto conns = nginx.logged_connections();
@@ -121,8 +121,9 @@ TEST_CASE("https probe verifies the certificate chain and the host name", "[ngin
     INFO(r.reason);
     CHECK(r.outcome == probes::Outcome::ok);
     CHECK(r.timing.tls.has_value());
-    REQUIRE(r.details.contains("cert_expires_in_s"));
-    CHECK(r.details["cert_expires_in_s"].get<long>() > 19 * 86400);
+    REQUIRE(r.http);
+    REQUIRE(r.http->cert_expires_in_s);
+    CHECK(r.to_json()["details"]["cert_expires_in_s"].get<long>() > 19 * 86400);
   }
   SECTION("cert_valid_for fails when the certificate expires sooner") {
     auto r = probe_once(http_probe(nginx.tls_url("localhost"), {{"ca_file", pki.ca_cert.string()}, {"expect", {{"cert_valid_for", "30d"}}}}));
