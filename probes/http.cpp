@@ -48,9 +48,19 @@ class HttpProbe final : public Probe {
     }
     if (http_.expect.body_matches) body_re_.emplace(*http_.expect.body_matches);
     conn_ = std::make_unique<HttpConnection>(ex_, url_, tls_);
+    request_ = conn_->serialize(make_request(url_));
   }
 
   const config::Probe& spec() const override { return spec_; }
+
+  HttpRequest make_request(const Url& target) const {
+    HttpRequest req;
+    req.method = http_.method;
+    req.target = target.target;
+    for (const auto& [k, v] : http_.headers) req.headers.emplace_back(k, v);
+    if (http_.body) req.body = *http_.body;
+    return req;
+  }
 
   asio::awaitable<ProbeResult> run() override {
     ProbeResult r = begin_result(service_, spec_.name);
@@ -62,12 +72,12 @@ class HttpProbe final : public Probe {
     int redirects = 0;
     HttpResult res;
     for (;;) {
-      HttpRequest req;
-      req.method = http_.method;
-      req.target = target.target;
-      for (const auto& [k, v] : http_.headers) req.headers.emplace_back(k, v);
-      if (http_.body) req.body = *http_.body;
-      res = co_await conn->request(std::move(req), deadline, http_.max_body_bytes);
+      if (redirects == 0) {  // the configured URL: the bytes made at construction
+        if (auto* bad = std::get_if<HttpError>(&request_)) res = *bad;
+        else res = co_await conn->request(std::get<std::string>(request_), http_.method == "HEAD", deadline, http_.max_body_bytes);
+      } else {
+        res = co_await conn->request(make_request(target), deadline, http_.max_body_bytes);
+      }
       auto* resp = std::get_if<HttpResponse>(&res);
       if (!resp || resp->status < 300 || resp->status > 399 || redirects >= http_.follow_redirects) break;
       auto loc = resp->header("Location");
@@ -163,6 +173,7 @@ class HttpProbe final : public Probe {
   std::shared_ptr<asio::ssl::context> tls_;
   std::optional<std::regex> body_re_;
   std::unique_ptr<HttpConnection> conn_;
+  std::variant<std::string, HttpError> request_;  // the configured request's bytes
 };
 
 }  // namespace

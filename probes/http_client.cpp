@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <cstring>
 #include <ctime>
 #include <regex>
 
@@ -11,9 +13,8 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/string.hpp>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -22,7 +23,6 @@ namespace lastgood::probes {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
@@ -58,10 +58,17 @@ std::optional<Url> resolve_location(const Url& base, const std::string& location
 }
 
 std::optional<std::string> HttpResponse::header(std::string_view name) const {
-  for (const auto& [k, v] : headers) {
-    if (k.size() == name.size() &&
-        std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
-      return v;
+  std::string_view rest(head);
+  while (!rest.empty()) {
+    const auto eol = rest.find("\r\n");
+    std::string_view line = rest.substr(0, eol);
+    rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 2);
+    const auto colon = line.find(':');
+    if (colon != name.size() || !beast::iequals(line.substr(0, colon), name)) continue;
+    std::string_view v = line.substr(colon + 1);
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return std::string(v);
   }
   return std::nullopt;
 }
@@ -121,129 +128,323 @@ std::optional<std::chrono::system_clock::time_point> peer_not_after(SSL* ssl_han
 
 }  // namespace
 
+// The response reader: a small, strict HTTP/1.1 parser over bytes already read. It never
+// allocates per header; it finds the header block, then the body framing.
+namespace {
+
+constexpr std::size_t kHeaderLimit = 64 * 1024;
+
+bool iequal(std::string_view a, std::string_view b) { return beast::iequals(a, b); }
+
+// Whether a comma-separated header value lists `token` (case-insensitive).
+bool lists_token(std::string_view value, std::string_view token) {
+  while (!value.empty()) {
+    auto comma = value.find(',');
+    std::string_view item = value.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (iequal(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+bool is_token_char(unsigned char c) {
+  return std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+}
+
+struct Head {
+  int status = 0;
+  int minor = 1;                      // HTTP/1.x
+  std::optional<std::uint64_t> content_length;
+  bool chunked = false;
+  bool close = false, keep_alive = false;  // Connection tokens
+  std::string_view fields;            // the header lines, status line excluded
+};
+
+// Parses a complete header block (ending in CRLF CRLF). Returns an error text for a malformed one.
+std::optional<std::string> parse_head(std::string_view block, Head& h) {
+  auto eol = block.find("\r\n");
+  std::string_view status_line = block.substr(0, eol);
+  if (status_line.size() < 12 || status_line.substr(0, 7) != "HTTP/1." || !std::isdigit(static_cast<unsigned char>(status_line[7])) ||
+      status_line[8] != ' ' || !std::isdigit(static_cast<unsigned char>(status_line[9])) ||
+      !std::isdigit(static_cast<unsigned char>(status_line[10])) || !std::isdigit(static_cast<unsigned char>(status_line[11])) ||
+      (status_line.size() > 12 && status_line[12] != ' '))
+    return "bad status line";
+  h.minor = status_line[7] - '0';
+  h.status = (status_line[9] - '0') * 100 + (status_line[10] - '0') * 10 + (status_line[11] - '0');
+  if (h.status < 100) return "bad status code";
+  h.fields = block.substr(eol + 2, block.size() - (eol + 2) - 2);  // without the final empty line
+  std::string_view rest = h.fields;
+  while (!rest.empty()) {
+    auto e = rest.find("\r\n");
+    std::string_view line = rest.substr(0, e);
+    rest = e == std::string_view::npos ? std::string_view() : rest.substr(e + 2);
+    auto colon = line.find(':');
+    if (colon == 0 || colon == std::string_view::npos) return "bad header line";
+    for (char c : line.substr(0, colon))
+      if (!is_token_char(static_cast<unsigned char>(c))) return "bad header name";
+    std::string_view name = line.substr(0, colon), value = line.substr(colon + 1);
+    for (char c : value)
+      if (c == '\0' || c == '\r' || c == '\n') return "bad header value";
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    if (iequal(name, "content-length")) {
+      std::uint64_t n = 0;
+      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || p != value.data() + value.size() || value.empty()) return "bad Content-Length";
+      if (h.content_length && *h.content_length != n) return "conflicting Content-Length";
+      h.content_length = n;
+    } else if (iequal(name, "transfer-encoding")) {
+      auto last = value.substr(value.rfind(',') == std::string_view::npos ? 0 : value.rfind(',') + 1);
+      while (!last.empty() && last.front() == ' ') last.remove_prefix(1);
+      h.chunked = iequal(last, "chunked");
+      if (!h.chunked) return "unsupported Transfer-Encoding";
+    } else if (iequal(name, "connection")) {
+      h.close = h.close || lists_token(value, "close");
+      h.keep_alive = h.keep_alive || lists_token(value, "keep-alive");
+    }
+  }
+  if (h.chunked) h.content_length.reset();  // Transfer-Encoding wins (RFC 9112 6.3)
+  return std::nullopt;
+}
+
+}  // namespace
+
 struct HttpConnection::Impl {
   asio::any_io_executor ex;
   Url origin;
   std::shared_ptr<ssl::context> tls_ctx;
-  std::unique_ptr<beast::tcp_stream> plain;
-  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;
-  beast::flat_buffer buffer;
+  std::unique_ptr<tcp::socket> plain;
+  std::unique_ptr<ssl::stream<tcp::socket>> secure;
   std::optional<std::chrono::system_clock::time_point> cert_not_after;
   int opened = 0;
+  // One timer per request keeps the deadline: when it fires it cancels the socket's operations
+  // and sets timed_out. `alive` lets a late timer handler see that the connection is gone.
+  asio::steady_timer timer;
+  bool timed_out = false;
+  std::uint64_t generation = 0;  // a handler from an earlier request's timer does nothing
+  std::shared_ptr<char> alive = std::make_shared<char>(0);
+
+  explicit Impl(asio::any_io_executor e) : ex(e), timer(e) {}
 
   bool connected() const { return plain || secure; }
-  beast::tcp_stream& lowest() { return plain ? *plain : beast::get_lowest_layer(*secure); }
+  tcp::socket& socket() { return plain ? *plain : secure->next_layer(); }
 
   void close() {
     boost::system::error_code ec;
-    if (plain) plain->socket().close(ec);
-    if (secure) beast::get_lowest_layer(*secure).socket().close(ec);
+    if (plain) plain->close(ec);
+    if (secure) secure->next_layer().close(ec);
     plain.reset();
     secure.reset();
-    buffer.clear();
+  }
+
+  void arm(Clock::time_point deadline) {
+    timed_out = false;
+    timer.expires_at(deadline);
+    timer.async_wait([this, token = std::weak_ptr<char>(alive), gen = ++generation](boost::system::error_code ec) {
+      if (ec || token.expired() || gen != generation) return;
+      timed_out = true;
+      if (connected()) {
+        boost::system::error_code ignored;
+        socket().cancel(ignored);
+      }
+    });
+  }
+  void disarm() {
+    ++generation;
+    timer.cancel();
   }
 
   asio::awaitable<std::optional<HttpError>> connect(Clock::time_point deadline, HttpResponse& resp) {
     close();
     auto resolver = std::make_shared<tcp::resolver>(ex);
-    asio::steady_timer timer(ex);
-    timer.expires_at(deadline);
-    timer.async_wait([resolver](boost::system::error_code ec) {
+    asio::steady_timer rtimer(ex);
+    rtimer.expires_at(deadline);
+    rtimer.async_wait([resolver](boost::system::error_code ec) {
       if (!ec) resolver->cancel();
     });
     auto t0 = Clock::now();
     auto [rec, endpoints] = co_await resolver->async_resolve(origin.host, origin.port, use_tuple);
-    timer.cancel();
+    rtimer.cancel();
     if (rec) {
       bool to = rec == asio::error::operation_aborted;
       co_return HttpError{HttpError::Stage::resolve, to, to ? "resolving " + origin.host + " timed out" : "resolving " + origin.host + ": " + rec.message()};
     }
-    auto tcp_s = std::make_unique<beast::tcp_stream>(ex);
-    tcp_s->expires_at(deadline);
-    auto [cec, ep] = co_await tcp_s->async_connect(endpoints, use_tuple);
-    if (cec) {
-      bool to = cec == beast::error::timeout;
+    auto sock = std::make_unique<tcp::socket>(ex);
+    plain = std::move(sock);  // held here so that the timer can cancel it
+    arm(deadline);
+    auto [cec, ep] = co_await asio::async_connect(*plain, endpoints, use_tuple);
+    if (cec || timed_out) {
+      const bool to = timed_out;
+      disarm();
+      close();
       co_return HttpError{HttpError::Stage::connect, to, to ? "connect timed out" : "connect: " + cec.message()};
     }
     ++opened;
-    tcp_s->socket().set_option(tcp::no_delay(true));
+    boost::system::error_code ignored;
+    plain->set_option(tcp::no_delay(true), ignored);
     auto t1 = Clock::now();
     resp.connect_ms = Ms(t1 - t0);
     if (!origin.tls()) {
-      plain = std::move(tcp_s);
+      disarm();
       co_return std::nullopt;
     }
-    auto s = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(std::move(*tcp_s), *tls_ctx);
-    SSL* h = s->native_handle();
+    secure = std::make_unique<ssl::stream<tcp::socket>>(std::move(*plain), *tls_ctx);
+    plain.reset();
+    SSL* h = secure->native_handle();
     if (is_ip_literal(origin.host)) {
       X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(h), origin.host.c_str());
     } else {
       SSL_set_tlsext_host_name(h, origin.host.c_str());
       SSL_set1_host(h, origin.host.c_str());
     }
-    beast::get_lowest_layer(*s).expires_at(deadline);
-    auto [hec] = co_await s->async_handshake(ssl::stream_base::client, use_tuple);
-    if (hec) {
-      bool to = hec == beast::error::timeout;
+    auto [hec] = co_await secure->async_handshake(ssl::stream_base::client, use_tuple);
+    const bool to = timed_out;
+    disarm();
+    if (hec || to) {
       std::string why;
       long vr = SSL_get_verify_result(h);
       if (vr != X509_V_OK) why = std::string("certificate verify failed: ") + X509_verify_cert_error_string(vr);
       else why = hec.message();
+      close();
       co_return HttpError{HttpError::Stage::tls, to, to ? "TLS handshake timed out" : "TLS handshake: " + why};
     }
     resp.tls_ms = Ms(Clock::now() - t1);
     cert_not_after = peer_not_after(h);
-    secure = std::move(s);
     co_return std::nullopt;
   }
 
+  // Reads more bytes onto the end of `in`. Returns the error (timed_out tells a timeout apart).
   template <class Stream>
-  asio::awaitable<std::optional<HttpError>> exchange(Stream& stream, const std::string& req, bool head, Clock::time_point deadline,
-                                                     std::size_t max_body, Clock::time_point t0, HttpResponse& resp, bool& keep_alive,
-                                                     bool& nothing_received) {
-    lowest().expires_at(deadline);
-    // The request is serialised once into one buffer: one write, no serializer state machine
-    // (Beast's serializer was a third of the instructions of a keep-alive probe; see bench/).
+  asio::awaitable<boost::system::error_code> fill(Stream& stream, std::string& in) {
+    const std::size_t used = in.size();
+    in.resize(used + std::max<std::size_t>(1024, std::min<std::size_t>(in.capacity() - used, 16384)));
+    auto [ec, n] = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
+    in.resize(used + n);
+    if (!ec && n == 0) ec = asio::error::eof;
+    co_return ec;
+  }
+
+  template <class Stream>
+  asio::awaitable<std::optional<HttpError>> exchange(Stream& stream, const std::string& req, bool head_request, std::size_t max_body,
+                                                     Clock::time_point t0, HttpResponse& resp, bool& keep_alive, bool& nothing_received) {
+    nothing_received = true;
     auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(req), use_tuple);
     (void)wn;
-    if (wec) {
-      co_return HttpError{HttpError::Stage::write, wec == beast::error::timeout, "write: " + wec.message()};
+    if (wec || timed_out) co_return HttpError{HttpError::Stage::write, timed_out, timed_out ? "write: timed out" : "write: " + wec.message()};
+
+    std::string in;  // this response's bytes (the connection keeps no buffer between requests)
+    in.reserve(1024);
+    std::size_t head_end = 0;  // one past the header block's final CRLF CRLF
+    Head h;
+    for (;;) {  // the header block; interim 1xx responses are skipped
+      std::size_t scan = 0;
+      for (;;) {
+        auto found = in.find("\r\n\r\n", scan);
+        if (found != std::string::npos) {
+          head_end = found + 4;
+          break;
+        }
+        if (in.size() > kHeaderLimit) co_return HttpError{HttpError::Stage::protocol, false, "malformed response: header fields exceed 64 KiB"};
+        scan = in.size() < 3 ? 0 : in.size() - 3;
+        auto ec = co_await fill(stream, in);
+        if (!in.empty()) nothing_received = false;
+        if (timed_out) co_return HttpError{HttpError::Stage::read_headers, true, "timed out waiting for the response headers"};
+        if (ec == asio::error::eof || ec == asio::error::connection_reset || ec == ssl::error::stream_truncated)
+          co_return HttpError{HttpError::Stage::read_headers, false, "connection closed before the response headers were complete"};
+        if (ec) co_return HttpError{HttpError::Stage::read_headers, false, "read: " + ec.message()};
+      }
+      if (head_end > kHeaderLimit) co_return HttpError{HttpError::Stage::protocol, false, "malformed response: header fields exceed 64 KiB"};
+      h = Head{};
+      if (auto bad = parse_head(std::string_view(in).substr(0, head_end), h))
+        co_return HttpError{HttpError::Stage::protocol, false, "malformed response: " + *bad};
+      if (h.status >= 200 || h.status == 101) break;
+      in.erase(0, head_end);  // 100 Continue, 103 Early Hints: the real response follows
     }
-    http::response_parser<http::string_body> parser;
-    parser.header_limit(64 * 1024);
-    parser.body_limit(max_body);
-    if (head) parser.skip(true);
-    auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
-    (void)hn;
-    if (hec) {
-      nothing_received = parser.got_some() == false;
-      if (hec == http::error::body_limit)  // a Content-Length above the cap is refused at the header
-        co_return HttpError{HttpError::Stage::body_limit, false, "body larger than " + std::to_string(max_body) + " bytes"};
-      if (hec == beast::error::timeout)
-        co_return HttpError{HttpError::Stage::read_headers, true, "timed out waiting for the response headers"};
-      if (hec == http::error::end_of_stream || hec == asio::error::eof || hec == http::error::partial_message ||
-          hec == asio::error::connection_reset || hec == ssl::error::stream_truncated)
-        co_return HttpError{HttpError::Stage::read_headers, false, "connection closed before the response headers were complete"};
-      if (hec.category() == boost::system::error_code(http::error::bad_version).category() || hec == http::error::header_limit)
-        co_return HttpError{HttpError::Stage::protocol, false, "malformed response: " + hec.message()};
-      co_return HttpError{HttpError::Stage::read_headers, false, "read: " + hec.message()};
-    }
+    resp.head.assign(h.fields);  // copied now: the body may reuse the buffer
     resp.first_byte_ms = Ms(Clock::now() - t0);
-    if (!parser.is_done()) {
-      auto [bec, bn] = co_await http::async_read(stream, buffer, parser, use_tuple);
-      (void)bn;
-      if (bec == http::error::body_limit)
-        co_return HttpError{HttpError::Stage::body_limit, false, "body larger than " + std::to_string(max_body) + " bytes"};
-      if (bec == beast::error::timeout)
-        co_return HttpError{HttpError::Stage::read_body, true, "timed out reading the body"};
-      if (bec && !(bec == http::error::end_of_stream && parser.is_done()))
-        co_return HttpError{HttpError::Stage::read_body, false, "reading the body: " + bec.message()};
+    resp.status = h.status;
+    keep_alive = h.minor >= 1 ? !h.close : (h.keep_alive && !h.close);
+
+    const bool no_body = head_request || h.status == 204 || h.status == 304 || h.status < 200;
+    auto too_big = [&] { return HttpError{HttpError::Stage::body_limit, false, "body larger than " + std::to_string(max_body) + " bytes"}; };
+    auto body_error = [&](const boost::system::error_code& ec) -> HttpError {
+      if (timed_out) return HttpError{HttpError::Stage::read_body, true, "timed out reading the body"};
+      return HttpError{HttpError::Stage::read_body, false, "reading the body: " + ec.message()};
+    };
+    if (no_body) {
+      if (in.size() > head_end) keep_alive = false;  // bytes nobody asked for: do not reuse
+    } else if (h.content_length) {
+      if (*h.content_length > max_body) co_return too_big();  // refused at the header
+      const std::size_t want = head_end + static_cast<std::size_t>(*h.content_length);
+      while (in.size() < want) {
+        auto ec = co_await fill(stream, in);
+        if (ec || timed_out) co_return body_error(ec);
+      }
+      if (in.size() > want) keep_alive = false;
+      resp.body.assign(in, head_end, static_cast<std::size_t>(*h.content_length));
+    } else if (h.chunked) {
+      std::size_t pos = head_end;
+      auto need = [&](std::size_t n) -> asio::awaitable<std::optional<HttpError>> {  // at least n bytes from pos
+        while (in.size() < pos + n) {
+          auto ec = co_await fill(stream, in);
+          if (ec || timed_out) co_return body_error(ec);
+        }
+        co_return std::nullopt;
+      };
+      auto line = [&]() -> asio::awaitable<std::variant<std::string_view, HttpError>> {  // the next CRLF-ended line
+        for (;;) {
+          auto e = in.find("\r\n", pos);
+          if (e != std::string::npos) {
+            std::string_view l(in.data() + pos, e - pos);
+            pos = e + 2;
+            co_return l;
+          }
+          if (in.size() - pos > 4096) co_return HttpError{HttpError::Stage::protocol, false, "malformed response: chunk line too long"};
+          auto ec = co_await fill(stream, in);
+          if (ec || timed_out) co_return body_error(ec);
+        }
+      };
+      for (;;) {
+        auto l = co_await line();
+        if (auto* e = std::get_if<HttpError>(&l)) co_return *e;
+        std::string_view size_text = std::get<std::string_view>(l);
+        size_text = size_text.substr(0, size_text.find(';'));
+        while (!size_text.empty() && (size_text.back() == ' ' || size_text.back() == '\t')) size_text.remove_suffix(1);
+        std::uint64_t size = 0;
+        auto [p, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size, 16);
+        if (ec != std::errc() || p != size_text.data() + size_text.size() || size_text.empty())
+          co_return HttpError{HttpError::Stage::protocol, false, "malformed response: bad chunk size"};
+        if (size == 0) break;
+        if (size > max_body || resp.body.size() + size > max_body) co_return too_big();
+        if (auto e = co_await need(static_cast<std::size_t>(size) + 2)) co_return *e;
+        resp.body.append(in, pos, static_cast<std::size_t>(size));
+        pos += static_cast<std::size_t>(size);
+        if (in.compare(pos, 2, "\r\n") != 0) co_return HttpError{HttpError::Stage::protocol, false, "malformed response: bad chunk ending"};
+        pos += 2;
+        in.erase(0, pos);  // keep the buffer small on long bodies
+        pos = 0;
+      }
+      for (;;) {  // trailer fields, up to the empty line
+        auto l = co_await line();
+        if (auto* e = std::get_if<HttpError>(&l)) co_return *e;
+        if (std::get<std::string_view>(l).empty()) break;
+      }
+      if (in.size() > pos) keep_alive = false;
+    } else {  // delimited by the server closing the connection
+      keep_alive = false;
+      for (;;) {
+        if (in.size() - head_end > max_body) co_return too_big();
+        auto ec = co_await fill(stream, in);
+        if (timed_out) co_return body_error(ec);
+        if (ec == asio::error::eof || ec == ssl::error::stream_truncated) break;
+        if (ec) co_return body_error(ec);
+      }
+      if (in.size() - head_end > max_body) co_return too_big();
+      resp.body.assign(in, head_end, std::string::npos);
     }
-    auto& res = parser.get();
-    resp.status = static_cast<int>(res.result_int());
-    for (const auto& f : res) resp.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-    resp.body = std::move(res.body());
-    keep_alive = res.keep_alive();
     co_return std::nullopt;
   }
 
@@ -283,11 +484,8 @@ struct HttpConnection::Impl {
     return std::nullopt;
   }
 
-  asio::awaitable<HttpResult> request(HttpRequest r, Clock::time_point deadline, std::size_t max_body) {
+  asio::awaitable<HttpResult> request(const std::string& req, bool head, Clock::time_point deadline, std::size_t max_body) {
     const auto t0 = Clock::now();
-    std::string req;
-    if (auto bad = serialize_request(r, req)) co_return *bad;
-    const bool head = r.method == "HEAD";
 
     for (int attempt = 0; attempt < 2; ++attempt) {
       HttpResponse resp;
@@ -301,8 +499,10 @@ struct HttpConnection::Impl {
       }
       bool keep_alive = false, nothing_received = false;
       std::optional<HttpError> err;
-      if (secure) err = co_await exchange(*secure, req, head, deadline, max_body, t0, resp, keep_alive, nothing_received);
-      else err = co_await exchange(*plain, req, head, deadline, max_body, t0, resp, keep_alive, nothing_received);
+      arm(deadline);
+      if (secure) err = co_await exchange(*secure, req, head, max_body, t0, resp, keep_alive, nothing_received);
+      else err = co_await exchange(*plain, req, head, max_body, t0, resp, keep_alive, nothing_received);
+      disarm();
       if (err) {
         close();
         // A kept-alive connection the server had already closed: try once on a fresh one.
@@ -321,15 +521,27 @@ struct HttpConnection::Impl {
 };
 
 HttpConnection::HttpConnection(asio::any_io_executor ex, Url origin, std::shared_ptr<ssl::context> tls)
-    : impl_(std::make_unique<Impl>()) {
-  impl_->ex = std::move(ex);
+    : impl_(std::make_unique<Impl>(ex)) {
   impl_->origin = std::move(origin);
   impl_->tls_ctx = std::move(tls);
 }
-HttpConnection::~HttpConnection() { impl_->close(); }
+HttpConnection::~HttpConnection() {
+  impl_->alive.reset();  // a timer handler already queued must not touch this connection
+  impl_->close();
+}
 
 asio::awaitable<HttpResult> HttpConnection::request(HttpRequest req, Clock::time_point deadline, std::size_t max_body) {
-  return impl_->request(std::move(req), deadline, max_body);
+  std::string bytes;
+  if (auto bad = impl_->serialize_request(req, bytes)) co_return *bad;
+  co_return co_await impl_->request(bytes, req.method == "HEAD", deadline, max_body);
+}
+asio::awaitable<HttpResult> HttpConnection::request(const std::string& bytes, bool head, Clock::time_point deadline, std::size_t max_body) {
+  return impl_->request(bytes, head, deadline, max_body);
+}
+std::variant<std::string, HttpError> HttpConnection::serialize(const HttpRequest& req) const {
+  std::string bytes;
+  if (auto bad = impl_->serialize_request(req, bytes)) return *bad;
+  return bytes;
 }
 int HttpConnection::connections_opened() const { return impl_->opened; }
 void HttpConnection::close() { impl_->close(); }

@@ -1,7 +1,9 @@
 #pragma once
-// A small HTTP/1.1 client over Beast for probes and actions: one keep-alive connection to one
-// origin, plain or TLS (verified by default), every step under one absolute deadline, errors
-// returned as values.
+// A small HTTP/1.1 client for probes and actions: one keep-alive connection to one origin, plain
+// or TLS (verified by default), every step under one absolute deadline kept by one timer per
+// request, errors returned as values. The response is read with its own parser into one buffer
+// (status line, headers kept as one block, Content-Length / chunked / close-delimited bodies):
+// a probe run is a few allocations, not dozens (see docs/benchmarks.md).
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -47,7 +49,7 @@ struct HttpRequest {
 
 struct HttpResponse {
   int status = 0;
-  std::vector<std::pair<std::string, std::string>> headers;
+  std::string head;  // the header lines as received ("Name: value\r\n" each), status line excluded
   std::string body;
   bool reused_connection = false;
   std::optional<std::chrono::duration<double, std::milli>> connect_ms, tls_ms;
@@ -79,6 +81,13 @@ class HttpConnection {
   // resolving included, must finish by `deadline`. Bodies above max_body are an error.
   boost::asio::awaitable<HttpResult> request(HttpRequest req, std::chrono::steady_clock::time_point deadline,
                                              std::size_t max_body);
+  // The same with the request's bytes made beforehand by serialize(): a probe sends the same
+  // request on every run, so it builds the bytes once.
+  boost::asio::awaitable<HttpResult> request(const std::string& bytes, bool head, std::chrono::steady_clock::time_point deadline,
+                                             std::size_t max_body);
+  // HTTP/1.1 request bytes for this origin (Host, User-Agent and Content-Length added), or the
+  // error for a method, target or header that would split the request.
+  std::variant<std::string, HttpError> serialize(const HttpRequest& req) const;
 
   // How many TCP connections this object has opened (observability and tests).
   int connections_opened() const;
