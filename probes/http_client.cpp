@@ -1,6 +1,7 @@
 #include "probes/http_client.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cstring>
@@ -134,7 +135,16 @@ namespace {
 
 constexpr std::size_t kHeaderLimit = 64 * 1024;
 
-bool iequal(std::string_view a, std::string_view b) { return beast::iequals(a, b); }
+// ASCII case-insensitive comparison (header names and tokens).
+bool iequal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    unsigned char x = static_cast<unsigned char>(a[i]), y = static_cast<unsigned char>(b[i]);
+    if (x != y && (x | 0x20) != (y | 0x20)) return false;
+    if (x != y && !((x | 0x20) >= 'a' && (x | 0x20) <= 'z')) return false;
+  }
+  return true;
+}
 
 // Whether a comma-separated header value lists `token` (case-insensitive).
 bool lists_token(std::string_view value, std::string_view token) {
@@ -150,9 +160,16 @@ bool lists_token(std::string_view value, std::string_view token) {
   return false;
 }
 
-bool is_token_char(unsigned char c) {
-  return std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
+// RFC 9110 token characters, as a table: the header name check runs for every header of every
+// response.
+constexpr std::array<bool, 256> kTokenChar = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
 
 struct Head {
   int status = 0;
@@ -181,15 +198,17 @@ std::optional<std::string> parse_head(std::string_view block, Head& h) {
     auto e = rest.find("\r\n");
     std::string_view line = rest.substr(0, e);
     rest = e == std::string_view::npos ? std::string_view() : rest.substr(e + 2);
-    auto colon = line.find(':');
-    if (colon == 0 || colon == std::string_view::npos) return "bad header line";
-    for (char c : line.substr(0, colon))
-      if (!is_token_char(static_cast<unsigned char>(c))) return "bad header name";
+    size_t colon = 0;
+    while (colon < line.size() && kTokenChar[static_cast<unsigned char>(line[colon])]) ++colon;
+    if (colon == 0 || colon == line.size() || line[colon] != ':') return "bad header line";
     std::string_view name = line.substr(0, colon), value = line.substr(colon + 1);
     for (char c : value)
       if (c == '\0' || c == '\r' || c == '\n') return "bad header value";
     while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    // Only three fields matter for framing; the first letter settles most names at once.
+    const char first = static_cast<char>(name[0] | 0x20);
+    if (first != 'c' && first != 't') continue;
     if (iequal(name, "content-length")) {
       std::uint64_t n = 0;
       auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);

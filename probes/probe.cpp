@@ -51,7 +51,7 @@ nlohmann::json ProbeResult::to_json() const {
   if (timing.first_byte) j["first_byte_ms"] = timing.first_byte->count();
   if (http_status) j["http_status"] = *http_status;
   if (observed_release) j["observed_release"] = *observed_release;
-  nlohmann::json d = details;
+  nlohmann::json d = details.is_null() ? nlohmann::json::object() : details;
   if (http) {
     d["connections_opened"] = http->connections_opened;
     if (http->redirects) d["redirects"] = http->redirects;

@@ -53,7 +53,7 @@ struct ProbeResult {
   std::optional<int> http_status;
   std::optional<std::string> observed_release;
   std::optional<HttpDetails> http;                 // shown under "details" in to_json()
-  nlohmann::json details = nlohmann::json::object();  // other probe kinds' findings
+  nlohmann::json details;  // other probe kinds' findings (null until one is set: no map per run)
 
   nlohmann::json to_json() const;
 };
