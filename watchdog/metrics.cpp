@@ -151,7 +151,12 @@ void Metrics::rollback(const std::string& service, const std::string& deployment
 
 void Metrics::write_cells(std::string& out) const {
   std::lock_guard lock(cells_mu_);
-  out.reserve(out.size() + probe_cells_.size() * 1500 + trigger_cells_.size() * 300);
+  // An upper bound of the text's size, so the buffer is allocated once: growing a 16 MB string
+  // by doubling briefly held both copies (about 50 MB more peak memory at 10 000 probes).
+  size_t bound = out.size() + 4096;
+  for (const auto& c : probe_cells_) bound += 18 * (c.labels.size() + 100);
+  for (const auto& c : trigger_cells_) bound += 4 * (c.service.size() + c.trigger.size() + 80);
+  out.reserve(bound);
   const auto load = [](const auto& a) { return a.load(std::memory_order_relaxed); };
 
   header(out, "lastgood_probe_duration_seconds", "Duration of probe runs.", "histogram");
