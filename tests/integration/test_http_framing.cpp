@@ -1,0 +1,180 @@
+// lastgood reads HTTP responses with its own parser (probes/http_client.cpp). These cases drive
+// it with exact bytes from a scripted server on 127.0.0.1: chunked bodies with extensions and
+// trailers, interim 1xx responses, bodies delimited by the close, HTTP/1.0, responses delivered
+// one byte at a time, and the malformed framings it must refuse rather than guess.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <thread>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+
+#include "fixtures.hpp"
+#include "probes/http_client.hpp"
+
+using namespace testing;
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+namespace probes = lastgood::probes;
+
+namespace {
+
+// Answers the n-th request on a connection with replies[n] (then closes after the last one).
+// With byte_by_byte, every reply is written one byte per write, with TCP_NODELAY.
+class ScriptedServer {
+ public:
+  explicit ScriptedServer(std::vector<std::string> replies, bool byte_by_byte = false)
+      : replies_(std::move(replies)), byte_by_byte_(byte_by_byte), acceptor_(ioc_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+    port = acceptor_.local_endpoint().port();
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~ScriptedServer() {
+    stop_ = true;
+    boost::system::error_code ec;
+    tcp::socket poke(ioc_);
+    poke.connect(acceptor_.local_endpoint(), ec);
+    thread_.join();
+  }
+  unsigned short port;
+  std::atomic<int> connections{0};
+
+ private:
+  void serve() {
+    while (!stop_) {
+      tcp::socket sock(ioc_);
+      boost::system::error_code ec;
+      acceptor_.accept(sock, ec);
+      if (ec || stop_) break;
+      ++connections;
+      sock.set_option(tcp::no_delay(true), ec);
+      asio::streambuf buf;
+      for (const auto& reply : replies_) {
+        asio::read_until(sock, buf, "\r\n\r\n", ec);
+        if (ec) break;
+        buf.consume(buf.size());
+        if (byte_by_byte_) {
+          for (char c : reply) asio::write(sock, asio::buffer(&c, 1), ec);
+        } else {
+          asio::write(sock, asio::buffer(reply), ec);
+        }
+      }
+      sock.close(ec);
+    }
+  }
+  std::vector<std::string> replies_;
+  bool byte_by_byte_;
+  asio::io_context ioc_;
+  tcp::acceptor acceptor_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+};
+
+struct Client {
+  asio::io_context ioc;
+  probes::HttpConnection conn;
+  explicit Client(unsigned short port)
+      : conn(ioc.get_executor(), *probes::parse_url("http://127.0.0.1:" + std::to_string(port) + "/"), nullptr) {}
+  probes::HttpResult get(std::size_t max_body = 1 << 20, const std::string& method = "GET") {
+    probes::HttpRequest req;
+    req.method = method;
+    return run_sync(ioc, conn.request(req, std::chrono::steady_clock::now() + std::chrono::seconds(3), max_body));
+  }
+};
+
+probes::HttpResponse ok(const probes::HttpResult& r) {
+  if (auto* e = std::get_if<probes::HttpError>(&r)) FAIL("request failed: " << e->message);
+  return std::get<probes::HttpResponse>(r);
+}
+probes::HttpError failed(const probes::HttpResult& r) {
+  REQUIRE(std::holds_alternative<probes::HttpError>(r));
+  return std::get<probes::HttpError>(r);
+}
+
+}  // namespace
+
+TEST_CASE("chunked bodies, interim responses and empty bodies keep the connection", "[framing]") {
+  ScriptedServer s({
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Test:  spaced value \t\r\n\r\n"
+      "4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: yes\r\n\r\n",
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nhello",
+      "HTTP/1.1 204 No Content\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",  // a HEAD: the length announced, no body sent
+      "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: close\r\n\r\nok",
+  });
+  Client c(s.port);
+  auto a = ok(c.get());
+  CHECK(a.status == 200);
+  CHECK(a.body == "Wikipedia in\r\n\r\nchunks.");
+  CHECK(a.header("x-test") == "spaced value");  // case-insensitive name, value trimmed
+  CHECK_FALSE(a.header("X-Trailer"));            // trailers are read past, not merged
+  auto b = ok(c.get());
+  CHECK(b.status == 201);
+  CHECK(b.body == "hello");
+  CHECK(b.reused_connection);
+  auto d = ok(c.get());
+  CHECK(d.status == 204);
+  CHECK(d.body.empty());
+  auto h = ok(c.get(1 << 20, "HEAD"));
+  CHECK(h.status == 200);
+  CHECK(h.body.empty());
+  auto e = ok(c.get());
+  CHECK(e.body == "ok");
+  CHECK(c.conn.connections_opened() == 1);  // all five on one connection
+  ok(c.get());                              // the server said close: a new connection
+  CHECK(c.conn.connections_opened() == 2);
+}
+
+TEST_CASE("a response delivered one byte at a time is read whole", "[framing]") {
+  ScriptedServer s({"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: b\r\n\r\nhello world",
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+                   /*byte_by_byte=*/true);
+  Client c(s.port);
+  CHECK(ok(c.get()).body == "hello world");
+  CHECK(ok(c.get()).body == "abc");
+  CHECK(c.conn.connections_opened() == 1);
+}
+
+TEST_CASE("HTTP/1.0 and bodies delimited by the close are not reused", "[framing]") {
+  SECTION("HTTP/1.0 without keep-alive") {
+    ScriptedServer s({"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"});
+    Client c(s.port);
+    CHECK(ok(c.get()).body == "ok");
+    CHECK(ok(c.get()).body == "ok");
+    CHECK(c.conn.connections_opened() == 2);
+  }
+  SECTION("no length: the body runs to the close") {
+    ScriptedServer s({"HTTP/1.1 200 OK\r\n\r\nuntil the end"});
+    Client c(s.port);
+    CHECK(ok(c.get()).body == "until the end");
+    CHECK(ok(c.get()).body == "until the end");
+    CHECK(c.conn.connections_opened() == 2);
+  }
+}
+
+TEST_CASE("framings that cannot be trusted are refused", "[framing]") {
+  auto refused = [](const std::string& reply, const char* why, std::size_t max_body = 1 << 20) {
+    ScriptedServer s({reply});
+    Client c(s.port);
+    auto e = failed(c.get(max_body));
+    INFO(reply);
+    CHECK_THAT(e.message, Catch::Contains(why));
+    return e.stage;
+  };
+  using Stage = probes::HttpError::Stage;
+  CHECK(refused("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", "conflicting Content-Length") == Stage::protocol);
+  CHECK(refused("HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok", "bad Content-Length") == Stage::protocol);
+  CHECK(refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", "unsupported Transfer-Encoding") == Stage::protocol);
+  CHECK(refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n", "bad chunk size") == Stage::protocol);
+  CHECK(refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX0\r\n\r\n", "bad chunk ending") == Stage::protocol);
+  CHECK(refused("HTTP/1.1 200 OK\r\n folded: header\r\n\r\n", "bad header line") == Stage::protocol);
+  CHECK(refused("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", "bad header line") == Stage::protocol);
+  CHECK(refused("HTTP/1.1 20 OK\r\n\r\n", "bad status line") == Stage::protocol);
+  CHECK(refused("HTTP/1.1 200 OK\r\nX: " + std::string(70 * 1024, 'a') + "\r\n\r\n", "exceed 64 KiB") == Stage::protocol);
+  CHECK(refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n", "body larger than 8 bytes", 8) ==
+        Stage::body_limit);
+  CHECK(refused("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n012345678", "body larger than 8 bytes", 8) == Stage::body_limit);
+  CHECK(refused("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "reading the body") == Stage::read_body);
+}
