@@ -1,5 +1,6 @@
 #pragma once
-// Runs every probe on its own interval (±10% jitter) on one io_context. A probe's runs never
+// Runs every probe on its own interval (±10% jitter, planned on a slot grid sized from the total
+// rate: Cadence::grid_for) on one io_context. A probe's runs never
 // overlap (each loop awaits its run before planning the next); each run is bounded by the
 // probe's own deadline. stop() cancels the waits; in-flight runs are abandoned with the loop.
 #include <functional>
