@@ -49,6 +49,7 @@ class HttpProbe final : public Probe {
     if (http_.expect.body_matches) body_re_.emplace(*http_.expect.body_matches);
     conn_ = std::make_unique<HttpConnection>(ex_, url_, tls_);
     request_ = conn_->serialize(make_request(url_));
+    head_ = http_.method == "HEAD";
   }
 
   const config::Probe& spec() const override { return spec_; }
@@ -74,7 +75,7 @@ class HttpProbe final : public Probe {
     for (;;) {
       if (redirects == 0) {  // the configured URL: the bytes made at construction
         if (auto* bad = std::get_if<HttpError>(&request_)) res = *bad;
-        else res = co_await conn->request(std::get<std::string>(request_), http_.method == "HEAD", deadline, http_.max_body_bytes);
+        else res = co_await conn->request(std::get<std::string>(request_), head_, deadline, http_.max_body_bytes);
       } else {
         res = co_await conn->request(make_request(target), deadline, http_.max_body_bytes);
       }
@@ -174,6 +175,7 @@ class HttpProbe final : public Probe {
   std::optional<std::regex> body_re_;
   std::unique_ptr<HttpConnection> conn_;
   std::variant<std::string, HttpError> request_;  // the configured request's bytes
+  bool head_ = false;                              // ... for a HEAD: no body to read
 };
 
 }  // namespace

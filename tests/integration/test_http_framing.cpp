@@ -138,20 +138,14 @@ TEST_CASE("a response delivered one byte at a time is read whole", "[framing]") 
 }
 
 TEST_CASE("HTTP/1.0 and bodies delimited by the close are not reused", "[framing]") {
-  SECTION("HTTP/1.0 without keep-alive") {
-    ScriptedServer s({"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"});
-    Client c(s.port);
-    CHECK(ok(c.get()).body == "ok");
-    CHECK(ok(c.get()).body == "ok");
-    CHECK(c.conn.connections_opened() == 2);
-  }
-  SECTION("no length: the body runs to the close") {
-    ScriptedServer s({"HTTP/1.1 200 OK\r\n\r\nuntil the end"});
-    Client c(s.port);
-    CHECK(ok(c.get()).body == "until the end");
-    CHECK(ok(c.get()).body == "until the end");
-    CHECK(c.conn.connections_opened() == 2);
-  }
+  // HTTP/1.0 without keep-alive, and a body that runs to the close.
+  auto [reply, body] = GENERATE(table<std::string, std::string>({{"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "ok"},
+                                                                 {"HTTP/1.1 200 OK\r\n\r\nuntil the end", "until the end"}}));
+  ScriptedServer s({reply});
+  Client c(s.port);
+  CHECK(ok(c.get()).body == body);
+  CHECK(ok(c.get()).body == body);
+  CHECK(c.conn.connections_opened() == 2);
 }
 
 TEST_CASE("framings that cannot be trusted are refused", "[framing]") {
