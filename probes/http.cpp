@@ -168,7 +168,7 @@ class HttpProbe final : public Probe {
  private:
   asio::any_io_executor ex_;
   std::string service_;
-  config::Probe spec_;
+  const config::Probe& spec_;  // the immutable config outlives every probe made from it
   const config::HttpProbe& http_;  // inside spec_: one copy of the config per probe
   Url url_;
   std::shared_ptr<asio::ssl::context> tls_;

@@ -86,7 +86,7 @@ class NpmRegistryProbe final : public Probe {
   }
   asio::any_io_executor ex_;
   std::string service_;
-  config::Probe spec_;
+  const config::Probe& spec_;  // the immutable config outlives every probe made from it
   config::NpmRegistryProbe npm_;
   std::string base_, token_;
 };

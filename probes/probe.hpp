@@ -72,7 +72,8 @@ class Probe {
   virtual const config::Probe& spec() const = 0;
 };
 
-// The table from config `kind` to implementation.
+// The table from config `kind` to implementation. The probe refers to `spec` (it does not copy it):
+// the config is immutable and must outlive every probe made from it.
 std::unique_ptr<Probe> make_probe(boost::asio::any_io_executor ex, const std::string& service, const config::Probe& spec);
 
 }  // namespace lastgood::probes

@@ -90,7 +90,7 @@ class TcpProbe final : public Probe {
  private:
   asio::any_io_executor ex_;
   std::string service_;
-  config::Probe spec_;
+  const config::Probe& spec_;  // the immutable config outlives every probe made from it
   config::TcpProbe tcp_;
 };
 

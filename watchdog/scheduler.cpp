@@ -1,32 +1,26 @@
 #include "watchdog/scheduler.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
+#include <algorithm>
+#include <functional>
 
-#include "watchdog/cadence.hpp"
+#include <boost/asio/co_spawn.hpp>
+#include <spdlog/spdlog.h>
 
 namespace lastgood::watchdog {
 
 namespace asio = boost::asio;
-using Clock = std::chrono::steady_clock;
-
-struct Scheduler::Entry {
-  std::unique_ptr<probes::Probe> probe;
-  Cadence cadence;
-  asio::steady_timer timer;
-  bool stopped = false;
-};
 
 Scheduler::Scheduler(asio::io_context& ioc, Sink sink, SkipSink on_skip)
-    : ioc_(ioc), sink_(std::move(sink)), on_skip_(std::move(on_skip)) {}
+    : ioc_(ioc), sink_(std::move(sink)), on_skip_(std::move(on_skip)), timer_(ioc) {}
 
-Scheduler::~Scheduler() { stop(); }
+Scheduler::~Scheduler() {
+  stop();
+  *alive_ = false;
+}
 
 size_t Scheduler::add(std::unique_ptr<probes::Probe> probe) {
   auto interval = std::chrono::duration_cast<Clock::duration>(probe->spec().interval);
-  entries_.push_back(std::unique_ptr<Entry>(new Entry{std::move(probe), Cadence(interval), asio::steady_timer(ioc_), false}));
+  entries_.push_back(Entry{std::move(probe), Cadence(interval), {}});
   return entries_.size() - 1;
 }
 
@@ -36,56 +30,89 @@ void Scheduler::start() {
   // same slot start in one wake-up. The planned time is the grid point, so lateness measures the
   // loop's own delay.
   double rate = 0;
-  for (const auto& e : entries_) rate += 1.0 / std::chrono::duration<double>(e->cadence.interval()).count();
-  for (auto& e : entries_) {
-    const auto interval = e->cadence.interval();
-    e->cadence = Cadence(interval, e->cadence.jitter(), Cadence::grid_for(interval, rate));
+  for (const auto& e : entries_) rate += 1.0 / std::chrono::duration<double>(e.cadence.interval()).count();
+  const auto now = Clock::now();
+  due_.reserve(entries_.size());
+  for (std::uint32_t i = 0; i < entries_.size(); ++i) {
+    auto& e = entries_[i];
+    const auto interval = e.cadence.interval();
+    e.cadence = Cadence(interval, e.cadence.jitter(), Cadence::grid_for(interval, rate));
+    plan(i, e.cadence.first(now, uni_(rng_)));
   }
-  for (size_t i = 0; i < entries_.size(); ++i) {
-    asio::co_spawn(ioc_, loop(*entries_[i], i), [name = entries_[i]->probe->spec().name](std::exception_ptr ep) {
-      if (!ep) return;
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& ex) {
-        spdlog::error("probe loop {} ended by an exception: {}", name, ex.what());
-      }
-    });
-  }
+  arm();
 }
 
 void Scheduler::stop() {
   running_ = false;
-  for (auto& e : entries_) {
-    e->stopped = true;
-    e->timer.cancel();
-  }
+  timer_.cancel();
+  due_.clear();
+  armed_for_ = Clock::time_point::max();
 }
 
-asio::awaitable<void> Scheduler::loop(Entry& e, size_t index) {
-  std::uniform_real_distribution<double> uni(0.0, 1.0);
-  auto planned = e.cadence.first(Clock::now(), uni(rng_));
-  while (!e.stopped) {
-    e.timer.expires_at(planned);
-    auto [ec] = co_await e.timer.async_wait(asio::as_tuple(asio::use_awaitable));
-    if (e.stopped) break;
-    (void)ec;
-    const double lateness = std::chrono::duration<double>(Clock::now() - planned).count();
-    probes::ProbeResult r;
-    try {
-      r = co_await e.probe->run();
-    } catch (const std::exception& ex) {  // a probe bug must not end the loop
-      r.service = "";
-      r.probe = e.probe->spec().name;
-      r.started_at = std::chrono::system_clock::now();
-      r.outcome = probes::Outcome::error;
-      r.reason = std::string("internal error: ") + ex.what();
-    }
-    if (e.stopped) break;
-    sink_(index, std::move(r), lateness);
-    int skipped = 0;
-    planned = e.cadence.next(planned, Clock::now(), uni(rng_), &skipped);
-    if (skipped && on_skip_) on_skip_(index, skipped);
+void Scheduler::plan(std::uint32_t index, Clock::time_point at) {
+  entries_[index].planned = at;
+  due_.push_back(Due{at, index});
+  std::push_heap(due_.begin(), due_.end(), std::greater<>{});
+}
+
+// Sets the timer for the earliest due run, unless it is already set for that time (each run's end
+// plans the next run, mostly later than what is already due; re-arming costs a cancel).
+void Scheduler::arm() {
+  if (!running_ || due_.empty()) return;
+  const auto at = due_.front().at;
+  if (at == armed_for_) return;
+  armed_for_ = at;
+  timer_.expires_at(at);
+  timer_.async_wait([this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
+    if (ec || alive.expired()) return;  // cancelled: re-armed or stopped
+    wake();
+  });
+}
+
+void Scheduler::wake() {
+  armed_for_ = Clock::time_point::max();
+  const auto now = Clock::now();
+  while (running_ && !due_.empty() && due_.front().at <= now) {
+    std::pop_heap(due_.begin(), due_.end(), std::greater<>{});
+    const auto index = due_.back().index;
+    due_.pop_back();
+    launch(index, now);
   }
+  arm();
+}
+
+void Scheduler::launch(std::uint32_t index, Clock::time_point now) {
+  auto& e = entries_[index];
+  const double lateness = std::chrono::duration<double>(now - e.planned).count();
+  asio::co_spawn(ioc_, e.probe->run(),
+                 [this, index, lateness, alive = std::weak_ptr<bool>(alive_)](std::exception_ptr ep, probes::ProbeResult r) {
+                   if (alive.expired() || !running_) return;
+                   if (ep) {  // a probe bug must not end its schedule
+                     r = probes::ProbeResult{};
+                     r.probe = entries_[index].probe->spec().name;
+                     r.started_at = std::chrono::system_clock::now();
+                     r.outcome = probes::Outcome::error;
+                     try {
+                       std::rethrow_exception(ep);
+                     } catch (const std::exception& ex) {
+                       r.reason = std::string("internal error: ") + ex.what();
+                     } catch (...) {
+                       r.reason = "internal error";
+                     }
+                   }
+                   finished(index, std::move(r), lateness);
+                 });
+}
+
+void Scheduler::finished(std::uint32_t index, probes::ProbeResult&& r, double lateness) {
+  sink_(index, std::move(r), lateness);
+  if (!running_) return;  // the sink may stop the scheduler
+  auto& e = entries_[index];
+  int skipped = 0;
+  const auto next = e.cadence.next(e.planned, Clock::now(), uni_(rng_), &skipped);
+  if (skipped && on_skip_) on_skip_(index, skipped);
+  plan(index, next);
+  arm();
 }
 
 }  // namespace lastgood::watchdog

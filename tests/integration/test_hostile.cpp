@@ -147,7 +147,8 @@ TEST_CASE("hostile targets give a clear fail and no crash", "[hostile]") {
 TEST_CASE("a kept-alive connection the server closed is replaced transparently", "[hostile]") {
   HostileServer s(Mode::answer_then_close);
   asio::io_context ioc;
-  auto p = probes::make_probe(ioc.get_executor(), "s", probe_spec("p", url_of(s), "10s", "2s"));
+  const auto spec = probe_spec("p", url_of(s), "10s", "2s");  // a probe refers to its spec
+  auto p = probes::make_probe(ioc.get_executor(), "s", spec);
   auto first = run_sync(ioc, p->run());
   REQUIRE(first.outcome == probes::Outcome::ok);
   REQUIRE(wait_until([&] { return s.answered == 1; }, std::chrono::seconds(2)));

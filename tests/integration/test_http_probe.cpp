@@ -97,7 +97,8 @@ TEST_CASE("http probe reuses its keep-alive connection across runs, as nginx's a
   TempDir dir;
   Nginx nginx(dir.path);
   boost::asio::io_context ioc;
-  auto p = probes::make_probe(ioc.get_executor(), "s", http_probe(nginx.url("/")));
+  const auto spec = http_probe(nginx.url("/"));  // a probe refers to its spec
+  auto p = probes::make_probe(ioc.get_executor(), "s", spec);
   for (int i = 0; i < 4; ++i) {
     auto r = run_once(*p, ioc);
     REQUIRE(r.outcome == probes::Outcome::ok);
