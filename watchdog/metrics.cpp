@@ -150,77 +150,101 @@ void Metrics::rollback(const std::string& service, const std::string& deployment
   rollback_duration_->Observe(seconds);
 }
 
-void Metrics::write_cells(std::string& out) const {
+Metrics::TextWriter::TextWriter(const Metrics& m) : m_(m) {
   // The cells are listed under the lock and written without it: a scrape takes tens of
   // milliseconds at 10 000 probes, on an idle-priority thread, and the loop may add a cell
   // meanwhile (an external trigger's first transition). Cells are never removed or moved.
-  std::vector<const ProbeCell*> probe_cells;
-  std::vector<const TriggerCell*> trigger_cells;
-  {
-    std::lock_guard lock(cells_mu_);
-    probe_cells.reserve(probe_cells_.size());
-    for (const auto& c : probe_cells_) probe_cells.push_back(&c);
-    trigger_cells.reserve(trigger_cells_.size());
-    for (const auto& c : trigger_cells_) trigger_cells.push_back(&c);
-  }
-  // An upper bound of the text's size, so the buffer is allocated once: growing a 16 MB string
-  // by doubling briefly held both copies (about 50 MB more peak memory at 10 000 probes).
-  size_t bound = out.size() + 4096;
-  for (const auto* c : probe_cells) bound += 18 * (c->labels.size() + 100);
-  for (const auto* c : trigger_cells) bound += 4 * (c->service.size() + c->trigger.size() + 80);
-  out.reserve(bound);
-  const auto load = [](const auto& a) { return a.load(std::memory_order_relaxed); };
+  std::lock_guard lock(m.cells_mu_);
+  probes_.reserve(m.probe_cells_.size());
+  for (const auto& c : m.probe_cells_) probes_.push_back(&c);
+  triggers_.reserve(m.trigger_cells_.size());
+  for (const auto& c : m.trigger_cells_) triggers_.push_back(&c);
+}
 
-  header(out, "lastgood_probe_duration_seconds", "Duration of probe runs.", "histogram");
-  for (const auto* cp : probe_cells) {
-    const ProbeCell& c = *cp;
-    std::uint64_t count = 0;
-    for (const auto& b : c.in_bucket) count += load(b);
-    out.append("lastgood_probe_duration_seconds_count{").append(c.labels).append("} ");
-    put_value(out, count);
-    out.append("\nlastgood_probe_duration_seconds_sum{").append(c.labels).append("} ");
-    put_value(out, load(c.sum));
-    out += '\n';
-    std::uint64_t cumulative = 0;
-    for (size_t i = 0; i <= kDurationBuckets.size(); ++i) {
-      cumulative += load(c.in_bucket[i]);
-      out.append("lastgood_probe_duration_seconds_bucket{").append(c.labels).append(",le=\"");
-      if (i < kDurationBuckets.size()) put_value(out, kDurationBuckets[i]);
-      else out += "+Inf";
-      out.append("\"} ");
-      put_value(out, cumulative);
-      out += '\n';
+bool Metrics::TextWriter::next(std::string& out, size_t budget) {
+  const auto load = [](const auto& a) { return a.load(std::memory_order_relaxed); };
+  const size_t stop_at = out.size() + budget;
+  for (;;) {
+    const size_t first = i_;  // each call writes at least one series of its section, whatever the budget
+    switch (section_) {
+      case 0:  // prometheus-cpp's families: a few dozen series
+        out += prometheus::TextSerializer{}.Serialize(m_.registry_->Collect());
+        next_section();
+        break;
+      case 1:
+        if (i_ == 0) header(out, "lastgood_probe_duration_seconds", "Duration of probe runs.", "histogram");
+        for (; i_ < probes_.size() && (i_ == first || out.size() < stop_at); ++i_) {
+          const ProbeCell& c = *probes_[i_];
+          std::uint64_t count = 0;
+          for (const auto& b : c.in_bucket) count += load(b);
+          out.append("lastgood_probe_duration_seconds_count{").append(c.labels).append("} ");
+          put_value(out, count);
+          out.append("\nlastgood_probe_duration_seconds_sum{").append(c.labels).append("} ");
+          put_value(out, load(c.sum));
+          out += '\n';
+          std::uint64_t cumulative = 0;
+          for (size_t b = 0; b <= kDurationBuckets.size(); ++b) {
+            cumulative += load(c.in_bucket[b]);
+            out.append("lastgood_probe_duration_seconds_bucket{").append(c.labels).append(",le=\"");
+            if (b < kDurationBuckets.size()) put_value(out, kDurationBuckets[b]);
+            else out += "+Inf";
+            out.append("\"} ");
+            put_value(out, cumulative);
+            out += '\n';
+          }
+        }
+        if (i_ < probes_.size()) return true;
+        next_section();
+        break;
+      case 2:
+        if (i_ == 0) header(out, "lastgood_probes_total", "Probe runs by outcome (ok, fail, error).", "counter");
+        for (; i_ < probes_.size() && (i_ == first || out.size() < stop_at); ++i_) {
+          const ProbeCell& c = *probes_[i_];
+          for (size_t o = 0; o < 3; ++o) {
+            out.append("lastgood_probes_total{outcome=\"").append(probes::to_string(static_cast<probes::Outcome>(o))).append("\",");
+            out.append(c.labels).append("} ");
+            put_value(out, load(c.runs[o]));
+            out += '\n';
+          }
+        }
+        if (i_ < probes_.size()) return true;
+        next_section();
+        break;
+      case 3:
+        if (i_ == 0) header(out, "lastgood_probe_success", "1 when the probe's last run was ok, else 0.", "gauge");
+        for (; i_ < probes_.size() && (i_ == first || out.size() < stop_at); ++i_) {
+          const ProbeCell& c = *probes_[i_];
+          out.append("lastgood_probe_success{").append(c.labels).append(load(c.success) ? "} 1\n" : "} 0\n");
+        }
+        if (i_ < probes_.size()) return true;
+        next_section();
+        break;
+      case 4:
+        if (i_ == 0)
+          header(out, "lastgood_trigger_state", "1 for the current state of each trigger (ok, pending, firing, inconclusive), else 0.", "gauge");
+        for (; i_ < triggers_.size() && (i_ == first || out.size() < stop_at); ++i_) {
+          const TriggerCell& c = *triggers_[i_];
+          const auto state = load(c.state);
+          for (std::uint8_t k = 0; k < 4; ++k) {
+            out.append("lastgood_trigger_state{service=\"").append(c.service).append("\",state=\"").append(kTriggerStates[k]);
+            out.append("\",trigger=\"").append(c.trigger).append(state == k ? "\"} 1\n" : "\"} 0\n");
+          }
+        }
+        if (i_ < triggers_.size()) return true;
+        next_section();
+        break;
+      default:
+        return false;
     }
-  }
-  header(out, "lastgood_probes_total", "Probe runs by outcome (ok, fail, error).", "counter");
-  for (const auto* cp : probe_cells) {
-    const ProbeCell& c = *cp;
-    for (size_t o = 0; o < 3; ++o) {
-      out.append("lastgood_probes_total{outcome=\"").append(probes::to_string(static_cast<probes::Outcome>(o))).append("\",");
-      out.append(c.labels).append("} ");
-      put_value(out, load(c.runs[o]));
-      out += '\n';
-    }
-  }
-  header(out, "lastgood_probe_success", "1 when the probe's last run was ok, else 0.", "gauge");
-  for (const auto* cp : probe_cells) {
-    const ProbeCell& c = *cp;
-    out.append("lastgood_probe_success{").append(c.labels).append(load(c.success) ? "} 1\n" : "} 0\n");
-  }
-  header(out, "lastgood_trigger_state", "1 for the current state of each trigger (ok, pending, firing, inconclusive), else 0.", "gauge");
-  for (const auto* cp : trigger_cells) {
-    const TriggerCell& c = *cp;
-    const auto state = load(c.state);
-    for (std::uint8_t i = 0; i < 4; ++i) {
-      out.append("lastgood_trigger_state{service=\"").append(c.service).append("\",state=\"").append(kTriggerStates[i]);
-      out.append("\",trigger=\"").append(c.trigger).append(state == i ? "\"} 1\n" : "\"} 0\n");
-    }
+    if (out.size() >= stop_at) return section_ <= 4;
   }
 }
 
 std::string Metrics::serialize() const {
-  std::string out = prometheus::TextSerializer{}.Serialize(registry_->Collect());
-  write_cells(out);
+  TextWriter w(*this);
+  std::string out;
+  while (w.next(out, std::string::npos / 2)) {
+  }
   return out;
 }
 

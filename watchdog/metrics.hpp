@@ -16,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -47,6 +48,11 @@ class Metrics {
   struct ProbeHandles {
     ProbeCell* cell = nullptr;
   };
+  // One trigger's lastgood_trigger_state series.
+  struct TriggerCell {
+    std::string service, trigger;  // escaped for a label value
+    std::atomic<std::uint8_t> state{0};
+  };
   ProbeHandles probe_handles(const std::string& service, const std::string& probe);
   void record(const ProbeHandles& h, const probes::ProbeResult& r, double lateness_seconds);
   void skipped_runs(int n) { skipped_->Increment(n); }
@@ -65,15 +71,30 @@ class Metrics {
   void escalation(const std::string& service) { escalations_->Add({{"service", service}}).Increment(); }
   void alert(const std::string& outcome) { alerts_->Add({{"outcome", outcome}}).Increment(); }
 
-  std::string serialize() const;
+  // The exposition text, written a piece at a time: at 10 000 probes it is 16 MB, which a scrape
+  // held whole on top of everything else; a writer holds one piece (HttpRes::stream). Each
+  // next() appends about `budget` bytes (whole series) and returns false once all is written.
+  // Made and used on one thread (the scrape's); safe against the loop recording meanwhile.
+  class TextWriter {
+   public:
+    explicit TextWriter(const Metrics& m);
+    bool next(std::string& out, size_t budget);
+
+   private:
+    void next_section() {
+      ++section_;
+      i_ = 0;
+    }
+    const Metrics& m_;
+    std::vector<const ProbeCell*> probes_;
+    std::vector<const TriggerCell*> triggers_;
+    int section_ = 0;
+    size_t i_ = 0;
+  };
+  std::string serialize() const;  // the whole text at once (tests, small configs)
   prometheus::Registry& registry() { return *registry_; }
 
  private:
-  struct TriggerCell {
-    std::string service, trigger;  // escaped for a label value
-    std::atomic<std::uint8_t> state{0};
-  };
-  void write_cells(std::string& out) const;
 
   std::shared_ptr<prometheus::Registry> registry_;
   mutable std::mutex cells_mu_;  // adding cells vs a scrape walking them

@@ -78,6 +78,7 @@ struct Server::Impl {
       if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted) break;
       HttpRes res;
       bool keep_alive = false;
+      bool hr_head = false;
       unsigned version = 11;
       if (ec == http::error::body_limit) {
         res = HttpRes::json_error(413, "request body larger than " + std::to_string(kBodyLimit) + " bytes");
@@ -87,6 +88,7 @@ struct Server::Impl {
         auto& req = parser.get();
         keep_alive = req.keep_alive();
         version = req.version();
+        hr_head = req.method() == http::verb::head;
         HttpReq hr{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
                    std::string(req[http::field::authorization]), remote};
         try {
@@ -101,6 +103,11 @@ struct Server::Impl {
           res = HttpRes::json_error(500, "internal error");
         }
       }
+      if (res.stream) {
+        if (!co_await write_streamed(stream, res, version, keep_alive, hr_head)) break;
+        if (!keep_alive) break;
+        continue;
+      }
       http::response<http::string_body> out{static_cast<http::status>(res.status), version};
       out.set(http::field::server, "lastgood");
       out.set(http::field::content_type, res.content_type);
@@ -114,6 +121,46 @@ struct Server::Impl {
     }
     boost::system::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  // Writes a streamed response: chunked for HTTP/1.1; for HTTP/1.0 the body ends when the
+  // connection closes. Each piece is made on the worker (it may take milliseconds) and written
+  // before the next is made, so one piece is held at a time. Returns false when the connection
+  // is done for (a write failed).
+  asio::awaitable<bool> write_streamed(beast::tcp_stream& stream, HttpRes& res, unsigned version, bool& keep_alive, bool head_only) {
+    const bool chunked = version >= 11;
+    if (!chunked) keep_alive = false;
+    http::response<http::empty_body> out{static_cast<http::status>(res.status), version};
+    out.set(http::field::server, "lastgood");
+    out.set(http::field::content_type, res.content_type);
+    out.set(http::field::cache_control, "no-store");
+    out.keep_alive(keep_alive);
+    if (chunked) out.chunked(true);
+    http::response_serializer<http::empty_body> sr{out};
+    stream.expires_after(std::chrono::seconds(30));
+    auto [hec, hn] = co_await http::async_write_header(stream, sr, use_tuple);
+    (void)hn;
+    if (hec) co_return false;
+    if (head_only) co_return true;
+    auto make = std::move(res.stream);
+    std::string piece;
+    for (bool more = true; more;) {
+      piece.clear();
+      more = co_await asio::co_spawn(
+          worker, [&make, &piece]() -> asio::awaitable<bool> { co_return make(piece); }, asio::use_awaitable);
+      if (piece.empty()) continue;
+      stream.expires_after(std::chrono::seconds(30));  // a client that stops reading is dropped
+      boost::system::error_code wec;
+      if (chunked) std::tie(wec, std::ignore) = co_await asio::async_write(stream, http::make_chunk(asio::buffer(piece)), use_tuple);
+      else std::tie(wec, std::ignore) = co_await asio::async_write(stream, asio::buffer(piece), use_tuple);
+      if (wec) co_return false;
+    }
+    if (chunked) {
+      auto [lec, ln] = co_await asio::async_write(stream, http::make_chunk_last(), use_tuple);
+      (void)ln;
+      if (lec) co_return false;
+    }
+    co_return true;
   }
 
   asio::awaitable<void> accept_loop() {

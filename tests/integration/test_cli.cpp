@@ -4,6 +4,8 @@
 
 #include <signal.h>
 
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -21,6 +23,18 @@ namespace {
 std::pair<int, std::string> http_get(unsigned short port, const std::string& target) {
   auto r = http_call(port, "GET", target);
   return {r.status, r.body};
+}
+
+// One request as raw bytes; the whole reply as raw bytes, read until the server closes.
+std::string raw_exchange(unsigned short port, const std::string& request) {
+  asio::io_context ioc;
+  asio::ip::tcp::socket sock(ioc);
+  sock.connect({asio::ip::make_address("127.0.0.1"), port});
+  asio::write(sock, asio::buffer(request));
+  std::string reply;
+  boost::system::error_code ec;
+  asio::read(sock, asio::dynamic_buffer(reply), ec);  // until EOF
+  return reply;
 }
 
 std::string write_config(const TempDir& dir, unsigned short listen, const std::string& url) {
@@ -83,6 +97,16 @@ TEST_CASE("lastgood run serves metrics that pass promtool, health endpoints, and
   int rc = run_command({"sh", "-c", "promtool check metrics < " + (dir.path / "metrics.txt").string()}, &out);
   INFO(out);
   CHECK(rc == 0);
+
+  // The text is streamed: chunked for HTTP/1.1, close-delimited for HTTP/1.0, headers only for HEAD.
+  const auto chunked = raw_exchange(port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  CHECK_THAT(chunked, Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("Transfer-Encoding: chunked\r\n") &&
+                          Catch::Contains("lastgood_build_info{version=") && Catch::EndsWith("\r\n0\r\n\r\n"));
+  const auto plain = raw_exchange(port, "GET /metrics HTTP/1.0\r\n\r\n");
+  CHECK_THAT(plain, Catch::StartsWith("HTTP/1.0 200") && !Catch::Contains("chunked") &&
+                        Catch::Contains("\r\n\r\n# HELP ") && Catch::EndsWith("trigger=\"home-errors\"} 0\n"));
+  const auto head = raw_exchange(port, "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  CHECK_THAT(head, Catch::StartsWith("HTTP/1.1 200") && Catch::EndsWith("\r\n\r\n") && !Catch::Contains("# HELP"));
 
   auto api = http_get(port, "/api/v1/services");
   CHECK(api.first == 200);

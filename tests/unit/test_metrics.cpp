@@ -110,3 +110,29 @@ TEST_CASE("per-probe and trigger series are written exactly as prometheus-cpp wr
   CHECK_THAT(text, Catch::Contains("lastgood_trigger_state{service=\"web\",state=\"firing\",trigger=\"errors\"} 1\n"));
   CHECK_THAT(text, Catch::Contains("lastgood_schedule_lateness_seconds_count 7\n"));  // the registry's series are still there
 }
+
+TEST_CASE("the exposition text written a piece at a time is the same text, cut between lines", "[metrics]") {
+  Metrics m;
+  for (int i = 0; i < 200; ++i) {
+    auto h = m.probe_handles("svc" + std::to_string(i), "p");
+    m.record(h, result(i % 3 == 0 ? Outcome::fail : Outcome::ok, 3.0 * i), 0.0);
+    m.trigger_state("svc" + std::to_string(i), "down", i % 2 ? "firing" : "ok");
+  }
+  const std::string whole = m.serialize();
+  REQUIRE(whole.size() > 100'000);
+  const size_t budget = GENERATE(1, 4096, 100'000);
+  Metrics::TextWriter w(m);
+  std::string joined, piece;
+  int pieces = 0;
+  for (bool more = true; more;) {
+    piece.clear();
+    more = w.next(piece, budget);
+    ++pieces;
+    REQUIRE(pieces < 100'000);  // it ends
+    if (!piece.empty()) CHECK(piece.back() == '\n');  // a scrape never sees half a line in a piece
+    CHECK(piece.size() < budget + 4096);  // about the budget: whole series, never the rest at once
+    joined += piece;
+  }
+  CHECK(joined == whole);
+  CHECK(pieces >= static_cast<int>(whole.size() / (budget + 4096)));
+}
