@@ -33,9 +33,20 @@ class Cadence {
     return Duration::zero();
   }
 
-  // The first run: a random offset in [0, interval) so that many probes do not start together.
-  TimePoint first(TimePoint now, double u) const {
-    return at_or_after(nearest(now + std::chrono::duration_cast<Duration>(interval_ * std::clamp(u, 0.0, 0.999999))), now);
+  // The first run: a random offset in [0, spread) so that many probes do not start together;
+  // spread is the interval unless the caller widens it (first_spread).
+  TimePoint first(TimePoint now, double u, Duration spread = Duration::zero()) const {
+    const Duration over = std::max(spread, interval_);
+    return at_or_after(nearest(now + std::chrono::duration_cast<Duration>(over * std::clamp(u, 0.0, 0.999999))), now);
+  }
+
+  // How widely a scheduler spreads the first runs of `probes` probes. A first run opens a
+  // connection, several times the cost of a later run on a kept-alive one: 10 000 of them within
+  // one second kept the loop saturated for two seconds, every run late and thousands in flight at
+  // once (tens of MB of coroutine frames). First runs are spread to at most kFirstRunsPerSecond.
+  static constexpr double kFirstRunsPerSecond = 4000.0;
+  static Duration first_spread(size_t probes) {
+    return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(static_cast<double>(probes) / kFirstRunsPerSecond));
   }
 
   // The next run after one planned for `planned` that ended at `finished`: one interval later,

@@ -32,12 +32,13 @@ void Scheduler::start() {
   double rate = 0;
   for (const auto& e : entries_) rate += 1.0 / std::chrono::duration<double>(e.cadence.interval()).count();
   const auto now = Clock::now();
+  const auto spread = Cadence::first_spread(entries_.size());
   due_.reserve(entries_.size());
   for (std::uint32_t i = 0; i < entries_.size(); ++i) {
     auto& e = entries_[i];
     const auto interval = e.cadence.interval();
     e.cadence = Cadence(interval, e.cadence.jitter(), Cadence::grid_for(interval, rate));
-    plan(i, e.cadence.first(now, uni_(rng_)));
+    plan(i, e.cadence.first(now, uni_(rng_), spread));
   }
   arm();
 }

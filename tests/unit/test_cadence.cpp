@@ -111,3 +111,13 @@ TEST_CASE("runs are planned on a grid sized from the total rate", "[scheduler]")
   CHECK(g.next(TP{}, TP{} + 1200ms, 0.5, &skipped) == TP{} + 2000ms);  // overran the next run: skipped
   CHECK(skipped == 1);
 }
+
+TEST_CASE("first runs are spread over the interval, or wider when there are many probes", "[cadence]") {
+  CHECK(Cadence::first_spread(100) < 1s);  // a few probes: the interval decides
+  CHECK(Cadence::first_spread(10'000) == 2500ms);  // at most kFirstRunsPerSecond first runs a second
+  const Cadence c(1s, 0.1, 10ms);
+  const Cadence::TimePoint now{100s};
+  CHECK(c.first(now, 0.5, Cadence::first_spread(100)) - now == 500ms);
+  CHECK(c.first(now, 0.5, Cadence::first_spread(10'000)) - now == 1250ms);
+  CHECK(c.first(now, 0.999, Cadence::first_spread(10'000)) - now <= 2500ms);  // rounded to the grid
+}
