@@ -42,7 +42,7 @@ struct Server::Impl {
   tcp::acceptor acceptor;
   Handler handler;
   bool stopped = false;
-  asio::thread_pool worker{1};  // bodies made off the loop (HttpRes::offload)
+  asio::thread_pool worker{1};  // streamed bodies are made off the loop (HttpRes::stream)
 
   Impl(asio::io_context& io, const std::string& listen, Handler h) : ioc(io), acceptor(io), handler(std::move(h)) {
     auto ep = parse_listen(listen);
@@ -93,11 +93,6 @@ struct Server::Impl {
                    std::string(req[http::field::authorization]), remote};
         try {
           res = handler(hr);
-          if (res.offload) {
-            auto make = std::move(res.offload);
-            res.body = co_await asio::co_spawn(
-                worker, [make = std::move(make)]() -> asio::awaitable<std::string> { co_return make(); }, asio::use_awaitable);
-          }
         } catch (const std::exception& ex) {
           spdlog::error("http handler for {} {}: {}", hr.method, hr.target, ex.what());
           res = HttpRes::json_error(500, "internal error");

@@ -22,9 +22,6 @@ struct HttpRes {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
-  // When set, the body is made by this function on the server's worker thread, not on the event
-  // loop (for /metrics: serialising 10 000 probes' series takes ~0.5 s). It must be thread-safe.
-  std::function<std::string()> offload = {};
   // When set, the body is written a piece at a time (chunked), each piece made by this function on
   // the worker thread: it appends the next piece to its argument and returns false after the last.
   // For /metrics at 10 000 probes, so that a scrape never holds the whole 16 MB text.
