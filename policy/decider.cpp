@@ -23,7 +23,7 @@ int Budget::rollbacks_last_day(TimePoint now) const {
 void Budget::note_rollback(TimePoint now) {
   rollbacks_.push_back(now);
   last_decision_ = now;
-  while (!rollbacks_.empty() && now - rollbacks_.front() >= kDay) rollbacks_.pop_front();
+  std::erase_if(rollbacks_, [&](TimePoint t) { return now - t >= kDay; });
 }
 
 std::optional<std::string> Budget::blocked(TimePoint now, Duration cooldown, int max_per_day) const {

@@ -153,7 +153,8 @@ Decision ServicePolicy::decide_for(const Trigger& spec, const Evidence& evidence
   in.has_deployment = spec_.has_deployment;
   in.shadow = spec_.shadow || spec.shadow;
   in.rollback = &spec_.rollback;
-  in.authority = &spec_.authority;
+  static const std::map<Severity, Authority> kNone;
+  in.authority = spec_.authority ? spec_.authority.get() : &kNone;
   in.deployment = &deployment_;
   in.budget = &budget_;
   Decision d = policy::decide(in);

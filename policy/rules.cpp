@@ -21,21 +21,26 @@ RuleState::Kind RuleState::kind_of(const std::string& k) {
   return Kind::condition;
 }
 
-RuleState::RuleState(const Rule& rule, const SampleWindow& w) : rule_(rule), kind_(kind_of(rule.kind)) {
+// The name of what a rule measures, for evidence. Made when describing (transitions, decisions,
+// views), not kept: a string per rule was 64 bytes per trigger and probe.
+std::string RuleState::measure() const {
   switch (kind_) {
-    case Kind::consecutive_failures: measure_ = "consecutive_failures"; break;
-    case Kind::x_of_y: measure_ = "failures_of_last_" + std::to_string(rule.of); break;
-    case Kind::error_rate: measure_ = "error_rate"; break;
+    case Kind::consecutive_failures: return "consecutive_failures";
+    case Kind::x_of_y: return "failures_of_last_" + std::to_string(rule_.of);
+    case Kind::error_rate: return "error_rate";
     case Kind::latency: {
       char name[32];
-      std::snprintf(name, sizeof name, "p%g_latency_ms", rule.percentile);
-      measure_ = name;
-      break;
+      std::snprintf(name, sizeof name, "p%g_latency_ms", rule_.percentile);
+      return name;
     }
-    case Kind::burn_rate: measure_ = "burn_rate"; break;
-    case Kind::spread: measure_ = "failing_share"; break;
-    case Kind::condition: measure_ = "condition_failed:" + rule.condition; break;
+    case Kind::burn_rate: return "burn_rate";
+    case Kind::spread: return "failing_share";
+    case Kind::condition: return "condition_failed:" + rule_.condition;
   }
+  return rule_.kind;
+}
+
+RuleState::RuleState(const Rule& rule, const SampleWindow& w) : rule_(rule), kind_(kind_of(rule.kind)) {
   condition_bit_ = condition_bit(rule.condition);
   if (kind_ == Kind::x_of_y) ring_.assign(static_cast<size_t>(std::max(rule.of, 1)), false);
   if (kind_ == Kind::error_rate) counters_.emplace_back(rule.window);
@@ -170,7 +175,7 @@ Verdict RuleState::evaluate(const SampleWindow& w, TimePoint now) {
 }
 
 void RuleState::describe(Evidence& e, const SampleWindow& w, TimePoint now) const {
-  e.measure = measure_;
+  e.measure = measure();
   if (kind_ == Kind::latency && e.value == 0 && e.samples > 0) e.value = percentile_ms(w, now, rule_.window, rule_.percentile);
   if (kind_ == Kind::burn_rate) {
     const double budget = 1.0 - rule_.slo;

@@ -34,9 +34,9 @@ class RuleState {
   static Kind kind_of(const std::string& name);
 
  private:
+  std::string measure() const;
   const Rule& rule_;
   Kind kind_;
-  std::string measure_;
   std::uint32_t condition_bit_ = 0;
   // consecutive_failures
   int consecutive_fail_ = 0, trailing_errors_ = 0;

@@ -674,6 +674,8 @@ std::variant<std::string, HttpError> HttpConnection::serialize(const HttpRequest
   return bytes;
 }
 int HttpConnection::connections_opened() const { return impl_->opened; }
+const Url& HttpConnection::url() const { return impl_->origin; }
+asio::any_io_executor HttpConnection::executor() const { return impl_->ex; }
 void HttpConnection::close() { impl_->close(); }
 
 }  // namespace lastgood::probes

@@ -91,6 +91,8 @@ class HttpConnection {
 
   // How many TCP connections this object has opened (observability and tests).
   int connections_opened() const;
+  const Url& url() const;  // as given at construction
+  boost::asio::any_io_executor executor() const;
   void close();
 
  private:

@@ -30,13 +30,14 @@ policy::Sample to_sample(const probes::ProbeResult& r) {
   return s;
 }
 
-policy::ServiceSpec to_policy(const config::Config& cfg, const config::Service& svc) {
+policy::ServiceSpec to_policy(const config::Config& cfg, const config::Service& svc,
+                              std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority) {
   policy::ServiceSpec s;
   s.name = svc.name;
   for (const auto& p : svc.probes) s.probes.push_back({p.name, p.reference});
   s.triggers = svc.triggers;
   s.rollback = svc.rollback;
-  s.authority = cfg.authority;
+  s.authority = authority ? std::move(authority) : std::make_shared<const std::map<policy::Severity, policy::Authority>>(cfg.authority);
   s.has_deployment = svc.deployment.has_value();
   if (svc.deployment) s.migration_releases.insert(svc.deployment->migration_releases.begin(), svc.deployment->migration_releases.end());
   s.shadow = svc.shadow;
@@ -86,12 +87,15 @@ Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& me
     : ioc_(ioc), cfg_(cfg), metrics_(metrics), dry_run_(dry_run),
       notifier_(ioc, cfg, [this](const std::string& type, const std::string& service, json data) { record(type, service, std::move(data)); }),
       incidents_(cfg.state_dir + "/incidents") {
+  svcs_.reserve(cfg.services.size());
+  const auto authority = std::make_shared<const std::map<policy::Severity, policy::Authority>>(cfg.authority);
   for (const auto& svc : cfg.services) {
-    auto s = std::make_unique<Svc>(ioc);
-    s->policy = std::make_unique<policy::ServicePolicy>(to_policy(cfg, svc));
+    auto s = std::make_unique<Svc>();
+    s->policy = std::make_unique<policy::ServicePolicy>(to_policy(cfg, svc, authority));
     s->cfg = &svc;
     if (svc.deployment) {
       s->action = actions::make_action(ioc.get_executor(), svc.name, *svc.deployment);
+      if (s->action) s->observe_timer = std::make_unique<asio::steady_timer>(ioc);
       if (!s->action)
         spdlog::warn("service {}: deployment kind {} is not built yet: it is validated but neither observed nor rolled back", svc.name,
                      svc.deployment->kind);
@@ -216,7 +220,7 @@ void Pipeline::replay(std::vector<LedgerEntry> entries, std::vector<std::pair<si
   // A rollback that finished but was not verified when lastgood stopped: verify it afresh.
   for (auto& [id, v] : unverified) {
     auto& s = *svcs_[v.first];
-    s.verifying = Verification{id, v.second.value("to", ""), "", now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
+    s.verifying = std::make_unique<Verification>(Verification{id, v.second.value("to", ""), "", now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0});
   }
   while (proposals_.size() > 200) proposals_.pop_front();
 }
@@ -245,7 +249,8 @@ void Pipeline::start(Ledger& ledger) {
 void Pipeline::stop() {
   stopped_ = true;
   notifier_.stop();
-  for (auto& s : svcs_) s->observe_timer.cancel();
+  for (auto& s : svcs_)
+    if (s->observe_timer) s->observe_timer->cancel();
 }
 
 asio::awaitable<void> Pipeline::reconcile(size_t si, json started) {
@@ -261,7 +266,7 @@ asio::awaitable<void> Pipeline::reconcile(size_t si, json started) {
          {{"action_id", id}, {"to", target}, {"live", found}, {"switched", switched}, {"error", s.observe_error}});
   if (switched) {
     spdlog::info("service {}: the interrupted rollback had switched to {}; verifying recovery", s.cfg->name, target);
-    s.verifying = Verification{id, target, "", now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
+    s.verifying = std::make_unique<Verification>(Verification{id, target, "", now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0});
   } else {
     escalate(si, "rollback " + id + " to " + target + " was interrupted and the live release is " + (found.empty() ? "unknown" : found), id);
   }
@@ -298,8 +303,8 @@ asio::awaitable<void> Pipeline::observe_loop(size_t si) {
   while (!stopped_) {
     co_await observe_once(si);
     if (stopped_) break;
-    s.observe_timer.expires_after(s.cfg->deployment->observe_interval);
-    co_await s.observe_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    s.observe_timer->expires_after(s.cfg->deployment->observe_interval);
+    co_await s.observe_timer->async_wait(asio::as_tuple(asio::use_awaitable));
   }
 }
 
@@ -329,7 +334,7 @@ void Pipeline::tick(policy::TimePoint t, size_t first, size_t last) {
     auto& s = *svcs_[si];
     handle(si, s.policy->tick(t, true));
     if (s.verifying && t >= s.verifying->deadline) {
-      const auto v = *s.verifying;
+      const Verification v = std::move(*s.verifying);
       s.verifying.reset();
       record("verification", s.cfg->name, {{"action_id", v.action_id}, {"release", v.release}, {"outcome", "not_recovered"}, {"healthy_samples", v.seen}});
       set_proposal_state(v.proposal_id, "escalated");
@@ -535,7 +540,7 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
     co_return;
   }
   spdlog::warn("rollback {}: {} is now on {} ({:.1f} ms); verifying recovery", id, name, plan.to, secs * 1000);
-  s.verifying = Verification{id, plan.to, proposal_id, now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0};
+  s.verifying = std::make_unique<Verification>(Verification{id, plan.to, proposal_id, now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0});
   co_await observe_once(si);
 }
 

@@ -30,7 +30,9 @@
 namespace lastgood::watchdog {
 
 policy::Sample to_sample(const probes::ProbeResult& r);
-policy::ServiceSpec to_policy(const config::Config& cfg, const config::Service& svc);
+// `authority` is the config's, shared by every service (made from cfg when null).
+policy::ServiceSpec to_policy(const config::Config& cfg, const config::Service& svc,
+                              std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority = nullptr);
 nlohmann::json to_json(const policy::Evidence& e);
 nlohmann::json to_json(const policy::Decision& d);
 
@@ -94,17 +96,18 @@ class Pipeline {
     policy::TimePoint deadline;
     int needed = 3, seen = 0;
   };
+  // Per service; at 10 000 services every byte here is 10 kB, so what only a service with a
+  // deployment or a rollback in progress needs is held behind a pointer.
   struct Svc {
     std::unique_ptr<policy::ServicePolicy> policy;
     std::unique_ptr<actions::Action> action;
     const config::Service* cfg = nullptr;
-    boost::asio::steady_timer observe_timer;
+    std::unique_ptr<boost::asio::steady_timer> observe_timer;  // with an action
     std::string observe_error;  // the last observation error, logged once per change
     bool escalated = false;
     std::string escalation;
     bool acting = false;
-    std::optional<Verification> verifying;
-    explicit Svc(boost::asio::io_context& ioc) : observe_timer(ioc) {}
+    std::unique_ptr<Verification> verifying;  // after a rollback, until recovery or escalation
   };
 
   void record(const std::string& type, const std::string& service, nlohmann::json data);

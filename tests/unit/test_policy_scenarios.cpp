@@ -30,8 +30,8 @@ ServiceSpec service(std::string mode = "auto", bool with_reference = false) {
   s.rollback.rollback_window = 2h;
   s.rollback.cooldown = 30min;
   s.rollback.max_per_day = 3;
-  s.authority[Severity::P0] = Authority{{"oncall"}, 1, true};
-  s.authority[Severity::P1] = Authority{{"manager"}, 1, false};
+  s.authority = std::make_shared<const std::map<Severity, Authority>>(
+      std::map<Severity, Authority>{{Severity::P0, Authority{{"oncall"}, 1, true}}, {Severity::P1, Authority{{"manager"}, 1, false}}});
   s.has_deployment = true;
   return s;
 }
