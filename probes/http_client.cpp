@@ -7,6 +7,8 @@
 #include <cstring>
 #include <ctime>
 #include <regex>
+#include <tuple>
+#include <type_traits>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
@@ -421,6 +423,7 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
     auto t1 = Clock::now();
     resp.connect_ms = Ms(t1 - t0);
     if (!origin.tls()) {
+      plain->non_blocking(true, ignored);  // exchange() writes at once when the socket takes it all
       disarm();
       co_return std::nullopt;
     }
@@ -450,22 +453,42 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
   }
 
   // Reads more bytes onto the end of `in`. Returns the error (timed_out tells a timeout apart).
-  template <class Stream>
-  asio::awaitable<boost::system::error_code> fill(Stream& stream, std::string& in) {
+  // Room for a read at the end of `in`; returns where it starts. With settle(), the parts of fill()
+  // around its read, for the hot paths that await the read directly (a nested coroutine is a
+  // frame allocated and resumed on every read).
+  static std::size_t grow(std::string& in) {
     const std::size_t used = in.size();
     in.resize(used + std::max<std::size_t>(1024, std::min<std::size_t>(in.capacity() - used, 16384)));
-    auto [ec, n] = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
+    return used;
+  }
+  static boost::system::error_code settle(std::string& in, std::size_t used, boost::system::error_code ec, std::size_t n) {
     in.resize(used + n);
     if (!ec && n == 0) ec = asio::error::eof;
-    co_return ec;
+    return ec;
+  }
+
+  template <class Stream>
+  asio::awaitable<boost::system::error_code> fill(Stream& stream, std::string& in) {
+    // Asio reads at once only when the last read did not drain the socket (try_speculative), so
+    // the first read after a request is queued for epoll without a failing recv.
+    const std::size_t used = grow(in);
+    auto [ec, n] = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
+    co_return settle(in, used, ec, n);
   }
 
   template <class Stream>
   asio::awaitable<std::optional<HttpError>> exchange(Stream& stream, const std::string& req, bool head_request, std::size_t max_body,
                                                      Clock::time_point t0, HttpResponse& resp, bool& keep_alive, bool& nothing_received) {
     nothing_received = true;
-    auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(req), use_tuple);
-    (void)wn;
+    std::size_t sent = 0;
+    boost::system::error_code wec;
+    if constexpr (std::is_same_v<Stream, tcp::socket>) {
+      // A request nearly always fits in the socket's send buffer: written at once, it needs no
+      // async operation and no completion through the io_context's queue.
+      sent = stream.write_some(asio::buffer(req), wec);
+      if (wec == asio::error::would_block || wec == asio::error::try_again) wec = {};
+    }
+    if (!wec && sent < req.size()) std::tie(wec, std::ignore) = co_await asio::async_write(stream, asio::buffer(req.data() + sent, req.size() - sent), use_tuple);
     if (wec || timed_out) co_return HttpError{HttpError::Stage::write, timed_out, timed_out ? "write: timed out" : "write: " + wec.message()};
 
     std::string in;  // this response's bytes (the connection keeps no buffer between requests)
@@ -482,7 +505,9 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
         }
         if (in.size() > kHeaderLimit) co_return HttpError{HttpError::Stage::protocol, false, "malformed response: header fields exceed 64 KiB"};
         scan = in.size() < 3 ? 0 : in.size() - 3;
-        auto ec = co_await fill(stream, in);
+        const std::size_t used = grow(in);
+        auto [rec, rn] = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
+        const auto ec = settle(in, used, rec, rn);
         if (!in.empty()) nothing_received = false;
         if (timed_out) co_return HttpError{HttpError::Stage::read_headers, true, "timed out waiting for the response headers"};
         if (ec == asio::error::eof || ec == asio::error::connection_reset || ec == ssl::error::stream_truncated)
@@ -513,7 +538,9 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
       if (*h.content_length > max_body) co_return too_big();  // refused at the header
       const std::size_t want = head_end + static_cast<std::size_t>(*h.content_length);
       while (in.size() < want) {
-        auto ec = co_await fill(stream, in);
+        const std::size_t used = grow(in);
+        auto [rec, rn] = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
+        const auto ec = settle(in, used, rec, rn);
         if (ec || timed_out) co_return body_error(ec);
       }
       if (in.size() > want) keep_alive = false;
