@@ -15,7 +15,13 @@ ServicePolicy::ServicePolicy(ServiceSpec spec) : spec_(std::move(spec)) {
       const bool watched = t.probe ? *t.probe == spec_.probes[pi].name : !spec_.probes[pi].reference;
       if (watched) pt.probes.push_back(pi);
     }
-    pt.spread = RuleState::kind_of(t.rule.kind) == RuleState::Kind::spread;
+    const auto kind = RuleState::kind_of(t.rule.kind);
+    pt.spread = kind == RuleState::Kind::spread;
+    bool covers_all = true;  // every probe that counts for impact is watched, so its samples re-judge
+    for (size_t pi = 0; pi < spec_.probes.size(); ++pi)
+      if (!spec_.probes[pi].reference && std::find(pt.probes.begin(), pt.probes.end(), pi) == pt.probes.end()) covers_all = false;
+    pt.time_free = covers_all && (kind == RuleState::Kind::consecutive_failures || kind == RuleState::Kind::x_of_y ||
+                                  kind == RuleState::Kind::condition);
     if (!pt.spread) {
       for (size_t pi : pt.probes) {
         pt.rules.push_back(std::make_unique<RuleState>(spec_.triggers[ti].rule, probes_[pi].window));
@@ -93,6 +99,7 @@ void ServicePolicy::step(size_t ti, const Verdict& v, TimePoint now, bool defer,
   auto& t = triggers_[ti];
   const Trigger& spec = spec_.triggers[ti];
   t.last = v;
+  t.judged = true;
   auto prev = t.machine.step(v, now, spec.for_, spec.recover_after);
   if (!prev) return;
   // Entering or leaving `firing` starts count-based rules over: a flapping target needs a full
@@ -218,7 +225,11 @@ Events ServicePolicy::on_sample(size_t pi, const Sample& s, bool defer) {
 
 Events ServicePolicy::tick(TimePoint now, bool defer) {
   Events out;
-  for (size_t ti = 0; ti < triggers_.size(); ++ti) step(ti, evaluate(triggers_[ti], spec_.triggers[ti], now, std::nullopt), now, defer, out);
+  for (size_t ti = 0; ti < triggers_.size(); ++ti) {
+    const auto& t = triggers_[ti];
+    if (t.time_free && t.judged && (t.machine.state() == TriggerState::ok || t.machine.state() == TriggerState::inconclusive)) continue;
+    step(ti, evaluate(triggers_[ti], spec_.triggers[ti], now, std::nullopt), now, defer, out);
+  }
   after(now, out);
   return out;
 }

@@ -100,6 +100,11 @@ class ServicePolicy {
     Verdict last;
     int last_pick = -1;                             // which per_probe verdict `last` came from
     bool spread = false;                            // a spread rule (service-wide), fixed at construction
+    // The verdict depends on the samples only, not on time (a count-based rule), and every sample
+    // that can change it or its impact figures re-judges it: a tick then changes nothing while the
+    // trigger is ok or inconclusive (no `for` or `recover_after` running), so it is skipped.
+    bool time_free = false;
+    bool judged = false;  // evaluated at least once
   };
 
   Verdict evaluate(PerTrigger& t, const Trigger& spec, TimePoint now, std::optional<size_t> only_probe);

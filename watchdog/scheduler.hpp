@@ -53,6 +53,8 @@ class Scheduler {
   void arm();
   void wake();
   void launch(std::uint32_t index, Clock::time_point now);
+  boost::asio::awaitable<void> run_one(std::uint32_t index, double lateness);
+  probes::ProbeResult error_result(std::uint32_t index, std::string reason) const;
   void finished(std::uint32_t index, probes::ProbeResult&& r, double lateness);
   void plan(std::uint32_t index, Clock::time_point at);
 
