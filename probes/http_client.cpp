@@ -292,7 +292,6 @@ class Deadlines final : public asio::execution_context::service {
   void shutdown() override {
     for (auto* w : heap_) w->pos = npos;
     heap_.clear();
-    boost::system::error_code ignored;
     timer_.cancel();
   }
   void arm() {

@@ -30,14 +30,14 @@ policy::Sample to_sample(const probes::ProbeResult& r) {
   return s;
 }
 
-policy::ServiceSpec to_policy(const config::Config& cfg, const config::Service& svc,
+policy::ServiceSpec to_policy(const config::Service& svc,
                               std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority) {
   policy::ServiceSpec s;
   s.name = svc.name;
   for (const auto& p : svc.probes) s.probes.push_back({p.name, p.reference});
   s.triggers = svc.triggers;
   s.rollback = svc.rollback;
-  s.authority = authority ? std::move(authority) : std::make_shared<const std::map<policy::Severity, policy::Authority>>(cfg.authority);
+  s.authority = std::move(authority);
   s.has_deployment = svc.deployment.has_value();
   if (svc.deployment) s.migration_releases.insert(svc.deployment->migration_releases.begin(), svc.deployment->migration_releases.end());
   s.shadow = svc.shadow;
@@ -91,7 +91,7 @@ Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& me
   const auto authority = std::make_shared<const std::map<policy::Severity, policy::Authority>>(cfg.authority);
   for (const auto& svc : cfg.services) {
     auto s = std::make_unique<Svc>();
-    s->policy = std::make_unique<policy::ServicePolicy>(to_policy(cfg, svc, authority));
+    s->policy = std::make_unique<policy::ServicePolicy>(to_policy(svc, authority));
     s->cfg = &svc;
     if (svc.deployment) {
       s->action = actions::make_action(ioc.get_executor(), svc.name, *svc.deployment);

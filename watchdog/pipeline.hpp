@@ -30,9 +30,9 @@
 namespace lastgood::watchdog {
 
 policy::Sample to_sample(const probes::ProbeResult& r);
-// `authority` is the config's, shared by every service (made from cfg when null).
-policy::ServiceSpec to_policy(const config::Config& cfg, const config::Service& svc,
-                              std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority = nullptr);
+// `authority` is the config's (cfg.authority), made once and shared by every service.
+policy::ServiceSpec to_policy(const config::Service& svc,
+                              std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority);
 nlohmann::json to_json(const policy::Evidence& e);
 nlohmann::json to_json(const policy::Decision& d);
 

@@ -14,10 +14,7 @@ namespace asio = boost::asio;
 Scheduler::Scheduler(asio::io_context& ioc, Sink sink, SkipSink on_skip)
     : ioc_(ioc), sink_(std::move(sink)), on_skip_(std::move(on_skip)), timer_(ioc) {}
 
-Scheduler::~Scheduler() {
-  stop();
-  *alive_ = false;
-}
+Scheduler::~Scheduler() { stop(); }
 
 size_t Scheduler::add(std::unique_ptr<probes::Probe> probe) {
   auto interval = std::chrono::duration_cast<Clock::duration>(probe->spec().interval);

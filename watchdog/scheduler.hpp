@@ -65,7 +65,7 @@ class Scheduler {
   std::vector<Due> due_;  // a min-heap by time (std::push_heap with greater)
   boost::asio::steady_timer timer_;
   Clock::time_point armed_for_ = Clock::time_point::max();
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // runs in flight check it on completion
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // expires with the scheduler: runs in flight check it
   std::mt19937_64 rng_{std::random_device{}()};
   std::uniform_real_distribution<double> uni_{0.0, 1.0};
   bool running_ = false;
