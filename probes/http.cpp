@@ -48,6 +48,7 @@ class HttpProbe final : public Probe {
     }
     if (http_.expect.body_matches) body_re_ = std::make_unique<std::regex>(*http_.expect.body_matches);
     conn_ = std::make_unique<HttpConnection>(std::move(ex), url, tls_);
+    conn_->keep_headers(!http_.expect.header.empty() || http_.follow_redirects > 0);  // `header` expectations, Location
     request_ = conn_->serialize(make_request(url));
     head_ = http_.method == "HEAD";
   }

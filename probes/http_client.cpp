@@ -353,6 +353,7 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
   // operations are cancelled and timed_out is set.
   Deadlines& deadlines;
   bool timed_out = false;
+  bool keep_head = true;  // keep_headers()
 
   explicit Impl(asio::any_io_executor e) : ex(e), deadlines(Deadlines::of(ex)) {}
   ~Impl() { deadlines.remove(*this); }
@@ -520,7 +521,7 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
       if (h.status >= 200 || h.status == 101) break;
       in.erase(0, head_end);  // 100 Continue, 103 Early Hints: the real response follows
     }
-    resp.head.assign(h.fields);  // copied now: the body may reuse the buffer
+    if (keep_head) resp.head.assign(h.fields);  // copied now: the body may reuse the buffer
     resp.first_byte_ms = Ms(Clock::now() - t0);
     resp.status = h.status;
     keep_alive = h.minor >= 1 ? !h.close : (h.keep_alive && !h.close);
@@ -700,6 +701,7 @@ std::variant<std::string, HttpError> HttpConnection::serialize(const HttpRequest
   return bytes;
 }
 int HttpConnection::connections_opened() const { return impl_->opened; }
+void HttpConnection::keep_headers(bool keep) { impl_->keep_head = keep; }
 const Url& HttpConnection::url() const { return impl_->origin; }
 asio::any_io_executor HttpConnection::executor() const { return impl_->ex; }
 void HttpConnection::close() { impl_->close(); }

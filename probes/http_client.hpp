@@ -91,6 +91,9 @@ class HttpConnection {
 
   // How many TCP connections this object has opened (observability and tests).
   int connections_opened() const;
+  // false: responses keep no header block (header() then finds nothing). For a probe that reads
+  // no header: the block's copy was an allocation per run.
+  void keep_headers(bool keep);
   const Url& url() const;  // as given at construction
   boost::asio::any_io_executor executor() const;
   void close();

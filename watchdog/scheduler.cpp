@@ -90,16 +90,16 @@ void Scheduler::launch(std::uint32_t index, Clock::time_point now) {
 // sink, not through co_spawn's result slot and handler (a ProbeResult move per hop, per run).
 asio::awaitable<void> Scheduler::run_one(std::uint32_t index, double lateness) {
   const auto alive = std::weak_ptr<bool>(alive_);
-  probes::ProbeResult r;
+  std::optional<probes::ProbeResult> r;  // made in place from the probe's result: no move-assignment
   try {
-    r = co_await entries_[index].probe->run();
+    r.emplace(co_await entries_[index].probe->run());
   } catch (const std::exception& ex) {  // a probe bug must not end its schedule
-    r = error_result(index, std::string("internal error: ") + ex.what());
+    r.emplace(error_result(index, std::string("internal error: ") + ex.what()));
   } catch (...) {
-    r = error_result(index, "internal error");
+    r.emplace(error_result(index, "internal error"));
   }
   if (alive.expired() || !running_) co_return;
-  finished(index, std::move(r), lateness);
+  finished(index, std::move(*r), lateness);
 }
 
 probes::ProbeResult Scheduler::error_result(std::uint32_t index, std::string reason) const {
