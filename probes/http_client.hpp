@@ -1,7 +1,7 @@
 #pragma once
 // A small HTTP/1.1 client for probes and actions: one keep-alive connection to one origin, plain
-// or TLS (verified by default), every step under one absolute deadline kept by one timer per
-// request, errors returned as values. The response is read with its own parser into one buffer
+// or TLS (verified by default), every step under one absolute deadline (kept in one heap of
+// deadlines per io_context, with one timer), errors returned as values. The response is read with its own parser into one buffer
 // (status line, headers kept as one block, Content-Length / chunked / close-delimited bodies):
 // a probe run is a few allocations, not dozens (see docs/benchmarks.md).
 #include <chrono>
