@@ -12,6 +12,7 @@
 #include <thread>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
@@ -372,6 +373,45 @@ void switch_current(const fs::path& root, const std::string& release) {
 std::string current_release(const fs::path& root) {
   std::error_code ec;
   return fs::read_symlink(root / "current", ec).filename().string();
+}
+
+RawServer::RawServer(std::function<void(RawServer&, Socket)> serve)
+    : serve_(std::move(serve)),
+      acceptor_(ioc_, boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0)),
+      port_(acceptor_.local_endpoint().port()) {
+  thread_ = std::thread([this] {
+    while (!stop_) {
+      auto sock = std::make_shared<boost::asio::ip::tcp::socket>(ioc_);
+      boost::system::error_code ec;
+      acceptor_.accept(*sock, ec);
+      if (ec || stop_) break;
+      serve_(*this, std::move(sock));
+    }
+  });
+}
+
+RawServer::~RawServer() {
+  stop_ = true;
+  boost::system::error_code ec;
+  boost::asio::ip::tcp::socket poke(ioc_);
+  poke.connect(acceptor_.local_endpoint(), ec);  // wakes accept()
+  thread_.join();
+  for (auto& s : held_) s->close(ec);
+}
+
+HttpTestServer::HttpTestServer(lastgood::watchdog::Server::Handler handler)
+    : server_(std::make_unique<lastgood::watchdog::Server>(ioc_, "127.0.0.1:0", std::move(handler))),
+      port_(server_->local_endpoint().port()) {
+  server_->start();
+  thread_ = std::thread([this] { ioc_.run(); });
+}
+
+HttpTestServer::~HttpTestServer() {
+  boost::asio::post(ioc_, [this] {
+    server_->stop();
+    ioc_.stop();
+  });
+  thread_.join();
 }
 
 }  // namespace testing

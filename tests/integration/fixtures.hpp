@@ -11,9 +11,16 @@
 #include <string>
 #include <vector>
 
+#include <atomic>
+#include <memory>
+#include <thread>
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "watchdog/server.hpp"
 
 namespace testing {
 
@@ -47,6 +54,47 @@ HttpReply http_call(unsigned short port, const std::string& method, const std::s
 bool ledger_has(const fs::path& path, const std::string& type, const std::string& text = "");
 // Runs argv to completion, capturing stdout+stderr; returns the exit status (-1 on signal).
 int run_command(const std::vector<std::string>& argv, std::string* output = nullptr);
+
+// A raw TCP server on 127.0.0.1 (free port) for tests that script a peer byte by byte: a thread
+// accepts connections one at a time and hands each to `serve` (which runs on that thread and may
+// keep the socket open past its return with hold()). Stopped and joined on destruction.
+class RawServer {
+ public:
+  using Socket = std::shared_ptr<boost::asio::ip::tcp::socket>;
+  explicit RawServer(std::function<void(RawServer&, Socket)> serve);
+  ~RawServer();
+  RawServer(const RawServer&) = delete;
+  RawServer& operator=(const RawServer&) = delete;
+  unsigned short port() const { return port_; }
+  void hold(Socket s) { held_.push_back(std::move(s)); }  // closed when the server stops
+
+ private:
+  std::function<void(RawServer&, Socket)> serve_;
+  boost::asio::io_context ioc_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  unsigned short port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::vector<Socket> held_;
+  std::thread thread_;
+};
+
+// lastgood's own HTTP server (watchdog::Server) on 127.0.0.1, a free port, run on a thread of its
+// own: a fake remote API for tests. `handler` is called on that thread. Stopped and joined on
+// destruction, so declare it after whatever the handler uses.
+class HttpTestServer {
+ public:
+  explicit HttpTestServer(lastgood::watchdog::Server::Handler handler);
+  ~HttpTestServer();
+  HttpTestServer(const HttpTestServer&) = delete;
+  HttpTestServer& operator=(const HttpTestServer&) = delete;
+  unsigned short port() const { return port_; }
+
+ private:
+  boost::asio::io_context ioc_;
+  std::unique_ptr<lastgood::watchdog::Server> server_;
+  unsigned short port_ = 0;
+  std::thread thread_;
+};
 
 class Process {
  public:

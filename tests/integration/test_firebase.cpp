@@ -3,6 +3,8 @@
 // releases come paginated and unordered; a non-FINALIZED version is refused; a bad token is 401.
 #include <catch2/catch.hpp>
 
+#include <optional>
+
 #include <mutex>
 #include <thread>
 
@@ -57,9 +59,6 @@ bool verify_rs256(const std::string& jwt, const std::string& public_pem, json& c
 }
 
 struct FakeFirebase {
-  asio::io_context ioc;
-  std::unique_ptr<lastgood::watchdog::Server> server;
-  std::thread thread;
   std::mutex mu;
   std::string public_pem, client_email = "lastgood@test-project.iam.gserviceaccount.com";
   const std::string access_token = "ya29.test-access-token";
@@ -80,14 +79,8 @@ struct FakeFirebase {
     add("v4", "FINALIZED", "2026-11-25T10:00:00.500Z");  // the newest: live
     add("v2", "ABANDONED", "2026-11-10T10:00:00Z");
     add("v0", "DELETED", "2026-10-01T10:00:00Z");
-    server = std::make_unique<lastgood::watchdog::Server>(ioc, "127.0.0.1:0", [this](const HttpReq& r) { return handle(r); });
-    port = server->local_endpoint().port();
-    server->start();
-    thread = std::thread([this] { ioc.run(); });
-  }
-  ~FakeFirebase() {
-    asio::post(ioc, [this] { server->stop(); ioc.stop(); });
-    thread.join();
+    http.emplace([this](const HttpReq& r) { return handle(r); });
+    port = http->port();
   }
   std::string base() const { return "http://127.0.0.1:" + std::to_string(port) + "/"; }
 
@@ -142,6 +135,7 @@ struct FakeFirebase {
     }
     return {404, "application/json", "{}"};
   }
+  std::optional<HttpTestServer> http;  // last: stopped before the members its handler uses
 };
 
 std::unique_ptr<lastgood::actions::Action> firebase_action(asio::io_context& ioc, const json& dep) {

@@ -2,6 +2,8 @@
 // and an end-to-end rollback through a gateway API with the token kept out of every output.
 #include <catch2/catch.hpp>
 
+#include <optional>
+
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -47,9 +49,6 @@ std::string script(const TempDir& dir, const std::string& name, const std::strin
 // A deployment API on loopback: GET /v1/services/app -> {"version": live}; POST /v1/rollback
 // switches it; GET / answers 200 on a good version and 500 on a bad one (the probe target).
 struct GatewayServer {
-  asio::io_context ioc;
-  std::unique_ptr<lastgood::watchdog::Server> server;
-  std::thread thread;
   std::mutex mu;
   std::string live = "v1";
   std::vector<HttpReq> requests;
@@ -57,14 +56,8 @@ struct GatewayServer {
   unsigned short port = 0;
 
   explicit GatewayServer(std::string tok) : token(std::move(tok)) {
-    server = std::make_unique<lastgood::watchdog::Server>(ioc, "127.0.0.1:0", [this](const HttpReq& r) { return handle(r); });
-    port = server->local_endpoint().port();
-    server->start();
-    thread = std::thread([this] { ioc.run(); });
-  }
-  ~GatewayServer() {
-    asio::post(ioc, [this] { server->stop(); ioc.stop(); });
-    thread.join();
+    http.emplace([this](const HttpReq& r) { return handle(r); });
+    port = http->port();
   }
   std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port) + path; }
   void set_live(const std::string& v) {
@@ -85,6 +78,7 @@ struct GatewayServer {
     }
     return HttpRes::json_error(404, "no");
   }
+  std::optional<HttpTestServer> http;  // last: stopped before the members its handler uses
 };
 
 }  // namespace

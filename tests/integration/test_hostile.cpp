@@ -28,67 +28,51 @@ enum class Mode { huge_body_unsized, silent, close_mid_headers, huge_body, garba
 // One listening socket per mode, served by blocking threads (the test's own, not lastgood's loop).
 class HostileServer {
  public:
-  explicit HostileServer(Mode mode) : mode_(mode), acceptor_(ioc_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
-    port = acceptor_.local_endpoint().port();
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~HostileServer() {
-    stop_ = true;
-    boost::system::error_code ec;
-    tcp::socket poke(ioc_);
-    poke.connect(acceptor_.local_endpoint(), ec);  // wake accept()
-    thread_.join();
-    for (auto& s : held_) s->close(ec);
-  }
-  unsigned short port;
+  explicit HostileServer(Mode mode) : mode_(mode), server_([this](RawServer& server, RawServer::Socket sock) {
+    serve(server, std::move(sock));
+  }), port(server_.port()) {}
   std::atomic<int> answered{0};
 
  private:
-  void serve() {
-    while (!stop_) {
-      auto sock = std::make_shared<tcp::socket>(ioc_);
-      boost::system::error_code ec;
-      acceptor_.accept(*sock, ec);
-      if (ec || stop_) break;
-      asio::streambuf buf;
-      asio::read_until(*sock, buf, "\r\n\r\n", ec);
-      switch (mode_) {
-        case Mode::silent:
-          held_.push_back(sock);  // accepts, reads, never answers
-          break;
-        case Mode::close_mid_headers:
-          asio::write(*sock, asio::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Type: text/ht")), ec);
-          sock->close(ec);
-          break;
-        case Mode::huge_body:
-        case Mode::huge_body_unsized: {  // announced, or delimited by the close
-          const size_t size = 10 * 1024 * 1024;
-          std::string head = mode_ == Mode::huge_body ? "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n"
-                                                      : std::string("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
-          asio::write(*sock, asio::buffer(head), ec);
-          std::string chunk(64 * 1024, 'x');
-          for (size_t sent = 0; sent < size && !ec; sent += chunk.size()) asio::write(*sock, asio::buffer(chunk), ec);
-          sock->close(ec);
-          break;
-        }
-        case Mode::answer_then_close:  // promises keep-alive, then closes while idle
-          asio::write(*sock, asio::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")), ec);
-          sock->close(ec);
-          ++answered;
-          break;
-        case Mode::garbage_status:
-          asio::write(*sock, asio::buffer(std::string("HTTX/9.9 abc what\r\n\r\nhello")), ec);
-          sock->close(ec);
-          break;
+  void serve(RawServer& server, RawServer::Socket sock) {
+    boost::system::error_code ec;
+    asio::streambuf buf;
+    asio::read_until(*sock, buf, "\r\n\r\n", ec);
+    switch (mode_) {
+      case Mode::silent:
+        server.hold(sock);  // accepts, reads, never answers
+        break;
+      case Mode::close_mid_headers:
+        asio::write(*sock, asio::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Type: text/ht")), ec);
+        sock->close(ec);
+        break;
+      case Mode::huge_body:
+      case Mode::huge_body_unsized: {  // announced, or delimited by the close
+        const size_t size = 10 * 1024 * 1024;
+        std::string head = mode_ == Mode::huge_body ? "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n"
+                                                    : std::string("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        asio::write(*sock, asio::buffer(head), ec);
+        std::string chunk(64 * 1024, 'x');
+        for (size_t sent = 0; sent < size && !ec; sent += chunk.size()) asio::write(*sock, asio::buffer(chunk), ec);
+        sock->close(ec);
+        break;
       }
+      case Mode::answer_then_close:  // promises keep-alive, then closes while idle
+        asio::write(*sock, asio::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")), ec);
+        sock->close(ec);
+        ++answered;
+        break;
+      case Mode::garbage_status:
+        asio::write(*sock, asio::buffer(std::string("HTTX/9.9 abc what\r\n\r\nhello")), ec);
+        sock->close(ec);
+        break;
     }
   }
   Mode mode_;
-  asio::io_context ioc_;
-  tcp::acceptor acceptor_;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-  std::vector<std::shared_ptr<tcp::socket>> held_;
+  RawServer server_;
+
+ public:
+  const unsigned short port;
 };
 
 cfg::Probe probe_spec(const std::string& name, const std::string& url, const std::string& interval, const std::string& timeout) {

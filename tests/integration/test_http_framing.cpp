@@ -27,49 +27,33 @@ namespace {
 class ScriptedServer {
  public:
   explicit ScriptedServer(std::vector<std::string> replies, bool byte_by_byte = false)
-      : replies_(std::move(replies)), byte_by_byte_(byte_by_byte), acceptor_(ioc_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
-    port = acceptor_.local_endpoint().port();
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~ScriptedServer() {
-    stop_ = true;
-    boost::system::error_code ec;
-    tcp::socket poke(ioc_);
-    poke.connect(acceptor_.local_endpoint(), ec);
-    thread_.join();
-  }
-  unsigned short port;
+      : replies_(std::move(replies)), byte_by_byte_(byte_by_byte), server_([this](RawServer&, RawServer::Socket sock) {
+          ++connections;
+          boost::system::error_code ec;
+          sock->set_option(tcp::no_delay(true), ec);
+          asio::streambuf buf;
+          for (const auto& reply : replies_) {
+            asio::read_until(*sock, buf, "\r\n\r\n", ec);
+            if (ec) break;
+            buf.consume(buf.size());
+            if (byte_by_byte_) {
+              for (char c : reply) asio::write(*sock, asio::buffer(&c, 1), ec);
+            } else {
+              asio::write(*sock, asio::buffer(reply), ec);
+            }
+          }
+          sock->close(ec);
+        }),
+        port(server_.port()) {}
   std::atomic<int> connections{0};
 
  private:
-  void serve() {
-    while (!stop_) {
-      tcp::socket sock(ioc_);
-      boost::system::error_code ec;
-      acceptor_.accept(sock, ec);
-      if (ec || stop_) break;
-      ++connections;
-      sock.set_option(tcp::no_delay(true), ec);
-      asio::streambuf buf;
-      for (const auto& reply : replies_) {
-        asio::read_until(sock, buf, "\r\n\r\n", ec);
-        if (ec) break;
-        buf.consume(buf.size());
-        if (byte_by_byte_) {
-          for (char c : reply) asio::write(sock, asio::buffer(&c, 1), ec);
-        } else {
-          asio::write(sock, asio::buffer(reply), ec);
-        }
-      }
-      sock.close(ec);
-    }
-  }
   std::vector<std::string> replies_;
   bool byte_by_byte_;
-  asio::io_context ioc_;
-  tcp::acceptor acceptor_;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
+  RawServer server_;
+
+ public:
+  const unsigned short port;
 };
 
 struct Client {

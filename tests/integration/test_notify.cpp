@@ -3,6 +3,8 @@
 // (a secret) is in no log or ledger line.
 #include <catch2/catch.hpp>
 
+#include <optional>
+
 #include <mutex>
 #include <thread>
 
@@ -21,16 +23,13 @@ using lastgood::watchdog::HttpRes;
 namespace {
 
 struct Receiver {
-  asio::io_context ioc;
-  std::unique_ptr<lastgood::watchdog::Server> server;
-  std::thread thread;
   std::mutex mu;
   std::vector<std::pair<std::string, json>> got;  // path, body
   int refused = 0;
   int refuse = 1;  // how many deliveries to refuse first (guarded by mu)
   unsigned short port = 0;
   Receiver() {
-    server = std::make_unique<lastgood::watchdog::Server>(ioc, "127.0.0.1:0", [this](const HttpReq& r) {
+    http.emplace([this](const HttpReq& r) {
       std::lock_guard lk(mu);
       if (refused < refuse) {  // the first deliveries fail: they must be retried
         ++refused;
@@ -39,13 +38,7 @@ struct Receiver {
       got.emplace_back(r.target, json::parse(r.body, nullptr, false));
       return HttpRes{200, "application/json", "{}"};
     });
-    port = server->local_endpoint().port();
-    server->start();
-    thread = std::thread([this] { ioc.run(); });
-  }
-  ~Receiver() {
-    asio::post(ioc, [this] { server->stop(); ioc.stop(); });
-    thread.join();
+    port = http->port();
   }
   std::string url(const std::string& p) const { return "http://127.0.0.1:" + std::to_string(port) + p; }
   std::vector<json> at(const std::string& path) {
@@ -55,6 +48,7 @@ struct Receiver {
       if (p == path) out.push_back(b);
     return out;
   }
+  std::optional<HttpTestServer> http;  // last: stopped before the members its handler uses
 };
 
 }  // namespace
