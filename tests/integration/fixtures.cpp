@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <exception>
 #include <fstream>
+#include <iostream>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -412,6 +414,12 @@ HttpTestServer::~HttpTestServer() {
     ioc_.stop();
   });
   thread_.join();
+}
+
+DumpOnFailure::~DumpOnFailure() {
+  if (std::uncaught_exceptions() == 0) return;
+  std::error_code ec;
+  std::cerr << "---- " << path.string() << " at the failure ----\n" << (fs::exists(path, ec) ? read_file(path) : "(missing)") << "\n----\n";
 }
 
 }  // namespace testing

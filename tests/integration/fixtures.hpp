@@ -50,6 +50,12 @@ struct HttpReply {
 };
 HttpReply http_call(unsigned short port, const std::string& method, const std::string& target, const std::string& token = "",
                     const std::string& body = "");
+// Prints the file (a daemon's log) to stderr when its scope ends by a failed REQUIRE or another
+// exception, as it is then: INFO(read_file(...)) would show it as it was when INFO ran.
+struct DumpOnFailure {
+  fs::path path;
+  ~DumpOnFailure();
+};
 // Whether the ledger at `path` holds an entry of `type` whose data mentions `text`.
 bool ledger_has(const fs::path& path, const std::string& type, const std::string& text = "");
 // Runs argv to completion, capturing stdout+stderr; returns the exit status (-1 on signal).

@@ -45,7 +45,7 @@ TEST_CASE("a real Alertmanager's firing alert rolls back per policy, resolved re
   Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, dir.path / "log", {{"LASTGOOD_TEST_AM_TOKEN", token}});
   const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
   auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
-  INFO(read_file(dir.path / "log"));
+  const DumpOnFailure dump_log{dir.path / "log"};
   REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
   switch_current(site, "v2");
   REQUIRE(wait_until([&] { return has("release_observed", "\"v2\""); }, std::chrono::seconds(10)));

@@ -73,7 +73,7 @@ struct Setup {
 
 TEST_CASE("a P1 proposal executes when two distinct allowed approvers approve; refusals are recorded", "[approvals]") {
   Setup s;
-  INFO(read_file(s.dir.path / "log"));
+  const DumpOnFailure dump_log{s.dir.path / "log"};
   s.breach();
   const std::string id = s.proposal_id();
   const std::string url = "/api/v1/proposals/" + id + "/approve";
@@ -166,7 +166,7 @@ TEST_CASE("a P1 proposal executes when two distinct allowed approvers approve; r
 
 TEST_CASE("an allowed rejection closes the proposal; failed authentications are rate-limited", "[approvals]") {
   Setup s;
-  INFO(read_file(s.dir.path / "log"));
+  const DumpOnFailure dump_log{s.dir.path / "log"};
   s.breach();
   const std::string id = s.proposal_id();
   auto rej = call(s.port, http::verb::post, "/api/v1/proposals/" + id + "/reject", "tok-bob-91c2", R"({"comment":"the DB migration"})");
@@ -184,7 +184,7 @@ TEST_CASE("an allowed rejection closes the proposal; failed authentications are 
 
 TEST_CASE("the approval page in headless Chromium: see the proposal, a refused role, approve to executed and verified", "[page]") {
   Setup s;
-  INFO(read_file(s.dir.path / "log"));
+  const DumpOnFailure dump_log{s.dir.path / "log"};
   s.breach();
   const fs::path artifacts = fs::path(LASTGOOD_SOURCE_DIR) / "tests/artifacts";
   fs::create_directories(artifacts);

@@ -199,7 +199,7 @@ TEST_CASE("end to end through a gateway API: rolled back and verified; the token
              {{"LASTGOOD_GW_TOKEN", token}});
   const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
   auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
-  INFO(read_file(dir.path / "log"));
+  const DumpOnFailure dump_log{dir.path / "log"};
   REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
   gw.set_live("bad2");
   REQUIRE(wait_until([&] { return has("verification", "verified"); }, std::chrono::seconds(20)));

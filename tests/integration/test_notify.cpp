@@ -79,7 +79,7 @@ TEST_CASE("webhook and Slack notices for breach, execution and verification, ret
              {{"LASTGOOD_TEST_SLACK_URL", rx.url(slack_secret)}});
   const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
   auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
-  INFO(read_file(dir.path / "log"));
+  const DumpOnFailure dump_log{dir.path / "log"};
   REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
   switch_current(site, "bad2");
   REQUIRE(wait_until([&] { return rx.at("/hook").size() >= 3 && rx.at(slack_secret).size() >= 1; }, std::chrono::seconds(30)));
@@ -142,7 +142,7 @@ TEST_CASE("a notice still undelivered when lastgood stops is delivered after the
     return std::make_unique<Process>(std::vector<std::string>{LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, dir.path / log);
   };
   auto first = run("log1");
-  INFO(read_file(dir.path / "log1"));
+  const DumpOnFailure dump_log1{dir.path / "log1"};
   REQUIRE(wait_until([&] { return ledger_has(ledger, "notify_queued", "breach"); }, std::chrono::seconds(20)));
   REQUIRE(wait_until([&] { std::lock_guard lk(rx.mu); return rx.refused >= 1; }, std::chrono::seconds(10)));  // one attempt failed
   CHECK(first->stop() == 0);
@@ -155,7 +155,7 @@ TEST_CASE("a notice still undelivered when lastgood stops is delivered after the
     rx.refuse = 0;  // the receiver is back
   }
   auto second = run("log2");
-  INFO(read_file(dir.path / "log2"));
+  const DumpOnFailure dump_log2{dir.path / "log2"};
   REQUIRE(wait_until([&] { return ledger_has(ledger, "notify_delivered", queued); }, std::chrono::seconds(20)));
   CHECK_THAT(read_file(dir.path / "log2"), Catch::Contains("was not delivered before the restart"));
   auto got = rx.at("/hook");

@@ -73,7 +73,7 @@ TEST_CASE("a bad npm release is rolled back end to end: latest back to the good 
              {{"LASTGOOD_NPM_TOKEN", reg.token}});
   const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
   auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
-  INFO(read_file(dir.path / "log"));
+  const DumpOnFailure dump_log{dir.path / "log"};
   REQUIRE(wait_until([&] { return has("release_verified_good", "1.0.0"); }, std::chrono::seconds(30)));
   reg.publish("demo-pkg", "1.1.0");
   tamper_tarball(reg, "demo-pkg", "1.1.0");
