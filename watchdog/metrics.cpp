@@ -161,20 +161,30 @@ Metrics::TextWriter::TextWriter(const Metrics& m) : m_(m) {
   for (const auto& c : m.trigger_cells_) triggers_.push_back(&c);
 }
 
+// One family's series, resumable: the header first, then one item's rows after another until the
+// piece is full (at least one item per call, whatever the budget). True when items remain.
+template <typename Cell, typename Row>
+bool Metrics::TextWriter::rows(std::string& out, size_t stop_at, const std::vector<const Cell*>& items, const char* name,
+                               const char* help, const char* type, Row row) {
+  if (i_ == 0) header(out, name, help, type);
+  for (const size_t first = i_; i_ < items.size() && (i_ == first || out.size() < stop_at); ++i_) row(*items[i_]);
+  if (i_ < items.size()) return true;
+  next_section();
+  return false;
+}
+
 bool Metrics::TextWriter::next(std::string& out, size_t budget) {
   const auto load = [](const auto& a) { return a.load(std::memory_order_relaxed); };
   const size_t stop_at = out.size() + budget;
+  bool more = false;
   for (;;) {
-    const size_t first = i_;  // each call writes at least one series of its section, whatever the budget
     switch (section_) {
       case 0:  // prometheus-cpp's families: a few dozen series
         out += prometheus::TextSerializer{}.Serialize(m_.registry_->Collect());
         next_section();
         break;
       case 1:
-        if (i_ == 0) header(out, "lastgood_probe_duration_seconds", "Duration of probe runs.", "histogram");
-        for (; i_ < probes_.size() && (i_ == first || out.size() < stop_at); ++i_) {
-          const ProbeCell& c = *probes_[i_];
+        more = rows(out, stop_at, probes_, "lastgood_probe_duration_seconds", "Duration of probe runs.", "histogram", [&](const ProbeCell& c) {
           std::uint64_t count = 0;
           for (const auto& b : c.in_bucket) count += load(b);
           out.append("lastgood_probe_duration_seconds_count{").append(c.labels).append("} ");
@@ -192,50 +202,37 @@ bool Metrics::TextWriter::next(std::string& out, size_t budget) {
             put_value(out, cumulative);
             out += '\n';
           }
-        }
-        if (i_ < probes_.size()) return true;
-        next_section();
+        });
         break;
       case 2:
-        if (i_ == 0) header(out, "lastgood_probes_total", "Probe runs by outcome (ok, fail, error).", "counter");
-        for (; i_ < probes_.size() && (i_ == first || out.size() < stop_at); ++i_) {
-          const ProbeCell& c = *probes_[i_];
+        more = rows(out, stop_at, probes_, "lastgood_probes_total", "Probe runs by outcome (ok, fail, error).", "counter", [&](const ProbeCell& c) {
           for (size_t o = 0; o < 3; ++o) {
             out.append("lastgood_probes_total{outcome=\"").append(probes::to_string(static_cast<probes::Outcome>(o))).append("\",");
             out.append(c.labels).append("} ");
             put_value(out, load(c.runs[o]));
             out += '\n';
           }
-        }
-        if (i_ < probes_.size()) return true;
-        next_section();
+        });
         break;
       case 3:
-        if (i_ == 0) header(out, "lastgood_probe_success", "1 when the probe's last run was ok, else 0.", "gauge");
-        for (; i_ < probes_.size() && (i_ == first || out.size() < stop_at); ++i_) {
-          const ProbeCell& c = *probes_[i_];
+        more = rows(out, stop_at, probes_, "lastgood_probe_success", "1 when the probe's last run was ok, else 0.", "gauge", [&](const ProbeCell& c) {
           out.append("lastgood_probe_success{").append(c.labels).append(load(c.success) ? "} 1\n" : "} 0\n");
-        }
-        if (i_ < probes_.size()) return true;
-        next_section();
+        });
         break;
       case 4:
-        if (i_ == 0)
-          header(out, "lastgood_trigger_state", "1 for the current state of each trigger (ok, pending, firing, inconclusive), else 0.", "gauge");
-        for (; i_ < triggers_.size() && (i_ == first || out.size() < stop_at); ++i_) {
-          const TriggerCell& c = *triggers_[i_];
-          const auto state = load(c.state);
-          for (std::uint8_t k = 0; k < 4; ++k) {
-            out.append("lastgood_trigger_state{service=\"").append(c.service).append("\",state=\"").append(kTriggerStates[k]);
-            out.append("\",trigger=\"").append(c.trigger).append(state == k ? "\"} 1\n" : "\"} 0\n");
-          }
-        }
-        if (i_ < triggers_.size()) return true;
-        next_section();
+        more = rows(out, stop_at, triggers_, "lastgood_trigger_state",
+                    "1 for the current state of each trigger (ok, pending, firing, inconclusive), else 0.", "gauge", [&](const TriggerCell& c) {
+                      const auto state = load(c.state);
+                      for (std::uint8_t k = 0; k < 4; ++k) {
+                        out.append("lastgood_trigger_state{service=\"").append(c.service).append("\",state=\"").append(kTriggerStates[k]);
+                        out.append("\",trigger=\"").append(c.trigger).append(state == k ? "\"} 1\n" : "\"} 0\n");
+                      }
+                    });
         break;
       default:
         return false;
     }
+    if (more) return true;
     if (out.size() >= stop_at) return section_ <= 4;
   }
 }

@@ -81,6 +81,9 @@ class Metrics {
     bool next(std::string& out, size_t budget);
 
    private:
+    template <typename Cell, typename Row>
+    bool rows(std::string& out, size_t stop_at, const std::vector<const Cell*>& items, const char* name, const char* help,
+              const char* type, Row row);
     void next_section() {
       ++section_;
       i_ = 0;
