@@ -35,7 +35,7 @@ std::string snippet(const std::string& s, size_t n = 80) {
   return s.size() > n ? out + "..." : out;
 }
 
-class HttpProbe final : public Probe {
+class HttpProbe final : public Probe, private HttpConnection::Sink {
  public:
   HttpProbe(asio::any_io_executor ex, std::string service, const config::Probe& spec)
       : service_(std::move(service)), spec_(spec), http_(std::get<config::HttpProbe>(spec_.spec)) {
@@ -78,6 +78,20 @@ class HttpProbe final : public Probe {
     HttpResult res = co_await fetch_following(deadline, redirects);
     co_return judge(started_at, deadline, std::move(res), redirects);
   }
+
+  // The steady state: the configured request on the kept-alive connection, without a coroutine
+  // (HttpConnection::start). The first run, redirects and TLS go through run().
+  bool start(RunSink& sink, std::uint32_t tag) override {
+    if (http_.follow_redirects != 0) return false;
+    const auto* bytes = std::get_if<std::string>(&request_);
+    if (!bytes) return false;
+    started_at_ = std::chrono::system_clock::now();
+    deadline_ = Clock::now() + spec_.timeout;
+    sink_ = &sink;
+    tag_ = tag;
+    return conn_->start(*bytes, head_, deadline_, http_.max_body_bytes, *this);
+  }
+  void http_done(HttpResult&& res) override { sink_->run_done(tag_, judge(started_at_, deadline_, res, 0)); }
 
   // The request, following up to follow_redirects redirects.
   asio::awaitable<HttpResult> fetch_following(Clock::time_point deadline, int& redirects) {
@@ -196,6 +210,11 @@ class HttpProbe final : public Probe {
   std::unique_ptr<HttpConnection> conn_;
   std::variant<std::string, HttpError> request_;  // the configured request's bytes
   bool head_ = false;                              // ... for a HEAD: no body to read
+  // The run in flight through start() (runs never overlap).
+  RunSink* sink_ = nullptr;
+  std::uint32_t tag_ = 0;
+  std::chrono::system_clock::time_point started_at_{};
+  Clock::time_point deadline_{};
 };
 
 }  // namespace

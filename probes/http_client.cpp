@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
@@ -173,6 +174,14 @@ constexpr std::array<bool, 256> kTokenChar = [] {
   return t;
 }();
 
+// Bytes that end a header value's scan: CR (the line's end, when LF follows), and LF and NUL
+// (refused anywhere in a value).
+constexpr std::array<bool, 256> kValueStop = [] {
+  std::array<bool, 256> t{};
+  t['\r'] = t['\n'] = t['\0'] = true;
+  return t;
+}();
+
 struct Head {
   int status = 0;
   int minor = 1;                      // HTTP/1.x
@@ -195,34 +204,43 @@ std::optional<std::string> parse_head(std::string_view block, Head& h) {
   h.status = (status_line[9] - '0') * 100 + (status_line[10] - '0') * 10 + (status_line[11] - '0');
   if (h.status < 100) return "bad status code";
   h.fields = block.substr(eol + 2, block.size() - (eol + 2) - 2);  // without the final empty line
-  std::string_view rest = h.fields;
-  while (!rest.empty()) {
-    auto e = rest.find("\r\n");
-    std::string_view line = rest.substr(0, e);
-    rest = e == std::string_view::npos ? std::string_view() : rest.substr(e + 2);
-    size_t colon = 0;
-    while (colon < line.size() && kTokenChar[static_cast<unsigned char>(line[colon])]) ++colon;
-    if (colon == 0 || colon == line.size() || line[colon] != ':') return "bad header line";
-    std::string_view name = line.substr(0, colon), value = line.substr(colon + 1);
-    for (char c : value)
-      if (c == '\0' || c == '\r' || c == '\n') return "bad header value";
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
-    // Only three fields matter for framing; the first letter settles most names at once.
-    const char first = static_cast<char>(name[0] | 0x20);
-    if (first != 'c' && first != 't') continue;
-    if (iequal(name, "content-length")) {
-      std::uint64_t n = 0;
-      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-      if (ec != std::errc() || p != value.data() + value.size() || value.empty()) return "bad Content-Length";
-      if (h.content_length && *h.content_length != n) return "conflicting Content-Length";
-      h.content_length = n;
-    } else if (iequal(name, "transfer-encoding")) {
+  // One pass over the bytes with two tables (token characters; bytes a value may not hold), no
+  // searches or views per line: this ran ~2 000 instructions per response (docs/benchmarks.md).
+  const char* p = h.fields.data();
+  const char* const end = p + h.fields.size();
+  while (p < end) {
+    const char* const name = p;
+    while (p < end && kTokenChar[static_cast<unsigned char>(*p)]) ++p;
+    if (p == name || p == end || *p != ':') return "bad header line";
+    const std::size_t name_len = static_cast<std::size_t>(p - name);
+    const char* v = ++p;
+    while (p < end && !kValueStop[static_cast<unsigned char>(*p)]) ++p;
+    // The line ends at CR LF (the block's last line at its end); any other CR, LF or NUL is refused.
+    if (p < end && (*p != '\r' || p + 1 >= end || p[1] != '\n')) return "bad header value";
+    const char* ve = p;
+    p += p < end ? 2 : 0;
+    // Only three fields matter for framing; their lengths settle most names at once.
+    if (name_len != 14 && name_len != 17 && name_len != 10) continue;
+    const std::string_view n(name, name_len);
+    while (v < ve && (*v == ' ' || *v == '\t')) ++v;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) --ve;
+    const std::string_view value(v, static_cast<std::size_t>(ve - v));
+    if (name_len == 14 && iequal(n, "content-length")) {
+      std::uint64_t len = 0;
+      auto [q, ec] = std::from_chars(value.data(), value.data() + value.size(), len);
+      if (ec != std::errc() || q != value.data() + value.size() || value.empty()) return "bad Content-Length";
+      if (h.content_length && *h.content_length != len) return "conflicting Content-Length";
+      h.content_length = len;
+    } else if (name_len == 17 && iequal(n, "transfer-encoding")) {
       auto last = value.substr(value.rfind(',') == std::string_view::npos ? 0 : value.rfind(',') + 1);
       while (!last.empty() && last.front() == ' ') last.remove_prefix(1);
       h.chunked = iequal(last, "chunked");
       if (!h.chunked) return "unsupported Transfer-Encoding";
-    } else if (iequal(name, "connection")) {
+    } else if (name_len == 10 && iequal(n, "connection")) {
+      if (value.size() == 10 && iequal(value, "keep-alive")) {  // nearly always the whole value
+        h.keep_alive = true;
+        continue;
+      }
       h.close = h.close || lists_token(value, "close");
       h.keep_alive = h.keep_alive || lists_token(value, "keep-alive");
     }
@@ -340,6 +358,16 @@ class Deadlines final : public asio::execution_context::service {
   asio::steady_timer timer_;
   Clock::time_point armed_ = Clock::time_point::max();
 };
+
+// Where the fast path stopped when it hands a request over to the coroutine: the request's
+// bytes written so far and the response's bytes read so far, on the same connection.
+namespace {
+struct Handover {
+  std::size_t sent = 0;
+  std::string in;
+  std::optional<Clock::time_point> t0;
+};
+}  // namespace
 
 struct HttpConnection::Impl final : Deadlines::Waiter {
   asio::any_io_executor ex;
@@ -467,6 +495,35 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
     return ec;
   }
 
+  // The pieces of a response's handling that the coroutine path (exchange) and the fast path
+  // (start) share.
+  static std::size_t write_now(tcp::socket& s, const std::string& req, boost::system::error_code& ec) {
+    const std::size_t sent = s.write_some(asio::buffer(req), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+    return sent;
+  }
+  HttpError write_error(const boost::system::error_code& ec) const {
+    return HttpError{HttpError::Stage::write, timed_out, timed_out ? "write: timed out" : "write: " + ec.message()};
+  }
+  HttpError head_read_error(const boost::system::error_code& ec) const {
+    if (timed_out) return HttpError{HttpError::Stage::read_headers, true, "timed out waiting for the response headers"};
+    if (ec == asio::error::eof || ec == asio::error::connection_reset || ec == ssl::error::stream_truncated)
+      return HttpError{HttpError::Stage::read_headers, false, "connection closed before the response headers were complete"};
+    return HttpError{HttpError::Stage::read_headers, false, "read: " + ec.message()};
+  }
+  static HttpError malformed(const std::string& why) { return HttpError{HttpError::Stage::protocol, false, "malformed response: " + why}; }
+  static HttpError body_too_big(std::size_t max_body) {
+    return HttpError{HttpError::Stage::body_limit, false, "body larger than " + std::to_string(max_body) + " bytes"};
+  }
+  static bool bodiless(const Head& h, bool head_request) { return head_request || h.status == 204 || h.status == 304 || h.status < 200; }
+  // Takes what the head says into resp; returns whether the connection may be kept alive.
+  bool take_head(const Head& h, Clock::time_point t0, HttpResponse& resp) const {
+    if (keep_head) resp.head.assign(h.fields);  // copied now: the body may reuse the buffer
+    resp.first_byte_ms = Ms(Clock::now() - t0);
+    resp.status = h.status;
+    return h.minor >= 1 ? !h.close : (h.keep_alive && !h.close);
+  }
+
   template <class Stream>
   asio::awaitable<boost::system::error_code> fill(Stream& stream, std::string& in) {
     // Asio reads at once only when the last read did not drain the socket (try_speculative), so
@@ -476,23 +533,25 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
     co_return settle(in, used, ec, n);
   }
 
+  // Writes the request (from byte `sent` on: the fast path may have written some) and reads the
+  // response, starting with the bytes already in `in` (those the fast path read before handing
+  // over).
   template <class Stream>
   asio::awaitable<std::optional<HttpError>> exchange(Stream& stream, const std::string& req, bool head_request, std::size_t max_body,
-                                                     Clock::time_point t0, HttpResponse& resp, bool& keep_alive, bool& nothing_received) {
-    nothing_received = true;
-    std::size_t sent = 0;
+                                                     Clock::time_point t0, HttpResponse& resp, bool& keep_alive, bool& nothing_received,
+                                                     std::size_t sent, std::string in) {
+    nothing_received = in.empty();
     boost::system::error_code wec;
     if constexpr (std::is_same_v<Stream, tcp::socket>) {
       // A request nearly always fits in the socket's send buffer: written at once, it needs no
       // async operation and no completion through the io_context's queue.
-      sent = stream.write_some(asio::buffer(req), wec);
-      if (wec == asio::error::would_block || wec == asio::error::try_again) wec = {};
+      if (sent == 0) sent = write_now(stream, req, wec);
     }
     if (!wec && sent < req.size()) std::tie(wec, std::ignore) = co_await asio::async_write(stream, asio::buffer(req.data() + sent, req.size() - sent), use_tuple);
-    if (wec || timed_out) co_return HttpError{HttpError::Stage::write, timed_out, timed_out ? "write: timed out" : "write: " + wec.message()};
+    if (wec || timed_out) co_return write_error(wec);
 
-    std::string in;  // this response's bytes (the connection keeps no buffer between requests)
-    in.reserve(1024);
+    // this response's bytes (the connection keeps no buffer between requests)
+    if (in.capacity() < 1024) in.reserve(1024);
     std::size_t head_end = 0;  // one past the header block's final CRLF CRLF
     Head h;
     for (;;) {  // the header block; interim 1xx responses are skipped
@@ -509,25 +568,17 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
         auto [rec, rn] = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
         const auto ec = settle(in, used, rec, rn);
         if (!in.empty()) nothing_received = false;
-        if (timed_out) co_return HttpError{HttpError::Stage::read_headers, true, "timed out waiting for the response headers"};
-        if (ec == asio::error::eof || ec == asio::error::connection_reset || ec == ssl::error::stream_truncated)
-          co_return HttpError{HttpError::Stage::read_headers, false, "connection closed before the response headers were complete"};
-        if (ec) co_return HttpError{HttpError::Stage::read_headers, false, "read: " + ec.message()};
+        if (ec || timed_out) co_return head_read_error(ec);
       }
       if (head_end > kHeaderLimit) co_return HttpError{HttpError::Stage::protocol, false, "malformed response: header fields exceed 64 KiB"};
       h = Head{};
-      if (auto bad = parse_head(std::string_view(in).substr(0, head_end), h))
-        co_return HttpError{HttpError::Stage::protocol, false, "malformed response: " + *bad};
+      if (auto bad = parse_head(std::string_view(in).substr(0, head_end), h)) co_return malformed(*bad);
       if (h.status >= 200 || h.status == 101) break;
       in.erase(0, head_end);  // 100 Continue, 103 Early Hints: the real response follows
     }
-    if (keep_head) resp.head.assign(h.fields);  // copied now: the body may reuse the buffer
-    resp.first_byte_ms = Ms(Clock::now() - t0);
-    resp.status = h.status;
-    keep_alive = h.minor >= 1 ? !h.close : (h.keep_alive && !h.close);
-
-    const bool no_body = head_request || h.status == 204 || h.status == 304 || h.status < 200;
-    auto too_big = [&] { return HttpError{HttpError::Stage::body_limit, false, "body larger than " + std::to_string(max_body) + " bytes"}; };
+    keep_alive = take_head(h, t0, resp);
+    const bool no_body = bodiless(h, head_request);
+    auto too_big = [&] { return body_too_big(max_body); };
     auto body_error = [&](const boost::system::error_code& ec) -> HttpError {
       if (timed_out) return HttpError{HttpError::Stage::read_body, true, "timed out reading the body"};
       return HttpError{HttpError::Stage::read_body, false, "reading the body: " + ec.message()};
@@ -644,8 +695,9 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
     return std::nullopt;
   }
 
-  asio::awaitable<HttpResult> request(const std::string& req, bool head, Clock::time_point deadline, std::size_t max_body) {
-    const auto t0 = Clock::now();
+  asio::awaitable<HttpResult> request(const std::string& req, bool head, Clock::time_point deadline, std::size_t max_body,
+                                      Handover from) {
+    const auto t0 = from.t0.value_or(Clock::now());
 
     for (int attempt = 0; attempt < 2; ++attempt) {
       HttpResponse resp;
@@ -660,8 +712,11 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
       bool keep_alive = false, nothing_received = false;
       std::optional<HttpError> err;
       arm(deadline);
-      if (secure) err = co_await exchange(*secure, req, head, max_body, t0, resp, keep_alive, nothing_received);
-      else err = co_await exchange(*plain, req, head, max_body, t0, resp, keep_alive, nothing_received);
+      // (GCC 12: no braced lists or string temporaries in a co_await's arguments)
+      if (secure) err = co_await exchange(*secure, req, head, max_body, t0, resp, keep_alive, nothing_received, from.sent, std::move(from.in));
+      else err = co_await exchange(*plain, req, head, max_body, t0, resp, keep_alive, nothing_received, from.sent, std::move(from.in));
+      from.sent = 0;  // a retry starts a new exchange on a new connection
+      from.in.clear();
       disarm();
       if (err) {
         close();
@@ -678,6 +733,114 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
     }
     co_return HttpError{HttpError::Stage::connect, false, "unreachable"};
   }
+
+  // ---- The fast path: a request on a kept-alive plain connection, as callbacks ----
+  // A probe's steady state. The coroutine path costs, per request, a frame per level (five, two of
+  // them above the size glibc's per-thread cache serves) and a trip through Asio's awaitable
+  // machinery per suspension; here a request is one write, one read handler (Asio recycles its
+  // memory) and the parse. Anything out of the ordinary (a partial write, a head or body longer
+  // than the first read, 1xx, chunked or close-delimited bodies, a connection found closed) is
+  // handed over to request() with the bytes so far: one implementation of those cases.
+  struct Fast {
+    HttpConnection::Sink* sink = nullptr;
+    const std::string* req = nullptr;
+    bool head = false;
+    std::size_t max_body = 0;
+    Clock::time_point t0{}, deadline{};
+    std::string in;
+  };
+  Fast fast;
+  std::shared_ptr<bool> alive = std::make_shared<bool>(true);  // the fast path's handlers check it
+
+  bool start(const std::string& req, bool head, Clock::time_point deadline, std::size_t max_body, HttpConnection::Sink& sink) {
+    if (!plain) return false;
+    fast.sink = &sink;
+    fast.req = &req;
+    fast.head = head;
+    fast.max_body = max_body;
+    fast.deadline = deadline;
+    fast.t0 = Clock::now();
+    boost::system::error_code wec;
+    const std::size_t sent = write_now(*plain, req, wec);
+    if (wec) {  // nothing written: most likely the server closed the connection; request() reconnects
+      close();
+      hand_over(0, {});
+    } else if (sent < req.size()) {
+      hand_over(sent, {});
+    } else {
+      arm(deadline);
+      fast.in.reserve(1024);
+      read_more();
+    }
+    return true;
+  }
+
+  void read_more() {
+    const std::size_t used = grow(fast.in);
+    plain->async_read_some(asio::buffer(fast.in.data() + used, fast.in.size() - used),
+                           [this, used, alive = std::weak_ptr<bool>(alive)](boost::system::error_code ec, std::size_t n) {
+                             if (!alive.expired()) on_read(settle(fast.in, used, ec, n));
+                           });
+  }
+
+  void on_read(boost::system::error_code ec) {
+    if (ec || timed_out) {
+      // Closed before any byte of the response: the kept-alive connection had gone stale.
+      // request() tries once on a fresh connection, as it does for its own requests.
+      if (fast.in.empty() && !timed_out && (ec == asio::error::eof || ec == asio::error::connection_reset) && Clock::now() < fast.deadline) {
+        close();
+        hand_over(0, {});
+        return;
+      }
+      return fail(head_read_error(ec));
+    }
+    const auto found = fast.in.find("\r\n\r\n");
+    if (found == std::string::npos) {
+      if (fast.in.size() > kHeaderLimit) return fail(malformed("header fields exceed 64 KiB"));
+      return read_more();
+    }
+    const std::size_t head_end = found + 4;
+    Head h;
+    if (auto bad = parse_head(std::string_view(fast.in).substr(0, head_end), h)) return fail(malformed(*bad));
+    const bool no_body = bodiless(h, fast.head);
+    const bool complete = no_body || (h.content_length && (*h.content_length > fast.max_body || fast.in.size() >= head_end + *h.content_length));
+    if ((h.status < 200 && h.status != 101) || !complete) return hand_over(fast.req->size(), std::move(fast.in));
+    if (!no_body && *h.content_length > fast.max_body) return fail(body_too_big(fast.max_body));
+
+    HttpResult result{std::in_place_type<HttpResponse>};
+    auto& resp = std::get<HttpResponse>(result);
+    resp.reused_connection = true;
+    bool keep_alive = take_head(h, fast.t0, resp);
+    const std::size_t body = no_body ? 0 : static_cast<std::size_t>(*h.content_length);
+    if (fast.in.size() > head_end + body) keep_alive = false;  // bytes nobody asked for: do not reuse
+    if (body) resp.body.assign(fast.in, head_end, body);
+    disarm();
+    resp.total_ms = Ms(Clock::now() - fast.t0);
+    if (!keep_alive) close();
+    deliver(std::move(result));
+  }
+
+  void fail(HttpError err) {
+    disarm();
+    close();
+    deliver(std::move(err));
+  }
+
+  void deliver(HttpResult&& r) {
+    std::string().swap(fast.in);  // the connection keeps no buffer between requests
+    auto* sink = std::exchange(fast.sink, nullptr);
+    sink->http_done(std::move(r));
+  }
+
+  void hand_over(std::size_t sent, std::string in) {
+    disarm();
+    asio::co_spawn(ex, request(*fast.req, fast.head, fast.deadline, fast.max_body, Handover{sent, std::move(in), fast.t0}),
+                   [this, alive = std::weak_ptr<bool>(alive)](std::exception_ptr ep, HttpResult r) {
+                     if (alive.expired()) return;
+                     if (ep) r = HttpError{HttpError::Stage::protocol, false, "internal error"};
+                     deliver(std::move(r));
+                   });
+  }
 };
 
 HttpConnection::HttpConnection(asio::any_io_executor ex, Url origin, std::shared_ptr<ssl::context> tls)
@@ -690,10 +853,14 @@ HttpConnection::~HttpConnection() { impl_->close(); }
 asio::awaitable<HttpResult> HttpConnection::request(HttpRequest req, Clock::time_point deadline, std::size_t max_body) {
   std::string bytes;
   if (auto bad = impl_->serialize_request(req, bytes)) co_return *bad;
-  co_return co_await impl_->request(bytes, req.method == "HEAD", deadline, max_body);
+  Handover fresh;
+  co_return co_await impl_->request(bytes, req.method == "HEAD", deadline, max_body, std::move(fresh));
 }
 asio::awaitable<HttpResult> HttpConnection::request(const std::string& bytes, bool head, Clock::time_point deadline, std::size_t max_body) {
-  return impl_->request(bytes, head, deadline, max_body);
+  return impl_->request(bytes, head, deadline, max_body, Handover());
+}
+bool HttpConnection::start(const std::string& bytes, bool head, Clock::time_point deadline, std::size_t max_body, Sink& sink) {
+  return impl_->start(bytes, head, deadline, max_body, sink);
 }
 std::variant<std::string, HttpError> HttpConnection::serialize(const HttpRequest& req) const {
   std::string bytes;

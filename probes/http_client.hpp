@@ -85,6 +85,18 @@ class HttpConnection {
   // request on every run, so it builds the bytes once.
   boost::asio::awaitable<HttpResult> request(const std::string& bytes, bool head, std::chrono::steady_clock::time_point deadline,
                                              std::size_t max_body);
+  // The callback form of request(bytes, ...) for a probe's steady state. When a kept-alive plain
+  // connection is open, starts the request without a coroutine and returns true; the sink's
+  // http_done() is then called exactly once, later, on the loop (never from inside start()).
+  // false: nothing was started (no connection yet, or TLS): co_await request() instead.
+  struct Sink {
+    virtual void http_done(HttpResult&& result) = 0;
+
+   protected:
+    ~Sink() = default;
+  };
+  bool start(const std::string& bytes, bool head, std::chrono::steady_clock::time_point deadline, std::size_t max_body, Sink& sink);
+
   // HTTP/1.1 request bytes for this origin (Host, User-Agent and Content-Length added), or the
   // error for a method, target or header that would split the request.
   std::variant<std::string, HttpError> serialize(const HttpRequest& req) const;

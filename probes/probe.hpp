@@ -1,6 +1,7 @@
 #pragma once
 // The probe interface: a probe observes one target and reports a ProbeResult. It never acts.
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,12 +64,30 @@ ProbeResult begin_result(const std::string& service, const std::string& probe);
 // Builds a result from failures: ok when there are none.
 void finish_result(ProbeResult& r);
 
+// Where a run started with Probe::start() reports its result.
+class RunSink {
+ public:
+  virtual void run_done(std::uint32_t tag, ProbeResult&& result) = 0;
+
+ protected:
+  ~RunSink() = default;
+};
+
 class Probe {
  public:
   virtual ~Probe() = default;
   // Runs one check. Must complete by the configured timeout (it owns that deadline) and must
   // report routine failures as values; it is never called again before the previous run ends.
   virtual boost::asio::awaitable<ProbeResult> run() = 0;
+  // The same run without a coroutine, for a probe whose steady state allows it (the HTTP probe on
+  // a kept-alive connection: docs/benchmarks.md). true: the run has started and sink.run_done(tag)
+  // is called exactly once, later, on the loop. false (the default): nothing was started; the
+  // caller co_awaits run().
+  virtual bool start(RunSink& sink, std::uint32_t tag) {
+    (void)sink;
+    (void)tag;
+    return false;
+  }
   virtual const config::Probe& spec() const = 0;
 };
 

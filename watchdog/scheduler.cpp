@@ -80,9 +80,19 @@ void Scheduler::wake() {
   arm();
 }
 
+// A probe that can run without a coroutine (Probe::start: the HTTP probe's kept-alive steady
+// state) reports to run_done(); the others, and that one's first run, go through run_one().
 void Scheduler::launch(std::uint32_t index, Clock::time_point now) {
-  const double lateness = std::chrono::duration<double>(now - entries_[index].planned).count();
+  auto& e = entries_[index];
+  const double lateness = std::chrono::duration<double>(now - e.planned).count();
+  e.lateness = static_cast<float>(lateness);
+  if (e.probe->start(*this, index)) return;
   asio::co_spawn(ioc_, run_one(index, lateness), asio::detached);
+}
+
+void Scheduler::run_done(std::uint32_t index, probes::ProbeResult&& r) {
+  if (!running_) return;  // stopped: as run_one() drops a result
+  finished(index, std::move(r), entries_[index].lateness);
 }
 
 // One run: awaits the probe and hands the result on. Its own small coroutine rather than

@@ -22,7 +22,7 @@
 
 namespace lastgood::watchdog {
 
-class Scheduler {
+class Scheduler final : private probes::RunSink {
  public:
   // Called on the loop after every run with how late (seconds) the run started.
   using Sink = std::function<void(size_t probe_index, probes::ProbeResult&&, double lateness_s)>;  // the result is the sink's to keep
@@ -43,6 +43,7 @@ class Scheduler {
     std::unique_ptr<probes::Probe> probe;
     Cadence cadence;
     Clock::time_point planned{};
+    float lateness = 0;  // of the run in flight, in seconds
   };
   struct Due {
     Clock::time_point at;
@@ -56,6 +57,7 @@ class Scheduler {
   boost::asio::awaitable<void> run_one(std::uint32_t index, double lateness);
   probes::ProbeResult error_result(std::uint32_t index, std::string reason) const;
   void finished(std::uint32_t index, probes::ProbeResult&& r, double lateness);
+  void run_done(std::uint32_t index, probes::ProbeResult&& r) override;
   void plan(std::uint32_t index, Clock::time_point at);
 
   boost::asio::io_context& ioc_;

@@ -56,15 +56,40 @@ class ScriptedServer {
   const unsigned short port;
 };
 
-struct Client {
+// Requests go through HttpConnection::request() (the coroutine) or, with via_start, through
+// HttpConnection::start() (the callbacks a probe's steady state runs on) whenever it takes them:
+// on a kept-alive plain connection, so from the second request on. Every case runs both ways.
+struct Client : probes::HttpConnection::Sink {
   asio::io_context ioc;
   probes::HttpConnection conn;
-  explicit Client(unsigned short port)
-      : conn(ioc.get_executor(), *probes::parse_url("http://127.0.0.1:" + std::to_string(port) + "/"), nullptr) {}
+  bool via_start;
+  int started = 0;  // requests start() took
+  std::optional<probes::HttpResult> done;
+  Client(unsigned short port, bool start_when_possible)
+      : conn(ioc.get_executor(), *probes::parse_url("http://127.0.0.1:" + std::to_string(port) + "/"), nullptr),
+        via_start(start_when_possible) {}
+  void http_done(probes::HttpResult&& r) override {
+    REQUIRE_FALSE(done);  // exactly once
+    done = std::move(r);
+  }
   probes::HttpResult get(std::size_t max_body = 1 << 20, const std::string& method = "GET") {
     probes::HttpRequest req;
     req.method = method;
-    return run_sync(ioc, conn.request(req, std::chrono::steady_clock::now() + std::chrono::seconds(3), max_body));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    if (via_start) {
+      const auto bytes = std::get<std::string>(conn.serialize(req));
+      done.reset();
+      if (conn.start(bytes, method == "HEAD", deadline, max_body, *this)) {
+        ++started;
+        REQUIRE_FALSE(done);  // never from inside start()
+        ioc.restart();
+        while (!done && ioc.run_one()) {
+        }
+        REQUIRE(done);
+        return std::move(*done);
+      }
+    }
+    return run_sync(ioc, conn.request(req, deadline, max_body));
   }
 };
 
@@ -88,7 +113,7 @@ TEST_CASE("chunked bodies, interim responses and empty bodies keep the connectio
       "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",  // a HEAD: the length announced, no body sent
       "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: close\r\n\r\nok",
   });
-  Client c(s.port);
+  Client c(s.port, GENERATE(false, true));
   auto a = ok(c.get());
   CHECK(a.status == 200);
   CHECK(a.body == "Wikipedia in\r\n\r\nchunks.");
@@ -109,13 +134,14 @@ TEST_CASE("chunked bodies, interim responses and empty bodies keep the connectio
   CHECK(c.conn.connections_opened() == 1);  // all five on one connection
   ok(c.get());                              // the server said close: a new connection
   CHECK(c.conn.connections_opened() == 2);
+  CHECK(c.started == (c.via_start ? 4 : 0));  // the four requests on a kept-alive connection
 }
 
 TEST_CASE("a response delivered one byte at a time is read whole", "[framing]") {
   ScriptedServer s({"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: b\r\n\r\nhello world",
                     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
                    /*byte_by_byte=*/true);
-  Client c(s.port);
+  Client c(s.port, GENERATE(false, true));
   CHECK(ok(c.get()).body == "hello world");
   CHECK(ok(c.get()).body == "abc");
   CHECK(c.conn.connections_opened() == 1);
@@ -126,17 +152,23 @@ TEST_CASE("HTTP/1.0 and bodies delimited by the close are not reused", "[framing
   auto [reply, body] = GENERATE(table<std::string, std::string>({{"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "ok"},
                                                                  {"HTTP/1.1 200 OK\r\n\r\nuntil the end", "until the end"}}));
   ScriptedServer s({reply});
-  Client c(s.port);
+  Client c(s.port, GENERATE(false, true));
   CHECK(ok(c.get()).body == body);
   CHECK(ok(c.get()).body == body);
   CHECK(c.conn.connections_opened() == 2);
 }
 
 TEST_CASE("framings that cannot be trusted are refused", "[framing]") {
-  auto refused = [](const std::string& reply, const char* why, std::size_t max_body = 1 << 20) {
-    ScriptedServer s({reply});
-    Client c(s.port);
+  // Via start(), a good response first, so that the bad one comes on the kept-alive connection.
+  const bool via_start = GENERATE(false, true);
+  auto refused = [via_start](const std::string& reply, const char* why, std::size_t max_body = 1 << 20) {
+    std::vector<std::string> replies{reply};
+    if (via_start) replies.insert(replies.begin(), "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    ScriptedServer s(replies);
+    Client c(s.port, via_start);
+    if (via_start) ok(c.get());
     auto e = failed(c.get(max_body));
+    CHECK(c.started == (via_start ? 1 : 0));
     INFO(reply);
     CHECK_THAT(e.message, Catch::Contains(why));
     return e.stage;
@@ -149,10 +181,56 @@ TEST_CASE("framings that cannot be trusted are refused", "[framing]") {
   CHECK(refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX0\r\n\r\n", "bad chunk ending") == Stage::protocol);
   CHECK(refused("HTTP/1.1 200 OK\r\n folded: header\r\n\r\n", "bad header line") == Stage::protocol);
   CHECK(refused("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", "bad header line") == Stage::protocol);
+  CHECK(refused("HTTP/1.1 200 OK\r\nX-A: a\nb\r\n\r\n", "bad header value") == Stage::protocol);
+  CHECK(refused(std::string("HTTP/1.1 200 OK\r\nX-A: a\0b\r\n\r\n", 29), "bad header value") == Stage::protocol);
+  CHECK(refused("HTTP/1.1 200 OK\r\nX-A: a\rb\r\n\r\n", "bad header value") == Stage::protocol);
   CHECK(refused("HTTP/1.1 20 OK\r\n\r\n", "bad status line") == Stage::protocol);
   CHECK(refused("HTTP/1.1 200 OK\r\nX: " + std::string(70 * 1024, 'a') + "\r\n\r\n", "exceed 64 KiB") == Stage::protocol);
   CHECK(refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n", "body larger than 8 bytes", 8) ==
         Stage::body_limit);
   CHECK(refused("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n012345678", "body larger than 8 bytes", 8) == Stage::body_limit);
   CHECK(refused("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "reading the body") == Stage::read_body);
+}
+
+TEST_CASE("a kept-alive connection the server has closed is tried again once, on a new one", "[framing]") {
+  ScriptedServer s({"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"});  // one reply per connection, then the close
+  Client c(s.port, GENERATE(false, true));
+  CHECK(ok(c.get()).body == "a");
+  auto again = ok(c.get());  // written on the closed connection: no response byte comes, so a new one
+  CHECK(again.body == "a");
+  CHECK_FALSE(again.reused_connection);
+  CHECK(c.conn.connections_opened() == 2);
+  CHECK(c.started == (c.via_start ? 1 : 0));  // start() took it, then handed it to request()
+}
+
+TEST_CASE("the deadline holds on a kept-alive connection that stops answering", "[framing]") {
+  RawServer server([](RawServer& self, RawServer::Socket sock) {
+    boost::system::error_code ec;
+    asio::streambuf buf;
+    asio::read_until(*sock, buf, "\r\n\r\n", ec);
+    asio::write(*sock, asio::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")), ec);
+    self.hold(sock);  // reads nothing more, answers nothing more
+  });
+  const bool via_start = GENERATE(false, true);
+  Client c(server.port(), via_start);
+  CHECK(ok(c.get()).body == "ok");
+  probes::HttpRequest req;
+  const auto t0 = std::chrono::steady_clock::now();
+  probes::HttpResult r;
+  if (via_start) {
+    const auto bytes = std::get<std::string>(c.conn.serialize(req));
+    REQUIRE(c.conn.start(bytes, false, t0 + std::chrono::milliseconds(300), 1 << 20, c));
+    c.ioc.restart();
+    while (!c.done && c.ioc.run_one()) {
+    }
+    REQUIRE(c.done);
+    r = std::move(*c.done);
+  } else {
+    r = run_sync(c.ioc, c.conn.request(req, t0 + std::chrono::milliseconds(300), 1 << 20));
+  }
+  auto e = failed(r);
+  CHECK(e.timeout);
+  CHECK(e.stage == probes::HttpError::Stage::read_headers);
+  CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(300));
+  CHECK(c.ioc.stopped());  // nothing left pending: no timer, no read
 }
