@@ -12,6 +12,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <openssl/evp.h>
 
+#include "probes/resolve.hpp"
+
 namespace lastgood::actions {
 
 namespace asio = boost::asio;
@@ -135,14 +137,10 @@ struct SshSession::Impl : std::enable_shared_from_this<SshSession::Impl> {
 
   asio::awaitable<std::string> connect(Clock::time_point deadline) {
     drop();
-    auto resolver = std::make_shared<tcp::resolver>(ex);
-    timer.expires_at(deadline);
-    timer.async_wait([resolver](boost::system::error_code ec) {
-      if (!ec) resolver->cancel();
-    });
-    auto [rec, eps] = co_await resolver->async_resolve(opts.host, std::to_string(opts.port), use_tuple);
-    timer.cancel();
-    if (rec) co_return "resolving " + opts.host + ": " + rec.message();
+    const std::string port = std::to_string(opts.port);
+    probes::Resolved resolved = co_await probes::resolve(ex, opts.host, port, deadline);
+    if (resolved.error) co_return std::move(*resolved.error);
+    const auto& eps = resolved.endpoints;
     sock = tcp::socket(ex);
     std::weak_ptr<Impl> weak = shared_from_this();
     timer.expires_at(deadline);

@@ -1,5 +1,7 @@
 #include "probes/http_client.hpp"
 
+#include "probes/resolve.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -423,21 +425,11 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
       arm(deadline);
       std::tie(cec) = co_await plain->async_connect(tcp::endpoint(address, port), use_tuple);
     } else {
-      auto resolver = std::make_shared<tcp::resolver>(ex);
-      asio::steady_timer rtimer(ex);
-      rtimer.expires_at(deadline);
-      rtimer.async_wait([resolver](boost::system::error_code ec) {
-        if (!ec) resolver->cancel();
-      });
-      auto [rec, endpoints] = co_await resolver->async_resolve(origin.host, origin.port, use_tuple);
-      rtimer.cancel();
-      if (rec) {
-        bool to = rec == asio::error::operation_aborted;
-        co_return HttpError{HttpError::Stage::resolve, to, to ? "resolving " + origin.host + " timed out" : "resolving " + origin.host + ": " + rec.message()};
-      }
+      Resolved resolved = co_await resolve(ex, origin.host, origin.port, deadline);
+      if (resolved.error) co_return HttpError{HttpError::Stage::resolve, resolved.timeout, std::move(*resolved.error)};
       plain = std::make_unique<tcp::socket>(ex);  // held here so that the deadline can cancel it
       arm(deadline);
-      std::tie(cec, std::ignore) = co_await asio::async_connect(*plain, endpoints, use_tuple);
+      std::tie(cec, std::ignore) = co_await asio::async_connect(*plain, resolved.endpoints, use_tuple);
     }
     if (cec || timed_out) {
       const bool to = timed_out;

@@ -1,10 +1,11 @@
 #include "probes/tcp.hpp"
 
+#include "probes/resolve.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
@@ -30,24 +31,17 @@ class TcpProbe final : public Probe {
     const auto t0 = Clock::now();
     const auto deadline = t0 + spec_.timeout;
 
-    auto resolver = std::make_shared<tcp::resolver>(ex_);
-    asio::steady_timer timer(ex_);
-    timer.expires_at(deadline);
-    timer.async_wait([resolver](boost::system::error_code ec) {
-      if (!ec) resolver->cancel();
-    });
-    auto [rec, endpoints] = co_await resolver->async_resolve(tcp_.host, tcp_.port, use_tuple);
-    timer.cancel();
-    if (rec) {
-      r.outcome = Outcome::error;
-      r.reason = "resolving " + tcp_.host + ": " + rec.message();
+    Resolved resolved = co_await resolve(ex_, tcp_.host, tcp_.port, deadline);
+    if (resolved.error) {
+      r.outcome = Outcome::error;  // the watcher could not judge
+      r.reason = *resolved.error;
       r.failures.push_back({"resolve", r.reason});
       r.timing.total = Clock::now() - t0;
       co_return r;
     }
     beast::tcp_stream stream(ex_);
     stream.expires_at(deadline);
-    auto [cec, ep] = co_await stream.async_connect(endpoints, use_tuple);
+    auto [cec, ep] = co_await stream.async_connect(resolved.endpoints, use_tuple);
     (void)ep;
     if (cec) {
       r.failures.push_back({cec == beast::error::timeout ? "timeout" : "connect",
@@ -91,7 +85,7 @@ class TcpProbe final : public Probe {
   asio::any_io_executor ex_;
   std::string service_;
   const config::Probe& spec_;  // the immutable config outlives every probe made from it
-  config::TcpProbe tcp_;
+  const config::TcpProbe& tcp_;  // inside spec_
 };
 
 }  // namespace
