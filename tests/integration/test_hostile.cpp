@@ -169,8 +169,10 @@ TEST_CASE("the scheduler keeps a healthy probe on time while hostile targets han
   // 3.5 s at 200 ms (first run within one interval): at least 15 runs, every one of them ok.
   CHECK(healthy_lateness.size() >= 15);
   CHECK(healthy_ok == static_cast<int>(healthy_lateness.size()));
-  // The silent target's 1 s timeouts never delayed the healthy probe by anything near them.
+  // The silent target's 1 s timeouts never delayed the healthy probe by anything near them. (Half
+  // of that, not a tight figure: on a loaded 2-vCPU CI machine the loop thread itself can be
+  // descheduled for 100 ms; lateness as performance is measured in bench/, not asserted here.)
   double worst = *std::max_element(healthy_lateness.begin(), healthy_lateness.end());
-  CHECK(worst < 0.1);
+  CHECK(worst < 0.5);
   CHECK(silent_runs >= 1);
 }

@@ -1,6 +1,8 @@
 // The http probe against a real nginx on loopback: plain and TLS, expectations, keep-alive.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include "config/config.hpp"
 #include "fixtures.hpp"
 #include "probes/probe.hpp"
@@ -15,6 +17,14 @@ cfg::Probe http_probe(const std::string& url, nlohmann::json extra = nlohmann::j
   nlohmann::json p{{"name", "p"}, {"kind", "http"}, {"url", url}, {"interval", "10s"}, {"timeout", "2s"}};
   p.update(extra);
   nlohmann::json doc{{"services", {{{"name", "s"}, {"probes", {p}}}}}};
+  auto res = cfg::load_text(doc.dump(), "test", {.resolve_secrets = false});
+  for (auto& pr : res.problems) UNSCOPED_INFO(pr.to_string());
+  REQUIRE(res.config);
+  return res.config->services[0].probes[0];
+}
+
+cfg::Probe tcp_probe(const std::string& address) {
+  nlohmann::json doc{{"services", {{{"name", "s"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", address}, {"interval", "10s"}, {"timeout", "2s"}}}}}}}};
   auto res = cfg::load_text(doc.dump(), "test", {.resolve_secrets = false});
   for (auto& pr : res.problems) UNSCOPED_INFO(pr.to_string());
   REQUIRE(res.config);
@@ -109,7 +119,53 @@ TEST_CASE("http probe reuses its keep-alive connection across runs, as nginx's a
   CHECK(conns[0] == conns[1]);
   CHECK(conns[1] == conns[2]);
   CHECK(conns[2] == conns[3]);
+}
 
+namespace {
+struct RunSink final : probes::RunSink {
+  std::optional<probes::ProbeResult> result;
+  std::uint32_t tag = 0;
+  int calls = 0;
+  void run_done(std::uint32_t t, probes::ProbeResult&& r) override {
+    ++calls;
+    tag = t;
+    result = std::move(r);
+  }
+};
+}  // namespace
+
+TEST_CASE("http probe's steady state runs without a coroutine (Probe::start) and judges as run() does", "[nginx]") {
+  TempDir dir;
+  Nginx nginx(dir.path);
+  boost::asio::io_context ioc;
+  const auto good = http_probe(nginx.url("/"));
+  const auto wrong = http_probe(nginx.url("/"), {{"expect", {{"body_contains", "not in the page"}}}});
+  const bool failing = GENERATE(false, true);
+  auto p = probes::make_probe(ioc.get_executor(), "s", failing ? wrong : good);
+  RunSink sink;
+  CHECK_FALSE(p->start(sink, 7));  // no connection yet: the first run goes through run()
+  auto first = run_once(*p, ioc);
+  for (int i = 0; i < 3; ++i) {
+    sink = RunSink{};
+    REQUIRE(p->start(sink, 7));
+    CHECK(sink.calls == 0);  // never from inside start()
+    ioc.restart();
+    while (sink.calls == 0 && ioc.run_one()) {
+    }
+    REQUIRE(sink.calls == 1);
+    CHECK(sink.tag == 7);
+    const auto& r = *sink.result;
+    INFO(r.reason);
+    CHECK(r.outcome == (failing ? probes::Outcome::fail : probes::Outcome::ok));
+    CHECK(r.outcome == first.outcome);
+    CHECK(r.reason == first.reason);
+    CHECK(r.http_status == 200);
+    CHECK(r.to_json()["details"]["reused_connection"] == true);
+    CHECK(r.to_json()["details"]["connections_opened"] == 1);
+  }
+  REQUIRE(wait_until([&] { return nginx.logged_connections().size() == 4; }, std::chrono::seconds(5)));
+  auto conns = nginx.logged_connections();
+  CHECK(std::count(conns.begin(), conns.end(), conns[0]) == 4);  // one connection for the four
 }
 
 TEST_CASE("https probe verifies the certificate chain and the host name", "[nginx]") {
@@ -151,4 +207,19 @@ TEST_CASE("https probe verifies the certificate chain and the host name", "[ngin
     INFO(r.reason);
     CHECK(r.outcome == probes::Outcome::ok);
   }
+}
+
+TEST_CASE("tcp probe: ok on an open port, fail on a closed one, error when the name does not resolve", "[nginx]") {
+  TempDir dir;
+  Nginx nginx(dir.path);
+  auto open = probe_once(tcp_probe("127.0.0.1:" + std::to_string(nginx.port)));
+  INFO(open.reason);
+  CHECK(open.outcome == probes::Outcome::ok);
+  CHECK(open.timing.connect.has_value());
+  auto closed = probe_once(tcp_probe("127.0.0.1:" + std::to_string(free_port())));
+  CHECK(closed.outcome == probes::Outcome::fail);
+  CHECK(has_failure(closed, "connect", "refused"));
+  auto nowhere = probe_once(tcp_probe("lastgood-no-such-host.invalid:80"));
+  CHECK(nowhere.outcome == probes::Outcome::error);  // the watcher cannot judge
+  CHECK(has_failure(nowhere, "resolve", "resolving lastgood-no-such-host.invalid: "));
 }
