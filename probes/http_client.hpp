@@ -1,9 +1,12 @@
 #pragma once
 // A small HTTP/1.1 client for probes and actions: one keep-alive connection to one origin, plain
 // or TLS (verified by default), every step under one absolute deadline (kept in one heap of
-// deadlines per io_context, with one timer), errors returned as values. The response is read with its own parser into one buffer
-// (status line, headers kept as one block, Content-Length / chunked / close-delimited bodies):
-// a probe run is a few allocations, not dozens (see docs/benchmarks.md).
+// deadlines per io_context, with one timer), errors returned as values. The response is read
+// with its own parser into one buffer (status line, headers kept as one block, Content-Length /
+// chunked / close-delimited bodies). Two ways in: request(), a coroutine that handles every case,
+// and start(), callbacks for the common one (a request on a kept-alive plain connection whose
+// response comes whole), which hands anything else over to request() mid-way: a probe's steady
+// state is one write, one read handler and two allocations (see docs/benchmarks.md).
 #include <chrono>
 #include <memory>
 #include <optional>
