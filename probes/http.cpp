@@ -91,7 +91,26 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
     tag_ = tag;
     return conn_->start(*bytes, head_, deadline_, http_.max_body_bytes, *this);
   }
-  void http_done(HttpResult&& res) override { sink_->run_done(tag_, judge(started_at_, deadline_, res, 0)); }
+  // Runs inside an Asio handler, where nothing may escape: run() has the scheduler's try/catch
+  // around it, this path has its own (std::regex_search, for one, can throw on a pathological body).
+  void http_done(HttpResult&& res) override {
+    std::optional<ProbeResult> r;
+    try {
+      r.emplace(judge(started_at_, deadline_, res, 0));
+    } catch (const std::exception& ex) {
+      r.emplace(internal_error(ex.what()));
+    } catch (...) {
+      r.emplace(internal_error("unknown"));
+    }
+    sink_->run_done(tag_, std::move(*r));
+  }
+  ProbeResult internal_error(const char* what) const {
+    ProbeResult r = begin_result(service_, spec_.name);
+    r.started_at = started_at_;
+    r.outcome = Outcome::error;  // lastgood's fault, not the target's: the run could not judge
+    r.reason = std::string("internal error: ") + what;
+    return r;
+  }
 
   // The request, following up to follow_redirects redirects.
   asio::awaitable<HttpResult> fetch_following(Clock::time_point deadline, int& redirects) {
