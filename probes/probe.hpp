@@ -83,11 +83,7 @@ class Probe {
   // a kept-alive connection: docs/benchmarks.md). true: the run has started and sink.run_done(tag)
   // is called exactly once, later, on the loop. false (the default): nothing was started; the
   // caller co_awaits run().
-  virtual bool start(RunSink& sink, std::uint32_t tag) {
-    (void)sink;
-    (void)tag;
-    return false;
-  }
+  virtual bool start(RunSink& /*sink*/, std::uint32_t /*tag*/) { return false; }
   virtual const config::Probe& spec() const = 0;
 };
 

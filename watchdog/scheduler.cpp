@@ -84,21 +84,20 @@ void Scheduler::wake() {
 // state) reports to run_done(); the others, and that one's first run, go through run_one().
 void Scheduler::launch(std::uint32_t index, Clock::time_point now) {
   auto& e = entries_[index];
-  const double lateness = std::chrono::duration<double>(now - e.planned).count();
-  e.lateness = static_cast<float>(lateness);
+  e.lateness = std::chrono::duration<float>(now - e.planned).count();
   if (e.probe->start(*this, index)) return;
-  asio::co_spawn(ioc_, run_one(index, lateness), asio::detached);
+  asio::co_spawn(ioc_, run_one(index), asio::detached);
 }
 
 void Scheduler::run_done(std::uint32_t index, probes::ProbeResult&& r) {
   if (!running_) return;  // stopped: as run_one() drops a result
-  finished(index, std::move(r), entries_[index].lateness);
+  finished(index, std::move(r));
 }
 
 // One run: awaits the probe and hands the result on. Its own small coroutine rather than
 // co_spawn(probe->run(), handler): the result then moves from the probe's frame straight to the
 // sink, not through co_spawn's result slot and handler (a ProbeResult move per hop, per run).
-asio::awaitable<void> Scheduler::run_one(std::uint32_t index, double lateness) {
+asio::awaitable<void> Scheduler::run_one(std::uint32_t index) {
   const auto alive = std::weak_ptr<bool>(alive_);
   std::optional<probes::ProbeResult> r;  // made in place from the probe's result: no move-assignment
   try {
@@ -109,7 +108,7 @@ asio::awaitable<void> Scheduler::run_one(std::uint32_t index, double lateness) {
     r.emplace(error_result(index, "internal error"));
   }
   if (alive.expired() || !running_) co_return;
-  finished(index, std::move(*r), lateness);
+  finished(index, std::move(*r));
 }
 
 probes::ProbeResult Scheduler::error_result(std::uint32_t index, std::string reason) const {
@@ -121,8 +120,8 @@ probes::ProbeResult Scheduler::error_result(std::uint32_t index, std::string rea
   return r;
 }
 
-void Scheduler::finished(std::uint32_t index, probes::ProbeResult&& r, double lateness) {
-  sink_(index, std::move(r), lateness);
+void Scheduler::finished(std::uint32_t index, probes::ProbeResult&& r) {
+  sink_(index, std::move(r), entries_[index].lateness);
   if (!running_) return;  // the sink may stop the scheduler
   auto& e = entries_[index];
   int skipped = 0;

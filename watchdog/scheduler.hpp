@@ -54,9 +54,9 @@ class Scheduler final : private probes::RunSink {
   void arm();
   void wake();
   void launch(std::uint32_t index, Clock::time_point now);
-  boost::asio::awaitable<void> run_one(std::uint32_t index, double lateness);
+  boost::asio::awaitable<void> run_one(std::uint32_t index);
   probes::ProbeResult error_result(std::uint32_t index, std::string reason) const;
-  void finished(std::uint32_t index, probes::ProbeResult&& r, double lateness);
+  void finished(std::uint32_t index, probes::ProbeResult&& r);  // lateness: the entry's
   void run_done(std::uint32_t index, probes::ProbeResult&& r) override;
   void plan(std::uint32_t index, Clock::time_point at);
 
