@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <fstream>
 #include <regex>
+
+#include <re2/re2.h>
 #include <set>
 #include <sstream>
 
@@ -383,12 +385,12 @@ void parse_http_probe(Obj& o, HttpProbe& h) {
     }
     if (auto s = x.str("body_contains")) h.expect.body_contains = *s;
     if (auto s = x.str("body_matches")) {
-      try {
-        std::regex test(*s);
-        h.expect.body_matches = *s;
-      } catch (const std::regex_error& err) {
-        o.ctx().error(x.at("body_matches"), std::string("expected an ECMAScript regular expression: ") + err.what());
-      }
+      // Matched against response bodies (network data) with RE2, in time linear in the body.
+      RE2::Options opts;
+      opts.set_log_errors(false);
+      RE2 test(*s, opts);
+      if (test.ok()) h.expect.body_matches = *s;
+      else o.ctx().error(x.at("body_matches"), "expected a regular expression in RE2 syntax (no backreferences or lookaround): " + test.error());
     }
     if (auto hm = x.string_map("header")) h.expect.header = *hm;
     if (const json* js = x.get("json")) {
@@ -703,6 +705,13 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
   Obj o(c, j, "");
   if (!o.ok()) return;
   parse_listen(c, o, cfg);
+  if (const json* v = o.get("api")) {
+    Obj ao(c, *v, o.at("api"));
+    if (ao.ok()) {
+      if (auto n = ao.integer("max_connections", 1, 100000)) cfg.api.max_connections = static_cast<int>(*n);
+      if (auto d = ao.duration("idle_timeout", false, Duration{100})) cfg.api.idle_timeout = *d;
+    }
+  }
   if (auto s = o.str("state_dir")) cfg.state_dir = *s;
 
   std::set<std::string> approver_names;

@@ -28,7 +28,7 @@ struct StatusRange {
 struct HttpExpect {
   std::vector<StatusRange> status{{200, 299}};
   std::optional<std::string> body_contains;
-  std::optional<std::string> body_matches;            // ECMAScript regex, compiled by the probe
+  std::optional<std::string> body_matches;            // RE2 syntax (linear time), compiled by the probe
   std::map<std::string, std::string> header;          // header name -> exact value
   std::map<std::string, nlohmann::json> json;         // JSON pointer -> expected value
   std::optional<Duration> max_latency;
@@ -123,9 +123,16 @@ struct Alertmanager {
   std::map<std::string, Severity> severity_map{{"critical", Severity::P0}, {"error", Severity::P1}, {"warning", Severity::P2}};
 };
 
+// Limits of lastgood's own HTTP server ("api" block).
+struct Api {
+  int max_connections = 0;          // 0: an eighth of the open-files limit, between 16 and 1024
+  Duration idle_timeout{10'000};    // a client must send each whole request within this
+};
+
 struct Config {
   std::string source;                                    // the file it came from
   std::string listen = "127.0.0.1:9464";
+  Api api;
   std::string state_dir = "/var/lib/lastgood";
   std::vector<Approver> approvers;
   std::map<Severity, Authority> authority;

@@ -32,18 +32,29 @@ bool DeploymentTracker::observe(const std::string& id, std::optional<TimePoint> 
   }
   live_ = static_cast<int>(history_.size()) - 1;
   healthy_since_.reset();  // health must be seen again for the new release
+  ok_since_ = 0;
   return true;
 }
 
-bool DeploymentTracker::health(bool healthy, TimePoint now, Duration good_after) {
+void DeploymentTracker::sample(SampleOutcome o) {
+  if (o == SampleOutcome::ok) {
+    ++ok_since_;
+  } else if (o == SampleOutcome::fail) {
+    healthy_since_.reset();
+    ok_since_ = 0;
+  }
+}
+
+bool DeploymentTracker::health(bool healthy, TimePoint now, Duration good_after, int min_ok) {
   if (live_ < 0) return false;
   auto& cur = history_[static_cast<size_t>(live_)];
   if (!healthy) {
     healthy_since_.reset();
+    ok_since_ = 0;
     return false;
   }
   if (!healthy_since_) healthy_since_ = now;
-  if (now - *healthy_since_ < good_after) return false;
+  if (now - *healthy_since_ < good_after || ok_since_ < std::max(1, min_ok)) return false;
   cur.last_good_at = now;
   if (cur.verified_at) return false;
   cur.verified_at = now;

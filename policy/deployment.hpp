@@ -25,9 +25,14 @@ class DeploymentTracker {
 
   // The deployment's live release as read at `now`. Returns true when the live release changed.
   bool observe(const std::string& id, std::optional<TimePoint> deployed_at, TimePoint now, bool migration = false);
+  // A result of a (non-reference) probe on the live release: ok results are the evidence a
+  // release needs to be verified good; a failure restarts its good_after; an error (the watcher
+  // could not judge) is neither.
+  void sample(SampleOutcome o);
   // The service's health at `now` (no trigger pending or firing). Returns true when the live
-  // release just became verified good.
-  bool health(bool healthy, TimePoint now, Duration good_after);
+  // release just became verified good: healthy for good_after, with no failure in that time and
+  // at least `min_ok` ok results (design.md: verified good only on evidence).
+  bool health(bool healthy, TimePoint now, Duration good_after, int min_ok = 1);
 
   const Release* live() const { return live_ < 0 ? nullptr : &history_[static_cast<size_t>(live_)]; }
   // The most recently good release, live or not.
@@ -43,6 +48,7 @@ class DeploymentTracker {
   std::vector<Release> history_;  // in order of first going live
   int live_ = -1;
   std::optional<TimePoint> healthy_since_;
+  int ok_since_ = 0;  // ok results since healthy_since_ (or since the release went live)
 };
 
 }  // namespace lastgood::policy

@@ -188,6 +188,7 @@ Evidence ServicePolicy::described(size_t ti, TimePoint now) const {
 }
 
 void ServicePolicy::after(TimePoint now, Events& out) {
+  if (!can_record_) return;  // lastgood cannot write down a verification now: none is made
   bool healthy = true;
   for (const auto& t : triggers_)
     if (t.machine.state() == TriggerState::pending || t.machine.state() == TriggerState::firing) healthy = false;
@@ -195,7 +196,7 @@ void ServicePolicy::after(TimePoint now, Events& out) {
     for (size_t i = 0; i < probes_.size(); ++i)
       if (!spec_.probes[i].reference && probes_[i].last == SampleOutcome::fail) healthy = false;
   }
-  if (deployment_.health(healthy, now, spec_.rollback.good_after)) out.verified_good.push_back(deployment_.live()->id);
+  if (deployment_.health(healthy, now, spec_.rollback.good_after, spec_.rollback.verify.healthy_samples)) out.verified_good.push_back(deployment_.live()->id);
 }
 
 Events ServicePolicy::on_sample(size_t pi, const Sample& s, bool defer) {
@@ -203,6 +204,7 @@ Events ServicePolicy::on_sample(size_t pi, const Sample& s, bool defer) {
   auto& p = probes_[pi];
   p.window.push(s);
   p.last = s.outcome;
+  if (!spec_.probes[pi].reference) deployment_.sample(s.outcome);
   for (auto& t : triggers_) {
     for (size_t k = 0; k < t.rules.size(); ++k)  // rules[k] watches probes[k]; spread has none
       if (t.probes[k] == pi) t.rules[k]->add(s);

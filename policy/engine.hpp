@@ -67,14 +67,17 @@ class ServicePolicy {
   // A repeated state is no transition (redeliveries change nothing).
   Events external(const std::string& name, Severity severity, bool firing, const Evidence& evidence, TimePoint now);
   std::optional<Decision> decide_external(const std::string& name, TimePoint now);
+  // Whether what happens can be written down now (the pipeline's ledger). While it cannot, no
+  // release is verified good: lastgood does not take as done what it cannot record.
+  void set_can_record(bool can) { can_record_ = can; }
   // A rollback was carried out (counts against max_per_day and starts the cooldown).
   void note_rollback(TimePoint now) { budget_.note_rollback(now); }
   // Replay from the ledger after a restart.
   void replay_verified(const std::string& id, TimePoint at) { deployment_.mark_good(id, at); }
   void replay_decision(DecisionKind k, TimePoint at) {
-    if (k == DecisionKind::hold) return;
+    // An execute decision counts from its action_started (note_rollback), not from the decision.
+    if (k != DecisionKind::propose) return;
     budget_.note_decision(at);
-    if (k == DecisionKind::execute) budget_.note_rollback(at);
   }
   bool trigger_firing(size_t ti) const { return triggers_[ti].machine.state() == TriggerState::firing; }
 
@@ -87,6 +90,7 @@ class ServicePolicy {
   size_t samples_held(size_t probe_index) const { return probes_[probe_index].window.size(); }
 
  private:
+  bool can_record_ = true;
   struct PerProbe {
     SampleWindow window;
     Duration lookback{0};

@@ -1,6 +1,6 @@
 #include "probes/http.hpp"
 
-#include <regex>
+#include <re2/re2.h>
 
 #include <spdlog/spdlog.h>
 
@@ -46,7 +46,11 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
                      service_, spec_.name);
       tls_ = http_.ca_file || http_.insecure_skip_verify ? make_tls_context({http_.ca_file, http_.insecure_skip_verify}) : default_tls_context();
     }
-    if (http_.expect.body_matches) body_re_ = std::make_unique<std::regex>(*http_.expect.body_matches);
+    if (http_.expect.body_matches) {
+      RE2::Options opts;
+      opts.set_log_errors(false);
+      body_re_ = std::make_unique<RE2>(*http_.expect.body_matches, opts);  // validated at load
+    }
     conn_ = std::make_unique<HttpConnection>(std::move(ex), url, tls_);
     conn_->keep_headers(!http_.expect.header.empty() || http_.follow_redirects > 0);  // `header` expectations, Location
     request_ = conn_->serialize(make_request(url));
@@ -92,7 +96,7 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
     return conn_->start(*bytes, head_, deadline_, http_.max_body_bytes, *this);
   }
   // Runs inside an Asio handler, where nothing may escape: run() has the scheduler's try/catch
-  // around it, this path has its own (std::regex_search, for one, can throw on a pathological body).
+  // around it, this path has its own (judging must never take a handler down).
   void http_done(HttpResult&& res) override {
     std::optional<ProbeResult> r;
     try {
@@ -153,10 +157,10 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
 
     if (auto* err = std::get_if<HttpError>(&res)) {
       r.timing.total = Clock::now() - (deadline - spec_.timeout);
-      if (err->stage == HttpError::Stage::resolve) {
+      if (err->stage == HttpError::Stage::resolve || err->watcher) {
         r.outcome = Outcome::error;  // the watcher could not judge
         r.reason = err->message;
-        r.failures.push_back({"resolve", err->message});
+        r.failures.push_back({err->stage == HttpError::Stage::resolve ? "resolve" : "watcher", err->message});
         return r;
       }
       std::string cond = err->timeout ? "timeout" : err->stage_name();
@@ -182,7 +186,7 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
     if (!status_ok) r.failures.push_back({"status", "got " + std::to_string(resp.status) + ", expected " + status_list(ex.status)});
     if (ex.body_contains && resp.body.find(*ex.body_contains) == std::string::npos)
       r.failures.push_back({"body_contains", "body does not contain \"" + snippet(*ex.body_contains) + "\""});
-    if (body_re_ && !std::regex_search(resp.body, *body_re_))
+    if (body_re_ && !RE2::PartialMatch(resp.body, *body_re_))
       r.failures.push_back({"body_matches", "body does not match /" + snippet(*ex.body_matches) + "/"});
     for (const auto& [name, want] : ex.header) {
       auto got = resp.header(name);
@@ -225,7 +229,7 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
   const config::Probe& spec_;  // the immutable config outlives every probe made from it
   const config::HttpProbe& http_;  // inside spec_: one copy of the config per probe
   std::shared_ptr<asio::ssl::context> tls_;
-  std::unique_ptr<std::regex> body_re_;  // when body_matches is set
+  std::unique_ptr<RE2> body_re_;  // when body_matches is set: RE2, linear in the body (std::regex recursed per character)
   std::unique_ptr<HttpConnection> conn_;
   std::variant<std::string, HttpError> request_;  // the configured request's bytes
   bool head_ = false;                              // ... for a HEAD: no body to read

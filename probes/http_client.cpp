@@ -1,5 +1,7 @@
 #include "probes/http_client.hpp"
 
+#include "net/errors.hpp"
+
 #include "probes/resolve.hpp"
 
 #include <algorithm>
@@ -8,7 +10,7 @@
 #include <charconv>
 #include <cstring>
 #include <ctime>
-#include <regex>
+#include <re2/re2.h>
 #include <tuple>
 #include <type_traits>
 
@@ -36,15 +38,16 @@ using Ms = std::chrono::duration<double, std::milli>;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 std::optional<Url> parse_url(const std::string& url) {
-  static const std::regex re(R"(^(https?)://(\[[0-9a-fA-F:.]+\]|[^/:?#\s]+)(?::(\d{1,5}))?([/?][^\s#]*)?$)");
-  std::smatch m;
-  if (!std::regex_match(url, m, re)) return std::nullopt;
+  // RE2: a Location header is network data, and std::regex recursed per character.
+  static const RE2 re(R"(^(https?)://(\[[0-9a-fA-F:.]+\]|[^/:?#\s]+)(?::(\d{1,5}))?([/?][^\s#]*)?$)");
+  re2::StringPiece scheme, host, port, target;
+  if (!RE2::FullMatch(url, re, &scheme, &host, &port, &target)) return std::nullopt;
   Url u;
-  u.scheme = m[1];
-  u.host = m[2];
+  u.scheme = std::string(scheme);
+  u.host = std::string(host);
   if (u.host.size() > 2 && u.host.front() == '[') u.host = u.host.substr(1, u.host.size() - 2);
-  u.port = m[3].matched ? std::string(m[3]) : (u.scheme == "https" ? "443" : "80");
-  u.target = m[4].matched ? std::string(m[4]) : "/";
+  u.port = port.data() ? std::string(port) : (u.scheme == "https" ? "443" : "80");
+  u.target = target.data() ? std::string(target) : "/";
   if (u.target.front() == '?') u.target = "/" + u.target;
   return u;
 }
@@ -415,6 +418,11 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
   asio::awaitable<std::optional<HttpError>> connect(Clock::time_point deadline, HttpResponse& resp) {
     close();
     auto t0 = Clock::now();
+    if (t0 >= deadline) {  // lastgood was late: the target was never asked
+      HttpError err{HttpError::Stage::connect, true, "the probe's own deadline passed before it could connect (lastgood was late)"};
+      err.watcher = true;
+      co_return err;
+    }
     boost::system::error_code cec;
     boost::system::error_code aec;
     const auto address = asio::ip::make_address(origin.host, aec);
@@ -435,7 +443,12 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
       const bool to = timed_out;
       disarm();
       close();
-      co_return HttpError{HttpError::Stage::connect, to, to ? "connect timed out" : "connect: " + cec.message()};
+      HttpError err{HttpError::Stage::connect, to, to ? "connect timed out" : "connect: " + cec.message()};
+      if (!to && net::watcher_side(cec)) {
+        err.watcher = true;
+        err.message = "lastgood could not open a connection (" + cec.message() + "): its own limit, not the target's";
+      }
+      co_return err;
     }
     ++opened;
     boost::system::error_code ignored;

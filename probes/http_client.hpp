@@ -67,6 +67,9 @@ struct HttpError {
   Stage stage;
   bool timeout = false;
   std::string message;
+  // The watcher's own trouble (out of descriptors or memory, no local address, its deadline gone
+  // before it could connect): the probe could not judge, whatever the stage.
+  bool watcher = false;
   const char* stage_name() const;
 };
 

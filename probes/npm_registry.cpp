@@ -29,10 +29,10 @@ class NpmRegistryProbe final : public Probe {
     auto res = co_await http_once(ex_, "GET", base_ + npm_escape(npm_.package), headers, "", deadline, 32 * 1024 * 1024);
     r.timing.total = Clock::now() - t0;
     if (auto* err = std::get_if<HttpError>(&res)) {
-      if (err->stage == HttpError::Stage::resolve) r.outcome = Outcome::error;
+      if (err->stage == HttpError::Stage::resolve || err->watcher) r.outcome = Outcome::error;
       r.failures.push_back({err->timeout ? "timeout" : "packument", err->message});
       finish_result(r);
-      if (err->stage == HttpError::Stage::resolve) r.reason = err->message;
+      if (err->stage == HttpError::Stage::resolve || err->watcher) r.reason = err->message;
       co_return r;
     }
     auto& pr = std::get<HttpResponse>(res);

@@ -1,5 +1,7 @@
 #include "probes/tcp.hpp"
 
+#include "net/errors.hpp"
+
 #include "probes/resolve.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -43,6 +45,13 @@ class TcpProbe final : public Probe {
     stream.expires_at(deadline);
     auto [cec, ep] = co_await stream.async_connect(resolved.endpoints, use_tuple);
     (void)ep;
+    if (cec && net::watcher_side(cec)) {
+      r.outcome = Outcome::error;  // lastgood's own limit (EMFILE, ENOBUFS, ...), not the target's
+      r.reason = "lastgood could not open a connection (" + cec.message() + "): its own limit, not the target's";
+      r.failures.push_back({"watcher", r.reason});
+      r.timing.total = Clock::now() - t0;
+      co_return r;
+    }
     if (cec) {
       r.failures.push_back({cec == beast::error::timeout ? "timeout" : "connect",
                             cec == beast::error::timeout ? "connect timed out (timeout " + config::format_duration(spec_.timeout) + ")"

@@ -1,10 +1,12 @@
 #include "watchdog/ledger.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -95,12 +97,13 @@ std::optional<std::string> read_fields(std::string_view line, LedgerEntry& e, st
     pos = q + 1;
     return out.find('\\') == std::string::npos;
   };
+  // An oversized number is damage to report at its line, never an exception (std::stoll threw).
   auto number = [&](long long& out) {
-    size_t start = pos;
-    if (pos < line.size() && line[pos] == '-') ++pos;
-    while (pos < line.size() && line[pos] >= '0' && line[pos] <= '9') ++pos;
-    if (pos == start) return false;
-    out = std::stoll(std::string(line.substr(start, pos - start)));
+    const char* b = line.data() + pos;
+    const char* end = line.data() + line.size();
+    auto [p, ec] = std::from_chars(b, end, out);
+    if (ec != std::errc() || p == b) return false;
+    pos += static_cast<size_t>(p - b);
     return true;
   };
   long long seq = 0;
@@ -222,6 +225,7 @@ Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl"
     throw std::runtime_error("ledger " + path_ + " is damaged at line " + std::to_string(s.report.bad_line) + ": " + s.report.why +
                              " (run `lastgood ledger verify " + path_ + "`; lastgood will not act on a ledger it cannot trust)");
   count_ = s.entries.size();
+  bytes_ = s.good_bytes;
   head_ = s.entries.empty() ? "" : s.entries.back().hash;
   loaded_ = std::move(s.entries);
   if (s.torn_tail) {
@@ -236,8 +240,11 @@ Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl"
       throw std::runtime_error("cannot repair ledger " + path_ + ": " + std::strerror(errno));
     spdlog::error("ledger {}: line {} was truncated ({}); moved {} bytes to {} and recorded it", path_, s.report.bad_line, s.report.why,
                   tail.size(), aside);
-    append("ledger_repaired", "", {{"line", s.report.bad_line}, {"why", s.report.why}, {"bytes", tail.size()}, {"moved_to", aside}},
-           std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    auto r = try_append("ledger_repaired", "", {{"line", s.report.bad_line}, {"why", s.report.why}, {"bytes", tail.size()}, {"moved_to", aside}},
+                        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    // A full disk must not keep lastgood from starting: the repair itself is done; the note of it
+    // is retried as any other entry would be (the pipeline holds every action until one succeeds).
+    if (!r) spdlog::error("ledger {}: could not record the repair: {}", path_, r.error);
   }
 }
 
@@ -248,7 +255,7 @@ Ledger::~Ledger() {
   }
 }
 
-LedgerEntry Ledger::append(const std::string& type, const std::string& service, json data, long long ts_ms, Sync sync) {
+AppendResult Ledger::try_append(const std::string& type, const std::string& service, json data, long long ts_ms, Sync sync) {
   LedgerEntry e;
   e.seq = count_ + 1;
   e.ts_ms = ts_ms;
@@ -257,30 +264,77 @@ LedgerEntry Ledger::append(const std::string& type, const std::string& service, 
   e.data = std::move(data);
   e.prev = head_;
   e.hash = entry_hash(e);
-  std::string line = to_json(e).dump() + "\n";
+  const std::string line = to_json(e).dump() + "\n";
+  auto write = io_.write ? io_.write : [](int fd, const void* b, size_t n) { return ::write(fd, b, n); };
+  auto sync_fd = io_.fdatasync ? io_.fdatasync : [](int fd) { return ::fdatasync(fd); };
+  // Cuts a failed append back to the last whole entry, so the file never holds half a line.
+  auto undo = [&](const char* what, int err) {
+    std::string why = std::string(what) + ": " + std::strerror(err);
+    if (::ftruncate(fd_, static_cast<off_t>(bytes_)) != 0)
+      why += std::string("; and cutting the partial entry off failed: ") + std::strerror(errno) + " (the next start moves it aside)";
+    AppendResult r;
+    r.error = "ledger " + path_ + ": " + why;
+    return r;
+  };
   size_t off = 0;
   while (off < line.size()) {
-    ssize_t n = ::write(fd_, line.data() + off, line.size() - off);
+    ssize_t n = write(fd_, line.data() + off, line.size() - off);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw std::runtime_error("ledger write failed: " + std::string(std::strerror(errno)));
+      return undo("write failed", errno);
     }
+    if (n == 0) return undo("write failed", ENOSPC);
     off += static_cast<size_t>(n);
   }
   if (sync == Sync::now || unsynced_ >= 1000) {
-    if (::fdatasync(fd_) != 0) throw std::runtime_error("ledger fdatasync failed: " + std::string(std::strerror(errno)));
+    if (sync_fd(fd_) != 0) return undo("fdatasync failed", errno);
     unsynced_ = 0;
   } else {
     ++unsynced_;
   }
   ++count_;
+  bytes_ += line.size();
   head_ = e.hash;
   if (after_append_) after_append_(e);
   if (!crash_type_.empty() && e.type == crash_type_ && --crash_count_ == 0) {
     spdlog::default_logger()->flush();
     ::_exit(99);  // test hook: stop dead, as a power cut would
   }
-  return e;
+  AppendResult r;
+  r.entry = std::move(e);
+  return r;
+}
+
+LedgerEntry Ledger::append(const std::string& type, const std::string& service, json data, long long ts_ms, Sync sync) {
+  auto r = try_append(type, service, std::move(data), ts_ms, sync);
+  if (!r) throw std::runtime_error(r.error);
+  return std::move(*r.entry);
+}
+
+StateLock::StateLock(const std::string& state_dir) {
+  const std::string path = state_dir + "/lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+    std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EWOULDBLOCK)
+      throw std::runtime_error("state_dir " + state_dir + " is in use by another lastgood (pid " + (pid.empty() ? "unknown" : pid) +
+                               "; lock " + path + "): two processes on one ledger would interleave their entries");
+    throw std::runtime_error("cannot lock " + path + ": " + std::strerror(err));
+  }
+  const std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size()))
+    spdlog::warn("state_dir lock {}: could not write our pid: {}", path, std::strerror(errno));
+}
+
+StateLock::~StateLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the flock
 }
 
 }  // namespace lastgood::watchdog

@@ -8,6 +8,8 @@
 // after a restart) are synced by the next durable append or on close; a crash can lose only a
 // tail of them, never an entry that came before a durable one. A truncated last line (crash
 // mid-write) is detected; on open it is moved aside and recorded, never silently accepted.
+#include <sys/types.h>
+
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -45,6 +47,35 @@ std::string sha256_hex(const std::string& data);
 void test_crash_point(const char* point);
 std::string entry_hash(const LedgerEntry& e);  // over everything but e.hash
 
+// The system calls an append makes, replaceable in tests to drive a full disk, a short write or
+// a failed fdatasync through the same path a real fault takes.
+struct LedgerIo {
+  std::function<ssize_t(int, const void*, size_t)> write;
+  std::function<int(int)> fdatasync;
+};
+
+// What an append that could not be made says: the entry is not in the ledger (cut back to the
+// last whole entry), and lastgood must not act on what it would have recorded.
+struct AppendResult {
+  std::optional<LedgerEntry> entry;
+  std::string error;  // "" when entry is set
+  explicit operator bool() const { return entry.has_value(); }
+};
+
+// state_dir is used by one process at a time: an flock(2) on state_dir/lock, held for the
+// process's life, with the holder's PID written in the file. A second lastgood on the same
+// state_dir gets a StateLockError naming that PID (lastgood run then exits 1).
+class StateLock {
+ public:
+  explicit StateLock(const std::string& state_dir);  // throws std::runtime_error when held or not possible
+  ~StateLock();
+  StateLock(const StateLock&) = delete;
+  StateLock& operator=(const StateLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 class Ledger {
  public:
   // Opens (creating) state_dir/ledger.jsonl, verifies it and loads its entries for replay.
@@ -56,9 +87,16 @@ class Ledger {
   Ledger(const Ledger&) = delete;
   Ledger& operator=(const Ledger&) = delete;
 
-  // Appends and syncs; returns the entry. Throws std::runtime_error when the write fails.
+  // Appends and syncs; all or nothing: a failed or short write, or a failed fdatasync, is cut
+  // back (ftruncate) to the last whole entry and the ledger's head does not move.
   enum class Sync { now, deferred };
+  AppendResult try_append(const std::string& type, const std::string& service, nlohmann::json data, long long ts_ms,
+                          Sync sync = Sync::now);
+  // As try_append; throws std::runtime_error when the entry could not be made (tools and tests).
   LedgerEntry append(const std::string& type, const std::string& service, nlohmann::json data, long long ts_ms, Sync sync = Sync::now);
+  void set_io(LedgerIo io) { io_ = std::move(io); }
+  // Bytes of whole entries in the file (where a failed append is cut back to).
+  std::uint64_t bytes() const { return bytes_; }
   // The entries found at open, for replay (handed over once; the ledger keeps only its head).
   std::vector<LedgerEntry> take_loaded() { return std::move(loaded_); }
   std::uint64_t size() const { return count_; }
@@ -73,6 +111,8 @@ class Ledger {
   std::vector<LedgerEntry> loaded_;
   std::uint64_t count_ = 0;
   std::string head_;  // hash of the last entry
+  std::uint64_t bytes_ = 0;  // file length up to the end of the last whole entry
+  LedgerIo io_;
   int unsynced_ = 0;  // deferred appends not yet fdatasync'd
   std::function<void(const LedgerEntry&)> after_append_;
   std::string crash_type_;

@@ -1,8 +1,10 @@
 // lastgood command line: run, validate, demo, --version, --help.
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
 #include <malloc.h>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -11,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "config/config.hpp"
+#include "net/supervise.hpp"
 #include "lastgood/version.hpp"
 #include "watchdog/demo.hpp"
 #include "watchdog/ledger.hpp"
@@ -77,6 +80,7 @@ int cmd_validate(const Args& a) {
 }
 
 int cmd_run(const Args& a) {
+  ::signal(SIGHUP, SIG_IGN);  // until the loop's handler is installed (a SIGHUP during start-up)
   auto res = lastgood::config::load_file(a.config);
   if (!res.config) {
     for (const auto& p : res.problems) spdlog::error("config: {}", p.to_string());
@@ -97,7 +101,27 @@ int cmd_run(const Args& a) {
       wd.stop();
       ioc.stop();  // abandons in-flight probe runs; nothing they hold needs flushing
     });
-    ioc.run();
+    // SIGHUP's default action ends the process, and systemd's Restart=on-failure takes that for a
+    // clean exit: watching would stop for good. It is caught and logged (reloading is not built yet).
+    boost::asio::signal_set hup(ioc, SIGHUP);
+    std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec, int) {
+      if (ec) return;
+      spdlog::warn("received SIGHUP: reloading the config is not supported yet; ignored (lastgood goes on with the config it has)");
+      hup.async_wait(on_hup);
+    };
+    hup.async_wait(on_hup);
+    // The last line of supervision: an exception that escaped a handler is counted and logged, and
+    // the loop runs on (io_context::run may be called again after it threw).
+    for (;;) {
+      try {
+        ioc.run();
+        break;
+      } catch (const std::exception& ex) {
+        lastgood::net::note_internal_error("loop", ex.what());
+      } catch (...) {
+        lastgood::net::note_internal_error("loop", "unknown exception");
+      }
+    }
   } catch (const std::exception& ex) {
     spdlog::error("{}", ex.what());
     return 1;

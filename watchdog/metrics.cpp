@@ -1,6 +1,15 @@
 #include "watchdog/metrics.hpp"
 
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <sstream>
 #include <vector>
 #include <cmath>
 
@@ -44,6 +53,17 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                  .Name("lastgood_alerts_received_total")
                  .Help("Alertmanager alerts received, by outcome (accepted, duplicate, unknown_service, unknown_severity, bad_alert).")
                  .Register(r);
+  internal_errors_ = &prometheus::BuildCounter()
+                          .Name("lastgood_internal_errors_total")
+                          .Help("lastgood's own errors (a bug or a resource it lacked), by place; each was logged and lastgood went on.")
+                          .Register(r);
+  for (const char* w : kInternalErrorPlaces) internal_errors_->Add({{"where", w}});
+  ledger_writable_ = &prometheus::BuildGauge()
+                          .Name("lastgood_ledger_writable")
+                          .Help("1 when the last ledger append succeeded; 0 while lastgood cannot record (and therefore does not act).")
+                          .Register(r)
+                          .Add({});
+  ledger_writable_->Set(1);
   prometheus::BuildGauge()
       .Name("lastgood_build_info")
       .Help("Build information; always 1.")
@@ -183,7 +203,11 @@ bool Metrics::TextWriter::next(std::string& out, size_t budget) {
         out += prometheus::TextSerializer{}.Serialize(m_.registry_->Collect());
         next_section();
         break;
-      case 1:
+      case 1:  // the process_* family, read from /proc
+        out += process_metrics_text();
+        next_section();
+        break;
+      case 2:
         more = rows(out, stop_at, probes_, "lastgood_probe_duration_seconds", "Duration of probe runs.", "histogram", [&](const ProbeCell& c) {
           std::uint64_t count = 0;
           for (const auto& b : c.in_bucket) count += load(b);
@@ -204,7 +228,7 @@ bool Metrics::TextWriter::next(std::string& out, size_t budget) {
           }
         });
         break;
-      case 2:
+      case 3:
         more = rows(out, stop_at, probes_, "lastgood_probes_total", "Probe runs by outcome (ok, fail, error).", "counter", [&](const ProbeCell& c) {
           for (size_t o = 0; o < 3; ++o) {
             out.append("lastgood_probes_total{outcome=\"").append(probes::to_string(static_cast<probes::Outcome>(o))).append("\",");
@@ -214,12 +238,12 @@ bool Metrics::TextWriter::next(std::string& out, size_t budget) {
           }
         });
         break;
-      case 3:
+      case 4:
         more = rows(out, stop_at, probes_, "lastgood_probe_success", "1 when the probe's last run was ok, else 0.", "gauge", [&](const ProbeCell& c) {
           out.append("lastgood_probe_success{").append(c.labels).append(load(c.success) ? "} 1\n" : "} 0\n");
         });
         break;
-      case 4:
+      case 5:
         more = rows(out, stop_at, triggers_, "lastgood_trigger_state",
                     "1 for the current state of each trigger (ok, pending, firing, inconclusive), else 0.", "gauge", [&](const TriggerCell& c) {
                       const auto state = load(c.state);
@@ -233,8 +257,69 @@ bool Metrics::TextWriter::next(std::string& out, size_t budget) {
         return false;
     }
     if (more) return true;
-    if (out.size() >= stop_at) return section_ <= 4;
+    if (out.size() >= stop_at) return section_ <= 5;
   }
+}
+
+std::string process_metrics_text() {
+  std::string out;
+  auto gauge = [&](const char* name, const char* help, const char* type, double v) {
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n# TYPE ").append(name).append(" ").append(type).append("\n");
+    out.append(name).append(" ");
+    put_value(out, v);
+    out += "\n";
+  };
+  rlimit rl{};
+  const bool have_limit = ::getrlimit(RLIMIT_NOFILE, &rl) == 0;
+  double open_fds = -1;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    double n = 0;
+    while (const dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    ::closedir(d);
+    open_fds = n - 1;  // the directory's own descriptor
+  } else if (have_limit && (errno == EMFILE || errno == ENFILE)) {
+    open_fds = static_cast<double>(rl.rlim_cur);  // none left to look with: at the limit
+  }
+  if (open_fds >= 0) gauge("process_open_fds", "Number of open file descriptors.", "gauge", open_fds);
+  if (have_limit)
+    gauge("process_max_fds", "Maximum number of open file descriptors.", "gauge",
+          rl.rlim_cur == RLIM_INFINITY ? std::numeric_limits<double>::infinity() : static_cast<double>(rl.rlim_cur));
+  // /proc/self/stat: utime (14), stime (15), starttime (22), vsize (23), rss (24), in clock ticks and pages.
+  if (FILE* f = std::fopen("/proc/self/stat", "re")) {
+    char buf[1024];
+    const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = 0;
+    const char* p = std::strrchr(buf, ')');  // the command name may hold spaces
+    std::vector<std::string> fields;
+    if (p) {
+      std::istringstream in(p + 2);
+      std::string x;
+      while (in >> x) fields.push_back(x);
+    }
+    // fields[0] is field 3 (state)
+    auto field = [&](size_t k) { return k - 3 < fields.size() ? std::strtod(fields[k - 3].c_str(), nullptr) : 0.0; };
+    if (fields.size() >= 22) {
+      const double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
+      const double page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+      gauge("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", "counter", (field(14) + field(15)) / hz);
+      gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", "gauge", field(23));
+      gauge("process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", field(24) * page);
+      static const double boot = [] {
+        double b = 0;
+        if (FILE* s = std::fopen("/proc/stat", "re")) {
+          char line[256];
+          while (std::fgets(line, sizeof line, s))
+            if (std::strncmp(line, "btime ", 6) == 0) b = std::strtod(line + 6, nullptr);
+          std::fclose(s);
+        }
+        return b;
+      }();
+      gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", "gauge", boot + field(22) / hz);
+    }
+  }
+  return out;
 }
 
 std::string Metrics::serialize() const {

@@ -71,6 +71,13 @@ class Metrics {
   void escalation(const std::string& service) { escalations_->Add({{"service", service}}).Increment(); }
   void alert(const std::string& outcome) { alerts_->Add({{"outcome", outcome}}).Increment(); }
 
+  // lastgood's own trouble: lastgood_internal_errors_total{where} (exported at 0 for every place
+  // of kInternalErrorPlaces) and lastgood_ledger_writable. Thread-safe (prometheus-cpp).
+  static constexpr const char* kInternalErrorPlaces[] = {"scheduler", "probe", "pipeline", "observe", "decide", "rollback",
+                                                         "reconcile", "notify", "http", "tick", "loop", "ledger"};
+  void internal_error(const char* where) { internal_errors_->Add({{"where", where}}).Increment(); }
+  void ledger_writable(bool ok) { ledger_writable_->Set(ok ? 1 : 0); }
+
   // The exposition text, written a piece at a time: at 10 000 probes it is 16 MB, which a scrape
   // held whole on top of everything else; a writer holds one piece (HttpRes::stream). Each
   // next() appends about `budget` bytes (whole series) and returns false once all is written.
@@ -116,6 +123,13 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* escalations_;
   prometheus::Family<prometheus::Counter>* alerts_;
   prometheus::Counter* skipped_;
+  prometheus::Family<prometheus::Counter>* internal_errors_;
+  prometheus::Gauge* ledger_writable_;
 };
+
+// The standard process_* metrics (as the Go and Python clients export them): CPU, resident and
+// virtual memory, open and max file descriptors, start time. Read from /proc at scrape time.
+// When no descriptor is left to read /proc/self/fd with, open fds are reported as the limit.
+std::string process_metrics_text();
 
 }  // namespace lastgood::watchdog

@@ -5,6 +5,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include <set>
+
+#include "net/supervise.hpp"
+
 namespace lastgood::watchdog {
 
 namespace asio = boost::asio;
@@ -107,15 +111,10 @@ Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& me
 
 Pipeline::~Pipeline() { stop(); }
 
-void Pipeline::spawn(asio::awaitable<void> aw, const char* what) {
-  asio::co_spawn(ioc_, std::move(aw), [what](std::exception_ptr ep) {
-    if (!ep) return;
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& ex) {
-      spdlog::error("{}: {}", what, ex.what());
-    }
-  });
+// Every coroutine the pipeline leaves running goes through the supervised spawn: an exception is
+// logged and counted (lastgood_internal_errors_total{where}); a loop (observing) is restarted.
+void Pipeline::spawn(std::function<asio::awaitable<void>()> make, const char* what, bool restart) {
+  net::spawn(ioc_.get_executor(), std::move(make), what, restart ? net::Restart::yes : net::Restart::no, alive_);
 }
 
 std::optional<size_t> Pipeline::service_index(const std::string& name) const {
@@ -124,15 +123,71 @@ std::optional<size_t> Pipeline::service_index(const std::string& name) const {
   return std::nullopt;
 }
 
-void Pipeline::record(const std::string& type, const std::string& service, json data) {
-  if (!ledger_) return;
+bool Pipeline::record(const std::string& type, const std::string& service, json data) {
+  if (!ledger_) return false;
   // Transitions are evidence and come in volume (10 000 services start at once): they are synced
   // with the next durable entry instead of one fdatasync each. Everything acted on is durable.
   const auto sync = type == "transition" ? Ledger::Sync::deferred : Ledger::Sync::now;
-  const auto e = ledger_->append(type, service, std::move(data), ms(now()), sync);
+  auto r = ledger_->try_append(type, service, std::move(data), ms(now()), sync);
+  if (!r) {
+    ++dropped_;
+    if (writable_) {
+      writable_ = false;
+      ledger_error_ = r.error;
+      unwritable_since_ = last_retry_ = now();
+      metrics_.ledger_writable(false);
+      metrics_.internal_error("ledger");
+      for (auto& s : svcs_) s->policy->set_can_record(false);
+      spdlog::error("cannot record: {}; lastgood holds every action and verification until the ledger takes entries again "
+                    "(probing goes on; /readyz answers 503; retried every second)",
+                    r.error);
+    }
+    return false;
+  }
+  const auto& e = *r.entry;
   metrics_.ledger_entries(1);
   if (auto id = incidents_.observe(e.type, e.service, e.ts_ms, e.data))
     if (auto err = incidents_.write(*id); !err.empty()) spdlog::error("incident {}: {}", *id, err);
+  return true;
+}
+
+// While the ledger cannot be written, one entry a second is tried: the first that goes in says
+// how long recording stopped and how many entries were lost, and lastgood acts again.
+void Pipeline::retry_ledger(policy::TimePoint t) {
+  if (writable_ || !ledger_ || t - last_retry_ < std::chrono::seconds(1)) return;
+  last_retry_ = t;
+  const auto lost = dropped_;
+  auto r = ledger_->try_append("ledger_writable", "",
+                               {{"unwritable_since", ms(unwritable_since_)}, {"entries_lost", lost}, {"error", ledger_error_}}, ms(t));
+  if (!r) {
+    ledger_error_ = r.error;
+    return;
+  }
+  metrics_.ledger_entries(1);
+  writable_ = true;
+  dropped_ = 0;
+  metrics_.ledger_writable(true);
+  for (auto& s : svcs_) {
+    s->policy->set_can_record(true);
+    if (s->verifying) s->verifying->deadline += t - unwritable_since_;  // the outage does not count against recovery
+  }
+  spdlog::warn("ledger writable again after {:.1f}s ({} entries could not be recorded meanwhile); lastgood acts again",
+               std::chrono::duration<double>(t - unwritable_since_).count(), lost);
+  ledger_error_.clear();
+  resume_after_outage();
+}
+
+// A breach that began (or went on) while nothing could be recorded was held: decide it again
+// now, on the evidence of now.
+void Pipeline::resume_after_outage() {
+  for (size_t si = 0; si < svcs_.size(); ++si) {
+    auto& s = *svcs_[si];
+    for (const auto& v : s.policy->triggers(now()))
+      if (v.state == policy::TriggerState::firing) {
+        const std::string trigger = v.name;
+        spawn([this, si, trigger] { return decide_after_observing(si, trigger); }, "decide");
+      }
+  }
 }
 
 // ---- start: replay, reconcile, observe ------------------------------------------------------
@@ -140,6 +195,7 @@ void Pipeline::record(const std::string& type, const std::string& service, json 
 void Pipeline::replay(std::vector<LedgerEntry> entries, std::vector<std::pair<size_t, json>>& open_actions) {
   std::map<std::string, std::pair<size_t, json>> open;     // action id -> (service, action_started data)
   std::map<std::string, std::pair<size_t, json>> unverified;  // finished ok, not yet verified
+  std::set<std::string> started_proposals;                     // proposals whose action_started is in the ledger
   for (auto& e : entries) {
     auto si = service_index(e.service);
     const auto at = from_ms(e.ts_ms);
@@ -189,13 +245,18 @@ void Pipeline::replay(std::vector<LedgerEntry> entries, std::vector<std::pair<si
     } else if (e.type == "release_verified_good") {
       s.policy->replay_verified(e.data.value("release", ""), at);
     } else if (e.type == "decision") {
-      if (!e.data.value("shadow", false)) {
+      // An execute decision counts against cooldown and budget only once its action_started is
+      // in the ledger: a crash between the two must not cost a whole cooldown (the breach is
+      // decided again on fresh evidence).
+      if (!e.data.value("shadow", false) && e.data.value("kind", "hold") != "execute") {
         const std::string k = e.data.value("kind", "hold");
         s.policy->replay_decision(k == "execute" ? DecisionKind::execute : k == "hold" ? DecisionKind::hold : DecisionKind::propose, at);
       }
     } else if (e.type == "action_started") {
       open[e.data.value("action_id", "")] = {*si, e.data};
-      if (e.data.value("via", "").rfind("proposal", 0) == 0) s.policy->note_rollback(at);  // approved rollbacks count too
+      s.policy->note_rollback(at);  // cooldown and budget count from action_started
+      const std::string via = e.data.value("via", "");
+      if (via.rfind("proposal ", 0) == 0) started_proposals.insert(via.substr(9));
     } else if (e.type == "action_finished") {
       const std::string id = e.data.value("action_id", "");
       if (e.data.value("ok", false) && open.count(id)) unverified[id] = open[id];
@@ -214,8 +275,10 @@ void Pipeline::replay(std::vector<LedgerEntry> entries, std::vector<std::pair<si
       s.escalation.clear();
     }
   }
+  // Approved (or executing) and lastgood stopped before the action started: checked again once the
+  // live release is read (still `from`: carried out; else stale), never failed for the next approver.
   for (auto& p : proposals_)
-    if (p.state == "approved") p.state = "failed";  // approved, then lastgood stopped before acting: a person must approve again
+    if ((p.state == "approved" || p.state == "executing") && !started_proposals.count(p.id)) recheck_.push_back(p.id);
   for (auto& [id, v] : open) open_actions.push_back(v);
   // A rollback that finished but was not verified when lastgood stopped: verify it afresh.
   for (auto& [id, v] : unverified) {
@@ -241,9 +304,14 @@ void Pipeline::start(Ledger& ledger) {
     if (svcs_[si]->escalated) spdlog::warn("service {} is escalated ({}): no automatic action until cleared", svcs_[si]->cfg->name, svcs_[si]->escalation);
   }
   publish_proposals();
-  for (auto& [si, data] : open_actions) spawn(reconcile(si, data), "reconcile");
+  for (auto& [si, data] : open_actions) spawn([this, si = si, data = data] { return reconcile(si, data); }, "reconcile");
+  for (const auto& id : recheck_)
+    for (const auto& p : proposals_)
+      if (p.id == id)
+        if (auto si = service_index(p.decision.service)) spawn([this, si = *si, id] { return recheck_approved(si, id); }, "reconcile");
+  recheck_.clear();
   for (size_t si = 0; si < svcs_.size(); ++si)
-    if (svcs_[si]->action) spawn(observe_loop(si), "observe");
+    if (svcs_[si]->action) spawn([this, si] { return observe_loop(si); }, "observe", /*restart=*/true);
 }
 
 void Pipeline::stop() {
@@ -287,6 +355,7 @@ asio::awaitable<void> Pipeline::observe_once(size_t si) {
   s.observe_error.clear();
   const auto* before = s.policy->deployment().live();
   if (before && before->id == o.live->id && before->migration == o.live->migration) co_return;
+  if (!before || before->id != o.live->id) mark_stale(si, o.live->id);
   const std::string was = before ? before->id : "";
   const auto t = now();
   s.policy->on_release(o.live->id, o.live->deployed_at, t, o.live->migration);
@@ -313,7 +382,7 @@ asio::awaitable<void> Pipeline::observe_loop(size_t si) {
 void Pipeline::on_result(size_t si, size_t probe, const probes::ProbeResult& r) {
   auto& s = *svcs_[si];
   handle(si, s.policy->on_sample(probe, to_sample(r), /*defer_decisions=*/true));
-  if (s.verifying && !s.cfg->probes[probe].reference && r.outcome != probes::Outcome::error) {
+  if (s.verifying && writable_ && !s.cfg->probes[probe].reference && r.outcome != probes::Outcome::error) {
     auto& v = *s.verifying;
     v.seen = r.outcome == probes::Outcome::ok ? v.seen + 1 : 0;
     if (v.seen >= v.needed) {
@@ -330,10 +399,19 @@ void Pipeline::on_result(size_t si, size_t probe, const probes::ProbeResult& r) 
 void Pipeline::tick(policy::TimePoint t) { tick(t, 0, svcs_.size()); }
 
 void Pipeline::tick(policy::TimePoint t, size_t first, size_t last) {
+  retry_ledger(t);
+  if (first == 0 && writable_ && !recheck_.empty()) {  // once a second: approved proposals not yet started
+    std::vector<std::string> ids;
+    ids.swap(recheck_);
+    for (const auto& id : ids)
+      for (const auto& p : proposals_)
+        if (p.id == id)
+          if (auto si = service_index(p.decision.service)) spawn([this, si = *si, id] { return recheck_approved(si, id); }, "reconcile");
+  }
   for (size_t si = first; si < std::min(last, svcs_.size()); ++si) {
     auto& s = *svcs_[si];
     handle(si, s.policy->tick(t, true));
-    if (s.verifying && t >= s.verifying->deadline) {
+    if (s.verifying && writable_ && t >= s.verifying->deadline) {
       const Verification v = std::move(*s.verifying);
       s.verifying.reset();
       record("verification", s.cfg->name, {{"action_id", v.action_id}, {"release", v.release}, {"outcome", "not_recovered"}, {"healthy_samples", v.seen}});
@@ -344,7 +422,7 @@ void Pipeline::tick(policy::TimePoint t, size_t first, size_t last) {
   }
   bool changed = false;
   for (auto& p : proposals_) {
-    if (p.state == "pending" && t >= p.expires_at) {
+    if (p.state == "pending" && t >= p.expires_at && writable_) {
       p.state = "expired";
       changed = true;
       record("proposal_expired", p.decision.service, {{"id", p.id}});
@@ -369,7 +447,7 @@ void Pipeline::handle(size_t si, const policy::Events& ev) {
                 t.trigger, policy::to_string(t.severity), policy::to_string(t.from), policy::to_string(t.to), t.evidence.describe());
     if (t.to == policy::TriggerState::firing) {
       notifier_.notify("breach", name, {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"evidence", to_json(t.evidence)}});
-      spawn(decide_after_observing(si, t.trigger), "decide");
+      spawn([this, si, trigger = t.trigger] { return decide_after_observing(si, trigger); }, "decide");
     }
   }
   for (const auto& id : ev.verified_good) {
@@ -384,6 +462,22 @@ asio::awaitable<void> Pipeline::decide_after_observing(size_t si, std::string tr
   // A deploy seconds before the breach must be seen: read the live release now.
   co_await observe_once(si);
   if (stopped_) co_return;
+  if (!writable_) {
+    // Nothing is decided while nothing can be recorded: the policy's budget is left untouched, and
+    // the breach is decided again when the ledger takes entries (resume_after_outage).
+    policy::Decision d;
+    d.service = s.cfg->name;
+    d.trigger = trigger;
+    d.kind = DecisionKind::hold;
+    d.at = now();
+    if (const auto* l = s.policy->deployment().live()) d.release_from = l->id;
+    d.reason = "cannot record: " + ledger_error_ + " (decided again once the ledger takes entries)";
+    metrics_.decision(s.cfg->name, policy::to_string(d.kind));
+    spdlog::error("decision {}/{}: hold: {}", s.cfg->name, trigger, d.reason);
+    recent_.push_back(d);
+    if (recent_.size() > 100) recent_.pop_front();
+    co_return;
+  }
   if (auto ti = s.policy->trigger_index(trigger)) {
     if (s.policy->trigger_firing(*ti)) handle_decision(si, s.policy->decide(*ti, now()));
   } else if (auto d = s.policy->decide_external(trigger, now())) {
@@ -457,15 +551,20 @@ void Pipeline::handle_decision(size_t si, policy::Decision d) {
     d.reason = "a rollback of this service is already running";
     d.release_to.reset();
   }
+  if (!record("decision", name, to_json(d)) && !d.shadow && d.kind != DecisionKind::hold && d.kind != DecisionKind::alert) {
+    // What cannot be recorded is not done: a restart would not know of it.
+    d.kind = DecisionKind::hold;
+    d.reason = "cannot record: " + ledger_error_ + " (decided again once the ledger takes entries)";
+    d.release_to.reset();
+  }
   metrics_.decision(name, policy::to_string(d.kind));
-  record("decision", name, to_json(d));
   const char* tag = d.shadow ? " [shadow: detected, not enforced]" : (dry_run_ && d.kind == DecisionKind::execute ? " [dry run]" : "");
   spdlog::warn("decision {}/{}: {}: {}{} | evidence: {}", name, d.trigger, policy::to_string(d.kind), d.reason, tag, d.evidence.describe());
   recent_.push_back(d);
   if (recent_.size() > 100) recent_.pop_front();
   if (d.shadow) return;
   if (d.kind == DecisionKind::execute) {
-    spawn(run_action(si, d, "auto"), "rollback");
+    spawn([this, si, d] { return run_action(si, d, "auto"); }, "rollback");
   } else if (d.kind == DecisionKind::propose) {
     Proposal p;
     p.id = "p" + std::to_string(ms(d.at)) + "-" + std::to_string(next_id_++);
@@ -473,7 +572,8 @@ void Pipeline::handle_decision(size_t si, policy::Decision d) {
     p.created_at = d.at;
     p.expires_at = d.at + s.cfg->rollback.approval_timeout;
     if (auto a = cfg_.authority.find(d.severity); a != cfg_.authority.end()) p.quorum = a->second.quorum;
-    record("proposal_created", name, {{"id", p.id}, {"decision", to_json(d)}, {"expires_at", ms(p.expires_at)}, {"quorum", p.quorum}});
+    if (!record("proposal_created", name, {{"id", p.id}, {"decision", to_json(d)}, {"expires_at", ms(p.expires_at)}, {"quorum", p.quorum}}))
+      return;  // not recorded, not proposed: decided again when the ledger takes entries
     spdlog::warn("proposal {}: roll back {} {} -> {} awaits approval until {}s from now", p.id, name, d.release_from.value_or("?"),
                  d.release_to.value_or("?"), s.cfg->rollback.approval_timeout.count() / 1000);
     json details = to_json(d);
@@ -517,11 +617,27 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
     spdlog::warn("dry run: would roll back {} {} -> {}: {}", name, plan.from, plan.to, steps.dump());
     co_return;
   }
-  s.acting = true;
+  if (s.acting) co_return;  // one rollback of a service at a time
+  net::FlagGuard acting(s.acting);  // cleared however this coroutine ends (a throw included)
   const std::string id = "a" + std::to_string(ms(now())) + "-" + std::to_string(next_id_++);
-  // Durable before anything changes: a crash from here on is reconciled, never re-run.
-  record("action_started", name,
-         {{"action_id", id}, {"kind", s.action->kind()}, {"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"via", via}});
+  // The live release must still be `from`: a person may have deployed since the decision.
+  if (const auto* live = s.policy->deployment().live(); !live || live->id != plan.from) {
+    const std::string found = live ? live->id : "unknown";
+    record("action_refused", name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"live", found}, {"via", via},
+                                    {"why", "the live release is no longer " + plan.from}});
+    spdlog::warn("rollback of {} {} -> {} refused: the live release is now {}", name, plan.from, plan.to, found);
+    if (!proposal_id.empty()) set_proposal_state(proposal_id, "stale");
+    co_return;
+  }
+  // Durable before anything changes: a crash from here on is reconciled, never re-run. Not
+  // recorded, not done.
+  if (!record("action_started", name,
+              {{"action_id", id}, {"kind", s.action->kind()}, {"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"via", via}})) {
+    spdlog::error("rollback of {} {} -> {} not started: it cannot be recorded ({})", name, plan.from, plan.to, ledger_error_);
+    if (!proposal_id.empty()) recheck_.push_back(proposal_id);
+    co_return;
+  }
+  s.policy->note_rollback(now());  // cooldown and budget count from action_started
   spdlog::warn("rollback {}: {} {} -> {} ({})", id, name, plan.from, plan.to, s.action->kind());
   const auto t0 = std::chrono::steady_clock::now();
   actions::Outcome out = co_await s.action->execute(plan);
@@ -529,7 +645,6 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
   test_crash_point("action_executed");  // crash-safety tests: the switch happened, action_finished did not
   record("action_finished", name, {{"action_id", id}, {"ok", out.ok}, {"output", out.output}, {"error", out.error}, {"seconds", secs}});
   metrics_.rollback(name, s.action->kind(), out.ok ? "ok" : "failed", secs);
-  s.acting = false;
   set_proposal_state(proposal_id, out.ok ? "executed" : "failed");
   notifier_.notify(out.ok ? "executed" : "failed", name,
                    {{"trigger", d.trigger}, {"severity", policy::to_string(d.severity)}, {"release_from", plan.from}, {"release_to", plan.to},
@@ -542,6 +657,46 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
   spdlog::warn("rollback {}: {} is now on {} ({:.1f} ms); verifying recovery", id, name, plan.to, secs * 1000);
   s.verifying = std::make_unique<Verification>(Verification{id, plan.to, proposal_id, now() + s.cfg->rollback.verify.within, s.cfg->rollback.verify.healthy_samples, 0});
   co_await observe_once(si);
+}
+
+// Pending proposals of the service whose `from` is no longer live would undo a newer release:
+// they become stale (ledger, page, notice) and approvals answer 409.
+void Pipeline::mark_stale(size_t si, const std::string& live) {
+  const auto& name = svcs_[si]->cfg->name;
+  for (auto& p : proposals_) {
+    if (p.decision.service != name || p.state != "pending" || !p.decision.release_from || *p.decision.release_from == live) continue;
+    set_proposal_state(p.id, "stale");
+    spdlog::warn("proposal {} is stale: it would roll {} back from {}, but the live release is now {}", p.id, name, *p.decision.release_from, live);
+    notifier_.notify("stale", name,
+                     {{"proposal_id", p.id}, {"trigger", p.decision.trigger}, {"release_from", *p.decision.release_from}, {"live", live},
+                      {"reason", "the live release changed to " + live + " since the proposal; it will not be carried out"}});
+  }
+}
+
+// After a restart: a proposal approved (or executing) whose action never started. The live
+// release is read again; still `from`: carried out now; else stale.
+asio::awaitable<void> Pipeline::recheck_approved(size_t si, std::string id) {
+  co_await observe_once(si);
+  if (stopped_) co_return;
+  Proposal* p = nullptr;
+  for (auto& x : proposals_)
+    if (x.id == id) p = &x;
+  if (!p) co_return;
+  auto& s = *svcs_[si];
+  const auto* live = s.policy->deployment().live();
+  if (!live || !p->decision.release_from) {
+    spdlog::warn("proposal {}: approved before lastgood stopped; the live release cannot be read now ({}): retried", id, s.observe_error);
+    recheck_.push_back(id);
+    co_return;
+  }
+  if (live->id != *p->decision.release_from) {
+    set_proposal_state(id, "stale");
+    spdlog::warn("proposal {}: approved before lastgood stopped, but the live release is now {}: stale, nothing done", id, live->id);
+    co_return;
+  }
+  spdlog::warn("proposal {}: approved before lastgood stopped and never started; {} is still on {}: carrying it out", id, s.cfg->name, live->id);
+  if (p->state != "executing") set_proposal_state(id, "executing");
+  co_await run_action(si, p->decision, "proposal " + id, id);
 }
 
 void Pipeline::escalate(size_t si, const std::string& why, const std::string& action_id) {
@@ -568,6 +723,7 @@ VoteResult Pipeline::vote(const std::string& id, const config::Approver* who, bo
   Proposal* p = nullptr;
   for (auto& x : proposals_)
     if (x.id == id) p = &x;
+  if (!writable_) return {503, {{"error", "lastgood cannot record now (" + ledger_error_ + "): no vote is taken; try again later"}}};
   if (!who) {
     attempt(p ? p->decision.service : "", "unauthorized");
     return {401, {{"error", "a valid approver token is required (Authorization: Bearer TOKEN)"}}};
@@ -586,9 +742,18 @@ VoteResult Pipeline::vote(const std::string& id, const config::Approver* who, bo
     attempt(service, "forbidden");
     return {403, {{"error", who->name + " holds no role allowed to decide on " + policy::to_string(p->decision.severity) + " proposals"}}};
   }
+  if (p->state == "pending") {
+    // The release it would roll back from must still be live (a deploy may have come since).
+    if (auto si = service_index(service)) {
+      const auto* live = svcs_[*si]->policy->deployment().live();
+      if (live && p->decision.release_from && live->id != *p->decision.release_from) mark_stale(*si, live->id);
+    }
+  }
   if (p->state != "pending") {
     attempt(service, "not_pending", role);
-    return {409, {{"error", "proposal " + id + " is " + p->state}}, };
+    std::string why = "proposal " + id + " is " + p->state;
+    if (p->state == "stale") why += ": the live release is no longer " + p->decision.release_from.value_or("?") + "; nothing will be done";
+    return {409, {{"error", why}}};
   }
   const Proposal::Vote v{who->name, role, comment.substr(0, 500), now()};
   if (!approve) {
@@ -619,7 +784,7 @@ VoteResult Pipeline::vote(const std::string& id, const config::Approver* who, bo
   }
   svcs_[*si]->policy->note_rollback(now());
   set_proposal_state(id, "executing");
-  spawn(run_action(*si, p->decision, "proposal " + id, id), "rollback");
+  spawn([this, si = *si, d = p->decision, id] { return run_action(si, d, "proposal " + id, id); }, "rollback");
   return {202, p->to_json()};
 }
 

@@ -44,7 +44,7 @@ struct Proposal {
   std::string id;
   policy::Decision decision;
   policy::TimePoint created_at, expires_at;
-  std::string state = "pending";  // pending | expired | approved | rejected | executing | executed | failed | verified | escalated
+  std::string state = "pending";  // pending | expired | approved | rejected | stale | executing | executed | failed | verified | escalated
   int quorum = 1;
   std::vector<Vote> approvals, rejections;
   nlohmann::json to_json() const;
@@ -89,6 +89,14 @@ class Pipeline {
   bool escalated(size_t service) const { return svcs_[service]->escalated; }
   Notifier& notifier() { return notifier_; }
   const Incidents& incidents() const { return incidents_; }
+  // Whether the ledger takes entries now. While it does not, nothing is acted on or verified
+  // (decisions are "hold: cannot record"), probing goes on, and a write is retried every second.
+  bool ledger_writable() const { return writable_; }
+  const std::string& ledger_error() const { return ledger_error_; }
+  // Records an entry on behalf of the API (e.g. a refused clear). False when it could not be made.
+  bool record_api(const std::string& type, const std::string& service, nlohmann::json data) {
+    return record(type, service, std::move(data));
+  }
 
  private:
   struct Verification {
@@ -110,7 +118,12 @@ class Pipeline {
     std::unique_ptr<Verification> verifying;  // after a rollback, until recovery or escalation
   };
 
-  void record(const std::string& type, const std::string& service, nlohmann::json data);
+  // Appends to the ledger; false (and lastgood stops acting until a write works) when it cannot.
+  bool record(const std::string& type, const std::string& service, nlohmann::json data);
+  void retry_ledger(policy::TimePoint now);
+  void resume_after_outage();
+  boost::asio::awaitable<void> recheck_approved(size_t si, std::string proposal_id);
+  void mark_stale(size_t si, const std::string& live);
   void handle(size_t si, const policy::Events& ev);
   void handle_decision(size_t si, policy::Decision d);
   boost::asio::awaitable<void> decide_after_observing(size_t si, std::string trigger);
@@ -123,7 +136,7 @@ class Pipeline {
   void publish_releases(size_t si);
   void publish_proposals();
   void replay(std::vector<LedgerEntry> entries, std::vector<std::pair<size_t, nlohmann::json>>& open_actions);
-  void spawn(boost::asio::awaitable<void> aw, const char* what);
+  void spawn(std::function<boost::asio::awaitable<void>()> make, const char* what, bool restart = false);
 
   boost::asio::io_context& ioc_;
   const config::Config& cfg_;
@@ -138,6 +151,12 @@ class Pipeline {
   Notifier notifier_;
   Incidents incidents_;
   std::deque<std::string> alert_keys_;  // groupKey|fingerprint|status already handled (bounded)
+  bool writable_ = true;
+  std::string ledger_error_;
+  std::uint64_t dropped_ = 0;  // entries that could not be recorded during the current outage
+  policy::TimePoint unwritable_since_{}, last_retry_{};
+  std::vector<std::string> recheck_;  // approved proposals whose action never started (replay)
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // expires with the pipeline: restarted loops check it
 };
 
 }  // namespace lastgood::watchdog

@@ -7,6 +7,8 @@
 #include <boost/asio/detached.hpp>
 #include <spdlog/spdlog.h>
 
+#include "net/supervise.hpp"
+
 namespace lastgood::watchdog {
 
 namespace asio = boost::asio;
@@ -85,8 +87,21 @@ void Scheduler::wake() {
 void Scheduler::launch(std::uint32_t index, Clock::time_point now) {
   auto& e = entries_[index];
   e.lateness = std::chrono::duration<float>(now - e.planned).count();
-  if (e.probe->start(*this, index)) return;
-  asio::co_spawn(ioc_, run_one(index), asio::detached);
+  bool started = false;
+  net::guarded("probe", [&] { started = e.probe->start(*this, index); });
+  if (started) return;
+  // run_one() catches what the probe throws; what escapes it (the sink) is counted, not lost.
+  asio::co_spawn(ioc_, run_one(index), [this, index, alive = std::weak_ptr<bool>(alive_)](std::exception_ptr ep) {
+    if (!ep) return;
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& ex) {
+      net::note_internal_error("scheduler", ex.what());
+    } catch (...) {
+      net::note_internal_error("scheduler", "unknown exception");
+    }
+    (void)index;
+  });
 }
 
 void Scheduler::run_done(std::uint32_t index, probes::ProbeResult&& r) {
@@ -121,7 +136,9 @@ probes::ProbeResult Scheduler::error_result(std::uint32_t index, std::string rea
 }
 
 void Scheduler::finished(std::uint32_t index, probes::ProbeResult&& r) {
-  sink_(index, std::move(r), entries_[index].lateness);
+  // Whatever the sink does with the result (policy, ledger, metrics), the probe's next run is
+  // planned: a throw there is counted and logged, never the silent end of a schedule.
+  net::guarded("pipeline", [&] { sink_(index, std::move(r), entries_[index].lateness); });
   if (!running_) return;  // the sink may stop the scheduler
   auto& e = entries_[index];
   int skipped = 0;

@@ -5,13 +5,22 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/steady_timer.hpp>
 #include <sched.h>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+
+#include "net/supervise.hpp"
 
 namespace lastgood::watchdog {
 
@@ -41,10 +50,23 @@ struct Server::Impl {
   asio::io_context& ioc;
   tcp::acceptor acceptor;
   Handler handler;
+  ServerLimits limits;
   bool stopped = false;
+  std::size_t open = 0;  // sessions now
+  int reserve = -1;      // a descriptor kept back: closed to accept-and-drop when none is left
+  asio::steady_timer backoff{ioc};
+  std::chrono::steady_clock::time_point last_log{};
+  std::uint64_t unlogged = 0;
   asio::thread_pool worker{1};  // streamed bodies are made off the loop (HttpRes::stream)
 
-  Impl(asio::io_context& io, const std::string& listen, Handler h) : ioc(io), acceptor(io), handler(std::move(h)) {
+  Impl(asio::io_context& io, const std::string& listen, Handler h, ServerLimits l)
+      : ioc(io), acceptor(io), handler(std::move(h)), limits(l) {
+    if (limits.max_connections == 0) {
+      rlimit rl{};
+      const std::size_t fds = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur : 8192;
+      limits.max_connections = std::clamp<std::size_t>(fds / 8, 16, 1024);
+    }
+    reserve = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     auto ep = parse_listen(listen);
     acceptor.open(ep.protocol());
     acceptor.set_option(tcp::acceptor::reuse_address(true));
@@ -61,7 +83,17 @@ struct Server::Impl {
     });
   }
 
+  // Counts a session for its whole life, however it ends.
+  struct Slot {
+    std::size_t& n;
+    explicit Slot(std::size_t& c) : n(c) { ++n; }
+    ~Slot() { --n; }
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+  };
+
   asio::awaitable<void> session(tcp::socket sock) {
+    Slot slot(open);
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buffer;
     boost::system::error_code rec;
@@ -69,7 +101,7 @@ struct Server::Impl {
     auto ep = stream.socket().remote_endpoint(rec);
     if (!rec) remote = ep.address().to_string() + ":" + std::to_string(ep.port());
     for (;;) {
-      stream.expires_after(std::chrono::seconds(30));  // slow or idle clients are dropped
+      stream.expires_after(limits.idle_timeout);  // slow or idle clients are dropped
       http::request_parser<http::string_body> parser;
       parser.body_limit(kBodyLimit);
       parser.header_limit(16 * 1024);
@@ -158,31 +190,78 @@ struct Server::Impl {
     co_return true;
   }
 
+  // At most about one line a second, however fast the trouble comes.
+  void log_limited(const std::string& what) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_log < std::chrono::seconds(1)) {
+      ++unlogged;
+      return;
+    }
+    if (unlogged) spdlog::warn("{} ({} more like it in the last second)", what, unlogged);
+    else spdlog::warn("{}", what);
+    unlogged = 0;
+    last_log = now;
+  }
+
+  // No descriptor left to accept with: give the reserve back, take the waiting connection and
+  // close it (so the listening socket stops being readable and the loop does not spin), then
+  // keep a reserve again.
+  void shed_one() {
+    if (reserve >= 0) {
+      ::close(reserve);
+      reserve = -1;
+    }
+    const int fd = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) ::close(fd);
+    reserve = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+
   asio::awaitable<void> accept_loop() {
+    auto pause = std::chrono::milliseconds(10);
     while (!stopped) {
       auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
+      if (stopped || ec == asio::error::operation_aborted) break;
       if (ec) {
-        if (stopped || ec == asio::error::operation_aborted) break;
-        spdlog::warn("accept: {}", ec.message());
+        const bool out_of_fds = ec == asio::error::no_descriptors || ec.value() == ENFILE || ec.value() == ENOBUFS || ec.value() == ENOMEM;
+        if (out_of_fds) shed_one();
+        net::note_internal_error("http", "accept: " + ec.message());
+        log_limited("API: cannot accept a connection: " + ec.message() + (out_of_fds ? " (dropped one; backing off " + std::to_string(pause.count()) + " ms)" : ""));
+        // Back off, so that lastgood's own shortage does not become a busy loop.
+        backoff.expires_after(pause);
+        co_await backoff.async_wait(use_tuple);
+        pause = std::min(pause * 2, std::chrono::milliseconds(1000));
         continue;
       }
-      asio::co_spawn(ioc, session(std::move(sock)), asio::detached);
+      pause = std::chrono::milliseconds(10);
+      if (open >= limits.max_connections) {
+        boost::system::error_code ignored;
+        sock.close(ignored);
+        log_limited("API: " + std::to_string(open) + " connections open (max_connections " + std::to_string(limits.max_connections) +
+                    "): a new one was closed at once");
+        continue;
+      }
+      net::spawn(ioc.get_executor(), [this, s = std::make_shared<tcp::socket>(std::move(sock))]() mutable { return session(std::move(*s)); },
+                 "http");
     }
   }
 };
 
-Server::Server(asio::io_context& ioc, const std::string& listen, Handler handler)
-    : impl_(std::make_unique<Impl>(ioc, listen, std::move(handler))) {}
+Server::Server(asio::io_context& ioc, const std::string& listen, Handler handler, ServerLimits limits)
+    : impl_(std::make_unique<Impl>(ioc, listen, std::move(handler), limits)) {}
 Server::~Server() {
   stop();
   impl_->worker.join();
+  if (impl_->reserve >= 0) ::close(impl_->reserve);
 }
-void Server::start() { asio::co_spawn(impl_->ioc, impl_->accept_loop(), asio::detached); }
+void Server::start() { net::spawn(impl_->ioc.get_executor(), [this] { return impl_->accept_loop(); }, "http"); }
 void Server::stop() {
   impl_->stopped = true;
   boost::system::error_code ec;
   impl_->acceptor.close(ec);
+  impl_->backoff.cancel();
 }
+std::size_t Server::connections() const { return impl_->open; }
+std::size_t Server::max_connections() const { return impl_->limits.max_connections; }
 tcp::endpoint Server::local_endpoint() const { return impl_->acceptor.local_endpoint(); }
 
 }  // namespace lastgood::watchdog

@@ -2,6 +2,7 @@
 // The one HTTP server of lastgood (Beast, coroutines): /metrics, /healthz, /readyz, /api/v1/...
 // Request handling is a pure function from request to response (Handler); this class only
 // owns sockets, limits and keep-alive.
+#include <chrono>
 #include <functional>
 #include <string>
 
@@ -29,17 +30,29 @@ struct HttpRes {
   static HttpRes json_error(int status, const std::string& message);
 };
 
+// How much of lastgood the API may take (config "api"). A client may not hold more than its share:
+// descriptors are what the probes need too.
+struct ServerLimits {
+  // Concurrent connections; 0: an eighth of the open-files limit, between 16 and 1024. Past it a
+  // new connection is accepted and closed at once.
+  std::size_t max_connections = 0;
+  // A client must send each whole request within this time (first request and keep-alive alike).
+  std::chrono::milliseconds idle_timeout{10'000};
+};
+
 class Server {
  public:
   using Handler = std::function<HttpRes(const HttpReq&)>;
   // Binds at once (throws std::system_error with the address on failure).
-  Server(boost::asio::io_context& ioc, const std::string& listen, Handler handler);
+  Server(boost::asio::io_context& ioc, const std::string& listen, Handler handler, ServerLimits limits = {});
   ~Server();
   void start();
   void stop();
   boost::asio::ip::tcp::endpoint local_endpoint() const;
 
   static constexpr std::size_t kBodyLimit = 64 * 1024;
+  std::size_t connections() const;      // open now
+  std::size_t max_connections() const;  // in force (after the default was sized)
 
  private:
   struct Impl;

@@ -14,6 +14,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "net/supervise.hpp"
+
 namespace lastgood::watchdog {
 
 Watchdog::Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::Config> cfg, WatchdogOptions opts)
@@ -46,10 +48,15 @@ void Watchdog::start() {
   if (ec || ::access(cfg_->state_dir.c_str(), W_OK) != 0)
     throw std::runtime_error("state_dir " + cfg_->state_dir + " is not writable" + (ec ? ": " + ec.message() : ""));
   state_dir_ok_ = true;
+  lock_ = std::make_unique<StateLock>(cfg_->state_dir);  // one process per state_dir (throws naming the holder)
+  net::set_internal_error_sink([this](const char* where) { metrics_.internal_error(where); });
   ledger_ = std::make_unique<Ledger>(cfg_->state_dir);  // throws on a damaged ledger
   if (opts_.on_ledger) ledger_->set_after_append(opts_.on_ledger);
   pipeline_.start(*ledger_);
-  server_ = std::make_unique<Server>(ioc_, cfg_->listen, [this](const HttpReq& r) { return handle(r); });
+  ServerLimits limits;
+  limits.max_connections = static_cast<std::size_t>(cfg_->api.max_connections);
+  limits.idle_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(cfg_->api.idle_timeout);
+  server_ = std::make_unique<Server>(ioc_, cfg_->listen, [this](const HttpReq& r) { return handle(r); }, limits);
   server_->start();
   pipeline_.notifier().set_base_url("http://" + server_->local_endpoint().address().to_string() + ":" +
                                     std::to_string(server_->local_endpoint().port()));
@@ -75,13 +82,15 @@ void Watchdog::schedule_tick() {
   tick_timer_.async_wait([this](boost::system::error_code ec) {
     if (ec || !scheduler_.running()) return;
     const size_t n = pipeline_.services(), per = (n + kSlices - 1) / kSlices;
-    pipeline_.tick(std::chrono::system_clock::now(), tick_slice_ * per, (tick_slice_ + 1) * per);
+    // A throw in one tick is counted and logged; the ticks go on (windows must keep sliding).
+    net::guarded("tick", [&] { pipeline_.tick(std::chrono::system_clock::now(), tick_slice_ * per, (tick_slice_ + 1) * per); });
     tick_slice_ = (tick_slice_ + 1) % kSlices;
     schedule_tick();
   });
 }
 
 void Watchdog::stop() {
+  net::set_internal_error_sink({});
   pipeline_.stop();
   scheduler_.stop();
   tick_timer_.cancel();
@@ -110,7 +119,9 @@ void Watchdog::on_result(size_t index, probes::ProbeResult&& r, double lateness_
   if (opts_.on_result) opts_.on_result(*st.last);
 }
 
-bool Watchdog::ready() const { return state_dir_ok_ && scheduler_.running() && ::access(cfg_->state_dir.c_str(), W_OK) == 0; }
+bool Watchdog::ready() const {
+  return state_dir_ok_ && scheduler_.running() && pipeline_.ledger_writable() && ::access(cfg_->state_dir.c_str(), W_OK) == 0;
+}
 
 nlohmann::json Watchdog::services_json() const {
   nlohmann::json out = nlohmann::json::array();
@@ -158,7 +169,9 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   if (path == "/readyz") {
     if (ready()) return {200, "text/plain; charset=utf-8", "ready\n"};
     return {503, "text/plain; charset=utf-8",
-            std::string("not ready:") + (state_dir_ok_ ? "" : " state dir not writable;") + (scheduler_.running() ? "" : " scheduler stopped;") + "\n"};
+            std::string("not ready:") + (state_dir_ok_ && ::access(cfg_->state_dir.c_str(), W_OK) == 0 ? "" : " state dir not writable;") +
+                (scheduler_.running() ? "" : " scheduler stopped;") +
+                (pipeline_.ledger_writable() ? "" : " ledger not writable (" + pipeline_.ledger_error() + "): no action until it is;") + "\n"};
   }
   if (path == "/api/v1/services") {
     if (!get) return HttpRes::json_error(405, "use GET");
@@ -232,8 +245,7 @@ HttpRes Watchdog::handle(const HttpReq& req) {
       const auto* a = approvers_.identify(req.authorization);
       if (!a) {
         note_auth_failure(source);
-        if (ledger_) ledger_->append("clear_refused", name, {{"source", req.remote}, {"why", "no or unknown token"}},
-                                     std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+        pipeline_.record_api("clear_refused", name, {{"source", req.remote}, {"why", "no or unknown token"}});
         return HttpRes::json_error(401, "an approver's bearer token is required");
       }
       who = a->name;

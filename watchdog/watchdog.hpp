@@ -69,6 +69,7 @@ class Watchdog {
   Scheduler scheduler_;
   Pipeline pipeline_;
   Approvers approvers_;
+  std::unique_ptr<StateLock> lock_;
   std::unique_ptr<Ledger> ledger_;
   boost::asio::steady_timer tick_timer_;
   size_t tick_slice_ = 0;
