@@ -32,6 +32,21 @@ void set_internal_error_sink(InternalErrorSink s) {
 
 std::uint64_t internal_errors() { return total.load(); }
 
+void count_internal_error(const char* where) {
+  total.fetch_add(1);
+  InternalErrorSink s;
+  {
+    std::lock_guard lock(mu);
+    s = sink;
+  }
+  if (s) {
+    try {
+      s(where);
+    } catch (...) {
+    }
+  }
+}
+
 void note_internal_error(const char* where, const std::string& what) {
   total.fetch_add(1);
   InternalErrorSink s;
@@ -63,16 +78,23 @@ void note_internal_error(const char* where, const std::string& what) {
   }
 }
 
-void spawn(asio::any_io_executor ex, std::function<asio::awaitable<void>()> make, const char* where, Restart restart,
-           std::weak_ptr<void> alive) {
+namespace {
+
+using Make = std::function<asio::awaitable<void>()>;
+
+// The coroutine made by a lambda refers to the lambda object (its captures); the object must
+// stay where it is until the coroutine ends. std::function keeps small lambdas inside itself, so
+// moving it would move them: it is held by a shared_ptr instead and never moved once called.
+void spawn_held(asio::any_io_executor ex, std::shared_ptr<Make> make, const char* where, Restart restart,
+                std::weak_ptr<void> alive, std::chrono::milliseconds backoff) {
   asio::awaitable<void> aw;
   try {
-    aw = make();
+    aw = (*make)();
   } catch (const std::exception& e) {
     note_internal_error(where, e.what());
     return;
   }
-  asio::co_spawn(ex, std::move(aw), [ex, make = std::move(make), where, restart, alive](std::exception_ptr ep) mutable {
+  asio::co_spawn(ex, std::move(aw), [ex, make, where, restart, alive, backoff](std::exception_ptr ep) {
     if (!ep) return;
     try {
       std::rethrow_exception(ep);
@@ -82,13 +104,20 @@ void spawn(asio::any_io_executor ex, std::function<asio::awaitable<void>()> make
       note_internal_error(where, "unknown exception");
     }
     if (restart == Restart::no || alive.expired()) return;
-    auto timer = std::make_shared<asio::steady_timer>(ex, std::chrono::seconds(1));
-    timer->async_wait([timer, ex, make = std::move(make), where, alive](boost::system::error_code ec) mutable {
+    auto timer = std::make_shared<asio::steady_timer>(ex, backoff);
+    timer->async_wait([timer, ex, make, where, alive, backoff](boost::system::error_code ec) {
       if (ec || alive.expired()) return;
       spdlog::warn("{}: restarted after an internal error", where);
-      spawn(ex, std::move(make), where, Restart::yes, alive);
+      spawn_held(ex, make, where, Restart::yes, alive, backoff);
     });
   });
+}
+
+}  // namespace
+
+void spawn(asio::any_io_executor ex, Make make, const char* where, Restart restart, std::weak_ptr<void> alive,
+           std::chrono::milliseconds backoff) {
+  spawn_held(std::move(ex), std::make_shared<Make>(std::move(make)), where, restart, std::move(alive), backoff);
 }
 
 }  // namespace lastgood::net

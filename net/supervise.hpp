@@ -4,6 +4,7 @@
 // lastgood_internal_errors_total{where}, and the loop it belonged to goes on. Nothing that
 // lastgood runs in the background may end in silence.
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -19,6 +20,8 @@ using InternalErrorSink = std::function<void(const char* where)>;
 void set_internal_error_sink(InternalErrorSink sink);
 // Logs (rate-limited per `where`) and counts one internal error.
 void note_internal_error(const char* where, const std::string& what);
+// Counts one internal error without logging it (the caller logs it its own way).
+void count_internal_error(const char* where);
 // Internal errors noted since the start (all places), for tests and /readyz.
 std::uint64_t internal_errors();
 
@@ -29,7 +32,8 @@ enum class Restart { no, yes };
 // must go on (observing a deployment) survives a bug in one of its turns. `alive` is required
 // for a restart (its owner's lifetime); without it nothing is restarted.
 void spawn(boost::asio::any_io_executor ex, std::function<boost::asio::awaitable<void>()> make, const char* where,
-           Restart restart = Restart::no, std::weak_ptr<void> alive = {});
+           Restart restart = Restart::no, std::weak_ptr<void> alive = {},
+           std::chrono::milliseconds backoff = std::chrono::seconds(1));
 
 // Runs f() and notes anything it throws instead of letting it escape an Asio handler.
 template <typename F>

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <list>
 #include <boost/asio/steady_timer.hpp>
 #include <sched.h>
 #include <boost/asio/use_awaitable.hpp>
@@ -52,7 +53,13 @@ struct Server::Impl {
   Handler handler;
   ServerLimits limits;
   bool stopped = false;
-  std::size_t open = 0;  // sessions now
+  // Kept by every session as well as by Impl: a session's frame may be destroyed after Impl
+  // (the io_context outliving or outlasting the Server), and its bookkeeping must still be there.
+  struct Sessions {
+    std::size_t open = 0;  // sessions now
+    std::list<beast::tcp_stream*> waiting;  // waiting for a request, oldest first (nullptr: evicted)
+  };
+  std::shared_ptr<Sessions> sessions = std::make_shared<Sessions>();
   int reserve = -1;      // a descriptor kept back: closed to accept-and-drop when none is left
   asio::steady_timer backoff{ioc};
   std::chrono::steady_clock::time_point last_log{};
@@ -85,15 +92,39 @@ struct Server::Impl {
 
   // Counts a session for its whole life, however it ends.
   struct Slot {
-    std::size_t& n;
-    explicit Slot(std::size_t& c) : n(c) { ++n; }
-    ~Slot() { --n; }
+    std::shared_ptr<Sessions> s;
+    explicit Slot(std::shared_ptr<Sessions> x) : s(std::move(x)) { ++s->open; }
+    ~Slot() { --s->open; }
     Slot(const Slot&) = delete;
     Slot& operator=(const Slot&) = delete;
   };
+  // Sessions waiting for a request, oldest first: when every slot is taken, the oldest waiting one
+  // is closed to make room (as nginx reuses idle keep-alive connections), so that clients who hold
+  // connections without sending anything cannot lock out a scrape or an approver.
+  struct WaitMark {
+    std::shared_ptr<Sessions> s;
+    std::list<beast::tcp_stream*>::iterator it;
+    WaitMark(std::shared_ptr<Sessions> x, beast::tcp_stream* st) : s(std::move(x)), it(s->waiting.insert(s->waiting.end(), st)) {}
+    ~WaitMark() { s->waiting.erase(it); }
+    WaitMark(const WaitMark&) = delete;
+    WaitMark& operator=(const WaitMark&) = delete;
+  };
+  bool evict_oldest_waiting() {
+    auto& waiting = sessions->waiting;
+    if (waiting.empty()) return false;
+    beast::tcp_stream* s = waiting.front();
+    waiting.front() = nullptr;
+    if (!s) return false;
+    boost::system::error_code ignored;
+    s->socket().shutdown(tcp::socket::shutdown_both, ignored);
+    s->socket().cancel(ignored);
+    // Moved to the back so that the next eviction picks another while this one unwinds.
+    waiting.splice(waiting.end(), waiting, waiting.begin());
+    return true;
+  }
 
   asio::awaitable<void> session(tcp::socket sock) {
-    Slot slot(open);
+    Slot slot(sessions);
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buffer;
     boost::system::error_code rec;
@@ -105,8 +136,11 @@ struct Server::Impl {
       http::request_parser<http::string_body> parser;
       parser.body_limit(kBodyLimit);
       parser.header_limit(16 * 1024);
-      auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
-      (void)n;
+      boost::system::error_code ec;
+      {
+        WaitMark mark(sessions, &stream);
+        std::tie(ec, std::ignore) = co_await http::async_read(stream, buffer, parser, use_tuple);
+      }
       if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted) break;
       HttpRes res;
       bool keep_alive = false;
@@ -224,7 +258,7 @@ struct Server::Impl {
       if (ec) {
         const bool out_of_fds = ec == asio::error::no_descriptors || ec.value() == ENFILE || ec.value() == ENOBUFS || ec.value() == ENOMEM;
         if (out_of_fds) shed_one();
-        net::note_internal_error("http", "accept: " + ec.message());
+        net::count_internal_error("http");
         log_limited("API: cannot accept a connection: " + ec.message() + (out_of_fds ? " (dropped one; backing off " + std::to_string(pause.count()) + " ms)" : ""));
         // Back off, so that lastgood's own shortage does not become a busy loop.
         backoff.expires_after(pause);
@@ -233,12 +267,17 @@ struct Server::Impl {
         continue;
       }
       pause = std::chrono::milliseconds(10);
-      if (open >= limits.max_connections) {
-        boost::system::error_code ignored;
-        sock.close(ignored);
-        log_limited("API: " + std::to_string(open) + " connections open (max_connections " + std::to_string(limits.max_connections) +
-                    "): a new one was closed at once");
-        continue;
+      if (sessions->open >= limits.max_connections) {
+        // Full: the oldest connection still waiting for its request makes room; when every one is
+        // busy answering, the new one is closed at once.
+        const bool evicted = evict_oldest_waiting();
+        log_limited("API: " + std::to_string(sessions->open) + " connections open (max_connections " + std::to_string(limits.max_connections) +
+                    (evicted ? "): closed the one that waited longest for a request" : "): all busy, a new one was closed at once"));
+        if (!evicted) {
+          boost::system::error_code ignored;
+          sock.close(ignored);
+          continue;
+        }
       }
       net::spawn(ioc.get_executor(), [this, s = std::make_shared<tcp::socket>(std::move(sock))]() mutable { return session(std::move(*s)); },
                  "http");
@@ -260,7 +299,7 @@ void Server::stop() {
   impl_->acceptor.close(ec);
   impl_->backoff.cancel();
 }
-std::size_t Server::connections() const { return impl_->open; }
+std::size_t Server::connections() const { return impl_->sessions->open; }
 std::size_t Server::max_connections() const { return impl_->limits.max_connections; }
 tcp::endpoint Server::local_endpoint() const { return impl_->acceptor.local_endpoint(); }
 
