@@ -431,13 +431,28 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
       std::from_chars(origin.port.data(), origin.port.data() + origin.port.size(), port);
       plain = std::make_unique<tcp::socket>(ex);
       arm(deadline);
-      std::tie(cec) = co_await plain->async_connect(tcp::endpoint(address, port), use_tuple);
+      // Opened here, not inside the connect: out of descriptors, the open fails with EMFILE, the
+      // watcher's own trouble (a range connect reported it as something else).
+      const tcp::endpoint ep(address, port);
+      plain->open(ep.protocol(), cec);
+      if (!cec) std::tie(cec) = co_await plain->async_connect(ep, use_tuple);
     } else {
       Resolved resolved = co_await resolve(ex, origin.host, origin.port, deadline);
       if (resolved.error) co_return HttpError{HttpError::Stage::resolve, resolved.timeout, std::move(*resolved.error)};
       plain = std::make_unique<tcp::socket>(ex);  // held here so that the deadline can cancel it
       arm(deadline);
-      std::tie(cec, std::ignore) = co_await asio::async_connect(*plain, resolved.endpoints, use_tuple);
+      cec = asio::error::host_not_found;
+      for (const auto& entry : resolved.endpoints) {
+        boost::system::error_code ignored;
+        plain->close(ignored);
+        plain->open(entry.endpoint().protocol(), cec);
+        if (cec) {
+          if (net::watcher_side(cec)) break;
+          continue;
+        }
+        std::tie(cec) = co_await plain->async_connect(entry.endpoint(), use_tuple);
+        if (!cec || timed_out) break;
+      }
     }
     if (cec || timed_out) {
       const bool to = timed_out;

@@ -43,8 +43,20 @@ class TcpProbe final : public Probe {
     }
     beast::tcp_stream stream(ex_);
     stream.expires_at(deadline);
-    auto [cec, ep] = co_await stream.async_connect(resolved.endpoints, use_tuple);
-    (void)ep;
+    // Each endpoint's socket is opened here, not inside the connect: out of descriptors, the open
+    // fails with EMFILE, which a range connect reported as "Operation canceled", a `fail`.
+    boost::system::error_code cec = asio::error::host_not_found;
+    for (const auto& entry : resolved.endpoints) {
+      boost::system::error_code ignored;
+      stream.socket().close(ignored);
+      stream.socket().open(entry.endpoint().protocol(), cec);
+      if (cec) {
+        if (net::watcher_side(cec)) break;
+        continue;
+      }
+      std::tie(cec) = co_await stream.async_connect(entry.endpoint(), use_tuple);
+      if (!cec || cec == beast::error::timeout) break;
+    }
     if (cec && net::watcher_side(cec)) {
       r.outcome = Outcome::error;  // lastgood's own limit (EMFILE, ENOBUFS, ...), not the target's
       r.reason = "lastgood could not open a connection (" + cec.message() + "): its own limit, not the target's";
