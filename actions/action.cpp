@@ -23,6 +23,13 @@ bool valid_release_name(const std::string& name) {
   return name.front() != '-';
 }
 
+Outcome refused_not_from(const Plan& p, const std::string& live) {
+  Outcome out;
+  out.live_changed = live.empty() ? std::string("unknown") : live;
+  out.error = "refused: the live release is " + *out.live_changed + ", not " + p.from + " (deployed since the decision?); nothing was changed";
+  return out;
+}
+
 std::string cap_output(std::string s, size_t max) {
   if (s.size() <= max) return s;
   const size_t dropped = s.size() - max;

@@ -51,8 +51,19 @@ struct Outcome {
   bool ok = false;
   std::string output;  // capped
   std::string error;   // why it failed; never contains a secret
+  // Set when the kind read the live release immediately before its switch and found it is no
+  // longer plan.from (a person deployed since the decision): nothing was changed. The value is
+  // what is live now ("unknown" when it could not be read).
+  std::optional<std::string> live_changed = std::nullopt;
 };
 
+// The outcome of a switch refused because the live release is `live`, not p.from.
+Outcome refused_not_from(const Plan& p, const std::string& live);
+
+// Every kind compares the live release with plan.from immediately before its switch, as close
+// to it as the deployment allows (local: readlink under flock; ssh: in the same remote command;
+// npm: the dist-tag; Firebase: the live channel; http_api and command: their observe), and
+// refuses with refused_not_from() when they differ.
 class Action {
  public:
   virtual ~Action() = default;

@@ -41,6 +41,7 @@ class Command final : public Action {
 
   Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
     Plan p{from, to, ctx, {}};
+    if (!observe_.empty()) p.steps.push_back("run the observe command: the live release must still be " + from);
     std::string line;
     for (const auto& a : rollback_) {
       if (!line.empty()) line += ' ';
@@ -51,6 +52,15 @@ class Command final : public Action {
   }
 
   asio::awaitable<Outcome> execute(const Plan& p) override {
+    if (!observe_.empty()) {  // the live release, read just before the command, must still be plan.from
+      const Observation now = co_await observe();
+      if (!now.live) {
+        Outcome out;
+        out.error = "reading the live release before the switch failed: " + now.error + "; nothing was changed";
+        co_return out;
+      }
+      if (now.live->id != p.from) co_return refused_not_from(p, now.live->id);
+    }
     std::vector<std::string> argv;
     for (const auto& a : rollback_) argv.push_back(expand(a, p));
     auto r = co_await run_process(ex_, argv, env_allow_, timeout_);

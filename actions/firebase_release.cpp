@@ -1,5 +1,6 @@
 #include "actions/firebase_release.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -106,6 +107,8 @@ class Firebase final : public Action {
       out.error = err;
       co_return out;
     }
+    // The live channel's current release must still be plan.from (read just now, before the switch).
+    if (rels.empty() || rels.back().version_id != p.from) co_return refused_not_from(p, rels.empty() ? "" : rels.back().version_id);
     auto status_of = [&](const std::string& v) {
       std::string st;
       for (const auto& r : rels)
@@ -147,7 +150,7 @@ class Firebase final : public Action {
     }
     auto doc = json::parse(r.body, nullptr, false);
     out.ok = true;
-    out.output = "created " + (doc.is_discarded() ? std::string("a release") : doc.value("name", std::string("a release"))) + " -> " + to +
+    out.output = "created " + (str_at(doc, "name").empty() ? std::string("a release") : str_at(doc, "name")) + " -> " + to +
                  (note.empty() ? "" : " (" + note + ")");
     co_return out;
   }
@@ -157,6 +160,13 @@ class Firebase final : public Action {
     std::string m = "lastgood rollback " + p.from + " -> " + p.to + (p.context.trigger.empty() ? "" : " (trigger " + p.context.trigger + ")") +
                     (p.context.reason.empty() ? "" : ": " + p.context.reason);
     return m.substr(0, 512);
+  }
+
+  // The string at `key` of an object; "" when absent or not a string.
+  static std::string str_at(const json& j, const char* key) {
+    if (!j.is_object()) return "";
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
   }
 
   // Every page of the live channel's releases, oldest first by releaseTime.
@@ -173,18 +183,21 @@ class Firebase final : public Action {
         co_return "listing releases of " + site_ + ": HTTP " + std::to_string(r.status) +
             (r.status == 401 || r.status == 403 ? " (credentials refused)" : "");
       auto doc = json::parse(r.body, nullptr, false);
-      if (doc.is_discarded()) co_return "listing releases of " + site_ + ": the answer is not JSON";
-      for (const auto& rel : doc.value("releases", json::array())) {
+      if (doc.is_discarded() || !doc.is_object()) co_return "listing releases of " + site_ + ": the answer is not a JSON object";
+      const json& releases = doc.contains("releases") ? doc["releases"] : json::array();
+      if (!releases.is_array()) co_return "listing releases of " + site_ + ": \"releases\" is not an array";
+      for (const auto& rel : releases) {  // the API may lie: every field's type is checked, nothing throws
+        if (!rel.is_object()) co_return "listing releases of " + site_ + ": a release is not an object";
         FirebaseRelease fr;
-        const json& v = rel.value("version", json::object());
-        const std::string vname = v.value("name", "");
+        const json& v = rel.contains("version") && rel["version"].is_object() ? rel["version"] : json::object();
+        const std::string vname = str_at(v, "name");
         fr.version_id = vname.substr(vname.rfind('/') + 1);
-        fr.version_status = v.value("status", "");
-        fr.type = rel.value("type", "");
-        if (rel.contains("releaseTime")) fr.at = probes::parse_rfc3339(rel["releaseTime"].get<std::string>());
+        fr.version_status = str_at(v, "status");
+        fr.type = str_at(rel, "type");
+        if (const std::string t = str_at(rel, "releaseTime"); !t.empty()) fr.at = probes::parse_rfc3339(t);
         if (fr.type != "SITE_DISABLE" && !fr.version_id.empty()) out.push_back(fr);
       }
-      page = doc.value("nextPageToken", "");
+      page = str_at(doc, "nextPageToken");
       if (page.empty()) break;
     }
     std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.at < b.at; });
@@ -220,11 +233,11 @@ class Firebase final : public Action {
       std::stringstream ss;
       ss << in.rdbuf();
       json sa = json::parse(ss.str(), nullptr, false);
-      if (!in || sa.is_discarded() || !sa.contains("client_email") || !sa.contains("private_key")) {
+      if (!in || sa.is_discarded() || str_at(sa, "client_email").empty() || str_at(sa, "private_key").empty()) {
         err = "credentials_file " + credentials_file_ + " is not a service-account key (client_email, private_key)";
         co_return "";
       }
-      token_url = !token_uri_override_.empty() ? token_uri_override_ : sa.value("token_uri", std::string("https://oauth2.googleapis.com/token"));
+      token_url = !token_uri_override_.empty() ? token_uri_override_ : (str_at(sa, "token_uri").empty() ? std::string("https://oauth2.googleapis.com/token") : str_at(sa, "token_uri"));
       const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
       const std::string jwt = sign_jwt_rs256(
           {{"iss", sa["client_email"]}, {"scope", kScope}, {"aud", token_url}, {"iat", now}, {"exp", now + 3600}}, sa["private_key"].get<std::string>());
@@ -242,13 +255,13 @@ class Firebase final : public Action {
     }
     auto& r = std::get<HttpResponse>(res);
     auto doc = json::parse(r.body, nullptr, false);
-    if (r.status != 200 || doc.is_discarded() || !doc.contains("access_token")) {
+    if (r.status != 200 || str_at(doc, "access_token").empty()) {
       err = "getting an access token: HTTP " + std::to_string(r.status) + " " +
-            (doc.is_discarded() ? std::string() : doc.value("error_description", doc.value("error", std::string())));
+            (str_at(doc, "error_description").empty() ? str_at(doc, "error") : str_at(doc, "error_description"));
       co_return "";
     }
-    cached_ = doc["access_token"].get<std::string>();
-    const int ttl = doc.value("expires_in", 3600);
+    cached_ = str_at(doc, "access_token");
+    const int ttl = doc.contains("expires_in") && doc["expires_in"].is_number_integer() ? static_cast<int>(std::clamp<long long>(doc["expires_in"].get<long long>(), 60, 86400)) : 3600;
     cached_until_ = Clock::now() + std::chrono::seconds(std::max(ttl - 120, ttl / 2));
     co_return cached_;
   }

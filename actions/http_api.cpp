@@ -82,6 +82,7 @@ class HttpApi final : public Action {
 
   Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
     Plan p{from, to, ctx, {}};
+    if (!ob_.is_null()) p.steps.push_back("GET " + expand(ob_["url"].get<std::string>(), p, true) + ": the live release must still be " + from);
     std::string line = rb_.value("method", "POST") + " " + expand(rb_["url"].get<std::string>(), p, true);
     if (rb_.contains("body")) line += " " + expand_json(rb_["body"], p).dump();
     p.steps.push_back(line + (token_.empty() ? "" : " (with the bearer token)"));
@@ -90,6 +91,14 @@ class HttpApi final : public Action {
 
   asio::awaitable<Outcome> execute(const Plan& p) override {
     Outcome out;
+    if (!ob_.is_null()) {  // the live release, read just before the call, must still be plan.from
+      const Observation now = co_await observe();
+      if (!now.live) {
+        out.error = "reading the live release before the switch failed: " + now.error + "; nothing was changed";
+        co_return out;
+      }
+      if (now.live->id != p.from) co_return refused_not_from(p, now.live->id);
+    }
     std::vector<std::pair<std::string, std::string>> headers;
     if (rb_.contains("headers"))
       for (auto& [k, v] : rb_["headers"].items()) headers.emplace_back(k, expand(v.get<std::string>(), p));

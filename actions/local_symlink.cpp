@@ -1,6 +1,7 @@
 #include "actions/local_symlink.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +9,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 namespace lastgood::actions {
 
@@ -23,13 +27,15 @@ std::chrono::system_clock::time_point to_tp(const struct timespec& ts) {
 
 class LocalSymlink final : public Action {
  public:
-  LocalSymlink(std::string service, const config::Deployment& d) : service_(std::move(service)), root_(d.spec.at("path").get<std::string>()) {}
+  LocalSymlink(asio::any_io_executor ex, std::string service, const config::Deployment& d)
+      : ex_(std::move(ex)), service_(std::move(service)), root_(d.spec.at("path").get<std::string>()) {}
   const char* kind() const override { return "local_symlink"; }
 
   asio::awaitable<Observation> observe() override { co_return observe_now(); }
 
   Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
     Plan p{from, to, ctx, {}};
+    p.steps.push_back("flock " + root_.string() + " and check that current still points to releases/" + from);
     p.steps.push_back("check that " + (root_ / "releases" / to).string() + " is a directory");
     p.steps.push_back("symlink " + tmp_name().string() + " -> releases/" + to);
     p.steps.push_back("rename " + tmp_name().string() + " over " + (root_ / "current").string() + " (atomic)");
@@ -37,12 +43,44 @@ class LocalSymlink final : public Action {
     return p;
   }
 
-  asio::awaitable<Outcome> execute(const Plan& p) override { co_return switch_to(p.to); }
+  // Under an exclusive flock on the deployment folder (a deploy script that takes the same lock,
+  // `flock /srv/app ...`, cannot switch in between): current must still point to plan.from.
+  asio::awaitable<Outcome> execute(const Plan& p) override {
+    struct Fd {
+      int fd;
+      ~Fd() {
+        if (fd >= 0) ::close(fd);  // releases the lock
+      }
+    } dir{::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+    if (dir.fd < 0) {
+      Outcome out;
+      out.error = "open " + root_.string() + ": " + std::strerror(errno);
+      co_return out;
+    }
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (::flock(dir.fd, LOCK_EX | LOCK_NB) != 0) {
+      Outcome out;
+      if (errno != EWOULDBLOCK && errno != EINTR) {
+        out.error = "flock " + root_.string() + ": " + std::strerror(errno);
+        co_return out;
+      }
+      if (std::chrono::steady_clock::now() >= give_up) {
+        out.error = "refused: " + root_.string() + " stayed locked by another process (a deploy?) for 10 s; nothing was changed";
+        co_return out;
+      }
+      asio::steady_timer t(ex_, std::chrono::milliseconds(20));  // never block the loop on the lock
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    const Observation now = read_live();
+    if (!now.live || now.live->id != p.from) co_return refused_not_from(p, now.live ? now.live->id : "");
+    co_return switch_to(p.to, dir.fd);
+  }
 
  private:
   fs::path tmp_name() const { return root_ / ("current.tmp." + std::to_string(::getpid())); }
 
-  Observation observe_now() const {
+  // The live release only (current's target and switch time, the migration marker).
+  Observation read_live() const {
     Observation o;
     std::error_code ec;
     const fs::path cur = root_ / "current";
@@ -62,6 +100,14 @@ class LocalSymlink final : public Action {
     if (::lstat(cur.c_str(), &st) == 0) live.deployed_at = to_tp(st.st_mtim);  // the symlink's own mtime: when it was switched
     live.migration = fs::exists(root_ / "releases" / live.id / ".lastgood-migration", ec);
     o.live = live;
+    return o;
+  }
+
+  Observation observe_now() const {
+    Observation o = read_live();
+    if (!o.live) return o;
+    std::error_code ec;
+    struct stat st{};
     for (const auto& e : fs::directory_iterator(root_ / "releases", ec)) {
       if (!e.is_directory(ec)) continue;
       ObservedRelease r{e.path().filename().string(), std::nullopt, false};
@@ -72,7 +118,7 @@ class LocalSymlink final : public Action {
     return o;
   }
 
-  Outcome switch_to(const std::string& to) const {
+  Outcome switch_to(const std::string& to, int dfd) const {
     Outcome out;
     if (!valid_release_name(to)) {
       out.error = "refused: \"" + to + "\" is not a valid release name";
@@ -95,24 +141,21 @@ class LocalSymlink final : public Action {
       fs::remove(tmp, ec);
       return out;
     }
-    int dfd = ::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);
-      ::close(dfd);
-    }
+    ::fsync(dfd);
     out.ok = true;
     out.output = "current -> releases/" + to;
     return out;
   }
 
+  asio::any_io_executor ex_;
   std::string service_;
   fs::path root_;
 };
 
 }  // namespace
 
-std::unique_ptr<Action> make_local_symlink(asio::any_io_executor, const std::string& service, const config::Deployment& d) {
-  return std::make_unique<LocalSymlink>(service, d);
+std::unique_ptr<Action> make_local_symlink(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
+  return std::make_unique<LocalSymlink>(std::move(ex), service, d);
 }
 
 }  // namespace lastgood::actions

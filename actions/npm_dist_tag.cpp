@@ -36,16 +36,21 @@ class NpmDistTag final : public Action {
       co_return o;
     }
     const json& tags = doc["dist-tags"];
-    if (!tags.contains(tag_)) {
+    if (!tags.is_object() || !tags.contains(tag_)) {
       o.error = "dist-tag " + tag_ + " of " + package_ + " does not exist";
+      co_return o;
+    }
+    if (!tags[tag_].is_string()) {  // a registry that lies: an error, never an exception
+      o.error = "dist-tag " + tag_ + " of " + package_ + " is not a version string (" + tags[tag_].type_name() + ")";
       co_return o;
     }
     const std::string v = tags[tag_].get<std::string>();
     ObservedRelease live{v, std::nullopt, false};
-    if (doc.contains("time") && doc["time"].contains(v)) live.deployed_at = probes::parse_rfc3339(doc["time"][v].get<std::string>());
+    const json* time = doc.contains("time") && doc["time"].is_object() ? &doc["time"] : nullptr;
+    if (time && time->contains(v) && (*time)[v].is_string()) live.deployed_at = probes::parse_rfc3339((*time)[v].get<std::string>());
     o.live = live;
-    if (doc.contains("time"))
-      for (auto& [ver, t] : doc["time"].items())
+    if (time)
+      for (auto& [ver, t] : time->items())
         if (ver != "created" && ver != "modified" && t.is_string()) o.history.push_back({ver, probes::parse_rfc3339(t.get<std::string>()), false});
     std::sort(o.history.begin(), o.history.end(), [](const auto& a, const auto& b) { return a.deployed_at < b.deployed_at; });
     co_return o;
@@ -62,6 +67,15 @@ class NpmDistTag final : public Action {
 
   asio::awaitable<Outcome> execute(const Plan& p) override {
     Outcome out;
+    // 0. The tag must still name plan.from (read just before it is moved).
+    {
+      const Observation now = co_await observe();
+      if (!now.live) {
+        out.error = "reading " + tag_ + " of " + package_ + " before moving it failed: " + now.error + "; nothing was changed";
+        co_return out;
+      }
+      if (now.live->id != p.from) co_return refused_not_from(p, now.live->id);
+    }
     // 1. The tag back to the good version: the part users feel at once.
     auto res = co_await call("PUT", base_ + "-/package/" + probes::npm_escape(package_) + "/dist-tags/" + tag_, json(p.to).dump());
     if (auto why = failed(res, "moving " + tag_ + " to " + p.to); !why.empty()) {
@@ -80,8 +94,9 @@ class NpmDistTag final : public Action {
         out.error = "tag moved, then reading the packument to unpublish failed: " + err;
         co_return out;
       }
-      auto published = doc.contains("time") && doc["time"].contains(p.from) ? probes::parse_rfc3339(doc["time"][p.from].get<std::string>())
-                                                                             : std::nullopt;
+      auto published = doc.contains("time") && doc["time"].is_object() && doc["time"].contains(p.from) && doc["time"][p.from].is_string()
+                           ? probes::parse_rfc3339(doc["time"][p.from].get<std::string>())
+                           : std::nullopt;
       const auto age = published ? std::chrono::system_clock::now() - *published : std::chrono::system_clock::duration::max();
       if (!allow_unpublish_ || !published || age >= kUnpublishWindow) {
         out.output += "; not unpublishing " + p.from + ": " +
@@ -108,7 +123,7 @@ class NpmDistTag final : public Action {
       out.error = "tag moved, then reading the packument to deprecate failed: " + err;
       co_return out;
     }
-    if (!doc["versions"].contains(p.from)) {
+    if (!doc["versions"].contains(p.from) || !doc["versions"][p.from].is_object()) {
       out.error = "tag moved, but " + p.from + " is not in the packument";
       co_return out;
     }
@@ -149,17 +164,23 @@ class NpmDistTag final : public Action {
   }
 
   asio::awaitable<std::string> get_packument(bool write, json& doc) {
-    auto res = co_await call("GET", base_ + probes::npm_escape(package_) + (write ? "?write=true" : ""), "");
+    std::string url = base_ + probes::npm_escape(package_) + (write ? "?write=true" : "");
+    auto res = co_await call("GET", std::move(url), "");
     if (auto why = failed(res, "reading " + package_); !why.empty()) co_return why;
     doc = json::parse(std::get<HttpResponse>(res).body, nullptr, false);
-    if (doc.is_discarded() || !doc.contains("dist-tags") || !doc.contains("versions")) co_return "the packument of " + package_ + " is not valid";
+    if (doc.is_discarded() || !doc.is_object() || !doc.contains("dist-tags") || !doc["dist-tags"].is_object() || !doc.contains("versions") ||
+        !doc["versions"].is_object())
+      co_return "the packument of " + package_ + " is not valid";
     co_return "";
   }
 
   // As the npm CLI does it (fixtures/npm-cli-requests-deprecate-unpublish.json).
   asio::awaitable<std::string> unpublish(json doc, const std::string& version) {
-    if (!doc["versions"].contains(version)) co_return version + " is not in the packument";
-    const std::string tarball = doc["versions"][version]["dist"].value("tarball", "");
+    if (!doc["versions"].contains(version) || !doc["versions"][version].is_object()) co_return version + " is not in the packument";
+    const json& ver = doc["versions"][version];
+    const std::string tarball = ver.contains("dist") && ver["dist"].is_object() && ver["dist"].contains("tarball") && ver["dist"]["tarball"].is_string()
+                                    ? ver["dist"]["tarball"].get<std::string>()
+                                    : std::string();
     doc["versions"].erase(version);
     for (auto it = doc["dist-tags"].begin(); it != doc["dist-tags"].end();) {
       if (it.value() == version) it = doc["dist-tags"].erase(it);
@@ -167,7 +188,7 @@ class NpmDistTag final : public Action {
     }
     doc.erase("_revisions");
     doc.erase("_attachments");
-    const std::string rev = doc.value("_rev", "");
+    const std::string rev = doc.contains("_rev") && doc["_rev"].is_string() ? doc["_rev"].get<std::string>() : std::string();
     auto put = co_await call("PUT", base_ + probes::npm_escape(package_) + "/-rev/" + rev, doc.dump());
     if (auto why = failed(put, "removing " + version); !why.empty()) co_return why;
     json fresh;
@@ -175,7 +196,10 @@ class NpmDistTag final : public Action {
     auto u = probes::parse_url(tarball);
     if (!u) co_return "no tarball URL for " + version;
     std::string path = u->target;
-    auto del = co_await call("DELETE", base_ + path.substr(1) + "/-rev/" + fresh.value("_rev", ""), "");
+    // (GCC 12: no conditional temporaries inside co_await arguments; they are destroyed twice)
+    const std::string fresh_rev = fresh.contains("_rev") && fresh["_rev"].is_string() ? fresh["_rev"].get<std::string>() : std::string();
+    std::string del_url = base_ + path.substr(1) + "/-rev/" + fresh_rev;
+    auto del = co_await call("DELETE", std::move(del_url), "");
     if (auto why = failed(del, "deleting the tarball of " + version); !why.empty()) co_return why;
     co_return "";
   }

@@ -78,7 +78,7 @@ class SshSymlink final : public Action {
 
   Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
     Plan p{from, to, ctx, {}};
-    p.steps.push_back(switch_command(to));
+    p.steps.push_back(switch_command(from, to));
     for (const auto& c : after_switch_) p.steps.push_back("cd " + shell_quote(path_) + " && " + c);
     return p;
   }
@@ -96,6 +96,16 @@ class SshSymlink final : public Action {
         co_return out;
       }
       out.output += "$ " + p.steps[i] + "\n" + r.out + r.err;
+      if (i == 0 && r.exit_status == kNotFrom) {  // the live release was checked in the same command: not from
+        std::string live;
+        if (auto at = r.out.find("lastgood-live="); at != std::string::npos) live = r.out.substr(at + 14, r.out.find('\n', at) - at - 14);
+        while (!live.empty() && live.back() == '/') live.pop_back();
+        if (live.rfind("releases/", 0) == 0) live = live.substr(9);
+        else if (live.rfind(path_ + "/releases/", 0) == 0) live = live.substr(path_.size() + 10);
+        Outcome refused = refused_not_from(p, live);
+        refused.output = cap_output(out.output);
+        co_return refused;
+      }
       if (r.exit_status != 0) {
         out.error = (i == 0 ? "switch to " + p.to : "after_switch \"" + after_switch_[i - 1] + "\"") + " exited with status " +
                     std::to_string(r.exit_status) + ": " + cap_output(r.err, 1024);
@@ -109,10 +119,16 @@ class SshSymlink final : public Action {
   }
 
  private:
-  std::string switch_command(const std::string& to) const {
+  static constexpr int kNotFrom = 75;
+
+  // One remote command: the live release is compared with `from` and switched to `to` in the same
+  // shell, so no round trip separates the check from the switch.
+  std::string switch_command(const std::string& from, const std::string& to) const {
     static std::atomic<unsigned> n{0};
     const std::string tmp = "current.tmp." + std::to_string(::getpid()) + "." + std::to_string(++n);
-    return "cd " + shell_quote(path_) + " && test -d " + shell_quote("releases/" + to) + " && ln -sfn " + shell_quote("releases/" + to) +
+    return "cd " + shell_quote(path_) + " || exit 1; l=$(readlink current); l=${l%/}; if [ \"$l\" != " + shell_quote("releases/" + from) +
+           " ] && [ \"$l\" != " + shell_quote(path_ + "/releases/" + from) + " ]; then printf 'lastgood-live=%s\\n' \"$l\"; exit " +
+           std::to_string(kNotFrom) + "; fi; test -d " + shell_quote("releases/" + to) + " && ln -sfn " + shell_quote("releases/" + to) +
            " " + tmp + " && mv -Tf " + tmp + " current";
   }
 

@@ -158,8 +158,12 @@ std::optional<std::string> Incidents::observe(const std::string& type, const std
       inc->action["output"] = str(d, "output");
       inc->action["error"] = str(d, "error");
       if (d.contains("seconds")) inc->action["seconds"] = d["seconds"];
-      inc->status = ok ? "verifying" : "failed";
-      inc->timeline.push_back({at, "action_finished", ok ? "switched to " + inc->release_to : "failed: " + str(d, "error")});
+      const std::string refused_live = str(d, "refused_live");
+      inc->status = ok ? "verifying" : !refused_live.empty() ? "refused" : "failed";
+      inc->timeline.push_back({at, "action_finished",
+                               ok                      ? "switched to " + inc->release_to
+                               : !refused_live.empty() ? "refused: the live release was " + refused_live + ", not " + inc->release_from + "; nothing was changed"
+                                                       : "failed: " + str(d, "error")});
     } else {
       const bool switched = d.value("switched", false);
       inc->action["reconciled_at"] = at;

@@ -37,7 +37,7 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                   .Help("Probe slots skipped because the previous run of the same probe was still going.")
                   .Register(r)
                   .Add({});
-  rollbacks_ = &prometheus::BuildCounter().Name("lastgood_rollbacks_total").Help("Rollbacks carried out, by outcome (ok, failed).").Register(r);
+  rollbacks_ = &prometheus::BuildCounter().Name("lastgood_rollbacks_total").Help("Rollbacks carried out, by outcome (ok, failed, refused: the live release was no longer the one to roll back from).").Register(r);
   rollback_duration_ = &prometheus::BuildHistogram()
                             .Name("lastgood_rollback_duration_seconds")
                             .Help("Time from action_started to action_finished.")
