@@ -45,7 +45,7 @@ void DeploymentTracker::sample(SampleOutcome o) {
   }
 }
 
-bool DeploymentTracker::health(bool healthy, TimePoint now, Duration good_after, int min_ok) {
+bool DeploymentTracker::health(bool healthy, TimePoint now, Duration good_after, int min_ok, bool may_verify) {
   if (live_ < 0) return false;
   auto& cur = history_[static_cast<size_t>(live_)];
   if (!healthy) {
@@ -55,6 +55,7 @@ bool DeploymentTracker::health(bool healthy, TimePoint now, Duration good_after,
   }
   if (!healthy_since_) healthy_since_ = now;
   if (now - *healthy_since_ < good_after || ok_since_ < std::max(1, min_ok)) return false;
+  if (!may_verify) return false;
   cur.last_good_at = now;
   if (cur.verified_at) return false;
   cur.verified_at = now;

@@ -31,8 +31,9 @@ class DeploymentTracker {
   void sample(SampleOutcome o);
   // The service's health at `now` (no trigger pending or firing). Returns true when the live
   // release just became verified good: healthy for good_after, with no failure in that time and
-  // at least `min_ok` ok results (design.md: verified good only on evidence).
-  bool health(bool healthy, TimePoint now, Duration good_after, int min_ok = 1);
+  // at least `min_ok` ok results (design.md: verified good only on evidence). With `may_verify`
+  // false (lastgood cannot record now) health is still followed but nothing is verified.
+  bool health(bool healthy, TimePoint now, Duration good_after, int min_ok = 1, bool may_verify = true);
 
   const Release* live() const { return live_ < 0 ? nullptr : &history_[static_cast<size_t>(live_)]; }
   // The most recently good release, live or not.

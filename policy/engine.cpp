@@ -188,7 +188,6 @@ Evidence ServicePolicy::described(size_t ti, TimePoint now) const {
 }
 
 void ServicePolicy::after(TimePoint now, Events& out) {
-  if (!can_record_) return;  // lastgood cannot write down a verification now: none is made
   bool healthy = true;
   for (const auto& t : triggers_)
     if (t.machine.state() == TriggerState::pending || t.machine.state() == TriggerState::firing) healthy = false;
@@ -196,7 +195,10 @@ void ServicePolicy::after(TimePoint now, Events& out) {
     for (size_t i = 0; i < probes_.size(); ++i)
       if (!spec_.probes[i].reference && probes_[i].last == SampleOutcome::fail) healthy = false;
   }
-  if (deployment_.health(healthy, now, spec_.rollback.good_after, spec_.rollback.verify.healthy_samples)) out.verified_good.push_back(deployment_.live()->id);
+  // While lastgood cannot write a verification down, health is still followed (the evidence is
+  // real) but no release is verified: a verification that is not in the ledger did not happen.
+  if (deployment_.health(healthy, now, spec_.rollback.good_after, spec_.rollback.verify.healthy_samples, can_record_))
+    out.verified_good.push_back(deployment_.live()->id);
 }
 
 Events ServicePolicy::on_sample(size_t pi, const Sample& s, bool defer) {

@@ -325,7 +325,7 @@ StateLock::StateLock(const std::string& state_dir) {
     fd_ = -1;
     if (err == EWOULDBLOCK)
       throw std::runtime_error("state_dir " + state_dir + " is in use by another lastgood (pid " + (pid.empty() ? "unknown" : pid) +
-                               "; lock " + path + "): two processes on one ledger would interleave their entries");
+                               "), which holds " + path + ": two processes on one ledger would interleave their entries");
     throw std::runtime_error("cannot lock " + path + ": " + std::strerror(err));
   }
   const std::string me = std::to_string(::getpid()) + "\n";

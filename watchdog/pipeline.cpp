@@ -7,6 +7,8 @@
 
 #include <set>
 
+#include <sys/statvfs.h>
+
 #include "net/supervise.hpp"
 
 namespace lastgood::watchdog {
@@ -154,8 +156,35 @@ bool Pipeline::record(const std::string& type, const std::string& service, json 
 // While the ledger cannot be written, one entry a second is tried: the first that goes in says
 // how long recording stopped and how many entries were lost, and lastgood acts again.
 void Pipeline::retry_ledger(policy::TimePoint t) {
-  if (writable_ || !ledger_ || t - last_retry_ < std::chrono::seconds(1)) return;
+  if (!ledger_ || t - last_retry_ < std::chrono::seconds(1)) return;
   last_retry_ = t;
+  // A full disk is found before an append fails: an append may still fit in the slack of the
+  // file's last block, and the next one (the action's start, or its end) not. Below the reserve,
+  // lastgood holds as if the ledger had failed.
+  std::string low;
+  struct statvfs st {};
+  if (::statvfs(cfg_.state_dir.c_str(), &st) == 0) {
+    const auto free_bytes = static_cast<unsigned long long>(st.f_bavail) * st.f_frsize;
+    if (free_bytes < kDiskReserve)
+      low = "state_dir " + cfg_.state_dir + " has " + std::to_string(free_bytes) + " bytes free (lastgood keeps " +
+            std::to_string(kDiskReserve / 1024) + " KiB for what it must record)";
+  }
+  if (!low.empty()) {
+    if (writable_) {
+      writable_ = false;
+      ledger_error_ = low;
+      unwritable_since_ = t;
+      metrics_.ledger_writable(false);
+      for (auto& s : svcs_) s->policy->set_can_record(false);
+      spdlog::error("cannot record: {}; lastgood holds every action and verification until there is room again "
+                    "(probing goes on; /readyz answers 503; checked every second)",
+                    low);
+    } else {
+      ledger_error_ = low;
+    }
+    return;
+  }
+  if (writable_) return;
   const auto lost = dropped_;
   auto r = ledger_->try_append("ledger_writable", "",
                                {{"unwritable_since", ms(unwritable_since_)}, {"entries_lost", lost}, {"error", ledger_error_}}, ms(t));
@@ -386,7 +415,10 @@ void Pipeline::on_result(size_t si, size_t probe, const probes::ProbeResult& r) 
     auto& v = *s.verifying;
     v.seen = r.outcome == probes::Outcome::ok ? v.seen + 1 : 0;
     if (v.seen >= v.needed) {
-      record("verification", s.cfg->name, {{"action_id", v.action_id}, {"release", v.release}, {"outcome", "verified"}, {"healthy_samples", v.seen}});
+      // Not recorded, not verified: the next healthy result after the ledger comes back says it.
+      if (!record("verification", s.cfg->name,
+                  {{"action_id", v.action_id}, {"release", v.release}, {"outcome", "verified"}, {"healthy_samples", v.seen}}))
+        return;
       spdlog::info("service {}: recovery verified on {} ({} healthy results in a row)", s.cfg->name, v.release, v.seen);
       set_proposal_state(v.proposal_id, "verified");
       notifier_.notify("verified", s.cfg->name,
@@ -643,7 +675,23 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
   actions::Outcome out = co_await s.action->execute(plan);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   test_crash_point("action_executed");  // crash-safety tests: the switch happened, action_finished did not
-  record("action_finished", name, {{"action_id", id}, {"ok", out.ok}, {"output", out.output}, {"error", out.error}, {"seconds", secs}});
+  json finished{{"action_id", id}, {"ok", out.ok}, {"output", out.output}, {"error", out.error}, {"seconds", secs}};
+  if (out.live_changed) finished["refused_live"] = *out.live_changed;
+  record("action_finished", name, finished);
+  if (out.live_changed) {
+    // The kind read the live release just before its switch and it was no longer `from` (a
+    // person deployed since): nothing changed. Not a failure, nothing to escalate: the new live
+    // release is watched and judged on its own.
+    metrics_.rollback(name, s.action->kind(), "refused", secs);
+    spdlog::warn("rollback {} of {} {} -> {} refused by {}: the live release is now {}; nothing was changed", id, name, plan.from, plan.to,
+                 s.action->kind(), *out.live_changed);
+    if (!proposal_id.empty()) set_proposal_state(proposal_id, "stale");
+    notifier_.notify("stale", name,
+                     {{"proposal_id", proposal_id}, {"trigger", d.trigger}, {"release_from", plan.from}, {"live", *out.live_changed},
+                      {"incident_id", id}, {"reason", "the live release changed to " + *out.live_changed + " since the decision; nothing was changed"}});
+    co_await observe_once(si);
+    co_return;
+  }
   metrics_.rollback(name, s.action->kind(), out.ok ? "ok" : "failed", secs);
   set_proposal_state(proposal_id, out.ok ? "executed" : "failed");
   notifier_.notify(out.ok ? "executed" : "failed", name,

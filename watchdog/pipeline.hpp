@@ -120,7 +120,10 @@ class Pipeline {
 
   // Appends to the ledger; false (and lastgood stops acting until a write works) when it cannot.
   bool record(const std::string& type, const std::string& service, nlohmann::json data);
+  // Once a second: checks the free space of state_dir (below kDiskReserve lastgood holds, as when
+  // an append fails) and, while the ledger is not writable, tries an entry.
   void retry_ledger(policy::TimePoint now);
+  static constexpr unsigned long long kDiskReserve = 64 * 1024;
   void resume_after_outage();
   boost::asio::awaitable<void> recheck_approved(size_t si, std::string proposal_id);
   void mark_stale(size_t si, const std::string& live);

@@ -30,21 +30,33 @@ HttpReply http_call(unsigned short port, const std::string& method, const std::s
                     const std::string& body) {
   namespace beast = boost::beast;
   namespace http = beast::http;
+  // Asynchronous, so that the 5 s deadline holds (beast's synchronous calls ignore expires_after):
+  // a server that accepts and never answers must not hang the test.
   asio::io_context ioc;
   beast::tcp_stream s(ioc);
   s.expires_after(std::chrono::seconds(5));
-  boost::system::error_code ec;
-  s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
-  if (ec) return {0, ec.message(), ""};
   http::request<http::string_body> req{http::string_to_verb(method), target, 11};
   req.set(http::field::host, "127.0.0.1");
   if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
   req.body() = body;
   req.prepare_payload();
-  http::write(s, req, ec);
   beast::flat_buffer buf;
   http::response<http::string_body> res;
-  if (!ec) http::read(s, buf, res, ec);
+  boost::system::error_code ec = asio::error::timed_out;
+  s.async_connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), [&](boost::system::error_code cec) {
+    if (cec) {
+      ec = cec;
+      return;
+    }
+    http::async_write(s, req, [&](boost::system::error_code wec, std::size_t) {
+      if (wec) {
+        ec = wec;
+        return;
+      }
+      http::async_read(s, buf, res, [&](boost::system::error_code rec, std::size_t) { ec = rec; });
+    });
+  });
+  ioc.run_for(std::chrono::seconds(6));
   if (ec) return {0, ec.message(), ""};
   return {static_cast<int>(res.result_int()), res.body(), std::string(res[http::field::content_type])};
 }
@@ -420,6 +432,55 @@ DumpOnFailure::~DumpOnFailure() {
   if (std::uncaught_exceptions() == 0) return;
   std::error_code ec;
   std::cerr << "---- " << path.string() << " at the failure ----\n" << (fs::exists(path, ec) ? read_file(path) : "(missing)") << "\n----\n";
+}
+
+Lastgood::Lastgood(TempDir& d, nlohmann::json service, nlohmann::json extra)
+    : dir(d), state(d.path / "state"), config(d.path / "lastgood.json") {
+  nlohmann::json c{{"listen", "127.0.0.1:" + std::to_string(port)},
+                   {"state_dir", state.string()},
+                   {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
+                   {"services", {service}}};
+  c.update(extra);
+  state = c["state_dir"].get<std::string>();
+  write_file(config, c.dump(2));
+}
+
+void Lastgood::start(std::map<std::string, std::string> env) {
+  std::vector<std::string> argv = prefix;
+  for (const char* a : {LASTGOOD_BINARY, "run", "-c"}) argv.push_back(a);
+  argv.push_back(config.string());
+  argv.push_back("--log-level");
+  argv.push_back("debug");
+  proc = std::make_unique<Process>(argv, dir.path / ("lastgood-" + std::to_string(++runs) + ".log"), env);
+}
+
+bool Lastgood::ready() { return http_call(port, "GET", "/readyz").status == 200; }
+
+std::vector<lastgood::watchdog::LedgerEntry> Lastgood::ledger() const {
+  return lastgood::watchdog::read_ledger((state / "ledger.jsonl").string());
+}
+
+std::string Lastgood::log() const {
+  std::string all;
+  for (int i = 1; i <= runs; ++i) all += read_file(dir.path / ("lastgood-" + std::to_string(i) + ".log"));
+  return all;
+}
+
+bool Lastgood::wait_for(const std::string& type, std::function<bool(const nlohmann::json&)> pred, std::chrono::seconds t, size_t skip) {
+  return wait_until(
+      [&] {
+        auto es = ledger();
+        for (size_t i = skip; i < es.size(); ++i)
+          if (es[i].type == type && (!pred || pred(es[i].data))) return true;
+        return false;
+      },
+      t);
+}
+
+int Lastgood::count(const std::string& type) const {
+  int n = 0;
+  for (const auto& e : ledger()) n += e.type == type;
+  return n;
 }
 
 }  // namespace testing

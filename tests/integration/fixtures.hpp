@@ -20,6 +20,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <nlohmann/json.hpp>
+
+#include "watchdog/ledger.hpp"
 #include "watchdog/server.hpp"
 
 namespace testing {
@@ -184,6 +187,34 @@ class Verdaccio {
 void make_releases(const fs::path& root, const std::vector<std::string>& names);
 void switch_current(const fs::path& root, const std::string& release);
 std::string current_release(const fs::path& root);
+
+// The lastgood binary run on a config made for one service, against a state dir of its own:
+// started and restarted by the test, its ledger and logs read back. `extra` is merged into the
+// config's top level (e.g. another state_dir, authority, approvers).
+struct Lastgood {
+  TempDir& dir;
+  unsigned short port = free_port();
+  fs::path state;
+  fs::path config;
+  std::unique_ptr<Process> proc;
+  int runs = 0;
+  std::vector<std::string> prefix;  // run the binary under this (e.g. prlimit --nofile=256:256 --)
+
+  Lastgood(TempDir& d, nlohmann::json service, nlohmann::json extra = nlohmann::json::object());
+  void start(std::map<std::string, std::string> env = {});
+  bool ready();
+  std::vector<lastgood::watchdog::LedgerEntry> ledger() const;
+  std::string log() const;
+  // Waits until the ledger holds an entry of `type` satisfying `pred`, after the first `skip` entries.
+  bool wait_for(const std::string& type, std::function<bool(const nlohmann::json&)> pred = {},
+                std::chrono::seconds t = std::chrono::seconds(20), size_t skip = 0);
+  int count(const std::string& type) const;
+};
+
+// A ledger predicate: the entry's data names release `id`.
+inline auto release_is(const std::string& id) {
+  return [id](const nlohmann::json& d) { return d.value("release", "") == id; };
+}
 
 // Runs one awaitable on a fresh io_context and returns its value.
 template <typename T>

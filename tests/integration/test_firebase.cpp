@@ -199,6 +199,20 @@ TEST_CASE("firebase_hosting with a service-account key: observe the newest relea
     std::lock_guard lk(fb.mu);
     CHECK_THAT(fb.messages.back(), Catch::Contains("v3 -> v1"));
   }
+  // A person released v4 again since the decision v3 -> v2: the live channel is read just before
+  // the switch and nothing is created.
+  const size_t created = [&] {
+    std::lock_guard lk(fb.mu);
+    return fb.messages.size();
+  }();
+  auto stale = run_sync(ioc, a->execute(a->plan("v3", "v0", {})));
+  CHECK_FALSE(stale.ok);
+  REQUIRE(stale.live_changed);
+  CHECK(*stale.live_changed == "v1");
+  {
+    std::lock_guard lk(fb.mu);
+    CHECK(fb.messages.size() == created);
+  }
   for (const auto& text : {done.output, done.error, refused.error, o.error}) {
     CHECK(text.find("PRIVATE KEY") == std::string::npos);
     CHECK(text.find(fb.access_token) == std::string::npos);

@@ -1,5 +1,6 @@
 // The `command` and `http_api` deployment kinds against test scripts and a loopback test server,
 // and an end-to-end rollback through a gateway API with the token kept out of every output.
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <optional>
@@ -166,7 +167,27 @@ TEST_CASE("http_api: templated request with a bearer token, observe by JSON poin
     auto body = json::parse(req.body);
     CHECK(body == json{{"service", "app"}, {"version", "v1"}, {"why", "down: 3 consecutive failures"}});
   }
+  // A person deployed v3 since the decision: the observe just before the call sees it, and
+  // nothing is sent.
+  gw.set_live("v3");
+  auto posts = [&] {
+    std::lock_guard lk(gw.mu);
+    return std::count_if(gw.requests.begin(), gw.requests.end(), [](const auto& r) { return r.method == "POST"; });
+  };
+  const auto posts_before = posts();
+  auto stale = run_sync(ioc, a->execute(a->plan("bad2", "v1", {"app", "down", ""})));
+  CHECK_FALSE(stale.ok);
+  REQUIRE(stale.live_changed);
+  CHECK(*stale.live_changed == "v3");
+  CHECK_THAT(stale.error, Catch::Contains("the live release is v3, not bad2"));
+  CHECK(posts() == posts_before);
+  {
+    std::lock_guard lk(gw.mu);
+    CHECK(gw.live == "v3");
+    gw.live = "v1";
+  }
   dep["rollback"]["token_env"] = "LASTGOOD_TEST_GW_BAD";
+  dep.erase("observe");  // the refusal below is the rollback call's own
   auto bad = actions::make_action(ioc.get_executor(), "app", *load(dep)->services[0].deployment);
   auto refused = run_sync(ioc, bad->execute(bad->plan("v1", "v0", {})));
   CHECK_FALSE(refused.ok);

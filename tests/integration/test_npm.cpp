@@ -123,4 +123,12 @@ TEST_CASE("npm unpublish within 72 h removes the bad version; a refused token ch
   CHECK_THAT(out.output, Catch::Contains("unpublished 1.1.0"));
   CHECK_THAT(reg.view("demo-pkg", "dist-tags.latest"), Catch::Contains("\"1.0.0\""));
   CHECK_THAT(reg.view("demo-pkg", "versions"), !Catch::Contains("1.1.0"));
+
+  // The tag is read just before it is moved: a decision made when 1.1.0 was latest is refused now
+  // that latest is 1.0.0, and nothing changes.
+  auto stale = run_sync(ioc, a->execute(a->plan("1.1.0", "0.9.0", {})));
+  CHECK_FALSE(stale.ok);
+  REQUIRE(stale.live_changed);
+  CHECK(*stale.live_changed == "1.0.0");
+  CHECK_THAT(reg.view("demo-pkg", "dist-tags.latest"), Catch::Contains("\"1.0.0\""));
 }

@@ -38,55 +38,6 @@ json service_config(const fs::path& site, const std::string& url, json deploymen
   (void)site;
 }
 
-struct Lastgood {
-  TempDir& dir;
-  unsigned short port = free_port();
-  fs::path state;
-  fs::path config;
-  std::unique_ptr<Process> proc;
-  int runs = 0;
-
-  Lastgood(TempDir& d, json service) : dir(d), state(d.path / "state"), config(d.path / "lastgood.json") {
-    json c{{"listen", "127.0.0.1:" + std::to_string(port)},
-           {"state_dir", state.string()},
-           {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
-           {"services", {service}}};
-    write_file(config, c.dump(2));
-  }
-  void start(std::map<std::string, std::string> env = {}) {
-    proc = std::make_unique<Process>(std::vector<std::string>{LASTGOOD_BINARY, "run", "-c", config.string(), "--log-level", "debug"},
-                                     dir.path / ("lastgood-" + std::to_string(++runs) + ".log"), env);
-  }
-  bool ready() { return http_req(port, http::verb::get, "/readyz").first == 200; }
-  std::vector<LedgerEntry> ledger() const { return lastgood::watchdog::read_ledger((state / "ledger.jsonl").string()); }
-  std::string log() const {
-    std::string all;
-    for (int i = 1; i <= runs; ++i) all += read_file(dir.path / ("lastgood-" + std::to_string(i) + ".log"));
-    return all;
-  }
-  // Waits until the ledger holds an entry of `type` satisfying `pred`, after the first `skip` entries.
-  bool wait_for(const std::string& type, std::function<bool(const json&)> pred = {}, std::chrono::seconds t = std::chrono::seconds(20),
-                size_t skip = 0) {
-    return wait_until(
-        [&] {
-          auto es = ledger();
-          for (size_t i = skip; i < es.size(); ++i)
-            if (es[i].type == type && (!pred || pred(es[i].data))) return true;
-          return false;
-        },
-        t);
-  }
-  int count(const std::string& type) const {
-    int n = 0;
-    for (const auto& e : ledger()) n += e.type == type;
-    return n;
-  }
-};
-
-auto release_is(const std::string& id) {
-  return [id](const json& d) { return d.value("release", "") == id; };
-}
-
 }  // namespace
 
 TEST_CASE("a broken release is rolled back locally: nginx serves the good one again, the ledger verifies, a restart keeps the cooldown",

@@ -3,6 +3,8 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -13,6 +15,7 @@ namespace fs = std::filesystem;
 using lastgood::watchdog::Ledger;
 using lastgood::watchdog::read_ledger;
 using lastgood::watchdog::verify_ledger;
+using lastgood::watchdog::VerifyReport;
 using nlohmann::json;
 
 namespace {
@@ -156,4 +159,66 @@ TEST_CASE("deferred appends chain like the others and are on disk after close; r
   CHECK(es[1].data["to"] == "firing");  // ...except the firing ones, where incident records start
   CHECK(es[2].data["kind"] == "execute");
   CHECK(es[3].prev == es[2].hash);
+}
+
+TEST_CASE("an append is all or nothing: a short write, a full disk or a failed fdatasync is cut back to the last whole entry", "[ledger]") {
+  Dir d;
+  Ledger l(d.path.string());
+  l.append("a", "", {{"i", 1}}, 1000);
+  const auto whole = fs::file_size(d.ledger());
+  int calls = 0;
+  SECTION("a short write, then ENOSPC") {
+    l.set_io({[&](int fd, const void* b, size_t n) -> ssize_t {
+                if (++calls == 1) return ::write(fd, b, n / 2);  // half the line goes in
+                errno = ENOSPC;
+                return -1;
+              },
+              {}});
+  }
+  SECTION("the write goes in, fdatasync fails (EIO)") {
+    l.set_io({{}, [&](int) {
+                ++calls;
+                errno = EIO;
+                return -1;
+              }});
+  }
+  auto r = l.try_append("b", "", {{"i", 2}}, 2000);
+  CHECK_FALSE(r);
+  CHECK_THAT(r.error, Catch::Contains(d.ledger()));
+  CHECK(calls >= 1);
+  CHECK(fs::file_size(d.ledger()) == whole);  // no half line left behind
+  CHECK(l.size() == 1);
+  CHECK_THROWS_AS(l.append("b", "", {{"i", 2}}, 2000), std::runtime_error);
+  // The disk comes back: the next append continues the chain where it was.
+  l.set_io({});
+  auto ok = l.try_append("c", "", {{"i", 3}}, 3000);
+  REQUIRE(ok);
+  CHECK(ok.entry->seq == 2);
+  auto rep = verify_ledger(d.ledger());
+  CHECK(rep.ok);
+  CHECK(rep.entries == 2);
+}
+
+TEST_CASE("an oversized seq or ts is damage reported at its line, never an exception", "[ledger]") {
+  Dir d;
+  fill(d, 3);
+  auto lines = lines_of(d.ledger());
+  for (const char* field : {"\"seq\":2", "\"ts\":1001"}) {
+    auto copy = lines;
+    const auto at = copy[1].find(field);
+    REQUIRE(at != std::string::npos);
+    copy[1].replace(at, std::strlen(field), std::string(field).substr(0, std::strlen(field) - 1) + "99999999999999999999999");
+    write_lines(d.ledger(), copy);
+    VerifyReport rep;
+    REQUIRE_NOTHROW(rep = verify_ledger(d.ledger()));
+    CHECK_FALSE(rep.ok);
+    CHECK(rep.bad_line == 2);
+    CHECK_THROWS_WITH(Ledger(d.path.string()), Catch::Contains("line 2"));
+  }
+}
+
+TEST_CASE("one process per state_dir: a second lock names the holder's pid", "[ledger]") {
+  Dir d;
+  lastgood::watchdog::StateLock first(d.path.string());
+  CHECK_THROWS_WITH(lastgood::watchdog::StateLock(d.path.string()), Catch::Contains("pid " + std::to_string(::getpid())));
 }

@@ -305,3 +305,63 @@ TEST_CASE("randomized: never execute in cooldown or past the cap, never target t
   CHECK(proposes_seen > 100);
   CHECK(holds_seen > 100);
 }
+
+TEST_CASE("verified good needs evidence: errors alone never verify a release; healthy_samples ok results do", "[policy][scenario]") {
+  auto s = service("auto");
+  s.rollback.verify.healthy_samples = 5;
+  Driver d(s);
+  d.release("v1");
+  // An hour of errors (an unresolvable host: the watcher could not judge) is no evidence.
+  d.run(SampleOutcome::error, 1h);
+  CHECK(d.sp.deployment().last_good() == nullptr);
+  // Four ok results within good_after of health: not yet enough.
+  d.run(OK, 40s);
+  CHECK(d.sp.deployment().last_good() == nullptr);
+  // good_after (10 min) of health with >= 5 ok results: verified.
+  d.run(OK, 11min);
+  REQUIRE(d.sp.deployment().last_good() != nullptr);
+  CHECK(d.sp.deployment().last_good()->id == "v1");
+}
+
+TEST_CASE("verified good needs no failure through good_after: one fail restarts the wait", "[policy][scenario]") {
+  Driver d(service("auto"));
+  d.release("v1");
+  d.run(OK, 9min);
+  d.run(FAIL, 10s);  // one failure (below the trigger's count of 3): health must be seen again in full
+  d.run(OK, 9min);
+  CHECK(d.sp.deployment().last_good() == nullptr);
+  d.run(OK, 2min);
+  REQUIRE(d.sp.deployment().last_good() != nullptr);
+}
+
+TEST_CASE("while lastgood cannot record, no release is verified good; it is once recording works", "[policy][scenario]") {
+  Driver d(service("auto"));
+  d.release("v1");
+  d.sp.set_can_record(false);
+  d.run(OK, 30min);
+  CHECK(d.sp.deployment().last_good() == nullptr);
+  d.sp.set_can_record(true);
+  d.run(OK, 10s);
+  CHECK(d.sp.deployment().last_good() != nullptr);
+}
+
+TEST_CASE("a replayed execute decision costs no cooldown; its action_started does", "[policy][scenario]") {
+  Driver d(service("auto"));
+  d.release("v1");
+  d.run(OK, 11min);
+  d.release("v2");
+  d.sp.replay_decision(DecisionKind::execute, d.now);  // the decision was recorded, then lastgood died
+  d.run(FAIL, 40s);
+  REQUIRE(!d.decisions.empty());
+  CHECK(d.decisions.back().kind == DecisionKind::execute);  // decided again on fresh evidence
+
+  Driver e(service("auto"));
+  e.release("v1");
+  e.run(OK, 11min);
+  e.release("v2");
+  e.sp.note_rollback(e.now);  // the action had started
+  e.run(FAIL, 40s);
+  REQUIRE(!e.decisions.empty());
+  CHECK(e.decisions.back().kind == DecisionKind::hold);
+  CHECK_THAT(e.decisions.back().reason, Catch::StartsWith("cooldown"));
+}
