@@ -1,6 +1,7 @@
 #include "probes/http_client.hpp"
 
 #include "net/errors.hpp"
+#include "net/supervise.hpp"
 
 #include "probes/resolve.hpp"
 
@@ -322,7 +323,7 @@ class Deadlines final : public asio::execution_context::service {
     armed_ = heap_[0]->at;
     timer_.expires_at(armed_);
     timer_.async_wait([this](boost::system::error_code ec) {
-      if (!ec) fire();
+      if (!ec) net::guarded("probe", [&] { fire(); });
     });
   }
   void fire() {
@@ -859,7 +860,17 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
     asio::co_spawn(ex, request(*fast.req, fast.head, fast.deadline, fast.max_body, Handover{sent, std::move(in), fast.t0}),
                    [this, alive = std::weak_ptr<bool>(alive)](std::exception_ptr ep, HttpResult r) {
                      if (alive.expired()) return;
-                     if (ep) r = HttpError{HttpError::Stage::protocol, false, "internal error"};
+                     if (ep) {  // lastgood's bug, not the target's: the watcher's error, counted
+                       std::string what = "unknown exception";
+                       try {
+                         std::rethrow_exception(ep);
+                       } catch (const std::exception& e) {
+                         what = e.what();
+                       } catch (...) {
+                       }
+                       net::note_internal_error("probe", what);
+                       r = HttpError{HttpError::Stage::protocol, false, "internal error: " + what, true};
+                     }
                      deliver(std::move(r));
                    });
   }

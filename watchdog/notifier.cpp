@@ -3,12 +3,11 @@
 #include <map>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "net/supervise.hpp"
 #include "probes/npm.hpp"  // http_once
 
 namespace lastgood::watchdog {
@@ -53,7 +52,7 @@ void Notifier::notify(const std::string& event, const std::string& service, cons
                            "-" + std::to_string(next_++);
     json body = payload(i, event, service, details);
     record_("notify_queued", service, {{"id", id}, {"target", i}, {"kind", n.kind}, {"event", event}, {"body", body}});
-    asio::co_spawn(ioc_, deliver(id, i, body, service), asio::detached);
+    net::spawn(ioc_.get_executor(), [this, id, i, body, service] { return deliver(id, i, body, service); }, "notify");
   }
 }
 
@@ -67,7 +66,8 @@ void Notifier::replay(const std::vector<LedgerEntry>& entries) {
     const size_t target = e->data.value("target", 0);
     if (target >= cfg_.notify.size()) continue;  // the config changed
     spdlog::info("notification {} was not delivered before the restart: sending it again", id);
-    asio::co_spawn(ioc_, deliver(id, target, e->data["body"], e->service), asio::detached);
+    net::spawn(ioc_.get_executor(), [this, id, target, body = e->data["body"], service = e->service] { return deliver(id, target, body, service); },
+               "notify");
   }
 }
 

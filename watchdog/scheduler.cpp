@@ -66,7 +66,8 @@ void Scheduler::arm() {
   timer_.expires_at(at);
   timer_.async_wait([this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
     if (ec || alive.expired()) return;  // cancelled: re-armed or stopped
-    wake();
+    net::guarded("scheduler", [&] { wake(); });
+    net::guarded("scheduler", [&] { arm(); });  // whatever wake() did, the next run stays planned
   });
 }
 
