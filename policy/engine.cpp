@@ -5,7 +5,13 @@
 
 namespace lastgood::policy {
 
-ServicePolicy::ServicePolicy(ServiceSpec spec) : spec_(std::move(spec)) {
+ServicePolicy::ServicePolicy(ServiceSpec spec) : spec_(std::move(spec)) { build(); }
+
+// Windows, rule states and trigger machines, empty: at construction and when the live release
+// changes (evidence is of the live release only).
+void ServicePolicy::build() {
+  probes_.clear();
+  triggers_.clear();
   probes_.resize(spec_.probes.size());
   triggers_.resize(spec_.triggers.size());
   for (size_t ti = 0; ti < spec_.triggers.size(); ++ti) {
@@ -240,7 +246,22 @@ Events ServicePolicy::tick(TimePoint now, bool defer) {
 
 Events ServicePolicy::on_release(const std::string& id, std::optional<TimePoint> deployed_at, TimePoint now, bool migration) {
   Events out;
-  deployment_.observe(id, deployed_at, now, migration || spec_.migration_releases.count(id) > 0);
+  if (!deployment_.observe(id, deployed_at, now, migration || spec_.migration_releases.count(id) > 0)) return out;
+  // A trigger's evidence must be of the release it would roll back: results taken before this
+  // release was seen live belong to another one (a person may just have deployed the fix for the
+  // release that was failing). Every trigger starts over; one that was pending or firing ends,
+  // said as a transition to inconclusive. The cost: a breach that a deploy itself caused seconds
+  // before lastgood saw it is detected on the new release's own results (count or window again).
+  std::vector<TriggerState> before;
+  for (const auto& t : triggers_) before.push_back(t.machine.state());
+  build();
+  for (size_t ti = 0; ti < triggers_.size(); ++ti) {
+    if (before[ti] != TriggerState::pending && before[ti] != TriggerState::firing) continue;
+    Evidence e;
+    e.measure = "release_changed";
+    e.detail = "the live release is now " + id + ": the evidence so far was of another release";
+    out.transitions.push_back(Transition{spec_.name, spec_.triggers[ti].name, spec_.triggers[ti].severity, before[ti], TriggerState::inconclusive, now, e});
+  }
   return out;
 }
 

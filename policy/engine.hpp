@@ -59,7 +59,9 @@ class ServicePolicy {
   Events on_sample(size_t probe_index, const Sample& s, bool defer_decisions = false);
   // Time passes: windows slide, `for` and `recover_after` run out, releases become good.
   Events tick(TimePoint now, bool defer_decisions = false);
-  // The deployment's live release as read now.
+  // The deployment's live release as read now. When it changed, every trigger starts over (its
+  // windows, counts and state: evidence is of the live release only), and a trigger that was
+  // pending or firing ends with a transition to inconclusive.
   Events on_release(const std::string& id, std::optional<TimePoint> deployed_at, TimePoint now, bool migration = false);
   // The decision for a trigger that is firing now.
   Decision decide(size_t trigger_index, TimePoint now);
@@ -120,6 +122,7 @@ class ServicePolicy {
     Evidence evidence;
   };
   std::map<std::string, External> externals_;
+  void build();
   void step(size_t ti, const Verdict& v, TimePoint now, bool defer, Events& out);
   void after(TimePoint now, Events& out);
   // Names and details for a trigger's latest evidence (off the per-sample path).

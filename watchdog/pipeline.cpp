@@ -387,10 +387,11 @@ asio::awaitable<void> Pipeline::observe_once(size_t si) {
   if (!before || before->id != o.live->id) mark_stale(si, o.live->id);
   const std::string was = before ? before->id : "";
   const auto t = now();
-  s.policy->on_release(o.live->id, o.live->deployed_at, t, o.live->migration);
+  const policy::Events ev = s.policy->on_release(o.live->id, o.live->deployed_at, t, o.live->migration);
   json d{{"release", o.live->id}, {"previous", was.empty() ? json() : json(was)}, {"migration", o.live->migration}};
   if (o.live->deployed_at) d["deployed_at"] = ms(*o.live->deployed_at);
   record("release_observed", s.cfg->name, d);
+  handle(si, ev);  // triggers that were pending or firing on the previous release end
   spdlog::info("service {}: live release {} -> {}{}", s.cfg->name, was.empty() ? "(unknown)" : was, o.live->id,
                o.live->migration ? " (carries a data migration)" : "");
   publish_releases(si);
@@ -582,6 +583,18 @@ void Pipeline::handle_decision(size_t si, policy::Decision d) {
     d.kind = DecisionKind::hold;
     d.reason = "a rollback of this service is already running";
     d.release_to.reset();
+  }
+  if (!d.shadow && (d.kind == DecisionKind::propose || d.kind == DecisionKind::execute)) {
+    // One proposal per breach: a breach decided again (after an outage of the ledger, or a
+    // restart) while its proposal still waits or runs is not proposed or executed a second time.
+    for (const auto& p : proposals_)
+      if (p.decision.service == name && p.decision.release_from == d.release_from &&
+          (p.state == "pending" || p.state == "approved" || p.state == "executing")) {
+        d.kind = DecisionKind::hold;
+        d.reason = "proposal " + p.id + " for this breach is already " + p.state;
+        d.release_to.reset();
+        break;
+      }
   }
   if (!record("decision", name, to_json(d)) && !d.shadow && d.kind != DecisionKind::hold && d.kind != DecisionKind::alert) {
     // What cannot be recorded is not done: a restart would not know of it.
@@ -797,6 +810,15 @@ VoteResult Pipeline::vote(const std::string& id, const config::Approver* who, bo
       if (live && p->decision.release_from && live->id != *p->decision.release_from) mark_stale(*si, live->id);
     }
   }
+  if (p->state == "pending" && approve) {
+    // An escalated service waits for a person to look and clear it: a proposal made before the
+    // escalation is not carried out behind it.
+    if (auto si = service_index(service); si && svcs_[*si]->escalated) {
+      attempt(service, "escalated", role);
+      return {409, {{"error", "service " + service + " is escalated (" + svcs_[*si]->escalation + "): clear it first (POST /api/v1/services/" + service +
+                                  "/clear); nothing will be done"}}};
+    }
+  }
   if (p->state != "pending") {
     attempt(service, "not_pending", role);
     std::string why = "proposal " + id + " is " + p->state;
@@ -830,8 +852,7 @@ VoteResult Pipeline::vote(const std::string& id, const config::Approver* who, bo
     set_proposal_state(id, "failed");
     return {409, {{"error", "approved, but the service cannot be rolled back now (no action or one already running)"}}};
   }
-  svcs_[*si]->policy->note_rollback(now());
-  set_proposal_state(id, "executing");
+  set_proposal_state(id, "executing");  // (cooldown and budget count from its action_started, in run_action)
   spawn([this, si = *si, d = p->decision, id] { return run_action(si, d, "proposal " + id, id); }, "rollback");
   return {202, p->to_json()};
 }

@@ -365,3 +365,36 @@ TEST_CASE("a replayed execute decision costs no cooldown; its action_started doe
   CHECK(e.decisions.back().kind == DecisionKind::hold);
   CHECK_THAT(e.decisions.back().reason, Catch::StartsWith("cooldown"));
 }
+
+TEST_CASE("evidence is of the live release: failures of one release never make a decision against the next", "[policy][scenario]") {
+  auto s = service("approve");
+  Driver d(s);
+  d.release("v1");
+  d.run(OK, 11min);
+  d.release("v2");
+  // Two failures on v2 (below the count of 3), then a person deploys the fix v3, which is healthy.
+  d.run(FAIL, 20s);
+  auto ev = d.sp.on_release("v3", std::nullopt, d.now);
+  CHECK(ev.transitions.empty());  // nothing was pending or firing
+  d.run(FAIL, 10s);  // a result taken before the deploy reached the target: one failure on v3's count only
+  d.run(OK, 1min);
+  CHECK(d.decisions.empty());
+
+  // A trigger firing on v2 ends when v3 is seen live, said as a transition to inconclusive.
+  Driver e(s);
+  e.release("v1");
+  e.run(OK, 11min);
+  e.release("v2");
+  e.sp.set_can_record(true);
+  for (int i = 0; i < 3; ++i) {
+    e.sp.on_sample(0, Sample{e.now, FAIL, 20, 0}, true);  // deferred: the pipeline observes first
+    e.now += 10s;
+  }
+  REQUIRE(e.sp.trigger_firing(0));
+  auto end = e.sp.on_release("v3", std::nullopt, e.now);
+  REQUIRE(end.transitions.size() == 1);
+  CHECK(end.transitions[0].from == TriggerState::firing);
+  CHECK(end.transitions[0].to == TriggerState::inconclusive);
+  CHECK(end.transitions[0].evidence.measure == "release_changed");
+  CHECK_FALSE(e.sp.trigger_firing(0));  // decide() is not called: nothing is decided against v3
+}
