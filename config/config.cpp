@@ -689,7 +689,7 @@ void parse_rollback(Ctx& c, const json& j, const std::string& ptr, Rollback& r) 
 }
 
 const std::set<std::string> kEvents = {"breach",   "proposed", "approved",  "rejected", "expired",
-                                       "executed", "verified", "escalated", "failed"};
+                                       "stale",    "executed", "verified", "escalated", "failed"};
 
 void parse_listen(Ctx& c, Obj& o, Config& cfg) {
   if (auto l = o.str("listen")) {
