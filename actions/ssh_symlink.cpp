@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
+#include <ctime>
+#include <optional>
 #include <sstream>
 
 #include "actions/ssh_session.hpp"
@@ -13,6 +16,15 @@ namespace asio = boost::asio;
 using SysClock = std::chrono::system_clock;
 
 namespace {
+
+// Seconds since the epoch as the remote `stat -c %Y` prints them; nullopt for anything else (the
+// host's output is not trusted to be well formed).
+std::optional<SysClock::time_point> epoch_seconds(const std::string& text) {
+  long long v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v < 0 || v > 32503680000LL) return std::nullopt;
+  return SysClock::from_time_t(static_cast<std::time_t>(v));
+}
 
 class SshSymlink final : public Action {
  public:
@@ -54,12 +66,12 @@ class SshSymlink final : public Action {
     bool migration = false;
     while (std::getline(in, line)) {
       if (line.rfind("live=", 0) == 0) live_target = line.substr(5);
-      else if (line.rfind("mtime=", 0) == 0 && line.size() > 6) mtime = SysClock::from_time_t(std::stoll(line.substr(6)));
+      else if (line.rfind("mtime=", 0) == 0) mtime = epoch_seconds(line.substr(6));
       else if (line == "migration=1") migration = true;
       else if (line.rfind("release=", 0) == 0) {
         auto sp = line.find(' ', 8);
         ObservedRelease rel{line.substr(8, sp - 8), std::nullopt, false};
-        if (sp != std::string::npos) rel.deployed_at = SysClock::from_time_t(std::stoll(line.substr(sp + 1)));
+        if (sp != std::string::npos) rel.deployed_at = epoch_seconds(line.substr(sp + 1));
         o.history.push_back(rel);
       }
     }

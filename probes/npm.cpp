@@ -1,5 +1,6 @@
 #include "probes/npm.hpp"
 
+#include <cctype>
 #include <ctime>
 #include <iomanip>
 #include <sstream>
@@ -30,8 +31,14 @@ std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::st
     pos = end;
   }
   if (pos < s.size() && (s[pos] == '+' || s[pos] == '-') && s.size() >= pos + 6) {
+    // From the network: digits are checked, never handed to std::stoi (which throws).
+    auto two = [&](size_t at) {
+      const auto d = [&](size_t i) { return std::isdigit(static_cast<unsigned char>(s[i])) != 0; };
+      return d(at) && d(at + 1) ? (s[at] - '0') * 10 + (s[at + 1] - '0') : -1;
+    };
     const int sign = s[pos] == '+' ? 1 : -1;
-    const int h = std::stoi(s.substr(pos + 1, 2)), m = std::stoi(s.substr(pos + 4, 2));
+    const int h = two(pos + 1), m = two(pos + 4);
+    if (h < 0 || m < 0 || s[pos + 3] != ':') return std::nullopt;
     t -= sign * (std::chrono::hours(h) + std::chrono::minutes(m));
   }
   return t;

@@ -20,6 +20,10 @@ TEST_CASE("RFC 3339 times from npm and Firebase parse, with fractions and offset
   CHECK(*a == *b);
   CHECK(std::chrono::duration_cast<std::chrono::milliseconds>(a->time_since_epoch()).count() % 1000 == 364);
   CHECK_FALSE(probes::parse_rfc3339("yesterday"));
+  // A registry that lies: a bad offset is no time, never an exception.
+  CHECK_NOTHROW(probes::parse_rfc3339("2026-11-25T23:35:11+ab:cd"));
+  CHECK_FALSE(probes::parse_rfc3339("2026-11-25T23:35:11+ab:cd"));
+  CHECK_FALSE(probes::parse_rfc3339("2026-11-25T23:35:11.999999999999999999999-1x:00"));
 }
 
 TEST_CASE("tarball integrity: sha512 first, shasum as the fallback", "[npm]") {
