@@ -44,6 +44,7 @@ bench:
 bench-policy: build
 	$(BUILD)/bench/policy_bench
 	$(BUILD)/bench/ledger_bench
+	$(BUILD)/bench/safety_bench
 
 clean:
 	rm -rf $(BUILD) build-asan build-bench
