@@ -12,6 +12,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <mutex>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -474,4 +476,84 @@ TEST_CASE("crash after action_finished or after the verification: one switch, an
       CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (lg.state / "ledger.jsonl").string()}, &out) == 0);
     }
   }
+}
+
+TEST_CASE("a deploy between the approval and the switch: the kind's own read refuses it, the proposal is stale, nothing changes",
+          "[faults]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "bad2", "v3"});
+  Nginx nginx(dir.path / "", nullptr, site / "current");
+  // A `command` deployment observed once an hour: lastgood's own idea of the live release lags,
+  // only the kind's read just before its switch can see the hand deploy.
+  const std::string cd = "cd '" + site.string() + "' && ";
+  json dep{{"kind", "command"},
+           {"observe", {"/bin/sh", "-c", cd + "basename \"$(readlink current)\""}},
+           {"rollback", {"/bin/sh", "-c", cd + "ln -sfn releases/${to} current.tmp && mv -T current.tmp current && echo switched > rolled"}},
+           {"observe_interval", "1h"}};
+  Lastgood lg(dir, service(nginx.url("/"), dep, json::array(), "approve"), approver_config());
+  lg.start({{"LG_TEST_TOKEN", "alice-secret-token"}});
+  DumpOnFailure dump{dir.path / "lastgood-1.log"};
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site, "bad2");  // the breach re-reads the live release: the proposal is bad2 -> v1
+  REQUIRE(lg.wait_for("proposal_created"));
+  std::string id;
+  for (const auto& e : lg.ledger())
+    if (e.type == "proposal_created") {
+      id = e.data["id"];
+      CHECK(e.data["decision"]["release_from"] == "bad2");
+    }
+  switch_current(site, "v3");  // a person deploys the fix; lastgood will not observe it for an hour
+  auto res = http_call(lg.port, "POST", "/api/v1/proposals/" + id + "/approve", "alice-secret-token", "{}");
+  CHECK(res.status == 202);  // lastgood's own view still says bad2: the action starts ...
+  REQUIRE(lg.wait_for("action_finished"));
+  for (const auto& e : lg.ledger())
+    if (e.type == "action_finished") {  // ... and the kind's read just before the switch refuses
+      CHECK(e.data["ok"] == false);
+      CHECK(e.data["refused_live"] == "v3");
+    }
+  REQUIRE(lg.wait_for("proposal_state", [&](const json& d) { return d.value("id", "") == id && d.value("state", "") == "stale"; }));
+  CHECK(current_release(site) == "v3");
+  CHECK_FALSE(fs::exists(site / "rolled"));  // the rollback command never ran
+  const auto m = http_call(lg.port, "GET", "/metrics").body;
+  CHECK(metric(m, "lastgood_rollbacks_total{deployment=\"command\",outcome=\"refused\",service=\"app\"}") == 1);
+}
+
+TEST_CASE("a registry that lies about types: observe and rollback say so, nothing throws, nothing changes", "[faults]") {
+  std::mutex mu;
+  json packument = {{"name", "demo-pkg"}, {"dist-tags", {{"latest", 5}}}, {"versions", {{"1.0.0", json::object()}}},
+                    {"time", {{"1.0.0", 42}, {"created", "2026-01-01T00:00:00Z"}}}};
+  int writes = 0;
+  ::setenv("LG_TEST_NPM_TOKEN", "npm-token-for-a-lying-registry", 1);
+  HttpTestServer reg([&](const lastgood::watchdog::HttpReq& r) -> lastgood::watchdog::HttpRes {
+    std::lock_guard lk(mu);
+    if (r.method != "GET") ++writes;
+    return {200, "application/json", packument.dump()};
+  });
+  auto res = lastgood::config::load_text(
+      json{{"services",
+            {{{"name", "lib"},
+              {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}},
+              {"deployment", {{"kind", "npm_package"}, {"registry", "http://127.0.0.1:" + std::to_string(reg.port()) + "/"}, {"package", "demo-pkg"},
+                              {"token_env", "LG_TEST_NPM_TOKEN"}}}}}}}
+          .dump(),
+      "t", {.resolve_secrets = true});
+  for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
+  REQUIRE(res.config);
+  asio::io_context ioc;
+  auto a = lastgood::actions::make_action(ioc.get_executor(), "lib", *res.config->services[0].deployment);
+  auto o = run_sync(ioc, a->observe());  // "latest": 5, "time": {"1.0.0": 42}
+  CHECK_FALSE(o.live);
+  CHECK_THAT(o.error, Catch::Contains("not a version string"));
+  auto out = run_sync(ioc, a->execute(a->plan("1.1.0", "1.0.0", {})));
+  CHECK_FALSE(out.ok);
+  CHECK_THAT(out.error, Catch::Contains("nothing was changed"));
+  {
+    std::lock_guard lk(mu);
+    CHECK(writes == 0);
+    packument = json::array({1, 2, 3});  // not even an object
+  }
+  o = run_sync(ioc, a->observe());
+  CHECK_FALSE(o.live);
+  CHECK_THAT(o.error, Catch::Contains("not valid"));
 }
