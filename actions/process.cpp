@@ -6,8 +6,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -49,16 +56,69 @@ asio::awaitable<void> drain(asio::posix::stream_descriptor& fd, std::string& int
 
 asio::awaitable<void> await_exit(asio::posix::stream_descriptor* pidfd, pid_t pid, int& status) {
   if (pidfd) {
-    co_await pidfd->async_wait(asio::posix::stream_descriptor::wait_read, use_tuple);
+    auto [ec] = co_await pidfd->async_wait(asio::posix::stream_descriptor::wait_read, use_tuple);
+    if (ec) co_return;  // cancelled (the deadline): never a blocking waitpid on the loop
     ::waitpid(pid, &status, 0);  // it has exited: does not block
     co_return;
   }
   asio::steady_timer t(co_await asio::this_coro::executor);  // no pidfd: poll
   for (;;) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) co_return;
+    const pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid || w < 0) co_return;  // reaped, or already reaped
     t.expires_after(std::chrono::milliseconds(20));
-    co_await t.async_wait(use_tuple);
+    auto [ec] = co_await t.async_wait(use_tuple);
+    if (ec) co_return;
   }
+}
+
+// Every process that carries this run's marker in its environment, or descends from `leader`
+// (by parent links in /proc): what a command started, including what left its process group or
+// session (setsid) and what was orphaned to init. Only processes of our own user are readable.
+std::set<pid_t> run_processes(pid_t leader, const std::string& marker) {
+  std::map<pid_t, pid_t> parent;
+  std::set<pid_t> found;
+  if (DIR* d = ::opendir("/proc")) {
+    while (const dirent* e = ::readdir(d)) {
+      char* end = nullptr;
+      const long v = std::strtol(e->d_name, &end, 10);
+      if (!end || *end || v <= 0) continue;
+      const pid_t p = static_cast<pid_t>(v);
+      std::ifstream stat("/proc/" + std::string(e->d_name) + "/stat");
+      std::string line;
+      if (std::getline(stat, line)) {
+        const auto close = line.rfind(')');  // the command name may hold spaces and parentheses
+        std::istringstream rest(close == std::string::npos ? "" : line.substr(close + 2));
+        char state = 0;
+        long ppid = 0;
+        if (rest >> state >> ppid) parent[p] = static_cast<pid_t>(ppid);
+      }
+      std::ifstream env("/proc/" + std::string(e->d_name) + "/environ", std::ios::binary);
+      std::string var;
+      while (std::getline(env, var, '\0'))
+        if (var == marker) {
+          found.insert(p);
+          break;
+        }
+    }
+    ::closedir(d);
+  }
+  if (leader > 0) found.insert(leader);
+  for (bool grew = true; grew;) {  // descendants of anything found
+    grew = false;
+    for (const auto& [p, pp] : parent)
+      if (found.count(pp) && found.insert(p).second) grew = true;
+  }
+  return found;
+}
+
+// Kills the process group and every process of the run that can be found, twice (a fork racing
+// the first pass is caught by the second).
+// `leader` 0: it was reaped already (its pid may be another process's now), only the marker counts.
+void kill_run(pid_t leader, const std::string& marker) {
+  if (leader > 0) ::kill(-leader, SIGKILL);
+  for (int pass = 0; pass < 2; ++pass)
+    for (pid_t p : run_processes(leader, marker))
+      if (p > 0 && p != ::getpid()) ::kill(p, SIGKILL);
 }
 
 }  // namespace
@@ -70,16 +130,35 @@ asio::awaitable<ProcessResult> run_process(asio::any_io_executor ex, std::vector
     r.error = "empty command";
     co_return r;
   }
-  // The child's environment: only the allowed variables, as they are here.
+  // The child's environment: only the allowed variables, as they are here, and this run's marker
+  // (inherited by whatever it starts, so that a timeout finds them all).
+  static std::atomic<unsigned> runs{0};
+  const std::string marker = "LASTGOOD_RUN=" + std::to_string(::getpid()) + "-" + std::to_string(++runs);
   std::vector<std::string> env;
   for (const auto& name : env_allow)
-    if (const char* v = std::getenv(name.c_str())) env.push_back(name + "=" + v);
+    if (const char* v = std::getenv(name.c_str()); v && name != "LASTGOOD_RUN") env.push_back(name + "=" + v);
+  env.push_back(marker);
   std::vector<char*> cargv, cenv;
   for (auto& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);
   for (auto& e : env) cenv.push_back(e.data());
   cenv.push_back(nullptr);
-  std::string path_search = std::getenv("PATH") ? std::getenv("PATH") : "/usr/local/bin:/usr/bin:/bin";
+  // Where to look for argv[0], made before fork: between fork and exec the child may only make
+  // async-signal-safe calls (lastgood has threads), so nothing is allocated there.
+  std::vector<std::string> candidates;
+  if (std::strchr(cargv[0], '/')) {
+    candidates.push_back(argv[0]);
+  } else {
+    const std::string path_search = std::getenv("PATH") ? std::getenv("PATH") : "/usr/local/bin:/usr/bin:/bin";
+    size_t start = 0;
+    while (start <= path_search.size()) {
+      const size_t colon = path_search.find(':', start);
+      const std::string dir = path_search.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+      candidates.push_back((dir.empty() ? "." : dir) + "/" + argv[0]);
+      if (colon == std::string::npos) break;
+      start = colon + 1;
+    }
+  }
 
   int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
@@ -95,21 +174,13 @@ asio::awaitable<ProcessResult> run_process(asio::any_io_executor ex, std::vector
     ::setpgid(0, 0);  // its own process group, so a timeout kills everything it started
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
-    int devnull = ::open("/dev/null", O_RDONLY);
+    const int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
-    if (std::strchr(cargv[0], '/')) {
-      ::execve(cargv[0], cargv.data(), cenv.data());
-    } else {
-      size_t start = 0;
-      while (start <= path_search.size()) {
-        size_t colon = path_search.find(':', start);
-        std::string dir = path_search.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-        std::string full = (dir.empty() ? "." : dir) + "/" + cargv[0];
-        ::execve(full.c_str(), cargv.data(), cenv.data());
-        if (colon == std::string::npos) break;
-        start = colon + 1;
-      }
-    }
+    // No descriptor of lastgood's reaches the command (the API's listening socket, the ledger,
+    // probe connections): everything above stderr is closed, whatever its close-on-exec flag.
+    if (::syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
+      for (int fd = 3; fd < 65536; ++fd) ::close(fd);  // kernels before 5.9
+    for (const auto& c : candidates) ::execve(c.c_str(), cargv.data(), cenv.data());
     const char* msg = "lastgood: cannot execute the command\n";
     (void)!::write(2, msg, std::strlen(msg));
     ::_exit(127);
@@ -122,23 +193,22 @@ asio::awaitable<ProcessResult> run_process(asio::any_io_executor ex, std::vector
   const int pfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (pfd >= 0) pidfd = std::make_unique<asio::posix::stream_descriptor>(ex, pfd);
 
-  struct State {
-    bool done = false, timed_out = false;
-  };
-  auto st = std::make_shared<State>();  // outlives this frame if the timer's handler runs late
+  // The deadline bounds the whole run: at it, the process group and every process of the run are
+  // killed (including what moved to a session of its own and still holds the pipes), the pipes
+  // are no longer read, and the timeout is recorded.
   asio::steady_timer deadline(ex);
   deadline.expires_after(timeout);
-  deadline.async_wait([pid, st](boost::system::error_code ec) {
-    if (ec || st->done) return;
-    st->timed_out = true;
-    ::kill(-pid, SIGKILL);
-  });
   int status = 0;
-  co_await (drain(out_fd, r.out, cap) && drain(err_fd, r.err, cap) && await_exit(pidfd.get(), pid, status));
+  auto first = co_await ((drain(out_fd, r.out, cap) && drain(err_fd, r.err, cap) && await_exit(pidfd.get(), pid, status)) ||
+                         deadline.async_wait(use_tuple));
+  if (first.index() == 1) {
+    r.timed_out = true;
+    siginfo_t info{};  // still ours (running, or exited and not reaped): its pid is not reused yet
+    const bool ours = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0;
+    kill_run(ours ? pid : 0, marker);
+    co_await await_exit(pidfd.get(), pid, status);  // the leader was killed: reaped at once
+  }
   ::kill(-pid, SIGKILL);  // anything it left running in its group (the group id is not reused before we reaped the leader)
-  st->done = true;
-  deadline.cancel();
-  r.timed_out = st->timed_out;
   if (WIFEXITED(status)) r.exit_status = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
   co_return r;

@@ -1,7 +1,10 @@
 #pragma once
 // Child processes on the event loop without blocking it: argv only (no shell), an environment
-// allow-list, stdout/stderr read through non-blocking pipes, the exit awaited through a pidfd,
-// and on timeout the whole process group killed.
+// allow-list (plus LASTGOOD_RUN, a marker unique to the run), stdout/stderr read through
+// non-blocking pipes, the exit awaited through a pidfd, no descriptor of lastgood's inherited
+// (close_range after fork). The timeout bounds the whole run: at it the process group and every
+// process carrying the run's marker or descending from the command are killed (also those that
+// moved to a session of their own and hold the pipes), and reading stops.
 #include <chrono>
 #include <string>
 #include <vector>

@@ -1,14 +1,15 @@
 // The `command` and `http_api` deployment kinds against test scripts and a loopback test server,
 // and an end-to-end rollback through a gateway API with the token kept out of every output.
-#include <algorithm>
 #include <catch2/catch.hpp>
 
-#include <optional>
-
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <fstream>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -120,6 +121,49 @@ TEST_CASE("command: argv with templates, environment allow-list, exit status, ti
     CHECK_FALSE(out.ok);
     CHECK_THAT(out.error, Catch::Contains("killed after its timeout of 300ms"));
     CHECK_THAT(out.output, Catch::Contains("started"));
+  }
+  SECTION("a descendant in a session of its own that holds stdout is killed at the timeout, and reading stops") {
+    // The leader exits at once; its child moved to a new session (out of the process group) and
+    // keeps the pipe open: the timeout must still end the run and kill it.
+    const auto pidfile = dir.path / "daemon.pid";
+    const auto finished = dir.path / "daemon.finished";  // written only if it lived out its sleep
+    auto rb = script(dir, "daemon.sh", "setsid sh -c 'echo $$ > \"$1\"; sleep 20; echo done > \"$2\"' _ '" + pidfile.string() + "' '" +
+                                           finished.string() + "' & echo started");
+    auto c = load({{"kind", "command"}, {"rollback", {rb}}, {"timeout", "1s"}});
+    auto a = actions::make_action(ioc.get_executor(), "app", *c->services[0].deployment);
+    auto out = run_sync(ioc, a->execute(a->plan("v2", "v1", {})));
+    CHECK_FALSE(out.ok);
+    CHECK_THAT(out.error, Catch::Contains("killed after its timeout of 1s"));
+    CHECK_THAT(out.output, Catch::Contains("started"));
+    REQUIRE(wait_until([&] { return fs::exists(pidfile) && !read_file(pidfile).empty(); }, std::chrono::seconds(5)));
+    const pid_t daemon = std::stoi(read_file(pidfile));
+    auto gone = [&] {  // no such process, or a zombie waiting for init to reap it
+      std::ifstream st("/proc/" + std::to_string(daemon) + "/stat");
+      std::string line;
+      if (!std::getline(st, line)) return true;
+      return line.find(") Z ") != std::string::npos;
+    };
+    CHECK(wait_until(gone, std::chrono::seconds(5)));
+    if (!gone()) ::kill(daemon, SIGKILL);
+    CHECK_FALSE(fs::exists(finished));  // killed at the timeout, not waited for
+  }
+  SECTION("no descriptor of lastgood's reaches the command or what it leaves behind") {
+    // A descriptor without close-on-exec, as the API's listening socket was: it must not leak.
+    const int leaked = ::dup2(::open("/dev/null", O_RDONLY), 77);
+    REQUIRE(leaked == 77);
+    const auto fds = dir.path / "fds.txt";
+    // The leader waits until its setsid child has listed its descriptors (else the child could be
+    // killed with the group before it ran).
+    auto rb = script(dir, "fds.sh", "ls -1 /proc/self/fd; F='" + fds.string() + "'; setsid sh -c 'ls -1 /proc/self/fd > \"$1.tmp\" && mv \"$1.tmp\" \"$1\"' _ \"$F\" < /dev/null > /dev/null 2>&1 & while [ ! -s \"$F\" ]; do sleep 0.05; done");
+    auto c = load({{"kind", "command"}, {"rollback", {rb}}});
+    auto a = actions::make_action(ioc.get_executor(), "app", *c->services[0].deployment);
+    auto out = run_sync(ioc, a->execute(a->plan("v2", "v1", {})));
+    ::close(leaked);
+    INFO(out.output);
+    CHECK(out.ok);
+    CHECK_THAT(out.output, !Catch::Contains("77"));
+    REQUIRE(wait_until([&] { return fs::exists(fds) && read_file(fds).find('\n') != std::string::npos; }, std::chrono::seconds(5)));
+    CHECK_THAT(read_file(fds), !Catch::Contains("77"));
   }
   SECTION("observe prints the live release") {
     auto ob = script(dir, "live.sh", "echo v7");
