@@ -2,7 +2,10 @@
 // Every problem names the file, the JSON pointer and what was expected; loading never throws.
 #include "config/config.hpp"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <regex>
 
@@ -710,6 +713,23 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     if (ao.ok()) {
       if (auto n = ao.integer("max_connections", 1, 100000)) cfg.api.max_connections = static_cast<int>(*n);
       if (auto d = ao.duration("idle_timeout", false, Duration{100})) cfg.api.idle_timeout = *d;
+      if (auto h = ao.strings("allowed_hosts")) {
+        for (size_t i = 0; i < h->size(); ++i) {
+          std::string name = (*h)[i];
+          for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+          const bool ok = !name.empty() && name.size() <= 253 && name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-") == std::string::npos;
+          if (!ok) c.error(ao.at("allowed_hosts") + "/" + std::to_string(i), "expected a host name (letters, digits, '.', '-'), found \"" + (*h)[i] + "\"");
+          cfg.api.allowed_hosts.push_back(name);
+        }
+      }
+      if (auto t = ao.strings("trusted_proxies")) {
+        for (size_t i = 0; i < t->size(); ++i) {
+          unsigned char addr[16];
+          const bool ip = ::inet_pton(AF_INET, (*t)[i].c_str(), addr) == 1 || ::inet_pton(AF_INET6, (*t)[i].c_str(), addr) == 1;
+          if (!ip) c.error(ao.at("trusted_proxies") + "/" + std::to_string(i), "expected an IP address, found \"" + (*t)[i] + "\"");
+          cfg.api.trusted_proxies.push_back((*t)[i]);
+        }
+      }
     }
   }
   if (auto s = o.str("state_dir")) cfg.state_dir = *s;

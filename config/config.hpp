@@ -127,6 +127,12 @@ struct Alertmanager {
 struct Api {
   int max_connections = 0;          // 0: an eighth of the open-files limit, between 16 and 1024
   Duration idle_timeout{10'000};    // a client must send each whole request within this
+  // Host names (besides localhost and IP literals) the API answers to: a browser page on another
+  // name (DNS rebinding) is refused.
+  std::vector<std::string> allowed_hosts;
+  // Addresses of reverse proxies whose X-Forwarded-For names the client (for rate limits and the
+  // ledger); from any other address the header is ignored.
+  std::vector<std::string> trusted_proxies;
 };
 
 struct Config {

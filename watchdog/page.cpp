@@ -1,5 +1,7 @@
 #include "watchdog/page.hpp"
 
+#include <string>
+
 namespace lastgood::watchdog {
 
 const char* const kApprovalPage = R"PAGE(<!doctype html>
@@ -87,5 +89,33 @@ refresh();
 setInterval(refresh, 2000);
 </script></body></html>
 )PAGE";
+
+namespace {
+
+// The page is kept as one document in the source, and served as three: the CSP forbids inline
+// style and script (default-src 'self'), so the <style> and <script> blocks become /page.css and
+// /page.js.
+struct Parts {
+  std::string html, css, js;
+  Parts() {
+    const std::string doc = kApprovalPage;
+    const auto s0 = doc.find("<style>"), s1 = doc.find("</style>");
+    const auto j0 = doc.find("<script>"), j1 = doc.find("</script>");
+    css = doc.substr(s0 + 7, s1 - s0 - 7);
+    js = doc.substr(j0 + 8, j1 - j0 - 8);
+    html = doc.substr(0, s0) + "<link rel=\"stylesheet\" href=\"/page.css\">" + doc.substr(s1 + 8, j0 - s1 - 8) + "<script src=\"/page.js\"></script>" +
+           doc.substr(j1 + 9);
+  }
+};
+const Parts& parts() {
+  static const Parts p;
+  return p;
+}
+
+}  // namespace
+
+const std::string& page_html() { return parts().html; }
+const std::string& page_css() { return parts().css; }
+const std::string& page_js() { return parts().js; }
 
 }  // namespace lastgood::watchdog

@@ -429,10 +429,35 @@ void Pipeline::on_result(size_t si, size_t probe, const probes::ProbeResult& r) 
   }
 }
 
+void Pipeline::flush_unauthenticated(long long minute) {
+  if (minute == unauth_.minute) return;
+  if (unauth_.dropped && writable_)
+    record("unauthenticated_dropped", "",
+           {{"minute_start", unauth_.minute * 60'000}, {"dropped", unauth_.dropped}, {"clients", unauth_.per_client.size()},
+            {"why", "more than " + std::to_string(kUnauthPerMinute) + " a minute, or " + std::to_string(kUnauthPerClient) +
+                        " from one client, without a valid token: counted, not recorded one by one"}});
+  unauth_ = UnauthBudget{minute, 0, {}, 0};
+}
+
+bool Pipeline::record_unauthenticated(const std::string& type, const std::string& service, const std::string& client, json data) {
+  flush_unauthenticated(ms(now()) / 60'000);
+  auto it = unauth_.per_client.find(client);
+  if (unauth_.total >= kUnauthPerMinute || (it != unauth_.per_client.end() && it->second >= kUnauthPerClient) ||
+      (it == unauth_.per_client.end() && unauth_.per_client.size() >= 4096)) {
+    ++unauth_.dropped;
+    return false;
+  }
+  ++unauth_.per_client[client];
+  ++unauth_.total;
+  data["source"] = client;
+  return record(type, service, std::move(data));
+}
+
 void Pipeline::tick(policy::TimePoint t) { tick(t, 0, svcs_.size()); }
 
 void Pipeline::tick(policy::TimePoint t, size_t first, size_t last) {
   retry_ledger(t);
+  if (first == 0 && unauth_.dropped) flush_unauthenticated(ms(t) / 60'000);  // the summary of a busy minute
   if (first == 0 && writable_ && !recheck_.empty()) {  // once a second: approved proposals not yet started
     std::vector<std::string> ids;
     ids.swap(recheck_);
@@ -777,9 +802,13 @@ VoteResult Pipeline::vote(const std::string& id, const config::Approver* who, bo
                           const std::string& source) {
   const std::string verb = approve ? "approve" : "reject";
   auto attempt = [&](const std::string& service, const std::string& outcome, const std::string& role = "") {
+    if (!who) {  // without a valid token: bounded, and never the request's body
+      record_unauthenticated("approval_attempt", service, source, {{"proposal", id.substr(0, 64)}, {"action", verb}, {"approver", json()}, {"outcome", outcome}});
+      return;
+    }
     record("approval_attempt", service,
-           {{"proposal", id}, {"action", verb}, {"approver", who ? json(who->name) : json()}, {"role", role}, {"source", source},
-            {"outcome", outcome}, {"comment", comment}});
+           {{"proposal", id.substr(0, 64)}, {"action", verb}, {"approver", who->name}, {"role", role}, {"source", source}, {"outcome", outcome},
+            {"comment", comment.substr(0, 500)}});
   };
   Proposal* p = nullptr;
   for (auto& x : proposals_)

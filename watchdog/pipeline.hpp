@@ -97,8 +97,21 @@ class Pipeline {
   bool record_api(const std::string& type, const std::string& service, nlohmann::json data) {
     return record(type, service, std::move(data));
   }
+  // Records what someone without a valid token tried, within a fixed bound so that nobody without
+  // a token can grow the ledger faster than kUnauthPerMinute entries (plus one summary) a minute,
+  // at most kUnauthPerClient of them from one client; the rest are counted and summed up in one
+  // `unauthenticated_dropped` entry when the minute is over. `data` never holds a request body.
+  static constexpr int kUnauthPerMinute = 60, kUnauthPerClient = 10;
+  bool record_unauthenticated(const std::string& type, const std::string& service, const std::string& client, nlohmann::json data);
 
  private:
+  struct UnauthBudget {
+    long long minute = -1;
+    int total = 0;
+    std::map<std::string, int> per_client;
+    std::uint64_t dropped = 0;
+  } unauth_;
+  void flush_unauthenticated(long long minute);
   struct Verification {
     std::string action_id, release, proposal_id;
     policy::TimePoint deadline;

@@ -123,6 +123,15 @@ struct Server::Impl {
     return true;
   }
 
+  // On every response (design.md, HTTP surface): no content sniffing; the page loads nothing from
+  // elsewhere and is never framed.
+  template <typename Message>
+  static void security_headers(Message& m) {
+    m.set("X-Content-Type-Options", "nosniff");
+    m.set("X-Frame-Options", "DENY");
+    m.set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
+  }
+
   asio::awaitable<void> session(tcp::socket sock) {
     Slot slot(sessions);
     beast::tcp_stream stream(std::move(sock));
@@ -156,7 +165,8 @@ struct Server::Impl {
         version = req.version();
         hr_head = req.method() == http::verb::head;
         HttpReq hr{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
-                   std::string(req[http::field::authorization]), remote};
+                   std::string(req[http::field::authorization]), remote, std::string(req[http::field::host]),
+                   std::string(req["X-Forwarded-For"])};
         try {
           res = handler(hr);
         } catch (const std::exception& ex) {
@@ -173,6 +183,7 @@ struct Server::Impl {
       out.set(http::field::server, "lastgood");
       out.set(http::field::content_type, res.content_type);
       out.set(http::field::cache_control, "no-store");
+      security_headers(out);
       out.keep_alive(keep_alive);
       out.body() = std::move(res.body);
       out.prepare_payload();
@@ -195,6 +206,7 @@ struct Server::Impl {
     out.set(http::field::server, "lastgood");
     out.set(http::field::content_type, res.content_type);
     out.set(http::field::cache_control, "no-store");
+    security_headers(out);
     out.keep_alive(keep_alive);
     if (chunked) out.chunked(true);
     http::response_serializer<http::empty_body> sr{out};

@@ -17,6 +17,8 @@ struct HttpReq {
   std::string body;
   std::string authorization;
   std::string remote;  // "ip:port" of the client
+  std::string host = {};           // the Host header
+  std::string forwarded_for = {};  // the X-Forwarded-For header (trusted only from trusted_proxies)
 };
 
 struct HttpRes {

@@ -4,6 +4,17 @@
 
 namespace lastgood::watchdog {
 
+std::vector<std::string> security_warnings(const config::Config& cfg) {
+  std::vector<std::string> out;
+  const std::string host = cfg.listen.front() == '[' ? cfg.listen.substr(1, cfg.listen.find(']') - 1) : cfg.listen.substr(0, cfg.listen.rfind(':'));
+  const bool loopback = host.rfind("127.", 0) == 0 || host == "::1" || host == "localhost";
+  if (!loopback && cfg.approvers.empty())
+    out.push_back("listen " + cfg.listen +
+                  " is not a loopback address and no approvers are configured: anyone who can reach it can read the API and page, "
+                  "and nobody can approve, reject or clear (those answer 401/403); add approvers or listen on 127.0.0.1");
+  return out;
+}
+
 int validate_file(const std::string& path, std::string& out) {
   auto res = config::load_file(path, {.resolve_secrets = false});
   if (!res.config) {
@@ -13,6 +24,7 @@ int validate_file(const std::string& path, std::string& out) {
   size_t probes = 0;
   for (const auto& s : res.config->services) probes += s.probes.size();
   out += path + ": ok (" + std::to_string(res.config->services.size()) + " service(s), " + std::to_string(probes) + " probe(s))\n";
+  for (const auto& w : security_warnings(*res.config)) out += path + ": warning: " + w + "\n";
   return 0;
 }
 

@@ -1,5 +1,9 @@
 #include "watchdog/watchdog.hpp"
 
+#include "watchdog/validate.hpp"
+
+#include <arpa/inet.h>
+
 #include <malloc.h>
 
 #include "watchdog/page.hpp"
@@ -67,6 +71,7 @@ void Watchdog::start() {
   spdlog::info("lastgood listening on http://{}:{} (metrics, health, API); watching {} probe(s) in {} service(s){}",
                server_->local_endpoint().address().to_string(), server_->local_endpoint().port(), probes_.size(),
                cfg_->services.size(), opts_.dry_run ? "; dry run: no action will change anything" : "");
+  for (const auto& w : security_warnings(*cfg_)) spdlog::warn("{}", w);
 }
 
 void Watchdog::schedule_tick() {
@@ -146,8 +151,30 @@ nlohmann::json Watchdog::services_json() const {
   return out;
 }
 
+// Names the API answers to: IP literals (no DNS, so no rebinding), localhost, and api.allowed_hosts.
+// A page on any other name that reaches lastgood through DNS rebinding gets nothing.
+bool Watchdog::host_allowed(const std::string& host) const {
+  if (host.empty()) return true;  // HTTP/1.0
+  if (host.front() == '[') return true;  // an IPv6 literal
+  std::string name = host.substr(0, host.find(':'));
+  for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!name.empty() && name.back() == '.') name.pop_back();
+  unsigned char addr[4];
+  if (::inet_pton(AF_INET, name.c_str(), addr) == 1) return true;
+  if (name == "localhost" || name.ends_with(".localhost")) return true;
+  const auto& allowed = cfg_->api.allowed_hosts;
+  return std::find(allowed.begin(), allowed.end(), name) != allowed.end();
+}
+
 HttpRes Watchdog::handle(const HttpReq& req) {
   std::string path = req.target.substr(0, req.target.find('?'));
+  // The page and the API answer only to lastgood's own names (DNS rebinding); /metrics and the
+  // health endpoints, which hold no secret and are scraped under whatever name, to any.
+  const bool open_path = path == "/metrics" || path == "/healthz" || path == "/readyz";
+  if (!open_path && !host_allowed(req.host))
+    return HttpRes::json_error(403, "Host \"" + req.host.substr(0, 100) + "\" is not a name of this lastgood (add it to api.allowed_hosts)");
+  const std::string client = client_address(req.remote, req.forwarded_for, cfg_->api.trusted_proxies);
+  const auto now = std::chrono::steady_clock::now();
   const bool get = req.method == "GET" || req.method == "HEAD";
   if (path == "/metrics") {
     if (!get) return HttpRes::json_error(405, "use GET");
@@ -163,7 +190,11 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   }
   if (path == "/" || path == "/index.html") {
     if (!get) return HttpRes::json_error(405, "use GET");
-    return {200, "text/html; charset=utf-8", kApprovalPage};
+    return {200, "text/html; charset=utf-8", page_html()};
+  }
+  if (path == "/page.css" || path == "/page.js") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    return path == "/page.css" ? HttpRes{200, "text/css; charset=utf-8", page_css()} : HttpRes{200, "text/javascript; charset=utf-8", page_js()};
   }
   if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
   if (path == "/readyz") {
@@ -182,10 +213,10 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   if (path == "/api/v1/alerts/alertmanager") {
     if (req.method != "POST") return HttpRes::json_error(405, "use POST");
     if (!cfg_->alertmanager) return HttpRes::json_error(404, "no alertmanager block in the config");
-    const std::string source = req.remote.substr(0, req.remote.rfind(':'));
-    if (rate_limited(source)) return HttpRes::json_error(429, "too many failed authentications from " + source);
-    if (!alertmanager_token_ok(req.authorization)) {
-      note_auth_failure(source);
+    if (!alertmanager_token_ok(req.authorization)) {  // a valid token is never refused for others' failures
+      if (alert_failures_.blocked(client, req.authorization, now))
+        return HttpRes::json_error(429, "too many failed authentications from " + client + " with this token; try again in a minute");
+      alert_failures_.failed(client, req.authorization, now);
       return HttpRes::json_error(401, "the Alertmanager bearer token is missing or wrong");
     }
     auto payload = nlohmann::json::parse(req.body, nullptr, false);
@@ -200,17 +231,19 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     const std::string id = rest.substr(0, slash), verb = slash == std::string::npos ? "" : rest.substr(slash + 1);
     if (verb != "approve" && verb != "reject") return HttpRes::json_error(404, "use /api/v1/proposals/{id}/approve or /reject");
     if (req.method != "POST") return HttpRes::json_error(405, "use POST");
-    const std::string source = req.remote.substr(0, req.remote.rfind(':'));
-    if (rate_limited(source)) return HttpRes::json_error(429, "too many failed authentications from " + source + "; try again in a minute");
+    const auto* who = approvers_.identify(req.authorization);
+    if (!who) {  // a valid token is never refused for others' failures
+      if (approver_failures_.blocked(client, req.authorization, now))
+        return HttpRes::json_error(429, "too many failed authentications from " + client + " with this token; try again in a minute");
+      approver_failures_.failed(client, req.authorization, now);
+    }
     std::string comment;
     if (!req.body.empty()) {
       auto b = nlohmann::json::parse(req.body, nullptr, false);
       if (b.is_discarded() || !b.is_object()) return HttpRes::json_error(400, "the body must be a JSON object like {\"comment\": \"...\"}");
       if (b.contains("comment") && b["comment"].is_string()) comment = b["comment"].get<std::string>();
     }
-    const auto* who = approvers_.identify(req.authorization);
-    if (!who) note_auth_failure(source);
-    auto res = pipeline_.vote(id, who, verb == "approve", comment, req.remote);
+    auto res = pipeline_.vote(id, who, verb == "approve", comment, client);
     return {res.status, "application/json", res.body.dump(2)};
   }
   if (path == "/api/v1/proposals") {
@@ -238,19 +271,19 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     const std::string name = path.substr(svc_prefix.size(), path.size() - svc_prefix.size() - 6);
     auto si = pipeline_.service_index(name);
     if (!si) return HttpRes::json_error(404, "no service named " + name);
-    std::string who = "anonymous";
-    if (approvers_.any()) {
-      const std::string source = req.remote.substr(0, req.remote.rfind(':'));
-      if (rate_limited(source)) return HttpRes::json_error(429, "too many failed authentications from " + source);
-      const auto* a = approvers_.identify(req.authorization);
-      if (!a) {
-        note_auth_failure(source);
-        pipeline_.record_api("clear_refused", name, {{"source", req.remote}, {"why", "no or unknown token"}});
-        return HttpRes::json_error(401, "an approver's bearer token is required");
-      }
-      who = a->name;
+    // Every state-changing endpoint needs a token: without approvers nobody may clear.
+    if (!approvers_.any())
+      return HttpRes::json_error(403, "no approvers are configured, so nobody may clear an escalation over the API: add approvers (with tokens) to the config");
+    const auto* a = approvers_.identify(req.authorization);
+    if (!a) {
+      if (approver_failures_.blocked(client, req.authorization, now))
+        return HttpRes::json_error(429, "too many failed authentications from " + client + " with this token; try again in a minute");
+      approver_failures_.failed(client, req.authorization, now);
+      pipeline_.record_unauthenticated("clear_refused", name, client, {{"why", "no or unknown token"}});
+      return HttpRes::json_error(401, "an approver's bearer token is required");
     }
-    if (!pipeline_.clear(*si, who, req.remote)) return HttpRes::json_error(409, "service " + name + " is not escalated");
+    const std::string who = a->name;
+    if (!pipeline_.clear(*si, who, client)) return HttpRes::json_error(409, "service " + name + " is not escalated");
     return {200, "application/json", nlohmann::json{{"service", name}, {"cleared_by", who}}.dump()};
   }
   return HttpRes::json_error(404, "no such endpoint: " + path);
@@ -267,23 +300,6 @@ bool Watchdog::alertmanager_token_ok(const std::string& authorization) const {
   };
   const std::string a = digest(authorization), b = digest(want);
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
-
-bool Watchdog::rate_limited(const std::string& source) {
-  auto it = auth_failures_.find(source);
-  if (it == auth_failures_.end()) return false;
-  const auto cutoff = std::chrono::steady_clock::now() - std::chrono::minutes(1);
-  while (!it->second.empty() && it->second.front() < cutoff) it->second.pop_front();
-  if (it->second.empty()) {
-    auth_failures_.erase(it);
-    return false;
-  }
-  return it->second.size() >= 10;  // 10 failed authentications a minute per address
-}
-
-void Watchdog::note_auth_failure(const std::string& source) {
-  auth_failures_[source].push_back(std::chrono::steady_clock::now());
-  if (auth_failures_.size() > 10'000) auth_failures_.erase(auth_failures_.begin());  // bounded memory
 }
 
 std::uint64_t raise_open_files_limit() {

@@ -14,6 +14,7 @@
 #include "config/config.hpp"
 #include "probes/probe.hpp"
 #include "watchdog/auth.hpp"
+#include "watchdog/auth_limit.hpp"
 #include "watchdog/ledger.hpp"
 #include "watchdog/metrics.hpp"
 #include "watchdog/pipeline.hpp"
@@ -76,11 +77,11 @@ class Watchdog {
   std::vector<ProbeState> probes_;
   std::unique_ptr<Server> server_;
   bool state_dir_ok_ = false;
-  // Failed authentications per source address (rate limit): times of the recent failures.
-  std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> auth_failures_;
-  bool rate_limited(const std::string& source);
+  // Failed authentications per (client, presented token): approvals and clears in one budget,
+  // the alert intake in its own.
+  AuthLimiter approver_failures_, alert_failures_;
   bool alertmanager_token_ok(const std::string& authorization) const;
-  void note_auth_failure(const std::string& source);
+  bool host_allowed(const std::string& host) const;
 };
 
 // Raises the open-files soft limit to the hard limit; returns the limit now in force.

@@ -12,6 +12,9 @@ const { chromium } = require(path.join(__dirname, "../../scripts/npm/browser/nod
   });
   const page = await browser.newPage();
   const step = (s) => console.log("step: " + s);
+  // The page runs under its Content-Security-Policy (default-src 'self'): anything it blocks is a failure.
+  const csp = [];
+  page.on("console", (m) => { if (m.type() === "error" && m.text().includes("Content Security Policy")) csp.push(m.text()); });
   try {
     await page.goto(base + "/");
     await page.waitForSelector("#proposals tr[data-proposal] button.approve", { timeout: 15000 });
@@ -24,7 +27,8 @@ const { chromium } = require(path.join(__dirname, "../../scripts/npm/browser/nod
     await page.fill("#token", process.env.WRONG_ROLE_TOKEN);
     await page.click("#save");
     await page.click("#proposals button.approve");
-    await page.waitForFunction(() => document.querySelector("#error").textContent.startsWith("Refused:"), null, { timeout: 10000 });
+    // (Waits by locator: the page's Content-Security-Policy forbids the eval waitForFunction uses.)
+    await page.locator("#error", { hasText: /^Refused:/ }).waitFor({ timeout: 10000 });
     step("wrong role refused: " + (await page.textContent("#error")));
 
     // Each approval is awaited by what the page shows: n/2 approvals, then the proposal leaving "pending".
@@ -34,20 +38,18 @@ const { chromium } = require(path.join(__dirname, "../../scripts/npm/browser/nod
       await page.click("#save");
       await page.click("#proposals button.approve");
       if (i + 1 < tokens.length)
-        await page.waitForFunction((n) => (document.querySelector("#proposals td.state")?.textContent || "").includes(n + "/2 approvals"),
-                                   i + 1, { timeout: 10000 });
+        await page.locator("#proposals td.state", { hasText: (i + 1) + "/2 approvals" }).first().waitFor({ timeout: 10000 });
     }
     step("two approvals given");
-    await page.waitForFunction(() => {
-      const cell = document.querySelector("#recent td.state");
-      return cell && cell.textContent.startsWith("verified");
-    }, null, { timeout: 30000 });
+    await page.locator("#recent td.state", { hasText: /^verified/ }).first().waitFor({ timeout: 30000 });
     step("state shown as verified");
     await page.waitForSelector("#incidents tr[data-incident] a", { timeout: 10000 });
     const href = await page.getAttribute("#incidents tr[data-incident] a", "href");
     const md = await (await page.request.get(new URL(href, page.url()).toString())).text();
     if (!md.includes("## Follow-up review")) throw new Error("the incident link did not give the record: " + md.slice(0, 200));
     step("incident listed and its record linked: " + href);
+    if (csp.length) throw new Error("Content-Security-Policy violations: " + csp.join("; "));
+    step("no Content-Security-Policy violation");
     await page.screenshot({ path: shot, fullPage: true });
     step("screenshot saved");
   } catch (e) {

@@ -170,8 +170,10 @@ TEST_CASE("an after_switch command that fails: outcome failed, escalated, report
   json dep{{"kind", "ssh_symlink"}, {"host", "127.0.0.1"}, {"port", sshd.port}, {"user", sshd.user},
            {"key_file", sshd.client_key.string()}, {"known_hosts", sshd.known_hosts.string()}, {"path", site.string()},
            {"after_switch", {"echo reload failed >&2; exit 3", "echo never runs"}}, {"timeout", "5s"}};
-  Lastgood lg(dir, service_config(site, nginx.url("/"), dep));
-  lg.start();
+  json approvers{{"approvers", {{{"name", "alice"}, {"roles", {"oncall"}}, {"token_env", "LG_TEST_CLEAR_TOKEN"}}}},
+                 {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}}};
+  Lastgood lg(dir, service_config(site, nginx.url("/"), dep), approvers);
+  lg.start({{"LG_TEST_CLEAR_TOKEN", "alice-clears-7f3"}});
   INFO(lg.log());
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
   switch_current(site, "bad2");
@@ -189,9 +191,10 @@ TEST_CASE("an after_switch command that fails: outcome failed, escalated, report
   CHECK(api["services"][0]["escalated"] == true);
   CHECK_THAT(http_req(lg.port, http::verb::get, "/metrics").second,
              Catch::Contains("lastgood_rollbacks_total{deployment=\"ssh_symlink\",outcome=\"failed\",service=\"app\"} 1"));
-  auto cleared = http_req(lg.port, http::verb::post, "/api/v1/services/app/clear");
-  CHECK(cleared.first == 200);
-  CHECK(http_req(lg.port, http::verb::post, "/api/v1/services/app/clear").first == 409);
+  CHECK(http_req(lg.port, http::verb::post, "/api/v1/services/app/clear").first == 401);  // a token is required
+  auto cleared = http_call(lg.port, "POST", "/api/v1/services/app/clear", "alice-clears-7f3");
+  CHECK(cleared.status == 200);
+  CHECK(http_call(lg.port, "POST", "/api/v1/services/app/clear", "alice-clears-7f3").status == 409);
   CHECK(lg.wait_for("cleared"));
 }
 

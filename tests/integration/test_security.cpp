@@ -1,0 +1,129 @@
+// The API against a hostile client on the same network (issue 15): DNS rebinding (Host), the
+// page's headers, lock-out by others' failures, an unauthenticated flood of the ledger, clearing
+// without approvers, X-Forwarded-For only from trusted proxies.
+#include <catch2/catch.hpp>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <nlohmann/json.hpp>
+
+#include "fixtures.hpp"
+
+using namespace testing;
+using nlohmann::json;
+namespace asio = boost::asio;
+
+namespace {
+
+// One request as raw bytes (headers chosen by the test); the whole reply, read until the close.
+std::string raw(unsigned short port, const std::string& request) {
+  asio::io_context ioc;
+  asio::ip::tcp::socket sock(ioc);
+  sock.connect({asio::ip::make_address("127.0.0.1"), port});
+  asio::write(sock, asio::buffer(request));
+  std::string reply;
+  boost::system::error_code ec;
+  asio::read(sock, asio::dynamic_buffer(reply), ec);
+  return reply;
+}
+
+std::string get(unsigned short port, const std::string& target, const std::string& host, const std::string& extra = "") {
+  return raw(port, "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n" + extra + "Connection: close\r\n\r\n");
+}
+
+json watched(const TempDir& dir) {
+  (void)dir;
+  return {{"name", "app"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}, {"interval", "1s"}, {"timeout", "500ms"}}}}};
+}
+
+}  // namespace
+
+TEST_CASE("DNS rebinding: the page and API answer only lastgood's names; security headers on every answer", "[security]") {
+  TempDir dir;
+  Lastgood lg(dir, watched(dir), {{"api", {{"allowed_hosts", {"lastgood.example.com"}}}}});
+  lg.start();
+  DumpOnFailure dump{dir.path / "lastgood-1.log"};
+  REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
+  const std::string port = std::to_string(lg.port);
+  // A page on attacker.example whose name now resolves to 127.0.0.1 sends its own Host.
+  const auto rebound = get(lg.port, "/api/v1/services", "attacker.example:" + port);
+  CHECK_THAT(rebound, Catch::StartsWith("HTTP/1.1 403"));
+  CHECK_THAT(rebound, Catch::Contains("api.allowed_hosts"));
+  CHECK_THAT(get(lg.port, "/", "attacker.example"), Catch::StartsWith("HTTP/1.1 403"));
+  for (const std::string& host : std::vector<std::string>{"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port, "LastGood.Example.com", "10.1.2.3:9464"})
+    CHECK_THAT(get(lg.port, "/api/v1/services", host), Catch::StartsWith("HTTP/1.1 200"));
+  // /metrics and health answer under any name (scraped as configured, no secret in them).
+  CHECK_THAT(get(lg.port, "/metrics", "prometheus-target.internal"), Catch::StartsWith("HTTP/1.1 200"));
+  CHECK_THAT(get(lg.port, "/healthz", "anything"), Catch::StartsWith("HTTP/1.1 200"));
+
+  const auto page = get(lg.port, "/", "127.0.0.1:" + port);
+  CHECK_THAT(page, Catch::Contains("X-Content-Type-Options: nosniff\r\n"));
+  CHECK_THAT(page, Catch::Contains("X-Frame-Options: DENY\r\n"));
+  CHECK_THAT(page, Catch::Contains("Content-Security-Policy: default-src 'self'"));
+  CHECK_THAT(page, !Catch::Contains("<script>"));  // no inline script: the CSP would block it
+  CHECK_THAT(page, Catch::Contains("<script src=\"/page.js\"></script>"));
+  CHECK_THAT(get(lg.port, "/page.js", "127.0.0.1"), Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("text/javascript"));
+  CHECK_THAT(get(lg.port, "/page.css", "127.0.0.1"), Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("text/css"));
+  CHECK_THAT(get(lg.port, "/api/v1/proposals", "127.0.0.1"), Catch::Contains("X-Content-Type-Options: nosniff\r\n"));
+}
+
+TEST_CASE("without approvers nobody may clear; an unauthenticated flood is bounded in the ledger; failures are per presented token",
+          "[security]") {
+  TempDir dir;
+  json extra{{"approvers", {{{"name", "alice"}, {"roles", {"oncall"}}, {"token_env", "LG_SEC_TOKEN"}}}},
+             {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}}}}}};
+  Lastgood lg(dir, watched(dir), extra);
+  lg.start({{"LG_SEC_TOKEN", "alice-sec-0c1d"}});
+  DumpOnFailure dump{dir.path / "lastgood-1.log"};
+  REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
+
+  // A flood without a valid token, each with a 60 KB comment.
+  const std::string comment(60'000, 'x');
+  const std::string body = json{{"comment", comment}}.dump();
+  int answered_429 = 0;
+  for (int i = 0; i < 200; ++i) {
+    const auto r = http_call(lg.port, "POST", "/api/v1/proposals/p-none/approve", "guess-" + std::to_string(i % 3), body);
+    answered_429 += r.status == 429;
+  }
+  CHECK(answered_429 > 0);  // each guessed token, and the address as a whole, is limited
+  // The valid token still gets through (404: no such proposal), from the same address.
+  CHECK(http_call(lg.port, "POST", "/api/v1/proposals/p-none/approve", "alice-sec-0c1d", "{}").status == 404);
+  size_t unauth = 0;
+  for (const auto& e : lg.ledger())
+    if (e.type == "approval_attempt" && e.data["approver"].is_null()) {
+      ++unauth;
+      CHECK_FALSE(e.data.contains("comment"));
+    }
+  CHECK(unauth <= 10);  // at most kUnauthPerClient a minute from one client
+  CHECK(read_file(lg.state / "ledger.jsonl").find(comment.substr(0, 1000)) == std::string::npos);
+  CHECK(fs::file_size(lg.state / "ledger.jsonl") < 64 * 1024);
+}
+
+TEST_CASE("clearing an escalation without approvers configured is refused with the reason", "[security]") {
+  TempDir dir;
+  Lastgood lg(dir, watched(dir));
+  lg.start();
+  REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
+  const auto r = http_call(lg.port, "POST", "/api/v1/services/app/clear");
+  CHECK(r.status == 403);
+  CHECK_THAT(r.body, Catch::Contains("no approvers are configured"));
+}
+
+TEST_CASE("validate warns when the API listens beyond loopback with no approvers", "[security]") {
+  TempDir dir;
+  auto cfg = [&](const std::string& listen, bool approvers) {
+    json c{{"listen", listen}, {"state_dir", (dir.path / "state").string()}, {"services", {watched(dir)}}};
+    if (approvers) c["approvers"] = {{{"name", "alice"}, {"roles", {"oncall"}}, {"token_env", "LG_X"}}};
+    const auto p = dir.path / ("c-" + std::to_string(approvers) + ".json");
+    write_file(p, c.dump());
+    std::string out;
+    CHECK(run_command({LASTGOOD_BINARY, "validate", "-c", p.string()}, &out) == 0);
+    return out;
+  };
+  CHECK_THAT(cfg("0.0.0.0:9464", false), Catch::Contains("warning: listen 0.0.0.0:9464 is not a loopback address and no approvers"));
+  CHECK_THAT(cfg("127.0.0.1:9464", false), !Catch::Contains("warning"));
+  CHECK_THAT(cfg("0.0.0.0:9464", true), !Catch::Contains("warning"));
+}
