@@ -543,53 +543,106 @@ asio::awaitable<void> Pipeline::decide_after_observing(size_t si, std::string tr
   }
 }
 
-json Pipeline::on_alertmanager(const json& payload) {
+namespace {
+
+// The types of Alertmanager's webhook (version 4). A payload with anything else is refused whole
+// (400) and nothing of it is remembered: the sender is told, nothing throws.
+std::string alert_payload_problem(const json& p) {
+  if (!p.is_object()) return "the body must be a JSON object";
+  for (const char* k : {"groupKey", "status", "receiver", "version"})
+    if (p.contains(k) && !p[k].is_string()) return std::string(k) + " must be a string";
+  if (!p.contains("alerts") || !p["alerts"].is_array()) return "alerts must be an array";
+  for (size_t i = 0; i < p["alerts"].size(); ++i) {
+    const json& a = p["alerts"][i];
+    const std::string at = "alerts/" + std::to_string(i);
+    if (!a.is_object()) return at + " must be an object";
+    for (const char* k : {"status", "fingerprint", "startsAt", "endsAt", "generatorURL"})
+      if (a.contains(k) && !a[k].is_string()) return at + "/" + k + " must be a string";
+    for (const char* k : {"labels", "annotations"}) {
+      if (!a.contains(k)) {
+        if (std::string(k) == "labels") return at + "/labels is required";
+        continue;
+      }
+      if (!a[k].is_object()) return at + "/" + k + " must be an object";
+      for (const auto& [name, v] : a[k].items())
+        if (!v.is_string()) return at + "/" + k + "/" + name.substr(0, 64) + " must be a string";
+    }
+  }
+  return "";
+}
+
+std::string str(const json& o, const char* key, const std::string& fallback = "") {
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
+}  // namespace
+
+json Pipeline::on_alertmanager(const json& payload, std::string* problem) {
   json counts = json::object();
   auto count = [&](const std::string& outcome) {
     counts[outcome] = counts.value(outcome, 0) + 1;
     metrics_.alert(outcome);
   };
-  if (!cfg_.alertmanager || !payload.is_object() || !payload.contains("alerts") || !payload["alerts"].is_array()) {
+  if (!cfg_.alertmanager) {
     count("bad_payload");
     return counts;
   }
+  if (auto why = alert_payload_problem(payload); !why.empty()) {
+    count("bad_payload");
+    if (problem) *problem = why;
+    return counts;
+  }
   const auto& am = *cfg_.alertmanager;
-  const std::string group = payload.value("groupKey", "");
   for (const auto& a : payload["alerts"]) {
-    if (!a.is_object() || !a.contains("labels") || !a["labels"].is_object()) {
-      count("bad_alert");
-      continue;
-    }
     const auto& labels = a["labels"];
-    const std::string status = a.value("status", payload.value("status", ""));
-    const std::string key = group + "|" + a.value("fingerprint", labels.dump()) + "|" + status;
-    if (std::find(alert_keys_.begin(), alert_keys_.end(), key) != alert_keys_.end()) {
+    const std::string status = str(a, "status", str(payload, "status"));
+    const std::string fingerprint = str(a, "fingerprint", labels.dump());
+    // A redelivery of the same notice is the same (fingerprint, status, startsAt); an alert that
+    // fires again after resolving has a new startsAt, and its keys are forgotten once it resolves.
+    const std::string key = fingerprint + "|" + status + "|" + str(a, "startsAt");
+    if (alert_seen_.count(key)) {
       count("duplicate");
       continue;
     }
-    alert_keys_.push_back(key);
-    if (alert_keys_.size() > 10'000) alert_keys_.pop_front();
-    auto si = service_index(labels.value(am.service_label, ""));
+    auto si = service_index(str(labels, am.service_label.c_str()));
     if (!si) {
       count("unknown_service");
       continue;
     }
-    auto sev = am.severity_map.find(labels.value(am.severity_label, ""));
+    auto sev = am.severity_map.find(str(labels, am.severity_label.c_str()));
     if (sev == am.severity_map.end()) {
       count("unknown_severity");
       continue;
+    }
+    if (status == "resolved") {  // forget what was seen of this alert: a later firing is new
+      for (auto it = alert_order_.begin(); it != alert_order_.end();)
+        if (it->rfind(fingerprint + "|", 0) == 0) {
+          alert_seen_.erase(*it);
+          it = alert_order_.erase(it);
+        } else {
+          ++it;
+        }
+    }
+    alert_seen_.insert(key);
+    alert_order_.push_back(key);
+    while (alert_order_.size() > 10'000) {
+      alert_seen_.erase(alert_order_.front());
+      alert_order_.pop_front();
     }
     policy::Evidence ev;
     ev.measure = "alertmanager";
     ev.value = status == "firing" ? 1 : 0;
     ev.threshold = 1;
-    ev.detail = labels.value("alertname", "alert");
-    if (a.contains("annotations") && a["annotations"].is_object() && a["annotations"].contains("summary"))
-      ev.detail += ": " + a["annotations"]["summary"].get<std::string>();
-    const std::string name = "alertmanager:" + labels.value("alertname", "alert");
+    const std::string alertname = str(labels, "alertname", "alert");
+    ev.detail = alertname;
+    if (a.contains("annotations")) {
+      if (const std::string summary = str(a["annotations"], "summary"); !summary.empty()) ev.detail += ": " + summary.substr(0, 500);
+    }
+    const std::string name = "alertmanager:" + alertname;
     record("alert_received", svcs_[*si]->cfg->name,
-           {{"trigger", name}, {"status", status}, {"severity", policy::to_string(sev->second)}, {"fingerprint", a.value("fingerprint", "")},
-            {"labels", labels}});
+           {{"trigger", name}, {"status", status}, {"severity", policy::to_string(sev->second)}, {"fingerprint", fingerprint.substr(0, 128)},
+            {"starts_at", str(a, "startsAt").substr(0, 64)}, {"labels", labels}});
     handle(*si, svcs_[*si]->policy->external(name, sev->second, status == "firing", ev, now()));
     count("accepted");
   }

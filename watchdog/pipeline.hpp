@@ -7,6 +7,8 @@
 // On start the ledger is replayed: releases, verified-good releases, cooldown and budget,
 // proposals, escalations; an action started and not finished is reconciled by observing, never re-run.
 #include <deque>
+#include <set>
+#include <list>
 #include <functional>
 #include <map>
 #include <memory>
@@ -77,7 +79,9 @@ class Pipeline {
                   const std::string& source);
   // An Alertmanager webhook (version 4): each alert is an external trigger of the service named by
   // its service label. Returns counts by outcome (accepted, duplicate, unknown_service, ...).
-  nlohmann::json on_alertmanager(const nlohmann::json& payload);
+  // `problem` is set (and nothing is handled or remembered) when the payload is not Alertmanager's
+  // shape: the API answers 400 with it.
+  nlohmann::json on_alertmanager(const nlohmann::json& payload, std::string* problem = nullptr);
   // A person clears an escalation. Returns false when the service was not escalated.
   bool clear(size_t service, const std::string& who, const std::string& source);
 
@@ -166,7 +170,8 @@ class Pipeline {
   bool stopped_ = false;
   Notifier notifier_;
   Incidents incidents_;
-  std::deque<std::string> alert_keys_;  // groupKey|fingerprint|status already handled (bounded)
+  std::set<std::string> alert_seen_;     // fingerprint|status|startsAt already handled (bounded)
+  std::list<std::string> alert_order_;   // the same keys, oldest first
   bool writable_ = true;
   std::string ledger_error_;
   std::uint64_t dropped_ = 0;  // entries that could not be recorded during the current outage

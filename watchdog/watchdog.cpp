@@ -221,7 +221,9 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     }
     auto payload = nlohmann::json::parse(req.body, nullptr, false);
     if (payload.is_discarded()) return HttpRes::json_error(400, "the body is not JSON");
-    auto counts = pipeline_.on_alertmanager(payload);
+    std::string problem;
+    auto counts = pipeline_.on_alertmanager(payload, &problem);
+    if (!problem.empty()) return HttpRes::json_error(400, "not an Alertmanager webhook payload: " + problem);
     return {200, "application/json", counts.dump()};
   }
   const std::string prop_prefix = "/api/v1/proposals/";

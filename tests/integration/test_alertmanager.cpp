@@ -100,3 +100,48 @@ TEST_CASE("a real Alertmanager's firing alert rolls back per policy, resolved re
   CHECK(read_file(dir.path / "log").find(token) == std::string::npos);
   CHECK(read_file(ledger).find(token) == std::string::npos);
 }
+
+TEST_CASE("an alert that fires again after resolving is handled again; redeliveries are not; a malformed alert is a 400 and not remembered",
+          "[alertmanager]") {
+  TempDir dir;
+  json svc{{"name", "app"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}, {"interval", "1s"}, {"timeout", "500ms"}}}}};
+  Lastgood lg(dir, svc, {{"alertmanager", {{"token_env", "LG_AM_TOKEN"}}}});
+  lg.start({{"LG_AM_TOKEN", "am-token-77"}});
+  DumpOnFailure dump{dir.path / "lastgood-1.log"};
+  REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
+  auto alert = [](const std::string& status, const std::string& starts, json summary = "checkout is failing") {
+    return json{{"version", "4"},
+                {"groupKey", "{}:{alertname=\"CheckoutDown\"}"},
+                {"status", status},
+                {"alerts",
+                 {{{"status", status},
+                   {"labels", {{"alertname", "CheckoutDown"}, {"service", "app"}, {"severity", "critical"}}},
+                   {"annotations", {{"summary", summary}}},
+                   {"startsAt", starts},
+                   {"fingerprint", "f00d"}}}}}
+        .dump();
+  };
+  auto post = [&](const std::string& body) { return http_call(lg.port, "POST", "/api/v1/alerts/alertmanager", "am-token-77", body); };
+  auto received = [&](const std::string& status) {
+    int n = 0;
+    for (const auto& e : lg.ledger()) n += e.type == "alert_received" && e.data["status"] == status;
+    return n;
+  };
+  // A summary that is not a string: refused whole, and not remembered as seen.
+  auto bad = post(alert("firing", "2026-12-05T01:00:00Z", 42));
+  CHECK(bad.status == 400);
+  CHECK_THAT(bad.body, Catch::Contains("alerts/0/annotations/summary must be a string"));
+  CHECK(post(R"({"alerts":[{"labels":{"service":["app"]}}]})").status == 400);
+  CHECK(post(alert("firing", "2026-12-05T01:00:00Z")).status == 200);
+  CHECK(received("firing") == 1);  // the valid one is accepted: the bad one left no key behind
+  CHECK_THAT(post(alert("firing", "2026-12-05T01:00:00Z")).body, Catch::Contains("duplicate"));  // a redelivery
+  CHECK(post(alert("resolved", "2026-12-05T01:00:00Z")).status == 200);
+  CHECK(received("resolved") == 1);
+  // It fires again later: a new episode, handled.
+  CHECK_THAT(post(alert("firing", "2026-12-05T02:00:00Z")).body, Catch::Contains("accepted"));
+  CHECK(received("firing") == 2);
+  int transitions_to_firing = 0;
+  for (const auto& e : lg.ledger())
+    transitions_to_firing += e.type == "transition" && e.data["trigger"] == "alertmanager:CheckoutDown" && e.data["to"] == "firing";
+  CHECK(transitions_to_firing == 2);
+}
