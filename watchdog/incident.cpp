@@ -1,5 +1,7 @@
 #include "watchdog/incident.hpp"
 
+#include "watchdog/ledger.hpp"
+
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -332,14 +334,12 @@ std::string Incidents::write(const std::string& id) const {
   const Incident* inc = find(id);
   if (!inc) return "no incident " + id;
   std::error_code ec;
-  std::filesystem::create_directories(dir_, ec);
-  if (ec) return "cannot create " + dir_ + ": " + ec.message();
+  if (auto err = make_private_dir(dir_); !err.empty()) return err;
   auto put = [&](const std::string& name, const std::string& text) -> std::string {
     const std::string path = dir_ + "/" + name, tmp = path + ".tmp";
-    {
-      std::ofstream f(tmp, std::ios::trunc | std::ios::binary);
-      f << text;
-      if (!f.flush()) return "cannot write " + tmp;
+    if (auto err = write_private(tmp, text); !err.empty()) {
+      std::filesystem::remove(tmp, ec);
+      return err;
     }
     std::filesystem::rename(tmp, path, ec);
     return ec ? "cannot rename " + tmp + ": " + ec.message() : "";

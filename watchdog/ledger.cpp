@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -31,6 +32,40 @@ std::string sha256_hex(const std::string& data) {
     out += hex[md[i] & 15];
   }
   return out;
+}
+
+std::string write_private(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return "cannot create " + path + ": " + std::strerror(errno);
+  ::fchmod(fd, 0600);  // an existing file keeps its mode through O_TRUNC: made private too
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = std::strerror(errno);
+      ::close(fd);
+      return "cannot write " + path + ": " + why;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0) return "cannot write " + path + ": " + std::strerror(errno);
+  return "";
+}
+
+std::string make_private_dir(const std::string& dir) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(dir, ec)) {
+    struct stat st{};
+    if (::stat(dir.c_str(), &st) == 0 && (st.st_mode & 0077))
+      spdlog::warn("{} may be read by other users (mode {:o}): lastgood keeps its ledger and incidents there; chmod 700 it", dir, st.st_mode & 0777);
+    return "";
+  }
+  const auto parent = std::filesystem::path(dir).parent_path();
+  if (!parent.empty() && parent != dir) std::filesystem::create_directories(parent, ec);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return "cannot create " + dir + ": " + std::strerror(errno);
+  ::chmod(dir.c_str(), 0700);
+  return "";
 }
 
 void test_crash_point(const char* point) {
@@ -214,6 +249,7 @@ Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl"
     spdlog::warn("test hook LASTGOOD_TEST_CRASH_AFTER={} is set: the process will stop dead after that ledger entry", spec);
   }
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd_ >= 0) ::fchmod(fd_, 0600);  // also a ledger made or copied in with a wider mode
   if (fd_ < 0) throw std::runtime_error("cannot open ledger " + path_ + ": " + std::strerror(errno));
   // Replay reads the data of the entries that rebuild state. Of the transitions (the bulk of a
   // long ledger) only those to firing are read: incident records start from the breach.
@@ -235,7 +271,7 @@ Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl"
     ss << in.rdbuf();
     const std::string tail = ss.str().substr(s.good_bytes);
     const std::string aside = path_ + ".torn-" + std::to_string(::time(nullptr));
-    std::ofstream(aside, std::ios::binary) << tail;
+    if (auto err = write_private(aside, tail); !err.empty()) spdlog::error("ledger {}: keeping the torn bytes aside failed: {}", path_, err);
     if (::ftruncate(fd_, static_cast<off_t>(s.good_bytes)) != 0 || ::fdatasync(fd_) != 0)
       throw std::runtime_error("cannot repair ledger " + path_ + ": " + std::strerror(errno));
     spdlog::error("ledger {}: line {} was truncated ({}); moved {} bytes to {} and recorded it", path_, s.report.bad_line, s.report.why,
@@ -314,6 +350,7 @@ LedgerEntry Ledger::append(const std::string& type, const std::string& service, 
 StateLock::StateLock(const std::string& state_dir) {
   const std::string path = state_dir + "/lock";
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ >= 0) ::fchmod(fd_, 0600);
   if (fd_ < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;

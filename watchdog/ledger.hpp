@@ -47,6 +47,13 @@ std::string sha256_hex(const std::string& data);
 void test_crash_point(const char* point);
 std::string entry_hash(const LedgerEntry& e);  // over everything but e.hash
 
+// Everything lastgood writes under state_dir is its own: files 0600, folders 0700 (whatever the
+// umask). write_private() creates or replaces `path` with `text`; "" or why not.
+std::string write_private(const std::string& path, const std::string& text);
+// Creates `dir` (and parents) as 0700 where missing; "" or why not. An existing folder keeps its
+// mode (the operator's choice), with a warning when others may read it.
+std::string make_private_dir(const std::string& dir);
+
 // The system calls an append makes, replaceable in tests to drive a full disk, a short write or
 // a failed fdatasync through the same path a real fault takes.
 struct LedgerIo {

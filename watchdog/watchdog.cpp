@@ -47,10 +47,9 @@ Watchdog::Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::C
 Watchdog::~Watchdog() { stop(); }
 
 void Watchdog::start() {
-  std::error_code ec;
-  std::filesystem::create_directories(cfg_->state_dir, ec);
-  if (ec || ::access(cfg_->state_dir.c_str(), W_OK) != 0)
-    throw std::runtime_error("state_dir " + cfg_->state_dir + " is not writable" + (ec ? ": " + ec.message() : ""));
+  const std::string made = make_private_dir(cfg_->state_dir);  // 0700 when lastgood creates it
+  if (!made.empty() || ::access(cfg_->state_dir.c_str(), W_OK) != 0)
+    throw std::runtime_error("state_dir " + cfg_->state_dir + " is not writable" + (made.empty() ? "" : ": " + made));
   state_dir_ok_ = true;
   lock_ = std::make_unique<StateLock>(cfg_->state_dir);  // one process per state_dir (throws naming the holder)
   net::set_internal_error_sink([this](const char* where) { metrics_.internal_error(where); });

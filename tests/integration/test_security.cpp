@@ -3,6 +3,8 @@
 // without approvers, X-Forwarded-For only from trusted proxies.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -126,4 +128,38 @@ TEST_CASE("validate warns when the API listens beyond loopback with no approvers
   CHECK_THAT(cfg("0.0.0.0:9464", false), Catch::Contains("warning: listen 0.0.0.0:9464 is not a loopback address and no approvers"));
   CHECK_THAT(cfg("127.0.0.1:9464", false), !Catch::Contains("warning"));
   CHECK_THAT(cfg("0.0.0.0:9464", true), !Catch::Contains("warning"));
+}
+
+TEST_CASE("everything under state_dir is private: folders 0700, the ledger, the lock and torn copies 0600", "[security]") {
+  TempDir dir;
+  Lastgood lg(dir, watched(dir));
+  // A ledger whose last line was torn by a crash: its bytes are kept aside, privately.
+  fs::create_directories(lg.state);
+  ::chmod(lg.state.c_str(), 0700);
+  write_file(lg.state / "ledger.jsonl", "{\"data\":{},\"hash\":\"ab");
+  const mode_t old = ::umask(022);  // the daemon inherits a permissive umask
+  lg.start();
+  ::umask(old);
+  DumpOnFailure dump{dir.path / "lastgood-1.log"};
+  REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
+  auto mode = [](const fs::path& p) { return static_cast<int>(fs::status(p).permissions() & fs::perms::all); };
+  CHECK(mode(lg.state) == 0700);
+  CHECK(mode(lg.state / "ledger.jsonl") == 0600);
+  CHECK(mode(lg.state / "lock") == 0600);
+  int torn = 0;
+  for (const auto& e : fs::directory_iterator(lg.state))
+    if (e.path().filename().string().rfind("ledger.jsonl.torn-", 0) == 0) {
+      ++torn;
+      CHECK(mode(e.path()) == 0600);
+    }
+  CHECK(torn == 1);
+
+  // A state_dir lastgood creates itself is 0700.
+  TempDir other;
+  Lastgood fresh(other, watched(other));
+  fs::remove_all(fresh.state);
+  fresh.start();
+  DumpOnFailure dump2{other.path / "lastgood-1.log"};
+  REQUIRE(wait_until([&] { return fresh.ready(); }, std::chrono::seconds(20)));
+  CHECK(mode(fresh.state) == 0700);
 }

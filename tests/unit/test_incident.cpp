@@ -156,6 +156,9 @@ TEST_CASE("incident files: written atomically, rewritten when behind the ledger,
     CHECK(fs::exists(d.path / "a1.json"));
     CHECK(fs::exists(d.path / "a1.md"));
     CHECK_FALSE(fs::exists(d.path / "a1.json.tmp"));
+    // Private, whatever the umask: files 0600, the folder lastgood made 0700.
+    CHECK((fs::status(d.path / "a1.json").permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+    CHECK((fs::status(d.path / "a1.md").permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
     CHECK(json::parse(slurp(d.path / "a1.json"))["status"] == "verifying");
     CHECK(inc.write_changed() == 0);  // up to date
   }
