@@ -378,6 +378,7 @@ void parse_http_probe(Obj& o, HttpProbe& h) {
   }
   if (auto b = o.str("body", false, true)) h.body = *b;
   if (auto f = o.integer("follow_redirects", 0, 10)) h.follow_redirects = static_cast<int>(*f);
+  if (auto d = o.boolean("redirect_to_http")) h.redirect_to_http = *d;
   if (auto ca = o.str("ca_file")) h.ca_file = *ca;
   if (auto k = o.boolean("insecure_skip_verify")) h.insecure_skip_verify = *k;
   if (auto mb = o.integer("max_body_bytes", 1, 64LL * 1024 * 1024)) h.max_body_bytes = static_cast<size_t>(*mb);

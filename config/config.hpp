@@ -41,6 +41,7 @@ struct HttpProbe {
   std::map<std::string, std::string> headers;
   std::optional<std::string> body;
   int follow_redirects = 0;                            // how many redirects to follow; 0 = none
+  bool redirect_to_http = false;                       // follow a redirect from https:// to http://
   std::optional<std::string> ca_file;                  // PEM bundle; default: system CA store
   bool insecure_skip_verify = false;
   std::size_t max_body_bytes = 1024 * 1024;

@@ -59,11 +59,14 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
 
   const config::Probe& spec() const override { return spec_; }
 
-  HttpRequest make_request(const Url& target) const {
+  // `foreign`: a redirect took the probe to another origin than the configured URL's; the
+  // configured headers (Authorization, API keys) are not sent there (as curl does).
+  HttpRequest make_request(const Url& target, bool foreign = false) const {
     HttpRequest req;
     req.method = http_.method;
     req.target = target.target;
-    for (const auto& [k, v] : http_.headers) req.headers.emplace_back(k, v);
+    if (!foreign)
+      for (const auto& [k, v] : http_.headers) req.headers.emplace_back(k, v);
     if (http_.body) req.body = *http_.body;
     return req;
   }
@@ -128,7 +131,7 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
         if (auto* bad = std::get_if<HttpError>(&request_)) res = *bad;
         else res = co_await conn->request(std::get<std::string>(request_), head_, deadline, http_.max_body_bytes);
       } else {
-        res = co_await conn->request(make_request(target), deadline, http_.max_body_bytes);
+        res = co_await conn->request(make_request(target, target.origin() != url.origin()), deadline, http_.max_body_bytes);
       }
       auto* resp = std::get_if<HttpResponse>(&res);
       if (!resp || resp->status < 300 || resp->status > 399 || redirects >= http_.follow_redirects) break;
@@ -136,6 +139,11 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
       if (!loc) break;
       auto next = resolve_location(target, *loc);
       if (!next) break;
+      if (target.tls() && !next->tls() && !http_.redirect_to_http) {  // a downgrade: what was sent encrypted would go in clear
+        res = HttpError{HttpError::Stage::protocol, false,
+                        "refused to follow a redirect from https:// to " + next->origin() + " (plain http; set redirect_to_http to allow it)"};
+        break;
+      }
       ++redirects;
       if (next->origin() != url.origin()) {
         other = std::make_unique<HttpConnection>(conn_->executor(), *next, next->tls() ? (tls_ ? tls_ : (http_.ca_file ? make_tls_context({http_.ca_file, false}) : default_tls_context())) : nullptr);

@@ -240,7 +240,8 @@ Nginx::Nginx(const fs::path& dir, const TestPki* pki, std::optional<fs::path> si
     tls_port = free_port();
     tls = "    server {\n      listen 127.0.0.1:" + std::to_string(tls_port) + " ssl;\n      server_name localhost;\n" +
           "      ssl_certificate " + pki->server_cert.string() + ";\n      ssl_certificate_key " + pki->server_key.string() +
-          ";\n      root " + root.string() + ";\n    }\n";
+          ";\n      root " + root.string() + ";\n" +
+          "      location = /to-plain { return 302 http://127.0.0.1:" + std::to_string(port) + "/index.html; }\n    }\n";
   }
   const std::string d = dir.string();
   std::string conf = "daemon off;\nworker_processes 1;\npid " + d + "/nginx.pid;\nerror_log " + d +
@@ -248,13 +249,14 @@ Nginx::Nginx(const fs::path& dir, const TestPki* pki, std::optional<fs::path> si
                      "  client_body_temp_path " + d + "/tmp/client_body;\n  proxy_temp_path " + d + "/tmp/proxy;\n"
                      "  fastcgi_temp_path " + d + "/tmp/fastcgi;\n  uwsgi_temp_path " + d + "/tmp/uwsgi;\n"
                      "  scgi_temp_path " + d + "/tmp/scgi;\n"
-                     "  log_format conn '$connection $connection_requests $status \"$request\"';\n"
+                     "  log_format conn '$connection $connection_requests $status \"$request\" key=$http_x_probe_key';\n"
                      "  access_log " + access_log.string() + " conn;\n"
                      "  keepalive_timeout 60s;\n  keepalive_requests 10000;\n"
                      "  types { text/html html; application/json json; }\n"
                      "  server {\n    listen 127.0.0.1:" + std::to_string(port) + ";\n    root " + root.string() + ";\n"
                      "    location = /status/500 { return 500 'broken\\n'; }\n"
                      "    location = /redirect { return 302 /index.html; }\n"
+                     "    location = /elsewhere { return 302 http://localhost:" + std::to_string(port) + "/index.html; }\n"
                      "  }\n" + tls + "}\n";
   write_file(dir / "nginx.conf", conf);
   proc_ = std::make_unique<Process>(std::vector<std::string>{"nginx", "-c", d + "/nginx.conf", "-p", d + "/", "-e", d + "/error.log"},

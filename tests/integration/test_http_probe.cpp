@@ -91,6 +91,19 @@ TEST_CASE("http probe against nginx: ok, status, body and JSON expectations", "[
     CHECK(yes.outcome == probes::Outcome::ok);
     CHECK(yes.http_status == 200);
   }
+  SECTION("a probe's headers go only to the configured origin: a redirect to another origin does not get them") {
+    auto same = probe_once(http_probe(nginx.url("/redirect"), {{"follow_redirects", 2}, {"headers", {{"X-Probe-Key", "k-same-123"}}}}));
+    CHECK(same.outcome == probes::Outcome::ok);
+    auto other = probe_once(http_probe(nginx.url("/elsewhere"), {{"follow_redirects", 2}, {"headers", {{"X-Probe-Key", "k-other-456"}}}}));
+    INFO(other.reason);
+    CHECK(other.outcome == probes::Outcome::ok);
+    const std::string log = read_file(nginx.access_log);
+    INFO(log);
+    CHECK_THAT(log, Catch::Contains("\"GET /redirect HTTP/1.1\" key=k-same-123"));
+    CHECK_THAT(log, Catch::Contains("\"GET /index.html HTTP/1.1\" key=k-same-123"));  // the same origin: kept
+    CHECK_THAT(log, Catch::Contains("\"GET /elsewhere HTTP/1.1\" key=k-other-456"));
+    CHECK(log.find("\"GET /index.html HTTP/1.1\" key=k-other-456") == std::string::npos);  // localhost:PORT is another origin
+  }
   SECTION("a closed port is a fail, not an error") {
     auto r = probe_once(http_probe("http://127.0.0.1:" + std::to_string(free_port()) + "/"));
     CHECK(r.outcome == probes::Outcome::fail);
@@ -173,6 +186,15 @@ TEST_CASE("https probe verifies the certificate chain and the host name", "[ngin
   TestPki pki(dir.path);
   Nginx nginx(dir.path, &pki);
 
+  SECTION("an https probe does not follow a redirect to plain http unless redirect_to_http allows it") {
+    auto refused = probe_once(http_probe(nginx.tls_url("localhost", "/to-plain"), {{"ca_file", pki.ca_cert.string()}, {"follow_redirects", 2}}));
+    CHECK(refused.outcome == probes::Outcome::fail);
+    CHECK_THAT(refused.reason, Catch::Contains("refused to follow a redirect from https:// to http://127.0.0.1:"));
+    auto allowed = probe_once(http_probe(nginx.tls_url("localhost", "/to-plain"),
+                                         {{"ca_file", pki.ca_cert.string()}, {"follow_redirects", 2}, {"redirect_to_http", true}}));
+    INFO(allowed.reason);
+    CHECK(allowed.outcome == probes::Outcome::ok);
+  }
   SECTION("ok with the CA file, and reports the certificate's remaining validity") {
     auto r = probe_once(http_probe(nginx.tls_url("localhost"), {{"ca_file", pki.ca_cert.string()}}));
     INFO(r.reason);
