@@ -465,10 +465,20 @@ void parse_npm_probe(Obj& o, NpmRegistryProbe& n) {
 
 const std::vector<std::string> kProbeKinds = {"http", "tcp", "npm_registry"};
 
+// Names that end up in logs, metric labels, the ledger and the page: printable, one line, short.
+void check_name(Ctx& c, const std::string& ptr, const std::string& name, const char* what) {
+  const bool control = std::any_of(name.begin(), name.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f; });
+  if (name.empty() || name.size() > 128 || control)
+    c.error(ptr, std::string(what) + ": expected 1 to 128 printable characters on one line (no NUL, CR, LF or other control characters)");
+}
+
 void parse_probe(Ctx& c, const json& j, const std::string& ptr, Probe& p) {
   Obj o(c, j, ptr);
   if (!o.ok()) return;
-  if (auto n = o.str("name", true)) p.name = *n;
+  if (auto n = o.str("name", true)) {
+    check_name(c, o.at("name"), *n, "probe name");
+    p.name = *n;
+  }
   auto kind = o.one_of("kind", kProbeKinds, true);
   if (auto d = o.duration("interval", false, Duration{100})) p.interval = *d;
   if (auto d = o.duration("timeout", false, Duration{10})) p.timeout = *d;
@@ -664,7 +674,10 @@ void parse_rule(Ctx& c, const json& j, const std::string& ptr, Rule& r) {
 void parse_trigger(Ctx& c, const json& j, const std::string& ptr, Trigger& t, const std::set<std::string>& probe_names) {
   Obj o(c, j, ptr);
   if (!o.ok()) return;
-  if (auto n = o.str("name", true)) t.name = *n;
+  if (auto n = o.str("name", true)) {
+    check_name(c, o.at("name"), *n, "trigger name");
+    t.name = *n;
+  }
   if (auto s = o.one_of("severity", {"P0", "P1", "P2"}, true)) t.severity = *parse_severity(*s);
   if (auto p = o.str("probe")) {
     if (!probe_names.count(*p)) c.error(o.at("probe"), "expected the name of a probe of this service, found \"" + *p + "\"");
@@ -699,7 +712,14 @@ void parse_listen(Ctx& c, Obj& o, Config& cfg) {
   if (auto l = o.str("listen")) {
     static const std::regex re(R"(^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):(\d{1,5})$)");
     std::smatch m;
-    if (!std::regex_match(*l, m, re) || std::stoi(m[2]) > 65535)
+    bool ok = std::regex_match(*l, m, re) && std::stoi(m[2]) <= 65535;
+    if (ok && m[1] != "localhost") {  // a real address, not merely digits and dots
+      std::string host = m[1];
+      unsigned char addr[16];
+      ok = host.front() == '[' ? ::inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), addr) == 1
+                               : ::inet_pton(AF_INET, host.c_str(), addr) == 1;
+    }
+    if (!ok)
       c.error(o.at("listen"), "expected \"ip:port\" (e.g. \"127.0.0.1:9464\"; port 0 picks a free one), found \"" + *l + "\"");
     cfg.listen = *l;
   }
@@ -741,11 +761,27 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     if (!a.ok()) return;
     Approver ap;
     if (auto n = a.str("name", true)) {
+      check_name(c, a.at("name"), *n, "approver name");
       if (!approver_names.insert(*n).second) c.error(a.at("name"), "duplicate approver name \"" + *n + "\"");
       ap.name = *n;
     }
-    if (auto r = a.strings("roles", true, true)) ap.roles = *r;
-    if (auto t = a.secret("token", true)) ap.token = *t;
+    if (auto r = a.strings("roles", true, true)) {
+      for (size_t i = 0; i < r->size(); ++i) check_name(c, a.at("roles") + "/" + std::to_string(i), (*r)[i], "role");
+      ap.roles = *r;
+    }
+    if (auto t = a.secret("token", true)) {
+      // Two approvers with one token: whoever holds it would be recorded as the first of them.
+      for (size_t i = 0; i < cfg.approvers.size(); ++i) {
+        const auto& other = cfg.approvers[i].token;
+        const bool same_source = other.describe() == t->describe();
+        const bool same_value = t->resolved() && other.resolved() && !t->value().empty() && t->value() == other.value();
+        if (same_source || same_value)
+          c.error(a.at(t->source() == Secret::Source::env ? "token_env" : "token_file"),
+                  "approvers " + cfg.approvers[i].name + " and " + ap.name + " share one token (" + t->describe() +
+                      (same_source ? "" : ": the same value") + "): each approver needs a token of their own");
+      }
+      ap.token = *t;
+    }
     cfg.approvers.push_back(std::move(ap));
   });
 
@@ -864,15 +900,92 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
 
 }  // namespace
 
+namespace {
+
+// A pass over the text before the document is built (nlohmann's SAX interface): keys given twice
+// in one object (nlohmann would keep the last in silence: "mode":"approve","mode":"auto" gives
+// auto), and nesting deeper than any config needs. Each found with its JSON pointer.
+class Screen final : public nlohmann::json_sax<json> {
+ public:
+  static constexpr size_t kMaxDepth = 64;
+  std::vector<std::pair<std::string, std::string>> problems;  // pointer, message
+
+  bool null() override { return value(); }
+  bool boolean(bool) override { return value(); }
+  bool number_integer(number_integer_t) override { return value(); }
+  bool number_unsigned(number_unsigned_t) override { return value(); }
+  bool number_float(number_float_t, const string_t&) override { return value(); }
+  bool string(string_t&) override { return value(); }
+  bool binary(binary_t&) override { return value(); }
+  bool start_object(std::size_t) override { return open(true); }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override { return open(false); }
+  bool end_array() override { return close(); }
+  bool key(string_t& k) override {
+    auto& f = stack_.back();
+    f.key = k;
+    if (!f.keys.insert(k).second && problems.size() < 20)
+      problems.emplace_back(pointer(), "the key \"" + k.substr(0, 64) + "\" is given twice in this object (JSON keeps only the last, silently): give it once");
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+ private:
+  struct Frame {
+    bool object;
+    std::set<std::string> keys;
+    std::string key;
+    size_t index = 0;
+  };
+  std::vector<Frame> stack_;
+  bool value() {
+    if (!stack_.empty() && !stack_.back().object) ++stack_.back().index;
+    return true;
+  }
+  bool open(bool object) {
+    if (stack_.size() >= kMaxDepth) {
+      problems.emplace_back(pointer(), "nested deeper than " + std::to_string(kMaxDepth) + " levels: not a lastgood config");
+      return false;  // stop here: nothing deeper is read
+    }
+    stack_.push_back({object, {}, {}, 0});
+    return true;
+  }
+  bool close() {
+    stack_.pop_back();
+    return value();
+  }
+  std::string pointer() const {
+    std::string p;
+    for (const auto& f : stack_) {
+      p += "/" + (f.object ? escape_token(f.key) : std::to_string(f.index));
+    }
+    return p;
+  }
+};
+
+}  // namespace
+
 LoadResult load_text(const std::string& text, const std::string& source_name, LoadOptions opts) {
   Ctx c{source_name, opts, {}};
+  Screen screen;
+  try {
+    json::sax_parse(text, &screen, nlohmann::detail::input_format_t::json, true, /*ignore_comments=*/false);
+  } catch (const json::exception&) {
+    // Reported below by the parse itself, with its byte offset.
+  }
+  if (!screen.problems.empty()) {
+    for (const auto& [ptr, msg] : screen.problems) c.error(ptr, msg);
+    return {nullptr, std::move(c.problems)};
+  }
   json j;
   try {
     j = json::parse(text, nullptr, true, /*ignore_comments=*/false);
-  } catch (const json::parse_error& e) {
-    // e.what() holds the byte offset and the reason, never config values beyond a token.
+  } catch (const json::exception& e) {
+    // A syntax error, or a number out of range ("1e999"). e.what() holds the byte offset and
+    // the reason, never config values beyond a token.
     std::string what = e.what();
     auto pos = what.find("parse error");
+    if (pos == std::string::npos) pos = what.find("number overflow");
     c.error("", "not valid JSON: " + (pos == std::string::npos ? what : what.substr(pos)));
     return {nullptr, std::move(c.problems)};
   }

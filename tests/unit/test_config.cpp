@@ -108,6 +108,11 @@ const Broken kBroken[] = {
   {"a service name with a slash", R"([{"op":"replace","path":"/services/0/name","value":"a/b"}])", "/services/0/name", "letters, digits"},
   {"a key with a slash in it is escaped in the pointer", R"([{"op":"add","path":"/services/0/probes/0/expect/a~1b","value":1}])", "/services/0/probes/0/expect/a~1b", "unknown key"},
   {"services not an array", R"([{"op":"replace","path":"/services","value":{}}])", "/services", "expected an array"},
+  {"a listen address of digits and dots that is no address", R"([{"op":"replace","path":"/listen","value":"999.999.999.999:80"}])", "/listen", "ip:port"},
+  {"a probe name with a NUL", R"([{"op":"replace","path":"/services/0/probes/0/name","value":"ho\u0000me"}])", "/services/0/probes/0/name", "no NUL, CR, LF"},
+  {"a trigger name over two lines", R"([{"op":"replace","path":"/services/0/triggers/0/name","value":"down\nup"}])", "/services/0/triggers/0/name", "on one line"},
+  {"an approver name with a line break", R"([{"op":"replace","path":"/approvers/0/name","value":"al\rice"}])", "/approvers/0/name", "printable"},
+  {"two approvers with one token", R"([{"op":"add","path":"/approvers/1","value":{"name":"mallory","roles":["cto"],"token_env":"LASTGOOD_TEST_TOKEN_ALICE"}}])", "/approvers/1/token_env", "share one token"},
 };
 // clang-format on
 
@@ -150,6 +155,34 @@ TEST_CASE("invalid JSON is reported with the file and where it broke", "[config]
   CHECK(lastgood::watchdog::validate_file(path, out) == 2);
   CHECK_THAT(out, Catch::Contains(path + ": /: not valid JSON"));
   fs::remove(path);
+}
+
+TEST_CASE("config text that crashed or misled validate: huge numbers, deep nesting, duplicate keys", "[config]") {
+  struct Raw {
+    const char* what;
+    std::string text, pointer, says;
+  };
+  const std::string svc = R"("services":[{"name":"a","probes":[{"name":"p","kind":"tcp","address":"127.0.0.1:1"}]}])";
+  const std::vector<Raw> raws = {
+      {"a number out of range", "{\"x\":1e999," + svc + "}", "/", "number overflow"},
+      {"a million levels of nesting", "{\"services\":" + std::string(1'000'000, '[') + std::string(1'000'000, ']') + "}", "/services/0/0", "nested deeper than 64"},
+      {"a key given twice (the last would win)",
+       R"({"services":[{"name":"a","probes":[{"name":"p","kind":"tcp","address":"127.0.0.1:1"}],"rollback":{"mode":"approve","mode":"auto"}}]})",
+       "/services/0/rollback/mode", "given twice"},
+      {"services given twice", "{" + svc + "," + svc + "}", "/services", "given twice"},
+  };
+  for (const auto& r : raws) {
+    DYNAMIC_SECTION(r.what) {
+      std::string path = write_temp("raw.json", r.text);
+      std::string out;
+      CHECK_NOTHROW(lastgood::watchdog::validate_file(path, out));
+      INFO(out.substr(0, 500));
+      CHECK(lastgood::watchdog::validate_file(path, out) == 2);
+      CHECK_THAT(out, Catch::Contains(path + ": " + r.pointer));
+      CHECK_THAT(out, Catch::Contains(r.says));
+      fs::remove(path);
+    }
+  }
 }
 
 TEST_CASE("a missing file is a config error, not a crash", "[config]") {
