@@ -5,7 +5,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test unit integration asan bench bench-policy clean
+.PHONY: deps build run test unit integration asan bench bench-policy clean fuzz
 
 deps:
 	scripts/install-deps
@@ -48,3 +48,19 @@ bench-policy: build
 
 clean:
 	rm -rf $(BUILD) build-asan build-bench
+
+# libFuzzer harnesses (clang-15, ASan + UBSan), each run for FUZZ_SECONDS on a scratch copy of its
+# seed corpus in fuzz/corpus/; prints each harness's executions and result. Findings are kept as
+# build-fuzz/crash-*.
+FUZZ_SECONDS ?= 60
+FUZZERS = config url http_head ledger alert
+fuzz:
+	scripts/install-deps --fuzz
+	CC=clang-15 CXX=clang++-15 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DLASTGOOD_FUZZ=ON
+	cmake --build build-fuzz -j $(JOBS)
+	@set -e; for f in $(FUZZERS); do \
+	  rm -rf build-fuzz/corpus-$$f; mkdir -p build-fuzz/corpus-$$f; cp fuzz/corpus/$$f/* build-fuzz/corpus-$$f/; \
+	  if (cd build-fuzz && ./fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 corpus-$$f > fuzz-$$f.log 2>&1); then r=ok; else r=FAILED; fi; \
+	  echo "fuzz_$$f: $$r, $$(grep -o 'number_of_executed_units: [0-9]*' build-fuzz/fuzz-$$f.log | cut -d' ' -f2) executions, corpus $$(ls build-fuzz/corpus-$$f | wc -l) inputs"; \
+	  if [ $$r = FAILED ]; then tail -30 build-fuzz/fuzz-$$f.log; exit 1; fi; \
+	done

@@ -257,6 +257,11 @@ std::optional<std::string> parse_head(std::string_view block, Head& h) {
 
 }  // namespace
 
+std::optional<std::string> check_response_head(std::string_view block) {
+  Head h;
+  return parse_head(block, h);
+}
+
 // The deadlines of every request in flight on one io_context, kept by one timer. A timer per
 // connection cost, per request, a cancel and a re-arm under the reactor's lock and one more
 // handler run for the cancelled wait; at 10 000 probes it was also 10 000 timers held. Here a

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <string_view>
 #include <string>
 #include <variant>
 #include <vector>
@@ -29,6 +30,9 @@ struct Url {
   std::string origin() const { return scheme + "://" + host + ":" + port; }
 };
 std::optional<Url> parse_url(const std::string& url);
+// The response head parser both request paths use, on a complete header block (ending in CRLF
+// CRLF): an error text for a malformed one (for the fuzzer and tests).
+std::optional<std::string> check_response_head(std::string_view block);
 // Resolves a Location header against the URL it came from.
 std::optional<Url> resolve_location(const Url& base, const std::string& location);
 

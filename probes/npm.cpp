@@ -19,7 +19,10 @@ std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::st
   std::tm tm{};
   std::istringstream in(s);
   in >> std::get_time(&tm, "%Y-%m-%dT%H:%M:%S");
-  if (in.fail()) return std::nullopt;
+  if (in.fail() || s.size() < 19) return std::nullopt;
+  // system_clock counts nanoseconds in 64 bits (years 1678 to 2262): a time far outside that,
+  // which a registry may send, would overflow. Found by fuzz/fuzz_url ("20" parsed as year 20).
+  if (tm.tm_year < 1970 - 1900 || tm.tm_year > 2200 - 1900) return std::nullopt;
   auto t = std::chrono::system_clock::from_time_t(timegm(&tm));
   size_t pos = 19;
   if (pos < s.size() && s[pos] == '.') {

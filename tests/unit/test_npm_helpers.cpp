@@ -24,6 +24,10 @@ TEST_CASE("RFC 3339 times from npm and Firebase parse, with fractions and offset
   CHECK_NOTHROW(probes::parse_rfc3339("2026-11-25T23:35:11+ab:cd"));
   CHECK_FALSE(probes::parse_rfc3339("2026-11-25T23:35:11+ab:cd"));
   CHECK_FALSE(probes::parse_rfc3339("2026-11-25T23:35:11.999999999999999999999-1x:00"));
+  // Years the clock cannot hold (found by fuzz/fuzz_url: "20" was year 20, and the conversion overflowed).
+  CHECK_FALSE(probes::parse_rfc3339("20"));
+  CHECK_FALSE(probes::parse_rfc3339("0020-01-01T00:00:00Z"));
+  CHECK_FALSE(probes::parse_rfc3339("9999-01-01T00:00:00Z"));
 }
 
 TEST_CASE("tarball integrity: sha512 first, shasum as the fallback", "[npm]") {
