@@ -237,7 +237,18 @@ std::vector<LedgerEntry> read_ledger(const std::string& path) {
 VerifyReport verify_ledger(const std::string& path) {
   auto s = scan(path, [](const std::string&, std::string_view) { return false; });  // the hash covers the data bytes
   s.report.entries = s.entries.size();
+  if (!s.entries.empty()) {
+    s.report.head_seq = s.entries.back().seq;
+    s.report.head_hash = s.entries.back().hash;
+  }
   return s.report;
+}
+
+std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t seq) {
+  auto s = scan(path, [](const std::string&, std::string_view) { return false; });
+  for (const auto& e : s.entries)
+    if (e.seq == seq) return e.hash;
+  return std::nullopt;
 }
 
 Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl") {

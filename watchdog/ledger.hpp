@@ -35,10 +35,14 @@ struct VerifyReport {
   std::uint64_t entries = 0;
   std::uint64_t bad_line = 0;  // 1-based; 0 when ok
   std::string why;
+  std::uint64_t head_seq = 0;  // the last intact entry's seq and hash (`lastgood ledger head`)
+  std::string head_hash;
 };
 
 // Walks a ledger file and checks every line and the chain. Never throws.
 VerifyReport verify_ledger(const std::string& path);
+// The hash of the intact entry with `seq`; nullopt when there is none (or the chain breaks before).
+std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t seq);
 // Reads every entry of an intact ledger (for tests and tools); empty when it is not intact.
 std::vector<LedgerEntry> read_ledger(const std::string& path);
 

@@ -2,6 +2,7 @@
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
 #include <malloc.h>
 #include <csignal>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -29,7 +30,10 @@ usage:
   lastgood run -c FILE [--dry-run]   watch the services of FILE (serves /metrics, /healthz, /readyz, /api/v1)
   lastgood validate -c FILE          check FILE; prints one line per problem (file: JSON pointer: expected)
   lastgood demo [--for DURATION]     self-contained demo on loopback (no config needed)
-  lastgood ledger verify FILE        walk the hash chain; names the first broken line
+  lastgood ledger verify FILE [--head SEQ:HASH]
+                                     walk the hash chain; names the first broken line; with --head,
+                                     also check that the head recorded earlier (elsewhere) is still in it
+  lastgood ledger head FILE          print the last entry's SEQ:HASH, to keep outside this machine
   lastgood --version | --help
 
 options:
@@ -57,6 +61,7 @@ struct Args {
   std::string log_level = "info";
   std::string listen = "127.0.0.1:9464";
   std::optional<std::string> run_for;
+  std::optional<std::string> head;  // ledger verify --head SEQ:HASH
 };
 
 void warn_open_files(const lastgood::config::Config& cfg, std::uint64_t limit) {
@@ -170,6 +175,10 @@ int main(int argc, char** argv) {
       auto x = value("--listen");
       if (!x) return usage_error("--listen needs ip:port");
       a.listen = *x;
+    } else if (s == "--head") {
+      auto x = value("--head");
+      if (!x) return usage_error("--head needs SEQ:HASH (from lastgood ledger head)");
+      a.head = *x;
     } else if (s == "--for") {
       auto x = value("--for");
       if (!x) return usage_error("--for needs a duration");
@@ -195,8 +204,36 @@ int main(int argc, char** argv) {
     return a.command == "validate" ? cmd_validate(a) : cmd_run(a);
   }
   if (a.command == "ledger") {
-    if (a.rest.size() != 2 || a.rest[0] != "verify") return usage_error("usage: lastgood ledger verify FILE");
+    if (a.rest.size() != 2 || (a.rest[0] != "verify" && a.rest[0] != "head"))
+      return usage_error("usage: lastgood ledger verify FILE [--head SEQ:HASH] | lastgood ledger head FILE");
     auto rep = lastgood::watchdog::verify_ledger(a.rest[1]);
+    if (a.rest[0] == "head") {
+      if (!rep.ok || rep.entries == 0) {
+        std::printf("%s: %s\n", a.rest[1].c_str(), rep.ok ? "no entries" : ("not intact: " + rep.why).c_str());
+        return 1;
+      }
+      std::printf("%llu:%s\n", static_cast<unsigned long long>(rep.head_seq), rep.head_hash.c_str());
+      return 0;
+    }
+    if (rep.ok && a.head) {
+      // The head kept elsewhere must still be in the chain, at its seq, with its hash: a ledger
+      // rewritten before that point (even with a consistent chain) no longer holds it.
+      const auto colon = a.head->find(':');
+      std::uint64_t seq = 0;
+      const std::string hash = colon == std::string::npos ? "" : a.head->substr(colon + 1);
+      const auto [end, ec] = std::from_chars(a.head->data(), a.head->data() + (colon == std::string::npos ? 0 : colon), seq);
+      if (colon == std::string::npos || ec != std::errc() || hash.size() != 64) return usage_error("--head needs SEQ:HASH as lastgood ledger head prints it");
+      (void)end;
+      const auto found = lastgood::watchdog::ledger_hash_at(a.rest[1], seq);
+      if (!found || *found != hash) {
+        std::printf("%s: the anchored head %s is not in this ledger (%s): it was rewritten, or it is not the ledger that was anchored\n",
+                    a.rest[1].c_str(), a.head->c_str(), found ? ("entry " + std::to_string(seq) + " has another hash").c_str() : "no such entry");
+        return 1;
+      }
+      std::printf("%s: ok, %llu entries, chain intact, anchored head %llu found\n", a.rest[1].c_str(), static_cast<unsigned long long>(rep.entries),
+                  static_cast<unsigned long long>(seq));
+      return 0;
+    }
     if (rep.ok) {
       std::printf("%s: ok, %llu entries, chain intact\n", a.rest[1].c_str(), static_cast<unsigned long long>(rep.entries));
       return 0;

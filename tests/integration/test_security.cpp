@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fixtures.hpp"
+#include "watchdog/ledger.hpp"
 
 using namespace testing;
 using nlohmann::json;
@@ -162,4 +163,30 @@ TEST_CASE("everything under state_dir is private: folders 0700, the ledger, the 
   DumpOnFailure dump2{other.path / "lastgood-1.log"};
   REQUIRE(wait_until([&] { return fresh.ready(); }, std::chrono::seconds(20)));
   CHECK(mode(fresh.state) == 0700);
+}
+
+TEST_CASE("a ledger rewritten with a consistent chain passes verify alone, and fails against a head kept elsewhere", "[security]") {
+  TempDir dir;
+  const auto original = dir.path / "original", forged = dir.path / "forged";
+  fs::create_directories(original);
+  fs::create_directories(forged);
+  {
+    lastgood::watchdog::Ledger l(original.string());
+    for (int i = 0; i < 5; ++i) l.append("decision", "app", {{"kind", "execute"}, {"n", i}}, 1'700'000'000'000LL + i);
+  }
+  std::string head;
+  REQUIRE(run_command({LASTGOOD_BINARY, "ledger", "head", (original / "ledger.jsonl").string()}, &head) == 0);
+  while (!head.empty() && head.back() == '\n') head.pop_back();
+  CHECK_THAT(head, Catch::StartsWith("5:"));
+  std::string out;
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (original / "ledger.jsonl").string(), "--head", head}, &out) == 0);
+  CHECK_THAT(out, Catch::Contains("anchored head 5 found"));
+  {  // whoever can write state_dir rewrites history and recomputes the chain
+    lastgood::watchdog::Ledger l(forged.string());
+    for (int i = 0; i < 6; ++i) l.append("decision", "app", {{"kind", "hold"}, {"n", i}}, 1'700'000'000'000LL + i);
+  }
+  fs::copy_file(forged / "ledger.jsonl", original / "ledger.jsonl", fs::copy_options::overwrite_existing);
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (original / "ledger.jsonl").string()}, &out) == 0);  // the chain alone cannot tell
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (original / "ledger.jsonl").string(), "--head", head}, &out) == 1);
+  CHECK_THAT(out, Catch::Contains("is not in this ledger"));
 }
