@@ -12,6 +12,11 @@ std::vector<std::string> security_warnings(const config::Config& cfg) {
     out.push_back("listen " + cfg.listen +
                   " is not a loopback address and no approvers are configured: anyone who can reach it can read the API and page, "
                   "and nobody can approve, reject or clear (those answer 401/403); add approvers or listen on 127.0.0.1");
+  if (cfg.approvers.empty())
+    for (const auto& svc : cfg.services)
+      if (svc.deployment && svc.rollback.mode == "approve")
+        out.push_back("service " + svc.name +
+                      " rolls back only on approval (rollback.mode \"approve\") but no approvers are configured: its proposals can only expire");
   return out;
 }
 

@@ -129,6 +129,14 @@ TEST_CASE("validate warns when the API listens beyond loopback with no approvers
   CHECK_THAT(cfg("0.0.0.0:9464", false), Catch::Contains("warning: listen 0.0.0.0:9464 is not a loopback address and no approvers"));
   CHECK_THAT(cfg("127.0.0.1:9464", false), !Catch::Contains("warning"));
   CHECK_THAT(cfg("0.0.0.0:9464", true), !Catch::Contains("warning"));
+  // Approval mode with nobody to approve: its proposals could only expire.
+  json c{{"state_dir", (dir.path / "state").string()},
+         {"services", {{{"name", "app"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}},
+                        {"deployment", {{"kind", "local_symlink"}, {"path", (dir.path / "site").string()}}}, {"rollback", {{"mode", "approve"}}}}}}};
+  write_file(dir.path / "approve.json", c.dump());
+  std::string out;
+  CHECK(run_command({LASTGOOD_BINARY, "validate", "-c", (dir.path / "approve.json").string()}, &out) == 0);
+  CHECK_THAT(out, Catch::Contains("no approvers are configured: its proposals can only expire"));
 }
 
 TEST_CASE("everything under state_dir is private: folders 0700, the ledger, the lock and torn copies 0600", "[security]") {
