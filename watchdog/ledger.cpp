@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -262,6 +263,18 @@ Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl"
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd_ >= 0) ::fchmod(fd_, 0600);  // also a ledger made or copied in with a wider mode
   if (fd_ < 0) throw std::runtime_error("cannot open ledger " + path_ + ": " + std::strerror(errno));
+  // A constructor that throws runs no destructor: the descriptor is closed here then (found by
+  // fuzz/fuzz_ledger: each refused ledger leaked one, until open files ran out).
+  struct CloseOnThrow {
+    int& fd;
+    int count = std::uncaught_exceptions();
+    ~CloseOnThrow() {
+      if (std::uncaught_exceptions() > count && fd >= 0) {
+        ::close(fd);
+        fd = -1;
+      }
+    }
+  } close_on_throw{fd_};
   // Replay reads the data of the entries that rebuild state. Of the transitions (the bulk of a
   // long ledger) only those to firing are read: incident records start from the breach.
   Scan s = scan(path_, [](const std::string& type, std::string_view data) {

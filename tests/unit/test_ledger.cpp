@@ -222,3 +222,16 @@ TEST_CASE("one process per state_dir: a second lock names the holder's pid", "[l
   lastgood::watchdog::StateLock first(d.path.string());
   CHECK_THROWS_WITH(lastgood::watchdog::StateLock(d.path.string()), Catch::Contains("pid " + std::to_string(::getpid())));
 }
+
+TEST_CASE("a ledger refused at open leaves no descriptor open (found by fuzz_ledger)", "[ledger]") {
+  Dir d;
+  write_lines(d.ledger(), {"{\"data\":{},\"hash\":\"00\",\"prev\":\"\",\"seq\":1,\"service\":\"a\",\"ts\":1,\"type\":\"x\"}", "{}"});
+  auto open_fds = [] {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator("/proc/self/fd")) n += e.path().filename().string() != "." ? 1 : 0;
+    return n;
+  };
+  const int before = open_fds();
+  for (int i = 0; i < 50; ++i) CHECK_THROWS(Ledger(d.path.string()));
+  CHECK(open_fds() <= before + 1);  // (the directory iterator's own descriptor)
+}
