@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
-#include <regex>
 
 #include <re2/re2.h>
 #include <set>
@@ -305,15 +304,15 @@ std::optional<std::vector<StatusRange>> parse_status(Ctx& c, const std::string& 
     if (e.is_number_integer()) {
       r.lo = r.hi = e.get<int>();
     } else if (e.is_string()) {
-      static const std::regex re(R"(^\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*$)");
-      std::smatch m;
+      static const RE2 re(R"(\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*)");
       const std::string s = e.get<std::string>();
-      if (!std::regex_match(s, m, re)) {
+      std::string lo, hi;
+      if (!RE2::FullMatch(s, re, &lo, &hi)) {
         c.error(p, "expected a status code or range like \"200-299\", found \"" + s + "\"");
         return false;
       }
-      r.lo = std::stoi(m[1]);
-      r.hi = m[2].matched ? std::stoi(m[2]) : r.lo;
+      r.lo = std::stoi(lo);
+      r.hi = hi.empty() ? r.lo : std::stoi(hi);
     } else {
       c.error(p, std::string("expected a status code, a range like \"200-299\" or a list of them, found ") + type_name(e));
       return false;
@@ -344,15 +343,13 @@ struct UrlParts {
 };
 
 std::optional<UrlParts> split_url(const std::string& url) {
-  static const std::regex re(R"(^(https?)://(\[[0-9a-fA-F:.]+\]|[^/:?#\s]+)(?::(\d{1,5}))?([/?][^\s#]*)?$)");
-  std::smatch m;
-  if (!std::regex_match(url, m, re)) return std::nullopt;
+  // RE2: linear in the input, whatever its size (std::regex recursed per character).
+  static const RE2 re(R"((https?)://(\[[0-9a-fA-F:.]+\]|[^/:?#\s]+)(?::(\d{1,5}))?([/?][^\s#]*)?)");
   UrlParts u;
-  u.scheme = m[1];
-  u.host = m[2];
+  if (!RE2::FullMatch(url, re, &u.scheme, &u.host, &u.port, &u.target)) return std::nullopt;
   if (u.host.size() > 2 && u.host.front() == '[') u.host = u.host.substr(1, u.host.size() - 2);
-  u.port = m[3].matched ? std::string(m[3]) : (u.scheme == "https" ? "443" : "80");
-  u.target = m[4].matched ? std::string(m[4]) : "/";
+  if (u.port.empty()) u.port = u.scheme == "https" ? "443" : "80";
+  if (u.target.empty()) u.target = "/";
   if (u.target.front() == '?') u.target = "/" + u.target;
   int port = std::stoi(u.port);
   if (port < 1 || port > 65535) return std::nullopt;
@@ -424,14 +421,14 @@ void parse_http_probe(Obj& o, HttpProbe& h) {
 
 void parse_tcp_probe(Obj& o, TcpProbe& t) {
   if (auto a = o.str("address", true)) {
-    static const std::regex re(R"(^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):(\d{1,5})$)");
-    std::smatch m;
-    if (!std::regex_match(*a, m, re) || std::stoi(m[2]) < 1 || std::stoi(m[2]) > 65535) {
+    static const RE2 re(R"((\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):(\d{1,5}))");
+    std::string host, port;
+    if (!RE2::FullMatch(*a, re, &host, &port) || std::stoi(port) < 1 || std::stoi(port) > 65535) {
       o.ctx().error(o.at("address"), "expected \"host:port\" (e.g. \"127.0.0.1:5432\"), found \"" + *a + "\"");
     } else {
-      t.host = m[1];
+      t.host = host;
       if (t.host.front() == '[') t.host = t.host.substr(1, t.host.size() - 2);
-      t.port = m[2];
+      t.port = port;
     }
   }
   if (auto s = o.str("send", false, true)) t.send = *s;
@@ -442,8 +439,8 @@ void parse_tcp_probe(Obj& o, TcpProbe& t) {
   }
 }
 
-const std::regex& npm_name_re() {
-  static const std::regex re(R"(^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$)");
+const RE2& npm_name_re() {
+  static const RE2 re(R"((@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*)");
   return re;
 }
 
@@ -453,7 +450,7 @@ void parse_npm_probe(Obj& o, NpmRegistryProbe& n) {
     n.registry = *r;
   }
   if (auto p = o.str("package", true)) {
-    if (!std::regex_match(*p, npm_name_re()))
+    if (!RE2::FullMatch(*p, npm_name_re()))
       o.ctx().error(o.at("package"), "expected an npm package name like \"name\" or \"@scope/name\", found \"" + *p + "\"");
     n.package = *p;
   }
@@ -547,8 +544,8 @@ void parse_deployment(Ctx& c, const json& j, const std::string& ptr, Deployment&
     if (!o.has("key_file") && !o.has("use_agent")) c.error(o.at("key_file"), "required: key_file (or \"use_agent\": true)");
   } else if (*kind == "firebase_hosting") {
     if (auto s = o.str("site", true)) {
-      static const std::regex re(R"(^[a-z0-9][a-z0-9-]{0,62}$)");
-      if (!std::regex_match(*s, re)) c.error(o.at("site"), "expected a Firebase site id (lowercase letters, digits, '-'), found \"" + *s + "\"");
+      static const RE2 re(R"([a-z0-9][a-z0-9-]{0,62})");
+      if (!RE2::FullMatch(*s, re)) c.error(o.at("site"), "expected a Firebase site id (lowercase letters, digits, '-'), found \"" + *s + "\"");
     }
     auto cred = o.str("credentials_file");
     auto tok = o.secret("token", false);
@@ -567,7 +564,7 @@ void parse_deployment(Ctx& c, const json& j, const std::string& ptr, Deployment&
       if (!split_url(*r)) c.error(o.at("registry"), "expected a registry URL like \"https://registry.npmjs.org/\", found \"" + *r + "\"");
     }
     if (auto p = o.str("package", true)) {
-      if (!std::regex_match(*p, npm_name_re())) c.error(o.at("package"), "expected an npm package name like \"name\" or \"@scope/name\", found \"" + *p + "\"");
+      if (!RE2::FullMatch(*p, npm_name_re())) c.error(o.at("package"), "expected an npm package name like \"name\" or \"@scope/name\", found \"" + *p + "\"");
     }
     if (auto t = o.secret("token", true)) d.secrets["token"] = *t;
     o.str("tag");
@@ -710,11 +707,10 @@ const std::set<std::string> kEvents = {"breach",   "proposed", "approved",  "rej
 
 void parse_listen(Ctx& c, Obj& o, Config& cfg) {
   if (auto l = o.str("listen")) {
-    static const std::regex re(R"(^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):(\d{1,5})$)");
-    std::smatch m;
-    bool ok = std::regex_match(*l, m, re) && std::stoi(m[2]) <= 65535;
-    if (ok && m[1] != "localhost") {  // a real address, not merely digits and dots
-      std::string host = m[1];
+    static const RE2 re(R"((\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):(\d{1,5}))");
+    std::string host, port;
+    bool ok = RE2::FullMatch(*l, re, &host, &port) && std::stoi(port) <= 65535;
+    if (ok && host != "localhost") {  // a real address, not merely digits and dots
       unsigned char addr[16];
       ok = host.front() == '[' ? ::inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), addr) == 1
                                : ::inet_pton(AF_INET, host.c_str(), addr) == 1;
@@ -846,8 +842,8 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     if (!s.ok()) return;
     Service svc;
     if (auto n = s.str("name", true)) {
-      static const std::regex re(R"(^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$)");
-      if (!std::regex_match(*n, re)) c.error(s.at("name"), "expected a name of letters, digits, '.', '_' or '-' (up to 63), found \"" + *n + "\"");
+      static const RE2 re(R"([A-Za-z0-9][A-Za-z0-9._-]{0,62})");
+      if (!RE2::FullMatch(*n, re)) c.error(s.at("name"), "expected a name of letters, digits, '.', '_' or '-' (up to 63), found \"" + *n + "\"");
       else if (!service_names.insert(*n).second) c.error(s.at("name"), "duplicate service name \"" + *n + "\"");
       svc.name = *n;
     }

@@ -14,6 +14,8 @@
 #include <thread>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -77,6 +79,17 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   if (!std::getenv("LASTGOOD_KEEP_TEST_DIRS")) fs::remove_all(path, ec);
+}
+
+std::string raw_exchange(unsigned short port, const std::string& request) {
+  boost::asio::io_context ioc;
+  boost::asio::ip::tcp::socket sock(ioc);
+  sock.connect({boost::asio::ip::make_address("127.0.0.1"), port});
+  boost::asio::write(sock, boost::asio::buffer(request));
+  std::string reply;
+  boost::system::error_code ec;
+  boost::asio::read(sock, boost::asio::dynamic_buffer(reply), ec);  // until EOF
+  return reply;
 }
 
 unsigned short free_port() {

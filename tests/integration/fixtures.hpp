@@ -53,6 +53,9 @@ struct HttpReply {
 };
 HttpReply http_call(unsigned short port, const std::string& method, const std::string& target, const std::string& token = "",
                     const std::string& body = "");
+// One request as raw bytes (headers chosen by the test) to 127.0.0.1:port; the whole reply as
+// raw bytes, read until the server closes.
+std::string raw_exchange(unsigned short port, const std::string& request);
 // Prints the file (a daemon's log) to stderr when its scope ends by a failed REQUIRE or another
 // exception, as it is then: INFO(read_file(...)) would show it as it was when INFO ran.
 struct DumpOnFailure {

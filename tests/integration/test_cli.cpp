@@ -25,18 +25,6 @@ std::pair<int, std::string> http_get(unsigned short port, const std::string& tar
   return {r.status, r.body};
 }
 
-// One request as raw bytes; the whole reply as raw bytes, read until the server closes.
-std::string raw_exchange(unsigned short port, const std::string& request) {
-  asio::io_context ioc;
-  asio::ip::tcp::socket sock(ioc);
-  sock.connect({asio::ip::make_address("127.0.0.1"), port});
-  asio::write(sock, asio::buffer(request));
-  std::string reply;
-  boost::system::error_code ec;
-  asio::read(sock, asio::dynamic_buffer(reply), ec);  // until EOF
-  return reply;
-}
-
 std::string write_config(const TempDir& dir, unsigned short listen, const std::string& url) {
   nlohmann::json c{{"listen", "127.0.0.1:" + std::to_string(listen)},
                    {"state_dir", (dir.path / "state").string()},

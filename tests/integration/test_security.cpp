@@ -21,20 +21,8 @@ namespace asio = boost::asio;
 
 namespace {
 
-// One request as raw bytes (headers chosen by the test); the whole reply, read until the close.
-std::string raw(unsigned short port, const std::string& request) {
-  asio::io_context ioc;
-  asio::ip::tcp::socket sock(ioc);
-  sock.connect({asio::ip::make_address("127.0.0.1"), port});
-  asio::write(sock, asio::buffer(request));
-  std::string reply;
-  boost::system::error_code ec;
-  asio::read(sock, asio::dynamic_buffer(reply), ec);
-  return reply;
-}
-
 std::string get(unsigned short port, const std::string& target, const std::string& host, const std::string& extra = "") {
-  return raw(port, "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n" + extra + "Connection: close\r\n\r\n");
+  return raw_exchange(port, "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n" + extra + "Connection: close\r\n\r\n");
 }
 
 json watched(const TempDir& dir) {
