@@ -750,6 +750,19 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     }
   }
   if (auto s = o.str("state_dir")) cfg.state_dir = *s;
+  if (const json* v = o.get("ledger")) {
+    Obj lo(c, *v, o.at("ledger"));
+    if (lo.ok()) {
+      if (auto k = lo.secret("hmac_key", false)) {
+        // A short key can be guessed offline from any entry; 16 bytes is the least we accept.
+        if (k->resolved() && k->value().size() < 16)
+          c.error(lo.at(k->source() == Secret::Source::env ? "hmac_key_env" : "hmac_key_file"),
+                  "expected a key of at least 16 bytes (e.g. `head -c 32 /dev/urandom | base64`), found " +
+                      std::to_string(k->value().size()));
+        cfg.ledger.hmac_key = *k;
+      }
+    }
+  }
 
   std::set<std::string> approver_names;
   each(o, "approvers", false, [&](const json& e, const std::string& p, size_t) {
@@ -906,22 +919,22 @@ class Screen final : public nlohmann::json_sax<json> {
   static constexpr size_t kMaxDepth = 64;
   std::vector<std::pair<std::string, std::string>> problems;  // pointer, message
 
-  bool null() override { return value(); }
-  bool boolean(bool) override { return value(); }
-  bool number_integer(number_integer_t) override { return value(); }
-  bool number_unsigned(number_unsigned_t) override { return value(); }
-  bool number_float(number_float_t, const string_t&) override { return value(); }
-  bool string(string_t&) override { return value(); }
-  bool binary(binary_t&) override { return value(); }
-  bool start_object(std::size_t) override { return open(true); }
+  bool null() override { return note("null") && value(); }
+  bool boolean(bool b) override { return note(b ? "true" : "false") && value(); }
+  bool number_integer(number_integer_t n) override { return note(std::to_string(n)) && value(); }
+  bool number_unsigned(number_unsigned_t n) override { return note(std::to_string(n)) && value(); }
+  bool number_float(number_float_t, const string_t& raw) override { return note(raw) && value(); }
+  bool string(string_t& v) override { return note(json(v.substr(0, 40) + (v.size() > 40 ? "..." : "")).dump()) && value(); }
+  bool binary(binary_t&) override { return note("binary") && value(); }
+  bool start_object(std::size_t) override { return note("{...}") && open(true); }
   bool end_object() override { return close(); }
-  bool start_array(std::size_t) override { return open(false); }
+  bool start_array(std::size_t) override { return note("[...]") && open(false); }
   bool end_array() override { return close(); }
   bool key(string_t& k) override {
     auto& f = stack_.back();
     f.key = k;
-    if (!f.keys.insert(k).second && problems.size() < 20)
-      problems.emplace_back(pointer(), "the key \"" + k.substr(0, 64) + "\" is given twice in this object (JSON keeps only the last, silently): give it once");
+    auto [it, fresh] = f.first.try_emplace(k, "");
+    f.duplicate = fresh ? nullptr : &it->second;
     return true;
   }
   bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
@@ -929,11 +942,26 @@ class Screen final : public nlohmann::json_sax<json> {
  private:
   struct Frame {
     bool object;
-    std::set<std::string> keys;
+    std::map<std::string, std::string> first;  // key -> how its first value reads (short)
     std::string key;
+    const std::string* duplicate = nullptr;    // the key just read was given before, with this value
     size_t index = 0;
   };
   std::vector<Frame> stack_;
+  // The value of the key just read: a key given twice is reported with both of its values.
+  bool note(std::string shown) {
+    if (stack_.empty() || !stack_.back().object) return true;
+    auto& f = stack_.back();
+    if (f.duplicate == nullptr) {
+      f.first[f.key] = std::move(shown);
+      return true;
+    }
+    if (problems.size() < 20)
+      problems.emplace_back(pointer(), "the key \"" + f.key.substr(0, 64) + "\" is given twice in this object, first as " + *f.duplicate +
+                                           ", then as " + shown + " (JSON keeps only the last, silently): give it once");
+    f.duplicate = nullptr;
+    return true;
+  }
   bool value() {
     if (!stack_.empty() && !stack_.back().object) ++stack_.back().index;
     return true;
@@ -943,7 +971,7 @@ class Screen final : public nlohmann::json_sax<json> {
       problems.emplace_back(pointer(), "nested deeper than " + std::to_string(kMaxDepth) + " levels: not a lastgood config");
       return false;  // stop here: nothing deeper is read
     }
-    stack_.push_back({object, {}, {}, 0});
+    stack_.push_back({object, {}, {}, nullptr, 0});
     return true;
   }
   bool close() {

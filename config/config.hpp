@@ -136,11 +136,18 @@ struct Api {
   std::vector<std::string> trusted_proxies;
 };
 
+// The "ledger" block: with hmac_key (hmac_key_file or hmac_key_env), every entry's hash is an
+// HMAC-SHA256 under it (design.md, Ledger).
+struct LedgerOptions {
+  std::optional<Secret> hmac_key;
+};
+
 struct Config {
   std::string source;                                    // the file it came from
   std::string listen = "127.0.0.1:9464";
   Api api;
   std::string state_dir = "/var/lib/lastgood";
+  LedgerOptions ledger;
   std::vector<Approver> approvers;
   std::map<Severity, Authority> authority;
   std::vector<Notify> notify;

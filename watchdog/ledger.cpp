@@ -14,7 +14,9 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <spdlog/spdlog.h>
 
 namespace lastgood::watchdog {
@@ -83,31 +85,61 @@ json to_json(const LedgerEntry& e) {
   return j;
 }
 
-std::string entry_hash(const LedgerEntry& e) {
-  LedgerEntry copy = e;
-  copy.hash.clear();
-  return sha256_hex(e.prev + to_json(copy).dump());
-}
-
 namespace {
 
-// SHA-256 over several pieces without joining them.
-std::string sha256_hex_parts(std::initializer_list<std::string_view> parts) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  for (auto p : parts) EVP_DigestUpdate(ctx, p.data(), p.size());
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
+std::string to_hex(const unsigned char* md, size_t len) {
   static const char* hex = "0123456789abcdef";
   std::string out(len * 2, '0');
-  for (unsigned i = 0; i < len; ++i) {
+  for (size_t i = 0; i < len; ++i) {
     out[2 * i] = hex[md[i] >> 4];
     out[2 * i + 1] = hex[md[i] & 15];
   }
   return out;
 }
+
+// SHA-256 (no key) or HMAC-SHA256 (a key) over several pieces without joining them.
+std::string digest_hex(const std::string* key, std::initializer_list<std::string_view> parts) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  if (key == nullptr) {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+    for (auto p : parts) EVP_DigestUpdate(ctx, p.data(), p.size());
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx, md, &len);
+    EVP_MD_CTX_free(ctx);
+    return to_hex(md, len);
+  }
+  static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (hmac == nullptr) throw std::runtime_error("OpenSSL offers no HMAC");
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(hmac);
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+  size_t len = 0;
+  const bool ok = ctx != nullptr && EVP_MAC_init(ctx, reinterpret_cast<const unsigned char*>(key->data()), key->size(), params) == 1 &&
+                  [&] {
+                    for (auto p : parts)
+                      if (EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(p.data()), p.size()) != 1) return false;
+                    return true;
+                  }() &&
+                  EVP_MAC_final(ctx, md, &len, sizeof md) == 1;
+  EVP_MAC_CTX_free(ctx);
+  if (!ok) throw std::runtime_error("HMAC-SHA256 failed");
+  return to_hex(md, len);
+}
+
+constexpr const char* kKeyedType = "ledger_keyed";
+
+}  // namespace
+
+std::string ledger_key_id(const std::string& key) { return digest_hex(&key, {"lastgood ledger key id"}).substr(0, 16); }
+
+std::string entry_hash(const LedgerEntry& e, const std::string* key) {
+  LedgerEntry copy = e;
+  copy.hash.clear();
+  return digest_hex(key, {e.prev, to_json(copy).dump()});
+}
+
+namespace {
 
 // Reads the fields of a canonical line without a JSON parser. Lines are written by dump()
 // (sorted keys, no spaces): {"data":...,"hash":"H","prev":"P","seq":N,"service":"S","ts":T,"type":"Y"}.
@@ -158,18 +190,12 @@ struct Scan {
   std::uint64_t good_bytes = 0;   // length of the file up to the end of the last good line
 };
 
+using WantData = std::function<bool(const std::string&, std::string_view)>;
+
 // want_data(type, data_text): whether to parse that entry's data (replay needs only some).
-Scan scan(const std::string& path, const std::function<bool(const std::string&, std::string_view)>& want_data = {}) {
+Scan scan_text(std::string_view all, const std::string* key, const WantData& want_data = {}) {
   Scan s;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    s.report.why = "cannot open " + path;
-    s.report.bad_line = 0;
-    return s;
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string all = ss.str();
+  const std::string our_id = key ? ledger_key_id(*key) : "";
   size_t pos = 0;
   std::uint64_t line_no = 0;
   std::string prev;
@@ -177,7 +203,7 @@ Scan scan(const std::string& path, const std::function<bool(const std::string&, 
     ++line_no;
     size_t nl = all.find('\n', pos);
     const bool last = nl == std::string::npos || nl + 1 == all.size();
-    std::string_view line = std::string_view(all).substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    std::string_view line = all.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
     LedgerEntry e;
     std::string_view data_text;
     auto err = nl == std::string::npos ? std::optional<std::string>("truncated last line (no newline: a write was cut short)")
@@ -201,12 +227,41 @@ Scan scan(const std::string& path, const std::function<bool(const std::string&, 
     // Lines are written canonical (dump(): sorted keys, no spaces), so the canonical JSON of the
     // entry without its hash is the line's own bytes minus the hash member: hash those bytes
     // instead of re-serialising (stricter too: any byte changed is caught).
+    // From the "ledger_keyed" entry on, every hash is an HMAC under the ledger's key.
+    if (e.type == kKeyedType) {
+      const json d = json::parse(data_text.begin(), data_text.end(), nullptr, false);
+      const std::string id = d.is_object() && d.contains("key_id") && d["key_id"].is_string() ? d["key_id"].get<std::string>() : "";
+      if (s.report.keyed_from != 0 && id != s.report.key_id) {
+        s.report.bad_line = line_no;
+        s.report.why = "keyed again with another key (id " + id + ", line " + std::to_string(s.report.keyed_from) + " named " +
+                       s.report.key_id + "): a ledger has one key";
+        return s;
+      }
+      if (s.report.keyed_from == 0) {
+        s.report.keyed_from = line_no;
+        s.report.key_id = id;
+      }
+    }
+    const bool keyed = s.report.keyed_from != 0;
+    if (keyed && key == nullptr) {
+      s.report.bad_line = line_no;
+      s.report.why = "the ledger is keyed from line " + std::to_string(s.report.keyed_from) + " (HMAC-SHA256, key id " + s.report.key_id +
+                     ") and no key was given (lastgood ledger verify --key-file, or ledger.hmac_key_file)";
+      return s;
+    }
+    if (keyed && s.report.key_id != our_id) {
+      s.report.bad_line = line_no;
+      s.report.why = "the ledger is keyed with key id " + s.report.key_id + " from line " + std::to_string(s.report.keyed_from) +
+                     "; the key given has id " + our_id;
+      return s;
+    }
     const std::string member = ",\"hash\":\"" + e.hash + "\"";
     const size_t at = line.find(member);
     if (at == std::string_view::npos || e.hash.size() != 64 ||
-        sha256_hex_parts({e.prev, line.substr(0, at), line.substr(at + member.size())}) != e.hash) {
+        digest_hex(keyed ? key : nullptr, {e.prev, line.substr(0, at), line.substr(at + member.size())}) != e.hash) {
       s.report.bad_line = line_no;
-      s.report.why = "hash mismatch: the entry was changed after it was written";
+      s.report.why = keyed ? "HMAC mismatch: the entry was changed after it was written, by someone without the key"
+                           : "hash mismatch: the entry was changed after it was written";
       return s;
     }
     if (!want_data || want_data(e.type, data_text)) {
@@ -227,32 +282,64 @@ Scan scan(const std::string& path, const std::function<bool(const std::string&, 
   return s;
 }
 
-}  // namespace
-
-std::vector<LedgerEntry> read_ledger(const std::string& path) {
-  auto s = scan(path);
-  if (!s.report.ok) return {};
-  return std::move(s.entries);
+std::optional<std::string> read_whole(const std::string& path, std::string& out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "cannot open " + path;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return std::nullopt;
 }
 
-VerifyReport verify_ledger(const std::string& path) {
-  auto s = scan(path, [](const std::string&, std::string_view) { return false; });  // the hash covers the data bytes
+Scan scan(const std::string& path, const std::string* key, const WantData& want_data = {}) {
+  std::string all;
+  if (auto err = read_whole(path, all)) {
+    Scan s;
+    s.report.why = *err;
+    return s;
+  }
+  return scan_text(all, key, want_data);
+}
+
+const WantData kNoData = [](const std::string&, std::string_view) { return false; };  // the hash covers the data bytes
+
+VerifyReport finish_report(Scan s, const std::string* key) {
   s.report.entries = s.entries.size();
   if (!s.entries.empty()) {
     s.report.head_seq = s.entries.back().seq;
     s.report.head_hash = s.entries.back().hash;
   }
+  // A key given for a ledger that holds no keyed entry: it was never written with the key, or it
+  // was rewritten without it. Either way nothing in it is vouched for by the key.
+  if (s.report.ok && key != nullptr && s.report.keyed_from == 0 && s.report.entries > 0) {
+    s.report.ok = false;
+    s.report.bad_line = 0;
+    s.report.why = "a key was given but no entry is keyed: this ledger was not written with it (or was rewritten without it)";
+  }
   return s.report;
 }
 
-std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t seq) {
-  auto s = scan(path, [](const std::string&, std::string_view) { return false; });
+}  // namespace
+
+std::vector<LedgerEntry> read_ledger(const std::string& path, const std::string* key) {
+  auto s = scan(path, key);
+  if (!s.report.ok) return {};
+  return std::move(s.entries);
+}
+
+VerifyReport verify_ledger(const std::string& path, const std::string* key) { return finish_report(scan(path, key, kNoData), key); }
+
+VerifyReport verify_ledger_text(std::string_view text, const std::string* key) { return finish_report(scan_text(text, key, kNoData), key); }
+
+std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t seq, const std::string* key) {
+  auto s = scan(path, key, kNoData);
   for (const auto& e : s.entries)
     if (e.seq == seq) return e.hash;
   return std::nullopt;
 }
 
-Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl") {
+Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key)
+    : path_(state_dir + "/ledger.jsonl"), key_(std::move(hmac_key)) {
   if (const char* c = std::getenv("LASTGOOD_TEST_CRASH_AFTER")) {
     std::string spec = c;
     auto colon = spec.find(':');
@@ -277,13 +364,15 @@ Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl"
   } close_on_throw{fd_};
   // Replay reads the data of the entries that rebuild state. Of the transitions (the bulk of a
   // long ledger) only those to firing are read: incident records start from the breach.
-  Scan s = scan(path_, [](const std::string& type, std::string_view data) {
+  const std::string* key = key_ ? &*key_ : nullptr;
+  Scan s = scan(path_, key, [](const std::string& type, std::string_view data) {
     if (type == "transition") return data.find("\"to\":\"firing\"") != std::string_view::npos;
     return type != "clear_refused";
   });
   if (!s.report.ok && !s.torn_tail)
     throw std::runtime_error("ledger " + path_ + " is damaged at line " + std::to_string(s.report.bad_line) + ": " + s.report.why +
                              " (run `lastgood ledger verify " + path_ + "`; lastgood will not act on a ledger it cannot trust)");
+  keyed_ = s.report.keyed_from != 0;
   count_ = s.entries.size();
   bytes_ = s.good_bytes;
   head_ = s.entries.empty() ? "" : s.entries.back().hash;
@@ -306,6 +395,12 @@ Ledger::Ledger(const std::string& state_dir) : path_(state_dir + "/ledger.jsonl"
     // is retried as any other entry would be (the pipeline holds every action until one succeeds).
     if (!r) spdlog::error("ledger {}: could not record the repair: {}", path_, r.error);
   }
+  if (key_ && !keyed_) {
+    // The first keyed entry; try_append makes it before any other if this one fails now.
+    auto r = try_append(kKeyedType, "", json::object(),
+                        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    if (!r) spdlog::error("ledger {}: could not record that it is keyed from here on: {}", path_, r.error);
+  }
 }
 
 Ledger::~Ledger() {
@@ -316,6 +411,19 @@ Ledger::~Ledger() {
 }
 
 AppendResult Ledger::try_append(const std::string& type, const std::string& service, json data, long long ts_ms, Sync sync) {
+  const bool marker = type == kKeyedType;
+  if (key_ && !keyed_ && !marker) {
+    auto m = try_append(kKeyedType, "", json::object(), ts_ms);
+    if (!m) return m;
+  }
+  if (marker) {
+    if (!key_ || keyed_) {
+      AppendResult r;
+      r.error = "ledger " + path_ + ": " + kKeyedType + " is written by the ledger itself, once";
+      return r;
+    }
+    data = {{"alg", "HMAC-SHA256"}, {"key_id", ledger_key_id(*key_)}, {"unkeyed_entries", count_}};
+  }
   LedgerEntry e;
   e.seq = count_ + 1;
   e.ts_ms = ts_ms;
@@ -323,7 +431,7 @@ AppendResult Ledger::try_append(const std::string& type, const std::string& serv
   e.service = service;
   e.data = std::move(data);
   e.prev = head_;
-  e.hash = entry_hash(e);
+  e.hash = entry_hash(e, key_ && (keyed_ || marker) ? &*key_ : nullptr);
   const std::string line = to_json(e).dump() + "\n";
   auto write = io_.write ? io_.write : [](int fd, const void* b, size_t n) { return ::write(fd, b, n); };
   auto sync_fd = io_.fdatasync ? io_.fdatasync : [](int fd) { return ::fdatasync(fd); };
@@ -355,6 +463,7 @@ AppendResult Ledger::try_append(const std::string& type, const std::string& serv
   ++count_;
   bytes_ += line.size();
   head_ = e.hash;
+  if (marker) keyed_ = true;
   if (after_append_) after_append_(e);
   if (!crash_type_.empty() && e.type == crash_type_ && --crash_count_ == 0) {
     spdlog::default_logger()->flush();

@@ -2,7 +2,9 @@
 // The ledger: state_dir/ledger.jsonl, one JSON object a line:
 //   {"seq", "ts", "type", "service", "data", "prev", "hash"}
 // hash = sha256_hex(prev + canonical JSON of the entry without "hash"); canonical JSON is
-// nlohmann's dump() (keys sorted, no spaces). Each append is written and, unless it asks for
+// nlohmann's dump() (keys sorted, no spaces). With a key (ledger.hmac_key_file), the hash is
+// HMAC-SHA256 under it from a "ledger_keyed" entry on (the first keyed entry, naming the key's
+// id): whoever can write the file but lacks the key cannot forge a consistent chain past it. Each append is written and, unless it asks for
 // Sync::deferred, fdatasync'd before it returns, so an effect recorded as done survives a crash.
 // Deferred entries (trigger transitions: evidence, high in volume, nothing is acted on from them
 // after a restart) are synced by the next durable append or on close; a crash can lose only a
@@ -14,6 +16,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -37,19 +40,29 @@ struct VerifyReport {
   std::string why;
   std::uint64_t head_seq = 0;  // the last intact entry's seq and hash (`lastgood ledger head`)
   std::string head_hash;
+  std::uint64_t keyed_from = 0;  // line of the "ledger_keyed" entry; 0 when the ledger is not keyed
+  std::string key_id;            // the id that entry names
 };
 
-// Walks a ledger file and checks every line and the chain. Never throws.
-VerifyReport verify_ledger(const std::string& path);
+// A key's id, safe to print and record: the first 16 hex digits of HMAC-SHA256(key, a fixed
+// label). It tells two keys apart without saying anything about either.
+std::string ledger_key_id(const std::string& key);
+
+// Walks a ledger file and checks every line and the chain. Never throws. `key` (null: none)
+// checks the keyed entries; a keyed ledger without the key, or a key and a ledger that was never
+// keyed, is not ok (the report says which).
+VerifyReport verify_ledger(const std::string& path, const std::string* key = nullptr);
+// The same over a ledger's bytes in memory (fuzz/fuzz_ledger).
+VerifyReport verify_ledger_text(std::string_view text, const std::string* key = nullptr);
 // The hash of the intact entry with `seq`; nullopt when there is none (or the chain breaks before).
-std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t seq);
+std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t seq, const std::string* key = nullptr);
 // Reads every entry of an intact ledger (for tests and tools); empty when it is not intact.
-std::vector<LedgerEntry> read_ledger(const std::string& path);
+std::vector<LedgerEntry> read_ledger(const std::string& path, const std::string* key = nullptr);
 
 std::string sha256_hex(const std::string& data);
 // Test hook for crash safety: when LASTGOOD_TEST_CRASH_AFTER names `point`, stop dead (_exit 99).
 void test_crash_point(const char* point);
-std::string entry_hash(const LedgerEntry& e);  // over everything but e.hash
+std::string entry_hash(const LedgerEntry& e, const std::string* key = nullptr);  // over everything but e.hash
 
 // Everything lastgood writes under state_dir is its own: files 0600, folders 0700 (whatever the
 // umask). write_private() creates or replaces `path` with `text`; "" or why not.
@@ -92,8 +105,10 @@ class Ledger {
   // Opens (creating) state_dir/ledger.jsonl, verifies it and loads its entries for replay.
   // A truncated or unparsable last line is moved to ledger.jsonl.torn-<ts> and truncated off,
   // with a "ledger_repaired" entry; any other damage throws (lastgood refuses to run on a
-  // ledger it cannot trust; `lastgood ledger verify` names the line).
-  explicit Ledger(const std::string& state_dir);
+  // ledger it cannot trust; `lastgood ledger verify` names the line). With `hmac_key`, entries
+  // are keyed: a ledger not yet keyed gets its "ledger_keyed" entry first; a ledger keyed with
+  // another key, or keyed while no key is given, is refused.
+  explicit Ledger(const std::string& state_dir, std::optional<std::string> hmac_key = std::nullopt);
   ~Ledger();
   Ledger(const Ledger&) = delete;
   Ledger& operator=(const Ledger&) = delete;
@@ -122,6 +137,8 @@ class Ledger {
   std::vector<LedgerEntry> loaded_;
   std::uint64_t count_ = 0;
   std::string head_;  // hash of the last entry
+  std::optional<std::string> key_;
+  bool keyed_ = false;  // the "ledger_keyed" entry is in the file: hashes from here on are HMACs
   std::uint64_t bytes_ = 0;  // file length up to the end of the last whole entry
   LedgerIo io_;
   int unsynced_ = 0;  // deferred appends not yet fdatasync'd

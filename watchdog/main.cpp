@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "config/config.hpp"
+#include "config/secret.hpp"
 #include "net/supervise.hpp"
 #include "lastgood/version.hpp"
 #include "watchdog/demo.hpp"
@@ -30,10 +31,12 @@ usage:
   lastgood run -c FILE [--dry-run]   watch the services of FILE (serves /metrics, /healthz, /readyz, /api/v1)
   lastgood validate -c FILE          check FILE; prints one line per problem (file: JSON pointer: expected)
   lastgood demo [--for DURATION]     self-contained demo on loopback (no config needed)
-  lastgood ledger verify FILE [--head SEQ:HASH]
+  lastgood ledger verify FILE [--head SEQ:HASH] [--key-file K]
                                      walk the hash chain; names the first broken line; with --head,
-                                     also check that the head recorded earlier (elsewhere) is still in it
-  lastgood ledger head FILE          print the last entry's SEQ:HASH, to keep outside this machine
+                                     also check that the head recorded earlier (elsewhere) is still in it;
+                                     with --key-file, check the HMACs of a keyed ledger (ledger.hmac_key_file)
+  lastgood ledger head FILE [--key-file K]
+                                     print the last entry's SEQ:HASH, to keep outside this machine
   lastgood --version | --help
 
 options:
@@ -62,6 +65,7 @@ struct Args {
   std::string listen = "127.0.0.1:9464";
   std::optional<std::string> run_for;
   std::optional<std::string> head;  // ledger verify --head SEQ:HASH
+  std::optional<std::string> key_file;  // ledger verify/head --key-file K
 };
 
 void warn_open_files(const lastgood::config::Config& cfg, std::uint64_t limit) {
@@ -179,6 +183,10 @@ int main(int argc, char** argv) {
       auto x = value("--head");
       if (!x) return usage_error("--head needs SEQ:HASH (from lastgood ledger head)");
       a.head = *x;
+    } else if (s == "--key-file") {
+      auto x = value("--key-file");
+      if (!x) return usage_error("--key-file needs the file of the ledger's HMAC key (ledger.hmac_key_file)");
+      a.key_file = *x;
     } else if (s == "--for") {
       auto x = value("--for");
       if (!x) return usage_error("--for needs a duration");
@@ -205,8 +213,15 @@ int main(int argc, char** argv) {
   }
   if (a.command == "ledger") {
     if (a.rest.size() != 2 || (a.rest[0] != "verify" && a.rest[0] != "head"))
-      return usage_error("usage: lastgood ledger verify FILE [--head SEQ:HASH] | lastgood ledger head FILE");
-    auto rep = lastgood::watchdog::verify_ledger(a.rest[1]);
+      return usage_error("usage: lastgood ledger verify FILE [--head SEQ:HASH] [--key-file K] | lastgood ledger head FILE [--key-file K]");
+    std::optional<std::string> key;
+    if (a.key_file) {
+      auto secret = lastgood::config::Secret::from_file(*a.key_file);
+      if (auto err = secret.resolve()) return usage_error("--key-file: " + *err);
+      key = secret.value();
+    }
+    const std::string* k = key ? &*key : nullptr;
+    auto rep = lastgood::watchdog::verify_ledger(a.rest[1], k);
     if (a.rest[0] == "head") {
       if (!rep.ok || rep.entries == 0) {
         std::printf("%s: %s\n", a.rest[1].c_str(), rep.ok ? "no entries" : ("not intact: " + rep.why).c_str());
@@ -224,7 +239,7 @@ int main(int argc, char** argv) {
       const auto [end, ec] = std::from_chars(a.head->data(), a.head->data() + (colon == std::string::npos ? 0 : colon), seq);
       if (colon == std::string::npos || ec != std::errc() || hash.size() != 64) return usage_error("--head needs SEQ:HASH as lastgood ledger head prints it");
       (void)end;
-      const auto found = lastgood::watchdog::ledger_hash_at(a.rest[1], seq);
+      const auto found = lastgood::watchdog::ledger_hash_at(a.rest[1], seq, k);
       if (!found || *found != hash) {
         std::printf("%s: the anchored head %s is not in this ledger (%s): it was rewritten, or it is not the ledger that was anchored\n",
                     a.rest[1].c_str(), a.head->c_str(), found ? ("entry " + std::to_string(seq) + " has another hash").c_str() : "no such entry");
@@ -235,7 +250,11 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (rep.ok) {
-      std::printf("%s: ok, %llu entries, chain intact\n", a.rest[1].c_str(), static_cast<unsigned long long>(rep.entries));
+      std::printf("%s: ok, %llu entries, chain intact%s\n", a.rest[1].c_str(), static_cast<unsigned long long>(rep.entries),
+                  rep.keyed_from == 0 ? ""
+                                      : (", keyed (HMAC-SHA256, key id " + rep.key_id + ") from entry " + std::to_string(rep.keyed_from) +
+                                         (rep.keyed_from > 1 ? "; the entries before it are not vouched for by the key" : ""))
+                                            .c_str());
       return 0;
     }
     if (rep.bad_line == 0) std::printf("%s: %s\n", a.rest[1].c_str(), rep.why.c_str());

@@ -53,7 +53,15 @@ void Watchdog::start() {
   state_dir_ok_ = true;
   lock_ = std::make_unique<StateLock>(cfg_->state_dir);  // one process per state_dir (throws naming the holder)
   net::set_internal_error_sink([this](const char* where) { metrics_.internal_error(where); });
-  ledger_ = std::make_unique<Ledger>(cfg_->state_dir);  // throws on a damaged ledger
+  std::optional<std::string> key;
+  if (cfg_->ledger.hmac_key) {
+    auto secret = *cfg_->ledger.hmac_key;
+    if (!secret.resolved())
+      if (auto err = secret.resolve()) throw std::runtime_error("ledger.hmac_key: " + *err);
+    if (secret.value().size() < 16) throw std::runtime_error("ledger.hmac_key: " + secret.describe() + " holds fewer than 16 bytes");
+    key = secret.value();
+  }
+  ledger_ = std::make_unique<Ledger>(cfg_->state_dir, std::move(key));  // throws on a damaged ledger
   if (opts_.on_ledger) ledger_->set_after_append(opts_.on_ledger);
   pipeline_.start(*ledger_);
   ServerLimits limits;

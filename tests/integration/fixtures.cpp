@@ -472,7 +472,7 @@ void Lastgood::start(std::map<std::string, std::string> env) {
 bool Lastgood::ready() { return http_call(port, "GET", "/readyz").status == 200; }
 
 std::vector<lastgood::watchdog::LedgerEntry> Lastgood::ledger() const {
-  return lastgood::watchdog::read_ledger((state / "ledger.jsonl").string());
+  return lastgood::watchdog::read_ledger((state / "ledger.jsonl").string(), hmac_key.empty() ? nullptr : &hmac_key);
 }
 
 std::string Lastgood::log() const {

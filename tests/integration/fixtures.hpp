@@ -202,6 +202,7 @@ struct Lastgood {
   std::unique_ptr<Process> proc;
   int runs = 0;
   std::vector<std::string> prefix;  // run the binary under this (e.g. prlimit --nofile=256:256 --)
+  std::string hmac_key;             // the key of a keyed ledger (ledger.hmac_key_file), for ledger()
 
   Lastgood(TempDir& d, nlohmann::json service, nlohmann::json extra = nlohmann::json::object());
   void start(std::map<std::string, std::string> env = {});

@@ -5,6 +5,8 @@
 
 #include <sys/stat.h>
 
+#include <sstream>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -185,4 +187,71 @@ TEST_CASE("a ledger rewritten with a consistent chain passes verify alone, and f
   CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (original / "ledger.jsonl").string()}, &out) == 0);  // the chain alone cannot tell
   CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (original / "ledger.jsonl").string(), "--head", head}, &out) == 1);
   CHECK_THAT(out, Catch::Contains("is not in this ledger"));
+}
+
+TEST_CASE("a keyed ledger (ledger.hmac_key_file): verify and head need the key; a rewrite without it is caught; run refuses it without the key",
+          "[security]") {
+  TempDir dir;
+  const std::string key = "k3y-for-the-keyed-ledger-test-0123456789";
+  const auto key_file = dir.path / "ledger.key", other_key = dir.path / "other.key";
+  write_file(key_file, key + "\n");
+  write_file(other_key, "another-key-of-enough-length-0123456789\n");
+  json service = watched(dir);
+  service["triggers"] = {{{"name", "down"}, {"severity", "P2"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 1}}}}};
+  Lastgood lg(dir, service, {{"ledger", {{"hmac_key_file", key_file.string()}}}});
+  lg.hmac_key = key;
+  lg.start();
+  DumpOnFailure dump{dir.path / "lastgood-1.log"};
+  REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
+  REQUIRE(wait_until([&] { return lg.ledger().size() >= 2; }, std::chrono::seconds(20)));  // entries after the key
+  CHECK(lg.proc->stop() == 0);
+  const auto es = lg.ledger();
+  REQUIRE(es.size() >= 2);
+  CHECK(es[0].type == "ledger_keyed");
+  CHECK(lg.log().find(key) == std::string::npos);
+
+  const std::string file = (lg.state / "ledger.jsonl").string();
+  CHECK(read_file(file).find(key) == std::string::npos);
+  std::string out;
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", file, "--key-file", key_file.string()}, &out) == 0);
+  CHECK_THAT(out, Catch::Contains("chain intact, keyed (HMAC-SHA256, key id " + lastgood::watchdog::ledger_key_id(key) + ") from entry 1"));
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", file}, &out) == 1);
+  CHECK_THAT(out, Catch::Contains("line 1: the ledger is keyed from line 1") && Catch::Contains("no key was given"));
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", file, "--key-file", other_key.string()}, &out) == 1);
+  CHECK_THAT(out, Catch::Contains("the key given has id"));
+  std::string head;
+  REQUIRE(run_command({LASTGOOD_BINARY, "ledger", "head", file, "--key-file", key_file.string()}, &head) == 0);
+  while (!head.empty() && head.back() == '\n') head.pop_back();
+  CHECK(head == std::to_string(es.back().seq) + ":" + es.back().hash);
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", file, "--key-file", key_file.string(), "--head", head}, &out) == 0);
+  CHECK_THAT(out, Catch::Contains("anchored head"));
+
+  // Whoever can write the file but lacks the key changes an entry and recomputes a plain chain.
+  {
+    std::vector<std::string> lines;
+    std::istringstream in(read_file(file));
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    std::string prev, forged;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      json j = json::parse(lines[i]);
+      if (i == 1) j["data"]["forged"] = true;
+      j["prev"] = prev;
+      j.erase("hash");
+      j["hash"] = lastgood::watchdog::sha256_hex(prev + j.dump());
+      prev = j["hash"].get<std::string>();
+      forged += j.dump() + "\n";
+    }
+    write_file(file, forged);
+  }
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", file, "--key-file", key_file.string()}, &out) == 1);
+  CHECK_THAT(out, Catch::Contains("line 1: HMAC mismatch"));
+
+  // Without the key in the config, lastgood will not run on a keyed ledger (nor append to it).
+  Lastgood nokey(dir, watched(dir), {{"state_dir", lg.state.string()}});
+  nokey.port = lg.port;
+  nokey.runs = 1;
+  nokey.start();
+  REQUIRE(wait_until([&] { return !nokey.proc->running(); }, std::chrono::seconds(20)));
+  CHECK(nokey.proc->stop() == 1);
+  CHECK_THAT(read_file(dir.path / "lastgood-2.log"), Catch::Contains("no key was given"));
 }

@@ -112,6 +112,8 @@ const Broken kBroken[] = {
   {"a probe name with a NUL", R"([{"op":"replace","path":"/services/0/probes/0/name","value":"ho\u0000me"}])", "/services/0/probes/0/name", "no NUL, CR, LF"},
   {"a trigger name over two lines", R"([{"op":"replace","path":"/services/0/triggers/0/name","value":"down\nup"}])", "/services/0/triggers/0/name", "on one line"},
   {"an approver name with a line break", R"([{"op":"replace","path":"/approvers/0/name","value":"al\rice"}])", "/approvers/0/name", "printable"},
+  {"an inline HMAC key", R"([{"op":"add","path":"/ledger","value":{"hmac_key":"0123456789abcdef0123"}}])", "/ledger/hmac_key", "not accepted inline"},
+  {"a typo in ledger", R"([{"op":"add","path":"/ledger","value":{"hmac_keyfile":"/k"}}])", "/ledger/hmac_keyfile", "did you mean \"hmac_key_file\""},
   {"two approvers with one token", R"([{"op":"add","path":"/approvers/1","value":{"name":"mallory","roles":["cto"],"token_env":"LASTGOOD_TEST_TOKEN_ALICE"}}])", "/approvers/1/token_env", "share one token"},
 };
 // clang-format on
@@ -168,8 +170,8 @@ TEST_CASE("config text that crashed or misled validate: huge numbers, deep nesti
       {"a million levels of nesting", "{\"services\":" + std::string(1'000'000, '[') + std::string(1'000'000, ']') + "}", "/services/0/0", "nested deeper than 64"},
       {"a key given twice (the last would win)",
        R"({"services":[{"name":"a","probes":[{"name":"p","kind":"tcp","address":"127.0.0.1:1"}],"rollback":{"mode":"approve","mode":"auto"}}]})",
-       "/services/0/rollback/mode", "given twice"},
-      {"services given twice", "{" + svc + "," + svc + "}", "/services", "given twice"},
+       "/services/0/rollback/mode", "given twice in this object, first as \"approve\", then as \"auto\""},
+      {"services given twice", "{" + svc + "," + svc + "}", "/services", "first as [...], then as [...]"},
   };
   for (const auto& r : raws) {
     DYNAMIC_SECTION(r.what) {
@@ -183,6 +185,32 @@ TEST_CASE("config text that crashed or misled validate: huge numbers, deep nesti
       fs::remove(path);
     }
   }
+}
+
+TEST_CASE("a ledger HMAC key must be at least 16 bytes; a good one is loaded", "[config]") {
+  // validate reads no secrets (they may live only where lastgood runs); run reads them all.
+  const std::string short_key = write_temp("short.key", "tooshort\n");
+  const std::string good_key = write_temp("good.key", "0123456789abcdef0123456789abcdef\n");
+  ::setenv("LASTGOOD_TEST_TOKEN_ALICE", "alice-token-for-the-unit-test", 1);
+  json j = base_config();
+  j["ledger"] = {{"hmac_key_file", short_key}};
+  auto res = cfg::load_text(j.dump(), "ledger.json", {.resolve_secrets = true});
+  CHECK_FALSE(res.config);
+  REQUIRE(res.problems.size() == 1);
+  CHECK(res.problems[0].pointer == "/ledger/hmac_key_file");
+  CHECK_THAT(res.problems[0].message, Catch::Contains("expected a key of at least 16 bytes"));
+  CHECK_THAT(res.problems[0].to_string(), !Catch::Contains("tooshort"));  // a secret is never echoed
+  j["ledger"] = {{"hmac_key_file", "/nonexistent/lastgood.key"}};
+  res = cfg::load_text(j.dump(), "ledger.json", {.resolve_secrets = true});
+  REQUIRE(res.problems.size() == 1);
+  CHECK_THAT(res.problems[0].to_string(), Catch::Contains("/ledger/hmac_key_file: cannot read secret file /nonexistent/lastgood.key"));
+  j["ledger"] = {{"hmac_key_file", good_key}};
+  res = cfg::load_text(j.dump(), "ledger.json", {.resolve_secrets = true});
+  REQUIRE(res.config);
+  REQUIRE(res.config->ledger.hmac_key);
+  CHECK(res.config->ledger.hmac_key->value() == "0123456789abcdef0123456789abcdef");
+  ::unsetenv("LASTGOOD_TEST_TOKEN_ALICE");
+  for (const auto& f : {short_key, good_key}) fs::remove(f);
 }
 
 TEST_CASE("a missing file is a config error, not a crash", "[config]") {

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 
@@ -234,4 +235,150 @@ TEST_CASE("a ledger refused at open leaves no descriptor open (found by fuzz_led
   const int before = open_fds();
   for (int i = 0; i < 50; ++i) CHECK_THROWS(Ledger(d.path.string()));
   CHECK(open_fds() <= before + 1);  // (the directory iterator's own descriptor)
+}
+
+namespace {
+
+// What someone who can write the file but lacks the key can do: rewrite entries and recompute a
+// consistent plain SHA-256 chain over them.
+void rechain_without_key(const std::string& file, size_t from_line, const std::function<void(json&)>& edit) {
+  auto ls = lines_of(file);
+  std::string prev;
+  for (size_t i = 0; i < ls.size(); ++i) {
+    json j = json::parse(ls[i]);
+    if (i + 1 >= from_line) {
+      if (i + 1 == from_line) edit(j);
+      j["prev"] = prev;
+      j.erase("hash");
+      j["hash"] = lastgood::watchdog::sha256_hex(prev + j.dump());
+      ls[i] = j.dump();
+    }
+    prev = j["hash"].get<std::string>();
+  }
+  write_lines(file, ls);
+}
+
+}  // namespace
+
+TEST_CASE("a keyed ledger: HMACs from its ledger_keyed entry on; the key is needed to verify, and the right one", "[ledger]") {
+  Dir d;
+  const std::string key = "0123456789abcdef0123456789abcdef", other = "fedcba9876543210fedcba9876543210";
+  {
+    Ledger l(d.path.string(), key);
+    for (int i = 0; i < 5; ++i) l.append("decision", "app", {{"kind", "execute"}, {"n", i}}, 1000 + i);
+    auto r = l.try_append("ledger_keyed", "", json::object(), 2000);  // only the ledger writes it, once
+    CHECK_FALSE(r);
+  }
+  auto es = read_ledger(d.ledger(), &key);
+  REQUIRE(es.size() == 6);
+  CHECK(es[0].type == "ledger_keyed");
+  CHECK(es[0].data["key_id"] == lastgood::watchdog::ledger_key_id(key));
+  CHECK(es[0].data["alg"] == "HMAC-SHA256");
+  CHECK(es[0].data.dump().find(key) == std::string::npos);  // the key itself is nowhere
+  CHECK(std::ifstream(d.ledger()).rdbuf() != nullptr);
+  {
+    std::stringstream all;
+    all << std::ifstream(d.ledger()).rdbuf();
+    CHECK(all.str().find(key) == std::string::npos);
+  }
+  CHECK(es[1].hash == lastgood::watchdog::entry_hash(es[1], &key));
+  CHECK(es[1].hash != lastgood::watchdog::entry_hash(es[1]));
+
+  VerifyReport ok = verify_ledger(d.ledger(), &key);
+  CHECK(ok.ok);
+  CHECK(ok.entries == 6);
+  CHECK(ok.keyed_from == 1);
+
+  VerifyReport nokey = verify_ledger(d.ledger());
+  CHECK_FALSE(nokey.ok);
+  CHECK(nokey.bad_line == 1);
+  CHECK_THAT(nokey.why, Catch::Contains("no key was given"));
+
+  VerifyReport wrong = verify_ledger(d.ledger(), &other);
+  CHECK_FALSE(wrong.ok);
+  CHECK_THAT(wrong.why, Catch::Contains("the key given has id " + lastgood::watchdog::ledger_key_id(other)));
+
+  // lastgood refuses to run on a keyed ledger without its key, or with another key.
+  CHECK_THROWS_WITH(Ledger(d.path.string()), Catch::Contains("no key was given"));
+  CHECK_THROWS_WITH(Ledger(d.path.string(), other), Catch::Contains("key given has id"));
+  Ledger again(d.path.string(), key);
+  CHECK(again.take_loaded().size() == 6);
+  again.append("decision", "app", {{"kind", "hold"}}, 3000);
+  CHECK(verify_ledger(d.ledger(), &key).ok);
+}
+
+TEST_CASE("a keyed ledger rewritten by someone without the key fails at the first line they changed", "[ledger]") {
+  Dir d;
+  const std::string key = "0123456789abcdef0123456789abcdef";
+  {
+    Ledger l(d.path.string(), key);
+    for (int i = 0; i < 6; ++i) l.append("decision", "app", {{"kind", "execute"}, {"n", i}}, 1000 + i);
+  }
+  REQUIRE(verify_ledger(d.ledger(), &key).ok);
+  rechain_without_key(d.ledger(), 4, [](json& j) { j["data"]["kind"] = "hold"; });
+  CHECK(verify_ledger(d.ledger()).ok == false);  // keyed entries cannot be checked without the key at all
+  VerifyReport rep = verify_ledger(d.ledger(), &key);
+  CHECK_FALSE(rep.ok);
+  CHECK(rep.bad_line == 4);
+  CHECK_THAT(rep.why, Catch::Contains("HMAC mismatch"));
+  CHECK(rep.entries == 3);
+}
+
+TEST_CASE("a keyed ledger replaced by an unkeyed one is caught by verify with the key", "[ledger]") {
+  Dir d;
+  const std::string key = "0123456789abcdef0123456789abcdef";
+  {
+    Ledger l(d.path.string(), key);
+    l.append("decision", "app", {{"kind", "execute"}}, 1000);
+  }
+  fs::remove(d.ledger());
+  {
+    Ledger l(d.path.string());  // the forger's own, consistent, unkeyed chain
+    l.append("decision", "app", {{"kind", "hold"}}, 1000);
+  }
+  CHECK(verify_ledger(d.ledger()).ok);
+  VerifyReport rep = verify_ledger(d.ledger(), &key);
+  CHECK_FALSE(rep.ok);
+  CHECK_THAT(rep.why, Catch::Contains("no entry is keyed"));
+}
+
+TEST_CASE("a ledger keyed later: the unkeyed prefix is covered by the first HMAC after it", "[ledger]") {
+  Dir d;
+  const std::string key = "0123456789abcdef0123456789abcdef";
+  fill(d, 3);
+  {
+    Ledger l(d.path.string(), key);  // the key is configured now: the ledger_keyed entry comes next
+    l.append("decision", "app", {{"kind", "execute"}}, 5000);
+  }
+  auto es = read_ledger(d.ledger(), &key);
+  REQUIRE(es.size() == 5);
+  CHECK(es[3].type == "ledger_keyed");
+  CHECK(es[3].data["unkeyed_entries"] == 3);
+  VerifyReport ok = verify_ledger(d.ledger(), &key);
+  CHECK(ok.ok);
+  CHECK(ok.keyed_from == 4);
+  // Rewriting the unkeyed prefix with a consistent plain chain breaks the link to the keyed part.
+  auto ls = lines_of(d.ledger());
+  std::vector<std::string> prefix(ls.begin(), ls.begin() + 3), rest(ls.begin() + 3, ls.end());
+  write_lines(d.ledger(), prefix);
+  rechain_without_key(d.ledger(), 2, [](json& j) { j["data"]["i"] = 99; });
+  auto forged = lines_of(d.ledger());
+  forged.insert(forged.end(), rest.begin(), rest.end());
+  write_lines(d.ledger(), forged);
+  VerifyReport rep = verify_ledger(d.ledger(), &key);
+  CHECK_FALSE(rep.ok);
+  CHECK(rep.bad_line == 4);
+  CHECK_THAT(rep.why, Catch::Contains("broken chain"));
+}
+
+TEST_CASE("verify_ledger_text checks bytes in memory as verify_ledger checks a file", "[ledger]") {
+  Dir d;
+  fill(d, 4);
+  std::stringstream all;
+  all << std::ifstream(d.ledger()).rdbuf();
+  CHECK(lastgood::watchdog::verify_ledger_text(all.str()).ok);
+  CHECK(lastgood::watchdog::verify_ledger_text(all.str()).head_hash == verify_ledger(d.ledger()).head_hash);
+  std::string broken = all.str();
+  broken[broken.size() / 2] ^= 1;
+  CHECK_FALSE(lastgood::watchdog::verify_ledger_text(broken).ok);
 }
