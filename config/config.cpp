@@ -924,7 +924,7 @@ class Screen final : public nlohmann::json_sax<json> {
   bool number_integer(number_integer_t n) override { return note(std::to_string(n)) && value(); }
   bool number_unsigned(number_unsigned_t n) override { return note(std::to_string(n)) && value(); }
   bool number_float(number_float_t, const string_t& raw) override { return note(raw) && value(); }
-  bool string(string_t& v) override { return note(json(v.substr(0, 40) + (v.size() > 40 ? "..." : "")).dump()) && value(); }
+  bool string(string_t& v) override { return note(json(v.substr(0, 40) + (v.size() > 40 ? "..." : "")).dump(-1, ' ', false, json::error_handler_t::replace)) && value(); }  // 40 bytes may cut a character
   bool binary(binary_t&) override { return note("binary") && value(); }
   bool start_object(std::size_t) override { return note("{...}") && open(true); }
   bool end_object() override { return close(); }

@@ -3,6 +3,7 @@
 #include "net/errors.hpp"
 #include "net/supervise.hpp"
 
+#include "probes/http_body.hpp"
 #include "probes/resolve.hpp"
 
 #include <algorithm>
@@ -506,10 +507,9 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
     co_return std::nullopt;
   }
 
-  // Reads more bytes onto the end of `in`. Returns the error (timed_out tells a timeout apart).
-  // Room for a read at the end of `in`; returns where it starts. With settle(), the parts of fill()
-  // around its read, for the hot paths that await the read directly (a nested coroutine is a
-  // frame allocated and resumed on every read).
+  // Room for a read at the end of `in`; returns where it starts. With settle(), the two halves
+  // of a read awaited directly in the loop (a nested coroutine would be a frame allocated and
+  // resumed on every read).
   static std::size_t grow(std::string& in) {
     const std::size_t used = in.size();
     in.resize(used + std::max<std::size_t>(1024, std::min<std::size_t>(in.capacity() - used, 16384)));
@@ -550,15 +550,6 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
     resp.first_byte_ms = Ms(Clock::now() - t0);
     resp.status = h.status;
     return h.minor >= 1 ? !h.close : (h.keep_alive && !h.close);
-  }
-
-  template <class Stream>
-  asio::awaitable<boost::system::error_code> fill(Stream& stream, std::string& in) {
-    // Asio reads at once only when the last read did not drain the socket (try_speculative), so
-    // the first read after a request is queued for epoll without a failing recv.
-    const std::size_t used = grow(in);
-    auto [ec, n] = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
-    co_return settle(in, used, ec, n);
   }
 
   // Writes the request (from byte `sent` on: the fast path may have written some) and reads the
@@ -613,77 +604,31 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
     };
     if (no_body) {
       if (in.size() > head_end) keep_alive = false;  // bytes nobody asked for: do not reuse
-    } else if (h.content_length) {
-      if (*h.content_length > max_body) co_return too_big();  // refused at the header
-      const std::size_t want = head_end + static_cast<std::size_t>(*h.content_length);
-      while (in.size() < want) {
-        const std::size_t used = grow(in);
-        auto [rec, rn] = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
-        const auto ec = settle(in, used, rec, rn);
-        if (ec || timed_out) co_return body_error(ec);
-      }
-      if (in.size() > want) keep_alive = false;
-      resp.body.assign(in, head_end, static_cast<std::size_t>(*h.content_length));
-    } else if (h.chunked) {
-      std::size_t pos = head_end;
-      auto need = [&](std::size_t n) -> asio::awaitable<std::optional<HttpError>> {  // at least n bytes from pos
-        while (in.size() < pos + n) {
-          auto ec = co_await fill(stream, in);
-          if (ec || timed_out) co_return body_error(ec);
-        }
-        co_return std::nullopt;
-      };
-      auto line = [&]() -> asio::awaitable<std::variant<std::string_view, HttpError>> {  // the next CRLF-ended line
-        for (;;) {
-          auto e = in.find("\r\n", pos);
-          if (e != std::string::npos) {
-            std::string_view l(in.data() + pos, e - pos);
-            pos = e + 2;
-            co_return l;
-          }
-          if (in.size() - pos > 4096) co_return HttpError{HttpError::Stage::protocol, false, "malformed response: chunk line too long"};
-          auto ec = co_await fill(stream, in);
-          if (ec || timed_out) co_return body_error(ec);
-        }
-      };
-      for (;;) {
-        auto l = co_await line();
-        if (auto* e = std::get_if<HttpError>(&l)) co_return *e;
-        std::string_view size_text = std::get<std::string_view>(l);
-        size_text = size_text.substr(0, size_text.find(';'));
-        while (!size_text.empty() && (size_text.back() == ' ' || size_text.back() == '\t')) size_text.remove_suffix(1);
-        std::uint64_t size = 0;
-        auto [p, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size, 16);
-        if (ec != std::errc() || p != size_text.data() + size_text.size() || size_text.empty())
-          co_return HttpError{HttpError::Stage::protocol, false, "malformed response: bad chunk size"};
-        if (size == 0) break;
-        if (size > max_body || resp.body.size() + size > max_body) co_return too_big();
-        if (auto e = co_await need(static_cast<std::size_t>(size) + 2)) co_return *e;
-        resp.body.append(in, pos, static_cast<std::size_t>(size));
-        pos += static_cast<std::size_t>(size);
-        if (in.compare(pos, 2, "\r\n") != 0) co_return HttpError{HttpError::Stage::protocol, false, "malformed response: bad chunk ending"};
-        pos += 2;
-        in.erase(0, pos);  // keep the buffer small on long bodies
-        pos = 0;
-      }
-      for (;;) {  // trailer fields, up to the empty line
-        auto l = co_await line();
-        if (auto* e = std::get_if<HttpError>(&l)) co_return *e;
-        if (std::get<std::string_view>(l).empty()) break;
-      }
-      if (in.size() > pos) keep_alive = false;
-    } else {  // delimited by the server closing the connection
-      keep_alive = false;
-      for (;;) {
-        if (in.size() - head_end > max_body) co_return too_big();
-        auto ec = co_await fill(stream, in);
-        if (timed_out) co_return body_error(ec);
-        if (ec == asio::error::eof || ec == ssl::error::stream_truncated) break;
-        if (ec) co_return body_error(ec);
-      }
-      if (in.size() - head_end > max_body) co_return too_big();
-      resp.body.assign(in, head_end, std::string::npos);
+      co_return std::nullopt;
     }
+    using Framing = BodyReader::Framing;
+    const Framing framing = h.chunked ? Framing::chunked : h.content_length ? Framing::length : Framing::close;
+    BodyReader reader(framing, h.content_length.value_or(0), max_body);
+    if (framing == Framing::close) keep_alive = false;  // delimited by the server closing the connection
+    std::size_t pos = head_end;
+    bool eof = false;
+    for (;;) {
+      const auto st = reader.feed(in, pos, eof, resp.body);
+      if (st == BodyReader::Status::done) break;
+      if (st == BodyReader::Status::too_big) co_return too_big();
+      if (st == BodyReader::Status::malformed)
+        co_return HttpError{HttpError::Stage::protocol, false, std::string("malformed response: ") + reader.error()};
+      const std::size_t used = grow(in);
+      auto [rec, rn] = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
+      const auto ec = settle(in, used, rec, rn);
+      if (timed_out) co_return body_error(ec);
+      if (framing == Framing::close && (ec == asio::error::eof || ec == ssl::error::stream_truncated)) {
+        eof = true;
+        continue;
+      }
+      if (ec) co_return body_error(ec);
+    }
+    if (in.size() > pos) keep_alive = false;  // bytes after the body: do not reuse
     co_return std::nullopt;
   }
 

@@ -1,5 +1,7 @@
 #include "watchdog/ledger.hpp"
 
+#include "watchdog/json_text.hpp"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -136,7 +138,7 @@ std::string ledger_key_id(const std::string& key) { return digest_hex(&key, {"la
 std::string entry_hash(const LedgerEntry& e, const std::string* key) {
   LedgerEntry copy = e;
   copy.hash.clear();
-  return digest_hex(key, {e.prev, to_json(copy).dump()});
+  return digest_hex(key, {e.prev, to_json(copy).dump(-1, ' ', false, kUtf8Replace)});
 }
 
 namespace {
@@ -432,7 +434,7 @@ AppendResult Ledger::try_append(const std::string& type, const std::string& serv
   e.data = std::move(data);
   e.prev = head_;
   e.hash = entry_hash(e, key_ && (keyed_ || marker) ? &*key_ : nullptr);
-  const std::string line = to_json(e).dump() + "\n";
+  const std::string line = to_json(e).dump(-1, ' ', false, kUtf8Replace) + "\n";
   auto write = io_.write ? io_.write : [](int fd, const void* b, size_t n) { return ::write(fd, b, n); };
   auto sync_fd = io_.fdatasync ? io_.fdatasync : [](int fd) { return ::fdatasync(fd); };
   // Cuts a failed append back to the last whole entry, so the file never holds half a line.

@@ -92,7 +92,7 @@ void Scheduler::launch(std::uint32_t index, Clock::time_point now) {
   net::guarded("probe", [&] { started = e.probe->start(*this, index); });
   if (started) return;
   // run_one() catches what the probe throws; what escapes it (the sink) is counted, not lost.
-  asio::co_spawn(ioc_, run_one(index), [this, index, alive = std::weak_ptr<bool>(alive_)](std::exception_ptr ep) {
+  asio::co_spawn(ioc_, run_one(index), [](std::exception_ptr ep) {
     if (!ep) return;
     try {
       std::rethrow_exception(ep);
@@ -101,7 +101,6 @@ void Scheduler::launch(std::uint32_t index, Clock::time_point now) {
     } catch (...) {
       net::note_internal_error("scheduler", "unknown exception");
     }
-    (void)index;
   });
 }
 

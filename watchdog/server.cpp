@@ -1,5 +1,7 @@
 #include "watchdog/server.hpp"
 
+#include "watchdog/json_text.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -32,7 +34,7 @@ using tcp = asio::ip::tcp;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 HttpRes HttpRes::json_error(int status, const std::string& message) {
-  return HttpRes{status, "application/json", nlohmann::json{{"error", message}}.dump()};
+  return HttpRes{status, "application/json", nlohmann::json{{"error", message}}.dump(-1, ' ', false, kUtf8Replace)};
 }
 
 namespace {
@@ -43,6 +45,19 @@ tcp::endpoint parse_listen(const std::string& listen) {
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
   if (host == "localhost") host = "127.0.0.1";
   return {asio::ip::make_address(host), static_cast<unsigned short>(std::stoi(listen.substr(colon + 1)))};
+}
+
+
+// The limits of every request the server reads.
+void limit(http::request_parser<http::string_body>& parser) {
+  parser.body_limit(Server::kBodyLimit);
+  parser.header_limit(16 * 1024);
+}
+
+HttpReq to_http_req(http::request<http::string_body>& req, const std::string& remote) {
+  return HttpReq{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
+                 std::string(req[http::field::authorization]), remote, std::string(req[http::field::host]),
+                 std::string(req["X-Forwarded-For"])};
 }
 
 }  // namespace
@@ -143,8 +158,7 @@ struct Server::Impl {
     for (;;) {
       stream.expires_after(limits.idle_timeout);  // slow or idle clients are dropped
       http::request_parser<http::string_body> parser;
-      parser.body_limit(kBodyLimit);
-      parser.header_limit(16 * 1024);
+      limit(parser);
       boost::system::error_code ec;
       {
         WaitMark mark(sessions, &stream);
@@ -164,9 +178,7 @@ struct Server::Impl {
         keep_alive = req.keep_alive();
         version = req.version();
         hr_head = req.method() == http::verb::head;
-        HttpReq hr{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
-                   std::string(req[http::field::authorization]), remote, std::string(req[http::field::host]),
-                   std::string(req["X-Forwarded-For"])};
+        HttpReq hr = to_http_req(req, remote);
         try {
           res = handler(hr);
         } catch (const std::exception& ex) {
@@ -314,5 +326,20 @@ void Server::stop() {
 std::size_t Server::connections() const { return impl_->sessions->open; }
 std::size_t Server::max_connections() const { return impl_->limits.max_connections; }
 tcp::endpoint Server::local_endpoint() const { return impl_->acceptor.local_endpoint(); }
+
+std::optional<HttpReq> parse_http_request(std::string_view bytes, std::string remote, std::string* error) {
+  http::request_parser<http::string_body> parser;
+  limit(parser);
+  parser.eager(true);
+  boost::system::error_code ec;
+  const std::size_t used = parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
+  if (!ec && !parser.is_done()) ec = http::error::need_more;
+  if (ec) {
+    if (error) *error = ec.message();
+    return std::nullopt;
+  }
+  (void)used;
+  return to_http_req(parser.get(), remote);
+}
 
 }  // namespace lastgood::watchdog

@@ -4,7 +4,9 @@
 // owns sockets, limits and keep-alive.
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -20,6 +22,11 @@ struct HttpReq {
   std::string host = {};           // the Host header
   std::string forwarded_for = {};  // the X-Forwarded-For header (trusted only from trusted_proxies)
 };
+
+// Parses one whole request as the server does (Beast's parser, the same header and body limits)
+// into an HttpReq; nullopt with the reason in *error when the bytes are not one (for the fuzzing
+// harness of the request router, fuzz/fuzz_router).
+std::optional<HttpReq> parse_http_request(std::string_view bytes, std::string remote, std::string* error = nullptr);
 
 struct HttpRes {
   int status = 200;

@@ -1,5 +1,6 @@
 #include "watchdog/watchdog.hpp"
 
+#include "watchdog/json_text.hpp"
 #include "watchdog/validate.hpp"
 
 #include <arpa/inet.h>
@@ -215,7 +216,7 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     if (!get) return HttpRes::json_error(405, "use GET");
     nlohmann::json decisions = nlohmann::json::array();
     for (const auto& d : pipeline_.recent_decisions()) decisions.push_back(to_json(d));
-    return {200, "application/json", nlohmann::json{{"services", services_json()}, {"recent_decisions", decisions}}.dump(2)};
+    return {200, "application/json", nlohmann::json{{"services", services_json()}, {"recent_decisions", decisions}}.dump(2, ' ', false, kUtf8Replace)};
   }
   if (path == "/api/v1/alerts/alertmanager") {
     if (req.method != "POST") return HttpRes::json_error(405, "use POST");
@@ -231,7 +232,7 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     std::string problem;
     auto counts = pipeline_.on_alertmanager(payload, &problem);
     if (!problem.empty()) return HttpRes::json_error(400, "not an Alertmanager webhook payload: " + problem);
-    return {200, "application/json", counts.dump()};
+    return {200, "application/json", counts.dump(-1, ' ', false, kUtf8Replace)};
   }
   const std::string prop_prefix = "/api/v1/proposals/";
   if (path.rfind(prop_prefix, 0) == 0) {
@@ -253,15 +254,15 @@ HttpRes Watchdog::handle(const HttpReq& req) {
       if (b.contains("comment") && b["comment"].is_string()) comment = b["comment"].get<std::string>();
     }
     auto res = pipeline_.vote(id, who, verb == "approve", comment, client);
-    return {res.status, "application/json", res.body.dump(2)};
+    return {res.status, "application/json", res.body.dump(2, ' ', false, kUtf8Replace)};
   }
   if (path == "/api/v1/proposals") {
     if (!get) return HttpRes::json_error(405, "use GET");
-    return {200, "application/json", nlohmann::json{{"proposals", pipeline_.proposals_json()}}.dump(2)};
+    return {200, "application/json", nlohmann::json{{"proposals", pipeline_.proposals_json()}}.dump(2, ' ', false, kUtf8Replace)};
   }
   if (path == "/api/v1/incidents") {
     if (!get) return HttpRes::json_error(405, "use GET");
-    return {200, "application/json", nlohmann::json{{"incidents", pipeline_.incidents().list()}}.dump(2)};
+    return {200, "application/json", nlohmann::json{{"incidents", pipeline_.incidents().list()}}.dump(2, ' ', false, kUtf8Replace)};
   }
   const std::string inc_prefix = "/api/v1/incidents/";
   if (path.rfind(inc_prefix, 0) == 0) {
@@ -272,7 +273,7 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     const auto* inc = pipeline_.incidents().find(id);
     if (!inc) return HttpRes::json_error(404, "no incident " + id + " (GET /api/v1/incidents lists them)");
     if (markdown) return {200, "text/markdown; charset=utf-8", Incidents::to_markdown(*inc)};
-    return {200, "application/json", Incidents::to_json(*inc).dump(2)};
+    return {200, "application/json", Incidents::to_json(*inc).dump(2, ' ', false, kUtf8Replace)};
   }
   const std::string svc_prefix = "/api/v1/services/";
   if (path.rfind(svc_prefix, 0) == 0 && path.size() > svc_prefix.size() + 6 && path.substr(path.size() - 6) == "/clear") {
@@ -293,7 +294,7 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     }
     const std::string who = a->name;
     if (!pipeline_.clear(*si, who, client)) return HttpRes::json_error(409, "service " + name + " is not escalated");
-    return {200, "application/json", nlohmann::json{{"service", name}, {"cleared_by", who}}.dump()};
+    return {200, "application/json", nlohmann::json{{"service", name}, {"cleared_by", who}}.dump(-1, ' ', false, kUtf8Replace)};
   }
   return HttpRes::json_error(404, "no such endpoint: " + path);
 }

@@ -382,3 +382,18 @@ TEST_CASE("verify_ledger_text checks bytes in memory as verify_ledger checks a f
   broken[broken.size() / 2] ^= 1;
   CHECK_FALSE(lastgood::watchdog::verify_ledger_text(broken).ok);
 }
+
+TEST_CASE("an entry holding bytes that are not UTF-8 (from the network) is written with U+FFFD and verifies", "[ledger]") {
+  Dir d;
+  {
+    Ledger l(d.path.string());
+    REQUIRE_NOTHROW(l.append("approval_refused", "app", {{"source", std::string("10.0.0.1\xbb\xff")}, {"proposal", std::string("p-\xc3")}}, 1000));
+    l.append("decision", "app", {{"kind", "hold"}}, 1001);
+  }
+  CHECK(verify_ledger(d.ledger()).ok);
+  auto es = read_ledger(d.ledger());
+  REQUIRE(es.size() == 2);
+  CHECK(es[0].data["source"] == "10.0.0.1\xef\xbf\xbd\xef\xbf\xbd");
+  Ledger again(d.path.string());
+  CHECK(again.take_loaded().size() == 2);
+}
