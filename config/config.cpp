@@ -343,7 +343,7 @@ struct UrlParts {
 };
 
 std::optional<UrlParts> split_url(const std::string& url) {
-  // RE2: linear in the input, whatever its size (std::regex recursed per character).
+  // RE2: linear in the input, whatever its size.
   static const RE2 re(R"((https?)://(\[[0-9a-fA-F:.]+\]|[^/:?#\s]+)(?::(\d{1,5}))?([/?][^\s#]*)?)");
   UrlParts u;
   if (!RE2::FullMatch(url, re, &u.scheme, &u.host, &u.port, &u.target)) return std::nullopt;
@@ -754,10 +754,9 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     Obj lo(c, *v, o.at("ledger"));
     if (lo.ok()) {
       if (auto k = lo.secret("hmac_key", false)) {
-        // A short key can be guessed offline from any entry; 16 bytes is the least we accept.
-        if (k->resolved() && k->value().size() < 16)
+        if (k->resolved() && k->value().size() < LedgerOptions::kMinKeyBytes)
           c.error(lo.at(k->source() == Secret::Source::env ? "hmac_key_env" : "hmac_key_file"),
-                  "expected a key of at least 16 bytes (e.g. `head -c 32 /dev/urandom | base64`), found " +
+                  "expected a key of at least " + std::to_string(LedgerOptions::kMinKeyBytes) + " bytes (e.g. `head -c 32 /dev/urandom | base64`), found " +
                       std::to_string(k->value().size()));
         cfg.ledger.hmac_key = *k;
       }

@@ -139,6 +139,8 @@ struct Api {
 // The "ledger" block: with hmac_key (hmac_key_file or hmac_key_env), every entry's hash is an
 // HMAC-SHA256 under it (design.md, Ledger).
 struct LedgerOptions {
+  // A short key can be guessed offline from any entry.
+  static constexpr std::size_t kMinKeyBytes = 16;
   std::optional<Secret> hmac_key;
 };
 

@@ -21,8 +21,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)quiet;
   static const std::string key = "lastgood-fuzz-ledger-key-0123456789";
   // tmpfs where there is one: the open path writes and syncs, which on a disk caps the rate.
-  static const fs::path dir = (fs::is_directory("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path()) /
-                              ("lastgood-fuzz-ledger-" + std::to_string(::getpid()));
+  static const struct ScratchDir {
+    fs::path path = (fs::is_directory("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path()) /
+                    ("lastgood-fuzz-ledger-" + std::to_string(::getpid()));
+    ~ScratchDir() {  // libFuzzer ends with exit(): the scratch dir does not outlive the run
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  } scratch;
+  const fs::path& dir = scratch.path;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   const auto plain = lastgood::watchdog::verify_ledger_text(text);
   const auto keyed_report = lastgood::watchdog::verify_ledger_text(text, &key);

@@ -23,12 +23,17 @@ using namespace lastgood;
 namespace {
 
 struct World {
+  const fs::path state = (fs::is_directory("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path()) /
+                         ("lastgood-fuzz-router-" + std::to_string(::getpid()));
   boost::asio::io_context ioc;
   std::unique_ptr<watchdog::Watchdog> dog;
+  ~World() {  // libFuzzer ends with exit(): the state dir does not outlive the run
+    dog.reset();
+    std::error_code ec;
+    fs::remove_all(state, ec);
+  }
   World() {
     spdlog::set_level(spdlog::level::off);
-    const fs::path state = (fs::is_directory("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path()) /
-                           ("lastgood-fuzz-router-" + std::to_string(::getpid()));
     fs::remove_all(state);
     ::setenv("LG_FUZZ_ALICE", "alice-token", 1);
     ::setenv("LG_FUZZ_BOB", "bob-token", 1);

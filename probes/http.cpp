@@ -237,7 +237,7 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
   const config::Probe& spec_;  // the immutable config outlives every probe made from it
   const config::HttpProbe& http_;  // inside spec_: one copy of the config per probe
   std::shared_ptr<asio::ssl::context> tls_;
-  std::unique_ptr<RE2> body_re_;  // when body_matches is set: RE2, linear in the body (std::regex recursed per character)
+  std::unique_ptr<RE2> body_re_;  // when body_matches is set: RE2, linear in the body
   std::unique_ptr<HttpConnection> conn_;
   std::variant<std::string, HttpError> request_;  // the configured request's bytes
   bool head_ = false;                              // ... for a HEAD: no body to read

@@ -31,16 +31,16 @@ constexpr size_t kKeep = 500;
 std::string str(const json& j, const char* key) {
   if (!j.is_object() || !j.contains(key)) return "";
   const auto& v = j[key];
-  return v.is_string() ? v.get<std::string>() : v.is_null() ? "" : v.dump(-1, ' ', false, kUtf8Replace);
+  return v.is_string() ? v.get<std::string>() : v.is_null() ? "" : json_text(v);
 }
 
 std::string describe_evidence(const json& ev) {
   if (!ev.is_object()) return "";
   std::ostringstream o;
   o << str(ev, "measure");
-  if (ev.contains("value")) o << " = " << ev["value"].dump(-1, ' ', false, kUtf8Replace);
-  if (ev.contains("threshold")) o << " (threshold " << ev["threshold"].dump(-1, ' ', false, kUtf8Replace) << ")";
-  if (ev.contains("samples")) o << " over " << ev["samples"].dump(-1, ' ', false, kUtf8Replace) << " samples";
+  if (ev.contains("value")) o << " = " << json_text(ev["value"]);
+  if (ev.contains("threshold")) o << " (threshold " << json_text(ev["threshold"]) << ")";
+  if (ev.contains("samples")) o << " over " << json_text(ev["samples"]) << " samples";
   if (!str(ev, "probe").empty()) o << ", probe " << str(ev, "probe");
   if (!str(ev, "detail").empty()) o << ": " << str(ev, "detail");
   return o.str();
@@ -270,7 +270,7 @@ std::string Incidents::to_markdown(const Incident& i) {
   for (const auto& e : i.timeline) o << "| " << iso8601(e.at_ms) << " | " << e.event << " | " << cell(e.detail) << " |\n";
   o << "\n## Evidence\n\n";
   if (i.breach.is_object()) {
-    code(i.breach.value("evidence", json::object()).dump(2, ' ', false, kUtf8Replace));
+    code(json_text(i.breach.value("evidence", json::object()), 2));
   } else {
     o << "No breach on record for this trigger (the rollback was started by a person or after a restart).\n";
   }
@@ -292,7 +292,7 @@ std::string Incidents::to_markdown(const Incident& i) {
   if (i.action.contains("ok")) o << "- Result: " << (i.action.value("ok", false) ? "ok" : "failed") << "\n";
   if (!str(i.action, "error").empty()) o << "- Error: " << str(i.action, "error") << "\n";
   o << "\nSteps:\n\n";
-  code(i.action.value("steps", json::array()).dump(2, ' ', false, kUtf8Replace));
+  code(json_text(i.action.value("steps", json::array()), 2));
   o << "\nOutput:\n\n";
   code(str(i.action, "output"));
   o << "\n## Verification and escalation\n\n";
@@ -345,7 +345,7 @@ std::string Incidents::write(const std::string& id) const {
     std::filesystem::rename(tmp, path, ec);
     return ec ? "cannot rename " + tmp + ": " + ec.message() : "";
   };
-  if (auto e = put(id + ".json", to_json(*inc).dump(2, ' ', false, kUtf8Replace) + "\n"); !e.empty()) return e;
+  if (auto e = put(id + ".json", json_text(to_json(*inc), 2) + "\n"); !e.empty()) return e;
   // The follow-up review section is for people to fill in: a rewrite keeps what they wrote.
   std::string md = to_markdown(*inc);
   const std::string marker = "\n## Follow-up review\n";

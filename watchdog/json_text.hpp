@@ -1,13 +1,16 @@
 #pragma once
 // Bytes from the network (a Host header, a path, a proxy's X-Forwarded-For, a target's answer
-// quoted in evidence) may be any bytes, and nlohmann's dump() throws on invalid UTF-8 (found by
-// fuzz/fuzz_router: a Host header of one byte 0xBB made the 403 answer a 500). Every JSON text
-// lastgood writes (ledger, API, incidents, notices) is dumped with this handler: such bytes
+// quoted in evidence) may be any bytes, and nlohmann's dump() throws on invalid UTF-8. Every JSON
+// text lastgood writes (ledger, API, incidents, notices) goes through json_text(): such bytes
 // become U+FFFD and the text is still written.
+#include <string>
+
 #include <nlohmann/json.hpp>
 
 namespace lastgood {
 
-inline constexpr auto kUtf8Replace = nlohmann::json::error_handler_t::replace;
+inline std::string json_text(const nlohmann::json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 }  // namespace lastgood

@@ -25,20 +25,6 @@ namespace lastgood::watchdog {
 
 using nlohmann::json;
 
-std::string sha256_hex(const std::string& data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  out.reserve(len * 2);
-  for (unsigned i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
-}
-
 std::string write_private(const std::string& path, const std::string& text) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return "cannot create " + path + ": " + std::strerror(errno);
@@ -133,12 +119,14 @@ constexpr const char* kKeyedType = "ledger_keyed";
 
 }  // namespace
 
+std::string sha256_hex(const std::string& data) { return digest_hex(nullptr, {data}); }
+
 std::string ledger_key_id(const std::string& key) { return digest_hex(&key, {"lastgood ledger key id"}).substr(0, 16); }
 
 std::string entry_hash(const LedgerEntry& e, const std::string* key) {
   LedgerEntry copy = e;
   copy.hash.clear();
-  return digest_hex(key, {e.prev, to_json(copy).dump(-1, ' ', false, kUtf8Replace)});
+  return digest_hex(key, {e.prev, json_text(to_json(copy))});
 }
 
 namespace {
@@ -340,8 +328,8 @@ std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t
   return std::nullopt;
 }
 
-Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key)
-    : path_(state_dir + "/ledger.jsonl"), key_(std::move(hmac_key)) {
+Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key, LedgerIo io)
+    : path_(state_dir + "/ledger.jsonl"), key_(std::move(hmac_key)), io_(std::move(io)) {
   if (const char* c = std::getenv("LASTGOOD_TEST_CRASH_AFTER")) {
     std::string spec = c;
     auto colon = spec.find(':');
@@ -434,7 +422,7 @@ AppendResult Ledger::try_append(const std::string& type, const std::string& serv
   e.data = std::move(data);
   e.prev = head_;
   e.hash = entry_hash(e, key_ && (keyed_ || marker) ? &*key_ : nullptr);
-  const std::string line = to_json(e).dump(-1, ' ', false, kUtf8Replace) + "\n";
+  const std::string line = json_text(to_json(e)) + "\n";
   auto write = io_.write ? io_.write : [](int fd, const void* b, size_t n) { return ::write(fd, b, n); };
   auto sync_fd = io_.fdatasync ? io_.fdatasync : [](int fd) { return ::fdatasync(fd); };
   // Cuts a failed append back to the last whole entry, so the file never holds half a line.

@@ -107,8 +107,9 @@ class Ledger {
   // with a "ledger_repaired" entry; any other damage throws (lastgood refuses to run on a
   // ledger it cannot trust; `lastgood ledger verify` names the line). With `hmac_key`, entries
   // are keyed: a ledger not yet keyed gets its "ledger_keyed" entry first; a ledger keyed with
-  // another key, or keyed while no key is given, is refused.
-  explicit Ledger(const std::string& state_dir, std::optional<std::string> hmac_key = std::nullopt);
+  // another key, or keyed while no key is given, is refused. `io` replaces the system calls of
+  // appends from the first one on (tests: a full disk at open).
+  explicit Ledger(const std::string& state_dir, std::optional<std::string> hmac_key = std::nullopt, LedgerIo io = {});
   ~Ledger();
   Ledger(const Ledger&) = delete;
   Ledger& operator=(const Ledger&) = delete;

@@ -34,7 +34,7 @@ json Notifier::payload(size_t target, const std::string& event, const std::strin
     if (d.contains("reason")) text += ": " + d["reason"].get<std::string>();
     if (d.contains("release_from") && d.contains("release_to") && d["release_to"].is_string())
       text += "\n" + d["release_from"].get<std::string>() + " -> " + d["release_to"].get<std::string>();
-    if (d.contains("evidence")) text += "\nevidence: `" + d["evidence"].dump(-1, ' ', false, kUtf8Replace) + "`";
+    if (d.contains("evidence")) text += "\nevidence: `" + json_text(d["evidence"]) + "`";
     text += "\n<" + links["page"].get<std::string>() + "|open lastgood>";
     if (links.contains("incident")) text += " · <" + links["incident_markdown"].get<std::string>() + "|incident record>";
     return {{"text", text}};
@@ -83,7 +83,7 @@ asio::awaitable<void> Notifier::deliver(std::string id, size_t target, json body
     std::string method = "POST";  // (GCC 12: no literals or braced lists inside co_await arguments)
     std::vector<std::pair<std::string, std::string>> headers;
     headers.emplace_back("Content-Type", "application/json");
-    auto res = co_await probes::http_once(ioc_.get_executor(), std::move(method), std::move(url), std::move(headers), body.dump(-1, ' ', false, kUtf8Replace),
+    auto res = co_await probes::http_once(ioc_.get_executor(), std::move(method), std::move(url), std::move(headers), json_text(body),
                                           std::chrono::steady_clock::now() + std::chrono::seconds(10), 64 * 1024);
     if (auto* r = std::get_if<probes::HttpResponse>(&res); r && r->status >= 200 && r->status < 300) {
       record_("notify_delivered", service, {{"id", id}, {"attempts", attempt}});

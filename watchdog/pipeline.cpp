@@ -574,7 +574,7 @@ json Pipeline::on_alertmanager(const json& payload, std::string* problem) {
   for (const auto& a : payload["alerts"]) {
     const auto& labels = a["labels"];
     const std::string status = str(a, "status", str(payload, "status"));
-    const std::string fingerprint = str(a, "fingerprint", labels.dump(-1, ' ', false, kUtf8Replace));
+    const std::string fingerprint = str(a, "fingerprint", json_text(labels));
     // A redelivery of the same notice is the same (fingerprint, status, startsAt); an alert that
     // fires again after resolving has a new startsAt, and its keys are forgotten once it resolves.
     const std::string key = fingerprint + "|" + status + "|" + str(a, "startsAt");
@@ -714,7 +714,7 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
   json steps = plan.steps;
   if (dry_run_) {
     record("action_planned", name, {{"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"dry_run", true}});
-    spdlog::warn("dry run: would roll back {} {} -> {}: {}", name, plan.from, plan.to, steps.dump(-1, ' ', false, kUtf8Replace));
+    spdlog::warn("dry run: would roll back {} {} -> {}: {}", name, plan.from, plan.to, json_text(steps));
     co_return;
   }
   if (s.acting) co_return;  // one rollback of a service at a time

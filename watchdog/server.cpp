@@ -34,7 +34,7 @@ using tcp = asio::ip::tcp;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 HttpRes HttpRes::json_error(int status, const std::string& message) {
-  return HttpRes{status, "application/json", nlohmann::json{{"error", message}}.dump(-1, ' ', false, kUtf8Replace)};
+  return HttpRes{status, "application/json", json_text(nlohmann::json{{"error", message}})};
 }
 
 namespace {
@@ -46,7 +46,6 @@ tcp::endpoint parse_listen(const std::string& listen) {
   if (host == "localhost") host = "127.0.0.1";
   return {asio::ip::make_address(host), static_cast<unsigned short>(std::stoi(listen.substr(colon + 1)))};
 }
-
 
 // The limits of every request the server reads.
 void limit(http::request_parser<http::string_body>& parser) {
@@ -332,13 +331,12 @@ std::optional<HttpReq> parse_http_request(std::string_view bytes, std::string re
   limit(parser);
   parser.eager(true);
   boost::system::error_code ec;
-  const std::size_t used = parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
+  parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
   if (!ec && !parser.is_done()) ec = http::error::need_more;
   if (ec) {
     if (error) *error = ec.message();
     return std::nullopt;
   }
-  (void)used;
   return to_http_req(parser.get(), remote);
 }
 

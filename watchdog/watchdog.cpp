@@ -59,7 +59,9 @@ void Watchdog::start() {
     auto secret = *cfg_->ledger.hmac_key;
     if (!secret.resolved())
       if (auto err = secret.resolve()) throw std::runtime_error("ledger.hmac_key: " + *err);
-    if (secret.value().size() < 16) throw std::runtime_error("ledger.hmac_key: " + secret.describe() + " holds fewer than 16 bytes");
+    if (secret.value().size() < config::LedgerOptions::kMinKeyBytes)
+      throw std::runtime_error("ledger.hmac_key: " + secret.describe() + " holds fewer than " +
+                               std::to_string(config::LedgerOptions::kMinKeyBytes) + " bytes");
     key = secret.value();
   }
   ledger_ = std::make_unique<Ledger>(cfg_->state_dir, std::move(key));  // throws on a damaged ledger
@@ -216,7 +218,7 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     if (!get) return HttpRes::json_error(405, "use GET");
     nlohmann::json decisions = nlohmann::json::array();
     for (const auto& d : pipeline_.recent_decisions()) decisions.push_back(to_json(d));
-    return {200, "application/json", nlohmann::json{{"services", services_json()}, {"recent_decisions", decisions}}.dump(2, ' ', false, kUtf8Replace)};
+    return {200, "application/json", json_text(nlohmann::json{{"services", services_json()}, {"recent_decisions", decisions}}, 2)};
   }
   if (path == "/api/v1/alerts/alertmanager") {
     if (req.method != "POST") return HttpRes::json_error(405, "use POST");
@@ -232,7 +234,7 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     std::string problem;
     auto counts = pipeline_.on_alertmanager(payload, &problem);
     if (!problem.empty()) return HttpRes::json_error(400, "not an Alertmanager webhook payload: " + problem);
-    return {200, "application/json", counts.dump(-1, ' ', false, kUtf8Replace)};
+    return {200, "application/json", json_text(counts)};
   }
   const std::string prop_prefix = "/api/v1/proposals/";
   if (path.rfind(prop_prefix, 0) == 0) {
@@ -254,15 +256,15 @@ HttpRes Watchdog::handle(const HttpReq& req) {
       if (b.contains("comment") && b["comment"].is_string()) comment = b["comment"].get<std::string>();
     }
     auto res = pipeline_.vote(id, who, verb == "approve", comment, client);
-    return {res.status, "application/json", res.body.dump(2, ' ', false, kUtf8Replace)};
+    return {res.status, "application/json", json_text(res.body, 2)};
   }
   if (path == "/api/v1/proposals") {
     if (!get) return HttpRes::json_error(405, "use GET");
-    return {200, "application/json", nlohmann::json{{"proposals", pipeline_.proposals_json()}}.dump(2, ' ', false, kUtf8Replace)};
+    return {200, "application/json", json_text(nlohmann::json{{"proposals", pipeline_.proposals_json()}}, 2)};
   }
   if (path == "/api/v1/incidents") {
     if (!get) return HttpRes::json_error(405, "use GET");
-    return {200, "application/json", nlohmann::json{{"incidents", pipeline_.incidents().list()}}.dump(2, ' ', false, kUtf8Replace)};
+    return {200, "application/json", json_text(nlohmann::json{{"incidents", pipeline_.incidents().list()}}, 2)};
   }
   const std::string inc_prefix = "/api/v1/incidents/";
   if (path.rfind(inc_prefix, 0) == 0) {
@@ -273,7 +275,7 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     const auto* inc = pipeline_.incidents().find(id);
     if (!inc) return HttpRes::json_error(404, "no incident " + id + " (GET /api/v1/incidents lists them)");
     if (markdown) return {200, "text/markdown; charset=utf-8", Incidents::to_markdown(*inc)};
-    return {200, "application/json", Incidents::to_json(*inc).dump(2, ' ', false, kUtf8Replace)};
+    return {200, "application/json", json_text(Incidents::to_json(*inc), 2)};
   }
   const std::string svc_prefix = "/api/v1/services/";
   if (path.rfind(svc_prefix, 0) == 0 && path.size() > svc_prefix.size() + 6 && path.substr(path.size() - 6) == "/clear") {
@@ -294,7 +296,7 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     }
     const std::string who = a->name;
     if (!pipeline_.clear(*si, who, client)) return HttpRes::json_error(409, "service " + name + " is not escalated");
-    return {200, "application/json", nlohmann::json{{"service", name}, {"cleared_by", who}}.dump(-1, ' ', false, kUtf8Replace)};
+    return {200, "application/json", json_text(nlohmann::json{{"service", name}, {"cleared_by", who}})};
   }
   return HttpRes::json_error(404, "no such endpoint: " + path);
 }

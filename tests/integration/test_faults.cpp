@@ -223,7 +223,7 @@ TEST_CASE("the disk fills: no torn entry, no action and no verification, /readyz
 TEST_CASE("a 200 KB page against body_matches is judged in linear time; the daemon survives", "[faults]") {
   TempDir dir;
   Nginx nginx(dir.path);
-  // A page std::regex recursed over once per character (a 30 KB one crashed lastgood).
+  // A large page matched against body_matches: a backtracking engine would recurse per character and crash.
   write_file(nginx.root / "huge.html", std::string(200 * 1024, 'a') + "needle");
   auto probe = [&](const std::string& pattern) {
     json doc{{"services",

@@ -275,7 +275,6 @@ TEST_CASE("a keyed ledger: HMACs from its ledger_keyed entry on; the key is need
   CHECK(es[0].data["key_id"] == lastgood::watchdog::ledger_key_id(key));
   CHECK(es[0].data["alg"] == "HMAC-SHA256");
   CHECK(es[0].data.dump().find(key) == std::string::npos);  // the key itself is nowhere
-  CHECK(std::ifstream(d.ledger()).rdbuf() != nullptr);
   {
     std::stringstream all;
     all << std::ifstream(d.ledger()).rdbuf();
@@ -396,4 +395,33 @@ TEST_CASE("an entry holding bytes that are not UTF-8 (from the network) is writt
   CHECK(es[0].data["source"] == "10.0.0.1\xef\xbf\xbd\xef\xbf\xbd");
   Ledger again(d.path.string());
   CHECK(again.take_loaded().size() == 2);
+}
+
+TEST_CASE("a keyed ledger on a full disk: the ledger_keyed entry comes before any other, whole or not at all", "[ledger]") {
+  Dir d;
+  const std::string key = "0123456789abcdef0123456789abcdef";
+  fill(d, 2);
+  const auto whole = fs::file_size(d.ledger());
+  bool full = true;
+  lastgood::watchdog::LedgerIo io{[&](int fd, const void* b, size_t n) -> ssize_t {
+                                    if (!full) return ::write(fd, b, n);
+                                    errno = ENOSPC;
+                                    return -1;
+                                  },
+                                  {}};
+  Ledger l(d.path.string(), key, io);  // the key is new: its entry cannot be written now
+  CHECK(fs::file_size(d.ledger()) == whole);
+  auto r = l.try_append("decision", "app", {{"kind", "hold"}}, 5000);  // nothing unkeyed is written after a key is given
+  CHECK_FALSE(r);
+  CHECK_THAT(r.error, Catch::Contains("write failed"));
+  CHECK(fs::file_size(d.ledger()) == whole);
+  full = false;  // the disk comes back
+  REQUIRE(l.try_append("decision", "app", {{"kind", "hold"}}, 6000));
+  auto es = read_ledger(d.ledger(), &key);
+  REQUIRE(es.size() == 4);
+  CHECK(es[2].type == "ledger_keyed");
+  CHECK(es[3].type == "decision");
+  const auto rep = verify_ledger(d.ledger(), &key);
+  CHECK(rep.ok);
+  CHECK(rep.keyed_from == 3);
 }
