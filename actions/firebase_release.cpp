@@ -7,15 +7,16 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
-#include "probes/npm.hpp"  // http_once, parse_rfc3339
+#include "net/http_once.hpp"
+#include "net/time.hpp"
 
 namespace lastgood::actions {
 
 namespace asio = boost::asio;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-using probes::HttpError;
-using probes::HttpResponse;
+using net::HttpError;
+using net::HttpResponse;
 
 std::string base64url(const std::string& raw) {
   std::string out(4 * ((raw.size() + 2) / 3) + 1, '\0');
@@ -194,7 +195,7 @@ class Firebase final : public Action {
         fr.version_id = vname.substr(vname.rfind('/') + 1);
         fr.version_status = str_at(v, "status");
         fr.type = str_at(rel, "type");
-        if (const std::string t = str_at(rel, "releaseTime"); !t.empty()) fr.at = probes::parse_rfc3339(t);
+        if (const std::string t = str_at(rel, "releaseTime"); !t.empty()) fr.at = net::parse_rfc3339(t);
         if (fr.type != "SITE_DISABLE" && !fr.version_id.empty()) out.push_back(fr);
       }
       page = str_at(doc, "nextPageToken");
@@ -204,12 +205,12 @@ class Firebase final : public Action {
     co_return "";
   }
 
-  asio::awaitable<probes::HttpResult> authed(const std::string& method, const std::string& url, std::string body, std::string& err) {
+  asio::awaitable<net::HttpResult> authed(const std::string& method, const std::string& url, std::string body, std::string& err) {
     std::string token = co_await access_token(err);
-    if (!err.empty()) co_return probes::HttpError{HttpError::Stage::protocol, false, err};
+    if (!err.empty()) co_return net::HttpError{HttpError::Stage::protocol, false, err};
     std::vector<std::pair<std::string, std::string>> h{{"Authorization", "Bearer " + token}};
     if (!body.empty()) h.emplace_back("Content-Type", "application/json");
-    auto res = co_await probes::http_once(ex_, method, url, h, std::move(body), Clock::now() + std::chrono::seconds(30), 16 * 1024 * 1024);
+    auto res = co_await net::http_once(ex_, method, url, h, std::move(body), Clock::now() + std::chrono::seconds(30), 16 * 1024 * 1024);
     if (auto* e = std::get_if<HttpError>(&res)) err = method + " " + url.substr(0, url.find('?')) + ": " + e->message;
     else if (std::get<HttpResponse>(res).status == 401) cached_.clear();  // refresh next time
     co_return res;
@@ -248,7 +249,7 @@ class Firebase final : public Action {
       form = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=" + jwt;
       h.emplace_back("Content-Type", "application/x-www-form-urlencoded");
     }
-    auto res = co_await probes::http_once(ex_, method, token_url, h, form, Clock::now() + std::chrono::seconds(20), 1024 * 1024);
+    auto res = co_await net::http_once(ex_, method, token_url, h, form, Clock::now() + std::chrono::seconds(20), 1024 * 1024);
     if (auto* e = std::get_if<HttpError>(&res)) {
       err = "getting an access token: " + e->message;
       co_return "";

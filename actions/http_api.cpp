@@ -1,6 +1,6 @@
 #include "actions/http_api.hpp"
 
-#include "probes/http_client.hpp"
+#include "net/http_client.hpp"
 
 namespace lastgood::actions {
 
@@ -60,11 +60,11 @@ class HttpApi final : public Action {
     }
     Plan p{"", "", {service_, "", ""}, {}};
     auto res = co_await call("GET", expand(ob_["url"].get<std::string>(), p, true), {}, "");
-    if (auto* err = std::get_if<probes::HttpError>(&res)) {
+    if (auto* err = std::get_if<net::HttpError>(&res)) {
       o.error = "observe: " + err->message;
       co_return o;
     }
-    auto& r = std::get<probes::HttpResponse>(res);
+    auto& r = std::get<net::HttpResponse>(res);
     if (r.status < 200 || r.status > 299) {
       o.error = "observe: HTTP " + std::to_string(r.status) + (r.status == 401 || r.status == 403 ? " (check the token)" : "");
       co_return o;
@@ -108,11 +108,11 @@ class HttpApi final : public Action {
       headers.emplace_back("Content-Type", "application/json");
     }
     auto res = co_await call(rb_.value("method", "POST"), expand(rb_["url"].get<std::string>(), p, true), headers, body);
-    if (auto* err = std::get_if<probes::HttpError>(&res)) {
+    if (auto* err = std::get_if<net::HttpError>(&res)) {
       out.error = err->message;
       co_return out;
     }
-    auto& r = std::get<probes::HttpResponse>(res);
+    auto& r = std::get<net::HttpResponse>(res);
     out.output = "HTTP " + std::to_string(r.status) + " " + snippet(r.body);
     for (const auto& [lo, hi] : expect_) out.ok = out.ok || (r.status >= lo && r.status <= hi);
     if (!out.ok)
@@ -121,14 +121,14 @@ class HttpApi final : public Action {
   }
 
  private:
-  asio::awaitable<probes::HttpResult> call(const std::string& method, const std::string& url,
+  asio::awaitable<net::HttpResult> call(const std::string& method, const std::string& url,
                                            std::vector<std::pair<std::string, std::string>> headers, std::string body) {
-    auto u = probes::parse_url(url);
-    if (!u) co_return probes::HttpError{probes::HttpError::Stage::protocol, false, "not a URL after templating: " + url};
+    auto u = net::parse_url(url);
+    if (!u) co_return net::HttpError{net::HttpError::Stage::protocol, false, "not a URL after templating: " + url};
     std::shared_ptr<asio::ssl::context> tls;
-    if (u->tls()) tls = probes::default_tls_context();
-    probes::HttpConnection conn(ex_, *u, tls);
-    probes::HttpRequest req;
+    if (u->tls()) tls = net::default_tls_context();
+    net::HttpConnection conn(ex_, *u, tls);
+    net::HttpRequest req;
     req.method = method;
     req.target = u->target;
     req.headers = std::move(headers);

@@ -1,14 +1,17 @@
 #include "actions/npm_dist_tag.hpp"
 
-#include "probes/npm.hpp"
+#include "net/http_once.hpp"
+#include "net/url.hpp"
+#include "net/npm.hpp"
+#include "net/time.hpp"
 
 namespace lastgood::actions {
 
 namespace asio = boost::asio;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-using probes::HttpError;
-using probes::HttpResponse;
+using net::HttpError;
+using net::HttpResponse;
 
 namespace {
 
@@ -47,18 +50,18 @@ class NpmDistTag final : public Action {
     const std::string v = tags[tag_].get<std::string>();
     ObservedRelease live{v, std::nullopt, false};
     const json* time = doc.contains("time") && doc["time"].is_object() ? &doc["time"] : nullptr;
-    if (time && time->contains(v) && (*time)[v].is_string()) live.deployed_at = probes::parse_rfc3339((*time)[v].get<std::string>());
+    if (time && time->contains(v) && (*time)[v].is_string()) live.deployed_at = net::parse_rfc3339((*time)[v].get<std::string>());
     o.live = live;
     if (time)
       for (auto& [ver, t] : time->items())
-        if (ver != "created" && ver != "modified" && t.is_string()) o.history.push_back({ver, probes::parse_rfc3339(t.get<std::string>()), false});
+        if (ver != "created" && ver != "modified" && t.is_string()) o.history.push_back({ver, net::parse_rfc3339(t.get<std::string>()), false});
     std::sort(o.history.begin(), o.history.end(), [](const auto& a, const auto& b) { return a.deployed_at < b.deployed_at; });
     co_return o;
   }
 
   Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
     Plan p{from, to, ctx, {}};
-    p.steps.push_back("PUT " + base_ + "-/package/" + probes::npm_escape(package_) + "/dist-tags/" + tag_ + " \"" + to + "\"");
+    p.steps.push_back("PUT " + base_ + "-/package/" + net::npm_escape(package_) + "/dist-tags/" + tag_ + " \"" + to + "\"");
     if (strategy_ == "deprecate") p.steps.push_back("deprecate " + package_ + "@" + from + ": \"" + message(p) + "\"");
     if (strategy_ == "unpublish")
       p.steps.push_back("unpublish " + package_ + "@" + from + " if published less than 72h ago (else deprecate it)");
@@ -77,7 +80,7 @@ class NpmDistTag final : public Action {
       if (now.live->id != p.from) co_return refused_not_from(p, now.live->id);
     }
     // 1. The tag back to the good version: the part users feel at once.
-    auto res = co_await call("PUT", base_ + "-/package/" + probes::npm_escape(package_) + "/dist-tags/" + tag_, json(p.to).dump());
+    auto res = co_await call("PUT", base_ + "-/package/" + net::npm_escape(package_) + "/dist-tags/" + tag_, json(p.to).dump());
     if (auto why = failed(res, "moving " + tag_ + " to " + p.to); !why.empty()) {
       out.error = why;  // nothing else was attempted
       co_return out;
@@ -95,7 +98,7 @@ class NpmDistTag final : public Action {
         co_return out;
       }
       auto published = doc.contains("time") && doc["time"].is_object() && doc["time"].contains(p.from) && doc["time"][p.from].is_string()
-                           ? probes::parse_rfc3339(doc["time"][p.from].get<std::string>())
+                           ? net::parse_rfc3339(doc["time"][p.from].get<std::string>())
                            : std::nullopt;
       const auto age = published ? std::chrono::system_clock::now() - *published : std::chrono::system_clock::duration::max();
       if (!allow_unpublish_ || !published || age >= kUnpublishWindow) {
@@ -128,7 +131,7 @@ class NpmDistTag final : public Action {
       co_return out;
     }
     doc["versions"][p.from]["deprecated"] = message(p);
-    auto put = co_await call("PUT", base_ + probes::npm_escape(package_), doc.dump());
+    auto put = co_await call("PUT", base_ + net::npm_escape(package_), doc.dump());
     if (auto why = failed(put, "deprecating " + p.from); !why.empty()) {
       out.error = "tag moved, " + why;
       co_return out;
@@ -145,16 +148,16 @@ class NpmDistTag final : public Action {
     return m.substr(0, 500);
   }
 
-  asio::awaitable<probes::HttpResult> call(std::string method, std::string url, std::string body) {
+  asio::awaitable<net::HttpResult> call(std::string method, std::string url, std::string body) {
     std::vector<std::pair<std::string, std::string>> h;
     if (!token_.empty()) h.emplace_back("Authorization", "Bearer " + token_);
     if (!body.empty()) h.emplace_back("Content-Type", "application/json");
     h.emplace_back("Accept", "application/json");
-    co_return co_await probes::http_once(ex_, std::move(method), std::move(url), std::move(h), std::move(body), Clock::now() + timeout_,
+    co_return co_await net::http_once(ex_, std::move(method), std::move(url), std::move(h), std::move(body), Clock::now() + timeout_,
                                          32 * 1024 * 1024);
   }
 
-  static std::string failed(const probes::HttpResult& res, const std::string& what) {
+  static std::string failed(const net::HttpResult& res, const std::string& what) {
     if (auto* e = std::get_if<HttpError>(&res)) return what + ": " + e->message;
     const auto& r = std::get<HttpResponse>(res);
     if (r.status >= 200 && r.status < 300) return "";
@@ -164,7 +167,7 @@ class NpmDistTag final : public Action {
   }
 
   asio::awaitable<std::string> get_packument(bool write, json& doc) {
-    std::string url = base_ + probes::npm_escape(package_) + (write ? "?write=true" : "");
+    std::string url = base_ + net::npm_escape(package_) + (write ? "?write=true" : "");
     auto res = co_await call("GET", std::move(url), "");
     if (auto why = failed(res, "reading " + package_); !why.empty()) co_return why;
     doc = json::parse(std::get<HttpResponse>(res).body, nullptr, false);
@@ -189,11 +192,11 @@ class NpmDistTag final : public Action {
     doc.erase("_revisions");
     doc.erase("_attachments");
     const std::string rev = doc.contains("_rev") && doc["_rev"].is_string() ? doc["_rev"].get<std::string>() : std::string();
-    auto put = co_await call("PUT", base_ + probes::npm_escape(package_) + "/-rev/" + rev, doc.dump());
+    auto put = co_await call("PUT", base_ + net::npm_escape(package_) + "/-rev/" + rev, doc.dump());
     if (auto why = failed(put, "removing " + version); !why.empty()) co_return why;
     json fresh;
     if (auto err = co_await get_packument(true, fresh); !err.empty()) co_return err;
-    auto u = probes::parse_url(tarball);
+    auto u = net::parse_url(tarball);
     if (!u) co_return "no tarball URL for " + version;
     std::string path = u->target;
     // (GCC 12: no conditional temporaries inside co_await arguments; they are destroyed twice)

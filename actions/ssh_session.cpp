@@ -12,7 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <openssl/evp.h>
 
-#include "probes/resolve.hpp"
+#include "net/resolve.hpp"
 
 namespace lastgood::actions {
 
@@ -138,7 +138,7 @@ struct SshSession::Impl : std::enable_shared_from_this<SshSession::Impl> {
   asio::awaitable<std::string> connect(Clock::time_point deadline) {
     drop();
     const std::string port = std::to_string(opts.port);
-    probes::Resolved resolved = co_await probes::resolve(ex, opts.host, port, deadline);
+    net::Resolved resolved = co_await net::resolve(ex, opts.host, port, deadline);
     if (resolved.error) co_return std::move(*resolved.error);
     const auto& eps = resolved.endpoints;
     sock = tcp::socket(ex);

@@ -2,6 +2,8 @@
 // Every problem names the file, the JSON pointer and what was expected; loading never throws.
 #include "config/config.hpp"
 
+#include "net/url.hpp"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -338,27 +340,9 @@ std::optional<std::vector<StatusRange>> parse_status(Ctx& c, const std::string& 
   return out;
 }
 
-struct UrlParts {
-  std::string scheme, host, port, target;
-};
-
-std::optional<UrlParts> split_url(const std::string& url) {
-  // RE2: linear in the input, whatever its size.
-  static const RE2 re(R"((https?)://(\[[0-9a-fA-F:.]+\]|[^/:?#\s]+)(?::(\d{1,5}))?([/?][^\s#]*)?)");
-  UrlParts u;
-  if (!RE2::FullMatch(url, re, &u.scheme, &u.host, &u.port, &u.target)) return std::nullopt;
-  if (u.host.size() > 2 && u.host.front() == '[') u.host = u.host.substr(1, u.host.size() - 2);
-  if (u.port.empty()) u.port = u.scheme == "https" ? "443" : "80";
-  if (u.target.empty()) u.target = "/";
-  if (u.target.front() == '?') u.target = "/" + u.target;
-  int port = std::stoi(u.port);
-  if (port < 1 || port > 65535) return std::nullopt;
-  return u;
-}
-
 void parse_http_probe(Obj& o, HttpProbe& h) {
   if (auto u = o.str("url", true)) {
-    if (!split_url(*u)) o.ctx().error(o.at("url"), "expected an http:// or https:// URL with a host, found \"" + *u + "\"");
+    if (!net::parse_url(*u)) o.ctx().error(o.at("url"), "expected an http:// or https:// URL with a host, found \"" + *u + "\"");
     h.url = *u;
   }
   if (auto m = o.one_of("method", {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})) h.method = *m;
@@ -412,7 +396,7 @@ void parse_http_probe(Obj& o, HttpProbe& h) {
     if (auto d = x.duration("max_latency", false, Duration{1})) h.expect.max_latency = *d;
     if (auto d = x.duration("cert_valid_for", false, Duration{1})) h.expect.cert_valid_for = *d;
   }
-  if (auto u = split_url(h.url)) {
+  if (auto u = net::parse_url(h.url)) {
     if (u->scheme != "https" && (h.expect.cert_valid_for || h.ca_file || h.insecure_skip_verify)) {
       o.ctx().error(o.at("url"), "TLS options (ca_file, insecure_skip_verify, expect.cert_valid_for) need an https:// URL");
     }
@@ -446,7 +430,7 @@ const RE2& npm_name_re() {
 
 void parse_npm_probe(Obj& o, NpmRegistryProbe& n) {
   if (auto r = o.str("registry")) {
-    if (!split_url(*r)) o.ctx().error(o.at("registry"), "expected a registry URL like \"https://registry.npmjs.org/\", found \"" + *r + "\"");
+    if (!net::parse_url(*r)) o.ctx().error(o.at("registry"), "expected a registry URL like \"https://registry.npmjs.org/\", found \"" + *r + "\"");
     n.registry = *r;
   }
   if (auto p = o.str("package", true)) {
@@ -511,7 +495,7 @@ void require_abs_path(Obj& o, const std::string& key, bool required) {
 void parse_template_request(Obj& r) {
   r.one_of("method", {"GET", "POST", "PUT", "PATCH", "DELETE"});
   if (auto u = r.str("url", true)) {
-    if (!split_url(*u)) r.ctx().error(r.at("url"), "expected an http:// or https:// URL, found \"" + *u + "\"");
+    if (!net::parse_url(*u)) r.ctx().error(r.at("url"), "expected an http:// or https:// URL, found \"" + *u + "\"");
   }
   r.string_map("headers");
   r.get("body");  // any JSON; strings inside are templated
@@ -554,14 +538,14 @@ void parse_deployment(Ctx& c, const json& j, const std::string& ptr, Deployment&
     int n = (cred ? 1 : 0) + (tok ? 1 : 0) + (meta.value_or(false) ? 1 : 0);
     if (n != 1) c.error(ptr, "expected exactly one of credentials_file, token_env/token_file, \"metadata_server\": true");
     if (auto a = o.str("api_base")) {
-      if (!split_url(*a) || a->back() != '/') c.error(o.at("api_base"), "expected a URL ending in '/', found \"" + *a + "\"");
+      if (!net::parse_url(*a) || a->back() != '/') c.error(o.at("api_base"), "expected a URL ending in '/', found \"" + *a + "\"");
     }
     if (auto a = o.str("token_uri")) {
-      if (!split_url(*a)) c.error(o.at("token_uri"), "expected a URL, found \"" + *a + "\"");
+      if (!net::parse_url(*a)) c.error(o.at("token_uri"), "expected a URL, found \"" + *a + "\"");
     }
   } else if (*kind == "npm_package") {
     if (auto r = o.str("registry")) {
-      if (!split_url(*r)) c.error(o.at("registry"), "expected a registry URL like \"https://registry.npmjs.org/\", found \"" + *r + "\"");
+      if (!net::parse_url(*r)) c.error(o.at("registry"), "expected a registry URL like \"https://registry.npmjs.org/\", found \"" + *r + "\"");
     }
     if (auto p = o.str("package", true)) {
       if (!RE2::FullMatch(*p, npm_name_re())) c.error(o.at("package"), "expected an npm package name like \"name\" or \"@scope/name\", found \"" + *p + "\"");
@@ -584,7 +568,7 @@ void parse_deployment(Ctx& c, const json& j, const std::string& ptr, Deployment&
     if (const json* ob = o.get("observe")) {
       Obj oo(c, *ob, o.at("observe"));
       if (auto u = oo.str("url", true)) {
-        if (!split_url(*u)) c.error(oo.at("url"), "expected an http:// or https:// URL, found \"" + *u + "\"");
+        if (!net::parse_url(*u)) c.error(oo.at("url"), "expected an http:// or https:// URL, found \"" + *u + "\"");
       }
       if (auto p = oo.str("json_pointer", true)) {
         try {
@@ -815,7 +799,7 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     if (auto k = n.one_of("kind", {"webhook", "slack"}, true)) nt.kind = *k;
     if (auto u = n.secret("url", true, true)) {
       nt.url = *u;
-      if (u->source() == Secret::Source::inline_value && !split_url(u->value()))
+      if (u->source() == Secret::Source::inline_value && !net::parse_url(u->value()))
         c.error(n.at("url"), "expected an http:// or https:// URL, found \"" + u->value() + "\"");
     }
     if (auto ev = n.strings("events")) {

@@ -7,9 +7,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "probes/http_body.hpp"
+#include "net/http_body.hpp"
 
-using lastgood::probes::BodyReader;
+using lastgood::net::BodyReader;
 
 namespace {
 

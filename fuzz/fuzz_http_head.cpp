@@ -4,11 +4,11 @@
 #include <cstdint>
 #include <string>
 
-#include "probes/http_client.hpp"
+#include "net/http_client.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string block(reinterpret_cast<const char*>(data), size);
   if (block.size() < 4 || block.compare(block.size() - 4, 4, "\r\n\r\n") != 0) block += "\r\n\r\n";  // complete, as the reader hands it over
-  (void)lastgood::probes::check_response_head(block);
+  (void)lastgood::net::check_response_head(block);
   return 0;
 }

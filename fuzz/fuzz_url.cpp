@@ -4,13 +4,15 @@
 #include <string>
 
 #include "config/duration.hpp"
-#include "probes/http_client.hpp"
-#include "probes/npm.hpp"
+#include "net/http_client.hpp"
+#include "net/http_once.hpp"
+#include "net/npm.hpp"
+#include "net/time.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  if (auto u = lastgood::probes::parse_url(text)) (void)u->origin();
+  if (auto u = lastgood::net::parse_url(text)) (void)u->origin();
   (void)lastgood::config::parse_duration(text);
-  (void)lastgood::probes::parse_rfc3339(text);
+  (void)lastgood::net::parse_rfc3339(text);
   return 0;
 }

@@ -4,9 +4,20 @@
 
 #include <spdlog/spdlog.h>
 
-#include "probes/http_client.hpp"
+#include "net/http_client.hpp"
 
 namespace lastgood::probes {
+
+using net::default_tls_context;
+using net::HttpConnection;
+using net::HttpError;
+using net::HttpRequest;
+using net::HttpResponse;
+using net::HttpResult;
+using net::make_tls_context;
+using net::parse_url;
+using net::resolve_location;
+using net::Url;
 
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;

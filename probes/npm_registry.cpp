@@ -1,8 +1,16 @@
 #include "probes/npm_registry.hpp"
 
-#include "probes/npm.hpp"
+#include "net/http_once.hpp"
+#include "net/npm.hpp"
 
 namespace lastgood::probes {
+
+using net::check_integrity;
+using net::http_once;
+using net::HttpError;
+using net::HttpResponse;
+using net::HttpResult;
+using net::npm_escape;
 
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;

@@ -2,7 +2,7 @@
 
 #include "net/errors.hpp"
 
-#include "probes/resolve.hpp"
+#include "net/resolve.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -12,6 +12,9 @@
 #include <boost/beast/core/tcp_stream.hpp>
 
 namespace lastgood::probes {
+
+using net::resolve;
+using net::Resolved;
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;

@@ -10,7 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "net/supervise.hpp"
-#include "probes/npm.hpp"  // http_once
+#include "net/http_once.hpp"
 
 namespace lastgood::watchdog {
 
@@ -83,14 +83,14 @@ asio::awaitable<void> Notifier::deliver(std::string id, size_t target, json body
     std::string method = "POST";  // (GCC 12: no literals or braced lists inside co_await arguments)
     std::vector<std::pair<std::string, std::string>> headers;
     headers.emplace_back("Content-Type", "application/json");
-    auto res = co_await probes::http_once(ioc_.get_executor(), std::move(method), std::move(url), std::move(headers), json_text(body),
+    auto res = co_await net::http_once(ioc_.get_executor(), std::move(method), std::move(url), std::move(headers), json_text(body),
                                           std::chrono::steady_clock::now() + std::chrono::seconds(10), 64 * 1024);
-    if (auto* r = std::get_if<probes::HttpResponse>(&res); r && r->status >= 200 && r->status < 300) {
+    if (auto* r = std::get_if<net::HttpResponse>(&res); r && r->status >= 200 && r->status < 300) {
       record_("notify_delivered", service, {{"id", id}, {"attempts", attempt}});
       co_return;
     }
-    last_error = std::holds_alternative<probes::HttpError>(res) ? std::get<probes::HttpError>(res).stage_name()
-                                                                : "HTTP " + std::to_string(std::get<probes::HttpResponse>(res).status);
+    last_error = std::holds_alternative<net::HttpError>(res) ? std::get<net::HttpError>(res).stage_name()
+                                                                : "HTTP " + std::to_string(std::get<net::HttpResponse>(res).status);
     spdlog::warn("notification {} to {} #{}: attempt {} failed ({}); retrying in {}ms", id, n.kind, target, attempt, last_error, backoff.count());
     timer.expires_after(backoff);
     co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));

@@ -13,12 +13,12 @@
 #include <boost/asio/write.hpp>
 
 #include "fixtures.hpp"
-#include "probes/http_client.hpp"
+#include "net/http_client.hpp"
 
 using namespace testing;
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
-namespace probes = lastgood::probes;
+namespace net = lastgood::net;
 
 namespace {
 
@@ -59,22 +59,22 @@ class ScriptedServer {
 // Requests go through HttpConnection::request() (the coroutine) or, with via_start, through
 // HttpConnection::start() (the callbacks a probe's steady state runs on) whenever it takes them:
 // on a kept-alive plain connection, so from the second request on. Every case runs both ways.
-struct Client : probes::HttpConnection::Sink {
+struct Client : net::HttpConnection::Sink {
   asio::io_context ioc;
-  probes::HttpConnection conn;
+  net::HttpConnection conn;
   bool via_start;
   int started = 0;  // requests start() took
-  std::optional<probes::HttpResult> done;
+  std::optional<net::HttpResult> done;
   Client(unsigned short port, bool start_when_possible)
-      : conn(ioc.get_executor(), *probes::parse_url("http://127.0.0.1:" + std::to_string(port) + "/"), nullptr),
+      : conn(ioc.get_executor(), *net::parse_url("http://127.0.0.1:" + std::to_string(port) + "/"), nullptr),
         via_start(start_when_possible) {}
-  void http_done(probes::HttpResult&& r) override {
+  void http_done(net::HttpResult&& r) override {
     REQUIRE_FALSE(done);  // exactly once
     done = std::move(r);
   }
-  probes::HttpResult get(std::size_t max_body = 1 << 20, const std::string& method = "GET",
+  net::HttpResult get(std::size_t max_body = 1 << 20, const std::string& method = "GET",
                          std::chrono::milliseconds timeout = std::chrono::seconds(3)) {
-    probes::HttpRequest req;
+    net::HttpRequest req;
     req.method = method;
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     if (via_start) {
@@ -94,13 +94,13 @@ struct Client : probes::HttpConnection::Sink {
   }
 };
 
-probes::HttpResponse ok(const probes::HttpResult& r) {
-  if (auto* e = std::get_if<probes::HttpError>(&r)) FAIL("request failed: " << e->message);
-  return std::get<probes::HttpResponse>(r);
+net::HttpResponse ok(const net::HttpResult& r) {
+  if (auto* e = std::get_if<net::HttpError>(&r)) FAIL("request failed: " << e->message);
+  return std::get<net::HttpResponse>(r);
 }
-probes::HttpError failed(const probes::HttpResult& r) {
-  REQUIRE(std::holds_alternative<probes::HttpError>(r));
-  return std::get<probes::HttpError>(r);
+net::HttpError failed(const net::HttpResult& r) {
+  REQUIRE(std::holds_alternative<net::HttpError>(r));
+  return std::get<net::HttpError>(r);
 }
 
 }  // namespace
@@ -174,7 +174,7 @@ TEST_CASE("framings that cannot be trusted are refused", "[framing]") {
     CHECK_THAT(e.message, Catch::Contains(why));
     return e.stage;
   };
-  using Stage = probes::HttpError::Stage;
+  using Stage = net::HttpError::Stage;
   CHECK(refused("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", "conflicting Content-Length") == Stage::protocol);
   CHECK(refused("HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok", "bad Content-Length") == Stage::protocol);
   CHECK(refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", "unsupported Transfer-Encoding") == Stage::protocol);
@@ -216,11 +216,11 @@ TEST_CASE("the deadline holds on a kept-alive connection that stops answering", 
   Client c(server.port(), via_start);
   CHECK(ok(c.get()).body == "ok");
   const auto t0 = std::chrono::steady_clock::now();
-  probes::HttpResult r = c.get(1 << 20, "GET", std::chrono::milliseconds(300));
+  net::HttpResult r = c.get(1 << 20, "GET", std::chrono::milliseconds(300));
   CHECK(c.started == (via_start ? 1 : 0));
   auto e = failed(r);
   CHECK(e.timeout);
-  CHECK(e.stage == probes::HttpError::Stage::read_headers);
+  CHECK(e.stage == net::HttpError::Stage::read_headers);
   CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(300));
   CHECK(c.ioc.stopped());  // nothing left pending: no timer, no read
 }

@@ -4,9 +4,9 @@
 
 #include <string>
 
-#include "probes/http_body.hpp"
+#include "net/http_body.hpp"
 
-using lastgood::probes::BodyReader;
+using lastgood::net::BodyReader;
 using Status = BodyReader::Status;
 using Framing = BodyReader::Framing;
 

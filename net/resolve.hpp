@@ -1,6 +1,7 @@
 #pragma once
-// Name resolution under a deadline, shared by the probes and the HTTP client. getaddrinfo runs on
-// Asio's resolver thread and cannot be interrupted; the deadline cancels the wait for it.
+// Name resolution under a deadline, shared by the probes, the HTTP client and the SSH session.
+// getaddrinfo runs on Asio's resolver thread and cannot be interrupted; the deadline cancels the
+// wait for it.
 #include <chrono>
 #include <optional>
 #include <string>
@@ -9,7 +10,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
-namespace lastgood::probes {
+namespace lastgood::net {
 
 struct Resolved {
   boost::asio::ip::tcp::resolver::results_type endpoints;
@@ -20,4 +21,4 @@ struct Resolved {
 boost::asio::awaitable<Resolved> resolve(boost::asio::any_io_executor ex, const std::string& host, const std::string& port,
                                          std::chrono::steady_clock::time_point deadline);
 
-}  // namespace lastgood::probes
+}  // namespace lastgood::net

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-namespace lastgood::probes {
+namespace lastgood::net {
 
 class BodyReader {
  public:
@@ -46,4 +46,4 @@ class BodyReader {
   const char* error_ = "";
 };
 
-}  // namespace lastgood::probes
+}  // namespace lastgood::net

@@ -1,4 +1,4 @@
-#include "probes/resolve.hpp"
+#include "net/resolve.hpp"
 
 #include <memory>
 
@@ -6,7 +6,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-namespace lastgood::probes {
+namespace lastgood::net {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
@@ -31,4 +31,4 @@ asio::awaitable<Resolved> resolve(asio::any_io_executor ex, const std::string& h
   co_return out;
 }
 
-}  // namespace lastgood::probes
+}  // namespace lastgood::net

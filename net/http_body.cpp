@@ -1,9 +1,9 @@
-#include "probes/http_body.hpp"
+#include "net/http_body.hpp"
 
 #include <charconv>
 #include <string_view>
 
-namespace lastgood::probes {
+namespace lastgood::net {
 
 BodyReader::Status BodyReader::feed(std::string& in, std::size_t& pos, bool eof, std::string& body) {
   if (pos > in.size()) return malformed("body offset past the bytes read");  // a caller's bug, never UB
@@ -84,4 +84,4 @@ BodyReader::Status BodyReader::feed(std::string& in, std::size_t& pos, bool eof,
   }
 }
 
-}  // namespace lastgood::probes
+}  // namespace lastgood::net

@@ -1,0 +1,28 @@
+#include "net/tls.hpp"
+
+#include <boost/asio/ssl.hpp>
+
+namespace lastgood::net {
+
+namespace ssl = boost::asio::ssl;
+
+std::shared_ptr<ssl::context> make_tls_context(const TlsOptions& opts) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  ctx->set_verify_mode(ssl::verify_peer);
+  if (opts.ca_file) ctx->load_verify_file(*opts.ca_file);
+  else ctx->set_default_verify_paths();
+  if (opts.insecure_skip_verify) {
+    // Explicit opt-out from config (logged at start by the caller): accept any chain and name.
+    ctx->set_verify_callback([](bool, ssl::verify_context&) { return true; });
+  }
+  return ctx;
+}
+
+std::shared_ptr<ssl::context> default_tls_context() {
+  static const std::shared_ptr<ssl::context> ctx = make_tls_context({});
+  return ctx;
+}
+
+}  // namespace lastgood::net

@@ -1,0 +1,22 @@
+#pragma once
+// TLS client contexts: peers verified against the system CA store (or a given bundle) by default.
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/ssl/context.hpp>
+
+namespace lastgood::net {
+
+struct TlsOptions {
+  std::optional<std::string> ca_file;  // PEM bundle; default: the system CA store
+  bool insecure_skip_verify = false;   // explicit opt-out; callers log it loudly
+};
+// An SSL context that verifies peers against the CA store or file. Throws on a bad CA file
+// (checked at start-up, not on the loop).
+std::shared_ptr<boost::asio::ssl::context> make_tls_context(const TlsOptions& opts);
+// The verifying context over the system CA store, built once: loading the store parses the whole
+// CA bundle, not something to redo on the event loop for every request.
+std::shared_ptr<boost::asio::ssl::context> default_tls_context();
+
+}  // namespace lastgood::net
