@@ -5,7 +5,7 @@
 
 #include <filesystem>
 
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 
 namespace fs = std::filesystem;
 using namespace lastgood::watchdog;

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "net/http_client.hpp"
+#include "net/http_wire.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string block(reinterpret_cast<const char*>(data), size);

@@ -12,7 +12,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 
 namespace fs = std::filesystem;
 

@@ -13,7 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 #include "watchdog/watchdog.hpp"
 
 namespace lastgood::watchdog {

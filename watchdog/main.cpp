@@ -18,7 +18,7 @@
 #include "net/supervise.hpp"
 #include "lastgood/version.hpp"
 #include "watchdog/demo.hpp"
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 #include "watchdog/logging.hpp"
 #include "watchdog/validate.hpp"
 #include "watchdog/watchdog.hpp"

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/config.hpp"
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 
 namespace lastgood::watchdog {
 

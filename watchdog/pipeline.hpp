@@ -24,8 +24,8 @@
 #include "config/config.hpp"
 #include "policy/engine.hpp"
 #include "probes/probe.hpp"
-#include "watchdog/incident.hpp"
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/incidents.hpp"
+#include "watchdog/state/ledger.hpp"
 #include "watchdog/metrics.hpp"
 #include "watchdog/notifier.hpp"
 

@@ -15,7 +15,7 @@
 #include "probes/probe.hpp"
 #include "watchdog/auth.hpp"
 #include "watchdog/auth_limit.hpp"
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 #include "watchdog/metrics.hpp"
 #include "watchdog/pipeline.hpp"
 #include "watchdog/scheduler.hpp"

@@ -21,7 +21,7 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 
 namespace testing {
 

@@ -22,7 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 #include "watchdog/server.hpp"
 
 namespace testing {

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fixtures.hpp"
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 
 using namespace testing;
 using nlohmann::json;

@@ -20,7 +20,7 @@
 #include "actions/action.hpp"
 #include "config/config.hpp"
 #include "fixtures.hpp"
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 #include "watchdog/server.hpp"
 
 using namespace testing;

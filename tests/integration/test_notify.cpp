@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fixtures.hpp"
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 #include "watchdog/server.hpp"
 
 using namespace testing;

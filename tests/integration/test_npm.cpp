@@ -8,7 +8,7 @@
 #include "config/config.hpp"
 #include "fixtures.hpp"
 #include "probes/probe.hpp"
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 
 using namespace testing;
 using nlohmann::json;

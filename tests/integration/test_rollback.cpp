@@ -12,7 +12,7 @@
 #include "actions/action.hpp"
 #include "config/config.hpp"
 #include "fixtures.hpp"
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 
 using namespace testing;
 using nlohmann::json;

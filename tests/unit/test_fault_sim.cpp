@@ -30,7 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "policy/engine.hpp"
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 
 using namespace lastgood::policy;
 using namespace std::chrono_literals;

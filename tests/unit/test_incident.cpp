@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "watchdog/incident.hpp"
+#include "watchdog/state/incidents.hpp"
 
 namespace fs = std::filesystem;
 using lastgood::watchdog::Incidents;

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 
 namespace fs = std::filesystem;
 using lastgood::watchdog::Ledger;

@@ -1,7 +1,7 @@
-#include "watchdog/incident.hpp"
+#include "watchdog/state/incidents.hpp"
 
 #include "watchdog/json_text.hpp"
-#include "watchdog/ledger.hpp"
+#include "watchdog/state/ledger.hpp"
 
 #include <cstdio>
 #include <ctime>

@@ -1,0 +1,30 @@
+#pragma once
+// What the ledger's writer (ledger.cpp) and its reader (ledger_verify.cpp) share. Not for use
+// outside watchdog/state/.
+#include <functional>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "watchdog/state/events.hpp"
+#include "watchdog/state/ledger.hpp"
+
+namespace lastgood::watchdog {
+
+inline const std::string kKeyedType{name(Event::ledger_keyed)};
+
+// SHA-256 (no key) or HMAC-SHA256 (a key) over several pieces without joining them.
+std::string digest_hex(const std::string* key, std::initializer_list<std::string_view> parts);
+
+struct Scan {
+  std::vector<LedgerEntry> entries;
+  VerifyReport report;
+  bool torn_tail = false;        // the last line is incomplete or unparsable
+  std::uint64_t good_bytes = 0;  // length of the file up to the end of the last good line
+};
+// want_data(type, data_text): whether to parse that entry's data (replay needs only some).
+using WantData = std::function<bool(const std::string&, std::string_view)>;
+Scan scan(const std::string& path, const std::string* key, const WantData& want_data = {});
+
+}  // namespace lastgood::watchdog

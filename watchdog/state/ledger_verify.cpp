@@ -1,0 +1,268 @@
+// Reading and checking a ledger file: the line format, the hash chain, the keyed entries.
+#include "watchdog/state/ledger_scan.hpp"
+
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
+#include "watchdog/json_text.hpp"
+#include "watchdog/state/events.hpp"
+
+namespace lastgood::watchdog {
+
+using nlohmann::json;
+
+json to_json(const LedgerEntry& e) {
+  json j{{"seq", e.seq}, {"ts", e.ts_ms}, {"type", e.type}, {"service", e.service}, {"data", e.data}, {"prev", e.prev}};
+  if (!e.hash.empty()) j["hash"] = e.hash;
+  return j;
+}
+
+namespace {
+
+std::string to_hex(const unsigned char* md, size_t len) {
+  static const char* hex = "0123456789abcdef";
+  std::string out(len * 2, '0');
+  for (size_t i = 0; i < len; ++i) {
+    out[2 * i] = hex[md[i] >> 4];
+    out[2 * i + 1] = hex[md[i] & 15];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string digest_hex(const std::string* key, std::initializer_list<std::string_view> parts) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  if (key == nullptr) {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+    for (auto p : parts) EVP_DigestUpdate(ctx, p.data(), p.size());
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx, md, &len);
+    EVP_MD_CTX_free(ctx);
+    return to_hex(md, len);
+  }
+  static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (hmac == nullptr) throw std::runtime_error("OpenSSL offers no HMAC");
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(hmac);
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+  size_t len = 0;
+  const bool ok = ctx != nullptr && EVP_MAC_init(ctx, reinterpret_cast<const unsigned char*>(key->data()), key->size(), params) == 1 &&
+                  [&] {
+                    for (auto p : parts)
+                      if (EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(p.data()), p.size()) != 1) return false;
+                    return true;
+                  }() &&
+                  EVP_MAC_final(ctx, md, &len, sizeof md) == 1;
+  EVP_MAC_CTX_free(ctx);
+  if (!ok) throw std::runtime_error("HMAC-SHA256 failed");
+  return to_hex(md, len);
+}
+
+std::string sha256_hex(const std::string& data) { return digest_hex(nullptr, {data}); }
+
+std::string ledger_key_id(const std::string& key) { return digest_hex(&key, {"lastgood ledger key id"}).substr(0, 16); }
+
+std::string entry_hash(const LedgerEntry& e, const std::string* key) {
+  LedgerEntry copy = e;
+  copy.hash.clear();
+  return digest_hex(key, {e.prev, json_text(to_json(copy))});
+}
+
+namespace {
+
+// Reads the fields of a canonical line without a JSON parser. Lines are written by dump()
+// (sorted keys, no spaces): {"data":...,"hash":"H","prev":"P","seq":N,"service":"S","ts":T,"type":"Y"}.
+// The fixed tail after "data" is read from its last ",\"hash\":" on; service names and types
+// never contain quotes. The hash check that follows covers every byte, so a line that passes is
+// exactly what lastgood wrote.
+std::optional<std::string> read_fields(std::string_view line, LedgerEntry& e, std::string_view& data_text) {
+  auto fail = [](const char* why) { return std::optional<std::string>(why); };
+  if (line.substr(0, 8) != "{\"data\":" || line.empty() || line.back() != '}') return fail("not a ledger entry (expected {\"data\":...})");
+  const size_t h = line.rfind(",\"hash\":\"");
+  if (h == std::string_view::npos) return fail("no hash");
+  data_text = line.substr(8, h - 8);
+  size_t pos = h;
+  auto expect = [&](std::string_view lit) {
+    if (line.substr(pos, lit.size()) != lit) return false;
+    pos += lit.size();
+    return true;
+  };
+  auto string_until_quote = [&](std::string& out) {
+    size_t q = line.find('"', pos);
+    if (q == std::string_view::npos) return false;
+    out.assign(line.substr(pos, q - pos));
+    pos = q + 1;
+    return out.find('\\') == std::string::npos;
+  };
+  // An oversized number is damage to report at its line, never an exception (std::stoll threw).
+  auto number = [&](long long& out) {
+    const char* b = line.data() + pos;
+    const char* end = line.data() + line.size();
+    auto [p, ec] = std::from_chars(b, end, out);
+    if (ec != std::errc() || p == b) return false;
+    pos += static_cast<size_t>(p - b);
+    return true;
+  };
+  long long seq = 0;
+  if (!(expect(",\"hash\":\"") && string_until_quote(e.hash) && expect(",\"prev\":\"") && string_until_quote(e.prev) &&
+        expect(",\"seq\":") && number(seq) && expect(",\"service\":\"") && string_until_quote(e.service) && expect(",\"ts\":") &&
+        number(e.ts_ms) && expect(",\"type\":\"") && string_until_quote(e.type) && expect("}") && pos == line.size()))
+    return fail("not a well-formed entry (expected data, hash, prev, seq, service, ts, type)");
+  e.seq = static_cast<std::uint64_t>(seq);
+  return std::nullopt;
+}
+
+Scan scan_text(std::string_view all, const std::string* key, const WantData& want_data = {}) {
+  Scan s;
+  const std::string our_id = key ? ledger_key_id(*key) : "";
+  size_t pos = 0;
+  std::uint64_t line_no = 0;
+  std::string prev;
+  while (pos < all.size()) {
+    ++line_no;
+    size_t nl = all.find('\n', pos);
+    const bool last = nl == std::string::npos || nl + 1 == all.size();
+    std::string_view line = all.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    LedgerEntry e;
+    std::string_view data_text;
+    auto err = nl == std::string::npos ? std::optional<std::string>("truncated last line (no newline: a write was cut short)")
+                                       : read_fields(line, e, data_text);
+    if (err) {
+      s.report.bad_line = line_no;
+      s.report.why = *err;
+      s.torn_tail = last;
+      return s;
+    }
+    if (e.seq != line_no) {
+      s.report.bad_line = line_no;
+      s.report.why = "seq is " + std::to_string(e.seq) + ", expected " + std::to_string(line_no);
+      return s;
+    }
+    if (e.prev != prev) {
+      s.report.bad_line = line_no;
+      s.report.why = "broken chain: prev does not match the hash of line " + std::to_string(line_no - 1);
+      return s;
+    }
+    // Lines are written canonical (dump(): sorted keys, no spaces), so the canonical JSON of the
+    // entry without its hash is the line's own bytes minus the hash member: hash those bytes
+    // instead of re-serialising (stricter too: any byte changed is caught).
+    // From the "ledger_keyed" entry on, every hash is an HMAC under the ledger's key.
+    if (e.type == kKeyedType) {
+      const json d = json::parse(data_text.begin(), data_text.end(), nullptr, false);
+      const std::string id = d.is_object() && d.contains("key_id") && d["key_id"].is_string() ? d["key_id"].get<std::string>() : "";
+      if (s.report.keyed_from != 0 && id != s.report.key_id) {
+        s.report.bad_line = line_no;
+        s.report.why = "keyed again with another key (id " + id + ", line " + std::to_string(s.report.keyed_from) + " named " +
+                       s.report.key_id + "): a ledger has one key";
+        return s;
+      }
+      if (s.report.keyed_from == 0) {
+        s.report.keyed_from = line_no;
+        s.report.key_id = id;
+      }
+    }
+    const bool keyed = s.report.keyed_from != 0;
+    if (keyed && key == nullptr) {
+      s.report.bad_line = line_no;
+      s.report.why = "the ledger is keyed from line " + std::to_string(s.report.keyed_from) + " (HMAC-SHA256, key id " + s.report.key_id +
+                     ") and no key was given (lastgood ledger verify --key-file, or ledger.hmac_key_file)";
+      return s;
+    }
+    if (keyed && s.report.key_id != our_id) {
+      s.report.bad_line = line_no;
+      s.report.why = "the ledger is keyed with key id " + s.report.key_id + " from line " + std::to_string(s.report.keyed_from) +
+                     "; the key given has id " + our_id;
+      return s;
+    }
+    const std::string member = ",\"hash\":\"" + e.hash + "\"";
+    const size_t at = line.find(member);
+    if (at == std::string_view::npos || e.hash.size() != 64 ||
+        digest_hex(keyed ? key : nullptr, {e.prev, line.substr(0, at), line.substr(at + member.size())}) != e.hash) {
+      s.report.bad_line = line_no;
+      s.report.why = keyed ? "HMAC mismatch: the entry was changed after it was written, by someone without the key"
+                           : "hash mismatch: the entry was changed after it was written";
+      return s;
+    }
+    if (!want_data || want_data(e.type, data_text)) {
+      e.data = json::parse(data_text.begin(), data_text.end(), nullptr, false);
+      if (e.data.is_discarded()) {  // cannot happen for a line whose hash matched; kept as a guard
+        s.report.bad_line = line_no;
+        s.report.why = "data is not JSON";
+        return s;
+      }
+    }
+    prev = e.hash;
+    s.entries.push_back(std::move(e));
+    pos = nl + 1;
+    s.good_bytes = pos;
+  }
+  s.report.ok = true;
+  s.report.entries = s.entries.size();
+  return s;
+}
+
+std::optional<std::string> read_whole(const std::string& path, std::string& out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "cannot open " + path;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return std::nullopt;
+}
+
+const WantData kNoData = [](const std::string&, std::string_view) { return false; };  // the hash covers the data bytes
+
+VerifyReport finish_report(Scan s, const std::string* key) {
+  s.report.entries = s.entries.size();
+  if (!s.entries.empty()) {
+    s.report.head_seq = s.entries.back().seq;
+    s.report.head_hash = s.entries.back().hash;
+  }
+  // A key given for a ledger that holds no keyed entry: it was never written with the key, or it
+  // was rewritten without it. Either way nothing in it is vouched for by the key.
+  if (s.report.ok && key != nullptr && s.report.keyed_from == 0 && s.report.entries > 0) {
+    s.report.ok = false;
+    s.report.bad_line = 0;
+    s.report.why = "a key was given but no entry is keyed: this ledger was not written with it (or was rewritten without it)";
+  }
+  return s.report;
+}
+
+}  // namespace
+
+Scan scan(const std::string& path, const std::string* key, const WantData& want_data) {
+  std::string all;
+  if (auto err = read_whole(path, all)) {
+    Scan s;
+    s.report.why = *err;
+    return s;
+  }
+  return scan_text(all, key, want_data);
+}
+
+std::vector<LedgerEntry> read_ledger(const std::string& path, const std::string* key) {
+  auto s = scan(path, key);
+  if (!s.report.ok) return {};
+  return std::move(s.entries);
+}
+
+VerifyReport verify_ledger(const std::string& path, const std::string* key) { return finish_report(scan(path, key, kNoData), key); }
+
+VerifyReport verify_ledger_text(std::string_view text, const std::string* key) { return finish_report(scan_text(text, key, kNoData), key); }
+
+std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t seq, const std::string* key) {
+  auto s = scan(path, key, kNoData);
+  for (const auto& e : s.entries)
+    if (e.seq == seq) return e.hash;
+  return std::nullopt;
+}
+
+}  // namespace lastgood::watchdog
