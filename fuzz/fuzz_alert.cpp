@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "watchdog/alert_payload.hpp"
+#include "watchdog/pipeline/alert_payload.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   auto j = nlohmann::json::parse(reinterpret_cast<const char*>(data), reinterpret_cast<const char*>(data) + size, nullptr, false);

@@ -14,7 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "config/config.hpp"
-#include "watchdog/server.hpp"
+#include "watchdog/api/server.hpp"
 #include "watchdog/watchdog.hpp"
 
 namespace fs = std::filesystem;

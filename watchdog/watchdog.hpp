@@ -13,13 +13,13 @@
 
 #include "config/config.hpp"
 #include "probes/probe.hpp"
-#include "watchdog/auth.hpp"
-#include "watchdog/auth_limit.hpp"
+#include "watchdog/api/auth.hpp"
+#include "watchdog/api/auth_limit.hpp"
 #include "watchdog/state/ledger.hpp"
 #include "watchdog/metrics.hpp"
-#include "watchdog/pipeline.hpp"
+#include "watchdog/pipeline/pipeline.hpp"
 #include "watchdog/scheduler.hpp"
-#include "watchdog/server.hpp"
+#include "watchdog/api/server.hpp"
 
 namespace lastgood::watchdog {
 

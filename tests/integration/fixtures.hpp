@@ -23,7 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "watchdog/state/ledger.hpp"
-#include "watchdog/server.hpp"
+#include "watchdog/api/server.hpp"
 
 namespace testing {
 

@@ -16,7 +16,7 @@
 #include "actions/firebase_release.hpp"
 #include "config/config.hpp"
 #include "fixtures.hpp"
-#include "watchdog/server.hpp"
+#include "watchdog/api/server.hpp"
 
 using namespace testing;
 using nlohmann::json;

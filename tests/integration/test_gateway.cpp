@@ -21,7 +21,7 @@
 #include "config/config.hpp"
 #include "fixtures.hpp"
 #include "watchdog/state/ledger.hpp"
-#include "watchdog/server.hpp"
+#include "watchdog/api/server.hpp"
 
 using namespace testing;
 using nlohmann::json;

@@ -1,5 +1,5 @@
-// lastgood reads HTTP responses with its own parser (probes/http_client.cpp). These cases drive
-// it with exact bytes from a scripted server on 127.0.0.1: chunked bodies with extensions and
+// lastgood reads HTTP responses with its own parser (net/http_wire.cpp, net/http_client.cpp).
+// These cases drive it with exact bytes from a scripted server on 127.0.0.1: chunked bodies with extensions and
 // trailers, interim 1xx responses, bodies delimited by the close, HTTP/1.0, responses delivered
 // one byte at a time, and the malformed framings it must refuse rather than guess.
 #include <catch2/catch.hpp>

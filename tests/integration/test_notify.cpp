@@ -12,7 +12,7 @@
 
 #include "fixtures.hpp"
 #include "watchdog/state/ledger.hpp"
-#include "watchdog/server.hpp"
+#include "watchdog/api/server.hpp"
 
 using namespace testing;
 using nlohmann::json;

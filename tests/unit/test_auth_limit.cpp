@@ -2,7 +2,7 @@
 // trusted proxies. A fake clock; no sockets.
 #include <catch2/catch.hpp>
 
-#include "watchdog/auth_limit.hpp"
+#include "watchdog/api/auth_limit.hpp"
 
 using lastgood::watchdog::AuthLimiter;
 using lastgood::watchdog::client_address;

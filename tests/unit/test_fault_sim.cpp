@@ -2,7 +2,7 @@
 // results (with the watcher's own errors), a disk that fills and empties (short writes and
 // ENOSPC through the ledger's injectable writer), crashes at random points (the real ledger
 // reopened and replayed into a new policy), and approvals. The rules that connect the policy and
-// the ledger are those of watchdog/pipeline.cpp: nothing is done that was not recorded first, a
+// the ledger are those of watchdog/pipeline/: nothing is done that was not recorded first, a
 // decision is held while nothing can be recorded and made again when the ledger takes entries,
 // an action re-reads the live release before its switch, a restart reconciles an action that was
 // started and never re-runs it.

@@ -43,9 +43,19 @@ std::vector<Entry> approved_story() {
   };
 }
 
+// Feeds an entry as the ledger would hand it over (by its type's name; unknown names change nothing).
+std::optional<std::string> see(Incidents& inc, const std::string& type, const std::string& service, long long at, const json& data) {
+  lastgood::watchdog::LedgerEntry e;
+  e.type = type;
+  e.service = service;
+  e.ts_ms = at;
+  e.data = data;
+  return inc.observe(e);
+}
+
 Incidents feed(const std::vector<Entry>& story, const std::string& dir = "") {
   Incidents inc(dir);
-  for (const auto& e : story) inc.observe(e.type, "web", e.at, e.data);
+  for (const auto& e : story) see(inc, e.type, "web", e.at, e.data);
   return inc;
 }
 
@@ -129,13 +139,13 @@ TEST_CASE("an automatic P0 rollback that fails: escalated, then cleared; review 
 
 TEST_CASE("an escalation without an action id belongs to the service's open incident; unrelated entries change nothing", "[incident]") {
   Incidents inc;
-  CHECK_FALSE(inc.observe("escalated", "web", T0, {{"reason", "x"}}));  // no incident yet
-  CHECK(inc.observe("action_started", "web", T0, {{"action_id", "a3"}, {"trigger", "t"}, {"from", "b"}, {"to", "a"}, {"via", "auto"}}) == "a3");
+  CHECK_FALSE(see(inc, "escalated", "web", T0, {{"reason", "x"}}));  // no incident yet
+  CHECK(see(inc, "action_started", "web", T0, {{"action_id", "a3"}, {"trigger", "t"}, {"from", "b"}, {"to", "a"}, {"via", "auto"}}) == "a3");
   CHECK(inc.open_for("web") == "a3");
-  CHECK_FALSE(inc.observe("probe_result", "web", T0, json::object()));
-  CHECK_FALSE(inc.observe("action_finished", "web", T0, {{"action_id", "nope"}, {"ok", true}}));
-  CHECK(inc.observe("action_reconciled", "web", T0 + 1, {{"action_id", "a3"}, {"switched", false}, {"live", "b"}}) == "a3");
-  CHECK(inc.observe("escalated", "web", T0 + 2, {{"reason", "interrupted"}}) == "a3");
+  CHECK_FALSE(see(inc, "probe_result", "web", T0, json::object()));
+  CHECK_FALSE(see(inc, "action_finished", "web", T0, {{"action_id", "nope"}, {"ok", true}}));
+  CHECK(see(inc, "action_reconciled", "web", T0 + 1, {{"action_id", "a3"}, {"switched", false}, {"live", "b"}}) == "a3");
+  CHECK(see(inc, "escalated", "web", T0 + 2, {{"reason", "interrupted"}}) == "a3");
   const json j = Incidents::to_json(*inc.find("a3"));
   CHECK(j["status"] == "escalated");
   CHECK(j["breach"].is_null());

@@ -75,22 +75,27 @@ std::optional<std::string> Incidents::open_for(const std::string& service) const
   return it->second;
 }
 
-std::optional<std::string> Incidents::observe(const std::string& type, const std::string& service, long long at, const json& d) {
-  if (type == "transition") {
+std::optional<std::string> Incidents::observe(const LedgerEntry& e) {
+  const auto type = parse_event(e.type);
+  return type ? observe(*type, e.service, e.ts_ms, e.data) : std::nullopt;
+}
+
+std::optional<std::string> Incidents::observe(Event type, const std::string& service, long long at, const json& d) {
+  if (type == Event::transition) {
     if (str(d, "to") == "firing") breaches_[service][str(d, "trigger")] = {at, d};
     return std::nullopt;
   }
-  if (type == "decision") {
+  if (type == Event::decision) {
     const std::string kind = str(d, "kind");
     if (!d.value("shadow", false) && (kind == "execute" || kind == "propose")) decisions_[service][str(d, "trigger")] = {at, d};
     return std::nullopt;
   }
-  if (type == "proposal_created") {
+  if (type == Event::proposal_created) {
     proposals_[str(d, "id")] = {{at, d}, json::array()};
     if (proposals_.size() > 2000) proposals_.erase(proposals_.begin());  // ids sort by creation time
     return std::nullopt;
   }
-  if (type == "proposal_vote") {
+  if (type == Event::proposal_vote) {
     auto it = proposals_.find(str(d, "id"));
     if (it != proposals_.end()) {
       json v = d;
@@ -99,7 +104,7 @@ std::optional<std::string> Incidents::observe(const std::string& type, const std
     }
     return std::nullopt;
   }
-  if (type == "action_started") {
+  if (type == Event::action_started) {
     Incident inc;
     inc.id = str(d, "action_id");
     if (inc.id.empty()) return std::nullopt;
@@ -151,10 +156,10 @@ std::optional<std::string> Incidents::observe(const std::string& type, const std
     while (incidents_.size() > kKeep) incidents_.pop_front();
     return incidents_.back().id;
   }
-  if (type == "action_finished" || type == "action_reconciled") {
+  if (type == Event::action_finished || type == Event::action_reconciled) {
     Incident* inc = get(str(d, "action_id"));
     if (!inc) return std::nullopt;
-    if (type == "action_finished") {
+    if (type == Event::action_finished) {
       const bool ok = d.value("ok", false);
       inc->action["finished_at"] = at;
       inc->action["ok"] = ok;
@@ -178,7 +183,7 @@ std::optional<std::string> Incidents::observe(const std::string& type, const std
     }
     return inc->id;
   }
-  if (type == "verification") {
+  if (type == Event::verification) {
     Incident* inc = get(str(d, "action_id"));
     if (!inc) return std::nullopt;
     const bool ok = str(d, "outcome") == "verified";
@@ -192,7 +197,7 @@ std::optional<std::string> Incidents::observe(const std::string& type, const std
     }
     return inc->id;
   }
-  if (type == "escalated") {
+  if (type == Event::escalated) {
     std::string id = str(d, "action_id");
     if (id.empty())
       if (auto o = open_for(service)) id = *o;
@@ -204,7 +209,7 @@ std::optional<std::string> Incidents::observe(const std::string& type, const std
     open_.erase(service);
     return inc->id;
   }
-  if (type == "cleared") {
+  if (type == Event::cleared) {
     // The escalation a person clears belongs to the service's latest escalated incident.
     for (auto it = incidents_.rbegin(); it != incidents_.rend(); ++it)
       if (it->service == service) {

@@ -17,6 +17,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "watchdog/state/events.hpp"
+#include "watchdog/state/ledger.hpp"
+
 namespace lastgood::watchdog {
 
 struct Incident {
@@ -45,7 +48,9 @@ class Incidents {
   explicit Incidents(std::string dir = "") : dir_(std::move(dir)) {}
 
   // Feeds one ledger entry (in ledger order). Returns the id of the incident it changed.
-  std::optional<std::string> observe(const std::string& type, const std::string& service, long long ts_ms, const nlohmann::json& data);
+  std::optional<std::string> observe(Event type, const std::string& service, long long ts_ms, const nlohmann::json& data);
+  // The same for an entry read back from the ledger (a type this version does not know: nothing).
+  std::optional<std::string> observe(const LedgerEntry& e);
 
   const Incident* find(const std::string& id) const;
   // Summaries, newest first (for the API and the page).

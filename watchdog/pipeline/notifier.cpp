@@ -1,4 +1,4 @@
-#include "watchdog/notifier.hpp"
+#include "watchdog/pipeline/notifier.hpp"
 
 #include "watchdog/json_text.hpp"
 
@@ -53,7 +53,7 @@ void Notifier::notify(const std::string& event, const std::string& service, cons
                                                     std::chrono::system_clock::now().time_since_epoch()).count()) +
                            "-" + std::to_string(next_++);
     json body = payload(i, event, service, details);
-    record_("notify_queued", service, {{"id", id}, {"target", i}, {"kind", n.kind}, {"event", event}, {"body", body}});
+    record_(Event::notify_queued, service, {{"id", id}, {"target", i}, {"kind", n.kind}, {"event", event}, {"body", body}});
     net::spawn(ioc_.get_executor(), [this, id, i, body, service] { return deliver(id, i, body, service); }, "notify");
   }
 }
@@ -61,8 +61,8 @@ void Notifier::notify(const std::string& event, const std::string& service, cons
 void Notifier::replay(const std::vector<LedgerEntry>& entries) {
   std::map<std::string, const LedgerEntry*> pending;
   for (const auto& e : entries) {
-    if (e.type == "notify_queued") pending[e.data.value("id", "")] = &e;
-    else if (e.type == "notify_delivered" || e.type == "notify_failed") pending.erase(e.data.value("id", ""));
+    if (e.type == name(Event::notify_queued)) pending[e.data.value("id", "")] = &e;
+    else if (e.type == name(Event::notify_delivered) || e.type == name(Event::notify_failed)) pending.erase(e.data.value("id", ""));
   }
   for (const auto& [id, e] : pending) {
     const size_t target = e->data.value("target", 0);
@@ -86,7 +86,7 @@ asio::awaitable<void> Notifier::deliver(std::string id, size_t target, json body
     auto res = co_await net::http_once(ioc_.get_executor(), std::move(method), std::move(url), std::move(headers), json_text(body),
                                           std::chrono::steady_clock::now() + std::chrono::seconds(10), 64 * 1024);
     if (auto* r = std::get_if<net::HttpResponse>(&res); r && r->status >= 200 && r->status < 300) {
-      record_("notify_delivered", service, {{"id", id}, {"attempts", attempt}});
+      record_(Event::notify_delivered, service, {{"id", id}, {"attempts", attempt}});
       co_return;
     }
     last_error = std::holds_alternative<net::HttpError>(res) ? std::get<net::HttpError>(res).stage_name()
@@ -97,7 +97,7 @@ asio::awaitable<void> Notifier::deliver(std::string id, size_t target, json body
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5 * 60'000));
   }
   if (!stopped_) {
-    record_("notify_failed", service, {{"id", id}, {"error", last_error}});
+    record_(Event::notify_failed, service, {{"id", id}, {"error", last_error}});
     spdlog::error("notification {} to {} #{} given up after {} attempts ({})", id, n.kind, target, max_attempts, last_error);
   }
 }

@@ -1,4 +1,4 @@
-#include "watchdog/auth.hpp"
+#include "watchdog/api/auth.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

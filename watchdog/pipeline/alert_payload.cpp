@@ -1,4 +1,4 @@
-#include "watchdog/alert_payload.hpp"
+#include "watchdog/pipeline/alert_payload.hpp"
 
 namespace lastgood::watchdog {
 

@@ -13,13 +13,14 @@
 #include <nlohmann/json.hpp>
 
 #include "config/config.hpp"
+#include "watchdog/state/events.hpp"
 #include "watchdog/state/ledger.hpp"
 
 namespace lastgood::watchdog {
 
 class Notifier {
  public:
-  using Record = std::function<void(const std::string& type, const std::string& service, nlohmann::json data)>;
+  using Record = std::function<void(Event type, const std::string& service, nlohmann::json data)>;
   Notifier(boost::asio::io_context& ioc, const config::Config& cfg, Record record);
 
   // Resumes deliveries the ledger shows as queued and not finished.

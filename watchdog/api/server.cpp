@@ -1,4 +1,4 @@
-#include "watchdog/server.hpp"
+#include "watchdog/api/server.hpp"
 
 #include "watchdog/json_text.hpp"
 

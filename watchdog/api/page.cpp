@@ -1,4 +1,4 @@
-#include "watchdog/page.hpp"
+#include "watchdog/api/page.hpp"
 
 #include <string>
 

@@ -1,4 +1,4 @@
-#include "watchdog/auth_limit.hpp"
+#include "watchdog/api/auth_limit.hpp"
 
 #include <algorithm>
 

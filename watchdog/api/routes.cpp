@@ -1,0 +1,196 @@
+// The HTTP surface (design.md, HTTP API): the page, /metrics and health, and the API, with
+// host checks against DNS rebinding, tokens and their failure limits. Answers come from the
+// pipeline's state (views.hpp); every state-changing request needs a token.
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "watchdog/api/page.hpp"
+#include "watchdog/api/views.hpp"
+#include "watchdog/json_text.hpp"
+#include "watchdog/state/records.hpp"
+#include "watchdog/watchdog.hpp"
+
+namespace lastgood::watchdog {
+
+nlohmann::json Watchdog::services_json() const {
+  nlohmann::json out = nlohmann::json::array();
+  size_t pi = 0;
+  const auto now = std::chrono::system_clock::now();
+  for (size_t si = 0; si < cfg_->services.size(); ++si) {
+    const auto& svc = cfg_->services[si];
+    nlohmann::json s = service_view(pipeline_, si, now);
+    s["name"] = svc.name;
+    s["deployment"] = svc.deployment ? nlohmann::json(svc.deployment->kind) : nlohmann::json();
+    nlohmann::json ps = nlohmann::json::array();
+    for (size_t k = 0; k < svc.probes.size(); ++k, ++pi) {
+      const auto& st = probes_[pi];
+      nlohmann::json p{{"name", st.spec->name}, {"kind", st.spec->kind}, {"runs", st.runs}};
+      p["last"] = st.last ? st.last->to_json() : nlohmann::json();
+      ps.push_back(p);
+    }
+    s["probes"] = ps;
+    s["rollback_mode"] = svc.rollback.mode;
+    out.push_back(s);
+  }
+  return out;
+}
+
+// Names the API answers to: IP literals (no DNS, so no rebinding), localhost, and api.allowed_hosts.
+// A page on any other name that reaches lastgood through DNS rebinding gets nothing.
+bool Watchdog::host_allowed(const std::string& host) const {
+  if (host.empty()) return true;  // HTTP/1.0
+  if (host.front() == '[') return true;  // an IPv6 literal
+  std::string name = host.substr(0, host.find(':'));
+  for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!name.empty() && name.back() == '.') name.pop_back();
+  unsigned char addr[4];
+  if (::inet_pton(AF_INET, name.c_str(), addr) == 1) return true;
+  if (name == "localhost" || name.ends_with(".localhost")) return true;
+  const auto& allowed = cfg_->api.allowed_hosts;
+  return std::find(allowed.begin(), allowed.end(), name) != allowed.end();
+}
+
+HttpRes Watchdog::handle(const HttpReq& req) {
+  std::string path = req.target.substr(0, req.target.find('?'));
+  // The page and the API answer only to lastgood's own names (DNS rebinding); /metrics and the
+  // health endpoints, which hold no secret and are scraped under whatever name, to any.
+  const bool open_path = path == "/metrics" || path == "/healthz" || path == "/readyz";
+  if (!open_path && !host_allowed(req.host))
+    return HttpRes::json_error(403, "Host \"" + req.host.substr(0, 100) + "\" is not a name of this lastgood (add it to api.allowed_hosts)");
+  const std::string client = client_address(req.remote, req.forwarded_for, cfg_->api.trusted_proxies);
+  const auto now = std::chrono::steady_clock::now();
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  if (path == "/metrics") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    // Written on the server's worker thread, a piece at a time: with thousands of probes the
+    // text takes long enough to make every probe late if made on the loop, and at 10 000 probes
+    // it is 16 MB, which held whole was a quarter of lastgood's memory.
+    HttpRes res{200, "text/plain; version=0.0.4; charset=utf-8", ""};
+    res.stream = [this, w = std::shared_ptr<Metrics::TextWriter>()](std::string& out) mutable {
+      if (!w) w = std::make_shared<Metrics::TextWriter>(metrics_);  // the cells as of the first piece
+      return w->next(out, 256 * 1024);
+    };
+    return res;
+  }
+  if (path == "/" || path == "/index.html") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    return {200, "text/html; charset=utf-8", page_html()};
+  }
+  if (path == "/page.css" || path == "/page.js") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    return path == "/page.css" ? HttpRes{200, "text/css; charset=utf-8", page_css()} : HttpRes{200, "text/javascript; charset=utf-8", page_js()};
+  }
+  if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
+  if (path == "/readyz") {
+    if (ready()) return {200, "text/plain; charset=utf-8", "ready\n"};
+    return {503, "text/plain; charset=utf-8",
+            std::string("not ready:") + (state_dir_ok_ && ::access(cfg_->state_dir.c_str(), W_OK) == 0 ? "" : " state dir not writable;") +
+                (scheduler_.running() ? "" : " scheduler stopped;") +
+                (pipeline_.ledger_writable() ? "" : " ledger not writable (" + pipeline_.ledger_error() + "): no action until it is;") + "\n"};
+  }
+  if (path == "/api/v1/services") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    nlohmann::json decisions = nlohmann::json::array();
+    for (const auto& d : pipeline_.recent_decisions()) decisions.push_back(to_json(d));
+    return {200, "application/json", json_text(nlohmann::json{{"services", services_json()}, {"recent_decisions", decisions}}, 2)};
+  }
+  if (path == "/api/v1/alerts/alertmanager") {
+    if (req.method != "POST") return HttpRes::json_error(405, "use POST");
+    if (!cfg_->alertmanager) return HttpRes::json_error(404, "no alertmanager block in the config");
+    if (!alertmanager_token_ok(req.authorization)) {  // a valid token is never refused for others' failures
+      if (alert_failures_.blocked(client, req.authorization, now))
+        return HttpRes::json_error(429, "too many failed authentications from " + client + " with this token; try again in a minute");
+      alert_failures_.failed(client, req.authorization, now);
+      return HttpRes::json_error(401, "the Alertmanager bearer token is missing or wrong");
+    }
+    auto payload = nlohmann::json::parse(req.body, nullptr, false);
+    if (payload.is_discarded()) return HttpRes::json_error(400, "the body is not JSON");
+    std::string problem;
+    auto counts = pipeline_.on_alertmanager(payload, &problem);
+    if (!problem.empty()) return HttpRes::json_error(400, "not an Alertmanager webhook payload: " + problem);
+    return {200, "application/json", json_text(counts)};
+  }
+  const std::string prop_prefix = "/api/v1/proposals/";
+  if (path.rfind(prop_prefix, 0) == 0) {
+    const std::string rest = path.substr(prop_prefix.size());
+    const auto slash = rest.find('/');
+    const std::string id = rest.substr(0, slash), verb = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    if (verb != "approve" && verb != "reject") return HttpRes::json_error(404, "use /api/v1/proposals/{id}/approve or /reject");
+    if (req.method != "POST") return HttpRes::json_error(405, "use POST");
+    const auto* who = approvers_.identify(req.authorization);
+    if (!who) {  // a valid token is never refused for others' failures
+      if (approver_failures_.blocked(client, req.authorization, now))
+        return HttpRes::json_error(429, "too many failed authentications from " + client + " with this token; try again in a minute");
+      approver_failures_.failed(client, req.authorization, now);
+    }
+    std::string comment;
+    if (!req.body.empty()) {
+      auto b = nlohmann::json::parse(req.body, nullptr, false);
+      if (b.is_discarded() || !b.is_object()) return HttpRes::json_error(400, "the body must be a JSON object like {\"comment\": \"...\"}");
+      if (b.contains("comment") && b["comment"].is_string()) comment = b["comment"].get<std::string>();
+    }
+    const auto [status, body] = vote_response(pipeline_.vote(id, who, verb == "approve", comment, client));
+    return {status, "application/json", json_text(body, 2)};
+  }
+  if (path == "/api/v1/proposals") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    return {200, "application/json", json_text(nlohmann::json{{"proposals", proposals_view(pipeline_)}}, 2)};
+  }
+  if (path == "/api/v1/incidents") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    return {200, "application/json", json_text(nlohmann::json{{"incidents", pipeline_.incidents().list()}}, 2)};
+  }
+  const std::string inc_prefix = "/api/v1/incidents/";
+  if (path.rfind(inc_prefix, 0) == 0) {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    std::string id = path.substr(inc_prefix.size());
+    const bool markdown = id.size() > 3 && id.substr(id.size() - 3) == ".md";
+    if (markdown) id.resize(id.size() - 3);
+    const auto* inc = pipeline_.incidents().find(id);
+    if (!inc) return HttpRes::json_error(404, "no incident " + id + " (GET /api/v1/incidents lists them)");
+    if (markdown) return {200, "text/markdown; charset=utf-8", Incidents::to_markdown(*inc)};
+    return {200, "application/json", json_text(Incidents::to_json(*inc), 2)};
+  }
+  const std::string svc_prefix = "/api/v1/services/";
+  if (path.rfind(svc_prefix, 0) == 0 && path.size() > svc_prefix.size() + 6 && path.substr(path.size() - 6) == "/clear") {
+    if (req.method != "POST") return HttpRes::json_error(405, "use POST");
+    const std::string name = path.substr(svc_prefix.size(), path.size() - svc_prefix.size() - 6);
+    auto si = pipeline_.service_index(name);
+    if (!si) return HttpRes::json_error(404, "no service named " + name);
+    // Every state-changing endpoint needs a token: without approvers nobody may clear.
+    if (!approvers_.any())
+      return HttpRes::json_error(403, "no approvers are configured, so nobody may clear an escalation over the API: add approvers (with tokens) to the config");
+    const auto* a = approvers_.identify(req.authorization);
+    if (!a) {
+      if (approver_failures_.blocked(client, req.authorization, now))
+        return HttpRes::json_error(429, "too many failed authentications from " + client + " with this token; try again in a minute");
+      approver_failures_.failed(client, req.authorization, now);
+      pipeline_.record_unauthenticated(Event::clear_refused, name, client, {{"why", "no or unknown token"}});
+      return HttpRes::json_error(401, "an approver's bearer token is required");
+    }
+    const std::string who = a->name;
+    if (!pipeline_.clear(*si, who, client)) return HttpRes::json_error(409, "service " + name + " is not escalated");
+    return {200, "application/json", json_text(nlohmann::json{{"service", name}, {"cleared_by", who}})};
+  }
+  return HttpRes::json_error(404, "no such endpoint: " + path);
+}
+
+bool Watchdog::alertmanager_token_ok(const std::string& authorization) const {
+  if (!cfg_->alertmanager || !cfg_->alertmanager->token || !cfg_->alertmanager->token->resolved()) return false;
+  const std::string want = "Bearer " + cfg_->alertmanager->token->value();
+  auto digest = [](const std::string& x) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(x.data(), x.size(), md, &len, EVP_sha256(), nullptr);
+    return std::string(reinterpret_cast<char*>(md), len);
+  };
+  const std::string a = digest(authorization), b = digest(want);
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace lastgood::watchdog

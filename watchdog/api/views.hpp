@@ -1,0 +1,18 @@
+#pragma once
+// The API's JSON views of the pipeline's state, and the HTTP answer to a vote.
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "watchdog/pipeline/pipeline.hpp"
+
+namespace lastgood::watchdog {
+
+// One service: releases, watcher health, escalation, verification, triggers, pending proposals.
+nlohmann::json service_view(const Pipeline& p, size_t si, policy::TimePoint now);
+nlohmann::json proposals_view(const Pipeline& p);
+// The status code and body a vote's outcome answers with: the proposal on 200 and 202 (a
+// rollback started), {"error": ...} on the refusals.
+std::pair<int, nlohmann::json> vote_response(const VoteOutcome& v);
+
+}  // namespace lastgood::watchdog

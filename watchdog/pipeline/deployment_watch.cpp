@@ -1,0 +1,36 @@
+#include "watchdog/pipeline/deployment_watch.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace lastgood::watchdog {
+
+using nlohmann::json;
+
+boost::asio::awaitable<std::optional<ReleaseChange>> DeploymentWatch::observe(Service& s) {
+  if (!s.action) co_return std::nullopt;
+  actions::Observation o = co_await s.action->observe();
+  if (stopped_) co_return std::nullopt;
+  if (!o.error.empty() || !o.live) {
+    const std::string err = o.error.empty() ? "no live release found" : o.error;
+    if (err != s.observe_error) spdlog::warn("service {}: cannot observe the deployment: {}", s.name(), err);
+    s.observe_error = err;
+    co_return std::nullopt;
+  }
+  if (!s.observe_error.empty()) spdlog::info("service {}: deployment readable again", s.name());
+  s.observe_error.clear();
+  const auto* before = s.policy->deployment().live();
+  if (before && before->id == o.live->id && before->migration == o.live->migration) co_return std::nullopt;
+  ReleaseChange c;
+  c.was = before ? before->id : "";
+  c.live = o.live->id;
+  c.new_id = !before || before->id != o.live->id;
+  c.events = s.policy->on_release(o.live->id, o.live->deployed_at, clock_.now(), o.live->migration);
+  json d{{"release", o.live->id}, {"previous", c.was.empty() ? json() : json(c.was)}, {"migration", o.live->migration}};
+  if (o.live->deployed_at) d["deployed_at"] = ms(*o.live->deployed_at);
+  rec_.record(Event::release_observed, s.name(), d);
+  spdlog::info("service {}: live release {} -> {}{}", s.name(), c.was.empty() ? "(unknown)" : c.was, o.live->id,
+               o.live->migration ? " (carries a data migration)" : "");
+  co_return c;
+}
+
+}  // namespace lastgood::watchdog

@@ -1,0 +1,424 @@
+#include "watchdog/pipeline/pipeline.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include "net/supervise.hpp"
+#include "watchdog/state/records.hpp"
+
+namespace lastgood::watchdog {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+using policy::DecisionKind;
+
+policy::Sample to_sample(const probes::ProbeResult& r) {
+  policy::Sample s;
+  s.at = r.started_at;
+  s.outcome = r.outcome == probes::Outcome::ok     ? policy::SampleOutcome::ok
+              : r.outcome == probes::Outcome::fail ? policy::SampleOutcome::fail
+                                                   : policy::SampleOutcome::error;
+  s.latency_ms = r.timing.total.count();
+  for (const auto& f : r.failures) s.failed_conditions |= policy::condition_bit(f.condition);
+  return s;
+}
+
+policy::ServiceSpec to_policy(const config::Service& svc, std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority) {
+  policy::ServiceSpec s;
+  s.name = svc.name;
+  for (const auto& p : svc.probes) s.probes.push_back({p.name, p.reference});
+  s.triggers = svc.triggers;
+  s.rollback = svc.rollback;
+  s.authority = std::move(authority);
+  s.has_deployment = svc.deployment.has_value();
+  if (svc.deployment) s.migration_releases.insert(svc.deployment->migration_releases.begin(), svc.deployment->migration_releases.end());
+  s.shadow = svc.shadow;
+  return s;
+}
+
+Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& metrics, bool dry_run)
+    : ioc_(ioc),
+      metrics_(metrics),
+      dry_run_(dry_run),
+      notifier_(ioc, cfg, [this](Event type, const std::string& service, json data) { recording_.record(type, service, std::move(data)); }),
+      incidents_(cfg.state_dir + "/incidents"),
+      recording_(cfg.state_dir, metrics, incidents_, clock_),
+      proposals_(recording_, clock_, cfg.authority, ids_,
+                 [this](const std::string& e, const std::string& s, const json& d) { notifier_.notify(e, s, d); }),
+      verifier_(recording_, cfg.services.size()),
+      rollbacks_(recording_, clock_, metrics, coordinator_, ids_,
+                 [this](const std::string& e, const std::string& s, const json& d) { notifier_.notify(e, s, d); }, dry_run),
+      watch_(recording_, clock_, stopped_),
+      alerts_(cfg, recording_, metrics, [this](const std::string& name) { return service_index(name); }) {
+  svcs_.reserve(cfg.services.size());
+  const auto authority = std::make_shared<const std::map<policy::Severity, policy::Authority>>(cfg.authority);
+  for (const auto& svc : cfg.services) {
+    auto s = std::make_unique<Service>();
+    s->policy = std::make_unique<policy::ServicePolicy>(to_policy(svc, authority));
+    s->cfg = &svc;
+    if (svc.deployment) {
+      s->action = actions::make_action(ioc.get_executor(), svc.name, *svc.deployment);
+      if (s->action) s->observe_timer = std::make_unique<asio::steady_timer>(ioc);
+    }
+    for (const auto& t : svc.triggers) metrics_.trigger_state(svc.name, t.name, "inconclusive");
+    svcs_.push_back(std::move(s));
+  }
+  proposals_.on_pending = [this](int n) { metrics_.proposals_pending(n); };
+  recording_.on_change = [this](bool writable) {
+    for (auto& s : svcs_) s->policy->set_can_record(writable);
+  };
+}
+
+Pipeline::~Pipeline() { stop(); }
+
+// Every coroutine the pipeline leaves running goes through the supervised spawn: an exception is
+// logged and counted (lastgood_internal_errors_total{where}); a loop (observing) is restarted.
+void Pipeline::spawn(std::function<asio::awaitable<void>()> make, const char* what, bool restart) {
+  net::spawn(ioc_.get_executor(), std::move(make), what, restart ? net::Restart::yes : net::Restart::no, alive_);
+}
+
+std::optional<size_t> Pipeline::service_index(const std::string& name) const {
+  for (size_t i = 0; i < svcs_.size(); ++i)
+    if (svcs_[i]->name() == name) return i;
+  return std::nullopt;
+}
+
+ServiceFacts Pipeline::facts(const std::string& service) const {
+  ServiceFacts f;
+  if (auto si = service_index(service)) {
+    const auto& s = *svcs_[*si];
+    if (const auto* live = s.policy->deployment().live()) f.live = live->id;
+    f.escalated = s.escalated;
+    f.escalation = s.escalation;
+    f.can_act = s.action && !s.acting;
+  }
+  return f;
+}
+
+// ---- start: replay, reconcile, observe ------------------------------------------------------
+
+void Pipeline::release(size_t si, const std::string& id, std::optional<policy::TimePoint> deployed_at, policy::TimePoint at, bool migration) {
+  svcs_[si]->policy->on_release(id, deployed_at, at, migration);
+}
+void Pipeline::verified_good(size_t si, const std::string& id, policy::TimePoint at) { svcs_[si]->policy->replay_verified(id, at); }
+void Pipeline::decision(size_t si, DecisionKind kind, policy::TimePoint at) { svcs_[si]->policy->replay_decision(kind, at); }
+void Pipeline::rollback_started(size_t si, policy::TimePoint at) { svcs_[si]->policy->note_rollback(at); }
+void Pipeline::escalated(size_t si, const std::string& reason) {
+  svcs_[si]->escalated = true;
+  svcs_[si]->escalation = reason;
+}
+void Pipeline::cleared(size_t si) {
+  svcs_[si]->escalated = false;
+  svcs_[si]->escalation.clear();
+}
+
+void Pipeline::start(Ledger& ledger) {
+  recording_.attach(ledger);
+  auto entries = ledger.take_loaded();
+  metrics_.ledger_entries(entries.size());
+  notifier_.replay(entries);
+  for (const auto& e : entries) incidents_.observe(e);
+  if (int w = incidents_.write_changed()) spdlog::info("incidents: wrote {} records that were missing or behind the ledger", w);
+  Replayed r = replay(entries, *this, proposals_);
+  if (!r.damage.empty())
+    throw std::runtime_error("ledger " + ledger.path() + ": " + r.damage + "; lastgood will not act on a history it cannot read");
+  if (!entries.empty()) spdlog::info("ledger: replayed {} entries from {}", entries.size(), ledger.path());
+  // A rollback that finished but was not verified when lastgood stopped: verify it afresh.
+  for (const auto& a : r.unverified) begin_verification(a.service, a.data.value("action_id", ""), a.data.value("to", ""), "");
+  for (size_t si = 0; si < svcs_.size(); ++si) {
+    publish_releases(si);
+    if (svcs_[si]->escalated) spdlog::warn("service {} is escalated ({}): no automatic action until cleared", svcs_[si]->name(), svcs_[si]->escalation);
+  }
+  for (auto& a : r.unfinished) spawn([this, si = a.service, data = a.data] { return reconcile(si, data); }, "reconcile");
+  // Approved (or executing) and lastgood stopped before the action started: checked again once
+  // the live release is read (still `from`: carried out; else stale).
+  recheck_ = std::move(r.unstarted_proposals);
+  recheck_unstarted();
+  for (size_t si = 0; si < svcs_.size(); ++si)
+    if (svcs_[si]->action) spawn([this, si] { return observe_loop(si); }, "observe", /*restart=*/true);
+}
+
+void Pipeline::stop() {
+  stopped_ = true;
+  notifier_.stop();
+  for (auto& s : svcs_)
+    if (s->observe_timer) s->observe_timer->cancel();
+}
+
+void Pipeline::recheck_unstarted() {
+  std::vector<std::string> ids;
+  ids.swap(recheck_);
+  for (const auto& id : ids)
+    if (const auto* p = proposals_.find(id))
+      if (auto si = service_index(p->decision.service)) spawn([this, si = *si, id] { return recheck_approved(si, id); }, "reconcile");
+}
+
+asio::awaitable<void> Pipeline::reconcile(size_t si, json started) {
+  auto& s = *svcs_[si];
+  spdlog::warn("service {}: action {} (-> {}) was started but never finished: observing instead of running it again", s.name(),
+               started.value("action_id", ""), started.value("to", ""));
+  co_await observe_once(si);
+  if (auto v = rollbacks_.reconciled(s, started)) verifier_.begin(si, std::move(*v));
+}
+
+asio::awaitable<void> Pipeline::observe_once(size_t si) {
+  auto& s = *svcs_[si];
+  auto change = co_await watch_.observe(s);
+  if (!change) co_return;
+  // Pending proposals whose `from` is no longer live would undo a newer release.
+  if (change->new_id) proposals_.mark_stale(s.name(), change->live);
+  handle(si, change->events);  // triggers that were pending or firing on the previous release end
+  publish_releases(si);
+}
+
+asio::awaitable<void> Pipeline::observe_loop(size_t si) {
+  auto& s = *svcs_[si];
+  while (!stopped_) {
+    co_await observe_once(si);
+    if (stopped_) break;
+    s.observe_timer->expires_after(s.cfg->deployment->observe_interval);
+    co_await s.observe_timer->async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+}
+
+// After a restart: a proposal approved (or executing) whose action never started. The live
+// release is read again; still `from`: carried out now; else stale.
+asio::awaitable<void> Pipeline::recheck_approved(size_t si, std::string id) {
+  co_await observe_once(si);
+  if (stopped_) co_return;
+  const Proposal* p = proposals_.find(id);
+  if (!p) co_return;
+  auto& s = *svcs_[si];
+  const auto* live = s.policy->deployment().live();
+  if (!live || !p->decision.release_from) {
+    spdlog::warn("proposal {}: approved before lastgood stopped; the live release cannot be read now ({}): retried", id, s.observe_error);
+    recheck_.push_back(id);
+    co_return;
+  }
+  if (live->id != *p->decision.release_from) {
+    proposals_.set_state(id, ProposalState::stale);
+    spdlog::warn("proposal {}: approved before lastgood stopped, but the live release is now {}: stale, nothing done", id, live->id);
+    co_return;
+  }
+  spdlog::warn("proposal {}: approved before lastgood stopped and never started; {} is still on {}: carrying it out", id, s.name(), live->id);
+  if (p->state != ProposalState::executing) proposals_.set_state(id, ProposalState::executing);
+  const policy::Decision d = p->decision;
+  co_await run_action(si, d, "proposal " + id, id);
+}
+
+// ---- results, ticks --------------------------------------------------------------------------
+
+void Pipeline::on_result(size_t si, size_t probe, const probes::ProbeResult& r) {
+  auto& s = *svcs_[si];
+  handle(si, s.policy->on_sample(probe, to_sample(r), /*defer_decisions=*/true));
+  if (!recording_.writable() || s.cfg->probes[probe].reference || r.outcome == probes::Outcome::error || !verifier_.find(si)) return;
+  if (auto done = verifier_.on_result(si, s.name(), r.outcome == probes::Outcome::ok)) {
+    const auto& v = done->v;
+    spdlog::info("service {}: recovery verified on {} ({} healthy results in a row)", s.name(), v.release, v.seen);
+    proposals_.set_state(v.proposal_id, ProposalState::verified);
+    notifier_.notify("verified", s.name(),
+                     {{"release_to", v.release}, {"reason", "recovered: " + std::to_string(v.seen) + " healthy results in a row"}, {"incident_id", v.action_id}});
+  }
+}
+
+void Pipeline::tick(policy::TimePoint t) { tick(t, 0, svcs_.size()); }
+
+void Pipeline::tick(policy::TimePoint t, size_t first, size_t last) {
+  if (auto outage = recording_.retry(t)) {
+    verifier_.extend(*outage);  // the outage does not count against recovery
+    resume_after_outage();
+  }
+  if (first == 0) recording_.flush_unauthenticated(t);  // the summary of a busy minute
+  if (first == 0 && recording_.writable() && !recheck_.empty()) recheck_unstarted();  // once a second
+  for (size_t si = first; si < std::min(last, svcs_.size()); ++si) {
+    auto& s = *svcs_[si];
+    handle(si, s.policy->tick(t, true));
+    if (!recording_.writable()) continue;
+    if (auto done = verifier_.on_tick(si, s.name(), t)) {
+      proposals_.set_state(done->v.proposal_id, ProposalState::escalated);
+      rollbacks_.escalate(s, "no recovery within " + config::format_duration(s.cfg->rollback.verify.within) + " after rolling back to " + done->v.release,
+                          done->v.action_id);
+    }
+  }
+  proposals_.expire(t);
+}
+
+// A breach that began (or went on) while nothing could be recorded was held: decide it again
+// now, on the evidence of now.
+void Pipeline::resume_after_outage() {
+  for (size_t si = 0; si < svcs_.size(); ++si)
+    for (const auto& v : svcs_[si]->policy->triggers(clock_.now()))
+      if (v.state == policy::TriggerState::firing) spawn([this, si, trigger = v.name] { return decide_after_observing(si, trigger); }, "decide");
+}
+
+// ---- transitions, decisions ------------------------------------------------------------------
+
+void Pipeline::handle(size_t si, const policy::Events& ev) {
+  if (ev.empty()) return;
+  const auto& name = svcs_[si]->name();
+  for (const auto& t : ev.transitions) {
+    metrics_.trigger_state(name, t.trigger, policy::to_string(t.to));
+    if (t.to == policy::TriggerState::firing) metrics_.breach(name, t.trigger, policy::to_string(t.severity));
+    recording_.record(Event::transition, name,
+                      {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"from", policy::to_string(t.from)}, {"to", policy::to_string(t.to)},
+                       {"evidence", to_json(t.evidence)}});
+    spdlog::log(t.to == policy::TriggerState::firing ? spdlog::level::warn : spdlog::level::info, "trigger {}/{} ({}): {} -> {}: {}", name,
+                t.trigger, policy::to_string(t.severity), policy::to_string(t.from), policy::to_string(t.to), t.evidence.describe());
+    if (t.to == policy::TriggerState::firing) {
+      notifier_.notify("breach", name, {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"evidence", to_json(t.evidence)}});
+      spawn([this, si, trigger = t.trigger] { return decide_after_observing(si, trigger); }, "decide");
+    }
+  }
+  for (const auto& id : ev.verified_good) {
+    recording_.record(Event::release_verified_good, name, {{"release", id}});
+    spdlog::info("service {}: release {} verified good", name, id);
+  }
+  if (!ev.verified_good.empty()) publish_releases(si);
+}
+
+void Pipeline::remember(const policy::Decision& d) {
+  recent_.push_back(d);
+  if (recent_.size() > 100) recent_.pop_front();
+}
+
+// Nothing is decided while nothing can be recorded: the policy's budget is left untouched, and
+// the breach is decided again when the ledger takes entries (resume_after_outage).
+void Pipeline::hold(size_t si, const std::string& trigger, const std::string& why) {
+  const auto& s = *svcs_[si];
+  policy::Decision d;
+  d.service = s.name();
+  d.trigger = trigger;
+  d.kind = DecisionKind::hold;
+  d.at = clock_.now();
+  if (const auto* l = s.policy->deployment().live()) d.release_from = l->id;
+  d.reason = why;
+  metrics_.decision(s.name(), policy::to_string(d.kind));
+  spdlog::error("decision {}/{}: hold: {}", s.name(), trigger, d.reason);
+  remember(d);
+}
+
+asio::awaitable<void> Pipeline::decide_after_observing(size_t si, std::string trigger) {
+  auto& s = *svcs_[si];
+  // A deploy seconds before the breach must be seen: read the live release now.
+  co_await observe_once(si);
+  if (stopped_) co_return;
+  if (!recording_.writable()) {
+    hold(si, trigger, "cannot record: " + recording_.error() + " (decided again once the ledger takes entries)");
+    co_return;
+  }
+  if (auto ti = s.policy->trigger_index(trigger)) {
+    if (s.policy->trigger_firing(*ti)) handle_decision(si, s.policy->decide(*ti, clock_.now()));
+  } else if (auto d = s.policy->decide_external(trigger, clock_.now())) {
+    handle_decision(si, *d);
+  }
+}
+
+json Pipeline::on_alertmanager(const json& payload, std::string* problem) {
+  std::vector<AlertTrigger> taken;
+  json counts = alerts_.take(payload, problem, taken);
+  for (const auto& a : taken) handle(a.service, svcs_[a.service]->policy->external(a.trigger, a.severity, a.firing, a.evidence, clock_.now()));
+  return counts;
+}
+
+void Pipeline::handle_decision(size_t si, policy::Decision d) {
+  auto& s = *svcs_[si];
+  const auto& name = s.name();
+  auto downgrade = [&](std::string why) {
+    d.kind = DecisionKind::hold;
+    d.reason = std::move(why);
+    d.release_to.reset();
+  };
+  const bool acts = !d.shadow && (d.kind == DecisionKind::execute || d.kind == DecisionKind::propose);
+  if (acts && s.escalated)
+    downgrade("service is escalated (" + s.escalation + "): no automatic action until a person clears it (POST /api/v1/services/" + name + "/clear)");
+  if (!d.shadow && s.acting && d.kind == DecisionKind::execute) downgrade("a rollback of this service is already running");
+  // One proposal per breach: a breach decided again (after an outage of the ledger, or a restart)
+  // while its proposal still waits or runs is not proposed or executed a second time.
+  if (!d.shadow && (d.kind == DecisionKind::execute || d.kind == DecisionKind::propose))
+    if (const auto* p = proposals_.open_for(name, d.release_from)) downgrade("proposal " + p->id + " for this breach is already " + std::string(watchdog::name(p->state)));
+  // What cannot be recorded is not done: a restart would not know of it.
+  if (!recording_.record(Event::decision, name, to_json(d)) && !d.shadow && d.kind != DecisionKind::hold && d.kind != DecisionKind::alert)
+    downgrade("cannot record: " + recording_.error() + " (decided again once the ledger takes entries)");
+  metrics_.decision(name, policy::to_string(d.kind));
+  const char* tag = d.shadow ? " [shadow: detected, not enforced]" : (dry_run_ && d.kind == DecisionKind::execute ? " [dry run]" : "");
+  spdlog::warn("decision {}/{}: {}: {}{} | evidence: {}", name, d.trigger, policy::to_string(d.kind), d.reason, tag, d.evidence.describe());
+  remember(d);
+  if (d.shadow) return;
+  if (d.kind == DecisionKind::execute) {
+    spawn([this, si, d] { return run_action(si, d, "auto"); }, "rollback");
+  } else if (d.kind == DecisionKind::propose) {
+    const Proposal* p = proposals_.create(d, s.cfg->rollback.approval_timeout);
+    if (!p) return;  // not recorded, not proposed: decided again when the ledger takes entries
+    json details = to_json(d);
+    details["proposal_id"] = p->id;
+    details["decision"] = "propose";
+    notifier_.notify("proposed", name, details);
+  }
+}
+
+// ---- votes, rollbacks, verification, escalation ---------------------------------------------
+
+VoteOutcome Pipeline::vote(const std::string& id, const config::Approver* who, bool approve, const std::string& comment,
+                           const std::string& source) {
+  VoteOutcome out = proposals_.vote(id, who, approve, comment, source, [this](const std::string& s) { return facts(s); });
+  if (out.status == VoteStatus::execute)
+    if (auto si = service_index(out.proposal->decision.service))
+      spawn([this, si = *si, d = out.proposal->decision, id] { return run_action(si, d, "proposal " + id, id); }, "rollback");
+  return out;
+}
+
+asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::string via, std::string proposal_id) {
+  auto& s = *svcs_[si];
+  const RunResult r = co_await rollbacks_.run(s, d, via);
+  const auto& plan = r.plan;
+  switch (r.kind) {
+    case RunResult::Kind::skipped:
+    case RunResult::Kind::planned:
+      co_return;
+    case RunResult::Kind::refused:
+      proposals_.set_state(proposal_id, ProposalState::stale);
+      co_return;
+    case RunResult::Kind::not_recorded:
+      if (!proposal_id.empty()) recheck_.push_back(proposal_id);
+      co_return;
+    case RunResult::Kind::refused_by_kind: {
+      const std::string live = r.outcome.live_changed.value_or("unknown");
+      proposals_.set_state(proposal_id, ProposalState::stale);
+      notifier_.notify("stale", s.name(),
+                       {{"proposal_id", proposal_id}, {"trigger", d.trigger}, {"release_from", plan.from}, {"live", live}, {"incident_id", r.id},
+                        {"reason", "the live release changed to " + live + " since the decision; nothing was changed"}});
+      co_await observe_once(si);
+      co_return;
+    }
+    case RunResult::Kind::failed:
+    case RunResult::Kind::done:
+      break;
+  }
+  const bool ok = r.kind == RunResult::Kind::done;
+  proposals_.set_state(proposal_id, ok ? ProposalState::executed : ProposalState::failed);
+  notifier_.notify(ok ? "executed" : "failed", s.name(),
+                   {{"trigger", d.trigger}, {"severity", policy::to_string(d.severity)}, {"release_from", plan.from}, {"release_to", plan.to},
+                    {"reason", d.reason}, {"error", r.outcome.error}, {"proposal_id", proposal_id}, {"incident_id", r.id}});
+  if (!ok) {
+    rollbacks_.escalate(s, "rollback to " + plan.to + " failed: " + r.outcome.error, r.id);
+    co_return;
+  }
+  begin_verification(si, r.id, plan.to, proposal_id);
+  co_await observe_once(si);
+}
+
+void Pipeline::begin_verification(size_t si, const std::string& action_id, const std::string& release, const std::string& proposal_id) {
+  const auto& verify = svcs_[si]->cfg->rollback.verify;
+  verifier_.begin(si, Verification{action_id, release, proposal_id, clock_.now() + verify.within, verify.healthy_samples, 0});
+}
+
+bool Pipeline::clear(size_t si, const std::string& who, const std::string& source) { return rollbacks_.clear(*svcs_[si], who, source); }
+
+void Pipeline::publish_releases(size_t si) {
+  const auto& sp = *svcs_[si]->policy;
+  if (const auto* l = sp.deployment().live()) metrics_.release(sp.spec().name, "live", l->id);
+  if (const auto* g = sp.deployment().last_good()) metrics_.release(sp.spec().name, "last_good", g->id);
+}
+
+}  // namespace lastgood::watchdog

@@ -1,0 +1,139 @@
+#pragma once
+// The pipeline: the only place that wires probes, policy and actions together, and the only
+// caller of its parts (this folder), each of which records what it does and returns what
+// follows from it.
+//   probe result -> policy sample -> transitions (ledger, metrics) -> verifier
+//   trigger fires -> re-read the live release (deployment_watch) -> decision (ledger, metrics)
+//   execute -> rollback: action_started (durable) -> action -> action_finished -> verifier -> verified | escalated
+//   propose -> proposals: pending -> votes -> execute | rejected | expired | stale
+// On start the ledger is replayed (replay): releases, verified-good releases, cooldown and
+// budget, proposals, escalations; an action started and not finished is reconciled by
+// observing, never re-run.
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <nlohmann/json.hpp>
+
+#include "config/config.hpp"
+#include "policy/engine.hpp"
+#include "probes/probe.hpp"
+#include "watchdog/metrics.hpp"
+#include "watchdog/pipeline/alert_intake.hpp"
+#include "watchdog/pipeline/clock.hpp"
+#include "watchdog/pipeline/coordinator.hpp"
+#include "watchdog/pipeline/deployment_watch.hpp"
+#include "watchdog/pipeline/notifier.hpp"
+#include "watchdog/pipeline/proposals.hpp"
+#include "watchdog/pipeline/recording.hpp"
+#include "watchdog/pipeline/replay.hpp"
+#include "watchdog/pipeline/rollback.hpp"
+#include "watchdog/pipeline/service.hpp"
+#include "watchdog/pipeline/verifier.hpp"
+#include "watchdog/state/incidents.hpp"
+#include "watchdog/state/ledger.hpp"
+
+namespace lastgood::watchdog {
+
+policy::Sample to_sample(const probes::ProbeResult& r);
+// `authority` is the config's (cfg.authority), made once and shared by every service.
+policy::ServiceSpec to_policy(const config::Service& svc, std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority);
+
+class Pipeline final : private ReplayTarget {
+ public:
+  Pipeline(boost::asio::io_context& ioc, const config::Config& cfg, Metrics& metrics, bool dry_run);
+  ~Pipeline();
+
+  // Replays the ledger, reconciles interrupted actions and starts observing deployments. Throws
+  // std::runtime_error when the ledger holds an entry this version cannot replay.
+  void start(Ledger& ledger);
+  void stop();
+
+  void on_result(size_t service, size_t probe, const probes::ProbeResult& r);
+  void tick(policy::TimePoint now);
+  // Ticks services [first, last) (and expires proposals): the watchdog spreads a second's ticks
+  // over slices so that 10 000 services do not stall the loop at once.
+  void tick(policy::TimePoint now, size_t first, size_t last);
+  size_t services() const { return svcs_.size(); }
+
+  // A person approves or rejects a proposal (`approver` null: no valid token). Quorum reached:
+  // the rollback is started.
+  VoteOutcome vote(const std::string& proposal_id, const config::Approver* approver, bool approve, const std::string& comment,
+                   const std::string& source);
+  // An Alertmanager webhook: see AlertIntake::take.
+  nlohmann::json on_alertmanager(const nlohmann::json& payload, std::string* problem = nullptr);
+  // A person clears an escalation. Returns false when the service was not escalated.
+  bool clear(size_t service, const std::string& who, const std::string& source);
+  // Records what someone without a valid token tried (bounded: Recording).
+  bool record_unauthenticated(Event type, const std::string& service, const std::string& client, nlohmann::json data) {
+    return recording_.record_unauthenticated(type, service, client, std::move(data));
+  }
+
+  std::optional<size_t> service_index(const std::string& name) const override;
+  const Service& service(size_t si) const { return *svcs_[si]; }
+  const Verification* verifying(size_t si) const { return verifier_.find(si); }
+  const Proposals& proposals() const { return proposals_; }
+  const policy::ServicePolicy& policy(size_t si) const { return *svcs_[si]->policy; }
+  const std::deque<policy::Decision>& recent_decisions() const { return recent_; }
+  bool escalated(size_t si) const { return svcs_[si]->escalated; }
+  Notifier& notifier() { return notifier_; }
+  const Incidents& incidents() const { return incidents_; }
+  // Whether the ledger takes entries now. While it does not, nothing is acted on or verified
+  // (decisions are "hold: cannot record"), probing goes on, and a write is retried every second.
+  bool ledger_writable() const { return recording_.writable(); }
+  const std::string& ledger_error() const { return recording_.error(); }
+
+ private:
+  // ReplayTarget
+  void release(size_t si, const std::string& id, std::optional<policy::TimePoint> deployed_at, policy::TimePoint at, bool migration) override;
+  void verified_good(size_t si, const std::string& id, policy::TimePoint at) override;
+  void decision(size_t si, policy::DecisionKind kind, policy::TimePoint at) override;
+  void rollback_started(size_t si, policy::TimePoint at) override;
+  void escalated(size_t si, const std::string& reason) override;
+  void cleared(size_t si) override;
+
+  ServiceFacts facts(const std::string& service) const;
+  void resume_after_outage();
+  void handle(size_t si, const policy::Events& ev);
+  void handle_decision(size_t si, policy::Decision d);
+  void hold(size_t si, const std::string& trigger, const std::string& why);
+  boost::asio::awaitable<void> decide_after_observing(size_t si, std::string trigger);
+  boost::asio::awaitable<void> observe_once(size_t si);
+  boost::asio::awaitable<void> observe_loop(size_t si);
+  boost::asio::awaitable<void> run_action(size_t si, policy::Decision d, std::string via, std::string proposal_id = "");
+  boost::asio::awaitable<void> reconcile(size_t si, nlohmann::json started);
+  boost::asio::awaitable<void> recheck_approved(size_t si, std::string proposal_id);
+  void recheck_unstarted();
+  void begin_verification(size_t si, const std::string& action_id, const std::string& release, const std::string& proposal_id);
+  void publish_releases(size_t si);
+  void remember(const policy::Decision& d);
+  void spawn(std::function<boost::asio::awaitable<void>()> make, const char* what, bool restart = false);
+
+  boost::asio::io_context& ioc_;
+  Metrics& metrics_;
+  bool dry_run_;
+  bool stopped_ = false;
+  SystemClock clock_;
+  Ids ids_;
+  LocalCoordinator coordinator_;
+  std::vector<std::unique_ptr<Service>> svcs_;
+  Notifier notifier_;
+  Incidents incidents_;
+  Recording recording_;
+  Proposals proposals_;
+  Verifier verifier_;
+  Rollbacks rollbacks_;
+  DeploymentWatch watch_;
+  AlertIntake alerts_;
+  std::deque<policy::Decision> recent_;  // the last 100, for the API
+  std::vector<std::string> recheck_;     // approved proposals whose action never started
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // expires with the pipeline: restarted loops check it
+};
+
+}  // namespace lastgood::watchdog

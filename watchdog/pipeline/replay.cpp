@@ -1,0 +1,120 @@
+#include "watchdog/pipeline/replay.hpp"
+
+#include <map>
+
+namespace lastgood::watchdog {
+
+using nlohmann::json;
+using policy::DecisionKind;
+
+Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, Proposals& proposals) {
+  Replayed out;
+  std::map<std::string, Replayed::Action> open;        // action id -> action_started
+  std::map<std::string, Replayed::Action> unverified;  // finished ok, not yet verified
+  std::set<std::string> started_proposals;             // proposals whose action_started is in the ledger
+  auto service_entry = [&](Event type, std::size_t si, const LedgerEntry& e) {
+    const auto at = from_ms(e.ts_ms);
+    const auto& d = e.data;
+    switch (type) {
+      case Event::release_observed: {
+        const auto dep = d.contains("deployed_at") && d["deployed_at"].is_number()
+                             ? std::optional<policy::TimePoint>(from_ms(d["deployed_at"].get<long long>()))
+                             : std::nullopt;
+        target.release(si, d.value("release", ""), dep, at, d.value("migration", false));
+        break;
+      }
+      case Event::release_verified_good:
+        target.verified_good(si, d.value("release", ""), at);
+        break;
+      case Event::decision:
+        // An execute decision counts against cooldown and budget only once its action_started
+        // is in the ledger: a crash between the two must not cost a whole cooldown (the breach
+        // is decided again on fresh evidence).
+        if (!d.value("shadow", false) && d.value("kind", "hold") != "execute")
+          target.decision(si, d.value("kind", "hold") == "hold" ? DecisionKind::hold : DecisionKind::propose, at);
+        break;
+      case Event::action_started: {
+        open[d.value("action_id", "")] = {si, d};
+        target.rollback_started(si, at);
+        const std::string via = d.value("via", "");
+        if (via.rfind("proposal ", 0) == 0) started_proposals.insert(via.substr(9));
+        break;
+      }
+      case Event::action_finished: {
+        const std::string id = d.value("action_id", "");
+        if (d.value("ok", false) && open.count(id)) unverified[id] = open[id];
+        open.erase(id);
+        break;
+      }
+      case Event::action_reconciled:
+        open.erase(d.value("action_id", ""));
+        if (d.value("switched", false)) unverified[d.value("action_id", "")] = {si, d};
+        break;
+      case Event::verification:
+        unverified.erase(d.value("action_id", ""));
+        break;
+      case Event::escalated:
+        target.escalated(si, d.value("reason", ""));
+        unverified.erase(d.value("action_id", ""));
+        break;
+      case Event::cleared:
+        target.cleared(si);
+        break;
+      default:
+        break;
+    }
+  };
+  for (const auto& e : entries) {
+    const auto type = parse_event(e.type);
+    if (!type) {
+      out.damage = "entry " + std::to_string(e.seq) + " has the type \"" + e.type.substr(0, 64) +
+                   "\", which this version of lastgood does not know (written by a newer version?)";
+      return out;
+    }
+    switch (*type) {
+      case Event::proposal_created:
+      case Event::proposal_vote:
+      case Event::proposal_state:
+      case Event::proposal_expired:
+        proposals.replay(*type, e);
+        break;
+      case Event::release_observed:
+      case Event::release_verified_good:
+      case Event::decision:
+      case Event::action_started:
+      case Event::action_finished:
+      case Event::action_reconciled:
+      case Event::verification:
+      case Event::escalated:
+      case Event::cleared:
+        if (const auto si = target.service_index(e.service)) service_entry(*type, *si, e);  // else no longer in the config
+        break;
+      // Evidence and bookkeeping: nothing to rebuild from them (incidents and the notifier read
+      // their own). No default: a new event must be placed here or above.
+      case Event::transition:
+      case Event::alert_received:
+      case Event::approval_attempt:
+      case Event::action_planned:
+      case Event::action_refused:
+      case Event::clear_refused:
+      case Event::unauthenticated_dropped:
+      case Event::notify_queued:
+      case Event::notify_delivered:
+      case Event::notify_failed:
+      case Event::ledger_writable:
+      case Event::ledger_repaired:
+      case Event::ledger_keyed:
+        break;
+    }
+  }
+  out.unstarted_proposals = proposals.unstarted(started_proposals);
+  for (auto& [id, a] : open) out.unfinished.push_back(a);
+  for (auto& [id, a] : unverified) {
+    a.data["action_id"] = id;
+    out.unverified.push_back(a);
+  }
+  proposals.trim();
+  return out;
+}
+
+}  // namespace lastgood::watchdog

@@ -1,0 +1,50 @@
+#pragma once
+// Rebuilding state from the ledger at start: releases and verified-good releases, cooldown and
+// budget, proposals and their votes, escalations; and what a restart must finish: actions
+// started and not finished (reconciled by observing, never re-run), rollbacks finished and not
+// verified, approved proposals whose action never started. Every event type is handled here or
+// named as carrying nothing to rebuild; a type this version does not know is damage.
+#include <cstddef>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "policy/types.hpp"
+#include "watchdog/pipeline/proposals.hpp"
+#include "watchdog/state/ledger.hpp"
+
+namespace lastgood::watchdog {
+
+// Where replayed state goes, per service (the pipeline: its policies and services).
+class ReplayTarget {
+ public:
+  virtual ~ReplayTarget() = default;
+  virtual std::optional<std::size_t> service_index(const std::string& name) const = 0;
+  virtual void release(std::size_t si, const std::string& id, std::optional<policy::TimePoint> deployed_at, policy::TimePoint at, bool migration) = 0;
+  virtual void verified_good(std::size_t si, const std::string& id, policy::TimePoint at) = 0;
+  // A decision that counts against cooldown and budget (not an execute: those count from their
+  // action_started).
+  virtual void decision(std::size_t si, policy::DecisionKind kind, policy::TimePoint at) = 0;
+  virtual void rollback_started(std::size_t si, policy::TimePoint at) = 0;
+  virtual void escalated(std::size_t si, const std::string& reason) = 0;
+  virtual void cleared(std::size_t si) = 0;
+};
+
+struct Replayed {
+  struct Action {
+    std::size_t service;
+    nlohmann::json data;  // the action_started entry's data (action_reconciled's when it switched)
+  };
+  std::vector<Action> unfinished;  // started, never finished: reconcile
+  std::vector<Action> unverified;  // finished ok (or reconciled as switched), not verified yet
+  std::vector<std::string> unstarted_proposals;  // approved or executing, no action_started
+  std::string damage;  // the first entry this version cannot read ("" when none)
+};
+
+Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, Proposals& proposals);
+
+}  // namespace lastgood::watchdog

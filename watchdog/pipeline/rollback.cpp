@@ -1,0 +1,124 @@
+#include "watchdog/pipeline/rollback.hpp"
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "net/supervise.hpp"
+#include "watchdog/json_text.hpp"
+#include "watchdog/state/ledger.hpp"
+
+namespace lastgood::watchdog {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+
+asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::string via) {
+  RunResult r;
+  const auto& name = s.name();
+  if (!s.action || !d.release_to || !d.release_from) co_return r;
+  actions::Context ctx{name, d.trigger, d.reason};
+  {
+    std::vector<const policy::Release*> good;
+    for (const auto& rel : s.policy->deployment().history())
+      if (rel.last_good_at && rel.id != *d.release_from && rel.id != *d.release_to) good.push_back(&rel);
+    std::sort(good.begin(), good.end(), [](const auto* a, const auto* b) { return *a->last_good_at > *b->last_good_at; });
+    for (const auto* rel : good) ctx.fallbacks.push_back(rel->id);
+  }
+  r.plan = s.action->plan(*d.release_from, *d.release_to, ctx);
+  const auto& plan = r.plan;
+  json steps = plan.steps;
+  if (dry_run_) {
+    rec_.record(Event::action_planned, name, {{"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"dry_run", true}});
+    spdlog::warn("dry run: would roll back {} {} -> {}: {}", name, plan.from, plan.to, json_text(steps));
+    r.kind = RunResult::Kind::planned;
+    co_return r;
+  }
+  if (s.acting) co_return r;       // one rollback of a service at a time
+  net::FlagGuard acting(s.acting);  // cleared however this coroutine ends (a throw included)
+  r.id = ids_.make('a', clock_.now());
+  const auto& id = r.id;
+  // The live release must still be `from`: a person may have deployed since the decision.
+  if (const auto* live = s.policy->deployment().live(); !live || live->id != plan.from) {
+    const std::string found = live ? live->id : "unknown";
+    rec_.record(Event::action_refused, name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"live", found}, {"via", via},
+                                             {"why", "the live release is no longer " + plan.from}});
+    spdlog::warn("rollback of {} {} -> {} refused: the live release is now {}", name, plan.from, plan.to, found);
+    r.kind = RunResult::Kind::refused;
+    co_return r;
+  }
+  if (const Grant g = coordinator_.may_act(name); !g.granted) {
+    rec_.record(Event::action_refused, name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"via", via}, {"why", g.why}});
+    spdlog::warn("rollback of {} {} -> {} refused: {}", name, plan.from, plan.to, g.why);
+    r.kind = RunResult::Kind::refused;
+    co_return r;
+  }
+  // Durable before anything changes. Not recorded, not done.
+  if (!rec_.record(Event::action_started, name,
+                   {{"action_id", id}, {"kind", s.action->kind()}, {"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"via", via}})) {
+    spdlog::error("rollback of {} {} -> {} not started: it cannot be recorded ({})", name, plan.from, plan.to, rec_.error());
+    r.kind = RunResult::Kind::not_recorded;
+    co_return r;
+  }
+  s.policy->note_rollback(clock_.now());  // cooldown and budget count from action_started
+  spdlog::warn("rollback {}: {} {} -> {} ({})", id, name, plan.from, plan.to, s.action->kind());
+  const auto t0 = std::chrono::steady_clock::now();
+  r.outcome = co_await s.action->execute(plan);
+  const auto& out = r.outcome;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  test_crash_point("action_executed");  // crash-safety tests: the switch happened, action_finished did not
+  json finished{{"action_id", id}, {"ok", out.ok}, {"output", out.output}, {"error", out.error}, {"seconds", r.seconds}};
+  if (out.live_changed) finished["refused_live"] = *out.live_changed;
+  rec_.record(Event::action_finished, name, finished);
+  if (out.live_changed) {
+    // Nothing changed: not a failure, nothing to escalate; the new live release is judged on its own.
+    metrics_.rollback(name, s.action->kind(), "refused", r.seconds);
+    spdlog::warn("rollback {} of {} {} -> {} refused by {}: the live release is now {}; nothing was changed", id, name, plan.from, plan.to,
+                 s.action->kind(), *out.live_changed);
+    r.kind = RunResult::Kind::refused_by_kind;
+    co_return r;
+  }
+  metrics_.rollback(name, s.action->kind(), out.ok ? "ok" : "failed", r.seconds);
+  if (!out.ok) spdlog::error("rollback {} of {} failed: {}", id, name, out.error);
+  else spdlog::warn("rollback {}: {} is now on {} ({:.1f} ms); verifying recovery", id, name, plan.to, r.seconds * 1000);
+  r.kind = out.ok ? RunResult::Kind::done : RunResult::Kind::failed;
+  co_return r;
+}
+
+std::optional<Verification> Rollbacks::reconciled(Service& s, const json& started) {
+  const std::string id = started.value("action_id", "");
+  const std::string target = started.value("to", "");
+  const auto* live = s.policy->deployment().live();
+  const std::string found = live ? live->id : "";
+  const bool switched = !found.empty() && found == target;
+  rec_.record(Event::action_reconciled, s.name(), {{"action_id", id}, {"to", target}, {"live", found}, {"switched", switched}, {"error", s.observe_error}});
+  if (!switched) {
+    escalate(s, "rollback " + id + " to " + target + " was interrupted and the live release is " + (found.empty() ? "unknown" : found), id);
+    return std::nullopt;
+  }
+  spdlog::info("service {}: the interrupted rollback had switched to {}; verifying recovery", s.name(), target);
+  const auto& verify = s.cfg->rollback.verify;
+  return Verification{id, target, "", clock_.now() + verify.within, verify.healthy_samples, 0};
+}
+
+void Rollbacks::escalate(Service& s, const std::string& why, const std::string& action_id) {
+  s.escalated = true;
+  s.escalation = why;
+  metrics_.escalation(s.name());
+  json d{{"reason", why}};
+  if (!action_id.empty()) d["action_id"] = action_id;
+  rec_.record(Event::escalated, s.name(), d);
+  notify_("escalated", s.name(), {{"reason", why}, {"incident_id", action_id}});
+  spdlog::error("service {} ESCALATED: {}; no automatic action until a person clears it (POST /api/v1/services/{}/clear)", s.name(), why, s.name());
+}
+
+bool Rollbacks::clear(Service& s, const std::string& who, const std::string& source) {
+  if (!s.escalated) return false;
+  rec_.record(Event::cleared, s.name(), {{"by", who}, {"source", source}, {"was", s.escalation}});
+  spdlog::info("service {}: escalation cleared by {}", s.name(), who);
+  s.escalated = false;
+  s.escalation.clear();
+  return true;
+}
+
+}  // namespace lastgood::watchdog

@@ -1,0 +1,65 @@
+#pragma once
+// Running a rollback, and what surrounds it: the live release checked against `from`, the
+// coordinator asked, action_started made durable before anything changes (a crash from there on
+// is reconciled, never re-run), the action's outcome recorded; an interrupted action reconciled
+// after a restart; escalation and a person's clear. What follows (proposal states, notices,
+// verification) is the pipeline's, from the result returned.
+#include <optional>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actions/action.hpp"
+#include "watchdog/metrics.hpp"
+#include "watchdog/pipeline/clock.hpp"
+#include "watchdog/pipeline/coordinator.hpp"
+#include "watchdog/pipeline/recorder.hpp"
+#include "watchdog/pipeline/service.hpp"
+#include "watchdog/pipeline/verifier.hpp"
+
+namespace lastgood::watchdog {
+
+struct RunResult {
+  enum class Kind {
+    skipped,          // nothing to run (no action or target, or one already running)
+    planned,          // a dry run: the plan was recorded, nothing changed
+    refused,          // the live release is no longer `from`, or this replica may not act
+    not_recorded,     // action_started could not be recorded: nothing was done
+    refused_by_kind,  // the kind found the live release changed just before its switch
+    failed,
+    done,
+  };
+  Kind kind = Kind::skipped;
+  std::string id;  // the action's id (from `refused` on)
+  actions::Plan plan;
+  actions::Outcome outcome;
+  double seconds = 0;
+};
+
+class Rollbacks {
+ public:
+  Rollbacks(Recorder& rec, const Clock& clock, Metrics& metrics, Coordinator& coordinator, Ids& ids, Notify notify, bool dry_run)
+      : rec_(rec), clock_(clock), metrics_(metrics), coordinator_(coordinator), ids_(ids), notify_(std::move(notify)), dry_run_(dry_run) {}
+
+  // Rolls `s` back as `d` says; `via` is "auto" or "proposal <id>". One at a time per service.
+  boost::asio::awaitable<RunResult> run(Service& s, policy::Decision d, std::string via);
+  // After a restart, an action that was started and never finished, once the live release has
+  // been read again: it switched (the verification to start is returned) or it is escalated.
+  std::optional<Verification> reconciled(Service& s, const nlohmann::json& started);
+  // No automatic action on `s` until a person clears it; recorded, counted and noticed.
+  void escalate(Service& s, const std::string& why, const std::string& action_id = "");
+  // A person clears the escalation; false when `s` was not escalated.
+  bool clear(Service& s, const std::string& who, const std::string& source);
+
+ private:
+  Recorder& rec_;
+  const Clock& clock_;
+  Metrics& metrics_;
+  Coordinator& coordinator_;
+  Ids& ids_;
+  Notify notify_;
+  bool dry_run_;
+};
+
+}  // namespace lastgood::watchdog

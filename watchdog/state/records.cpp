@@ -1,0 +1,46 @@
+#include "watchdog/state/records.hpp"
+
+#include <chrono>
+
+namespace lastgood::watchdog {
+
+using nlohmann::json;
+
+json to_json(const policy::Evidence& e) {
+  json j{{"measure", e.measure},          {"value", e.value},     {"threshold", e.threshold},
+         {"window_ms", e.window.count()}, {"samples", e.samples}, {"errors", e.errors},
+         {"impact", {{"probes_failing", e.probes_failing}, {"probes_watched", e.probes_watched}}}};
+  if (!e.probe.empty()) j["probe"] = e.probe;
+  if (!e.detail.empty()) j["detail"] = e.detail;
+  return j;
+}
+
+json to_json(const policy::Decision& d) {
+  json j{{"service", d.service},
+         {"trigger", d.trigger},
+         {"severity", policy::to_string(d.severity)},
+         {"kind", policy::to_string(d.kind)},
+         {"reason", d.reason},
+         {"evidence", to_json(d.evidence)},
+         {"shadow", d.shadow},
+         {"at", std::chrono::duration_cast<std::chrono::milliseconds>(d.at.time_since_epoch()).count()}};
+  j["release_from"] = d.release_from ? json(*d.release_from) : json();
+  j["release_to"] = d.release_to ? json(*d.release_to) : json();
+  return j;
+}
+
+policy::Decision decision_from_json(const std::string& service, const json& d) {
+  policy::Decision out;
+  out.service = service;
+  if (!d.is_object()) return out;
+  out.trigger = d.value("trigger", "");
+  out.reason = d.value("reason", "");
+  out.kind = policy::DecisionKind::propose;
+  const std::string severity = d.value("severity", "P1");
+  out.severity = severity == "P0" ? policy::Severity::P0 : severity == "P2" ? policy::Severity::P2 : policy::Severity::P1;
+  if (d.contains("release_from") && d["release_from"].is_string()) out.release_from = d["release_from"].get<std::string>();
+  if (d.contains("release_to") && d["release_to"].is_string()) out.release_to = d["release_to"].get<std::string>();
+  return out;
+}
+
+}  // namespace lastgood::watchdog
