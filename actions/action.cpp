@@ -73,14 +73,30 @@ std::string expand(const std::string& text, const Plan& p, bool encode) {
   return out;
 }
 
+namespace {
+using Factory = std::unique_ptr<Action> (*)(boost::asio::any_io_executor, const std::string&, const config::Deployment&);
+struct Kind {
+  const char* name;
+  Factory make;
+};
+// One row per kind; config/kinds.cpp has the check of each one's keys (tests/unit/test_kinds.cpp
+// checks that both tables name the same kinds).
+constexpr Kind kKinds[] = {
+    {"local_symlink", make_local_symlink}, {"ssh_symlink", make_ssh_symlink},   {"firebase_hosting", make_firebase_release},
+    {"npm_package", make_npm_dist_tag},    {"http_api", make_http_api},         {"command", make_command},
+};
+}  // namespace
+
+std::vector<std::string> kinds() {
+  std::vector<std::string> out;
+  for (const auto& k : kKinds) out.push_back(k.name);
+  return out;
+}
+
 std::unique_ptr<Action> make_action(boost::asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
-  if (d.kind == "local_symlink") return make_local_symlink(std::move(ex), service, d);
-  if (d.kind == "ssh_symlink") return make_ssh_symlink(std::move(ex), service, d);
-  if (d.kind == "command") return make_command(std::move(ex), service, d);
-  if (d.kind == "http_api") return make_http_api(std::move(ex), service, d);
-  if (d.kind == "npm_package") return make_npm_dist_tag(std::move(ex), service, d);
-  if (d.kind == "firebase_hosting") return make_firebase_release(std::move(ex), service, d);
-  return nullptr;
+  for (const auto& k : kKinds)
+    if (d.kind == k.name) return k.make(std::move(ex), service, d);
+  throw std::logic_error("service " + service + ": no implementation of deployment kind \"" + d.kind + "\"");
 }
 
 }  // namespace lastgood::actions

@@ -1,7 +1,7 @@
 #pragma once
 // The action interface (design.md "Deployment kinds"): a deployment kind observes the live
 // release and rolls back. It never decides: the pipeline calls it. One file per kind; the table
-// from config `kind` to implementation is make_action().
+// from config `kind` to implementation is make_action() (actions/action.cpp).
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -79,7 +79,9 @@ bool valid_release_name(const std::string& name);
 // Caps captured output at `max` bytes, saying how much was dropped.
 std::string cap_output(std::string s, size_t max = 4096);
 
-// The table from config `kind` to implementation; nullptr for a kind not built yet.
+// The table from config `kind` to implementation. Throws std::logic_error for a kind it lacks.
 std::unique_ptr<Action> make_action(boost::asio::any_io_executor ex, const std::string& service, const config::Deployment& d);
+// The kinds in that table.
+std::vector<std::string> kinds();
 
 }  // namespace lastgood::actions

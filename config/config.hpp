@@ -178,4 +178,9 @@ struct LoadResult {
 LoadResult load_file(const std::string& path, LoadOptions opts = {});
 LoadResult load_text(const std::string& text, const std::string& source_name, LoadOptions opts = {});
 
+// The kinds of probe and deployment the config accepts (config/kinds.cpp), in the order the
+// docs list them; probes/ and actions/ have a factory for each.
+const std::vector<std::string>& probe_kinds();
+const std::vector<std::string>& deployment_kinds();
+
 }  // namespace lastgood::config

@@ -63,11 +63,33 @@ nlohmann::json ProbeResult::to_json() const {
   return j;
 }
 
+namespace {
+using Factory = std::unique_ptr<Probe> (*)(boost::asio::any_io_executor, const std::string&, const config::Probe&);
+struct Kind {
+  const char* name;
+  Factory make;
+};
+// One row per kind; config/kinds.cpp has the parser of each (tests/unit/test_kinds.cpp checks
+// that both tables name the same kinds).
+constexpr Kind kKinds[] = {
+    {"http", make_http_probe},
+    {"tcp", make_tcp_probe},
+    {"npm_registry", make_npm_registry_probe},
+};
+}  // namespace
+
+std::vector<std::string> kinds() {
+  std::vector<std::string> out;
+  for (const auto& k : kKinds) out.push_back(k.name);
+  return out;
+}
+
 std::unique_ptr<Probe> make_probe(boost::asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
-  if (spec.kind == "http") return make_http_probe(std::move(ex), service, spec);
-  if (spec.kind == "tcp") return make_tcp_probe(std::move(ex), service, spec);
-  if (spec.kind == "npm_registry") return make_npm_registry_probe(std::move(ex), service, spec);
-  return nullptr;  // unreachable: config validation rejects unknown kinds
+  for (const auto& k : kKinds)
+    if (spec.kind == k.name) return k.make(std::move(ex), service, spec);
+  // A kind the config accepted without a factory here is lastgood's bug: refused at start, never
+  // a null probe on the scheduler.
+  throw std::logic_error("probe " + service + "/" + spec.name + ": no implementation of kind \"" + spec.kind + "\"");
 }
 
 }  // namespace lastgood::probes

@@ -89,6 +89,9 @@ class Probe {
 
 // The table from config `kind` to implementation. The probe refers to `spec` (it does not copy it):
 // the config is immutable and must outlive every probe made from it.
+// The table from config `kind` to implementation. Throws std::logic_error for a kind it lacks.
 std::unique_ptr<Probe> make_probe(boost::asio::any_io_executor ex, const std::string& service, const config::Probe& spec);
+// The kinds in that table.
+std::vector<std::string> kinds();
 
 }  // namespace lastgood::probes
