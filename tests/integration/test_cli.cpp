@@ -193,3 +193,22 @@ TEST_CASE("the demo tells the whole story on its own: deploy, breach, automatic 
   CHECK_THAT(out, Catch::Contains("VERIFIED: verified on v1"));
   CHECK_THAT(out, Catch::Contains("demo finished"));
 }
+
+TEST_CASE("run refuses a ledger holding an event type it does not know, naming it, and leaves the ledger as it was", "[cli]") {
+  TempDir dir;
+  const auto state = dir.path / "state";
+  std::filesystem::create_directories(state);
+  {
+    lastgood::watchdog::Ledger ledger(state.string());
+    ledger.append("release_observed", "a", {{"release", "v1"}}, 1'800'000'000'000);
+    ledger.append("decison", "a", {{"kind", "execute"}}, 1'800'000'000'001);  // intact chain, unknown type
+  }
+  const auto before = read_file(state / "ledger.jsonl");
+  nlohmann::json c{{"listen", "127.0.0.1:0"}, {"state_dir", state.string()},
+                   {"services", {{{"name", "a"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}}}}};
+  write_file(dir.path / "c.json", c.dump());
+  std::string out;
+  CHECK(run_command({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, &out) == 1);
+  CHECK_THAT(out, Catch::Contains("entry 2 has the type \"decison\""));
+  CHECK(read_file(state / "ledger.jsonl") == before);
+}
