@@ -111,7 +111,7 @@ int cmd_run(const Args& a) {
       ioc.stop();  // abandons in-flight probe runs; nothing they hold needs flushing
     });
     // SIGHUP's default action ends the process, and systemd's Restart=on-failure takes that for a
-    // clean exit: watching would stop for good. It is caught and logged (reloading is not built yet).
+    // clean exit: watching would stop for good. It is caught and logged; the config is not reloaded.
     boost::asio::signal_set hup(ioc, SIGHUP);
     std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec, int) {
       if (ec) return;

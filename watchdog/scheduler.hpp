@@ -5,9 +5,9 @@
 // runs never overlap (the next run is planned when the previous one ends); each run is bounded by
 // the probe's own deadline. stop() cancels the timer; results of runs still in flight are dropped.
 //
-// Why not one coroutine and one timer per probe: at 10 000 probes that was 1.5 KB per probe held
-// for the process's life (a suspended frame, its spawn state and a timer) and 10 000 entries in
-// Asio's timer queue; a run's frames now exist only while it runs (docs/benchmarks.md).
+// Why not one coroutine and one timer per probe: that holds about 1.5 KB per probe for the
+// process's life (a suspended frame, its spawn state and a timer) and one entry per probe in
+// Asio's timer queue; here a run's frames exist only while it runs (docs/benchmarks.md).
 #include <chrono>
 #include <functional>
 #include <memory>

@@ -42,7 +42,7 @@ class Watchdog {
   void stop();
   unsigned short port() const;
 
-  // The HTTP API as a pure function over the current state.
+  // The HTTP API over the current state (api/routes.cpp); votes and clears write the ledger.
   HttpRes handle(const HttpReq& req);
   const Metrics& metrics() const { return metrics_; }
   Pipeline& pipeline() { return pipeline_; }

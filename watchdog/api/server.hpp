@@ -1,6 +1,6 @@
 #pragma once
 // The one HTTP server of lastgood (Beast, coroutines): /metrics, /healthz, /readyz, /api/v1/...
-// Request handling is a pure function from request to response (Handler); this class only
+// Request handling is a function from request to response (Handler, api/routes.cpp); this class only
 // owns sockets, limits and keep-alive.
 #include <chrono>
 #include <functional>
