@@ -282,21 +282,22 @@ void parse_deployment(Ctx& c, const json& j, const std::string& ptr, Deployment&
 
 }  // namespace detail
 
+namespace {
+template <typename Table>
+std::vector<std::string> names_of(const Table& table) {
+  std::vector<std::string> v;
+  for (const auto& k : table) v.push_back(k.name);
+  return v;
+}
+}  // namespace
+
 const std::vector<std::string>& probe_kinds() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> v;
-    for (const auto& k : detail::kProbeKinds) v.push_back(k.name);
-    return v;
-  }();
+  static const std::vector<std::string> names = names_of(detail::kProbeKinds);
   return names;
 }
 
 const std::vector<std::string>& deployment_kinds() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> v;
-    for (const auto& k : detail::kDeploymentKinds) v.push_back(k.name);
-    return v;
-  }();
+  static const std::vector<std::string> names = names_of(detail::kDeploymentKinds);
   return names;
 }
 

@@ -201,7 +201,9 @@ TEST_CASE("run refuses a ledger holding an event type it does not know, naming i
   {
     lastgood::watchdog::Ledger ledger(state.string());
     ledger.append("release_observed", "a", {{"release", "v1"}}, 1'800'000'000'000);
-    ledger.append("decison", "a", {{"kind", "execute"}}, 1'800'000'000'001);  // intact chain, unknown type
+    // an incident record would be written for this one, were the ledger accepted
+    ledger.append("action_started", "a", {{"action_id", "a1"}, {"trigger", "t"}, {"from", "v1"}, {"to", "v0"}, {"via", "auto"}}, 1'800'000'000'001);
+    ledger.append("decison", "a", {{"kind", "execute"}}, 1'800'000'000'002);  // intact chain, unknown type
   }
   const auto before = read_file(state / "ledger.jsonl");
   nlohmann::json c{{"listen", "127.0.0.1:0"}, {"state_dir", state.string()},
@@ -209,6 +211,7 @@ TEST_CASE("run refuses a ledger holding an event type it does not know, naming i
   write_file(dir.path / "c.json", c.dump());
   std::string out;
   CHECK(run_command({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, &out) == 1);
-  CHECK_THAT(out, Catch::Contains("entry 2 has the type \"decison\""));
+  CHECK_THAT(out, Catch::Contains("entry 3 has the type \"decison\""));
   CHECK(read_file(state / "ledger.jsonl") == before);
+  CHECK_FALSE(std::filesystem::exists(state / "incidents"));  // refused before anything was written
 }

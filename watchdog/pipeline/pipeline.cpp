@@ -117,12 +117,14 @@ void Pipeline::start(Ledger& ledger) {
   recording_.attach(ledger);
   auto entries = ledger.take_loaded();
   metrics_.ledger_entries(entries.size());
-  notifier_.replay(entries);
-  for (const auto& e : entries) incidents_.observe(e);
-  if (int w = incidents_.write_changed()) spdlog::info("incidents: wrote {} records that were missing or behind the ledger", w);
+  // A history that cannot be read is refused before anything acts on it (no notice resumed, no
+  // incident record rewritten).
   Replayed r = replay(entries, *this, proposals_);
   if (!r.damage.empty())
     throw std::runtime_error("ledger " + ledger.path() + ": " + r.damage + "; lastgood will not act on a history it cannot read");
+  notifier_.replay(entries);
+  for (const auto& e : entries) incidents_.observe(e);
+  if (int w = incidents_.write_changed()) spdlog::info("incidents: wrote {} records that were missing or behind the ledger", w);
   if (!entries.empty()) spdlog::info("ledger: replayed {} entries from {}", entries.size(), ledger.path());
   // A rollback that finished but was not verified when lastgood stopped: verify it afresh.
   for (const auto& a : r.unverified) begin_verification(a.service, a.data.value("action_id", ""), a.data.value("to", ""), "");
@@ -380,6 +382,7 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
       proposals_.set_state(proposal_id, ProposalState::stale);
       co_return;
     case RunResult::Kind::not_recorded:
+    case RunResult::Kind::not_granted:  // the proposal waits: checked again once a second
       if (!proposal_id.empty()) recheck_.push_back(proposal_id);
       co_return;
     case RunResult::Kind::refused_by_kind: {

@@ -50,7 +50,7 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   if (const Grant g = coordinator_.may_act(name); !g.granted) {
     rec_.record(Event::action_refused, name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"via", via}, {"why", g.why}});
     spdlog::warn("rollback of {} {} -> {} refused: {}", name, plan.from, plan.to, g.why);
-    r.kind = RunResult::Kind::refused;
+    r.kind = RunResult::Kind::not_granted;
     co_return r;
   }
   // Durable before anything changes. Not recorded, not done.

@@ -24,7 +24,8 @@ struct RunResult {
   enum class Kind {
     skipped,          // nothing to run (no action or target, or one already running)
     planned,          // a dry run: the plan was recorded, nothing changed
-    refused,          // the live release is no longer `from`, or this replica may not act
+    refused,          // the live release is no longer `from`
+    not_granted,      // the coordinator says this replica may not act on the service now
     not_recorded,     // action_started could not be recorded: nothing was done
     refused_by_kind,  // the kind found the live release changed just before its switch
     failed,

@@ -48,13 +48,17 @@ inline constexpr std::array<std::string_view, 26> kEventNames = {
     "ledger_repaired", "ledger_keyed"};
 static_assert(kEventNames.size() == static_cast<std::size_t>(Event::ledger_keyed) + 1, "one name per event");
 
-constexpr std::string_view name(Event e) { return kEventNames[static_cast<std::size_t>(e)]; }
-// The event a ledger entry's type names; nullopt for a type this version does not know.
-constexpr std::optional<Event> parse_event(std::string_view type) {
-  for (std::size_t i = 0; i < kEventNames.size(); ++i)
-    if (kEventNames[i] == type) return static_cast<Event>(i);
+// The enumerator a name table holds `text` for; nullopt when it holds none.
+template <typename E, std::size_t N>
+constexpr std::optional<E> parse_name(const std::array<std::string_view, N>& names, std::string_view text) {
+  for (std::size_t i = 0; i < N; ++i)
+    if (names[i] == text) return static_cast<E>(i);
   return std::nullopt;
 }
+
+constexpr std::string_view name(Event e) { return kEventNames[static_cast<std::size_t>(e)]; }
+// The event a ledger entry's type names; nullopt for a type this version does not know.
+constexpr std::optional<Event> parse_event(std::string_view type) { return parse_name<Event>(kEventNames, type); }
 
 // A proposal's life (design.md, Core types).
 enum class ProposalState : std::uint8_t { pending, approved, rejected, expired, stale, executing, executed, failed, verified, escalated };
@@ -64,11 +68,7 @@ inline constexpr std::array<std::string_view, 10> kProposalStateNames = {"pendin
 static_assert(kProposalStateNames.size() == static_cast<std::size_t>(ProposalState::escalated) + 1, "one name per state");
 
 constexpr std::string_view name(ProposalState s) { return kProposalStateNames[static_cast<std::size_t>(s)]; }
-constexpr std::optional<ProposalState> parse_proposal_state(std::string_view s) {
-  for (std::size_t i = 0; i < kProposalStateNames.size(); ++i)
-    if (kProposalStateNames[i] == s) return static_cast<ProposalState>(i);
-  return std::nullopt;
-}
+constexpr std::optional<ProposalState> parse_proposal_state(std::string_view s) { return parse_name<ProposalState>(kProposalStateNames, s); }
 // A proposal that still blocks another for the same breach.
 constexpr bool blocks_new_proposal(ProposalState s) { return s == ProposalState::pending || s == ProposalState::approved || s == ProposalState::executing; }
 
