@@ -74,28 +74,20 @@ std::string expand(const std::string& text, const Plan& p, bool encode) {
 }
 
 namespace {
-using Factory = std::unique_ptr<Action> (*)(boost::asio::any_io_executor, const std::string&, const config::Deployment&);
-struct Kind {
-  const char* name;
-  Factory make;
-};
-// One row per kind; config/kinds.cpp has the check of each one's keys (tests/unit/test_kinds.cpp
-// checks that both tables name the same kinds).
-constexpr Kind kKinds[] = {
-    {"local_symlink", make_local_symlink}, {"ssh_symlink", make_ssh_symlink},   {"firebase_hosting", make_firebase_release},
-    {"npm_package", make_npm_dist_tag},    {"http_api", make_http_api},         {"command", make_command},
-};
+// Every deployment kind, one row each (docs/configuration.md has a section per kind).
+constexpr const Kind* kKinds[] = {&local_symlink_kind, &ssh_symlink_kind, &firebase_hosting_kind,
+                                  &npm_package_kind,   &http_api_kind,      &command_kind};
 }  // namespace
 
-std::vector<std::string> kinds() {
-  std::vector<std::string> out;
-  for (const auto& k : kKinds) out.push_back(k.name);
+std::vector<config::KindParser> kind_parsers() {
+  std::vector<config::KindParser> out;
+  for (const Kind* k : kKinds) out.push_back(k->config);
   return out;
 }
 
 std::unique_ptr<Action> make_action(boost::asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
-  for (const auto& k : kKinds)
-    if (d.kind == k.name) return k.make(std::move(ex), service, d);
+  for (const Kind* k : kKinds)
+    if (d.kind == k->config.name) return k->make(std::move(ex), service, d);
   throw std::logic_error("service " + service + ": no implementation of deployment kind \"" + d.kind + "\"");
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // The action interface (design.md "Deployment kinds"): a deployment kind observes the live
-// release and rolls back. It never decides: the pipeline calls it. One file per kind; the table
-// from config `kind` to implementation is make_action() (actions/action.cpp).
+// release and rolls back. It never decides: the pipeline calls it. One file per kind, each with
+// its typed config and its row (Kind), listed once in actions/action.cpp.
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -79,9 +79,17 @@ bool valid_release_name(const std::string& name);
 // Caps captured output at `max` bytes, saying how much was dropped.
 std::string cap_output(std::string s, size_t max = 4096);
 
-// The table from config `kind` to implementation. Throws std::logic_error for a kind it lacks.
+// A deployment kind, defined in its own file (actions/<kind>.cpp): the parser of its config keys
+// into its typed spec, and the factory that makes the action from them.
+struct Kind {
+  config::KindParser config;
+  std::unique_ptr<Action> (*make)(boost::asio::any_io_executor ex, const std::string& service, const config::Deployment& d);
+};
+
+// The parsers of every kind, for config::load (the composition root's lastgood::kinds()).
+std::vector<config::KindParser> kind_parsers();
+// The action for d.kind. Throws std::logic_error for a kind missing from the table (config/ only
+// accepts the table's kinds, so that is lastgood's bug, refused at start).
 std::unique_ptr<Action> make_action(boost::asio::any_io_executor ex, const std::string& service, const config::Deployment& d);
-// The kinds in that table.
-std::vector<std::string> kinds();
 
 }  // namespace lastgood::actions

@@ -1,5 +1,7 @@
 #include "actions/command.hpp"
 
+#include "config/reader.hpp"
+
 #include "actions/process.hpp"
 
 namespace lastgood::actions {
@@ -11,10 +13,11 @@ namespace {
 class Command final : public Action {
  public:
   Command(asio::any_io_executor ex, std::string service, const config::Deployment& d) : ex_(std::move(ex)), service_(std::move(service)) {
-    rollback_ = d.spec.at("rollback").get<std::vector<std::string>>();
-    observe_ = d.spec.value("observe", std::vector<std::string>{});
-    env_allow_ = d.spec.value("env_allow", std::vector<std::string>{"PATH"});
-    if (d.spec.contains("timeout")) timeout_ = *config::parse_duration(d.spec.at("timeout").get<std::string>());
+    const auto& spec = config::spec_as<CommandSpec>(d.spec);
+    rollback_ = spec.rollback;
+    observe_ = spec.observe;
+    env_allow_ = spec.env_allow;
+    if (spec.timeout) timeout_ = *spec.timeout;
   }
   const char* kind() const override { return "command"; }
 
@@ -82,8 +85,25 @@ class Command final : public Action {
 
 }  // namespace
 
-std::unique_ptr<Action> make_command(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
+namespace {
+
+using config::detail::Obj;
+
+std::shared_ptr<const config::KindSpec> parse(Obj& o) {
+  auto d = std::make_shared<CommandSpec>();
+  if (auto r = o.strings("rollback", true, true)) d->rollback = *r;
+  if (auto r = o.strings("observe", false, true)) d->observe = *r;
+  if (auto t = o.duration("timeout", false, config::Duration{100})) d->timeout = *t;
+  if (auto e = o.strings("env_allow")) d->env_allow = *e;
+  return d;
+}
+
+std::unique_ptr<Action> make(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
   return std::make_unique<Command>(std::move(ex), service, d);
 }
+
+}  // namespace
+
+const Kind command_kind{{"command", parse}, make};
 
 }  // namespace lastgood::actions

@@ -1,11 +1,15 @@
 #include "actions/firebase_release.hpp"
 
+#include "config/reader.hpp"
+#include "net/url.hpp"
+
 #include <algorithm>
 #include <fstream>
 #include <sstream>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <re2/re2.h>
 
 #include "net/http_once.hpp"
 #include "net/time.hpp"
@@ -64,12 +68,13 @@ struct FirebaseRelease {
 class Firebase final : public Action {
  public:
   Firebase(asio::any_io_executor ex, std::string service, const config::Deployment& d) : ex_(std::move(ex)), service_(std::move(service)) {
-    site_ = d.spec.at("site").get<std::string>();
-    api_ = d.spec.value("api_base", std::string("https://firebasehosting.googleapis.com/v1beta1/"));
-    if (auto it = d.secrets.find("token"); it != d.secrets.end() && it->second.resolved()) static_token_ = it->second.value();
-    credentials_file_ = d.spec.value("credentials_file", std::string());
-    token_uri_override_ = d.spec.value("token_uri", std::string());
-    metadata_ = d.spec.value("metadata_server", false);
+    const auto& spec = config::spec_as<FirebaseHostingSpec>(d.spec);
+    site_ = spec.site;
+    api_ = spec.api_base;
+    if (spec.token && spec.token->resolved()) static_token_ = spec.token->value();
+    credentials_file_ = spec.credentials_file;
+    token_uri_override_ = spec.token_uri;
+    metadata_ = spec.metadata_server;
   }
   const char* kind() const override { return "firebase_hosting"; }
 
@@ -276,8 +281,38 @@ class Firebase final : public Action {
 
 }  // namespace
 
-std::unique_ptr<Action> make_firebase_release(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
+namespace {
+
+using config::detail::Obj;
+
+std::shared_ptr<const config::KindSpec> parse(Obj& o) {
+  auto d = std::make_shared<FirebaseHostingSpec>();
+  if (auto s = o.str("site", true)) {
+    static const RE2 re(R"([a-z0-9][a-z0-9-]{0,62})");
+    if (!RE2::FullMatch(*s, re)) o.ctx().error(o.at("site"), "expected a Firebase site id (lowercase letters, digits, '-'), found \"" + *s + "\"");
+    d->site = *s;
+  }
+  auto cred = o.str("credentials_file");
+  d->token = o.secret("token", false);
+  auto meta = o.boolean("metadata_server");
+  if (cred) d->credentials_file = *cred;
+  d->metadata_server = meta.value_or(false);
+  const int n = (cred ? 1 : 0) + (d->token ? 1 : 0) + (d->metadata_server ? 1 : 0);
+  if (n != 1) o.ctx().error(o.ptr(), "expected exactly one of credentials_file, token_env/token_file, \"metadata_server\": true");
+  if (auto a = o.str("api_base")) {
+    if (!net::parse_url(*a) || a->back() != '/') o.ctx().error(o.at("api_base"), "expected a URL ending in '/', found \"" + *a + "\"");
+    d->api_base = *a;
+  }
+  if (auto t = o.url("token_uri", false, "a URL")) d->token_uri = *t;
+  return d;
+}
+
+std::unique_ptr<Action> make(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
   return std::make_unique<Firebase>(std::move(ex), service, d);
 }
+
+}  // namespace
+
+const Kind firebase_hosting_kind{{"firebase_hosting", parse}, make};
 
 }  // namespace lastgood::actions

@@ -1,5 +1,6 @@
 #include "actions/http_api.hpp"
 
+#include "config/reader.hpp"
 #include "net/http_client.hpp"
 
 namespace lastgood::actions {
@@ -29,37 +30,21 @@ std::string snippet(const std::string& s) { return cap_output(s, 300); }
 
 class HttpApi final : public Action {
  public:
-  HttpApi(asio::any_io_executor ex, std::string service, const config::Deployment& d) : ex_(std::move(ex)), service_(std::move(service)) {
-    rb_ = d.spec.at("rollback");
-    if (d.spec.contains("observe")) ob_ = d.spec.at("observe");
-    if (auto it = d.secrets.find("token"); it != d.secrets.end() && it->second.resolved()) token_ = it->second.value();
-    if (d.spec.contains("timeout")) timeout_ = *config::parse_duration(d.spec.at("timeout").get<std::string>());
-    if (rb_.contains("expect_status")) {
-      // Validated at load: "200-299", 204 or a list of those.
-      auto add = [&](const json& e) {
-        if (e.is_number_integer()) expect_.push_back({e.get<int>(), e.get<int>()});
-        else {
-          std::string s = e.get<std::string>();
-          auto dash = s.find('-');
-          expect_.push_back({std::stoi(s.substr(0, dash)), std::stoi(dash == std::string::npos ? s : s.substr(dash + 1))});
-        }
-      };
-      if (rb_["expect_status"].is_array()) for (const auto& e : rb_["expect_status"]) add(e);
-      else add(rb_["expect_status"]);
-    } else {
-      expect_.push_back({200, 299});
-    }
+  HttpApi(asio::any_io_executor ex, std::string service, const config::Deployment& d)
+      : ex_(std::move(ex)), service_(std::move(service)), spec_(config::spec_as<HttpApiSpec>(d.spec)) {
+    if (spec_.rollback.token && spec_.rollback.token->resolved()) token_ = spec_.rollback.token->value();
+    if (spec_.timeout) timeout_ = *spec_.timeout;
   }
   const char* kind() const override { return "http_api"; }
 
   asio::awaitable<Observation> observe() override {
     Observation o;
-    if (ob_.is_null()) {
+    if (!spec_.observe) {
       o.error = "no observe URL configured";
       co_return o;
     }
     Plan p{"", "", {service_, "", ""}, {}};
-    auto res = co_await call("GET", expand(ob_["url"].get<std::string>(), p, true), {}, "");
+    auto res = co_await call("GET", expand(spec_.observe->url, p, true), {}, "");
     if (auto* err = std::get_if<net::HttpError>(&res)) {
       o.error = "observe: " + err->message;
       co_return o;
@@ -70,7 +55,7 @@ class HttpApi final : public Action {
       co_return o;
     }
     auto doc = json::parse(r.body, nullptr, false);
-    const json::json_pointer ptr(ob_["json_pointer"].get<std::string>());
+    const json::json_pointer ptr(spec_.observe->json_pointer);
     if (doc.is_discarded() || !doc.contains(ptr)) {
       o.error = "observe: no " + ptr.to_string() + " in the answer";
       co_return o;
@@ -82,16 +67,17 @@ class HttpApi final : public Action {
 
   Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
     Plan p{from, to, ctx, {}};
-    if (!ob_.is_null()) p.steps.push_back("GET " + expand(ob_["url"].get<std::string>(), p, true) + ": the live release must still be " + from);
-    std::string line = rb_.value("method", "POST") + " " + expand(rb_["url"].get<std::string>(), p, true);
-    if (rb_.contains("body")) line += " " + expand_json(rb_["body"], p).dump();
+    if (spec_.observe) p.steps.push_back("GET " + expand(spec_.observe->url, p, true) + ": the live release must still be " + from);
+    const auto& rb = spec_.rollback;
+    std::string line = rb.method + " " + expand(rb.url, p, true);
+    if (rb.body) line += " " + expand_json(*rb.body, p).dump();
     p.steps.push_back(line + (token_.empty() ? "" : " (with the bearer token)"));
     return p;
   }
 
   asio::awaitable<Outcome> execute(const Plan& p) override {
     Outcome out;
-    if (!ob_.is_null()) {  // the live release, read just before the call, must still be plan.from
+    if (spec_.observe) {  // the live release, read just before the call, must still be plan.from
       const Observation now = co_await observe();
       if (!now.live) {
         out.error = "reading the live release before the switch failed: " + now.error + "; nothing was changed";
@@ -99,22 +85,22 @@ class HttpApi final : public Action {
       }
       if (now.live->id != p.from) co_return refused_not_from(p, now.live->id);
     }
+    const auto& rb = spec_.rollback;
     std::vector<std::pair<std::string, std::string>> headers;
-    if (rb_.contains("headers"))
-      for (auto& [k, v] : rb_["headers"].items()) headers.emplace_back(k, expand(v.get<std::string>(), p));
+    for (const auto& [k, v] : rb.headers) headers.emplace_back(k, expand(v, p));
     std::string body;
-    if (rb_.contains("body")) {
-      body = expand_json(rb_["body"], p).dump();
+    if (rb.body) {
+      body = expand_json(*rb.body, p).dump();
       headers.emplace_back("Content-Type", "application/json");
     }
-    auto res = co_await call(rb_.value("method", "POST"), expand(rb_["url"].get<std::string>(), p, true), headers, body);
+    auto res = co_await call(rb.method, expand(rb.url, p, true), headers, body);
     if (auto* err = std::get_if<net::HttpError>(&res)) {
       out.error = err->message;
       co_return out;
     }
     auto& r = std::get<net::HttpResponse>(res);
     out.output = "HTTP " + std::to_string(r.status) + " " + snippet(r.body);
-    for (const auto& [lo, hi] : expect_) out.ok = out.ok || (r.status >= lo && r.status <= hi);
+    for (const auto& range : rb.expect_status) out.ok = out.ok || range.contains(r.status);
     if (!out.ok)
       out.error = "HTTP " + std::to_string(r.status) + (r.status == 401 || r.status == 403 ? " (the token was refused)" : "") + ": " + snippet(r.body);
     co_return out;
@@ -139,16 +125,55 @@ class HttpApi final : public Action {
 
   asio::any_io_executor ex_;
   std::string service_;
-  json rb_, ob_;
+  const HttpApiSpec spec_;  // a copy: the action may outlive a reloaded config
   std::string token_;
   std::chrono::milliseconds timeout_{30'000};
-  std::vector<std::pair<int, int>> expect_;
 };
 
 }  // namespace
 
-std::unique_ptr<Action> make_http_api(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
+namespace {
+
+using config::detail::Obj;
+
+std::shared_ptr<const config::KindSpec> parse(Obj& o) {
+  auto d = std::make_shared<HttpApiSpec>();
+  if (auto t = o.duration("timeout", false, config::Duration{100})) d->timeout = *t;
+  if (const json* r = o.get("rollback", true)) {
+    Obj ro(o.ctx(), *r, o.at("rollback"));
+    auto& rb = d->rollback;
+    if (auto m = ro.one_of("method", {"GET", "POST", "PUT", "PATCH", "DELETE"})) rb.method = *m;
+    if (auto u = ro.url("url", true)) rb.url = *u;
+    if (auto h = ro.string_map("headers")) rb.headers = *h;
+    if (const json* b = ro.get("body")) rb.body = *b;
+    rb.token = ro.secret("token", false);
+    if (const json* st = ro.get("expect_status")) {
+      if (auto ranges = config::detail::parse_status(o.ctx(), ro.at("expect_status"), *st)) rb.expect_status = *ranges;
+    }
+  }
+  if (const json* ob = o.get("observe")) {
+    Obj oo(o.ctx(), *ob, o.at("observe"));
+    HttpApiSpec::Observe obs;
+    if (auto u = oo.url("url", true)) obs.url = *u;
+    if (auto p = oo.str("json_pointer", true)) {
+      try {
+        json::json_pointer jp(*p);
+        obs.json_pointer = *p;
+      } catch (const json::exception&) {
+        o.ctx().error(oo.at("json_pointer"), "expected a JSON pointer like \"/version\", found \"" + *p + "\"");
+      }
+    }
+    d->observe = std::move(obs);
+  }
+  return d;
+}
+
+std::unique_ptr<Action> make(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
   return std::make_unique<HttpApi>(std::move(ex), service, d);
 }
+
+}  // namespace
+
+const Kind http_api_kind{{"http_api", parse}, make};
 
 }  // namespace lastgood::actions

@@ -1,5 +1,7 @@
 #include "actions/local_symlink.hpp"
 
+#include "config/reader.hpp"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -28,7 +30,7 @@ std::chrono::system_clock::time_point to_tp(const struct timespec& ts) {
 class LocalSymlink final : public Action {
  public:
   LocalSymlink(asio::any_io_executor ex, std::string service, const config::Deployment& d)
-      : ex_(std::move(ex)), service_(std::move(service)), root_(d.spec.at("path").get<std::string>()) {}
+      : ex_(std::move(ex)), service_(std::move(service)), root_(config::spec_as<LocalSymlinkSpec>(d.spec).path) {}
   const char* kind() const override { return "local_symlink"; }
 
   asio::awaitable<Observation> observe() override { co_return observe_now(); }
@@ -154,8 +156,22 @@ class LocalSymlink final : public Action {
 
 }  // namespace
 
-std::unique_ptr<Action> make_local_symlink(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
+namespace {
+
+using config::detail::Obj;
+
+std::shared_ptr<const config::KindSpec> parse(Obj& o) {
+  auto d = std::make_shared<LocalSymlinkSpec>();
+  if (auto p = o.abs_path("path", true)) d->path = *p;
+  return d;
+}
+
+std::unique_ptr<Action> make(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
   return std::make_unique<LocalSymlink>(std::move(ex), service, d);
 }
+
+}  // namespace
+
+const Kind local_symlink_kind{{"local_symlink", parse}, make};
 
 }  // namespace lastgood::actions

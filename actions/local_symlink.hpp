@@ -1,8 +1,17 @@
 #pragma once
+// The "local_symlink" deployment kind: `path/releases/*` and `path/current` on this host. Roll
+// back: a symlink under a temp name in `path`, rename(2) over `current` (atomic), fsync of the
+// directory.
+#include <string>
+
 #include "actions/action.hpp"
 
 namespace lastgood::actions {
-// `path/releases/*` and `path/current` on this host. Roll back: a symlink under a temp name in
-// `path`, rename(2) over `current` (atomic), fsync of the directory.
-std::unique_ptr<Action> make_local_symlink(boost::asio::any_io_executor ex, const std::string& service, const config::Deployment& d);
-}
+
+struct LocalSymlinkSpec final : config::KindSpec {
+  std::string path;  // absolute
+};
+
+extern const Kind local_symlink_kind;
+
+}  // namespace lastgood::actions

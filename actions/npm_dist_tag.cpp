@@ -1,5 +1,7 @@
 #include "actions/npm_dist_tag.hpp"
 
+#include "config/reader.hpp"
+
 #include "net/http_once.hpp"
 #include "net/url.hpp"
 #include "net/npm.hpp"
@@ -20,14 +22,15 @@ constexpr std::chrono::hours kUnpublishWindow{72};
 class NpmDistTag final : public Action {
  public:
   NpmDistTag(asio::any_io_executor ex, std::string service, const config::Deployment& d) : ex_(std::move(ex)), service_(std::move(service)) {
-    base_ = d.spec.value("registry", std::string("https://registry.npmjs.org/"));
+    const auto& spec = config::spec_as<NpmPackageSpec>(d.spec);
+    base_ = spec.registry;
     if (base_.back() != '/') base_ += '/';
-    package_ = d.spec.at("package").get<std::string>();
-    tag_ = d.spec.value("tag", std::string("latest"));
-    strategy_ = d.spec.value("strategy", std::string("retag"));
-    allow_unpublish_ = d.spec.value("allow_unpublish", false);
-    if (d.spec.contains("timeout")) timeout_ = *config::parse_duration(d.spec.at("timeout").get<std::string>());
-    if (auto it = d.secrets.find("token"); it != d.secrets.end() && it->second.resolved()) token_ = it->second.value();
+    package_ = spec.package;
+    tag_ = spec.tag;
+    strategy_ = spec.strategy;
+    allow_unpublish_ = spec.allow_unpublish;
+    if (spec.timeout) timeout_ = *spec.timeout;
+    if (spec.token.resolved()) token_ = spec.token.value();
   }
   const char* kind() const override { return "npm_package"; }
 
@@ -215,8 +218,34 @@ class NpmDistTag final : public Action {
 
 }  // namespace
 
-std::unique_ptr<Action> make_npm_dist_tag(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
+namespace {
+
+using config::detail::Obj;
+
+std::shared_ptr<const config::KindSpec> parse(Obj& o) {
+  auto d = std::make_shared<NpmPackageSpec>();
+  if (auto r = o.url("registry", false, "a registry URL like \"https://registry.npmjs.org/\"")) d->registry = *r;
+  if (auto p = o.str("package", true)) {
+    if (!net::valid_npm_name(*p))
+      o.ctx().error(o.at("package"), "expected an npm package name like \"name\" or \"@scope/name\", found \"" + *p + "\"");
+    d->package = *p;
+  }
+  if (auto t = o.secret("token", true)) d->token = *t;
+  if (auto t = o.str("tag")) d->tag = *t;
+  if (auto t = o.duration("timeout", false, config::Duration{100})) d->timeout = *t;
+  if (auto s = o.one_of("strategy", {"retag", "deprecate", "unpublish"})) d->strategy = *s;
+  if (auto a = o.boolean("allow_unpublish")) d->allow_unpublish = *a;
+  if (d->strategy == "unpublish" && !d->allow_unpublish)
+    o.ctx().error(o.at("allow_unpublish"), "strategy \"unpublish\" needs \"allow_unpublish\": true");
+  return d;
+}
+
+std::unique_ptr<Action> make(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
   return std::make_unique<NpmDistTag>(std::move(ex), service, d);
 }
+
+}  // namespace
+
+const Kind npm_package_kind{{"npm_package", parse}, make};
 
 }  // namespace lastgood::actions

@@ -1,5 +1,7 @@
 #include "actions/ssh_symlink.hpp"
 
+#include "config/reader.hpp"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -29,17 +31,17 @@ std::optional<SysClock::time_point> epoch_seconds(const std::string& text) {
 class SshSymlink final : public Action {
  public:
   SshSymlink(asio::any_io_executor ex, std::string service, const config::Deployment& d) : service_(std::move(service)) {
-    const auto& j = d.spec;
+    const auto& spec = config::spec_as<SshSymlinkSpec>(d.spec);
     SshOptions o;
-    o.host = j.at("host").get<std::string>();
-    o.port = j.value("port", 22);
-    o.user = j.at("user").get<std::string>();
-    o.key_file = j.value("key_file", std::string());
-    o.use_agent = j.value("use_agent", false);
-    o.known_hosts = j.at("known_hosts").get<std::string>();
-    if (j.contains("timeout")) o.timeout = *config::parse_duration(j.at("timeout").get<std::string>());
-    path_ = j.at("path").get<std::string>();
-    after_switch_ = j.value("after_switch", std::vector<std::string>{});
+    o.host = spec.host;
+    o.port = spec.port;
+    o.user = spec.user;
+    o.key_file = spec.key_file;
+    o.use_agent = spec.use_agent;
+    o.known_hosts = spec.known_hosts;
+    if (spec.timeout) o.timeout = *spec.timeout;
+    path_ = spec.path;
+    after_switch_ = spec.after_switch;
     ssh_ = std::make_unique<SshSession>(std::move(ex), std::move(o));
   }
   const char* kind() const override { return "ssh_symlink"; }
@@ -152,8 +154,31 @@ class SshSymlink final : public Action {
 
 }  // namespace
 
-std::unique_ptr<Action> make_ssh_symlink(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
+namespace {
+
+using config::detail::Obj;
+
+std::shared_ptr<const config::KindSpec> parse(Obj& o) {
+  auto d = std::make_shared<SshSymlinkSpec>();
+  if (auto h = o.str("host", true)) d->host = *h;
+  if (auto n = o.integer("port", 1, 65535)) d->port = static_cast<int>(*n);
+  if (auto u = o.str("user", true)) d->user = *u;
+  if (auto k = o.abs_path("key_file")) d->key_file = *k;
+  if (auto a = o.boolean("use_agent")) d->use_agent = *a;
+  if (auto k = o.abs_path("known_hosts", true)) d->known_hosts = *k;
+  if (auto p = o.abs_path("path", true)) d->path = *p;
+  if (auto a = o.strings("after_switch")) d->after_switch = *a;
+  if (auto t = o.duration("timeout", false, config::Duration{100})) d->timeout = *t;
+  if (!o.has("key_file") && !o.has("use_agent")) o.ctx().error(o.at("key_file"), "required: key_file (or \"use_agent\": true)");
+  return d;
+}
+
+std::unique_ptr<Action> make(asio::any_io_executor ex, const std::string& service, const config::Deployment& d) {
   return std::make_unique<SshSymlink>(std::move(ex), service, d);
 }
+
+}  // namespace
+
+const Kind ssh_symlink_kind{{"ssh_symlink", parse}, make};
 
 }  // namespace lastgood::actions

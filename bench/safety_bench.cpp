@@ -17,6 +17,7 @@
 #include "actions/action.hpp"
 #include "config/config.hpp"
 #include "net/supervise.hpp"
+#include "watchdog/kinds.hpp"
 
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
@@ -83,7 +84,7 @@ void BM_switch_with_check(benchmark::State& state) {
   nlohmann::json cfg{{"services", {{{"name", "app"},
                                     {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}},
                                     {"deployment", {{"kind", "local_symlink"}, {"path", site.root.string()}}}}}}};
-  auto loaded = config::load_text(cfg.dump(), "bench", {});
+  auto loaded = config::load_text(cfg.dump(), "bench", lastgood::kinds(), {});
   if (!loaded.config) {
     state.SkipWithError("config");
     return;

@@ -414,8 +414,8 @@ class Screen final : public nlohmann::json_sax<json> {
 
 }  // namespace
 
-LoadResult load_text(const std::string& text, const std::string& source_name, LoadOptions opts) {
-  Ctx c{source_name, opts, {}};
+LoadResult load_text(const std::string& text, const std::string& source_name, const Kinds& kinds, LoadOptions opts) {
+  Ctx c{source_name, opts, {}, &kinds};
   Screen screen;
   try {
     json::sax_parse(text, &screen, nlohmann::detail::input_format_t::json, true, /*ignore_comments=*/false);
@@ -445,12 +445,12 @@ LoadResult load_text(const std::string& text, const std::string& source_name, Lo
   return {std::move(cfg), {}};
 }
 
-LoadResult load_file(const std::string& path, LoadOptions opts) {
+LoadResult load_file(const std::string& path, const Kinds& kinds, LoadOptions opts) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return {nullptr, {{path, "", "cannot open the file"}}};
   std::stringstream ss;
   ss << in.rdbuf();
-  return load_text(ss.str(), path, opts);
+  return load_text(ss.str(), path, kinds, opts);
 }
 
 }  // namespace lastgood::config

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/duration.hpp"
+#include "config/kind.hpp"
 #include "config/secret.hpp"
 #include "policy/spec.hpp"
 
@@ -25,53 +26,13 @@ struct StatusRange {
   bool contains(int s) const { return s >= lo && s <= hi; }
 };
 
-struct HttpExpect {
-  std::vector<StatusRange> status{{200, 299}};
-  std::optional<std::string> body_contains;
-  std::optional<std::string> body_matches;            // RE2 syntax (linear time), compiled by the probe
-  std::map<std::string, std::string> header;          // header name -> exact value
-  std::map<std::string, nlohmann::json> json;         // JSON pointer -> expected value
-  std::optional<Duration> max_latency;
-  std::optional<Duration> cert_valid_for;
-};
-
-struct HttpProbe {
-  std::string url;
-  std::string method = "GET";
-  std::map<std::string, std::string> headers;
-  std::optional<std::string> body;
-  int follow_redirects = 0;                            // how many redirects to follow; 0 = none
-  bool redirect_to_http = false;                       // follow a redirect from https:// to http://
-  std::optional<std::string> ca_file;                  // PEM bundle; default: system CA store
-  bool insecure_skip_verify = false;
-  std::size_t max_body_bytes = 1024 * 1024;
-  HttpExpect expect;
-};
-
-struct TcpProbe {
-  std::string host;
-  std::string port;
-  std::optional<std::string> send;
-  std::optional<std::string> expect_reply_prefix;
-  std::optional<Duration> max_latency;
-};
-
-struct NpmRegistryProbe {
-  std::string registry = "https://registry.npmjs.org/";
-  std::string package;
-  std::string tag = "latest";
-  bool check_deprecated = false;
-  std::optional<Secret> token;                          // for private registries
-  std::size_t max_tarball_bytes = 64 * 1024 * 1024;
-};
-
 struct Probe {
   std::string name;
-  std::string kind;                                     // "http" | "tcp" | "npm_registry"
+  std::string kind;                                     // a name from Kinds::probes
   Duration interval{10'000};
   Duration timeout{2'000};
   bool reference = false;                               // checks the watcher's own reach
-  std::variant<HttpProbe, TcpProbe, NpmRegistryProbe> spec;
+  std::shared_ptr<const KindSpec> spec;                 // the kind's own keys (probes/<kind>.hpp)
 };
 
 // ---- triggers, rollback, authority: policy's own plain types ---------------------------------
@@ -87,10 +48,9 @@ using policy::to_string;
 // ---- deployments ---------------------------------------------------------------------------
 
 struct Deployment {
-  std::string kind;  // local_symlink | ssh_symlink | firebase_hosting | npm_package | http_api | command
+  std::string kind;  // a name from Kinds::deployments
   Duration observe_interval{30'000};
-  nlohmann::json spec;  // kind-specific keys, shape-checked at load; typed by the action that uses them
-  std::map<std::string, Secret> secrets;  // e.g. "token" for token_env/token_file
+  std::shared_ptr<const KindSpec> spec;  // the kind's own keys (actions/<kind>.hpp)
   std::vector<std::string> migration_releases;  // releases carrying a data migration: humans only
 };
 
@@ -175,12 +135,8 @@ struct LoadResult {
   std::vector<Problem> problems;
 };
 
-LoadResult load_file(const std::string& path, LoadOptions opts = {});
-LoadResult load_text(const std::string& text, const std::string& source_name, LoadOptions opts = {});
-
-// The kinds of probe and deployment the config accepts (config/kinds.cpp), in the order the
-// docs list them; probes/ and actions/ have a factory for each.
-const std::vector<std::string>& probe_kinds();
-const std::vector<std::string>& deployment_kinds();
+// `kinds`: the probe and deployment kinds accepted (lastgood::kinds() in the program).
+LoadResult load_file(const std::string& path, const Kinds& kinds, LoadOptions opts = {});
+LoadResult load_text(const std::string& text, const std::string& source_name, const Kinds& kinds, LoadOptions opts = {});
 
 }  // namespace lastgood::config

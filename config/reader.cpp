@@ -5,6 +5,8 @@
 
 #include <re2/re2.h>
 
+#include "net/url.hpp"
+
 namespace lastgood::config::detail {
 
 std::string escape_token(const std::string& key) {
@@ -15,6 +17,15 @@ std::string escape_token(const std::string& key) {
     else out += c;
   }
   return out;
+}
+
+std::optional<std::string> Obj::url(const std::string& key, bool required, const char* expected) {
+  auto u = str(key, required);
+  if (u && !net::parse_url(*u)) {
+    c_.error(at(key), std::string("expected ") + expected + ", found \"" + *u + "\"");
+    return std::nullopt;
+  }
+  return u;
 }
 
 size_t edit_distance(const std::string& a, const std::string& b) {

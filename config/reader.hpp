@@ -1,7 +1,8 @@
 #pragma once
 // How config/ reads JSON: a context that collects problems (file, JSON pointer, what was
 // expected) and a checked view of one object that knows which keys it has read, so that an
-// unknown key is named with the nearest known one. Not for use outside config/.
+// unknown key is named with the nearest known one. Used by config/ and by the kinds' parsers in
+// probes/ and actions/ (config/kind.hpp).
 #include <functional>
 #include <map>
 #include <optional>
@@ -26,6 +27,7 @@ struct Ctx {
   std::string file;
   LoadOptions opts;
   std::vector<Problem> problems;
+  const Kinds* kinds = nullptr;
   void error(const std::string& ptr, std::string msg) { problems.push_back({file, ptr, std::move(msg)}); }
 };
 
@@ -79,6 +81,17 @@ class Obj {
     }
     return s;
   }
+  // An absolute path (release folders, keys, known_hosts).
+  std::optional<std::string> abs_path(const std::string& key, bool required = false) {
+    auto s = str(key, required);
+    if (s && s->front() != '/') {
+      c_.error(at(key), "expected an absolute path, found \"" + *s + "\"");
+      return std::nullopt;
+    }
+    return s;
+  }
+  // An http:// or https:// URL with a host; `expected` names it in the problem.
+  std::optional<std::string> url(const std::string& key, bool required = false, const char* expected = "an http:// or https:// URL");
   std::optional<bool> boolean(const std::string& key) {
     const json* v = get(key);
     if (!v) return std::nullopt;
@@ -250,7 +263,8 @@ std::optional<Severity> parse_severity(const std::string& s);
 std::optional<std::vector<StatusRange>> parse_status(Ctx& c, const std::string& ptr, const json& v);
 // Names that end up in logs, metric labels, the ledger and the page: printable, one line, short.
 void check_name(Ctx& c, const std::string& ptr, const std::string& name, const char* what);
-// A probe and a deployment block, dispatched on `kind` from the kinds' table (kinds.cpp).
+// A probe and a deployment block: the common keys here, the rest by the parser of `kind` from the
+// context's table (kinds.cpp).
 void parse_probe(Ctx& c, const json& j, const std::string& ptr, Probe& p);
 void parse_deployment(Ctx& c, const json& j, const std::string& ptr, Deployment& d);
 

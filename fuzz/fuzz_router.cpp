@@ -16,6 +16,7 @@
 #include "config/config.hpp"
 #include "watchdog/api/server.hpp"
 #include "watchdog/watchdog.hpp"
+#include "watchdog/kinds.hpp"
 
 namespace fs = std::filesystem;
 using namespace lastgood;
@@ -49,7 +50,7 @@ struct World {
       "services": [{"name": "www", "probes": [{"name": "p", "kind": "tcp", "address": "127.0.0.1:1", "interval": "1h"}],
                     "triggers": [{"name": "down", "severity": "P1", "rule": {"kind": "consecutive_failures", "count": 1}}]}]
     })";
-    auto loaded = config::load_text(text, "fuzz_router.json");
+    auto loaded = config::load_text(text, "fuzz_router.json", lastgood::kinds());
     if (!loaded.config) std::abort();
     dog = std::make_unique<watchdog::Watchdog>(ioc, loaded.config);
     dog->start();  // binds 127.0.0.1:0; the loop is never run, so nothing is probed or sent

@@ -3,8 +3,14 @@
 #include <sstream>
 
 #include <openssl/evp.h>
+#include <re2/re2.h>
 
 namespace lastgood::net {
+
+bool valid_npm_name(const std::string& package) {
+  static const RE2 re(R"((@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*)");
+  return RE2::FullMatch(package, re);
+}
 
 std::string npm_escape(const std::string& package) {
   auto slash = package.find('/');

@@ -6,6 +6,8 @@
 
 namespace lastgood::net {
 
+// A package name as npm accepts it: "name" or "@scope/name", lowercase.
+bool valid_npm_name(const std::string& package);
 // "@scope/name" -> "@scope%2fname" (the registry's path form); plain names unchanged.
 std::string npm_escape(const std::string& package);
 // Checks a tarball against dist.integrity (sha512, as npm does) or, lacking it, dist.shasum.

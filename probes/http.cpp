@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "config/reader.hpp"
 #include "net/http_client.hpp"
 
 namespace lastgood::probes {
@@ -49,7 +50,7 @@ std::string snippet(const std::string& s, size_t n = 80) {
 class HttpProbe final : public Probe, private HttpConnection::Sink {
  public:
   HttpProbe(asio::any_io_executor ex, std::string service, const config::Probe& spec)
-      : service_(std::move(service)), spec_(spec), http_(std::get<config::HttpProbe>(spec_.spec)) {
+      : service_(std::move(service)), spec_(spec), http_(config::spec_as<HttpSpec>(spec_.spec)) {
     const Url url = *parse_url(http_.url);  // validated at load
     if (url.tls()) {
       if (http_.insecure_skip_verify)
@@ -246,7 +247,7 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
   // probes, so each copy held here was a megabyte.
   std::string service_;
   const config::Probe& spec_;  // the immutable config outlives every probe made from it
-  const config::HttpProbe& http_;  // inside spec_: one copy of the config per probe
+  const HttpSpec& http_;  // inside spec_: one copy of the config per probe
   std::shared_ptr<asio::ssl::context> tls_;
   std::unique_ptr<RE2> body_re_;  // when body_matches is set: RE2, linear in the body
   std::unique_ptr<HttpConnection> conn_;
@@ -261,8 +262,81 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
 
 }  // namespace
 
-std::unique_ptr<Probe> make_http_probe(asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
+namespace {
+
+using config::detail::Obj;
+using config::detail::escape_token;
+using config::detail::type_name;
+using nlohmann::json;
+
+std::shared_ptr<const config::KindSpec> parse(Obj& o) {
+  auto h = std::make_shared<HttpSpec>();
+  if (auto u = o.url("url", true, "an http:// or https:// URL with a host")) h->url = *u;
+  if (auto m = o.one_of("method", {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})) h->method = *m;
+  if (auto hs = o.string_map("headers")) {
+    for (const auto& [k, v] : *hs) {
+      const bool name_ok = !k.empty() && std::all_of(k.begin(), k.end(), [](unsigned char c) {
+        return std::isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+      });
+      if (!name_ok) o.ctx().error(o.at("headers") + "/" + escape_token(k), "expected an HTTP header name (letters, digits, -), found \"" + k + "\"");
+      if (v.find_first_of(std::string("\r\n\0", 3)) != std::string::npos)
+        o.ctx().error(o.at("headers") + "/" + escape_token(k), "expected a header value on one line (no CR, LF or NUL)");
+    }
+    h->headers = *hs;
+  }
+  if (auto b = o.str("body", false, true)) h->body = *b;
+  if (auto f = o.integer("follow_redirects", 0, 10)) h->follow_redirects = static_cast<int>(*f);
+  if (auto d = o.boolean("redirect_to_http")) h->redirect_to_http = *d;
+  if (auto ca = o.str("ca_file")) h->ca_file = *ca;
+  if (auto k = o.boolean("insecure_skip_verify")) h->insecure_skip_verify = *k;
+  if (auto mb = o.integer("max_body_bytes", 1, 64LL * 1024 * 1024)) h->max_body_bytes = static_cast<size_t>(*mb);
+  if (const json* e = o.get("expect")) {
+    Obj x(o.ctx(), *e, o.at("expect"));
+    if (const json* st = x.get("status")) {
+      if (auto s = config::detail::parse_status(o.ctx(), x.at("status"), *st)) h->expect.status = *s;
+    }
+    if (auto s = x.str("body_contains")) h->expect.body_contains = *s;
+    if (auto s = x.str("body_matches")) {
+      // Matched against response bodies (network data) with RE2, in time linear in the body.
+      RE2::Options opts;
+      opts.set_log_errors(false);
+      RE2 test(*s, opts);
+      if (test.ok()) h->expect.body_matches = *s;
+      else o.ctx().error(x.at("body_matches"), "expected a regular expression in RE2 syntax (no backreferences or lookaround): " + test.error());
+    }
+    if (auto hm = x.string_map("header")) h->expect.header = *hm;
+    if (const json* js = x.get("json")) {
+      if (!js->is_object()) {
+        o.ctx().error(x.at("json"), std::string("expected an object mapping JSON pointers to values, found ") + type_name(*js));
+      } else {
+        for (auto& [k, v] : js->items()) {
+          try {
+            json::json_pointer p(k);
+            (void)p;
+            h->expect.json[k] = v;
+          } catch (const json::exception&) {
+            o.ctx().error(x.at("json") + "/" + escape_token(k), "expected a JSON pointer like \"/status\", found \"" + k + "\"");
+          }
+        }
+      }
+    }
+    if (auto d = x.duration("max_latency", false, config::Duration{1})) h->expect.max_latency = *d;
+    if (auto d = x.duration("cert_valid_for", false, config::Duration{1})) h->expect.cert_valid_for = *d;
+  }
+  if (auto u = parse_url(h->url)) {
+    if (u->scheme != "https" && (h->expect.cert_valid_for || h->ca_file || h->insecure_skip_verify)) {
+      o.ctx().error(o.at("url"), "TLS options (ca_file, insecure_skip_verify, expect.cert_valid_for) need an https:// URL");
+    }
+  }
+  return h;
+}
+
+std::unique_ptr<Probe> make(asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
   return std::make_unique<HttpProbe>(std::move(ex), service, spec);
 }
+
+}  // namespace
+
+const Kind http_kind{{"http", parse}, make};
 
 }  // namespace lastgood::probes

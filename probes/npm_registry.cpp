@@ -1,5 +1,6 @@
 #include "probes/npm_registry.hpp"
 
+#include "config/reader.hpp"
 #include "net/http_once.hpp"
 #include "net/npm.hpp"
 
@@ -21,7 +22,7 @@ namespace {
 class NpmRegistryProbe final : public Probe {
  public:
   NpmRegistryProbe(asio::any_io_executor ex, std::string service, const config::Probe& spec)
-      : ex_(std::move(ex)), service_(std::move(service)), spec_(spec), npm_(std::get<config::NpmRegistryProbe>(spec.spec)) {
+      : ex_(std::move(ex)), service_(std::move(service)), spec_(spec), npm_(config::spec_as<NpmRegistrySpec>(spec.spec)) {
     base_ = npm_.registry;
     if (base_.empty() || base_.back() != '/') base_ += '/';
     if (npm_.token && npm_.token->resolved()) token_ = npm_.token->value();
@@ -95,14 +96,35 @@ class NpmRegistryProbe final : public Probe {
   asio::any_io_executor ex_;
   std::string service_;
   const config::Probe& spec_;  // the immutable config outlives every probe made from it
-  config::NpmRegistryProbe npm_;
+  const NpmRegistrySpec& npm_;  // inside spec_
   std::string base_, token_;
 };
 
 }  // namespace
 
-std::unique_ptr<Probe> make_npm_registry_probe(asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
+namespace {
+
+std::shared_ptr<const config::KindSpec> parse(config::detail::Obj& o) {
+  auto n = std::make_shared<NpmRegistrySpec>();
+  if (auto r = o.url("registry", false, "a registry URL like \"https://registry.npmjs.org/\"")) n->registry = *r;
+  if (auto p = o.str("package", true)) {
+    if (!net::valid_npm_name(*p))
+      o.ctx().error(o.at("package"), "expected an npm package name like \"name\" or \"@scope/name\", found \"" + *p + "\"");
+    n->package = *p;
+  }
+  if (auto t = o.str("tag")) n->tag = *t;
+  if (auto b = o.boolean("check_deprecated")) n->check_deprecated = *b;
+  if (auto t = o.secret("token", false)) n->token = *t;
+  if (auto m = o.integer("max_tarball_bytes", 1024, 1024LL * 1024 * 1024)) n->max_tarball_bytes = static_cast<size_t>(*m);
+  return n;
+}
+
+std::unique_ptr<Probe> make(asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
   return std::make_unique<NpmRegistryProbe>(std::move(ex), service, spec);
 }
+
+}  // namespace
+
+const Kind npm_registry_kind{{"npm_registry", parse}, make};
 
 }  // namespace lastgood::probes

@@ -64,31 +64,19 @@ nlohmann::json ProbeResult::to_json() const {
 }
 
 namespace {
-using Factory = std::unique_ptr<Probe> (*)(boost::asio::any_io_executor, const std::string&, const config::Probe&);
-struct Kind {
-  const char* name;
-  Factory make;
-};
-// One row per kind; config/kinds.cpp has the parser of each (tests/unit/test_kinds.cpp checks
-// that both tables name the same kinds).
-constexpr Kind kKinds[] = {
-    {"http", make_http_probe},
-    {"tcp", make_tcp_probe},
-    {"npm_registry", make_npm_registry_probe},
-};
+// Every probe kind, one row each (docs/configuration.md has a section per kind).
+constexpr const Kind* kKinds[] = {&http_kind, &tcp_kind, &npm_registry_kind};
 }  // namespace
 
-std::vector<std::string> kinds() {
-  std::vector<std::string> out;
-  for (const auto& k : kKinds) out.push_back(k.name);
+std::vector<config::KindParser> kind_parsers() {
+  std::vector<config::KindParser> out;
+  for (const Kind* k : kKinds) out.push_back(k->config);
   return out;
 }
 
 std::unique_ptr<Probe> make_probe(boost::asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
-  for (const auto& k : kKinds)
-    if (spec.kind == k.name) return k.make(std::move(ex), service, spec);
-  // A kind the config accepted without a factory here is lastgood's bug: refused at start, never
-  // a null probe on the scheduler.
+  for (const Kind* k : kKinds)
+    if (spec.kind == k->config.name) return k->make(std::move(ex), service, spec);
   throw std::logic_error("probe " + service + "/" + spec.name + ": no implementation of kind \"" + spec.kind + "\"");
 }
 

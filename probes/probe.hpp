@@ -87,11 +87,19 @@ class Probe {
   virtual const config::Probe& spec() const = 0;
 };
 
-// The table from config `kind` to implementation. The probe refers to `spec` (it does not copy it):
-// the config is immutable and must outlive every probe made from it.
-// The table from config `kind` to implementation. Throws std::logic_error for a kind it lacks.
+// A probe kind, defined in its own file (probes/<kind>.cpp) and listed once in probe.cpp: the
+// parser of its config keys into its typed spec, and the factory that makes a probe from them.
+// The probe refers to `spec` (it does not copy it): the config is immutable and must outlive
+// every probe made from it.
+struct Kind {
+  config::KindParser config;
+  std::unique_ptr<Probe> (*make)(boost::asio::any_io_executor ex, const std::string& service, const config::Probe& spec);
+};
+
+// The parsers of every kind, for config::load (the composition root's lastgood::kinds()).
+std::vector<config::KindParser> kind_parsers();
+// A probe of spec.kind. Throws std::logic_error for a kind missing from the table (config/ only
+// accepts the table's kinds, so that is lastgood's bug, refused at start).
 std::unique_ptr<Probe> make_probe(boost::asio::any_io_executor ex, const std::string& service, const config::Probe& spec);
-// The kinds in that table.
-std::vector<std::string> kinds();
 
 }  // namespace lastgood::probes

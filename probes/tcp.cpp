@@ -1,5 +1,8 @@
 #include "probes/tcp.hpp"
 
+#include <re2/re2.h>
+
+#include "config/reader.hpp"
 #include "net/errors.hpp"
 
 #include "net/resolve.hpp"
@@ -27,7 +30,7 @@ namespace {
 class TcpProbe final : public Probe {
  public:
   TcpProbe(asio::any_io_executor ex, std::string service, const config::Probe& spec)
-      : ex_(std::move(ex)), service_(std::move(service)), spec_(spec), tcp_(std::get<config::TcpProbe>(spec.spec)) {}
+      : ex_(std::move(ex)), service_(std::move(service)), spec_(spec), tcp_(config::spec_as<TcpSpec>(spec.spec)) {}
 
   const config::Probe& spec() const override { return spec_; }
 
@@ -109,13 +112,44 @@ class TcpProbe final : public Probe {
   asio::any_io_executor ex_;
   std::string service_;
   const config::Probe& spec_;  // the immutable config outlives every probe made from it
-  const config::TcpProbe& tcp_;  // inside spec_
+  const TcpSpec& tcp_;  // inside spec_
 };
 
 }  // namespace
 
-std::unique_ptr<Probe> make_tcp_probe(asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
+namespace {
+
+using config::detail::Obj;
+using nlohmann::json;
+
+std::shared_ptr<const config::KindSpec> parse(Obj& o) {
+  auto t = std::make_shared<TcpSpec>();
+  if (auto a = o.str("address", true)) {
+    static const RE2 re(R"((\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):(\d{1,5}))");
+    std::string host, port;
+    if (!RE2::FullMatch(*a, re, &host, &port) || std::stoi(port) < 1 || std::stoi(port) > 65535) {
+      o.ctx().error(o.at("address"), "expected \"host:port\" (e.g. \"127.0.0.1:5432\"), found \"" + *a + "\"");
+    } else {
+      t->host = host;
+      if (t->host.front() == '[') t->host = t->host.substr(1, t->host.size() - 2);
+      t->port = port;
+    }
+  }
+  if (auto s = o.str("send", false, true)) t->send = *s;
+  if (const json* e = o.get("expect")) {
+    Obj x(o.ctx(), *e, o.at("expect"));
+    if (auto p = x.str("reply_prefix")) t->expect_reply_prefix = *p;
+    if (auto d = x.duration("max_latency", false, config::Duration{1})) t->max_latency = *d;
+  }
+  return t;
+}
+
+std::unique_ptr<Probe> make(asio::any_io_executor ex, const std::string& service, const config::Probe& spec) {
   return std::make_unique<TcpProbe>(std::move(ex), service, spec);
 }
+
+}  // namespace
+
+const Kind tcp_kind{{"tcp", parse}, make};
 
 }  // namespace lastgood::probes

@@ -15,6 +15,7 @@
 
 #include "watchdog/state/ledger.hpp"
 #include "watchdog/watchdog.hpp"
+#include "watchdog/kinds.hpp"
 
 namespace lastgood::watchdog {
 
@@ -90,7 +91,7 @@ int run_demo(const DemoOptions& opts) {
            {"triggers", {{{"name", "down"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 3}}}}}},
            {"rollback",
             {{"mode", "auto"}, {"good_after", "2s"}, {"cooldown", "1m"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}}}}};
-    return config::load_text(j.dump(), "<demo>", {});
+    return config::load_text(j.dump(), "<demo>", lastgood::kinds(), {});
   };
 
   std::printf("lastgood demo\n  site:     http://127.0.0.1:%u/ serving %s/current -> releases/%s\n", site_port, root.c_str(),

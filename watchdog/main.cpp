@@ -22,6 +22,7 @@
 #include "watchdog/logging.hpp"
 #include "watchdog/validate.hpp"
 #include "watchdog/watchdog.hpp"
+#include "watchdog/kinds.hpp"
 
 namespace {
 
@@ -82,7 +83,7 @@ int cmd_validate(const Args& a) {
   int rc = lastgood::watchdog::validate_file(a.config, out);
   std::fputs(out.c_str(), stdout);
   if (rc == 0) {
-    if (auto res = lastgood::config::load_file(a.config, {.resolve_secrets = false}); res.config)
+    if (auto res = lastgood::config::load_file(a.config, lastgood::kinds(), {.resolve_secrets = false}); res.config)
       warn_open_files(*res.config, lastgood::watchdog::raise_open_files_limit());
   }
   return rc;
@@ -90,7 +91,7 @@ int cmd_validate(const Args& a) {
 
 int cmd_run(const Args& a) {
   ::signal(SIGHUP, SIG_IGN);  // until the loop's handler is installed (a SIGHUP during start-up)
-  auto res = lastgood::config::load_file(a.config);
+  auto res = lastgood::config::load_file(a.config, lastgood::kinds());
   if (!res.config) {
     for (const auto& p : res.problems) spdlog::error("config: {}", p.to_string());
     return 2;

@@ -1,6 +1,7 @@
 #include "watchdog/validate.hpp"
 
 #include "config/config.hpp"
+#include "watchdog/kinds.hpp"
 
 namespace lastgood::watchdog {
 
@@ -21,7 +22,7 @@ std::vector<std::string> security_warnings(const config::Config& cfg) {
 }
 
 int validate_file(const std::string& path, std::string& out) {
-  auto res = config::load_file(path, {.resolve_secrets = false});
+  auto res = config::load_file(path, lastgood::kinds(), {.resolve_secrets = false});
   if (!res.config) {
     for (const auto& p : res.problems) out += p.to_string() + "\n";
     return 2;

@@ -23,6 +23,7 @@
 #include "config/config.hpp"
 #include "fixtures.hpp"
 #include "probes/probe.hpp"
+#include "watchdog/kinds.hpp"
 
 using namespace testing;
 using nlohmann::json;
@@ -230,7 +231,7 @@ TEST_CASE("a 200 KB page against body_matches is judged in linear time; the daem
               {{{"name", "s"},
                 {"probes", {{{"name", "p"}, {"kind", "http"}, {"url", nginx.url("/huge.html")}, {"interval", "10s"}, {"timeout", "5s"},
                              {"expect", {{"body_matches", pattern}}}}}}}}}};
-    auto res = lastgood::config::load_text(doc.dump(), "test", {.resolve_secrets = false});
+    auto res = lastgood::config::load_text(doc.dump(), "test", lastgood::kinds(), {.resolve_secrets = false});
     REQUIRE(res.config);
     asio::io_context ioc;
     auto p = lastgood::probes::make_probe(ioc.get_executor(), "s", res.config->services[0].probes[0]);
@@ -374,7 +375,7 @@ TEST_CASE("every symlink kind compares the live release with `from` just before 
   auto load_dep = [](const json& dep) {
     auto res = lastgood::config::load_text(
         json{{"services", {{{"name", "app"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}, {"deployment", dep}}}}}.dump(),
-        "t", {.resolve_secrets = true});
+        "t", lastgood::kinds(), {.resolve_secrets = true});
     for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
     REQUIRE(res.config);
     return res.config;
@@ -537,7 +538,7 @@ TEST_CASE("a registry that lies about types: observe and rollback say so, nothin
               {"deployment", {{"kind", "npm_package"}, {"registry", "http://127.0.0.1:" + std::to_string(reg.port()) + "/"}, {"package", "demo-pkg"},
                               {"token_env", "LG_TEST_NPM_TOKEN"}}}}}}}
           .dump(),
-      "t", {.resolve_secrets = true});
+      "t", lastgood::kinds(), {.resolve_secrets = true});
   for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
   REQUIRE(res.config);
   asio::io_context ioc;

@@ -17,6 +17,7 @@
 #include "config/config.hpp"
 #include "fixtures.hpp"
 #include "watchdog/api/server.hpp"
+#include "watchdog/kinds.hpp"
 
 using namespace testing;
 using nlohmann::json;
@@ -140,7 +141,7 @@ struct FakeFirebase {
 
 std::unique_ptr<lastgood::actions::Action> firebase_action(asio::io_context& ioc, const json& dep) {
   json doc{{"services", {{{"name", "site"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}, {"deployment", dep}}}}};
-  auto res = lastgood::config::load_text(doc.dump(), "t", {.resolve_secrets = true});
+  auto res = lastgood::config::load_text(doc.dump(), "t", lastgood::kinds(), {.resolve_secrets = true});
   for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
   REQUIRE(res.config);
   static std::vector<std::shared_ptr<const lastgood::config::Config>> keep;  // the action reads its deployment's secrets

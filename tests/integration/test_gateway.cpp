@@ -22,6 +22,7 @@
 #include "fixtures.hpp"
 #include "watchdog/state/ledger.hpp"
 #include "watchdog/api/server.hpp"
+#include "watchdog/kinds.hpp"
 
 using namespace testing;
 using nlohmann::json;
@@ -35,7 +36,7 @@ namespace {
 
 std::shared_ptr<const cfg::Config> load(const json& deployment) {
   json doc{{"services", {{{"name", "app"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}, {"deployment", deployment}}}}};
-  auto res = cfg::load_text(doc.dump(), "t", {.resolve_secrets = true});
+  auto res = cfg::load_text(doc.dump(), "t", lastgood::kinds(), {.resolve_secrets = true});
   for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
   REQUIRE(res.config);
   return res.config;

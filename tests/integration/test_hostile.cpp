@@ -14,6 +14,7 @@
 #include "fixtures.hpp"
 #include "probes/probe.hpp"
 #include "watchdog/scheduler.hpp"
+#include "watchdog/kinds.hpp"
 
 using namespace testing;
 namespace asio = boost::asio;
@@ -79,7 +80,7 @@ cfg::Probe probe_spec(const std::string& name, const std::string& url, const std
   nlohmann::json doc{{"services",
                       {{{"name", "s"},
                         {"probes", {{{"name", name}, {"kind", "http"}, {"url", url}, {"interval", interval}, {"timeout", timeout}}}}}}}};
-  auto res = cfg::load_text(doc.dump(), "test", {.resolve_secrets = false});
+  auto res = cfg::load_text(doc.dump(), "test", lastgood::kinds(), {.resolve_secrets = false});
   REQUIRE(res.config);
   return res.config->services[0].probes[0];
 }

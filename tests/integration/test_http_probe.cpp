@@ -6,6 +6,7 @@
 #include "config/config.hpp"
 #include "fixtures.hpp"
 #include "probes/probe.hpp"
+#include "watchdog/kinds.hpp"
 
 using namespace testing;
 namespace cfg = lastgood::config;
@@ -17,7 +18,7 @@ cfg::Probe http_probe(const std::string& url, nlohmann::json extra = nlohmann::j
   nlohmann::json p{{"name", "p"}, {"kind", "http"}, {"url", url}, {"interval", "10s"}, {"timeout", "2s"}};
   p.update(extra);
   nlohmann::json doc{{"services", {{{"name", "s"}, {"probes", {p}}}}}};
-  auto res = cfg::load_text(doc.dump(), "test", {.resolve_secrets = false});
+  auto res = cfg::load_text(doc.dump(), "test", lastgood::kinds(), {.resolve_secrets = false});
   for (auto& pr : res.problems) UNSCOPED_INFO(pr.to_string());
   REQUIRE(res.config);
   return res.config->services[0].probes[0];
@@ -25,7 +26,7 @@ cfg::Probe http_probe(const std::string& url, nlohmann::json extra = nlohmann::j
 
 cfg::Probe tcp_probe(const std::string& address) {
   nlohmann::json doc{{"services", {{{"name", "s"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", address}, {"interval", "10s"}, {"timeout", "2s"}}}}}}}};
-  auto res = cfg::load_text(doc.dump(), "test", {.resolve_secrets = false});
+  auto res = cfg::load_text(doc.dump(), "test", lastgood::kinds(), {.resolve_secrets = false});
   for (auto& pr : res.problems) UNSCOPED_INFO(pr.to_string());
   REQUIRE(res.config);
   return res.config->services[0].probes[0];

@@ -9,6 +9,7 @@
 #include "fixtures.hpp"
 #include "probes/probe.hpp"
 #include "watchdog/state/ledger.hpp"
+#include "watchdog/kinds.hpp"
 
 using namespace testing;
 using nlohmann::json;
@@ -17,7 +18,7 @@ namespace asio = boost::asio;
 namespace {
 
 std::shared_ptr<const lastgood::config::Config> load(const json& service) {
-  auto res = lastgood::config::load_text(json{{"services", {service}}}.dump(), "t", {.resolve_secrets = true});
+  auto res = lastgood::config::load_text(json{{"services", {service}}}.dump(), "t", lastgood::kinds(), {.resolve_secrets = true});
   for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
   REQUIRE(res.config);
   return res.config;

@@ -13,6 +13,7 @@
 #include "config/config.hpp"
 #include "fixtures.hpp"
 #include "watchdog/state/ledger.hpp"
+#include "watchdog/kinds.hpp"
 
 using namespace testing;
 using nlohmann::json;
@@ -133,7 +134,7 @@ TEST_CASE("a wrong host key in known_hosts: nothing runs and the error names the
                {{"kind", "ssh_symlink"}, {"host", "127.0.0.1"}, {"port", sshd.port}, {"user", sshd.user},
                 {"key_file", sshd.client_key.string()}, {"known_hosts", sshd.wrong_known_hosts.string()}, {"path", site.string()},
                 {"timeout", "5s"}}}}}}};
-  auto cfg = lastgood::config::load_text(doc.dump(), "t", {.resolve_secrets = false});
+  auto cfg = lastgood::config::load_text(doc.dump(), "t", lastgood::kinds(), {.resolve_secrets = false});
   REQUIRE(cfg.config);
   asio::io_context ioc;
   auto action = lastgood::actions::make_action(ioc.get_executor(), "app", *cfg.config->services[0].deployment);
@@ -149,7 +150,7 @@ TEST_CASE("a wrong host key in known_hosts: nothing runs and the error names the
   SECTION("and an unknown host is refused the same way") {
     write_file(dir.path / "empty_known_hosts", "");
     doc["services"][0]["deployment"]["known_hosts"] = (dir.path / "empty_known_hosts").string();
-    auto c2 = lastgood::config::load_text(doc.dump(), "t", {.resolve_secrets = false});
+    auto c2 = lastgood::config::load_text(doc.dump(), "t", lastgood::kinds(), {.resolve_secrets = false});
     auto a2 = lastgood::actions::make_action(ioc.get_executor(), "app", *c2.config->services[0].deployment);
     auto o2 = run_sync(ioc, a2->observe());
     CHECK_THAT(o2.error, Catch::Contains("is not in"));

@@ -7,7 +7,10 @@
 #include <fstream>
 
 #include "config/config.hpp"
+#include "probes/http.hpp"
+#include "probes/tcp.hpp"
 #include "watchdog/validate.hpp"
+#include "watchdog/kinds.hpp"
 
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -121,7 +124,7 @@ const Broken kBroken[] = {
 }  // namespace
 
 TEST_CASE("the base config of the table is valid", "[config]") {
-  auto res = cfg::load_text(base_config().dump(), "base.json", {.resolve_secrets = false});
+  auto res = cfg::load_text(base_config().dump(), "base.json", lastgood::kinds(), {.resolve_secrets = false});
   for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
   REQUIRE(res.config);
   REQUIRE(res.config->services.size() == 1);
@@ -130,8 +133,8 @@ TEST_CASE("the base config of the table is valid", "[config]") {
   CHECK(svc.probes[1].interval == std::chrono::seconds(10));  // default
   CHECK(svc.triggers[1].for_ == std::chrono::minutes(1));
   CHECK(svc.rollback.mode == "auto");
-  CHECK(std::get<cfg::HttpProbe>(svc.probes[0].spec).expect.status.front().hi == 299);
-  CHECK(std::get<cfg::TcpProbe>(svc.probes[1].spec).port == "5432");
+  CHECK(cfg::spec_as<lastgood::probes::HttpSpec>(svc.probes[0].spec).expect.status.front().hi == 299);
+  CHECK(cfg::spec_as<lastgood::probes::TcpSpec>(svc.probes[1].spec).port == "5432");
 }
 
 TEST_CASE("every broken config exits 2 and names the JSON pointer", "[config]") {
@@ -194,18 +197,18 @@ TEST_CASE("a ledger HMAC key must be at least 16 bytes; a good one is loaded", "
   ::setenv("LASTGOOD_TEST_TOKEN_ALICE", "alice-token-for-the-unit-test", 1);
   json j = base_config();
   j["ledger"] = {{"hmac_key_file", short_key}};
-  auto res = cfg::load_text(j.dump(), "ledger.json", {.resolve_secrets = true});
+  auto res = cfg::load_text(j.dump(), "ledger.json", lastgood::kinds(), {.resolve_secrets = true});
   CHECK_FALSE(res.config);
   REQUIRE(res.problems.size() == 1);
   CHECK(res.problems[0].pointer == "/ledger/hmac_key_file");
   CHECK_THAT(res.problems[0].message, Catch::Contains("expected a key of at least 16 bytes"));
   CHECK_THAT(res.problems[0].to_string(), !Catch::Contains("tooshort"));  // a secret is never echoed
   j["ledger"] = {{"hmac_key_file", "/nonexistent/lastgood.key"}};
-  res = cfg::load_text(j.dump(), "ledger.json", {.resolve_secrets = true});
+  res = cfg::load_text(j.dump(), "ledger.json", lastgood::kinds(), {.resolve_secrets = true});
   REQUIRE(res.problems.size() == 1);
   CHECK_THAT(res.problems[0].to_string(), Catch::Contains("/ledger/hmac_key_file: cannot read secret file /nonexistent/lastgood.key"));
   j["ledger"] = {{"hmac_key_file", good_key}};
-  res = cfg::load_text(j.dump(), "ledger.json", {.resolve_secrets = true});
+  res = cfg::load_text(j.dump(), "ledger.json", lastgood::kinds(), {.resolve_secrets = true});
   REQUIRE(res.config);
   REQUIRE(res.config->ledger.hmac_key);
   CHECK(res.config->ledger.hmac_key->value() == "0123456789abcdef0123456789abcdef");
@@ -223,14 +226,13 @@ TEST_CASE("all problems are reported at once", "[config]") {
   json j = base_config();
   j["services"][0]["probes"][0]["timeout"] = "2x";
   j["services"][0]["triggers"][0]["severity"] = "P9";
-  auto res = cfg::load_text(j.dump(), "two.json", {.resolve_secrets = false});
+  auto res = cfg::load_text(j.dump(), "two.json", lastgood::kinds(), {.resolve_secrets = false});
   CHECK_FALSE(res.config);
   CHECK(res.problems.size() == 2);
 }
 
 TEST_CASE("a service with only probes is valid: plain monitoring", "[config]") {
-  auto res = cfg::load_text(R"({"services":[{"name":"a","probes":[{"name":"p","kind":"tcp","address":"127.0.0.1:1"}]}]})", "m.json",
-                            {.resolve_secrets = false});
+  auto res = cfg::load_text(R"({"services":[{"name":"a","probes":[{"name":"p","kind":"tcp","address":"127.0.0.1:1"}]}]})", "m.json", lastgood::kinds(), {.resolve_secrets = false});
   REQUIRE(res.config);
   CHECK_FALSE(res.config->services[0].deployment);
   CHECK(res.config->services[0].triggers.empty());
@@ -240,19 +242,19 @@ TEST_CASE("secrets are read from the environment and never appear in messages", 
   json j = base_config();
   SECTION("a missing variable names the variable and the pointer") {
     ::unsetenv("LASTGOOD_TEST_TOKEN_ALICE");
-    auto res = cfg::load_text(j.dump(), "s.json", {.resolve_secrets = true});
+    auto res = cfg::load_text(j.dump(), "s.json", lastgood::kinds(), {.resolve_secrets = true});
     REQUIRE(res.problems.size() == 1);
     CHECK(res.problems[0].pointer == "/approvers/0/token_env");
     CHECK_THAT(res.problems[0].message, Catch::Contains("LASTGOOD_TEST_TOKEN_ALICE is not set"));
   }
   SECTION("a set variable resolves; its value is in no problem text") {
     ::setenv("LASTGOOD_TEST_TOKEN_ALICE", "tok-VERY-SECRET", 1);
-    auto ok = cfg::load_text(j.dump(), "s.json", {.resolve_secrets = true});
+    auto ok = cfg::load_text(j.dump(), "s.json", lastgood::kinds(), {.resolve_secrets = true});
     REQUIRE(ok.config);
     CHECK(ok.config->approvers[0].token.value() == "tok-VERY-SECRET");
     CHECK(ok.config->approvers[0].token.describe() == "environment variable LASTGOOD_TEST_TOKEN_ALICE");
     j["approvers"][0]["token"] = "tok-VERY-SECRET";  // inline: refused without echoing it
-    auto bad = cfg::load_text(j.dump(), "s.json", {.resolve_secrets = true});
+    auto bad = cfg::load_text(j.dump(), "s.json", lastgood::kinds(), {.resolve_secrets = true});
     REQUIRE_FALSE(bad.problems.empty());
     for (const auto& p : bad.problems) CHECK_THAT(p.to_string(), !Catch::Contains("VERY-SECRET"));
     ::unsetenv("LASTGOOD_TEST_TOKEN_ALICE");
