@@ -43,7 +43,7 @@ bool HttpConnection::Impl::start(const std::string& req, bool head, Clock::time_
 void HttpConnection::Impl::read_more() {
   const std::size_t used = grow(fast.in);
   plain->async_read_some(asio::buffer(fast.in.data() + used, fast.in.size() - used),
-                         [this, used, alive = std::weak_ptr<bool>(alive)](boost::system::error_code ec, std::size_t n) {
+                         [this, used, alive = life.watch()](boost::system::error_code ec, std::size_t n) {
                            if (!alive.expired()) on_read(settle(fast.in, used, ec, n));
                          });
 }
@@ -104,21 +104,23 @@ void HttpConnection::Impl::hand_over(std::size_t sent, std::string in) {
   x.t0 = fast.t0;
   x.sent = sent;
   x.in = std::move(in);
-  asio::co_spawn(ex, request(fast.deadline, std::move(x)), [this, alive = std::weak_ptr<bool>(alive)](std::exception_ptr ep, HttpResult r) {
-    if (alive.expired()) return;
-    if (ep) {  // lastgood's bug, not the target's: the watcher's error, counted
-      std::string what = "unknown exception";
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-      }
-      note_internal_error("probe", what);
-      r = HttpError{HttpError::Stage::protocol, false, "internal error: " + what, true};
-    }
-    deliver(std::move(r));
-  });
+  spawn(ex, finish_handed_over(std::move(x)), "probe", life);
+}
+
+// The coroutine path's end of a request the fast path started. A throw is lastgood's bug, not the
+// target's: the watcher's error, counted, and the sink still hears of the run.
+asio::awaitable<void> HttpConnection::Impl::finish_handed_over(Exchange x) {
+  const auto alive = life.watch();
+  HttpResult r;
+  try {
+    r = co_await request(fast.deadline, std::move(x));
+  } catch (const std::exception& e) {
+    if (alive.expired()) co_return;  // cancelled with the connection
+    note_internal_error("probe", e.what());
+    r = HttpError{HttpError::Stage::protocol, false, std::string("internal error: ") + e.what(), true};
+  }
+  if (alive.expired()) co_return;
+  deliver(std::move(r));
 }
 
 }  // namespace lastgood::net

@@ -14,6 +14,7 @@
 #include "net/deadlines.hpp"
 #include "net/http_client.hpp"
 #include "net/http_wire.hpp"
+#include "net/supervise.hpp"
 
 namespace lastgood::net {
 
@@ -99,7 +100,7 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
     std::string in;
   };
   Fast fast;
-  std::shared_ptr<bool> alive = std::make_shared<bool>(true);  // the fast path's handlers check it
+  Lifetime life;  // the fast path's handlers and the hand-over coroutine; ends with the connection
 
   bool start(const std::string& req, bool head, HttpClock::time_point deadline, std::size_t max_body, HttpConnection::Sink& sink);
   void read_more();
@@ -107,6 +108,7 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
   void fail(HttpError err);
   void deliver(HttpResult&& r);
   void hand_over(std::size_t sent, std::string in);
+  boost::asio::awaitable<void> finish_handed_over(Exchange x);
 };
 
 }  // namespace lastgood::net

@@ -3,7 +3,10 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <vector>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
@@ -78,15 +81,62 @@ void note_internal_error(const char* where, const std::string& what) {
   }
 }
 
+struct Lifetime::State {
+  std::unordered_set<asio::cancellation_signal*> running;
+};
+
+Lifetime::Lifetime() : state_(std::make_shared<State>()) {}
+
+std::size_t Lifetime::running() const { return state_ ? state_->running.size() : 0; }
+
+void Lifetime::end() {
+  if (!state_) return;
+  const auto st = std::move(state_);  // watches expire when st goes
+  // Each signal belongs to a coroutine that has not finished: it stays valid until that
+  // coroutine's completion handler runs, which emit() does not do inline.
+  const std::vector<asio::cancellation_signal*> signals(st->running.begin(), st->running.end());
+  for (auto* sig : signals) sig->emit(asio::cancellation_type::terminal);
+}
+
 namespace {
 
 using Make = std::function<asio::awaitable<void>()>;
+
+// Runs aw under the lifetime whose state is st: cancelled by its end(), what it throws noted
+// (a cancellation after the end is the expected way out, not an error); then after_error() when
+// it ended with an error.
+template <typename AfterError>
+void run_under(const asio::any_io_executor& ex, asio::awaitable<void> aw, const char* where, const std::shared_ptr<Lifetime::State>& st,
+               AfterError after_error) {
+  // The signal lives as long as the completion handler (the coroutine's whole run).
+  auto sig = std::make_shared<asio::cancellation_signal>();
+  st->running.insert(sig.get());
+  std::weak_ptr<Lifetime::State> owner = st;
+  asio::co_spawn(ex, std::move(aw),
+                 asio::bind_cancellation_slot(sig->slot(), [where, owner, sig, after_error = std::move(after_error)](std::exception_ptr ep) {
+                   if (auto live = owner.lock()) live->running.erase(sig.get());
+                   if (!ep) return;
+                   try {
+                     std::rethrow_exception(ep);
+                   } catch (const boost::system::system_error& e) {
+                     if (e.code() == asio::error::operation_aborted && owner.expired()) return;
+                     note_internal_error(where, e.what());
+                   } catch (const std::exception& e) {
+                     note_internal_error(where, e.what());
+                   } catch (...) {
+                     note_internal_error(where, "unknown exception");
+                   }
+                   after_error(owner);
+                 }));
+}
 
 // The coroutine made by a lambda refers to the lambda object (its captures); the object must
 // stay where it is until the coroutine ends. std::function keeps small lambdas inside itself, so
 // moving it would move them: it is held by a shared_ptr instead and never moved once called.
 void spawn_held(asio::any_io_executor ex, std::shared_ptr<Make> make, const char* where, Restart restart,
-                std::weak_ptr<void> alive, std::chrono::milliseconds backoff) {
+                std::weak_ptr<Lifetime::State> owner, std::chrono::milliseconds backoff) {
+  const auto st = owner.lock();
+  if (!st) return;  // the owner has ended: nothing new starts
   asio::awaitable<void> aw;
   try {
     aw = (*make)();
@@ -94,30 +144,30 @@ void spawn_held(asio::any_io_executor ex, std::shared_ptr<Make> make, const char
     note_internal_error(where, e.what());
     return;
   }
-  asio::co_spawn(ex, std::move(aw), [ex, make, where, restart, alive, backoff](std::exception_ptr ep) {
-    if (!ep) return;
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      note_internal_error(where, e.what());
-    } catch (...) {
-      note_internal_error(where, "unknown exception");
-    }
-    if (restart == Restart::no || alive.expired()) return;
+  run_under(ex, std::move(aw), where, st, [ex, make, where, restart, backoff](const std::weak_ptr<Lifetime::State>& owner) {
+    if (restart == Restart::no || owner.expired()) return;
     auto timer = std::make_shared<asio::steady_timer>(ex, backoff);
-    timer->async_wait([timer, ex, make, where, alive, backoff](boost::system::error_code ec) {
-      if (ec || alive.expired()) return;
+    timer->async_wait([timer, ex, make, where, owner, backoff](boost::system::error_code ec) {
+      if (ec || owner.expired()) return;
       spdlog::warn("{}: restarted after an internal error", where);
-      spawn_held(ex, make, where, Restart::yes, alive, backoff);
+      spawn_held(ex, make, where, Restart::yes, owner, backoff);
     });
   });
 }
 
 }  // namespace
 
-void spawn(asio::any_io_executor ex, Make make, const char* where, Restart restart, std::weak_ptr<void> alive,
-           std::chrono::milliseconds backoff) {
-  spawn_held(std::move(ex), std::make_shared<Make>(std::move(make)), where, restart, std::move(alive), backoff);
+void spawn(asio::any_io_executor ex, Make make, const char* where, Lifetime& owner, Restart restart, std::chrono::milliseconds backoff) {
+  spawn_held(std::move(ex), std::make_shared<Make>(std::move(make)), where, restart, owner.state_, backoff);
+}
+
+}  // namespace lastgood::net
+
+namespace lastgood::net {
+
+void spawn(const asio::any_io_executor& ex, asio::awaitable<void> aw, const char* where, Lifetime& owner) {
+  if (!owner.state_) return;
+  run_under(ex, std::move(aw), where, owner.state_, [](const std::weak_ptr<Lifetime::State>&) {});
 }
 
 }  // namespace lastgood::net

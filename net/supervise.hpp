@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_set>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -27,13 +28,43 @@ std::uint64_t internal_errors();
 
 enum class Restart { no, yes };
 
-// Runs make() detached on ex. With Restart::yes, a coroutine that ends with an exception is made
-// and started again after `backoff` (1 s by default) while `alive` has not expired: a loop that
-// must go on (observing a deployment) survives a bug in one of its turns. `alive` is required
-// for a restart (its owner's lifetime); without it nothing is restarted.
-void spawn(boost::asio::any_io_executor ex, std::function<boost::asio::awaitable<void>()> make, const char* where,
-           Restart restart = Restart::no, std::weak_ptr<void> alive = {},
-           std::chrono::milliseconds backoff = std::chrono::seconds(1));
+// An owner's lifetime as the work it starts sees it: the one idiom for async lifetime in
+// lastgood. The owner holds a Lifetime; a handler or coroutine that may outlive the owner keeps a
+// watch() and touches the owner only while the watch has not expired. end() (called by the
+// owner's stop(), or its destruction) expires every watch and cancels every coroutine spawned
+// under it (terminal cancellation: its pending I/O and timers complete with operation_aborted and
+// it unwinds), so that a shutdown leaves nothing running on a stale `this`.
+class Lifetime {
+ public:
+  using Watch = std::weak_ptr<const void>;
+  Lifetime();
+  ~Lifetime() { end(); }
+  Lifetime(const Lifetime&) = delete;
+  Lifetime& operator=(const Lifetime&) = delete;
+
+  Watch watch() const { return state_; }
+  bool ended() const { return !state_; }
+  // Coroutines spawned under this lifetime that have not finished.
+  std::size_t running() const;
+  void end();
+
+  struct State;  // spawn's record of what runs under the lifetime
+
+ private:
+  friend void spawn(boost::asio::any_io_executor, std::function<boost::asio::awaitable<void>()>, const char*, Lifetime&, Restart,
+                    std::chrono::milliseconds);
+  friend void spawn(const boost::asio::any_io_executor&, boost::asio::awaitable<void>, const char*, Lifetime&);
+  std::shared_ptr<State> state_;
+};
+
+// Runs make() detached on ex, under `owner` (cancelled by owner.end()). An exception is logged and
+// counted (note_internal_error). With Restart::yes, a coroutine that ends with an exception is
+// made and started again after `backoff` (1 s by default) while the owner lives: a loop that must
+// go on (observing a deployment) survives a bug in one of its turns.
+void spawn(boost::asio::any_io_executor ex, std::function<boost::asio::awaitable<void>()> make, const char* where, Lifetime& owner,
+           Restart restart = Restart::no, std::chrono::milliseconds backoff = std::chrono::seconds(1));
+// The same for a coroutine already made, never restarted (one probe run: no std::function).
+void spawn(const boost::asio::any_io_executor& ex, boost::asio::awaitable<void> aw, const char* where, Lifetime& owner);
 
 // Runs f() and notes anything it throws instead of letting it escape an Asio handler.
 template <typename F>

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
 #include "config/config.hpp"
@@ -105,15 +106,44 @@ int cmd_run(const Args& a) {
     lastgood::watchdog::Watchdog wd(ioc, res.config, wopts);
     wd.start();
     boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    // SIGHUP's default action ends the process, and systemd's Restart=on-failure takes that for a
+    // clean exit: watching would stop for good. It is caught and logged; the config is not reloaded.
+    boost::asio::signal_set hup(ioc, SIGHUP);
+    // Shutting down: probes, observing, notices and the API are cancelled at once (their
+    // coroutines unwind on the loop); a rollback under way is left to finish and be recorded, for
+    // up to kRollbackGrace, so that a switch is not abandoned half-done. A second signal, or the
+    // end of the grace, stops at once: an unfinished rollback is reconciled at the next start.
+    constexpr auto kRollbackGrace = std::chrono::seconds(30);
+    boost::asio::steady_timer drain(ioc);
+    std::chrono::steady_clock::time_point give_up{};
+    std::function<void(boost::system::error_code)> check_drained = [&](boost::system::error_code ec) {
+      if (ec) return;
+      const auto left = wd.pipeline().rollbacks_running();
+      if (left == 0 || std::chrono::steady_clock::now() >= give_up) {
+        if (left) spdlog::warn("{} rollback(s) still under way after {}s: stopping; the next start reconciles them", left, kRollbackGrace.count());
+        ioc.stop();
+        return;
+      }
+      drain.expires_after(std::chrono::milliseconds(20));
+      drain.async_wait(check_drained);
+    };
     signals.async_wait([&](boost::system::error_code ec, int sig) {
       if (ec) return;
       spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
       wd.stop();
-      ioc.stop();  // abandons in-flight probe runs; nothing they hold needs flushing
+      hup.cancel();
+      if (const auto n = wd.pipeline().rollbacks_running())
+        spdlog::warn("{} rollback(s) under way: waiting up to {}s for them to finish (send the signal again to stop at once)", n,
+                     kRollbackGrace.count());
+      give_up = std::chrono::steady_clock::now() + kRollbackGrace;
+      drain.expires_after(std::chrono::milliseconds(20));  // at least one turn for the cancelled to unwind
+      drain.async_wait(check_drained);
+      signals.async_wait([&](boost::system::error_code ec2, int) {
+        if (ec2) return;
+        spdlog::warn("second signal: stopping at once");
+        ioc.stop();
+      });
     });
-    // SIGHUP's default action ends the process, and systemd's Restart=on-failure takes that for a
-    // clean exit: watching would stop for good. It is caught and logged; the config is not reloaded.
-    boost::asio::signal_set hup(ioc, SIGHUP);
     std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec, int) {
       if (ec) return;
       spdlog::warn("received SIGHUP: reloading the config is not supported yet; ignored (lastgood goes on with the config it has)");

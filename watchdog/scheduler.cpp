@@ -46,6 +46,7 @@ void Scheduler::start() {
 void Scheduler::stop() {
   running_ = false;
   timer_.cancel();
+  life_.end();  // runs in flight are cancelled
   due_.clear();
   armed_for_ = Clock::time_point::max();
 }
@@ -64,7 +65,7 @@ void Scheduler::arm() {
   if (at == armed_for_) return;
   armed_for_ = at;
   timer_.expires_at(at);
-  timer_.async_wait([this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
+  timer_.async_wait([this, alive = life_.watch()](boost::system::error_code ec) {
     if (ec || alive.expired()) return;  // cancelled: re-armed or stopped
     net::guarded("scheduler", [&] { wake(); });
     net::guarded("scheduler", [&] { arm(); });  // whatever wake() did, the next run stays planned
@@ -92,16 +93,7 @@ void Scheduler::launch(std::uint32_t index, Clock::time_point now) {
   net::guarded("probe", [&] { started = e.probe->start(*this, index); });
   if (started) return;
   // run_one() catches what the probe throws; what escapes it (the sink) is counted, not lost.
-  asio::co_spawn(ioc_, run_one(index), [](std::exception_ptr ep) {
-    if (!ep) return;
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& ex) {
-      net::note_internal_error("scheduler", ex.what());
-    } catch (...) {
-      net::note_internal_error("scheduler", "unknown exception");
-    }
-  });
+  net::spawn(ioc_.get_executor(), run_one(index), "scheduler", life_);
 }
 
 void Scheduler::run_done(std::uint32_t index, probes::ProbeResult&& r) {
@@ -113,7 +105,7 @@ void Scheduler::run_done(std::uint32_t index, probes::ProbeResult&& r) {
 // co_spawn(probe->run(), handler): the result then moves from the probe's frame straight to the
 // sink, not through co_spawn's result slot and handler (a ProbeResult move per hop, per run).
 asio::awaitable<void> Scheduler::run_one(std::uint32_t index) {
-  const auto alive = std::weak_ptr<bool>(alive_);
+  const auto alive = life_.watch();
   std::optional<probes::ProbeResult> r;  // made in place from the probe's result: no move-assignment
   try {
     r.emplace(co_await entries_[index].probe->run());

@@ -17,6 +17,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "net/supervise.hpp"
 #include "probes/probe.hpp"
 #include "watchdog/cadence.hpp"
 
@@ -67,7 +68,7 @@ class Scheduler final : private probes::RunSink {
   std::vector<Due> due_;  // a min-heap by time (std::push_heap with greater)
   boost::asio::steady_timer timer_;
   Clock::time_point armed_for_ = Clock::time_point::max();
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // expires with the scheduler: runs in flight check it
+  net::Lifetime life_;  // the runs in flight and the timer's handler; ended by stop()
   std::mt19937_64 rng_{std::random_device{}()};
   std::uniform_real_distribution<double> uni_{0.0, 1.0};
   bool running_ = false;

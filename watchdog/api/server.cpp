@@ -78,6 +78,7 @@ struct Server::Impl {
   asio::steady_timer backoff{ioc};
   std::chrono::steady_clock::time_point last_log{};
   std::uint64_t unlogged = 0;
+  net::Lifetime life;  // the accept loop and the sessions; ended by stop()
   asio::thread_pool worker{1};  // streamed bodies are made off the loop (HttpRes::stream)
 
   Impl(asio::io_context& io, const std::string& listen, Handler h, ServerLimits l)
@@ -303,7 +304,7 @@ struct Server::Impl {
         }
       }
       net::spawn(ioc.get_executor(), [this, s = std::make_shared<tcp::socket>(std::move(sock))]() mutable { return session(std::move(*s)); },
-                 "http");
+                 "http", life);
     }
   }
 };
@@ -315,12 +316,14 @@ Server::~Server() {
   impl_->worker.join();
   if (impl_->reserve >= 0) ::close(impl_->reserve);
 }
-void Server::start() { net::spawn(impl_->ioc.get_executor(), [this] { return impl_->accept_loop(); }, "http"); }
+void Server::start() { net::spawn(impl_->ioc.get_executor(), [this] { return impl_->accept_loop(); }, "http", impl_->life); }
+// The accept loop and every session are cancelled: a shutdown does not wait for clients.
 void Server::stop() {
   impl_->stopped = true;
   boost::system::error_code ec;
   impl_->acceptor.close(ec);
   impl_->backoff.cancel();
+  impl_->life.end();
 }
 std::size_t Server::connections() const { return impl_->sessions->open; }
 std::size_t Server::max_connections() const { return impl_->limits.max_connections; }

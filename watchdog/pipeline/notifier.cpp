@@ -54,7 +54,7 @@ void Notifier::notify(const std::string& event, const std::string& service, cons
                            "-" + std::to_string(next_++);
     json body = payload(i, event, service, details);
     record_(Event::notify_queued, service, {{"id", id}, {"target", i}, {"kind", n.kind}, {"event", event}, {"body", body}});
-    net::spawn(ioc_.get_executor(), [this, id, i, body, service] { return deliver(id, i, body, service); }, "notify");
+    net::spawn(ioc_.get_executor(), [this, id, i, body, service] { return deliver(id, i, body, service); }, "notify", life_);
   }
 }
 
@@ -69,7 +69,7 @@ void Notifier::replay(const std::vector<LedgerEntry>& entries) {
     if (target >= cfg_.notify.size()) continue;  // the config changed
     spdlog::info("notification {} was not delivered before the restart: sending it again", id);
     net::spawn(ioc_.get_executor(), [this, id = id, target, body = e->data["body"], service = e->service] { return deliver(id, target, body, service); },
-               "notify");
+               "notify", life_);
   }
 }
 

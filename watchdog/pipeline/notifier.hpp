@@ -12,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
+#include "net/supervise.hpp"
 #include "config/config.hpp"
 #include "watchdog/state/events.hpp"
 #include "watchdog/state/ledger.hpp"
@@ -28,7 +29,11 @@ class Notifier {
   // An event happened: queue a notice for every matching target.
   void notify(const std::string& event, const std::string& service, const nlohmann::json& details);
   void set_base_url(std::string url) { base_url_ = std::move(url); }
-  void stop() { stopped_ = true; }
+  // Cancels deliveries in flight: they stay queued in the ledger and are sent after a restart.
+  void stop() {
+    stopped_ = true;
+    life_.end();
+  }
 
   // Backoff between attempts (tests shorten it).
   std::chrono::milliseconds first_backoff{1000};
@@ -44,6 +49,7 @@ class Notifier {
   std::string base_url_;
   std::uint64_t next_ = 1;
   bool stopped_ = false;
+  net::Lifetime life_;  // last: deliveries in flight are cancelled first
 };
 
 }  // namespace lastgood::watchdog

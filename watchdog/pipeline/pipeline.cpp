@@ -75,8 +75,11 @@ Pipeline::~Pipeline() { stop(); }
 // Every coroutine the pipeline leaves running goes through the supervised spawn: an exception is
 // logged and counted (lastgood_internal_errors_total{where}); a loop (observing) is restarted.
 void Pipeline::spawn(std::function<asio::awaitable<void>()> make, const char* what, bool restart) {
-  net::spawn(ioc_.get_executor(), std::move(make), what, restart ? net::Restart::yes : net::Restart::no, alive_);
+  net::spawn(ioc_.get_executor(), std::move(make), what, std::string_view(what) == "rollback" ? rollbacks_life_ : life_,
+             restart ? net::Restart::yes : net::Restart::no);
 }
+
+std::size_t Pipeline::rollbacks_running() const { return rollbacks_life_.running(); }
 
 std::optional<size_t> Pipeline::service_index(const std::string& name) const {
   for (size_t i = 0; i < svcs_.size(); ++i)
@@ -146,6 +149,7 @@ void Pipeline::stop() {
   notifier_.stop();
   for (auto& s : svcs_)
     if (s->observe_timer) s->observe_timer->cancel();
+  life_.end();
 }
 
 void Pipeline::recheck_unstarted() {

@@ -21,6 +21,8 @@
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
+#include "net/supervise.hpp"
+
 #include "config/config.hpp"
 #include "policy/engine.hpp"
 #include "probes/probe.hpp"
@@ -53,7 +55,10 @@ class Pipeline final : private ReplayTarget {
   // Replays the ledger, reconciles interrupted actions and starts observing deployments. Throws
   // std::runtime_error when the ledger holds an entry this version cannot replay.
   void start(Ledger& ledger);
+  // Stops observing, deciding and notifying (their coroutines are cancelled); rollbacks under way
+  // go on to their end (rollbacks_running()).
   void stop();
+  std::size_t rollbacks_running() const;
 
   void on_result(size_t service, size_t probe, const probes::ProbeResult& r);
   void tick(policy::TimePoint now);
@@ -133,7 +138,11 @@ class Pipeline final : private ReplayTarget {
   AlertIntake alerts_;
   std::deque<policy::Decision> recent_;  // the last 100, for the API
   std::vector<std::string> recheck_;     // approved proposals whose action never started
-  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // expires with the pipeline: restarted loops check it
+  // What the pipeline runs in the background: observing, deciding, reconciling (ended by stop())
+  // and rollbacks (left to finish by stop(), so that a switch under way is completed and recorded
+  // rather than abandoned half-done; ended with the pipeline). Last: cancelled first.
+  net::Lifetime life_;
+  net::Lifetime rollbacks_life_;
 };
 
 }  // namespace lastgood::watchdog
