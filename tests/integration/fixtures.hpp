@@ -191,29 +191,75 @@ void make_releases(const fs::path& root, const std::vector<std::string>& names);
 void switch_current(const fs::path& root, const std::string& release);
 std::string current_release(const fs::path& root);
 
-// The lastgood binary run on a config made for one service, against a state dir of its own:
-// started and restarted by the test, its ledger and logs read back. `extra` is merged into the
-// config's top level (e.g. another state_dir, authority, approvers).
+// The lastgood binary run by a test, on a config of its own and a state dir of its own: started
+// and restarted by the test, its ledger and logs read back, its logs printed when the test fails.
+// Its API listens on a port the kernel picks ("127.0.0.1:0", unless the config says otherwise),
+// read back from its log by port(): no port is chosen first and raced for.
 struct Lastgood {
+  // The whole config, as given (listen and state_dir filled in when absent).
+  struct Config {
+    nlohmann::json json;
+  };
   TempDir& dir;
-  unsigned short port = free_port();
   fs::path state;
   fs::path config;
   std::unique_ptr<Process> proc;
   int runs = 0;
-  std::vector<std::string> prefix;  // run the binary under this (e.g. prlimit --nofile=256:256 --)
-  std::string hmac_key;             // the key of a keyed ledger (ledger.hmac_key_file), for ledger()
+  std::vector<std::string> prefix;                   // run the binary under this (e.g. prlimit --nofile=256:256 --)
+  std::vector<std::string> args{"--log-level", "debug"};  // after `run -c CONFIG`
+  std::string hmac_key;                              // the key of a keyed ledger (ledger.hmac_key_file), for ledger()
 
+  // One service, P0 auto-approved; `extra` is merged into the config's top level (e.g. another
+  // state_dir, authority, approvers, notify).
   Lastgood(TempDir& d, nlohmann::json service, nlohmann::json extra = nlohmann::json::object());
+  Lastgood(TempDir& d, Config whole);
+  ~Lastgood();
+  Lastgood(const Lastgood&) = delete;
+  Lastgood& operator=(const Lastgood&) = delete;
+
   void start(std::map<std::string, std::string> env = {});
+  // The API's port in this run (waits up to 20 s for it to listen; 0 if it never did).
+  unsigned short port();
   bool ready();
   std::vector<lastgood::watchdog::LedgerEntry> ledger() const;
+  // Whether the ledger holds an entry of `type` whose data mentions `text`.
+  bool has(const std::string& type, const std::string& text = "") const;
   std::string log() const;
+  fs::path log_file(int run) const;
   // Waits until the ledger holds an entry of `type` satisfying `pred`, after the first `skip` entries.
   bool wait_for(const std::string& type, std::function<bool(const nlohmann::json&)> pred = {},
                 std::chrono::seconds t = std::chrono::seconds(20), size_t skip = 0);
   int count(const std::string& type) const;
+
+ private:
+  unsigned short port_ = 0;
 };
+
+// The scenario most rollback tests start from: releases under dir/app (current -> the first; a
+// "bad*" release serves a page without <title>), served by a real nginx.
+struct Site {
+  fs::path root;
+  std::unique_ptr<Nginx> nginx;
+  explicit Site(TempDir& dir, const std::vector<std::string>& releases = {"v1", "bad2"});
+  std::string url() const { return nginx->url("/"); }
+  // The local_symlink deployment of root, with `extra` keys.
+  nlohmann::json local_symlink(nlohmann::json extra = nlohmann::json::object()) const;
+};
+
+// Service "app": probe "home" of `url` every 200 ms expecting "<title>", trigger "down" after
+// `failures` failures in a row, the rollback per `mode`.
+struct App {
+  int failures = 2;
+  std::string severity = "P0";
+  std::string mode = "auto";
+  std::string timeout = "150ms";
+  std::string good_after = "1s";
+  std::string verify_within = "10s";
+  std::string cooldown = "";  // empty: the default
+  nlohmann::json extra_probes = nlohmann::json::array();
+};
+nlohmann::json app_service(const std::string& url, nlohmann::json deployment, const App& options);
+inline nlohmann::json app_service(const std::string& url, nlohmann::json deployment) { return app_service(url, std::move(deployment), App{}); }
 
 // A ledger predicate: the entry's data names release `id`.
 inline auto release_is(const std::string& id) {

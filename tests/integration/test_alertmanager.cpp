@@ -26,28 +26,22 @@ std::string curl_post(const std::string& url, const std::string& body_file, cons
 
 TEST_CASE("a real Alertmanager's firing alert rolls back per policy, resolved returns the trigger to ok", "[alertmanager]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "v2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
+  Site site(dir, {"v1", "v2"});
   const std::string token = "am-tok-5e2b91";
-  const auto port = free_port();
-  json c{{"listen", "127.0.0.1:" + std::to_string(port)},
-         {"state_dir", (dir.path / "state").string()},
-         {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
-         {"alertmanager", {{"token_env", "LASTGOOD_TEST_AM_TOKEN"}, {"service_label", "target"}}},
-         {"services",
-          {{{"name", "nginx"},
-            {"probes", {{{"name", "port"}, {"kind", "tcp"}, {"address", "127.0.0.1:" + std::to_string(nginx.port)}, {"interval", "200ms"},
-                         {"timeout", "150ms"}}}},
-            {"deployment", {{"kind", "local_symlink"}, {"path", site.string()}, {"observe_interval", "300ms"}}},
-            {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}}}}};
-  write_file(dir.path / "c.json", c.dump(2));
-  Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, dir.path / "log", {{"LASTGOOD_TEST_AM_TOKEN", token}});
-  const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
-  auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
-  const DumpOnFailure dump_log{dir.path / "log"};
+  Lastgood lg(dir,
+              {{"name", "nginx"},
+               {"probes", {{{"name", "port"}, {"kind", "tcp"}, {"address", "127.0.0.1:" + std::to_string(site.nginx->port)}, {"interval", "200ms"},
+                            {"timeout", "150ms"}}}},
+               {"deployment", site.local_symlink({{"observe_interval", "300ms"}})},
+               {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}},
+              {{"alertmanager", {{"token_env", "LASTGOOD_TEST_AM_TOKEN"}, {"service_label", "target"}}}});
+  lg.args = {};
+  lg.start({{"LASTGOOD_TEST_AM_TOKEN", token}});
+  const auto port = lg.port();
+  const auto ledger = (lg.state / "ledger.jsonl").string();
+  auto has = [&](const std::string& type, const std::string& text) { return lg.has(type, text); };
   REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
-  switch_current(site, "v2");
+  switch_current(site.root, "v2");
   REQUIRE(wait_until([&] { return has("release_observed", "\"v2\""); }, std::chrono::seconds(10)));
 
   // A wrong token is refused.
@@ -73,7 +67,7 @@ TEST_CASE("a real Alertmanager's firing alert rolls back per policy, resolved re
   write_file(am / "firing.json", R"([{"labels":{"alertname":"SiteDown","target":"nginx","severity":"critical"},"annotations":{"summary":"5xx above 5%"}}])");
   CHECK_THAT(curl_post(am_url + "/api/v2/alerts", (am / "firing.json").string()), Catch::EndsWith("200"));
   REQUIRE(wait_until([&] { return has("verification", "verified"); }, std::chrono::seconds(30)));
-  CHECK(current_release(site) == "v1");
+  CHECK(current_release(site.root) == "v1");
   CHECK(has("decision", "alertmanager:SiteDown"));
   CHECK(has("alert_received", "\"firing\""));
 
@@ -96,8 +90,8 @@ TEST_CASE("a real Alertmanager's firing alert rolls back per policy, resolved re
   CHECK_THAT(first, Catch::Contains("\"accepted\":1"));
   auto second = curl_post(hook, fixture, token);
   CHECK_THAT(second, Catch::Contains("\"duplicate\":1"));
-  CHECK(lg.stop() == 0);
-  CHECK(read_file(dir.path / "log").find(token) == std::string::npos);
+  CHECK(lg.proc->stop() == 0);
+  CHECK(lg.log().find(token) == std::string::npos);
   CHECK(read_file(ledger).find(token) == std::string::npos);
 }
 
@@ -107,7 +101,6 @@ TEST_CASE("an alert that fires again after resolving is handled again; redeliver
   json svc{{"name", "app"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}, {"interval", "1s"}, {"timeout", "500ms"}}}}};
   Lastgood lg(dir, svc, {{"alertmanager", {{"token_env", "LG_AM_TOKEN"}}}});
   lg.start({{"LG_AM_TOKEN", "am-token-77"}});
-  DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
   auto alert = [](const std::string& status, const std::string& starts, json summary = "checkout is failing") {
     return json{{"version", "4"},
@@ -121,7 +114,7 @@ TEST_CASE("an alert that fires again after resolving is handled again; redeliver
                    {"fingerprint", "f00d"}}}}}
         .dump();
   };
-  auto post = [&](const std::string& body) { return http_call(lg.port, "POST", "/api/v1/alerts/alertmanager", "am-token-77", body); };
+  auto post = [&](const std::string& body) { return http_call(lg.port(), "POST", "/api/v1/alerts/alertmanager", "am-token-77", body); };
   auto received = [&](const std::string& status) {
     int n = 0;
     for (const auto& e : lg.ledger()) n += e.type == "alert_received" && e.data["status"] == status;

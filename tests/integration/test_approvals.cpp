@@ -27,34 +27,24 @@ std::pair<int, json> call(unsigned short port, http::verb verb, const std::strin
 const std::map<std::string, std::string> kTokens = {
     {"LASTGOOD_T_ALICE", "tok-alice-7f3a"}, {"LASTGOOD_T_BOB", "tok-bob-91c2"}, {"LASTGOOD_T_CAROL", "tok-carol-44d0"}};
 
+// The app at P1 with three approvers: alice (cto), bob (eng-manager), carol (eng-manager,
+// team-lead); P1 needs two eng-managers, P0 one cto.
 struct Setup {
   TempDir dir;
-  fs::path site = dir.path / "app";
-  std::unique_ptr<Nginx> nginx;
-  unsigned short port = free_port();
-  std::unique_ptr<Process> lg;
-  std::string ledger = (dir.path / "state" / "ledger.jsonl").string();
+  Site site{dir};
+  Lastgood lg{dir, app_service(site.url(), site.local_symlink(), App{.severity = "P1"}),
+              {{"approvers",
+                {{{"name", "alice"}, {"roles", {"cto"}}, {"token_env", "LASTGOOD_T_ALICE"}},
+                 {{"name", "bob"}, {"roles", {"eng-manager"}}, {"token_env", "LASTGOOD_T_BOB"}},
+                 {{"name", "carol"}, {"roles", {"eng-manager", "team-lead"}}, {"token_env", "LASTGOOD_T_CAROL"}}}},
+               {"authority", {{"P0", {{"roles", {"cto"}}, {"quorum", 1}, {"auto", true}}}, {"P1", {{"roles", {"eng-manager"}}, {"quorum", 2}}}}}}};
+  unsigned short port = 0;
+  std::string ledger = (lg.state / "ledger.jsonl").string();
 
   Setup() {
-    make_releases(site, {"v1", "bad2"});
-    nginx = std::make_unique<Nginx>(dir.path / "", nullptr, site / "current");
-    json c{{"listen", "127.0.0.1:" + std::to_string(port)},
-           {"state_dir", (dir.path / "state").string()},
-           {"approvers",
-            {{{"name", "alice"}, {"roles", {"cto"}}, {"token_env", "LASTGOOD_T_ALICE"}},
-             {{"name", "bob"}, {"roles", {"eng-manager"}}, {"token_env", "LASTGOOD_T_BOB"}},
-             {{"name", "carol"}, {"roles", {"eng-manager", "team-lead"}}, {"token_env", "LASTGOOD_T_CAROL"}}}},
-           {"authority", {{"P0", {{"roles", {"cto"}}, {"quorum", 1}, {"auto", true}}}, {"P1", {{"roles", {"eng-manager"}}, {"quorum", 2}}}}},
-           {"services",
-            {{{"name", "app"},
-              {"probes", {{{"name", "home"}, {"kind", "http"}, {"url", nginx->url("/")}, {"interval", "200ms"}, {"timeout", "150ms"},
-                           {"expect", {{"body_contains", "<title>"}}}}}},
-              {"deployment", {{"kind", "local_symlink"}, {"path", site.string()}}},
-              {"triggers", {{{"name", "down"}, {"severity", "P1"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}},
-              {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}}}}};
-    write_file(dir.path / "c.json", c.dump(2));
-    lg = std::make_unique<Process>(std::vector<std::string>{LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, dir.path / "log",
-                                   kTokens);
+    lg.args = {};
+    lg.start(kTokens);
+    port = lg.port();
   }
   bool has(const std::string& type, const std::string& text = "") const { return ledger_has(ledger, type, text); }
   std::string proposal_id() const {
@@ -64,7 +54,7 @@ struct Setup {
   }
   void breach() {
     REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
-    switch_current(site, "bad2");
+    switch_current(site.root, "bad2");
     REQUIRE(wait_until([&] { return has("proposal_created"); }, std::chrono::seconds(20)));
   }
 };
@@ -73,7 +63,6 @@ struct Setup {
 
 TEST_CASE("a P1 proposal executes when two distinct allowed approvers approve; refusals are recorded", "[approvals]") {
   Setup s;
-  const DumpOnFailure dump_log{s.dir.path / "log"};
   s.breach();
   const std::string id = s.proposal_id();
   const std::string url = "/api/v1/proposals/" + id + "/approve";
@@ -89,12 +78,12 @@ TEST_CASE("a P1 proposal executes when two distinct allowed approvers approve; r
   auto again = call(s.port, http::verb::post, url, "tok-bob-91c2");
   CHECK(again.first == 200);
   CHECK(again.second["approvals"].size() == 1);  // the same approver twice counts once
-  CHECK(current_release(s.site) == "bad2");
+  CHECK(current_release(s.site.root) == "bad2");
   auto carol = call(s.port, http::verb::post, url, "tok-carol-44d0");
   CHECK(carol.first == 202);
   CHECK(carol.second["approvals"].size() == 2);
   REQUIRE(wait_until([&] { return s.has("verification", "verified"); }, std::chrono::seconds(20)));
-  CHECK(current_release(s.site) == "v1");
+  CHECK(current_release(s.site.root) == "v1");
   auto list = call(s.port, http::verb::get, "/api/v1/proposals");
   CHECK(list.second["proposals"][0]["state"] == "verified");
   CHECK(list.second["proposals"][0]["approvals"][0]["comment"] == "looks bad, go");
@@ -155,10 +144,10 @@ TEST_CASE("a P1 proposal executes when two distinct allowed approvers approve; r
   CHECK(forbidden == 1);
   CHECK(counted == 2);
   CHECK(duplicate == 1);
-  CHECK(s.lg->stop() == 0);
+  CHECK(s.lg.proc->stop() == 0);
   for (const auto& [var, token] : kTokens) {
     CHECK(read_file(s.ledger).find(token) == std::string::npos);
-    CHECK(read_file(s.dir.path / "log").find(token) == std::string::npos);
+    CHECK(s.lg.log().find(token) == std::string::npos);
     CHECK(page.find(token) == std::string::npos);
     CHECK(md.find(token) == std::string::npos);
     CHECK(inc.dump().find(token) == std::string::npos);
@@ -167,7 +156,6 @@ TEST_CASE("a P1 proposal executes when two distinct allowed approvers approve; r
 
 TEST_CASE("an allowed rejection closes the proposal; failed authentications are rate-limited", "[approvals]") {
   Setup s;
-  const DumpOnFailure dump_log{s.dir.path / "log"};
   s.breach();
   const std::string id = s.proposal_id();
   auto rej = call(s.port, http::verb::post, "/api/v1/proposals/" + id + "/reject", "tok-bob-91c2", R"({"comment":"the DB migration"})");
@@ -175,7 +163,7 @@ TEST_CASE("an allowed rejection closes the proposal; failed authentications are 
   CHECK(rej.second["state"] == "rejected");
   CHECK(call(s.port, http::verb::post, "/api/v1/proposals/" + id + "/approve", "tok-carol-44d0").first == 409);
   CHECK(call(s.port, http::verb::post, "/api/v1/proposals/nope/approve", "tok-carol-44d0").first == 404);
-  CHECK(current_release(s.site) == "bad2");
+  CHECK(current_release(s.site.root) == "bad2");
   int last = 0;
   for (int i = 0; i < 12; ++i) last = call(s.port, http::verb::post, "/api/v1/proposals/" + id + "/approve", "wrong").first;
   CHECK(last == 429);  // per (address, presented token), for a minute
@@ -187,7 +175,6 @@ TEST_CASE("an allowed rejection closes the proposal; failed authentications are 
 
 TEST_CASE("the approval page in headless Chromium: see the proposal, a refused role, approve to executed and verified", "[page]") {
   Setup s;
-  const DumpOnFailure dump_log{s.dir.path / "log"};
   s.breach();
   const fs::path artifacts = fs::path(LASTGOOD_SOURCE_DIR) / "tests/artifacts";
   fs::create_directories(artifacts);
@@ -202,5 +189,5 @@ TEST_CASE("the approval page in headless Chromium: see the proposal, a refused r
   CHECK_THAT(out, Catch::Contains("step: state shown as verified"));
   CHECK_THAT(out, Catch::Contains("step: incident listed and its record linked: /api/v1/incidents/"));
   CHECK(fs::exists(shot));
-  CHECK(current_release(s.site) == "v1");
+  CHECK(current_release(s.site.root) == "v1");
 }

@@ -25,11 +25,9 @@ std::pair<int, std::string> http_get(unsigned short port, const std::string& tar
   return {r.status, r.body};
 }
 
-std::string write_config(const TempDir& dir, unsigned short listen, const std::string& url) {
-  nlohmann::json c{{"listen", "127.0.0.1:" + std::to_string(listen)},
-                   {"state_dir", (dir.path / "state").string()},
-                   {"services",
-                    {{{"name", "web"},
+// Service "web": a good page, a page that answers 500, the port; an alert on each trouble.
+nlohmann::json web_service(const std::string& url) {
+  return {{"name", "web"},
                       {"probes",
                        {{{"name", "home"}, {"kind", "http"}, {"url", url}, {"interval", "200ms"}, {"timeout", "150ms"}},
                         {{"name", "broken"}, {"kind", "http"}, {"url", url + "status/500"}, {"interval", "200ms"}, {"timeout", "150ms"}},
@@ -40,10 +38,7 @@ std::string write_config(const TempDir& dir, unsigned short listen, const std::s
                          {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}},
                         {{"name", "home-errors"}, {"severity", "P2"}, {"probe", "home"},
                          {"rule", {{"kind", "error_rate"}, {"window", "1m"}, {"max", 0.5}, {"min_samples", 1}}}}}},
-                      {"rollback", {{"mode", "alert"}}}}}}};
-  auto path = dir.path / "lastgood.json";
-  write_file(path, c.dump(2));
-  return path.string();
+                      {"rollback", {{"mode", "alert"}}}};
 }
 
 }  // namespace
@@ -51,9 +46,10 @@ std::string write_config(const TempDir& dir, unsigned short listen, const std::s
 TEST_CASE("lastgood run serves metrics that pass promtool, health endpoints, and stops on SIGTERM within a second", "[cli]") {
   TempDir dir;
   Nginx nginx(dir.path / "");
-  const auto port = free_port();
-  auto cfg = write_config(dir, port, nginx.url("/"));
-  Process lg({LASTGOOD_BINARY, "run", "-c", cfg, "--log-format", "json"}, dir.path / "lastgood.log");
+  Lastgood lg(dir, Lastgood::Config{{{"services", {web_service(nginx.url("/"))}}}});
+  lg.args = {"--log-format", "json"};
+  lg.start();
+  const auto port = lg.port();
 
   REQUIRE(wait_until([&] { return http_get(port, "/healthz").first == 200; }, std::chrono::seconds(10)));
   CHECK(http_get(port, "/readyz").first == 200);
@@ -110,12 +106,12 @@ TEST_CASE("lastgood run serves metrics that pass promtool, health endpoints, and
   CHECK(j["recent_decisions"][0]["kind"] == "alert");
   CHECK(http_get(port, "/nope").first == 404);
 
-  auto st = lg.signal_and_wait(SIGTERM, std::chrono::milliseconds(1000));
+  auto st = lg.proc->signal_and_wait(SIGTERM, std::chrono::milliseconds(1000));
   REQUIRE(st.has_value());
   CHECK(*st == 0);
 
   // Every log line is a JSON object with ts, level and msg.
-  auto log = read_file(dir.path / "lastgood.log");
+  auto log = lg.log();
   std::istringstream lines(log);
   std::string line;
   int n = 0;
@@ -138,18 +134,15 @@ TEST_CASE("SIGINT also stops lastgood promptly while a probe is hanging", "[cli]
   // A port that accepts and never answers: the kernel completes the handshake for a listening socket.
   asio::io_context ioc;
   asio::ip::tcp::acceptor hang(ioc, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  const auto port = free_port();
-  nlohmann::json c{{"listen", "127.0.0.1:" + std::to_string(port)},
-                   {"state_dir", (dir.path / "state").string()},
-                   {"services",
+  Lastgood lg(dir, Lastgood::Config{{{"services",
                     {{{"name", "h"},
                       {"probes",
                        {{{"name", "hang"}, {"kind", "http"}, {"url", "http://127.0.0.1:" + std::to_string(hang.local_endpoint().port()) + "/"},
-                         {"interval", "10s"}, {"timeout", "10s"}}}}}}}};
-  write_file(dir.path / "c.json", c.dump());
-  Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, dir.path / "log");
+                         {"interval", "10s"}, {"timeout", "10s"}}}}}}}}});
+  lg.start();
+  const auto port = lg.port();
   REQUIRE(wait_until([&] { return http_get(port, "/healthz").first == 200; }, std::chrono::seconds(10)));
-  auto st = lg.signal_and_wait(SIGINT, std::chrono::milliseconds(1000));
+  auto st = lg.proc->signal_and_wait(SIGINT, std::chrono::milliseconds(1000));
   REQUIRE(st.has_value());
   CHECK(*st == 0);
 }

@@ -31,15 +31,11 @@ namespace asio = boost::asio;
 
 namespace {
 
+// The app service of these tests: three failures in a row, a slower probe timeout, a longer verification.
 json service(const std::string& url, json deployment, json extra_probes = json::array(), std::string mode = "auto") {
-  json probes = {{{"name", "home"}, {"kind", "http"}, {"url", url}, {"interval", "200ms"}, {"timeout", "200ms"},
-                  {"expect", {{"body_contains", "<title>"}}}}};
-  for (auto& p : extra_probes) probes.push_back(p);
-  return {{"name", "app"},
-          {"probes", probes},
-          {"deployment", deployment},
-          {"triggers", {{{"name", "down"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 3}}}}}},
-          {"rollback", {{"mode", mode}, {"good_after", "500ms"}, {"cooldown", "10m"}, {"verify", {{"within", "20s"}, {"healthy_samples", 3}}}}}};
+  return app_service(url, std::move(deployment),
+                     App{.failures = 3, .mode = mode, .timeout = "200ms", .good_after = "500ms", .verify_within = "20s", .cooldown = "10m",
+                         .extra_probes = extra_probes});
 }
 
 // Lines of `text` that contain `needle`.
@@ -91,17 +87,15 @@ json approver_config() {
 
 TEST_CASE("open files run out: idle API clients cannot lock lastgood out, EMFILE is error, a verified good release stays", "[faults]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "v2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  json tcp_probe = {{"name", "port"}, {"kind", "tcp"}, {"address", "127.0.0.1:" + std::to_string(nginx.port)}, {"interval", "200ms"},
+  Site site(dir, {"v1", "v2"});
+  json tcp_probe = {{"name", "port"}, {"kind", "tcp"}, {"address", "127.0.0.1:" + std::to_string(site.nginx->port)}, {"interval", "200ms"},
                     {"timeout", "200ms"}};
-  Lastgood lg(dir, service(nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}, {"observe_interval", "200ms"}}, {tcp_probe}));
+  Lastgood lg(dir, service(site.url(), site.local_symlink({{"observe_interval", "200ms"}}), {tcp_probe}));
   lg.prefix = {"prlimit", "--nofile=256:256", "--"};  // the issue's `ulimit -n 256`
   lg.start();
   DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-  switch_current(site, "v2");  // a good deploy: v1 becomes the rollback target
+  switch_current(site.root, "v2");  // a good deploy: v1 becomes the rollback target
   REQUIRE(lg.wait_for("release_verified_good", release_is("v2")));
 
   // 300 idle connections to the API (more than the 256 descriptors lastgood has): the API is
@@ -112,12 +106,12 @@ TEST_CASE("open files run out: idle API clients cannot lock lastgood out, EMFILE
     for (int i = 0; i < 300; ++i) {
       auto s = std::make_unique<asio::ip::tcp::socket>(ioc);
       boost::system::error_code ec;
-      s->connect({asio::ip::make_address("127.0.0.1"), lg.port}, ec);
+      s->connect({asio::ip::make_address("127.0.0.1"), lg.port()}, ec);
       if (!ec) idle.push_back(std::move(s));
     }
-    CHECK(http_call(lg.port, "GET", "/healthz").status == 200);
-    CHECK(http_call(lg.port, "GET", "/readyz").status == 200);
-    const auto metrics = http_call(lg.port, "GET", "/metrics").body;
+    CHECK(http_call(lg.port(), "GET", "/healthz").status == 200);
+    CHECK(http_call(lg.port(), "GET", "/readyz").status == 200);
+    const auto metrics = http_call(lg.port(), "GET", "/metrics").body;
     CHECK(metric(metrics, "process_max_fds") == 256);
     CHECK(metric(metrics, "process_open_fds") < 128);  // the cap kept descriptors for the probes
   }
@@ -133,21 +127,21 @@ TEST_CASE("open files run out: idle API clients cannot lock lastgood out, EMFILE
   REQUIRE(wait_until([&] { return count_lines(read_file(dir.path / "lastgood-1.log"), "app/port: error: lastgood could not open a connection") >= 10; },
                      std::chrono::seconds(20)));
   // The API cannot accept either: the waiting connection is shed, the loop does not spin.
-  CHECK(http_call(lg.port, "GET", "/healthz").status == 0);
+  CHECK(http_call(lg.port(), "GET", "/healthz").status == 0);
   const auto held_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto log = read_file(dir.path / "lastgood-1.log");
   CHECK(count_lines(log, "API: cannot accept") <= static_cast<size_t>(held_s) + 3);
   set_open_files_limit(pid, 256, 256);
 
-  REQUIRE(wait_until([&] { return http_call(lg.port, "GET", "/healthz").status == 200; }, std::chrono::seconds(10)));
-  const auto metrics = http_call(lg.port, "GET", "/metrics").body;
+  REQUIRE(wait_until([&] { return http_call(lg.port(), "GET", "/healthz").status == 200; }, std::chrono::seconds(10)));
+  const auto metrics = http_call(lg.port(), "GET", "/metrics").body;
   CHECK(metric(metrics, "lastgood_probes_total{outcome=\"error\",probe=\"port\",service=\"app\"}") >= 10);
   CHECK(metric(metrics, "lastgood_probes_total{outcome=\"fail\",probe=\"port\",service=\"app\"}") == 0);
   CHECK(metric(metrics, "lastgood_internal_errors_total{where=\"http\"}") >= 1);
   CHECK(lg.count("action_started") == 0);
   for (const auto& e : lg.ledger())
     if (e.type == "decision") CHECK(e.data["kind"] != "execute");
-  CHECK(current_release(site) == "v2");
+  CHECK(current_release(site.root) == "v2");
 }
 
 TEST_CASE("the disk fills: no torn entry, no action and no verification, /readyz 503, then lastgood resumes by itself", "[faults]") {
@@ -164,10 +158,8 @@ TEST_CASE("the disk fills: no torn entry, no action and no verification, /readyz
     ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
   } unmount{mnt};
 
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  Lastgood lg(dir, service(nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}, {"observe_interval", "200ms"}}),
+  Site site(dir, {"v1", "bad2"});
+  Lastgood lg(dir, service(site.url(), site.local_symlink({{"observe_interval", "200ms"}})),
               {{"state_dir", (mnt / "state").string()}});
   lg.start();
   DumpOnFailure dump{dir.path / "lastgood-1.log"};
@@ -188,17 +180,17 @@ TEST_CASE("the disk fills: no torn entry, no action and no verification, /readyz
   }
   // Seen within a second, before any append fails: the next one may fit in the slack of the
   // file's last block, the one after (the action's end) not.
-  REQUIRE(wait_until([&] { return http_call(lg.port, "GET", "/readyz").status == 503; }, std::chrono::seconds(5)));
-  switch_current(site, "bad2");  // a broken deploy while nothing can be recorded
+  REQUIRE(wait_until([&] { return http_call(lg.port(), "GET", "/readyz").status == 503; }, std::chrono::seconds(5)));
+  switch_current(site.root, "bad2");  // a broken deploy while nothing can be recorded
 
   REQUIRE(wait_until([&] { return read_file(dir.path / "lastgood-1.log").find("hold: cannot record") != std::string::npos; },
                      std::chrono::seconds(20)));
-  auto ready = http_call(lg.port, "GET", "/readyz");
+  auto ready = http_call(lg.port(), "GET", "/readyz");
   CHECK(ready.status == 503);
   CHECK_THAT(ready.body, Catch::Contains("ledger not writable"));
-  auto metrics = http_call(lg.port, "GET", "/metrics").body;
+  auto metrics = http_call(lg.port(), "GET", "/metrics").body;
   CHECK(metric(metrics, "lastgood_ledger_writable") == 0);
-  CHECK(current_release(site) == "bad2");  // not acted on: it could not have been recorded
+  CHECK(current_release(site.root) == "bad2");  // not acted on: it could not have been recorded
   CHECK(lg.count("action_started") == 0);
   // Every line in the file is whole: the failed appends were cut back.
   std::string out;
@@ -208,10 +200,10 @@ TEST_CASE("the disk fills: no torn entry, no action and no verification, /readyz
   fs::remove(filler);  // space comes back: lastgood resumes by itself, and the breach still firing is acted on
   REQUIRE(lg.wait_for("ledger_writable"));
   REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, std::chrono::seconds(30)));
-  CHECK(current_release(site) == "v1");
+  CHECK(current_release(site.root) == "v1");
   CHECK(lg.count("action_started") == 1);
-  CHECK(http_call(lg.port, "GET", "/readyz").status == 200);
-  metrics = http_call(lg.port, "GET", "/metrics").body;
+  CHECK(http_call(lg.port(), "GET", "/readyz").status == 200);
+  metrics = http_call(lg.port(), "GET", "/metrics").body;
   CHECK(metric(metrics, "lastgood_ledger_writable") == 1);
 
   // A restart after the episode works and the chain verifies.
@@ -247,10 +239,8 @@ TEST_CASE("a 200 KB page against body_matches is judged in linear time; the daem
 
 TEST_CASE("SIGHUP never stops lastgood; a second lastgood on the same state_dir exits 1 naming the holder", "[faults]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  Lastgood lg(dir, service(nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}}));
+  Site site(dir, {"v1"});
+  Lastgood lg(dir, service(site.url(), site.local_symlink()));
   lg.start();
   DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(10)));
@@ -261,7 +251,7 @@ TEST_CASE("SIGHUP never stops lastgood; a second lastgood on the same state_dir 
                        std::chrono::seconds(5)));
   }
   CHECK(lg.proc->running());
-  CHECK(http_call(lg.port, "GET", "/healthz").status == 200);
+  CHECK(http_call(lg.port(), "GET", "/healthz").status == 200);
 
   // The same config again: same state_dir (and the port in use, but the lock comes first).
   std::string out;
@@ -292,73 +282,67 @@ TEST_CASE("ledger verify reports an oversized seq or ts at its line instead of a
 
 TEST_CASE("a stale proposal never undoes a newer release: a hand deploy makes it stale and approving it answers 409", "[faults]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2", "v3"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  Lastgood lg(dir, service(nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}, {"observe_interval", "200ms"}}, json::array(), "approve"),
+  Site site(dir, {"v1", "bad2", "v3"});
+  Lastgood lg(dir, service(site.url(), site.local_symlink({{"observe_interval", "200ms"}}), json::array(), "approve"),
               approver_config());
   lg.start({{"LG_TEST_TOKEN", "alice-secret-token"}});
   DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-  switch_current(site, "bad2");
+  switch_current(site.root, "bad2");
   REQUIRE(lg.wait_for("proposal_created"));
   std::string id;
   for (const auto& e : lg.ledger())
     if (e.type == "proposal_created") id = e.data["id"];
-  switch_current(site, "v3");  // a person deploys a fix by hand
+  switch_current(site.root, "v3");  // a person deploys a fix by hand
   REQUIRE(lg.wait_for("proposal_state", [&](const json& d) { return d.value("id", "") == id && d.value("state", "") == "stale"; }));
 
-  auto res = http_call(lg.port, "POST", "/api/v1/proposals/" + id + "/approve", "alice-secret-token", "{}");
+  auto res = http_call(lg.port(), "POST", "/api/v1/proposals/" + id + "/approve", "alice-secret-token", "{}");
   CHECK(res.status == 409);
   CHECK_THAT(res.body, Catch::Contains("stale"));
-  CHECK(current_release(site) == "v3");
+  CHECK(current_release(site.root) == "v3");
   CHECK(lg.count("action_started") == 0);
 }
 
 TEST_CASE("crash after the execute decision, before action_started: the restart decides again and rolls back once", "[crash]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  Lastgood lg(dir, service(nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}}));
+  Site site(dir, {"v1", "bad2"});
+  Lastgood lg(dir, service(site.url(), site.local_symlink()));
   lg.start({{"LASTGOOD_TEST_CRASH_AFTER", "decision"}});
   DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-  switch_current(site, "bad2");
+  switch_current(site.root, "bad2");
   REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(20)));
   CHECK(lg.proc->stop() == 99);
   CHECK(lg.count("action_started") == 0);
 
   lg.start();  // the cooldown did not start: no action was
   REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, std::chrono::seconds(30)));
-  CHECK(current_release(site) == "v1");
+  CHECK(current_release(site.root) == "v1");
   CHECK(lg.count("action_started") == 1);
 }
 
 TEST_CASE("crash after a proposal was approved, before its action started: checked again after the restart, carried out once", "[crash]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  Lastgood lg(dir, service(nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}, {"observe_interval", "200ms"}}, json::array(), "approve"),
+  Site site(dir, {"v1", "bad2"});
+  Lastgood lg(dir, service(site.url(), site.local_symlink({{"observe_interval", "200ms"}}), json::array(), "approve"),
               approver_config());
   // proposal_state entries: approved (1st), executing (2nd). Stop dead right after "approved".
   lg.start({{"LG_TEST_TOKEN", "alice-secret-token"}, {"LASTGOOD_TEST_CRASH_AFTER", "proposal_state:1"}});
   DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-  switch_current(site, "bad2");
+  switch_current(site.root, "bad2");
   REQUIRE(lg.wait_for("proposal_created"));
   std::string id;
   for (const auto& e : lg.ledger())
     if (e.type == "proposal_created") id = e.data["id"];
-  http_call(lg.port, "POST", "/api/v1/proposals/" + id + "/approve", "alice-secret-token", "{}");  // the process dies answering
+  http_call(lg.port(), "POST", "/api/v1/proposals/" + id + "/approve", "alice-secret-token", "{}");  // the process dies answering
   REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(20)));
   CHECK(lg.proc->stop() == 99);
   CHECK(lg.count("action_started") == 0);
 
   lg.start({{"LG_TEST_TOKEN", "alice-secret-token"}});
   REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, std::chrono::seconds(30)));
-  CHECK(current_release(site) == "v1");
+  CHECK(current_release(site.root) == "v1");
   CHECK(lg.count("action_started") == 1);
   bool failed = false;
   for (const auto& e : lg.ledger())
@@ -444,17 +428,15 @@ TEST_CASE("crash after action_finished or after the verification: one switch, an
   for (const std::string point : {"action_finished", "verification"}) {
     DYNAMIC_SECTION("stopped dead after " << point) {
       TempDir dir;
-      const fs::path site = dir.path / "app";
-      make_releases(site, {"v1", "bad2"});
-      Nginx nginx(dir.path / "", nullptr, site / "current");
-      Lastgood lg(dir, service(nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}}));
+      Site site(dir, {"v1", "bad2"});
+      Lastgood lg(dir, service(site.url(), site.local_symlink()));
       lg.start({{"LASTGOOD_TEST_CRASH_AFTER", point}});
       DumpOnFailure dump{dir.path / "lastgood-1.log"};
       REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-      switch_current(site, "bad2");
+      switch_current(site.root, "bad2");
       REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(30)));
       CHECK(lg.proc->stop() == 99);
-      CHECK(current_release(site) == "v1");
+      CHECK(current_release(site.root) == "v1");
       CHECK(lg.count("action_started") == 1);
 
       lg.start();
@@ -462,7 +444,7 @@ TEST_CASE("crash after action_finished or after the verification: one switch, an
       REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, std::chrono::seconds(30)));
       CHECK(lg.count("verification") == 1);  // verified once, by whichever process got there
       CHECK(lg.count("action_started") == 1);  // never switched a second time
-      CHECK(current_release(site) == "v1");
+      CHECK(current_release(site.root) == "v1");
       std::string action_id;
       for (const auto& e : lg.ledger())
         if (e.type == "action_started") action_id = e.data["action_id"];
@@ -482,21 +464,19 @@ TEST_CASE("crash after action_finished or after the verification: one switch, an
 TEST_CASE("a deploy between the approval and the switch: the kind's own read refuses it, the proposal is stale, nothing changes",
           "[faults]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2", "v3"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
+  Site site(dir, {"v1", "bad2", "v3"});
   // A `command` deployment observed once an hour: lastgood's own idea of the live release lags,
   // only the kind's read just before its switch can see the hand deploy.
-  const std::string cd = "cd '" + site.string() + "' && ";
+  const std::string cd = "cd '" + site.root.string() + "' && ";
   json dep{{"kind", "command"},
            {"observe", {"/bin/sh", "-c", cd + "basename \"$(readlink current)\""}},
            {"rollback", {"/bin/sh", "-c", cd + "ln -sfn releases/${to} current.tmp && mv -T current.tmp current && echo switched > rolled"}},
            {"observe_interval", "1h"}};
-  Lastgood lg(dir, service(nginx.url("/"), dep, json::array(), "approve"), approver_config());
+  Lastgood lg(dir, service(site.url(), dep, json::array(), "approve"), approver_config());
   lg.start({{"LG_TEST_TOKEN", "alice-secret-token"}});
   DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-  switch_current(site, "bad2");  // the breach re-reads the live release: the proposal is bad2 -> v1
+  switch_current(site.root, "bad2");  // the breach re-reads the live release: the proposal is bad2 -> v1
   REQUIRE(lg.wait_for("proposal_created"));
   std::string id;
   for (const auto& e : lg.ledger())
@@ -504,8 +484,8 @@ TEST_CASE("a deploy between the approval and the switch: the kind's own read ref
       id = e.data["id"];
       CHECK(e.data["decision"]["release_from"] == "bad2");
     }
-  switch_current(site, "v3");  // a person deploys the fix; lastgood will not observe it for an hour
-  auto res = http_call(lg.port, "POST", "/api/v1/proposals/" + id + "/approve", "alice-secret-token", "{}");
+  switch_current(site.root, "v3");  // a person deploys the fix; lastgood will not observe it for an hour
+  auto res = http_call(lg.port(), "POST", "/api/v1/proposals/" + id + "/approve", "alice-secret-token", "{}");
   CHECK(res.status == 202);  // lastgood's own view still says bad2: the action starts ...
   REQUIRE(lg.wait_for("action_finished"));
   for (const auto& e : lg.ledger())
@@ -514,9 +494,9 @@ TEST_CASE("a deploy between the approval and the switch: the kind's own read ref
       CHECK(e.data["refused_live"] == "v3");
     }
   REQUIRE(lg.wait_for("proposal_state", [&](const json& d) { return d.value("id", "") == id && d.value("state", "") == "stale"; }));
-  CHECK(current_release(site) == "v3");
-  CHECK_FALSE(fs::exists(site / "rolled"));  // the rollback command never ran
-  const auto m = http_call(lg.port, "GET", "/metrics").body;
+  CHECK(current_release(site.root) == "v3");
+  CHECK_FALSE(fs::exists(site.root / "rolled"));  // the rollback command never ran
+  const auto m = http_call(lg.port(), "GET", "/metrics").body;
   CHECK(metric(m, "lastgood_rollbacks_total{deployment=\"command\",outcome=\"refused\",service=\"app\"}") == 1);
 }
 

@@ -246,26 +246,18 @@ TEST_CASE("end to end through a gateway API: rolled back and verified; the token
   const std::string token = "tok-S3CRET-4c1d9e";
   GatewayServer gw(token);
   TempDir dir;
-  const auto port = free_port();
-  json c{{"listen", "127.0.0.1:" + std::to_string(port)},
-         {"state_dir", (dir.path / "state").string()},
-         {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
-         {"services",
-          {{{"name", "app"},
-            {"probes", {{{"name", "home"}, {"kind", "http"}, {"url", gw.url("/")}, {"interval", "200ms"}, {"timeout", "150ms"}}}},
-            {"deployment",
-             {{"kind", "http_api"},
-              {"observe_interval", "500ms"},
-              {"rollback", {{"url", gw.url("/v1/rollback")}, {"token_env", "LASTGOOD_GW_TOKEN"}, {"body", {{"service", "${service}"}, {"version", "${to}"}}}}},
-              {"observe", {{"url", gw.url("/v1/services/app")}, {"json_pointer", "/version"}}}}},
-            {"triggers", {{{"name", "down"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}},
-            {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}}}}};
-  write_file(dir.path / "c.json", c.dump(2));
-  Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string(), "--log-level", "trace"}, dir.path / "log",
-             {{"LASTGOOD_GW_TOKEN", token}});
-  const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
-  auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
-  const DumpOnFailure dump_log{dir.path / "log"};
+  json svc = app_service(gw.url("/"),
+                         {{"kind", "http_api"},
+                          {"observe_interval", "500ms"},
+                          {"rollback", {{"url", gw.url("/v1/rollback")}, {"token_env", "LASTGOOD_GW_TOKEN"}, {"body", {{"service", "${service}"}, {"version", "${to}"}}}}},
+                          {"observe", {{"url", gw.url("/v1/services/app")}, {"json_pointer", "/version"}}}});
+  svc["probes"][0].erase("expect");  // the gateway's page: any 2xx
+  Lastgood lg(dir, svc);
+  lg.args = {"--log-level", "trace"};
+  lg.start({{"LASTGOOD_GW_TOKEN", token}});
+  const auto port = lg.port();
+  const auto ledger = (lg.state / "ledger.jsonl").string();
+  auto has = [&](const std::string& type, const std::string& text) { return lg.has(type, text); };
   REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
   gw.set_live("bad2");
   REQUIRE(wait_until([&] { return has("verification", "verified"); }, std::chrono::seconds(20)));
@@ -286,10 +278,10 @@ TEST_CASE("end to end through a gateway API: rolled back and verified; the token
     boost::beast::http::read(s, b, res);
     metrics = res.body();
   }
-  CHECK(lg.stop() == 0);
+  CHECK(lg.proc->stop() == 0);
   CHECK_THAT(metrics, Catch::Contains("lastgood_rollbacks_total{deployment=\"http_api\",outcome=\"ok\",service=\"app\"} 1"));
-  CHECK(read_file(dir.path / "log").find(token) == std::string::npos);
+  CHECK(lg.log().find(token) == std::string::npos);
   CHECK(read_file(ledger).find(token) == std::string::npos);
   CHECK(metrics.find(token) == std::string::npos);
-  CHECK(read_file(dir.path / "log").find("S3CRET") == std::string::npos);
+  CHECK(lg.log().find("S3CRET") == std::string::npos);
 }

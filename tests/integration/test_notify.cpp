@@ -56,32 +56,18 @@ struct Receiver {
 TEST_CASE("webhook and Slack notices for breach, execution and verification, retried when refused", "[notify]") {
   Receiver rx;
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
+  Site site(dir, {"v1", "bad2"});
   const std::string slack_secret = "/slack/T000/B000/s3cr3tPathXYZ";
-  const auto port = free_port();
-  json c{{"listen", "127.0.0.1:" + std::to_string(port)},
-         {"state_dir", (dir.path / "state").string()},
-         {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
-         {"notify",
-          {{{"kind", "webhook"}, {"url", rx.url("/hook")}, {"events", {"breach", "executed", "verified"}}},
-           {{"kind", "slack"}, {"url_env", "LASTGOOD_TEST_SLACK_URL"}, {"events", {"verified"}}}}},
-         {"services",
-          {{{"name", "app"},
-            {"probes", {{{"name", "home"}, {"kind", "http"}, {"url", nginx.url("/")}, {"interval", "200ms"}, {"timeout", "150ms"},
-                         {"expect", {{"body_contains", "<title>"}}}}}},
-            {"deployment", {{"kind", "local_symlink"}, {"path", site.string()}}},
-            {"triggers", {{{"name", "down"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}},
-            {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}}}}};
-  write_file(dir.path / "c.json", c.dump(2));
-  Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string(), "--log-level", "debug"}, dir.path / "log",
-             {{"LASTGOOD_TEST_SLACK_URL", rx.url(slack_secret)}});
-  const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
-  auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
-  const DumpOnFailure dump_log{dir.path / "log"};
+  Lastgood lg(dir, app_service(site.url(), site.local_symlink()),
+              {{"notify",
+                {{{"kind", "webhook"}, {"url", rx.url("/hook")}, {"events", {"breach", "executed", "verified"}}},
+                 {{"kind", "slack"}, {"url_env", "LASTGOOD_TEST_SLACK_URL"}, {"events", {"verified"}}}}}});
+  lg.start({{"LASTGOOD_TEST_SLACK_URL", rx.url(slack_secret)}});
+  const auto port = lg.port();
+  const auto ledger = (lg.state / "ledger.jsonl").string();
+  auto has = [&](const std::string& type, const std::string& text) { return lg.has(type, text); };
   REQUIRE(wait_until([&] { return has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
-  switch_current(site, "bad2");
+  switch_current(site.root, "bad2");
   REQUIRE(wait_until([&] { return rx.at("/hook").size() >= 3 && rx.at(slack_secret).size() >= 1; }, std::chrono::seconds(30)));
 
   auto hooks = rx.at("/hook");
@@ -117,8 +103,8 @@ TEST_CASE("webhook and Slack notices for breach, execution and verification, ret
     return false;
   };
   CHECK(wait_until(retried, std::chrono::seconds(10)));
-  CHECK(lg.stop() == 0);
-  CHECK(read_file(dir.path / "log").find("s3cr3tPathXYZ") == std::string::npos);
+  CHECK(lg.proc->stop() == 0);
+  CHECK(lg.log().find("s3cr3tPathXYZ") == std::string::npos);
   CHECK(read_file(ledger).find("s3cr3tPathXYZ") == std::string::npos);
 }
 
@@ -129,27 +115,21 @@ TEST_CASE("a notice still undelivered when lastgood stops is delivered after the
     rx.refuse = 1'000'000;  // the receiver is down while the first lastgood runs
   }
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  json c{{"listen", "127.0.0.1:" + std::to_string(free_port())},
-         {"state_dir", (dir.path / "state").string()},
-         {"notify", {{{"kind", "webhook"}, {"url", rx.url("/hook")}, {"events", {"breach"}}}}},
-         {"services",
-          {{{"name", "app"},
-            {"probes", {{{"name", "missing"}, {"kind", "http"}, {"url", nginx.url("/not-there")}, {"interval", "200ms"}, {"timeout", "150ms"}}}},
-            {"triggers", {{{"name", "down"}, {"severity", "P1"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}}}}}};
-  write_file(dir.path / "c.json", c.dump(2));
-  const auto ledger = dir.path / "state" / "ledger.jsonl";
-  auto run = [&](const std::string& log) {
-    return std::make_unique<Process>(std::vector<std::string>{LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, dir.path / log);
-  };
-  auto first = run("log1");
-  const DumpOnFailure dump_log1{dir.path / "log1"};
-  REQUIRE(wait_until([&] { return ledger_has(ledger, "notify_queued", "breach"); }, std::chrono::seconds(20)));
+  Site site(dir, {"v1"});
+  Lastgood lg(dir,
+              {{"name", "app"},
+               {"probes", {{{"name", "missing"}, {"kind", "http"}, {"url", site.nginx->url("/not-there")}, {"interval", "200ms"}, {"timeout", "150ms"}}}},
+               {"triggers", {{{"name", "down"}, {"severity", "P1"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}}},
+              {{"notify", {{{"kind", "webhook"}, {"url", rx.url("/hook")}, {"events", {"breach"}}}}}});
+  const auto ledger = lg.state / "ledger.jsonl";
+  lg.start();
+  REQUIRE(wait_until([&] { return lg.has("notify_queued", "breach"); }, std::chrono::seconds(20)));
   REQUIRE(wait_until([&] { std::lock_guard lk(rx.mu); return rx.refused >= 1; }, std::chrono::seconds(10)));  // one attempt failed
-  CHECK(first->stop() == 0);
-  CHECK_FALSE(ledger_has(ledger, "notify_delivered"));
+  // Stopped while the notice waits to be retried: the retry is cancelled, and the notice stays
+  // queued (neither delivered nor failed) for the next run.
+  CHECK(lg.proc->stop() == 0);
+  CHECK_FALSE(lg.has("notify_delivered"));
+  CHECK_FALSE(lg.has("notify_failed"));
   std::string queued;
   for (const auto& e : lastgood::watchdog::read_ledger(ledger.string()))
     if (e.type == "notify_queued") queued = e.data["id"];
@@ -157,13 +137,12 @@ TEST_CASE("a notice still undelivered when lastgood stops is delivered after the
     std::lock_guard lk(rx.mu);
     rx.refuse = 0;  // the receiver is back
   }
-  auto second = run("log2");
-  const DumpOnFailure dump_log2{dir.path / "log2"};
-  REQUIRE(wait_until([&] { return ledger_has(ledger, "notify_delivered", queued); }, std::chrono::seconds(20)));
-  CHECK_THAT(read_file(dir.path / "log2"), Catch::Contains("was not delivered before the restart"));
+  lg.start();
+  REQUIRE(wait_until([&] { return lg.has("notify_delivered", queued); }, std::chrono::seconds(20)));
+  CHECK_THAT(read_file(lg.log_file(2)), Catch::Contains("was not delivered before the restart"));
   auto got = rx.at("/hook");
   REQUIRE_FALSE(got.empty());
   CHECK(got[0]["event"] == "breach");
   CHECK(got[0]["trigger"] == "down");
-  CHECK(second->stop() == 0);
+  CHECK(lg.proc->stop() == 0);
 }

@@ -57,24 +57,16 @@ TEST_CASE("a bad npm release is rolled back end to end: latest back to the good 
   TempDir dir;
   Verdaccio reg(dir.path / "verdaccio");
   reg.publish("demo-pkg", "1.0.0");
-  const auto port = free_port();
-  json c{{"listen", "127.0.0.1:" + std::to_string(port)},
-         {"state_dir", (dir.path / "state").string()},
-         {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}},
-         {"services",
-          {{{"name", "lib"},
-            {"probes", {{{"name", "registry"}, {"kind", "npm_registry"}, {"registry", reg.url()}, {"package", "demo-pkg"},
-                         {"interval", "300ms"}, {"timeout", "250ms"}}}},
-            {"deployment", {{"kind", "npm_package"}, {"registry", reg.url()}, {"package", "demo-pkg"}, {"token_env", "LASTGOOD_NPM_TOKEN"},
-                            {"strategy", "deprecate"}, {"observe_interval", "500ms"}}},
-            {"triggers", {{{"name", "integrity"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}},
-            {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "15s"}, {"healthy_samples", 3}}}}}}}}};
-  write_file(dir.path / "c.json", c.dump(2));
-  Process lg({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string(), "--log-level", "debug"}, dir.path / "log",
-             {{"LASTGOOD_NPM_TOKEN", reg.token}});
-  const auto ledger = (dir.path / "state" / "ledger.jsonl").string();
-  auto has = [&](const std::string& type, const std::string& text) { return ledger_has(ledger, type, text); };
-  const DumpOnFailure dump_log{dir.path / "log"};
+  Lastgood lg(dir, {{"name", "lib"},
+                    {"probes", {{{"name", "registry"}, {"kind", "npm_registry"}, {"registry", reg.url()}, {"package", "demo-pkg"},
+                                 {"interval", "300ms"}, {"timeout", "250ms"}}}},
+                    {"deployment", {{"kind", "npm_package"}, {"registry", reg.url()}, {"package", "demo-pkg"}, {"token_env", "LASTGOOD_NPM_TOKEN"},
+                                    {"strategy", "deprecate"}, {"observe_interval", "500ms"}}},
+                    {"triggers", {{{"name", "integrity"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}},
+                    {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "15s"}, {"healthy_samples", 3}}}}}});
+  lg.start({{"LASTGOOD_NPM_TOKEN", reg.token}});
+  const auto ledger = (lg.state / "ledger.jsonl").string();
+  auto has = [&](const std::string& type, const std::string& text) { return lg.has(type, text); };
   REQUIRE(wait_until([&] { return has("release_verified_good", "1.0.0"); }, std::chrono::seconds(30)));
   reg.publish("demo-pkg", "1.1.0");
   tamper_tarball(reg, "demo-pkg", "1.1.0");
@@ -83,9 +75,9 @@ TEST_CASE("a bad npm release is rolled back end to end: latest back to the good 
   CHECK_THAT(reg.view("demo-pkg", "versions"), Catch::Contains("1.1.0"));  // deprecated, not removed
   auto deprecated = reg.view("demo-pkg@1.1.0", "deprecated");
   CHECK_THAT(deprecated, Catch::Contains("rolled demo-pkg back from 1.1.0 to 1.0.0"));
-  CHECK_THAT(read_file(dir.path / "log"), Catch::Contains("integrity: 1.1.0: tarball sha512"));
-  CHECK(lg.stop() == 0);
-  CHECK(read_file(dir.path / "log").find(reg.token) == std::string::npos);
+  CHECK_THAT(lg.log(), Catch::Contains("integrity: 1.1.0: tarball sha512"));
+  CHECK(lg.proc->stop() == 0);
+  CHECK(lg.log().find(reg.token) == std::string::npos);
   CHECK(read_file(ledger).find(reg.token) == std::string::npos);
 }
 

@@ -29,33 +29,23 @@ std::pair<int, std::string> http_req(unsigned short port, http::verb verb, const
   return {r.status, r.body};
 }
 
-json service_config(const fs::path& site, const std::string& url, json deployment) {
-  return {{"name", "app"},
-          {"probes", {{{"name", "home"}, {"kind", "http"}, {"url", url}, {"interval", "200ms"}, {"timeout", "150ms"},
-                       {"expect", {{"body_contains", "<title>"}}}}}},
-          {"deployment", deployment},
-          {"triggers", {{{"name", "down"}, {"severity", "P0"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}},
-          {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"cooldown", "10m"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}};
-  (void)site;
-}
+json service_config(const std::string& url, json deployment) { return app_service(url, std::move(deployment), App{.cooldown = "10m"}); }
 
 }  // namespace
 
 TEST_CASE("a broken release is rolled back locally: nginx serves the good one again, the ledger verifies, a restart keeps the cooldown",
           "[rollback]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  Lastgood lg(dir, service_config(site, nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}, {"observe_interval", "1s"}}));
+  Site site(dir, {"v1", "bad2"});
+  Lastgood lg(dir, service_config(site.url(), site.local_symlink({{"observe_interval", "1s"}})));
   lg.start();
   INFO(lg.log());
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
 
-  switch_current(site, "bad2");  // the deploy of a broken release
+  switch_current(site.root, "bad2");  // the deploy of a broken release
   REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
-  CHECK(current_release(site) == "v1");
-  auto page = http_req(nginx.port, http::verb::get, "/");
+  CHECK(current_release(site.root) == "v1");
+  auto page = http_req(site.nginx->port, http::verb::get, "/");
   CHECK_THAT(page.second, Catch::Contains("<title>release v1"));
 
   auto es = lg.ledger();
@@ -73,7 +63,7 @@ TEST_CASE("a broken release is rolled back locally: nginx serves the good one ag
   CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (lg.state / "ledger.jsonl").string()}, &out) == 0);
   CHECK_THAT(out, Catch::Contains("chain intact"));
 
-  auto metrics = http_req(lg.port, http::verb::get, "/metrics").second;
+  auto metrics = http_req(lg.port(), http::verb::get, "/metrics").second;
   CHECK_THAT(metrics, Catch::Contains("lastgood_rollbacks_total{deployment=\"local_symlink\",outcome=\"ok\",service=\"app\"} 1"));
   CHECK_THAT(metrics, Catch::Contains("lastgood_release_info{release=\"v1\",role=\"live\",service=\"app\"} 1"));
 
@@ -82,7 +72,7 @@ TEST_CASE("a broken release is rolled back locally: nginx serves the good one ag
   const size_t before = lg.ledger().size();
   lg.start();
   REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(10)));
-  switch_current(site, "bad2");
+  switch_current(site.root, "bad2");
   REQUIRE(lg.wait_for("decision", {}, std::chrono::seconds(20), before));
   es = lg.ledger();
   const LedgerEntry* second = nullptr;
@@ -91,29 +81,27 @@ TEST_CASE("a broken release is rolled back locally: nginx serves the good one ag
   REQUIRE(second);
   CHECK(second->data["kind"] == "hold");
   CHECK_THAT(second->data["reason"].get<std::string>(), Catch::StartsWith("cooldown"));
-  CHECK(current_release(site) == "bad2");
+  CHECK(current_release(site.root) == "bad2");
   CHECK(lg.count("action_started") == 1);
 }
 
 TEST_CASE("a broken release is rolled back over SSH with after_switch commands", "[ssh]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
+  Site site(dir, {"v1", "bad2"});
   Sshd sshd(dir.path / "");
   json dep{{"kind", "ssh_symlink"},       {"host", "127.0.0.1"},
            {"port", sshd.port},           {"user", sshd.user},
            {"key_file", sshd.client_key.string()}, {"known_hosts", sshd.known_hosts.string()},
-           {"path", site.string()},       {"after_switch", {"test -L current", "echo cache cleared"}},
+           {"path", site.root.string()},       {"after_switch", {"test -L current", "echo cache cleared"}},
            {"observe_interval", "1s"},    {"timeout", "5s"}};
-  Lastgood lg(dir, service_config(site, nginx.url("/"), dep));
+  Lastgood lg(dir, service_config(site.url(), dep));
   lg.start();
   INFO(lg.log());
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-  switch_current(site, "bad2");
+  switch_current(site.root, "bad2");
   REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
-  CHECK(current_release(site) == "v1");
-  CHECK_THAT(http_req(nginx.port, http::verb::get, "/").second, Catch::Contains("<title>release v1"));
+  CHECK(current_release(site.root) == "v1");
+  CHECK_THAT(http_req(site.nginx->port, http::verb::get, "/").second, Catch::Contains("<title>release v1"));
   bool saw_output = false;
   for (const auto& e : lg.ledger())
     if (e.type == "action_finished") saw_output = e.data["output"].get<std::string>().find("cache cleared") != std::string::npos;
@@ -164,20 +152,18 @@ TEST_CASE("a wrong host key in known_hosts: nothing runs and the error names the
 
 TEST_CASE("an after_switch command that fails: outcome failed, escalated, reported; a person clears it", "[ssh]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
+  Site site(dir, {"v1", "bad2"});
   Sshd sshd(dir.path / "");
   json dep{{"kind", "ssh_symlink"}, {"host", "127.0.0.1"}, {"port", sshd.port}, {"user", sshd.user},
-           {"key_file", sshd.client_key.string()}, {"known_hosts", sshd.known_hosts.string()}, {"path", site.string()},
+           {"key_file", sshd.client_key.string()}, {"known_hosts", sshd.known_hosts.string()}, {"path", site.root.string()},
            {"after_switch", {"echo reload failed >&2; exit 3", "echo never runs"}}, {"timeout", "5s"}};
   json approvers{{"approvers", {{{"name", "alice"}, {"roles", {"oncall"}}, {"token_env", "LG_TEST_CLEAR_TOKEN"}}}},
                  {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}}};
-  Lastgood lg(dir, service_config(site, nginx.url("/"), dep), approvers);
+  Lastgood lg(dir, service_config(site.url(), dep), approvers);
   lg.start({{"LG_TEST_CLEAR_TOKEN", "alice-clears-7f3"}});
   INFO(lg.log());
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-  switch_current(site, "bad2");
+  switch_current(site.root, "bad2");
   REQUIRE(lg.wait_for("escalated"));
   const auto entries = lg.ledger();
   const LedgerEntry* fin = nullptr;
@@ -188,32 +174,30 @@ TEST_CASE("an after_switch command that fails: outcome failed, escalated, report
   CHECK_THAT(fin->data["error"].get<std::string>(), Catch::Contains("exited with status 3"));
   CHECK_THAT(fin->data["error"].get<std::string>(), Catch::Contains("reload failed"));
   CHECK_THAT(fin->data["output"].get<std::string>(), !Catch::Contains("never runs"));
-  auto api = json::parse(http_req(lg.port, http::verb::get, "/api/v1/services").second);
+  auto api = json::parse(http_req(lg.port(), http::verb::get, "/api/v1/services").second);
   CHECK(api["services"][0]["escalated"] == true);
-  CHECK_THAT(http_req(lg.port, http::verb::get, "/metrics").second,
+  CHECK_THAT(http_req(lg.port(), http::verb::get, "/metrics").second,
              Catch::Contains("lastgood_rollbacks_total{deployment=\"ssh_symlink\",outcome=\"failed\",service=\"app\"} 1"));
-  CHECK(http_req(lg.port, http::verb::post, "/api/v1/services/app/clear").first == 401);  // a token is required
-  auto cleared = http_call(lg.port, "POST", "/api/v1/services/app/clear", "alice-clears-7f3");
+  CHECK(http_req(lg.port(), http::verb::post, "/api/v1/services/app/clear").first == 401);  // a token is required
+  auto cleared = http_call(lg.port(), "POST", "/api/v1/services/app/clear", "alice-clears-7f3");
   CHECK(cleared.status == 200);
-  CHECK(http_call(lg.port, "POST", "/api/v1/services/app/clear", "alice-clears-7f3").status == 409);
+  CHECK(http_call(lg.port(), "POST", "/api/v1/services/app/clear", "alice-clears-7f3").status == 409);
   CHECK(lg.wait_for("cleared"));
 }
 
 TEST_CASE("crash safety: stopped dead after action_started, a restart reconciles instead of switching", "[crash]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  Lastgood lg(dir, service_config(site, nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}}));
+  Site site(dir, {"v1", "bad2"});
+  Lastgood lg(dir, service_config(site.url(), site.local_symlink()));
   lg.start({{"LASTGOOD_TEST_CRASH_AFTER", "action_started"}});
   INFO(lg.log());
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-  switch_current(site, "bad2");
+  switch_current(site.root, "bad2");
   REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(20)));
   CHECK(lg.proc->stop() == 99);
   CHECK(lg.count("action_started") == 1);
   CHECK(lg.count("action_finished") == 0);
-  CHECK(current_release(site) == "bad2");  // stopped before the switch
+  CHECK(current_release(site.root) == "bad2");  // stopped before the switch
 
   lg.start();
   REQUIRE(lg.wait_for("action_reconciled"));
@@ -224,22 +208,20 @@ TEST_CASE("crash safety: stopped dead after action_started, a restart reconciles
     }
   REQUIRE(lg.wait_for("escalated"));
   CHECK(lg.count("action_started") == 1);  // never run a second time
-  CHECK(current_release(site) == "bad2");
+  CHECK(current_release(site.root) == "bad2");
 }
 
 TEST_CASE("crash safety: stopped dead after the switch, before action_finished: reconciled as done, then verified", "[crash]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  Lastgood lg(dir, service_config(site, nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}}));
+  Site site(dir, {"v1", "bad2"});
+  Lastgood lg(dir, service_config(site.url(), site.local_symlink()));
   lg.start({{"LASTGOOD_TEST_CRASH_AFTER", "action_executed"}});
   INFO(lg.log());
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-  switch_current(site, "bad2");
+  switch_current(site.root, "bad2");
   REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(20)));
   CHECK(lg.proc->stop() == 99);
-  CHECK(current_release(site) == "v1");  // the switch happened
+  CHECK(current_release(site.root) == "v1");  // the switch happened
   CHECK(lg.count("action_finished") == 0);
 
   lg.start();
@@ -248,7 +230,7 @@ TEST_CASE("crash safety: stopped dead after the switch, before action_finished: 
     if (e.type == "action_reconciled") CHECK(e.data["switched"] == true);
   REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
   CHECK(lg.count("action_started") == 1);
-  CHECK(current_release(site) == "v1");
+  CHECK(current_release(site.root) == "v1");
   std::string out;
   CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (lg.state / "ledger.jsonl").string()}, &out) == 0);
   // The incident record, rebuilt from the ledger after the restart, tells the whole story.
@@ -266,16 +248,14 @@ TEST_CASE("crash safety: stopped dead after the switch, before action_finished: 
 
 TEST_CASE("--dry-run plans and records the rollback but changes nothing", "[rollback]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  Lastgood lg(dir, service_config(site, nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}}));
+  Site site(dir, {"v1", "bad2"});
+  Lastgood lg(dir, service_config(site.url(), site.local_symlink()));
   lg.proc = std::make_unique<Process>(
       std::vector<std::string>{LASTGOOD_BINARY, "run", "-c", lg.config.string(), "--dry-run"}, dir.path / "lastgood-1.log");
   lg.runs = 1;
   INFO(lg.log());
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-  switch_current(site, "bad2");
+  switch_current(site.root, "bad2");
   REQUIRE(lg.wait_for("action_planned"));
   for (const auto& e : lg.ledger())
     if (e.type == "action_planned") {
@@ -284,30 +264,28 @@ TEST_CASE("--dry-run plans and records the rollback but changes nothing", "[roll
       CHECK_THAT(e.data["steps"].dump(), Catch::Contains("rename"));
     }
   CHECK(lg.count("action_started") == 0);
-  CHECK(current_release(site) == "bad2");
+  CHECK(current_release(site.root) == "bad2");
 }
 
 TEST_CASE("in approve mode a breach makes a proposal, listed in the API, that expires without acting", "[rollback]") {
   TempDir dir;
-  const fs::path site = dir.path / "app";
-  make_releases(site, {"v1", "bad2"});
-  Nginx nginx(dir.path / "", nullptr, site / "current");
-  auto svc = service_config(site, nginx.url("/"), {{"kind", "local_symlink"}, {"path", site.string()}});
+  Site site(dir, {"v1", "bad2"});
+  auto svc = service_config(site.url(), site.local_symlink());
   svc["rollback"]["mode"] = "approve";
   svc["rollback"]["approval_timeout"] = "3s";
   Lastgood lg(dir, svc);
   lg.start();
   INFO(lg.log());
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
-  switch_current(site, "bad2");
+  switch_current(site.root, "bad2");
   REQUIRE(lg.wait_for("proposal_created"));
-  auto api = json::parse(http_req(lg.port, http::verb::get, "/api/v1/services").second);
+  auto api = json::parse(http_req(lg.port(), http::verb::get, "/api/v1/services").second);
   REQUIRE(api["services"][0]["pending_proposals"].size() == 1);
   CHECK(api["services"][0]["pending_proposals"][0]["decision"]["release_to"] == "v1");
-  CHECK_THAT(http_req(lg.port, http::verb::get, "/metrics").second, Catch::Contains("lastgood_proposals_pending 1"));
+  CHECK_THAT(http_req(lg.port(), http::verb::get, "/metrics").second, Catch::Contains("lastgood_proposals_pending 1"));
   REQUIRE(lg.wait_for("proposal_expired"));
-  auto props = json::parse(http_req(lg.port, http::verb::get, "/api/v1/proposals").second);
+  auto props = json::parse(http_req(lg.port(), http::verb::get, "/api/v1/proposals").second);
   CHECK(props["proposals"][0]["state"] == "expired");
   CHECK(lg.count("action_started") == 0);
-  CHECK(current_release(site) == "bad2");
+  CHECK(current_release(site.root) == "bad2");
 }

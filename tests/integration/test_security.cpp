@@ -40,32 +40,32 @@ TEST_CASE("DNS rebinding: the page and API answer only lastgood's names; securit
   lg.start();
   DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
-  const std::string port = std::to_string(lg.port);
+  const std::string port = std::to_string(lg.port());
   // A page on attacker.example whose name now resolves to 127.0.0.1 sends its own Host.
-  const auto rebound = get(lg.port, "/api/v1/services", "attacker.example:" + port);
+  const auto rebound = get(lg.port(), "/api/v1/services", "attacker.example:" + port);
   CHECK_THAT(rebound, Catch::StartsWith("HTTP/1.1 403"));
   CHECK_THAT(rebound, Catch::Contains("api.allowed_hosts"));
-  CHECK_THAT(get(lg.port, "/", "attacker.example"), Catch::StartsWith("HTTP/1.1 403"));
+  CHECK_THAT(get(lg.port(), "/", "attacker.example"), Catch::StartsWith("HTTP/1.1 403"));
   for (const std::string& host : std::vector<std::string>{"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port, "LastGood.Example.com", "10.1.2.3:9464"})
-    CHECK_THAT(get(lg.port, "/api/v1/services", host), Catch::StartsWith("HTTP/1.1 200"));
+    CHECK_THAT(get(lg.port(), "/api/v1/services", host), Catch::StartsWith("HTTP/1.1 200"));
   // /metrics and health answer under any name (scraped as configured, no secret in them).
-  CHECK_THAT(get(lg.port, "/metrics", "prometheus-target.internal"), Catch::StartsWith("HTTP/1.1 200"));
-  CHECK_THAT(get(lg.port, "/healthz", "anything"), Catch::StartsWith("HTTP/1.1 200"));
+  CHECK_THAT(get(lg.port(), "/metrics", "prometheus-target.internal"), Catch::StartsWith("HTTP/1.1 200"));
+  CHECK_THAT(get(lg.port(), "/healthz", "anything"), Catch::StartsWith("HTTP/1.1 200"));
 
-  const auto page = get(lg.port, "/", "127.0.0.1:" + port);
+  const auto page = get(lg.port(), "/", "127.0.0.1:" + port);
   CHECK_THAT(page, Catch::Contains("X-Content-Type-Options: nosniff\r\n"));
   CHECK_THAT(page, Catch::Contains("X-Frame-Options: DENY\r\n"));
   CHECK_THAT(page, Catch::Contains("Content-Security-Policy: default-src 'self'"));
   CHECK_THAT(page, !Catch::Contains("<script>"));  // no inline script: the CSP would block it
   CHECK_THAT(page, Catch::Contains("<script src=\"/page.js\"></script>"));
-  CHECK_THAT(get(lg.port, "/page.js", "127.0.0.1"), Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("text/javascript"));
-  CHECK_THAT(get(lg.port, "/page.css", "127.0.0.1"), Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("text/css"));
-  CHECK_THAT(get(lg.port, "/api/v1/proposals", "127.0.0.1"), Catch::Contains("X-Content-Type-Options: nosniff\r\n"));
+  CHECK_THAT(get(lg.port(), "/page.js", "127.0.0.1"), Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("text/javascript"));
+  CHECK_THAT(get(lg.port(), "/page.css", "127.0.0.1"), Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("text/css"));
+  CHECK_THAT(get(lg.port(), "/api/v1/proposals", "127.0.0.1"), Catch::Contains("X-Content-Type-Options: nosniff\r\n"));
   // Bytes that are not UTF-8 in the Host or the path are answered as any other (found by
   // fuzz_router: the 403 naming the Host threw while writing its JSON and became a 500).
-  CHECK_THAT(get(lg.port, "/api/v1/services", "\xbb"), Catch::StartsWith("HTTP/1.1 403"));
-  CHECK_THAT(get(lg.port, "/api/v1/incidents/\xc3\x28", "127.0.0.1"), Catch::StartsWith("HTTP/1.1 404"));
-  CHECK_THAT(raw_exchange(lg.port, "POST /api/v1/proposals/\xff/approve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"),
+  CHECK_THAT(get(lg.port(), "/api/v1/services", "\xbb"), Catch::StartsWith("HTTP/1.1 403"));
+  CHECK_THAT(get(lg.port(), "/api/v1/incidents/\xc3\x28", "127.0.0.1"), Catch::StartsWith("HTTP/1.1 404"));
+  CHECK_THAT(raw_exchange(lg.port(), "POST /api/v1/proposals/\xff/approve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"),
              Catch::StartsWith("HTTP/1.1 401"));
   CHECK(lg.ready());
 }
@@ -85,12 +85,12 @@ TEST_CASE("without approvers nobody may clear; an unauthenticated flood is bound
   const std::string body = json{{"comment", comment}}.dump();
   int answered_429 = 0;
   for (int i = 0; i < 200; ++i) {
-    const auto r = http_call(lg.port, "POST", "/api/v1/proposals/p-none/approve", "guess-" + std::to_string(i % 3), body);
+    const auto r = http_call(lg.port(), "POST", "/api/v1/proposals/p-none/approve", "guess-" + std::to_string(i % 3), body);
     answered_429 += r.status == 429;
   }
   CHECK(answered_429 > 0);  // each guessed token, and the address as a whole, is limited
   // The valid token still gets through (404: no such proposal), from the same address.
-  CHECK(http_call(lg.port, "POST", "/api/v1/proposals/p-none/approve", "alice-sec-0c1d", "{}").status == 404);
+  CHECK(http_call(lg.port(), "POST", "/api/v1/proposals/p-none/approve", "alice-sec-0c1d", "{}").status == 404);
   size_t unauth = 0;
   for (const auto& e : lg.ledger())
     if (e.type == "approval_attempt" && e.data["approver"].is_null()) {
@@ -107,7 +107,7 @@ TEST_CASE("clearing an escalation without approvers configured is refused with t
   Lastgood lg(dir, watched(dir));
   lg.start();
   REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
-  const auto r = http_call(lg.port, "POST", "/api/v1/services/app/clear");
+  const auto r = http_call(lg.port(), "POST", "/api/v1/services/app/clear");
   CHECK(r.status == 403);
   CHECK_THAT(r.body, Catch::Contains("no approvers are configured"));
 }
@@ -255,7 +255,6 @@ TEST_CASE("a keyed ledger (ledger.hmac_key_file): verify and head need the key; 
 
   // Without the key in the config, lastgood will not run on a keyed ledger (nor append to it).
   Lastgood nokey(dir, watched(dir), {{"state_dir", lg.state.string()}});
-  nokey.port = lg.port;
   nokey.runs = 1;
   nokey.start();
   REQUIRE(wait_until([&] { return !nokey.proc->running(); }, std::chrono::seconds(20)));
