@@ -8,7 +8,9 @@
 #include <exception>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -93,9 +95,30 @@ std::string raw_exchange(unsigned short port, const std::string& request) {
 }
 
 unsigned short free_port() {
+  // Port 0 would hand back an ephemeral port, which any outgoing connection (a probe of lastgood's)
+  // may take between this check and the server's bind. Ports below the kernel's ephemeral range
+  // are only ever taken by an explicit bind; each is handed out once per test process, and the
+  // start differs per process (ctest runs two at once).
+  static std::mutex mu;
+  static std::set<unsigned short> given;
+  static std::mt19937 rng(static_cast<unsigned>(::getpid()) * 2654435761u);
+  int low = 32768;
+  if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> low;
+  const int lo = 10000, hi = std::max(lo + 1000, low);
+  std::lock_guard lock(mu);
   asio::io_context ioc;
-  tcp::acceptor a(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return a.local_endpoint().port();
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const auto port = static_cast<unsigned short>(lo + static_cast<int>(rng() % static_cast<unsigned>(hi - lo)));
+    if (given.count(port)) continue;
+    tcp::acceptor a(ioc);
+    boost::system::error_code ec;
+    a.open(tcp::v4(), ec);
+    if (!ec) a.bind(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
+    if (ec) continue;  // in use
+    given.insert(port);
+    return port;
+  }
+  throw std::runtime_error("no free port below the ephemeral range");
 }
 
 bool port_open(unsigned short port) {

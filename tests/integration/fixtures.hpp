@@ -38,6 +38,9 @@ struct TempDir {
   fs::path operator/(const std::string& s) const { return path / s; }
 };
 
+// A port for a server the test starts that must be told its port before it binds (nginx, sshd,
+// Verdaccio, Alertmanager): below the ephemeral range, free now, never handed out twice. lastgood
+// itself is never given one: it binds port 0 (Lastgood::port()).
 unsigned short free_port();
 bool port_open(unsigned short port);
 // Polls `cond` every 10ms until it holds or `timeout` passes; returns whether it held.
