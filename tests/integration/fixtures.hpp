@@ -263,6 +263,15 @@ struct App {
 };
 nlohmann::json app_service(const std::string& url, nlohmann::json deployment, const App& options);
 inline nlohmann::json app_service(const std::string& url, nlohmann::json deployment) { return app_service(url, std::move(deployment), App{}); }
+// The app of the fault and crash tests: three failures in a row, a slower probe timeout, a longer
+// verification, a 10-minute cooldown.
+nlohmann::json strict_app(const std::string& url, nlohmann::json deployment, nlohmann::json extra_probes = nlohmann::json::array(),
+                          std::string mode = "auto");
+// One approver, alice (role oncall, token from LG_TEST_TOKEN), who alone may decide a P0; no P0
+// rollback runs without her.
+nlohmann::json alice_approves_p0();
+// The value of the first series of a /metrics text that starts with `series` (name and labels), or -1.
+double metric(const std::string& metrics, const std::string& series);
 
 // A ledger predicate: the entry's data names release `id`.
 inline auto release_is(const std::string& id) {

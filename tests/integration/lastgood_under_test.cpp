@@ -117,4 +117,21 @@ nlohmann::json app_service(const std::string& url, nlohmann::json deployment, co
   return s;
 }
 
+nlohmann::json strict_app(const std::string& url, nlohmann::json deployment, nlohmann::json extra_probes, std::string mode) {
+  return app_service(url, std::move(deployment),
+                     App{.failures = 3, .mode = std::move(mode), .timeout = "200ms", .good_after = "500ms", .verify_within = "20s", .cooldown = "10m",
+                         .extra_probes = std::move(extra_probes)});
+}
+
+nlohmann::json alice_approves_p0() {
+  return {{"approvers", nlohmann::json::array({{{"name", "alice"}, {"roles", {"oncall"}}, {"token_env", "LG_TEST_TOKEN"}}})},
+          {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", false}}}}}};
+}
+
+double metric(const std::string& metrics, const std::string& series) {
+  const auto at = metrics.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(metrics.substr(at + series.size() + 2));
+}
+
 }  // namespace testing
