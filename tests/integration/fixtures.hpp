@@ -233,6 +233,13 @@ struct Lastgood {
   bool wait_for(const std::string& type, std::function<bool(const nlohmann::json&)> pred = {},
                 std::chrono::seconds t = std::chrono::seconds(20), size_t skip = 0);
   int count(const std::string& type) const;
+  // The `field` of the last ledger entry of `type` ("" when there is none), e.g. a proposal's id.
+  std::string last(const std::string& type, const std::string& field) const;
+  // The events of the incident record of the last action, once the record's status is `status`
+  // (waits up to 5 s; empty when it never is).
+  std::vector<std::string> incident_events(const std::string& status = "verified") const;
+  // `lastgood ledger verify` passes on its ledger.
+  bool ledger_verifies() const;
 
  private:
   unsigned short port_ = 0;

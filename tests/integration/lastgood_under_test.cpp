@@ -92,6 +92,33 @@ int Lastgood::count(const std::string& type) const {
   return n;
 }
 
+std::string Lastgood::last(const std::string& type, const std::string& field) const {
+  std::string v;
+  for (const auto& e : ledger())
+    if (e.type == type && e.data.contains(field)) v = e.data[field].is_string() ? e.data[field].get<std::string>() : e.data[field].dump();
+  return v;
+}
+
+std::vector<std::string> Lastgood::incident_events(const std::string& status) const {
+  const auto file = state / "incidents" / (last("action_started", "action_id") + ".json");
+  nlohmann::json inc;
+  if (!wait_until(
+          [&] {
+            inc = nlohmann::json::parse(fs::exists(file) ? read_file(file) : "", nullptr, false);
+            return !inc.is_discarded() && inc.value("status", "") == status;
+          },
+          std::chrono::seconds(5)))
+    return {};
+  std::vector<std::string> events;
+  for (const auto& e : inc["timeline"]) events.push_back(e["event"]);
+  return events;
+}
+
+bool Lastgood::ledger_verifies() const {
+  std::string out;
+  return run_command({LASTGOOD_BINARY, "ledger", "verify", (state / "ledger.jsonl").string()}, &out) == 0;
+}
+
 Site::Site(TempDir& dir, const std::vector<std::string>& releases) : root(dir.path / "app") {
   make_releases(root, releases);
   nginx = std::make_unique<Nginx>(dir.path / "", nullptr, root / "current");

@@ -34,13 +34,10 @@ TEST_CASE("a stale proposal never undoes a newer release: a hand deploy makes it
   Lastgood lg(dir, strict_app(site.url(), site.local_symlink({{"observe_interval", "200ms"}}), json::array(), "approve"),
               alice_approves_p0());
   lg.start({{"LG_TEST_TOKEN", "alice-secret-token"}});
-  DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
   switch_current(site.root, "bad2");
   REQUIRE(lg.wait_for("proposal_created"));
-  std::string id;
-  for (const auto& e : lg.ledger())
-    if (e.type == "proposal_created") id = e.data["id"];
+  const std::string id = lg.last("proposal_created", "id");
   switch_current(site.root, "v3");  // a person deploys a fix by hand
   REQUIRE(lg.wait_for("proposal_state", [&](const json& d) { return d.value("id", "") == id && d.value("state", "") == "stale"; }));
 
@@ -56,7 +53,6 @@ TEST_CASE("crash after the execute decision, before action_started: the restart 
   Site site(dir, {"v1", "bad2"});
   Lastgood lg(dir, strict_app(site.url(), site.local_symlink()));
   lg.start({{"LASTGOOD_TEST_CRASH_AFTER", "decision"}});
-  DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
   switch_current(site.root, "bad2");
   REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(20)));
@@ -76,13 +72,10 @@ TEST_CASE("crash after a proposal was approved, before its action started: check
               alice_approves_p0());
   // proposal_state entries: approved (1st), executing (2nd). Stop dead right after "approved".
   lg.start({{"LG_TEST_TOKEN", "alice-secret-token"}, {"LASTGOOD_TEST_CRASH_AFTER", "proposal_state:1"}});
-  DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
   switch_current(site.root, "bad2");
   REQUIRE(lg.wait_for("proposal_created"));
-  std::string id;
-  for (const auto& e : lg.ledger())
-    if (e.type == "proposal_created") id = e.data["id"];
+  const std::string id = lg.last("proposal_created", "id");
   http_call(lg.port(), "POST", "/api/v1/proposals/" + id + "/approve", "alice-secret-token", "{}");  // the process dies answering
   REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(20)));
   CHECK(lg.proc->stop() == 99);
@@ -179,7 +172,6 @@ TEST_CASE("crash after action_finished or after the verification: one switch, an
       Site site(dir, {"v1", "bad2"});
       Lastgood lg(dir, strict_app(site.url(), site.local_symlink()));
       lg.start({{"LASTGOOD_TEST_CRASH_AFTER", point}});
-      DumpOnFailure dump{dir.path / "lastgood-1.log"};
       REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
       switch_current(site.root, "bad2");
       REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(30)));
@@ -188,23 +180,12 @@ TEST_CASE("crash after action_finished or after the verification: one switch, an
       CHECK(lg.count("action_started") == 1);
 
       lg.start();
-      DumpOnFailure dump2{dir.path / "lastgood-2.log"};
       REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, std::chrono::seconds(30)));
       CHECK(lg.count("verification") == 1);  // verified once, by whichever process got there
       CHECK(lg.count("action_started") == 1);  // never switched a second time
       CHECK(current_release(site.root) == "v1");
-      std::string action_id;
-      for (const auto& e : lg.ledger())
-        if (e.type == "action_started") action_id = e.data["action_id"];
-      const auto inc_file = lg.state / "incidents" / (action_id + ".json");
-      REQUIRE(wait_until([&] { return fs::exists(inc_file) && json::parse(read_file(inc_file), nullptr, false).value("status", "") == "verified"; },
-                         std::chrono::seconds(5)));
-      const json inc = json::parse(read_file(inc_file));
-      std::vector<std::string> events;
-      for (const auto& e : inc["timeline"]) events.push_back(e["event"]);
-      CHECK(events == std::vector<std::string>{"breach", "decision", "action_started", "action_finished", "verification"});
-      std::string out;
-      CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (lg.state / "ledger.jsonl").string()}, &out) == 0);
+      CHECK(lg.incident_events() == std::vector<std::string>{"breach", "decision", "action_started", "action_finished", "verification"});
+      CHECK(lg.ledger_verifies());
     }
   }
 }
@@ -222,7 +203,6 @@ TEST_CASE("a deploy between the approval and the switch: the kind's own read ref
            {"observe_interval", "1h"}};
   Lastgood lg(dir, strict_app(site.url(), dep, json::array(), "approve"), alice_approves_p0());
   lg.start({{"LG_TEST_TOKEN", "alice-secret-token"}});
-  DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
   switch_current(site.root, "bad2");  // the breach re-reads the live release: the proposal is bad2 -> v1
   REQUIRE(lg.wait_for("proposal_created"));

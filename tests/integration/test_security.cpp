@@ -38,7 +38,6 @@ TEST_CASE("DNS rebinding: the page and API answer only lastgood's names; securit
   TempDir dir;
   Lastgood lg(dir, watched(dir), {{"api", {{"allowed_hosts", {"lastgood.example.com"}}}}});
   lg.start();
-  DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
   const std::string port = std::to_string(lg.port());
   // A page on attacker.example whose name now resolves to 127.0.0.1 sends its own Host.
@@ -77,7 +76,6 @@ TEST_CASE("without approvers nobody may clear; an unauthenticated flood is bound
              {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}}}}}};
   Lastgood lg(dir, watched(dir), extra);
   lg.start({{"LG_SEC_TOKEN", "alice-sec-0c1d"}});
-  DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
 
   // A flood without a valid token, each with a 60 KB comment.
@@ -146,7 +144,6 @@ TEST_CASE("everything under state_dir is private: folders 0700, the ledger, the 
   const mode_t old = ::umask(022);  // the daemon inherits a permissive umask
   lg.start();
   ::umask(old);
-  DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
   auto mode = [](const fs::path& p) { return static_cast<int>(fs::status(p).permissions() & fs::perms::all); };
   CHECK(mode(lg.state) == 0700);
@@ -165,7 +162,6 @@ TEST_CASE("everything under state_dir is private: folders 0700, the ledger, the 
   Lastgood fresh(other, watched(other));
   fs::remove_all(fresh.state);
   fresh.start();
-  DumpOnFailure dump2{other.path / "lastgood-1.log"};
   REQUIRE(wait_until([&] { return fresh.ready(); }, std::chrono::seconds(20)));
   CHECK(mode(fresh.state) == 0700);
 }
@@ -208,7 +204,6 @@ TEST_CASE("a keyed ledger (ledger.hmac_key_file): verify and head need the key; 
   Lastgood lg(dir, service, {{"ledger", {{"hmac_key_file", key_file.string()}}}});
   lg.hmac_key = key;
   lg.start();
-  DumpOnFailure dump{dir.path / "lastgood-1.log"};
   REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
   REQUIRE(wait_until([&] { return lg.ledger().size() >= 2; }, std::chrono::seconds(20)));  // entries after the key
   CHECK(lg.proc->stop() == 0);
