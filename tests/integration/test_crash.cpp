@@ -228,3 +228,48 @@ TEST_CASE("a deploy between the approval and the switch: the kind's own read ref
   CHECK(metric(m, "lastgood_rollbacks_total{deployment=\"command\",outcome=\"refused\",service=\"app\"}") == 1);
 }
 
+
+TEST_CASE("SIGTERM during a rollback: the switch is finished and recorded before exit, and the restart does not act again", "[crash]") {
+  TempDir dir;
+  Site site(dir, {"v1", "bad2"});
+  const std::string root = site.root.string();
+  // A rollback that takes 2 s, as a deploy tool's would: the signal arrives while it runs.
+  json dep{{"kind", "command"},
+           {"observe_interval", "200ms"},
+           {"observe", {"/bin/sh", "-c", "basename \"$(readlink " + root + "/current)\""}},
+           {"rollback", {"/bin/sh", "-c", "sleep 2 && ln -sfn releases/${to} " + root + "/current.tmp && mv -Tf " + root + "/current.tmp " + root + "/current"}}};
+  Lastgood lg(dir, strict_app(site.url(), dep));
+  lg.start();
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site.root, "bad2");
+  REQUIRE(lg.wait_for("action_started"));
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto st = lg.proc->signal_and_wait(SIGTERM, std::chrono::seconds(20));
+  REQUIRE(st.has_value());
+  CHECK(*st == 0);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));  // waited for the rollback, not for the grace
+  CHECK(current_release(site.root) == "v1");  // the switch was completed, not abandoned half-done
+  CHECK(lg.has("action_finished", "\"ok\":true"));
+  CHECK_THAT(lg.log(), Catch::Contains("1 rollback(s) under way: waiting up to 30s"));
+  // A restart finds the action finished: nothing to reconcile, no second switch.
+  lg.start();
+  REQUIRE(wait_until([&] { return lg.ready(); }, std::chrono::seconds(20)));
+  CHECK(lg.count("action_started") == 1);
+  CHECK(lg.count("action_reconciled") == 0);
+  CHECK(lg.ledger_verifies());
+}
+
+TEST_CASE("SIGTERM with nothing under way: probes and observing are cancelled and lastgood exits at once", "[crash]") {
+  TempDir dir;
+  Site site(dir, {"v1"});
+  Lastgood lg(dir, strict_app(site.url(), site.local_symlink({{"observe_interval", "200ms"}})));
+  lg.start();
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto st = lg.proc->signal_and_wait(SIGTERM, std::chrono::seconds(5));
+  REQUIRE(st.has_value());
+  CHECK(*st == 0);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
+  CHECK_THAT(lg.log(), !Catch::Contains("rollback(s) under way"));
+  CHECK_THAT(lg.log(), !Catch::Contains("internal error"));  // a cancelled coroutine is not one
+}
