@@ -176,6 +176,11 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     }
   }
   if (auto s = o.str("state_dir")) cfg.state_dir = *s;
+  if (const json* v = o.get("ha")) {
+    Ha ha;
+    parse_ha(c, *v, o.at("ha"), ha);
+    cfg.ha = std::move(ha);
+  }
   if (const json* v = o.get("ledger")) {
     Obj lo(c, *v, o.at("ledger"));
     if (lo.ok()) {

@@ -104,6 +104,21 @@ struct LedgerOptions {
   std::optional<Secret> hmac_key;
 };
 
+// The "ha" block (../docs/operations.md, "Running replicas"; design: ha.md): several replicas
+// coordinated through etcd 3.4's JSON gateway. Absent: one replica, which always may act.
+struct Ha {
+  std::vector<std::string> etcd;       // endpoints, "http://host:port" or "https://..."; tried in turn
+  std::string cluster;                 // the key prefix /lastgood/<cluster>/
+  std::string replica;                 // this replica's id, unique in the cluster
+  int shards = 1;                      // 1: active/standby; S: services spread over replicas
+  Duration lease{15'000};              // etcd lease TTL
+  Duration renew_deadline{10'000};     // no successful keepalive for this long: stop acting
+  Duration retry{2'000};               // between campaigns, and the rank step of the rendezvous order
+  std::optional<std::string> ca_file, cert_file, key_file;  // TLS to etcd
+  std::optional<std::string> user;     // etcd auth
+  std::optional<Secret> password;
+};
+
 struct Config {
   std::string source;                                    // the file it came from
   std::string listen = "127.0.0.1:9464";
@@ -114,6 +129,7 @@ struct Config {
   std::map<Severity, Authority> authority;
   std::vector<Notify> notify;
   std::optional<Alertmanager> alertmanager;
+  std::optional<Ha> ha;
   std::vector<Service> services;
 };
 

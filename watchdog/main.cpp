@@ -97,6 +97,13 @@ int cmd_run(const Args& a) {
     for (const auto& p : res.problems) spdlog::error("config: {}", p.to_string());
     return 2;
   }
+  if (res.config->ha) {
+    // Refused rather than ignored: a team that configured replicas believes they are coordinated.
+    spdlog::error("config: {}: /ha: this version does not coordinate replicas yet; remove the block and run one replica "
+                  "(several replicas without it would each act on the same breach)",
+                  a.config);
+    return 2;
+  }
   const auto limit = lastgood::watchdog::raise_open_files_limit();
   warn_open_files(*res.config, limit);
   boost::asio::io_context ioc(1);

@@ -188,6 +188,22 @@ class Verdaccio {
   std::unique_ptr<Process> proc_;
 };
 
+// A real etcd 3.4 (Debian's etcd-server) on 127.0.0.1: `members` members of one cluster (ha.md's
+// test timings: heartbeat 100 ms, election 1 s), ready when every member's /health says so.
+// stop(i) / cont(i) send SIGSTOP / SIGCONT to member i (taking the quorum away and back).
+class Etcd {
+ public:
+  Etcd(const fs::path& dir, int members = 1);
+  ~Etcd();
+  std::vector<unsigned short> client_ports;
+  std::vector<std::string> endpoints() const;
+  void stop(int member);
+  void cont(int member);
+
+ private:
+  std::vector<std::unique_ptr<Process>> procs_;
+};
+
 // A release folder: root/releases/{names} with an index.html each, and root/current -> releases/first.
 // A release whose name starts with "bad" serves a page without a <title>.
 void make_releases(const fs::path& root, const std::vector<std::string>& names);

@@ -219,4 +219,47 @@ std::string current_release(const fs::path& root) {
   return fs::read_symlink(root / "current", ec).filename().string();
 }
 
+Etcd::Etcd(const fs::path& dir, int members) {
+  std::vector<unsigned short> peer_ports;
+  std::string cluster;
+  for (int i = 0; i < members; ++i) {
+    client_ports.push_back(free_port());
+    peer_ports.push_back(free_port());
+    cluster += (i ? "," : "") + std::string("n") + std::to_string(i) + "=http://127.0.0.1:" + std::to_string(peer_ports.back());
+  }
+  const std::string token = "lg-" + dir.filename().string() + "-" + std::to_string(::getpid());
+  for (int i = 0; i < members; ++i) {
+    const std::string n = "n" + std::to_string(i);
+    const std::string client = "http://127.0.0.1:" + std::to_string(client_ports[static_cast<size_t>(i)]);
+    const std::string peer = "http://127.0.0.1:" + std::to_string(peer_ports[static_cast<size_t>(i)]);
+    fs::create_directories(dir / n);
+    procs_.push_back(std::make_unique<Process>(
+        std::vector<std::string>{"etcd", "--name", n, "--data-dir", (dir / n / "data").string(), "--listen-client-urls", client,
+                                 "--advertise-client-urls", client, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                                 "--initial-cluster", cluster, "--initial-cluster-token", token, "--initial-cluster-state", "new",
+                                 "--heartbeat-interval", "100", "--election-timeout", "1000"},
+        dir / n / "log"));
+  }
+  for (int i = 0; i < members; ++i) {
+    const auto port = client_ports[static_cast<size_t>(i)];
+    if (!wait_until([&] { return http_call(port, "GET", "/health").body.find("\"health\":\"true\"") != std::string::npos; },
+                    std::chrono::seconds(30)))
+      throw std::runtime_error("etcd member " + std::to_string(i) + " did not become healthy: " + read_file(dir / ("n" + std::to_string(i)) / "log"));
+  }
+}
+
+Etcd::~Etcd() {
+  for (size_t i = 0; i < procs_.size(); ++i) ::kill(procs_[i]->pid(), SIGCONT);  // a stopped member cannot exit
+  for (auto& p : procs_) p->stop();
+}
+
+std::vector<std::string> Etcd::endpoints() const {
+  std::vector<std::string> out;
+  for (auto p : client_ports) out.push_back("http://127.0.0.1:" + std::to_string(p));
+  return out;
+}
+
+void Etcd::stop(int member) { ::kill(procs_[static_cast<size_t>(member)]->pid(), SIGSTOP); }
+void Etcd::cont(int member) { ::kill(procs_[static_cast<size_t>(member)]->pid(), SIGCONT); }
+
 }  // namespace testing
