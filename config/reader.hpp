@@ -263,6 +263,9 @@ std::optional<Severity> parse_severity(const std::string& s);
 std::optional<std::vector<StatusRange>> parse_status(Ctx& c, const std::string& ptr, const json& v);
 // Names that end up in logs, metric labels, the ledger and the page: printable, one line, short.
 void check_name(Ctx& c, const std::string& ptr, const std::string& name, const char* what);
+// A service's trigger (its probe must be in probe_names) and its rollback block (triggers.cpp).
+void parse_trigger(Ctx& c, const json& j, const std::string& ptr, Trigger& t, const std::set<std::string>& probe_names);
+void parse_rollback(Ctx& c, const json& j, const std::string& ptr, Rollback& r);
 // The "ha" block (ha.cpp).
 void parse_ha(Ctx& c, const json& j, const std::string& ptr, Ha& ha);
 // A probe and a deployment block: the common keys here, the rest by the parser of `kind` from the
