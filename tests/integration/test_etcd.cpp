@@ -3,10 +3,16 @@
 // "unavailable" within the call's deadline.
 #include <catch2/catch.hpp>
 
+#include <map>
+#include <set>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include "fixtures.hpp"
 #include "watchdog/ha/etcd.hpp"
+#include "watchdog/ha/replica.hpp"
 
 using namespace testing;
 using namespace lastgood::watchdog::ha;
@@ -102,4 +108,107 @@ TEST_CASE("a cluster without quorum is 'unavailable' within the deadline, and an
   etcd.cont(1);
   etcd.cont(2);
   REQUIRE(wait_until([&] { return std::holds_alternative<TxnResult>(run_sync(ioc, c.txn(write))); }, std::chrono::seconds(20)));
+}
+
+namespace {
+
+// Replicas of one cluster on one loop, with ha.md's test timings (5 s lease, 3 s renew, 0.5 s retry).
+struct Cluster {
+  asio::io_context ioc;
+  std::vector<std::unique_ptr<EtcdClient>> clients;
+  std::vector<std::unique_ptr<Replica>> replicas;
+  std::vector<std::string> events;  // "a+0@fence" acquired, "a-0: why" lost
+
+  Cluster(const std::vector<std::string>& endpoints, const std::vector<std::string>& names, int shards) {
+    for (const auto& n : names) {
+      clients.push_back(std::make_unique<EtcdClient>(ioc.get_executor(), EtcdOptions{endpoints, std::chrono::milliseconds(1000)}));
+      ReplicaOptions o{"test", n, "127.0.0.1:1", shards, std::chrono::seconds(5), std::chrono::milliseconds(3000), std::chrono::milliseconds(500)};
+      replicas.push_back(std::make_unique<Replica>(ioc.get_executor(), *clients.back(), o, [this, n](int shard, std::int64_t fence, const std::string& why) {
+        events.push_back(n + (fence ? "+" : "-") + std::to_string(shard) + (fence ? "@" + std::to_string(fence) : ": " + why));
+      }));
+    }
+    for (auto& r : replicas) r->start();
+  }
+  // Runs the loop until cond holds or `limit` passes.
+  bool run_until(const std::function<bool()>& cond, std::chrono::seconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      ioc.run_for(std::chrono::milliseconds(50));
+      if (cond()) return true;
+    }
+    return cond();
+  }
+  int owners(int shard) const {
+    int n = 0;
+    for (const auto& r : replicas) n += r->owns(shard);
+    return n;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("replicas on a real etcd: one owner per shard, the shards spread, a resigning owner's shards move at once", "[ha]") {
+  TempDir dir;
+  Etcd etcd(dir.path / "etcd");
+  Cluster c(etcd.endpoints(), {"a", "b", "c"}, 6);
+  auto all_owned = [&] {
+    for (int s = 0; s < 6; ++s)
+      if (c.owners(s) != 1) return false;
+    return true;
+  };
+  REQUIRE(c.run_until(all_owned, std::chrono::seconds(20)));
+  // Let it run: ownership stays put (no flapping while the leases are kept alive).
+  const auto before = c.events.size();
+  c.run_until([] { return false; }, std::chrono::seconds(3));
+  CHECK(c.events.size() == before);
+  CHECK(all_owned());
+  std::set<std::int64_t> fences;
+  for (int s = 0; s < 6; ++s)
+    for (const auto& r : c.replicas)
+      if (auto f = r->fence(s)) fences.insert(*f);
+  CHECK(fences.size() == 6);  // each shard's fence is its own transaction's revision
+
+  // "a" resigns (SIGTERM): it owns nothing at once, and its shards have a new owner well within the lease.
+  std::map<int, std::int64_t> a_fence;
+  std::vector<int> a_shards;
+  for (int s = 0; s < 6; ++s)
+    if (auto f = c.replicas[0]->fence(s)) {
+      a_shards.push_back(s);
+      a_fence[s] = *f;
+    }
+  bool resigned = false;
+  asio::co_spawn(c.ioc, [&]() -> asio::awaitable<void> { co_await c.replicas[0]->resign(); resigned = true; }, asio::detached);
+  REQUIRE(c.run_until([&] { return resigned; }, std::chrono::seconds(5)));
+  for (int s : a_shards) CHECK_FALSE(c.replicas[0]->owns(s));
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(c.run_until([&] {
+    for (int s : a_shards)
+      if (c.replicas[1]->owns(s) + c.replicas[2]->owns(s) != 1) return false;
+    return true;
+  }, std::chrono::seconds(10)));
+  INFO("took over in " << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count() << " ms");
+  for (int s : a_shards) {
+    const auto f = c.replicas[1]->fence(s) ? c.replicas[1]->fence(s) : c.replicas[2]->fence(s);
+    CHECK(*f > a_fence[s]);  // a new epoch: the fence only grows
+  }
+}
+
+TEST_CASE("without an etcd quorum the owner steps down within the renew deadline, and one owner returns after", "[ha]") {
+  TempDir dir;
+  Etcd etcd(dir.path / "etcd", 3);
+  Cluster c(etcd.endpoints(), {"a", "b"}, 1);
+  REQUIRE(c.run_until([&] { return c.owners(0) == 1; }, std::chrono::seconds(20)));
+  etcd.stop(1);
+  etcd.stop(2);
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(c.run_until([&] { return c.owners(0) == 0; }, std::chrono::seconds(10)));
+  const auto stepped_down = std::chrono::steady_clock::now() - t0;
+  INFO("stepped down after " << std::chrono::duration_cast<std::chrono::milliseconds>(stepped_down).count() << " ms");
+  CHECK(stepped_down < std::chrono::seconds(6));  // renew deadline 3 s + a keepalive period, with room for a loaded machine
+  for (const auto& r : c.replicas) CHECK(r->state() != Replica::State::owner);
+  etcd.cont(1);
+  etcd.cont(2);
+  REQUIRE(c.run_until([&] { return c.owners(0) == 1; }, std::chrono::seconds(30)));
+  c.run_until([] { return false; }, std::chrono::seconds(2));
+  CHECK(c.owners(0) == 1);
 }

@@ -5,7 +5,10 @@
 
 #include <openssl/evp.h>
 
+#include <deque>
+
 #include "net/http_client.hpp"
+#include "net/supervise.hpp"
 
 namespace lastgood::watchdog::ha {
 
@@ -169,6 +172,7 @@ struct EtcdClient::Impl {
   asio::any_io_executor ex;
   EtcdOptions options;
   std::vector<std::unique_ptr<net::HttpConnection>> conns;  // one kept-alive connection per endpoint
+  std::deque<bool> busy;                                    // a request in flight on conns[i] (deque: stable references)
   std::size_t current = 0;                                  // the endpoint tried first
 };
 
@@ -179,6 +183,7 @@ EtcdClient::EtcdClient(asio::any_io_executor ex, EtcdOptions options) : impl_(st
     auto u = net::parse_url(e);  // checked by config/ha.cpp
     if (!u) throw std::invalid_argument("not an etcd endpoint URL: " + e);
     impl_->conns.push_back(std::make_unique<net::HttpConnection>(impl_->ex, *u, u->tls() ? impl_->options.tls : nullptr));
+    impl_->busy.push_back(false);
   }
   if (impl_->conns.empty()) throw std::invalid_argument("no etcd endpoint");
 }
@@ -202,11 +207,22 @@ asio::awaitable<EtcdResult<json>> EtcdClient::call(const char* path, json body) 
     req.target = path;
     req.headers.emplace_back("Content-Type", "application/json");
     req.body = payload;
-    const net::HttpResult res = co_await impl_->conns[i]->request(std::move(req), Clock::now() + share, 4 * 1024 * 1024);
+    // One request at a time per connection: a call made while another is in flight (a resign
+    // during a campaign round) gets a connection of its own for this request.
+    std::unique_ptr<net::HttpConnection> own;
+    net::HttpConnection* conn = impl_->conns[i].get();
+    std::optional<net::FlagGuard> hold;
+    if (impl_->busy[i]) {
+      own = std::make_unique<net::HttpConnection>(impl_->ex, conn->url(), impl_->options.tls);
+      conn = own.get();
+    } else {
+      hold.emplace(impl_->busy[i]);
+    }
+    const net::HttpResult res = co_await conn->request(std::move(req), Clock::now() + share, 4 * 1024 * 1024);
     const std::string& ep = impl_->options.endpoints[i];
     if (const auto* err = std::get_if<net::HttpError>(&res)) {
       last = ep + ": " + err->message;
-      impl_->conns[i]->close();
+      conn->close();
       continue;
     }
     const auto& r = std::get<net::HttpResponse>(res);
