@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "watchdog/ha/owner_coordinator.hpp"
 #include "watchdog/ha/placement.hpp"
 
 using namespace lastgood::watchdog::ha;
@@ -64,4 +65,20 @@ TEST_CASE("the etcd keys of ha.md", "[ha]") {
   CHECK(k.service_active("checkout") == "/lastgood/prod/svc/checkout/active");
   CHECK(k.action("a-17") == "/lastgood/prod/actions/a-17");
   CHECK(k.vote("p-3", "alice") == "/lastgood/prod/votes/p-3/alice");
+}
+
+TEST_CASE("a replica may act on a service only while it owns the service's shard, with that fence", "[ha]") {
+  std::map<int, std::int64_t> owned{{shard_of("checkout", 4), 1207}};
+  OwnerCoordinator c(4, [&](int shard) -> std::optional<std::int64_t> {
+    auto it = owned.find(shard);
+    if (it == owned.end()) return std::nullopt;
+    return it->second;
+  });
+  const auto g = c.may_act("checkout");
+  CHECK(g.granted);
+  CHECK(g.fence == 1207);
+  owned.clear();  // lost: standby, or cut off
+  const auto refused = c.may_act("checkout");
+  CHECK_FALSE(refused.granted);
+  CHECK_THAT(refused.why, Catch::Contains("does not own shard " + std::to_string(shard_of("checkout", 4))));
 }
