@@ -12,6 +12,7 @@
 
 #include "fixtures.hpp"
 #include "watchdog/ha/etcd.hpp"
+#include "watchdog/ha/intent.hpp"
 #include "watchdog/ha/replica.hpp"
 
 using namespace testing;
@@ -211,4 +212,57 @@ TEST_CASE("without an etcd quorum the owner steps down within the renew deadline
   REQUIRE(c.run_until([&] { return c.owners(0) == 1; }, std::chrono::seconds(30)));
   c.run_until([] { return false; }, std::chrono::seconds(2));
   CHECK(c.owners(0) == 1);
+}
+
+TEST_CASE("the fenced intent on a real etcd: one action per service at a time, none under an old fence, finish only with its token", "[ha]") {
+  TempDir dir;
+  Etcd etcd(dir.path / "etcd");
+  asio::io_context ioc;
+  EtcdClient c(ioc.get_executor(), {etcd.endpoints()});
+  const Keys keys("test");
+  const auto lease = ok(run_sync(ioc, c.grant(std::chrono::seconds(5))));
+  const auto won = ok(run_sync(ioc, c.txn(campaign(keys.owner(0), "a", lease.id))));
+  REQUIRE(won.succeeded);
+
+  Intent first{"checkout", "a-1", 0, won.revision, lease.id, 0, R"({"from":"v2","to":"v1"})", R"({"budget":1})", std::nullopt, ""};
+  const auto t1 = ok(run_sync(ioc, c.txn(intent_txn(keys, first))));
+  REQUIRE(t1.succeeded);
+  const std::int64_t token = t1.revision;
+  // A second intent for the same service, even with a fresh read of the state: refused while a-1 is active.
+  const auto state_now = ok(run_sync(ioc, c.range(keys.service_state("checkout"))));
+  REQUIRE(state_now.kvs.size() == 1);
+  Intent second = first;
+  second.action_id = "a-2";
+  second.state_mod = state_now.kvs[0].mod_revision;
+  const auto t2 = ok(run_sync(ioc, c.txn(intent_txn(keys, second))));
+  CHECK_FALSE(t2.succeeded);
+  REQUIRE(t2.ranges.size() == 2);
+  CHECK(t2.ranges[1][0].value == "a-1");  // the failure says which action is active
+  // Finishing needs the token: a wrong one changes nothing; the right one clears the marker.
+  CHECK_FALSE(ok(run_sync(ioc, c.txn(finish_txn(keys, "checkout", "a-1", token - 1, R"({"ok":true})")))).succeeded);
+  CHECK(ok(run_sync(ioc, c.txn(finish_txn(keys, "checkout", "a-1", token, R"({"ok":true})")))).succeeded);
+  CHECK(ok(run_sync(ioc, c.range(keys.service_active("checkout")))).kvs.empty());
+  // A decision made on a state that has changed since is refused: `first` was decided when the
+  // service had no state yet, and a-1 wrote one.
+  Intent late = first;
+  late.action_id = "a-2b";
+  CHECK_FALSE(ok(run_sync(ioc, c.txn(intent_txn(keys, late)))).succeeded);
+
+  // The owner's lease goes and another replica wins the shard: the old fence acts no more.
+  CHECK(ok(run_sync(ioc, c.revoke(lease.id))));
+  const auto lease_b = ok(run_sync(ioc, c.grant(std::chrono::seconds(5))));
+  const auto won_b = ok(run_sync(ioc, c.txn(campaign(keys.owner(0), "b", lease_b.id))));
+  REQUIRE(won_b.succeeded);
+  const auto latest = ok(run_sync(ioc, c.range(keys.service_state("checkout")))).kvs.at(0).mod_revision;
+  Intent stale = first;
+  stale.action_id = "a-3";
+  stale.state_mod = latest;
+  CHECK_FALSE(ok(run_sync(ioc, c.txn(intent_txn(keys, stale)))).succeeded);
+  Intent fresh = stale;
+  fresh.action_id = "b-1";
+  fresh.fence = won_b.revision;
+  fresh.lease = lease_b.id;
+  const auto tb = ok(run_sync(ioc, c.txn(intent_txn(keys, fresh))));
+  REQUIRE(tb.succeeded);
+  CHECK(tb.revision > token);  // tokens only grow across owners
 }
