@@ -3,11 +3,13 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
@@ -82,7 +84,11 @@ void note_internal_error(const char* where, const std::string& what) {
 }
 
 struct Lifetime::State {
-  std::unordered_set<asio::cancellation_signal*> running;
+  struct Running {
+    std::weak_ptr<asio::cancellation_signal> signal;  // expires when the coroutine has finished
+    asio::any_io_executor ex;
+  };
+  std::unordered_map<asio::cancellation_signal*, Running> running;
 };
 
 Lifetime::Lifetime() : state_(std::make_shared<State>()) {}
@@ -92,10 +98,16 @@ std::size_t Lifetime::running() const { return state_ ? state_->running.size() :
 void Lifetime::end() {
   if (!state_) return;
   const auto st = std::move(state_);  // watches expire when st goes
-  // Each signal belongs to a coroutine that has not finished: it stays valid until that
-  // coroutine's completion handler runs, which emit() does not do inline.
-  const std::vector<asio::cancellation_signal*> signals(st->running.begin(), st->running.end());
-  for (auto* sig : signals) sig->emit(asio::cancellation_type::terminal);
+  // Emitted on each coroutine's own executor: co_spawn forwards a cancellation with dispatch(), so
+  // from outside the loop it would post a reference into the coroutine's state, which a
+  // coroutine finishing first would leave dangling. On the loop, the forwarding runs inline; a
+  // coroutine that finished meanwhile has let its signal go, and is skipped.
+  std::vector<State::Running> running;
+  for (const auto& [ptr, r] : st->running) running.push_back(r);
+  for (auto& r : running)
+    asio::dispatch(r.ex, [w = r.signal] {
+      if (auto sig = w.lock()) sig->emit(asio::cancellation_type::terminal);
+    });
 }
 
 namespace {
@@ -110,7 +122,7 @@ void run_under(const asio::any_io_executor& ex, asio::awaitable<void> aw, const 
                AfterError after_error) {
   // The signal lives as long as the completion handler (the coroutine's whole run).
   auto sig = std::make_shared<asio::cancellation_signal>();
-  st->running.insert(sig.get());
+  st->running.emplace(sig.get(), Lifetime::State::Running{sig, ex});
   std::weak_ptr<Lifetime::State> owner = st;
   asio::co_spawn(ex, std::move(aw),
                  asio::bind_cancellation_slot(sig->slot(), [where, owner, sig, after_error = std::move(after_error)](std::exception_ptr ep) {

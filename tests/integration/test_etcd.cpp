@@ -14,6 +14,7 @@
 #include "watchdog/ha/etcd.hpp"
 #include "watchdog/ha/intent.hpp"
 #include "watchdog/ha/replica.hpp"
+#include "watchdog/ha/watch.hpp"
 
 using namespace testing;
 using namespace lastgood::watchdog::ha;
@@ -129,6 +130,12 @@ struct Cluster {
       }));
     }
     for (auto& r : replicas) r->start();
+  }
+  // Stops the replicas and lets their cancelled coroutines unwind while the clients still exist.
+  ~Cluster() {
+    for (auto& r : replicas) r->stop();
+    ioc.restart();
+    ioc.run_for(std::chrono::milliseconds(300));
   }
   // Runs the loop until cond holds or `limit` passes.
   bool run_until(const std::function<bool()>& cond, std::chrono::seconds limit) {
@@ -265,4 +272,48 @@ TEST_CASE("the fenced intent on a real etcd: one action per service at a time, n
   const auto tb = ok(run_sync(ioc, c.txn(intent_txn(keys, fresh))));
   REQUIRE(tb.succeeded);
   CHECK(tb.revision > token);  // tokens only grow across owners
+}
+
+TEST_CASE("a watch on a real etcd streams puts and deletes as they happen, from a revision, and says when it is compacted", "[ha]") {
+  TempDir dir;
+  Etcd etcd(dir.path / "etcd");
+  asio::io_context ioc;
+  EtcdClient c(ioc.get_executor(), {etcd.endpoints()});
+  const Keys keys("test");
+  auto soon = [] { return std::chrono::steady_clock::now() + std::chrono::seconds(5); };
+  EtcdWatch w(ioc.get_executor(), etcd.endpoints()[0]);
+  REQUIRE(ok(run_sync(ioc, w.start(keys.prefix() + "shard/", true, 0, soon()))));
+
+  Txn put;
+  put.success.push_back(Op::put(keys.owner(0), "a"));
+  const auto rev = ok(run_sync(ioc, c.txn(put))).revision;
+  auto b = ok(run_sync(ioc, w.next(soon())));
+  REQUIRE(b.events.size() == 1);
+  CHECK(b.events[0].type == WatchEvent::Type::put);
+  CHECK(b.events[0].kv.key == keys.owner(0));
+  CHECK(b.events[0].kv.value == "a");
+  CHECK(b.events[0].kv.mod_revision == rev);
+
+  Txn del;
+  del.success.push_back(Op::del(keys.owner(0)));
+  ok(run_sync(ioc, c.txn(del)));
+  b = ok(run_sync(ioc, w.next(soon())));
+  REQUIRE(b.events.size() == 1);
+  CHECK(b.events[0].type == WatchEvent::Type::del);  // an owner key gone: campaign now, without waiting for `retry`
+
+  // Nothing happens: the read ends at its deadline as "unavailable", never hangs.
+  auto quiet = run_sync(ioc, w.next(std::chrono::steady_clock::now() + std::chrono::milliseconds(300)));
+  REQUIRE(std::holds_alternative<EtcdError>(quiet));
+  CHECK(std::get<EtcdError>(quiet).unavailable);
+
+  // A new watch from the put's revision replays both events.
+  EtcdWatch from(ioc.get_executor(), etcd.endpoints()[0]);
+  REQUIRE(ok(run_sync(ioc, from.start(keys.owner(0), false, rev, soon()))));
+  std::vector<WatchEvent> seen;
+  while (seen.size() < 2) {
+    auto more = ok(run_sync(ioc, from.next(soon())));
+    for (auto& e : more.events) seen.push_back(e);
+  }
+  CHECK(seen[0].type == WatchEvent::Type::put);
+  CHECK(seen[1].type == WatchEvent::Type::del);
 }

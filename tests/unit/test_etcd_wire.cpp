@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "watchdog/ha/etcd.hpp"
+#include "watchdog/ha/watch.hpp"
 
 using namespace lastgood::watchdog::ha;
 using nlohmann::json;
@@ -80,5 +81,28 @@ TEST_CASE("an answer that lies about types is an error naming what, not a crash"
     REQUIRE(std::holds_alternative<EtcdError>(r));
     CHECK_FALSE(std::get<EtcdError>(r).unavailable);  // etcd answered: not "unreachable"
     CHECK_THAT(std::get<EtcdError>(r).message, Catch::StartsWith("etcd's answer is malformed"));
+  }
+}
+
+TEST_CASE("watch messages: events, a compaction, and lies", "[etcd]") {
+  auto ev = EtcdWatch::parse_message(json::parse(R"({"result":{"header":{"revision":"12"},"events":[{"type":"DELETE","kv":{"key":")" +
+                                                 base64("/k") + R"(","mod_revision":"12"}},{"kv":{"key":")" + base64("/j") +
+                                                 R"(","value":")" + base64("v") + R"(","mod_revision":"12"}}]}})"));
+  REQUIRE(std::holds_alternative<WatchBatch>(ev));
+  const auto& b = std::get<WatchBatch>(ev);
+  CHECK(b.revision == 12);
+  REQUIRE(b.events.size() == 2);
+  CHECK(b.events[0].type == WatchEvent::Type::del);  // "type" is omitted for PUT (its default)
+  CHECK(b.events[1].type == WatchEvent::Type::put);
+  CHECK(b.events[1].kv.value == "v");
+  auto compacted = EtcdWatch::parse_message(json::parse(R"({"result":{"header":{"revision":"90"},"canceled":true,"compact_revision":"50"}})"));
+  REQUIRE(std::holds_alternative<WatchBatch>(compacted));
+  CHECK(std::get<WatchBatch>(compacted).canceled);
+  CHECK(std::get<WatchBatch>(compacted).compact_revision == 50);
+  for (const char* lie : {R"({"result":7})", R"({"result":{"events":{}}})", R"({"result":{"events":[{"type":"PUT"}]}})",
+                          R"({"result":{"events":[{"kv":{"key":"%%%%"}}]}})", R"({"result":{"canceled":"yes"}})",
+                          R"({"result":{"header":{"revision":[1]}}})", R"({"result":{"events":[{"type":1,"kv":{"key":"L2E="}}]}})", R"([1])"}) {
+    INFO(lie);
+    CHECK(std::holds_alternative<EtcdError>(EtcdWatch::parse_message(json::parse(lie))));
   }
 }

@@ -5,10 +5,7 @@
 
 #include <openssl/evp.h>
 
-#include <deque>
-
 #include "net/http_client.hpp"
-#include "net/supervise.hpp"
 
 namespace lastgood::watchdog::ha {
 
@@ -172,7 +169,7 @@ struct EtcdClient::Impl {
   asio::any_io_executor ex;
   EtcdOptions options;
   std::vector<std::unique_ptr<net::HttpConnection>> conns;  // one kept-alive connection per endpoint
-  std::deque<bool> busy;                                    // a request in flight on conns[i] (deque: stable references)
+  std::vector<std::shared_ptr<bool>> busy;                  // a request in flight on conns[i]
   std::size_t current = 0;                                  // the endpoint tried first
 };
 
@@ -183,7 +180,7 @@ EtcdClient::EtcdClient(asio::any_io_executor ex, EtcdOptions options) : impl_(st
     auto u = net::parse_url(e);  // checked by config/ha.cpp
     if (!u) throw std::invalid_argument("not an etcd endpoint URL: " + e);
     impl_->conns.push_back(std::make_unique<net::HttpConnection>(impl_->ex, *u, u->tls() ? impl_->options.tls : nullptr));
-    impl_->busy.push_back(false);
+    impl_->busy.push_back(std::make_shared<bool>(false));
   }
   if (impl_->conns.empty()) throw std::invalid_argument("no etcd endpoint");
 }
@@ -211,12 +208,20 @@ asio::awaitable<EtcdResult<json>> EtcdClient::call(const char* path, json body) 
     // during a campaign round) gets a connection of its own for this request.
     std::unique_ptr<net::HttpConnection> own;
     net::HttpConnection* conn = impl_->conns[i].get();
-    std::optional<net::FlagGuard> hold;
-    if (impl_->busy[i]) {
+    // The flag is shared with this frame, which may be destroyed after the client (an io_context
+    // torn down with the call still pending).
+    struct Hold {
+      std::shared_ptr<bool> flag;
+      ~Hold() {
+        if (flag) *flag = false;
+      }
+    } hold;
+    if (*impl_->busy[i]) {
       own = std::make_unique<net::HttpConnection>(impl_->ex, conn->url(), impl_->options.tls);
       conn = own.get();
     } else {
-      hold.emplace(impl_->busy[i]);
+      hold.flag = impl_->busy[i];
+      *hold.flag = true;
     }
     const net::HttpResult res = co_await conn->request(std::move(req), Clock::now() + share, 4 * 1024 * 1024);
     const std::string& ep = impl_->options.endpoints[i];
