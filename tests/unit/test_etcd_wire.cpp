@@ -47,7 +47,7 @@ TEST_CASE("a campaign transaction in the gateway's JSON", "[etcd]") {
 TEST_CASE("answers: a failed transaction has no 'succeeded', revisions are strings", "[etcd]") {
   const json lost = json::parse(R"({"header":{"cluster_id":"1","member_id":"2","revision":"42","raft_term":"3"},
     "responses":[{"response_range":{"header":{"revision":"42"},"kvs":[{"key":")" + base64("/o") + R"(","create_revision":"40",
-    "mod_revision":"40","version":"1","value":")" + base64("b http://10.0.0.2:9464") + R"(","lease":"99"}],"count":"1"}}]})");
+    "mod_revision":"40","version":"1","value":")" + base64("b http://127.0.0.1:9464") + R"(","lease":"99"}],"count":"1"}}]})");
   auto r = EtcdClient::parse_txn(lost);
   REQUIRE(std::holds_alternative<TxnResult>(r));
   const auto& t = std::get<TxnResult>(r);
@@ -55,7 +55,7 @@ TEST_CASE("answers: a failed transaction has no 'succeeded', revisions are strin
   CHECK(t.revision == 42);
   REQUIRE(t.ranges.size() == 1);
   REQUIRE(t.ranges[0].size() == 1);
-  CHECK(t.ranges[0][0].value == "b http://10.0.0.2:9464");
+  CHECK(t.ranges[0][0].value == "b http://127.0.0.1:9464");
   CHECK(t.ranges[0][0].create_revision == 40);
   CHECK(t.ranges[0][0].lease == 99);
 
