@@ -52,8 +52,11 @@ std::string expand(const std::string& text, const Plan& p, bool encode) {
     }
     return out;
   };
-  const std::pair<const char*, const std::string*> vars[] = {{"${service}", &p.context.service}, {"${from}", &p.from}, {"${to}", &p.to},
-                                                             {"${reason}", &p.context.reason}, {"${trigger}", &p.context.trigger}};
+  const std::string fence = std::to_string(p.fence);
+  const std::pair<const char*, const std::string*> vars[] = {{"${service}", &p.context.service}, {"${from}", &p.from},
+                                                             {"${to}", &p.to},  {"${reason}", &p.context.reason},
+                                                             {"${trigger}", &p.context.trigger}, {"${fence}", &fence},
+                                                             {"${action_id}", &p.action_id}};
   std::string out;
   for (size_t i = 0; i < text.size();) {
     bool hit = false;

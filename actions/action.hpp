@@ -3,6 +3,7 @@
 // release and rolls back. It never decides: the pipeline calls it. One file per kind, each with
 // its typed config and its row (Kind), listed once in actions/action.cpp.
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,9 +42,13 @@ struct Plan {
   std::string from, to;
   Context context;
   std::vector<std::string> steps;
+  // Set when it runs: the action's id, and with several replicas its fencing token (ha.md), which
+  // a target that can check it compares with the highest it has seen. 0: a single replica.
+  std::int64_t fence = 0;
+  std::string action_id = {};
 };
 
-// Replaces ${service}, ${from}, ${to}, ${reason}, ${trigger} in `text`; `encode` percent-encodes
+// Replaces ${service}, ${from}, ${to}, ${reason}, ${trigger}, ${fence}, ${action_id} in `text`; `encode` percent-encodes
 // the values (for URLs).
 std::string expand(const std::string& text, const Plan& p, bool encode = false);
 
@@ -71,6 +76,9 @@ class Action {
   virtual boost::asio::awaitable<Observation> observe() = 0;
   virtual Plan plan(const std::string& from, const std::string& to, const Context& ctx) const = 0;
   virtual boost::asio::awaitable<Outcome> execute(const Plan& plan) = 0;
+  // The longest one execute() may take: a replica that inherits an unfinished action (ha.md)
+  // reconciles it only after this (+ 2 s), when its owner can no longer be in the middle of it.
+  virtual std::chrono::milliseconds step_timeout() const { return std::chrono::seconds(30); }
 };
 
 // Release names that may be passed to a filesystem or a shell: no '/', no "..", no shell

@@ -66,7 +66,9 @@ class Command final : public Action {
     }
     std::vector<std::string> argv;
     for (const auto& a : rollback_) argv.push_back(expand(a, p));
-    auto r = co_await run_process(ex_, argv, env_allow_, timeout_);
+    // The token and the action's id, for a script that checks them (ha.md: strict if it does).
+    std::vector<std::string> env{"LASTGOOD_FENCE=" + std::to_string(p.fence), "LASTGOOD_ACTION_ID=" + p.action_id};
+    auto r = co_await run_process(ex_, argv, env_allow_, timeout_, 16 * 1024, std::move(env));
     Outcome out;
     out.output = cap_output(r.out + (r.err.empty() ? "" : "\n[stderr]\n" + r.err));
     out.ok = r.succeeded();
@@ -75,6 +77,8 @@ class Command final : public Action {
                   (r.err.empty() ? "" : ": " + cap_output(r.err, 1024));
     co_return out;
   }
+
+  std::chrono::milliseconds step_timeout() const override { return timeout_; }
 
  private:
   asio::any_io_executor ex_;

@@ -88,6 +88,10 @@ class HttpApi final : public Action {
     const auto& rb = spec_.rollback;
     std::vector<std::pair<std::string, std::string>> headers;
     for (const auto& [k, v] : rb.headers) headers.emplace_back(k, expand(v, p));
+    // A target that keeps the highest token answers 409 to a lower one (ha.md); the key lets it
+    // drop a repeated request of the same action.
+    if (!p.action_id.empty()) headers.emplace_back("Idempotency-Key", p.action_id);
+    if (p.fence != 0) headers.emplace_back("X-Lastgood-Fence", std::to_string(p.fence));
     std::string body;
     if (rb.body) {
       body = expand_json(*rb.body, p).dump();
@@ -105,6 +109,8 @@ class HttpApi final : public Action {
       out.error = "HTTP " + std::to_string(r.status) + (r.status == 401 || r.status == 403 ? " (the token was refused)" : "") + ": " + snippet(r.body);
     co_return out;
   }
+
+  std::chrono::milliseconds step_timeout() const override { return timeout_; }
 
  private:
   asio::awaitable<net::HttpResult> call(const std::string& method, const std::string& url,

@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -75,6 +77,13 @@ class LocalSymlink final : public Action {
     }
     const Observation now = read_live();
     if (!now.live || now.live->id != p.from) co_return refused_not_from(p, now.live ? now.live->id : "");
+    if (p.fence != 0) {
+      if (auto refused = fence(p.fence, dir.fd)) {
+        Outcome out;
+        out.error = *refused;
+        co_return out;
+      }
+    }
     co_return switch_to(p.to, dir.fd);
   }
 
@@ -118,6 +127,41 @@ class LocalSymlink final : public Action {
     }
     std::sort(o.history.begin(), o.history.end(), [](const auto& a, const auto& b) { return a.deployed_at < b.deployed_at; });
     return o;
+  }
+
+  // Fencing (ha.md), under the lock: the token stored beside `current` must be lower than this
+  // action's, and this action's is stored (durably) before the switch. A replica that lost the
+  // service and still runs is refused by the target itself. The error, or nullopt.
+  std::optional<std::string> fence(std::int64_t token, int dfd) const {
+    const fs::path file = root_ / ".lastgood-fence";
+    std::int64_t stored = 0;
+    if (std::FILE* f = std::fopen(file.c_str(), "re")) {
+      char buf[32] = {};
+      const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+      std::fclose(f);
+      const auto [end, ec] = std::from_chars(buf, buf + n, stored);
+      if (ec != std::errc() || stored < 0 || (end != buf + n && *end != '\n'))
+        return "refused: " + file.string() + " does not hold a fencing token; nothing was changed (remove it only if no other replica acts)";
+    } else if (errno != ENOENT) {
+      return "refused: cannot read " + file.string() + ": " + std::strerror(errno) + "; nothing was changed";
+    }
+    if (stored >= token)
+      return "refused by the target: " + file.string() + " holds token " + std::to_string(stored) + ", not lower than this action's " +
+             std::to_string(token) + " (a newer owner acted); nothing was changed";
+    const fs::path tmp = root_ / (".lastgood-fence.tmp." + std::to_string(::getpid()));
+    const std::string text = std::to_string(token) + "\n";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return "cannot write " + tmp.string() + ": " + std::strerror(errno) + "; nothing was changed";
+    const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+    const int saved = errno;
+    ::close(fd);
+    if (!written || ::rename(tmp.c_str(), file.c_str()) != 0) {
+      const std::string why = std::strerror(written ? errno : saved);
+      ::unlink(tmp.c_str());
+      return "cannot store the fencing token in " + file.string() + ": " + why + "; nothing was changed";
+    }
+    ::fsync(dfd);
+    return std::nullopt;
   }
 
   Outcome switch_to(const std::string& to, int dfd) const {

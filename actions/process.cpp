@@ -15,6 +15,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -124,7 +125,7 @@ void kill_run(pid_t leader, const std::string& marker) {
 }  // namespace
 
 asio::awaitable<ProcessResult> run_process(asio::any_io_executor ex, std::vector<std::string> argv, std::vector<std::string> env_allow,
-                                           std::chrono::milliseconds timeout, size_t cap) {
+                                           std::chrono::milliseconds timeout, size_t cap, std::vector<std::string> extra_env) {
   ProcessResult r;
   if (argv.empty()) {
     r.error = "empty command";
@@ -137,6 +138,7 @@ asio::awaitable<ProcessResult> run_process(asio::any_io_executor ex, std::vector
   std::vector<std::string> env;
   for (const auto& name : env_allow)
     if (const char* v = std::getenv(name.c_str()); v && name != "LASTGOOD_RUN") env.push_back(name + "=" + v);
+  for (auto& e : extra_env) env.push_back(std::move(e));  // LASTGOOD_FENCE, LASTGOOD_ACTION_ID
   env.push_back(marker);
   std::vector<char*> cargv, cenv;
   for (auto& a : argv) cargv.push_back(a.data());
@@ -199,6 +201,19 @@ asio::awaitable<ProcessResult> run_process(asio::any_io_executor ex, std::vector
   asio::steady_timer deadline(ex);
   deadline.expires_after(timeout);
   int status = 0;
+  // Cancelled from outside (this replica lost the service, ha.md), the coroutine unwinds from the
+  // next co_await: then the run is killed here, and the leader reaped off the loop.
+  struct KillOnUnwind {
+    pid_t pid;
+    const std::string& marker;
+    bool reaped = false;
+    ~KillOnUnwind() {
+      if (reaped) return;
+      kill_run(pid, marker);
+      ::kill(-pid, SIGKILL);
+      std::thread([p = pid] { ::waitpid(p, nullptr, 0); }).detach();
+    }
+  } guard{pid, marker};
   auto first = co_await ((drain(out_fd, r.out, cap) && drain(err_fd, r.err, cap) && await_exit(pidfd.get(), pid, status)) ||
                          deadline.async_wait(use_tuple));
   if (first.index() == 1) {
@@ -208,6 +223,7 @@ asio::awaitable<ProcessResult> run_process(asio::any_io_executor ex, std::vector
     kill_run(ours ? pid : 0, marker);
     co_await await_exit(pidfd.get(), pid, status);  // the leader was killed: reaped at once
   }
+  guard.reaped = true;
   ::kill(-pid, SIGKILL);  // anything it left running in its group (the group id is not reused before we reaped the leader)
   if (WIFEXITED(status)) r.exit_status = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);

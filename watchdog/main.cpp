@@ -97,13 +97,6 @@ int cmd_run(const Args& a) {
     for (const auto& p : res.problems) spdlog::error("config: {}", p.to_string());
     return 2;
   }
-  if (res.config->ha) {
-    // Refused rather than ignored: a team that configured replicas believes they are coordinated.
-    spdlog::error("config: {}: /ha: this version does not coordinate replicas yet; remove the block and run one replica "
-                  "(several replicas without it would each act on the same breach)",
-                  a.config);
-    return 2;
-  }
   const auto limit = lastgood::watchdog::raise_open_files_limit();
   warn_open_files(*res.config, limit);
   boost::asio::io_context ioc(1);
@@ -125,7 +118,7 @@ int cmd_run(const Args& a) {
     std::chrono::steady_clock::time_point give_up{};
     std::function<void(boost::system::error_code)> check_drained = [&](boost::system::error_code ec) {
       if (ec) return;
-      const auto left = wd.pipeline().rollbacks_running();
+      const auto left = wd.busy();
       if (left == 0 || std::chrono::steady_clock::now() >= give_up) {
         if (left) spdlog::warn("{} rollback(s) still under way after {}s: stopping; the next start reconciles them", left, kRollbackGrace.count());
         ioc.stop();
@@ -139,7 +132,7 @@ int cmd_run(const Args& a) {
       spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
       wd.stop();
       hup.cancel();
-      if (const auto n = wd.pipeline().rollbacks_running())
+      if (const auto n = wd.pipeline().rollbacks_running(); n > 0)
         spdlog::warn("{} rollback(s) under way: waiting up to {}s for them to finish (send the signal again to stop at once)", n,
                      kRollbackGrace.count());
       give_up = std::chrono::steady_clock::now() + kRollbackGrace;

@@ -330,4 +330,43 @@ std::string Metrics::serialize() const {
   return out;
 }
 
+void Metrics::enable_ha(int shards) {
+  if (ha_owner_) return;
+  auto& r = *registry_;
+  ha_owner_ = &prometheus::BuildGauge()
+                   .Name("lastgood_ha_owner")
+                   .Help("1 while this replica owns the shard (it alone may act on the shard's services), else 0.")
+                   .Register(r);
+  for (int k = 0; k < shards; ++k) ha_owner_->Add({{"shard", std::to_string(k)}}).Set(0);
+  ha_lease_ = &prometheus::BuildGauge()
+                   .Name("lastgood_ha_lease_remaining_seconds")
+                   .Help("Seconds until this replica's local deadline (last keepalive + TTL - 1 s); 0 or less: it owns nothing.")
+                   .Register(r)
+                   .Add({});
+  ha_transitions_ = &prometheus::BuildCounter()
+                         .Name("lastgood_ha_transitions_total")
+                         .Help("Ownership changes of this replica, by event (acquired, lost, cut_off, resigned).")
+                         .Register(r);
+  for (const char* e : {"acquired", "lost", "cut_off", "resigned"}) ha_transitions_->Add({{"event", e}});
+  ha_etcd_ = &prometheus::BuildCounter()
+                  .Name("lastgood_ha_etcd_requests_total")
+                  .Help("Requests to etcd, by operation and outcome (ok, refused: etcd answered no; unavailable: no answer in time).")
+                  .Register(r);
+  for (const char* op : {"grant", "keepalive", "revoke", "range", "txn"})
+    for (const char* o : {"ok", "refused", "unavailable"}) ha_etcd_->Add({{"op", op}, {"outcome", o}});
+}
+
+void Metrics::ha_owner(int shard, bool owner) {
+  if (ha_owner_) ha_owner_->Add({{"shard", std::to_string(shard)}}).Set(owner ? 1 : 0);
+}
+void Metrics::ha_lease_remaining(double seconds) {
+  if (ha_lease_) ha_lease_->Set(seconds);
+}
+void Metrics::ha_transition(const char* event) {
+  if (ha_transitions_) ha_transitions_->Add({{"event", event}}).Increment();
+}
+void Metrics::ha_etcd_request(const std::string& op, const char* outcome) {
+  if (ha_etcd_) ha_etcd_->Add({{"op", op}, {"outcome", outcome}}).Increment();
+}
+
 }  // namespace lastgood::watchdog

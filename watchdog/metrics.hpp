@@ -74,9 +74,17 @@ class Metrics {
   // lastgood's own trouble: lastgood_internal_errors_total{where} (exported at 0 for every place
   // of kInternalErrorPlaces) and lastgood_ledger_writable. Thread-safe (prometheus-cpp).
   static constexpr const char* kInternalErrorPlaces[] = {"scheduler", "probe", "pipeline", "observe", "decide", "rollback",
-                                                         "reconcile", "notify", "http", "tick", "loop", "ledger"};
+                                                         "reconcile", "notify", "http", "tick", "loop", "ledger", "ha"};
   void internal_error(const char* where) { internal_errors_->Add({{"where", where}}).Increment(); }
   void ledger_writable(bool ok) { ledger_writable_->Set(ok ? 1 : 0); }
+
+  // Several replicas (ha.md); registered by enable_ha() only, so that a single replica exports
+  // exactly what it did before.
+  void enable_ha(int shards);
+  void ha_owner(int shard, bool owner);
+  void ha_lease_remaining(double seconds);
+  void ha_transition(const char* event);           // acquired, lost, cut_off, resigned
+  void ha_etcd_request(const std::string& op, const char* outcome);  // ok, refused, unavailable
 
   // The exposition text, written a piece at a time: at 10 000 probes it is 16 MB, which a scrape
   // held whole on top of everything else; a writer holds one piece (HttpRes::stream). Each
@@ -125,6 +133,10 @@ class Metrics {
   prometheus::Counter* skipped_;
   prometheus::Family<prometheus::Counter>* internal_errors_;
   prometheus::Gauge* ledger_writable_;
+  prometheus::Family<prometheus::Gauge>* ha_owner_ = nullptr;
+  prometheus::Gauge* ha_lease_ = nullptr;
+  prometheus::Family<prometheus::Counter>* ha_transitions_ = nullptr;
+  prometheus::Family<prometheus::Counter>* ha_etcd_ = nullptr;
 };
 
 // The standard process_* metrics (as the Go and Python clients export them): CPU, resident and

@@ -43,9 +43,13 @@ Watchdog::Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::C
       scheduler_.add(probes::make_probe(ioc_.get_executor(), svc.name, p));
     }
   }
+  if (cfg_->ha) ha_ = std::make_unique<ha::Node>(ioc_, *cfg_->ha, pipeline_, metrics_);
 }
 
-Watchdog::~Watchdog() { stop(); }
+Watchdog::~Watchdog() {
+  stop();
+  if (ha_) ha_->stop();
+}
 
 void Watchdog::start() {
   const std::string made = make_private_dir(cfg_->state_dir);  // 0700 when lastgood creates it
@@ -74,6 +78,10 @@ void Watchdog::start() {
   server_->start();
   pipeline_.notifier().set_base_url("http://" + server_->local_endpoint().address().to_string() + ":" +
                                     std::to_string(server_->local_endpoint().port()));
+  if (ha_) {
+    // Until the replica owns a shard, the coordinator refuses: nothing is decided before joining.
+    ha_->start("http://" + server_->local_endpoint().address().to_string() + ":" + std::to_string(server_->local_endpoint().port()));
+  }
   scheduler_.start();
   schedule_tick();
   // Parsing a large config leaves freed memory in malloc's arenas: give it back to the system.
@@ -99,6 +107,7 @@ void Watchdog::schedule_tick() {
     const size_t n = pipeline_.services(), per = (n + kSlices - 1) / kSlices;
     // A throw in one tick is counted and logged; the ticks go on (windows must keep sliding).
     net::guarded("tick", [&] { pipeline_.tick(std::chrono::system_clock::now(), tick_slice_ * per, (tick_slice_ + 1) * per); });
+    if (ha_ && tick_slice_ == 0) ha_->refresh_metrics();
     tick_slice_ = (tick_slice_ + 1) % kSlices;
     schedule_tick();
   });
@@ -106,11 +115,14 @@ void Watchdog::schedule_tick() {
 
 void Watchdog::stop() {
   net::set_internal_error_sink({});
+  if (ha_) ha_->resign();
   pipeline_.stop();
   scheduler_.stop();
   tick_timer_.cancel();
   if (server_) server_->stop();
 }
+
+std::size_t Watchdog::busy() const { return pipeline_.rollbacks_running() + (ha_ && ha_->resigning() ? 1 : 0); }
 
 unsigned short Watchdog::port() const { return server_ ? server_->local_endpoint().port() : 0; }
 
@@ -135,7 +147,7 @@ void Watchdog::on_result(size_t index, probes::ProbeResult&& r, double lateness_
 }
 
 bool Watchdog::ready() const {
-  return state_dir_ok_ && scheduler_.running() && pipeline_.ledger_writable() && ::access(cfg_->state_dir.c_str(), W_OK) == 0;
+  return (!ha_ || ha_->ready()) && state_dir_ok_ && scheduler_.running() && pipeline_.ledger_writable() && ::access(cfg_->state_dir.c_str(), W_OK) == 0;
 }
 
 std::uint64_t raise_open_files_limit() {

@@ -20,6 +20,7 @@
 #include "watchdog/pipeline/pipeline.hpp"
 #include "watchdog/scheduler.hpp"
 #include "watchdog/api/server.hpp"
+#include "watchdog/ha/node.hpp"
 
 namespace lastgood::watchdog {
 
@@ -39,7 +40,10 @@ class Watchdog {
   // Prepares the state dir, binds the server and starts every probe. Throws std::runtime_error
   // with a clear message when it cannot (state dir not writable, address in use).
   void start();
+  // Stops probing, deciding and the API; with replicas, resigns (the lease revoked: another
+  // replica takes over at once). busy() is true while what stop() let finish still runs.
   void stop();
+  std::size_t busy() const;
   unsigned short port() const;
 
   // The HTTP API over the current state (api/routes.cpp); votes and clears write the ledger.
@@ -76,6 +80,7 @@ class Watchdog {
   size_t tick_slice_ = 0;
   std::vector<ProbeState> probes_;
   std::unique_ptr<Server> server_;
+  std::unique_ptr<ha::Node> ha_;  // with an `ha` block only
   bool state_dir_ok_ = false;
   // Failed authentications per (client, presented token): approvals and clears in one budget,
   // the alert intake in its own.

@@ -231,14 +231,14 @@ TEST_CASE("the fenced intent on a real etcd: one action per service at a time, n
   const auto won = ok(run_sync(ioc, c.txn(campaign(keys.owner(0), "a", lease.id))));
   REQUIRE(won.succeeded);
 
-  Intent first{"checkout", "a-1", 0, won.revision, lease.id, 0, R"({"from":"v2","to":"v1"})", R"({"budget":1})", std::nullopt, ""};
+  FencedIntent first{"checkout", "a-1", 0, won.revision, lease.id, 0, R"({"from":"v2","to":"v1"})", R"({"budget":1})", std::nullopt, ""};
   const auto t1 = ok(run_sync(ioc, c.txn(intent_txn(keys, first))));
   REQUIRE(t1.succeeded);
   const std::int64_t token = t1.revision;
   // A second intent for the same service, even with a fresh read of the state: refused while a-1 is active.
   const auto state_now = ok(run_sync(ioc, c.range(keys.service_state("checkout"))));
   REQUIRE(state_now.kvs.size() == 1);
-  Intent second = first;
+  FencedIntent second = first;
   second.action_id = "a-2";
   second.state_mod = state_now.kvs[0].mod_revision;
   const auto t2 = ok(run_sync(ioc, c.txn(intent_txn(keys, second))));
@@ -251,7 +251,7 @@ TEST_CASE("the fenced intent on a real etcd: one action per service at a time, n
   CHECK(ok(run_sync(ioc, c.range(keys.service_active("checkout")))).kvs.empty());
   // A decision made on a state that has changed since is refused: `first` was decided when the
   // service had no state yet, and a-1 wrote one.
-  Intent late = first;
+  FencedIntent late = first;
   late.action_id = "a-2b";
   CHECK_FALSE(ok(run_sync(ioc, c.txn(intent_txn(keys, late)))).succeeded);
 
@@ -261,11 +261,11 @@ TEST_CASE("the fenced intent on a real etcd: one action per service at a time, n
   const auto won_b = ok(run_sync(ioc, c.txn(campaign(keys.owner(0), "b", lease_b.id))));
   REQUIRE(won_b.succeeded);
   const auto latest = ok(run_sync(ioc, c.range(keys.service_state("checkout")))).kvs.at(0).mod_revision;
-  Intent stale = first;
+  FencedIntent stale = first;
   stale.action_id = "a-3";
   stale.state_mod = latest;
   CHECK_FALSE(ok(run_sync(ioc, c.txn(intent_txn(keys, stale)))).succeeded);
-  Intent fresh = stale;
+  FencedIntent fresh = stale;
   fresh.action_id = "b-1";
   fresh.fence = won_b.revision;
   fresh.lease = lease_b.id;

@@ -4,7 +4,7 @@
 #include <map>
 #include <set>
 
-#include "watchdog/ha/owner_coordinator.hpp"
+#include "watchdog/ha/coordinator.hpp"
 #include "watchdog/ha/placement.hpp"
 
 using namespace lastgood::watchdog::ha;
@@ -69,7 +69,7 @@ TEST_CASE("the etcd keys of ha.md", "[ha]") {
 
 TEST_CASE("a replica may act on a service only while it owns the service's shard, with that fence", "[ha]") {
   std::map<int, std::int64_t> owned{{shard_of("checkout", 4), 1207}};
-  OwnerCoordinator c(4, [&](int shard) -> std::optional<std::int64_t> {
+  HaCoordinator c("t", "a", 4, [&](int shard) -> std::optional<std::int64_t> {
     auto it = owned.find(shard);
     if (it == owned.end()) return std::nullopt;
     return it->second;

@@ -87,9 +87,10 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   }
   if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
   if (path == "/readyz") {
-    if (ready()) return {200, "text/plain; charset=utf-8", "ready\n"};
+    const std::string role = ha_ ? " (" + ha_->describe() + ")" : "";
+    if (ready()) return {200, "text/plain; charset=utf-8", "ready" + role + "\n"};
     return {503, "text/plain; charset=utf-8",
-            std::string("not ready:") + (state_dir_ok_ && ::access(cfg_->state_dir.c_str(), W_OK) == 0 ? "" : " state dir not writable;") +
+            std::string("not ready:") + (ha_ && !ha_->ready() ? " " + ha_->describe() + ";" : "") + (state_dir_ok_ && ::access(cfg_->state_dir.c_str(), W_OK) == 0 ? "" : " state dir not writable;") +
                 (scheduler_.running() ? "" : " scheduler stopped;") +
                 (pipeline_.ledger_writable() ? "" : " ledger not writable (" + pipeline_.ledger_error() + "): no action until it is;") + "\n"};
   }

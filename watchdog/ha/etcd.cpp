@@ -190,6 +190,17 @@ EtcdClient::~EtcdClient() = default;
 const std::string& EtcdClient::endpoint() const { return impl_->options.endpoints[impl_->current]; }
 
 asio::awaitable<EtcdResult<json>> EtcdClient::call(const char* path, json body) {
+  auto r = co_await call_endpoints(path, std::move(body));
+  if (impl_->options.on_request) {
+    const std::string_view p(path);
+    const auto op = std::string(p.substr(p.rfind('/') + 1));  // grant, keepalive, revoke, range, txn
+    const auto* e = std::get_if<EtcdError>(&r);
+    impl_->options.on_request(op, !e ? "ok" : e->unavailable ? "unavailable" : "refused");
+  }
+  co_return r;
+}
+
+asio::awaitable<EtcdResult<json>> EtcdClient::call_endpoints(const char* path, json body) {
   const auto deadline = Clock::now() + impl_->options.call_timeout;
   const std::string payload = body.dump();
   std::string last = "no endpoint was tried";

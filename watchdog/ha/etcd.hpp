@@ -9,6 +9,7 @@
 // errors are values (EtcdError), never exceptions.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +27,9 @@ struct EtcdOptions {
   std::vector<std::string> endpoints;  // "http://127.0.0.1:2379", ...
   std::chrono::milliseconds call_timeout{2'000};
   std::shared_ptr<boost::asio::ssl::context> tls = nullptr;  // for https:// endpoints (CA, client certificate)
+  // After every call: the operation (grant, keepalive, revoke, range, txn) and its outcome (ok,
+  // refused, unavailable), for lastgood_ha_etcd_requests_total.
+  std::function<void(const std::string& op, const char* outcome)> on_request = nullptr;
 };
 
 struct EtcdError {
@@ -112,6 +116,7 @@ class EtcdClient {
 
  private:
   boost::asio::awaitable<EtcdResult<nlohmann::json>> call(const char* path, nlohmann::json body);
+  boost::asio::awaitable<EtcdResult<nlohmann::json>> call_endpoints(const char* path, nlohmann::json body);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -2,7 +2,7 @@
 
 namespace lastgood::watchdog::ha {
 
-Txn intent_txn(const Keys& keys, const Intent& i) {
+Txn intent_txn(const Keys& keys, const FencedIntent& i) {
   using T = Compare::Target;
   using R = Compare::Result;
   Txn t;

@@ -13,7 +13,7 @@
 
 namespace lastgood::watchdog::ha {
 
-struct Intent {
+struct FencedIntent {
   std::string service;
   std::string action_id;
   int shard = 0;
@@ -27,7 +27,7 @@ struct Intent {
   std::string proposal_id;
 };
 
-Txn intent_txn(const Keys& keys, const Intent& intent);
+Txn intent_txn(const Keys& keys, const FencedIntent& intent);
 
 // The end of an action: the record replaced by its outcome and the active marker removed, only
 // if the record is still the one written by the intent (mod revision == token).

@@ -116,8 +116,9 @@ asio::awaitable<void> Replica::keepalive_if_due() {
 }
 
 asio::awaitable<void> Replica::campaign_round() {
-  auto members_read = co_await etcd_.range(keys_.members(), true);
-  auto owners_read = co_await etcd_.range(keys_.prefix() + "shard/", true);
+  const std::string members_prefix = keys_.members(), owners_prefix = keys_.prefix() + "shard/";  // (no temporaries in co_await)
+  auto members_read = co_await etcd_.range(members_prefix, true);
+  auto owners_read = co_await etcd_.range(owners_prefix, true);
   if (std::holds_alternative<EtcdError>(members_read) || std::holds_alternative<EtcdError>(owners_read)) co_return;
   std::vector<std::string> members;
   for (const auto& kv : std::get<RangeResult>(members_read).kvs) members.push_back(kv.key.substr(keys_.members().size()));
@@ -179,7 +180,11 @@ asio::awaitable<void> Replica::run() {
       lose_all("past the local deadline");
     }
     const std::chrono::milliseconds third = std::chrono::duration_cast<std::chrono::milliseconds>(o_.lease) / 3;
-    timer_.expires_after(o_.retry < third ? o_.retry : third);
+    auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(o_.retry < third ? o_.retry : third);
+    // Owning something, wake at the local deadline too: the loss is reported (and actions
+    // cancelled) on time, not up to a round late.
+    if (!owned_.empty() && !cut_off_) wait = std::max(std::chrono::nanoseconds(1ms), std::min(wait, deadline_ - boot_now()));
+    timer_.expires_after(wait);
     co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
   }
 }

@@ -66,6 +66,8 @@ class Replica {
   // Until the local deadline (zero or less: passed).
   std::chrono::nanoseconds lease_remaining() const;
   const ReplicaOptions& options() const { return o_; }
+  // The lease this replica's keys are on (0: none yet).
+  std::int64_t lease() const { return lease_; }
 
  private:
   boost::asio::awaitable<void> run();

@@ -258,6 +258,30 @@ void Pipeline::resume_after_outage() {
       if (v.state == policy::TriggerState::firing) spawn([this, si, trigger = v.name] { return decide_after_observing(si, trigger); }, "decide");
 }
 
+void Pipeline::set_coordinator(Coordinator& c) { rollbacks_.set_coordinator(c); }
+
+void Pipeline::lost(const std::function<bool(const std::string&)>& mine, const std::string& why) {
+  for (auto& s : svcs_)
+    if (mine(s->name()) && rollbacks_.cancel(*s, why)) spdlog::error("service {}: the rollback under way is cancelled: {}", s->name(), why);
+}
+
+asio::awaitable<void> Pipeline::adopt(size_t si, json started) { co_await reconcile(si, std::move(started)); }
+
+std::chrono::milliseconds Pipeline::step_timeout(size_t si) const {
+  const auto& s = *svcs_[si];
+  return s.action ? s.action->step_timeout() : std::chrono::milliseconds(0);
+}
+
+std::optional<std::string> Pipeline::live_release(size_t si) const {
+  if (const auto* l = svcs_[si]->policy->deployment().live()) return l->id;
+  return std::nullopt;
+}
+
+void Pipeline::decide_again(size_t si) {
+  for (const auto& v : svcs_[si]->policy->triggers(clock_.now()))
+    if (v.state == policy::TriggerState::firing) spawn([this, si, trigger = v.name] { return decide_after_observing(si, trigger); }, "decide");
+}
+
 // ---- transitions, decisions ------------------------------------------------------------------
 
 void Pipeline::handle(size_t si, const policy::Events& ev) {
@@ -311,6 +335,12 @@ asio::awaitable<void> Pipeline::decide_after_observing(size_t si, std::string tr
   if (stopped_) co_return;
   if (!recording_.writable()) {
     hold(si, trigger, "cannot record: " + recording_.error() + " (decided again once the ledger takes entries)");
+    co_return;
+  }
+  // Another replica owns the service (ha.md): it decides; this one holds, and decides again if it
+  // takes the service over while the breach still fires (take_over).
+  if (const Grant g = rollbacks_.coordinator().may_act(s.name()); !g.granted) {
+    hold(si, trigger, "standby: " + g.why);
     co_return;
   }
   if (auto ti = s.policy->trigger_index(trigger)) {
@@ -388,6 +418,8 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
     case RunResult::Kind::not_recorded:
     case RunResult::Kind::not_granted:  // the proposal waits: checked again once a second
       if (!proposal_id.empty()) recheck_.push_back(proposal_id);
+      co_return;
+    case RunResult::Kind::lost:  // the replica that owns the service now reconciles it
       co_return;
     case RunResult::Kind::refused_by_kind: {
       const std::string live = r.outcome.live_changed.value_or("unknown");

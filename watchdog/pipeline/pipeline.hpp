@@ -71,6 +71,22 @@ class Pipeline final : private ReplayTarget {
   // the rollback is started.
   VoteOutcome vote(const std::string& proposal_id, const config::Approver* approver, bool approve, const std::string& comment,
                    const std::string& source);
+  // ---- several replicas (ha.md) ----
+  // The coordinator asked before every decision to act and every action (default: a single
+  // replica, always yes). Set before start().
+  void set_coordinator(Coordinator& c);
+  // This replica lost the services for which `mine` is true: their rollbacks under way are cancelled.
+  void lost(const std::function<bool(const std::string&)>& mine, const std::string& why);
+  // An action another replica started and did not finish (`started`: its intent record, with
+  // action_id and to): observed and reconciled, never re-run.
+  boost::asio::awaitable<void> adopt(size_t service, nlohmann::json started);
+  // Its firing triggers decided again (this replica took the service over).
+  void decide_again(size_t service);
+  std::chrono::milliseconds step_timeout(size_t service) const;
+  std::optional<std::string> live_release(size_t service) const;
+  const std::string& service_name(size_t service) const { return svcs_[service]->name(); }
+  bool record(Event type, const std::string& service, nlohmann::json data) { return recording_.record(type, service, std::move(data)); }
+
   // An Alertmanager webhook: see AlertIntake::take.
   nlohmann::json on_alertmanager(const nlohmann::json& payload, std::string* problem = nullptr);
   // A person clears an escalation. Returns false when the service was not escalated.

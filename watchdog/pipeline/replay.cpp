@@ -104,6 +104,8 @@ Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, P
       case Event::ledger_writable:
       case Event::ledger_repaired:
       case Event::ledger_keyed:
+      case Event::ha_acquired:
+      case Event::ha_lost:
         break;
     }
   }

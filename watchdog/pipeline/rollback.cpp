@@ -2,6 +2,11 @@
 
 #include <algorithm>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include <spdlog/spdlog.h>
 
 #include "net/supervise.hpp"
@@ -47,29 +52,69 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
     r.kind = RunResult::Kind::refused;
     co_return r;
   }
-  if (const Grant g = coordinator_.may_act(name); !g.granted) {
+  Intent intent{name, id, s.action->kind(), d.trigger, plan.from, plan.to, via,
+                std::chrono::duration_cast<std::chrono::milliseconds>(s.cfg->rollback.cooldown)};
+  const Grant g = co_await coordinator_->begin(intent);
+  if (!g.granted) {
     rec_.record(Event::action_refused, name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"via", via}, {"why", g.why}});
     spdlog::warn("rollback of {} {} -> {} refused: {}", name, plan.from, plan.to, g.why);
     r.kind = RunResult::Kind::not_granted;
     co_return r;
   }
+  json started{{"action_id", id}, {"kind", s.action->kind()}, {"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"via", via}};
+  if (g.fence != 0) {  // several replicas: the token the target may check (ha.md)
+    started["replica"] = g.replica;
+    started["fence"] = g.fence;
+    started["etcd_rev"] = g.etcd_rev;
+  }
   // Durable before anything changes. Not recorded, not done.
-  if (!rec_.record(Event::action_started, name,
-                   {{"action_id", id}, {"kind", s.action->kind()}, {"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"via", via}})) {
+  if (!rec_.record(Event::action_started, name, started)) {
     spdlog::error("rollback of {} {} -> {} not started: it cannot be recorded ({})", name, plan.from, plan.to, rec_.error());
+    const std::string why = "not started: action_started could not be recorded";  // (GCC 12: no temporaries in co_await)
+    co_await coordinator_->finish(intent, g, false, why);
     r.kind = RunResult::Kind::not_recorded;
     co_return r;
   }
   s.policy->note_rollback(clock_.now());  // cooldown and budget count from action_started
-  spdlog::warn("rollback {}: {} {} -> {} ({})", id, name, plan.from, plan.to, s.action->kind());
+  spdlog::warn("rollback {}: {} {} -> {} ({}{})", id, name, plan.from, plan.to, s.action->kind(),
+               g.fence ? ", fence " + std::to_string(g.fence) : std::string());
   const auto t0 = std::chrono::steady_clock::now();
-  r.outcome = co_await s.action->execute(plan);
+  actions::Plan fenced = plan;
+  fenced.fence = static_cast<std::int64_t>(g.fence);
+  fenced.action_id = id;
+  // Run under a cancellation signal of its own: cancel() (this replica lost the service) cancels
+  // its I/O and kills its processes. A shutdown does not: a rollback under way is let finish.
+  auto& running = running_[&s];
+  running.signal = std::make_shared<asio::cancellation_signal>();
+  running.why.clear();
+  const auto signal = running.signal;
+  // (GCC 12: no co_await inside another's arguments.)
+  const auto ex = co_await asio::this_coro::executor;
+  auto execution = s.action->execute(fenced);
+  try {
+    r.outcome = co_await asio::co_spawn(ex, std::move(execution), asio::bind_cancellation_slot(signal->slot(), asio::use_awaitable));
+  } catch (const boost::system::system_error& e) {
+    r.outcome = {};
+    r.outcome.error = "cancelled: " + (running_[&s].why.empty() ? std::string(e.what()) : running_[&s].why);
+  }
+  const std::string lost_why = running_[&s].why;
+  running_.erase(&s);
   const auto& out = r.outcome;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   test_crash_point("action_executed");  // crash-safety tests: the switch happened, action_finished did not
   json finished{{"action_id", id}, {"ok", out.ok}, {"output", out.output}, {"error", out.error}, {"seconds", r.seconds}};
   if (out.live_changed) finished["refused_live"] = *out.live_changed;
+  if (!lost_why.empty()) finished["lost"] = lost_why;
   rec_.record(Event::action_finished, name, finished);
+  if (!lost_why.empty()) {
+    // Not this replica's to finish: the new owner reconciles the action from etcd.
+    metrics_.rollback(name, s.action->kind(), "lost", r.seconds);
+    spdlog::error("rollback {} of {} cancelled: {}; the replica that owns the service now reconciles it", id, name, lost_why);
+    r.kind = RunResult::Kind::lost;
+    co_return r;
+  }
+  const std::string finish_error = out.live_changed ? "refused: live is " + *out.live_changed : out.error;
+  co_await coordinator_->finish(intent, g, out.ok && !out.live_changed, finish_error);
   if (out.live_changed) {
     // Nothing changed: not a failure, nothing to escalate; the new live release is judged on its own.
     metrics_.rollback(name, s.action->kind(), "refused", r.seconds);
@@ -110,6 +155,14 @@ void Rollbacks::escalate(Service& s, const std::string& why, const std::string& 
   rec_.record(Event::escalated, s.name(), d);
   notify_("escalated", s.name(), {{"reason", why}, {"incident_id", action_id}});
   spdlog::error("service {} ESCALATED: {}; no automatic action until a person clears it (POST /api/v1/services/{}/clear)", s.name(), why, s.name());
+}
+
+bool Rollbacks::cancel(const Service& s, const std::string& why) {
+  auto it = running_.find(&s);
+  if (it == running_.end() || !it->second.signal) return false;
+  it->second.why = why;
+  it->second.signal->emit(asio::cancellation_type::terminal);
+  return true;
 }
 
 bool Rollbacks::clear(Service& s, const std::string& who, const std::string& source) {

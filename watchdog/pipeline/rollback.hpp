@@ -4,10 +4,13 @@
 // is reconciled, never re-run), the action's outcome recorded; an interrupted action reconciled
 // after a restart; escalation and a person's clear. What follows (proposal states, notices,
 // verification) is the pipeline's, from the result returned.
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <nlohmann/json.hpp>
 
 #include "actions/action.hpp"
@@ -26,6 +29,7 @@ struct RunResult {
     planned,          // a dry run: the plan was recorded, nothing changed
     refused,          // the live release is no longer `from`
     not_granted,      // the coordinator says this replica may not act on the service now
+    lost,             // started, then this replica lost the service to another (ha): cancelled, the new owner reconciles
     not_recorded,     // action_started could not be recorded: nothing was done
     refused_by_kind,  // the kind found the live release changed just before its switch
     failed,
@@ -41,7 +45,9 @@ struct RunResult {
 class Rollbacks {
  public:
   Rollbacks(Recorder& rec, const Clock& clock, Metrics& metrics, Coordinator& coordinator, Ids& ids, Notify notify, bool dry_run)
-      : rec_(rec), clock_(clock), metrics_(metrics), coordinator_(coordinator), ids_(ids), notify_(std::move(notify)), dry_run_(dry_run) {}
+      : rec_(rec), clock_(clock), metrics_(metrics), coordinator_(&coordinator), ids_(ids), notify_(std::move(notify)), dry_run_(dry_run) {}
+  void set_coordinator(Coordinator& c) { coordinator_ = &c; }
+  Coordinator& coordinator() { return *coordinator_; }
 
   // Rolls `s` back as `d` says; `via` is "auto" or "proposal <id>". One at a time per service.
   boost::asio::awaitable<RunResult> run(Service& s, policy::Decision d, std::string via);
@@ -52,12 +58,20 @@ class Rollbacks {
   void escalate(Service& s, const std::string& why, const std::string& action_id = "");
   // A person clears the escalation; false when `s` was not escalated.
   bool clear(Service& s, const std::string& who, const std::string& source);
+  // Cancels the action running on `s`, if any (this replica lost the service): its I/O is
+  // cancelled and its child processes killed; it ends as RunResult::Kind::lost.
+  bool cancel(const Service& s, const std::string& why);
 
  private:
   Recorder& rec_;
   const Clock& clock_;
   Metrics& metrics_;
-  Coordinator& coordinator_;
+  Coordinator* coordinator_;
+  struct Running {
+    std::shared_ptr<boost::asio::cancellation_signal> signal;
+    std::string why;  // set when cancelled
+  };
+  std::map<const Service*, Running> running_;
   Ids& ids_;
   Notify notify_;
   bool dry_run_;

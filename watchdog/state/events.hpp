@@ -38,15 +38,17 @@ enum class Event : std::uint8_t {
   ledger_writable,          // recording works again after an outage: how long, how much was lost
   ledger_repaired,          // a torn last line moved aside at open
   ledger_keyed,             // from here on, hashes are HMACs under the ledger key
+  ha_acquired,              // several replicas: this replica owns a shard, under a fence
+  ha_lost,                  // ... and no longer does (why)
 };
 
-inline constexpr std::array<std::string_view, 26> kEventNames = {
+inline constexpr std::array<std::string_view, 28> kEventNames = {
     "transition",      "decision",         "release_observed", "release_verified_good", "alert_received",  "proposal_created",
     "proposal_vote",   "proposal_state",   "proposal_expired", "approval_attempt",      "action_planned",  "action_refused",
     "action_started",  "action_finished",  "action_reconciled", "verification",         "escalated",       "cleared",
     "clear_refused",   "unauthenticated_dropped", "notify_queued", "notify_delivered",  "notify_failed",   "ledger_writable",
-    "ledger_repaired", "ledger_keyed"};
-static_assert(kEventNames.size() == static_cast<std::size_t>(Event::ledger_keyed) + 1, "one name per event");
+    "ledger_repaired", "ledger_keyed",     "ha_acquired",      "ha_lost"};
+static_assert(kEventNames.size() == static_cast<std::size_t>(Event::ha_lost) + 1, "one name per event");
 
 // The enumerator a name table holds `text` for; nullopt when it holds none.
 template <typename E, std::size_t N>

@@ -1,0 +1,155 @@
+#include "watchdog/ha/coordinator.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include "watchdog/ha/intent.hpp"
+
+namespace lastgood::watchdog::ha {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+
+namespace {
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+const KeyValue* first_of(const TxnResult& r, size_t i) { return i < r.ranges.size() && !r.ranges[i].empty() ? &r.ranges[i][0] : nullptr; }
+
+}  // namespace
+
+Grant HaCoordinator::may_act(const std::string& service) {
+  const int shard = shard_of(service, shards_);
+  if (const auto f = fence_of_(shard)) return {true, static_cast<std::uint64_t>(*f), "", replica_, 0};
+  return {false, 0, "this replica does not own shard " + std::to_string(shard) + " of service " + service + " (standby, or cut off from etcd)",
+          replica_, 0};
+}
+
+asio::awaitable<Grant> HaCoordinator::begin(const Intent& in) {
+  Grant g = may_act(in.service);
+  if (!g.granted || !etcd_) co_return g;
+  const int shard = shard_of(in.service, shards_);
+  const auto fence = static_cast<std::int64_t>(g.fence);
+  auto refuse = [&](std::string why) {
+    g.granted = false;
+    g.fence = 0;
+    g.why = std::move(why);
+    return g;
+  };
+  // The service's state as it is now: the last action (by any replica) and its time.
+  const std::string state_key = keys_.service_state(in.service);  // (GCC 12: no temporaries in co_await)
+  auto read = co_await etcd_->range(state_key);
+  if (auto* e = std::get_if<EtcdError>(&read)) co_return refuse("etcd could not be asked for the service's state: " + e->message);
+  std::int64_t state_mod = 0;
+  json state = json::object();
+  if (const auto& kvs = std::get<RangeResult>(read).kvs; !kvs.empty()) {
+    state_mod = kvs[0].mod_revision;
+    state = json::parse(kvs[0].value, nullptr, false);
+    if (!state.is_object()) co_return refuse("the service's state in etcd (" + keys_.service_state(in.service) + ") is not a JSON object");
+  }
+  // Another replica's action inside the cooldown is this breach's action: not a second one.
+  if (const auto last = state.find("last"); last != state.end() && last->is_object()) {
+    const std::int64_t at = last->value("at_ms", std::int64_t{0});
+    if (at > 0 && wall_ms() - at < in.cooldown.count())
+      co_return refuse("action " + last->value("action_id", std::string("?")) + " by replica " + last->value("replica", std::string("?")) + " (" +
+                       last->value("from", std::string("?")) + " -> " + last->value("to", std::string("?")) + ") is within the cooldown");
+  }
+  FencedIntent fi;
+  fi.service = in.service;
+  fi.action_id = in.action_id;
+  fi.shard = shard;
+  fi.fence = fence;
+  fi.lease = lease_of_ ? lease_of_() : 0;
+  fi.state_mod = state_mod;
+  fi.record = json{{"action_id", in.action_id}, {"service", in.service}, {"kind", in.kind}, {"trigger", in.trigger}, {"from", in.from},
+                   {"to", in.to}, {"via", in.via}, {"replica", replica_}, {"epoch", fence}, {"state", "started"}, {"at_ms", wall_ms()}}
+                  .dump();
+  state["last"] = json{{"action_id", in.action_id}, {"from", in.from}, {"to", in.to}, {"replica", replica_}, {"at_ms", wall_ms()}};
+  fi.state = state.dump();
+  const Txn txn = intent_txn(keys_, fi);
+  auto t = co_await etcd_->txn(txn);
+  if (auto* e = std::get_if<EtcdError>(&t)) co_return refuse("the fenced intent could not be committed: " + e->message);
+  const auto& r = std::get<TxnResult>(t);
+  if (!r.succeeded) {
+    const KeyValue* owner = first_of(r, 0);
+    const KeyValue* active = first_of(r, 1);
+    if (!owner || owner->create_revision != fence) co_return refuse("this replica no longer owns shard " + std::to_string(shard) + " (fence " + std::to_string(fence) + ")");
+    if (owner->lease != fi.lease) co_return refuse("the owner key is no longer on this replica's lease");
+    if (active) co_return refuse("action " + active->value + " of this service is still active (reconciled by its owner first)");
+    co_return refuse("the service's state changed in etcd since it was read");
+  }
+  g.fence = static_cast<std::uint64_t>(r.revision);
+  g.etcd_rev = r.revision;
+  co_return g;
+}
+
+asio::awaitable<void> HaCoordinator::finish(const Intent& in, const Grant& g, bool ok, const std::string& error) {
+  if (!etcd_ || g.etcd_rev == 0) co_return;
+  const std::string outcome = json{{"action_id", in.action_id}, {"service", in.service}, {"from", in.from}, {"to", in.to}, {"replica", replica_},
+                                   {"fence", g.etcd_rev}, {"state", ok ? "done" : "failed"}, {"error", error}, {"at_ms", wall_ms()}}
+                                  .dump();
+  const Txn t = finish_txn(keys_, in.service, in.action_id, g.etcd_rev, outcome);
+  // etcd may be away for a moment: the marker is what stops the next action, so it is retried
+  // for a while; left in place, a new owner reconciles it.
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    auto r = co_await etcd_->txn(t);
+    if (auto* done = std::get_if<TxnResult>(&r)) {
+      if (!done->succeeded)
+        spdlog::warn("ha: action {} of {}: its etcd record was changed by another replica (reconciled there); the finish is not written",
+                     in.action_id, in.service);
+      co_return;
+    }
+    timer.expires_after(std::chrono::milliseconds(500));
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  spdlog::error("ha: action {} of {}: the finish could not be written to etcd; the service's next action waits for its reconciliation",
+                in.action_id, in.service);
+}
+
+asio::awaitable<std::optional<HaCoordinator::Inherited>> HaCoordinator::inherited(const std::string& service, std::string* error) {
+  if (!etcd_) co_return std::nullopt;
+  const std::string active_key = keys_.service_active(service);
+  auto a = co_await etcd_->range(active_key);
+  if (auto* e = std::get_if<EtcdError>(&a)) {
+    if (error) *error = e->message;
+    co_return std::nullopt;
+  }
+  const auto& kvs = std::get<RangeResult>(a).kvs;
+  if (kvs.empty()) co_return std::nullopt;
+  Inherited in;
+  in.action_id = kvs[0].value;
+  const std::string record_key = keys_.action(in.action_id);
+  auto rec = co_await etcd_->range(record_key);
+  if (auto* e = std::get_if<EtcdError>(&rec)) {
+    if (error) *error = e->message;
+    co_return std::nullopt;
+  }
+  const auto& rk = std::get<RangeResult>(rec).kvs;
+  if (!rk.empty()) {
+    in.mod = rk[0].mod_revision;
+    in.record = json::parse(rk[0].value, nullptr, false);
+  }
+  if (!in.record.is_object()) in.record = json{{"action_id", in.action_id}};
+  co_return in;
+}
+
+asio::awaitable<bool> HaCoordinator::close_inherited(const std::string& service, const Inherited& a, const json& outcome) {
+  if (!etcd_) co_return false;
+  Txn t;
+  using T = Compare::Target;
+  t.compare.push_back({keys_.service_active(service), T::value, Compare::Result::equal, 0, a.action_id});
+  if (a.mod != 0) t.compare.push_back({keys_.action(a.action_id), T::mod, Compare::Result::equal, a.mod, ""});
+  t.success.push_back(Op::put(keys_.action(a.action_id), outcome.dump()));
+  t.success.push_back(Op::del(keys_.service_active(service)));
+  auto r = co_await etcd_->txn(t);
+  auto* done = std::get_if<TxnResult>(&r);
+  co_return done && done->succeeded;
+}
+
+}  // namespace lastgood::watchdog::ha
