@@ -314,7 +314,7 @@ void Pipeline::remember(const policy::Decision& d) {
 
 // Nothing is decided while nothing can be recorded: the policy's budget is left untouched, and
 // the breach is decided again when the ledger takes entries (resume_after_outage).
-void Pipeline::hold(size_t si, const std::string& trigger, const std::string& why) {
+void Pipeline::hold(size_t si, const std::string& trigger, const std::string& why, bool record) {
   const auto& s = *svcs_[si];
   policy::Decision d;
   d.service = s.name();
@@ -323,8 +323,10 @@ void Pipeline::hold(size_t si, const std::string& trigger, const std::string& wh
   d.at = clock_.now();
   if (const auto* l = s.policy->deployment().live()) d.release_from = l->id;
   d.reason = why;
+  if (record) recording_.record(Event::decision, s.name(), to_json(d));
   metrics_.decision(s.name(), policy::to_string(d.kind));
-  spdlog::error("decision {}/{}: hold: {}", s.name(), trigger, d.reason);
+  if (record) spdlog::warn("decision {}/{}: hold: {}", s.name(), trigger, d.reason);
+  else spdlog::error("decision {}/{}: hold: {}", s.name(), trigger, d.reason);
   remember(d);
 }
 
@@ -340,7 +342,7 @@ asio::awaitable<void> Pipeline::decide_after_observing(size_t si, std::string tr
   // Another replica owns the service (ha.md): it decides; this one holds, and decides again if it
   // takes the service over while the breach still fires (take_over).
   if (const Grant g = rollbacks_.coordinator().may_act(s.name()); !g.granted) {
-    hold(si, trigger, "standby: " + g.why);
+    hold(si, trigger, "standby: " + g.why, /*record=*/true);
     co_return;
   }
   if (auto ti = s.policy->trigger_index(trigger)) {

@@ -123,7 +123,7 @@ class Pipeline final : private ReplayTarget {
   void resume_after_outage();
   void handle(size_t si, const policy::Events& ev);
   void handle_decision(size_t si, policy::Decision d);
-  void hold(size_t si, const std::string& trigger, const std::string& why);
+  void hold(size_t si, const std::string& trigger, const std::string& why, bool record = false);
   boost::asio::awaitable<void> decide_after_observing(size_t si, std::string trigger);
   boost::asio::awaitable<void> observe_once(size_t si);
   boost::asio::awaitable<void> observe_loop(size_t si);

@@ -1,0 +1,282 @@
+// Several lastgood replicas on a real 3-member etcd (ha.md's test table): one owner per service,
+// one effect per breach, take-over on SIGTERM, kill -9 and SIGSTOP, no action without a quorum.
+// Effects are counted on the target (a deployment API that counts its rollbacks and keeps the
+// highest fencing token it has seen), never from lastgood's own logs.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "fixtures.hpp"
+#include "watchdog/api/server.hpp"
+
+using namespace testing;
+using nlohmann::json;
+using lastgood::watchdog::HttpReq;
+using lastgood::watchdog::HttpRes;
+using namespace std::chrono_literals;
+
+namespace {
+
+// The target: GET / serves the live release's page (no <title> for a "bad*" release), GET
+// /release says which is live, POST /rollback switches it. A rollback carries the action's
+// fencing token: one lower than the highest seen is refused with 409 (a target that checks, as
+// ha.md says). Every rollback that changed something is an effect, with its token.
+struct Target {
+  std::mutex mu;
+  std::string live = "v1";
+  std::int64_t highest = 0;
+  std::vector<std::int64_t> effects;  // the token of each rollback applied
+  int refused = 0;
+  std::atomic<int> received{0};  // rollback requests that arrived (applied or not yet)
+  std::chrono::milliseconds hold{0};  // how long a rollback request is held before it is applied
+
+  Target() {
+    site.emplace([this](const HttpReq& r) { return serve(r); });
+    api.emplace([this](const HttpReq& r) { return rollback(r); });
+  }
+  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(site->port()) + path; }
+  void deploy(const std::string& v) {
+    std::lock_guard lk(mu);
+    live = v;
+  }
+  std::vector<std::int64_t> applied() {
+    std::lock_guard lk(mu);
+    return effects;
+  }
+  std::string now_live() {
+    std::lock_guard lk(mu);
+    return live;
+  }
+  HttpRes serve(const HttpReq& r) {
+    std::lock_guard lk(mu);
+    if (r.target == "/release") return {200, "application/json", json{{"version", live}}.dump()};
+    return {200, "text/html", live.rfind("bad", 0) == 0 ? "<p>broken</p>" : "<title>" + live + "</title>"};
+  }
+  HttpRes rollback(const HttpReq& r) {
+    std::chrono::milliseconds h;
+    {
+      std::lock_guard lk(mu);
+      h = hold;
+    }
+    ++received;
+    std::this_thread::sleep_for(h);  // this server's own thread: the site answers meanwhile
+    auto b = json::parse(r.body, nullptr, false);
+    if (!b.is_object() || !b.contains("version") || !b.contains("fence")) return HttpRes::json_error(400, "need version and fence");
+    const std::int64_t fence = std::stoll(b["fence"].get<std::string>());
+    std::lock_guard lk(mu);
+    if (fence < highest) {
+      ++refused;
+      return HttpRes::json_error(409, "fencing token " + std::to_string(fence) + " is lower than " + std::to_string(highest));
+    }
+    highest = fence;
+    live = b["version"].get<std::string>();
+    effects.push_back(fence);
+    return {200, "application/json", json{{"ok", true}}.dump()};
+  }
+  std::optional<HttpTestServer> site, api;  // last: stopped before what their handlers use
+};
+
+json deployment(const Target& t) {
+  const std::string api = "http://127.0.0.1:" + std::to_string(t.api->port()) + "/rollback";
+  return {{"kind", "http_api"},
+          {"observe_interval", "300ms"},
+          {"timeout", "4s"},
+          {"rollback", {{"url", api}, {"body", {{"version", "${to}"}, {"fence", "${fence}"}}}}},
+          {"observe", {{"url", t.url("/release")}, {"json_pointer", "/version"}}}};
+}
+
+json ha_block(const Etcd& etcd, const std::string& replica, int shards = 1) {
+  return {{"etcd", etcd.endpoints()}, {"cluster", "t"},           {"replica", replica}, {"shards", shards},
+          {"lease", "5s"},            {"renew_deadline", "3s"}, {"retry", "500ms"}};
+}
+
+// One replica of the app, in a directory of its own.
+struct Replica {
+  TempDir dir;
+  Lastgood lg;
+  Replica(const Target& t, const Etcd& etcd, const std::string& id)
+      : lg(dir, app_service(t.url("/"), deployment(t), App{.good_after = "500ms", .cooldown = "1m"}), json{{"ha", ha_block(etcd, id)}}) {}
+  std::string readyz() { return http_call(lg.port(), "GET", "/readyz").body; }
+  bool owner() { return readyz().find("owner") != std::string::npos; }
+};
+
+// Which of the replicas owns the (only) shard, waiting for one to; -1 when none does in time.
+int owner_of(std::vector<Replica*> rs, std::chrono::milliseconds timeout = 15s) {
+  int found = -1;
+  wait_until(
+      [&] {
+        for (size_t i = 0; i < rs.size(); ++i)
+          if (rs[i]->lg.proc && rs[i]->lg.proc->running() && rs[i]->owner()) found = static_cast<int>(i);
+        return found >= 0;
+      },
+      timeout);
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE("one breach, two replicas: exactly one effect, by the owner under its fence; the standby holds", "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  t.hold = 1500ms;  // long enough for the standby to see the breach fire too
+  Replica a(t, etcd, "a"), b(t, etcd, "b");
+  a.lg.start();
+  b.lg.start();
+  const int o = owner_of({&a, &b});
+  REQUIRE(o >= 0);
+  Replica& owner = o == 0 ? a : b;
+  Replica& standby = o == 0 ? b : a;
+  CHECK_THAT(standby.readyz(), Catch::Contains("ready (standby)"));
+  CHECK(metric(http_call(owner.lg.port(), "GET", "/metrics").body, "lastgood_ha_owner{shard=\"0\"}") == 1);
+  CHECK(metric(http_call(standby.lg.port(), "GET", "/metrics").body, "lastgood_ha_owner{shard=\"0\"}") == 0);
+  REQUIRE(owner.lg.wait_for("release_verified_good", release_is("v1")));
+  REQUIRE(standby.lg.wait_for("release_verified_good", release_is("v1")));
+
+  t.deploy("bad2");
+  REQUIRE(owner.lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, 30s));
+  CHECK(t.now_live() == "v1");
+  // The standby saw the same breach and held it.
+  REQUIRE(standby.lg.wait_for("decision", [](const json& d) { return d.value("reason", "").find("standby") != std::string::npos; }));
+  const auto effects = t.applied();
+  REQUIRE(effects.size() == 1);
+  CHECK(standby.lg.count("action_started") == 0);
+  REQUIRE(owner.lg.count("action_started") == 1);
+  // The token on the action in the ledger is the one the target saw: the intent's etcd revision.
+  json started;
+  for (const auto& e : owner.lg.ledger())
+    if (e.type == "action_started") started = e.data;
+  CHECK(started.value("replica", "") == (o == 0 ? "a" : "b"));
+  CHECK(started.value("fence", std::int64_t{0}) == effects[0]);
+  CHECK(started.value("etcd_rev", std::int64_t{0}) == effects[0]);
+  CHECK(owner.lg.has("ha_acquired"));
+  CHECK(owner.lg.ledger_verifies());
+  CHECK(standby.lg.ledger_verifies());
+}
+
+TEST_CASE("SIGTERM the owner: the standby takes over within a second", "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  Replica a(t, etcd, "a"), b(t, etcd, "b");
+  a.lg.start();
+  b.lg.start();
+  const int o = owner_of({&a, &b});
+  REQUIRE(o >= 0);
+  Replica& owner = o == 0 ? a : b;
+  Replica& standby = o == 0 ? b : a;
+  REQUIRE(wait_until([&] { return standby.readyz().find("standby") != std::string::npos; }, 10s));
+  REQUIRE(standby.lg.wait_for("release_verified_good", release_is("v1")));
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(owner.lg.proc->stop() == 0);
+  REQUIRE(standby.lg.wait_for("ha_acquired", {}, 10s));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  INFO("take-over after SIGTERM: " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  CHECK(took <= 1s);
+  CHECK(owner.lg.has("ha_lost", "resigned"));
+  CHECK(metric(http_call(standby.lg.port(), "GET", "/metrics").body, "lastgood_ha_transitions_total{event=\"acquired\"}") == 1);
+  // The new owner acts on the next breach.
+  t.deploy("bad2");
+  REQUIRE(standby.lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, 30s));
+  CHECK(t.applied().size() == 1);
+}
+
+TEST_CASE("kill -9 the owner mid-action: the new owner reconciles the action, never runs it again; one effect", "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  t.hold = 3s;  // the rollback request is held 3 s before it is applied
+  Replica a(t, etcd, "a"), b(t, etcd, "b");
+  a.lg.start();
+  b.lg.start();
+  const int o = owner_of({&a, &b});
+  REQUIRE(o >= 0);
+  Replica& owner = o == 0 ? a : b;
+  Replica& standby = o == 0 ? b : a;
+  REQUIRE(owner.lg.wait_for("release_verified_good", release_is("v1")));
+  REQUIRE(standby.lg.wait_for("release_verified_good", release_is("v1")));
+  t.deploy("bad2");
+  REQUIRE(owner.lg.wait_for("action_started", {}, 20s));
+  REQUIRE(wait_until([&] { return t.received > 0; }, 10s));  // the request is at the target, held
+  const auto t0 = std::chrono::steady_clock::now();
+  ::kill(owner.lg.proc->pid(), SIGKILL);
+  // A new owner within TTL + retry (5 s + 0.5 s; a second of slack for the loaded machine).
+  REQUIRE(standby.lg.wait_for("ha_acquired", {}, 10s));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  INFO("take-over after kill -9: " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  CHECK(took <= 6500ms);
+  // Reconciled after the kind's timeout (4 s) + 2 s: the held request had switched the target.
+  REQUIRE(standby.lg.wait_for("action_reconciled", [](const json& d) { return d.value("switched", false); }, 20s));
+  REQUIRE(standby.lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, 30s));
+  CHECK(standby.lg.count("action_started") == 0);
+  CHECK(t.applied().size() == 1);
+  CHECK(t.now_live() == "v1");
+  CHECK(standby.lg.ledger_verifies());
+}
+
+TEST_CASE("SIGSTOP the owner past its lease: the standby takes over and acts; the old owner, resumed, records ha_lost and does nothing",
+          "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  Replica a(t, etcd, "a"), b(t, etcd, "b");
+  a.lg.start();
+  b.lg.start();
+  const int o = owner_of({&a, &b});
+  REQUIRE(o >= 0);
+  Replica& owner = o == 0 ? a : b;
+  Replica& standby = o == 0 ? b : a;
+  REQUIRE(standby.lg.wait_for("release_verified_good", release_is("v1")));
+  ::kill(owner.lg.proc->pid(), SIGSTOP);
+  REQUIRE(standby.lg.wait_for("ha_acquired", {}, 12s));
+  t.deploy("bad2");
+  REQUIRE(standby.lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, 30s));
+  const auto new_token = standby.lg.last("action_started", "fence");
+  ::kill(owner.lg.proc->pid(), SIGCONT);
+  REQUIRE(owner.lg.wait_for("ha_lost", {}, 10s));
+  REQUIRE(wait_until([&] { return owner.readyz().find("standby") != std::string::npos; }, 15s));
+  CHECK(owner.lg.count("action_started") == 0);
+  const auto effects = t.applied();
+  REQUIRE(effects.size() == 1);
+  CHECK(std::to_string(effects[0]) == new_token);
+}
+
+TEST_CASE("2 of 3 etcd members stopped: the owner steps down within the renew deadline, a breach is held; after, one owner and one effect",
+          "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  Replica a(t, etcd, "a"), b(t, etcd, "b");
+  a.lg.start();
+  b.lg.start();
+  const int o = owner_of({&a, &b});
+  REQUIRE(o >= 0);
+  Replica& owner = o == 0 ? a : b;
+  REQUIRE(owner.lg.wait_for("release_verified_good", release_is("v1")));
+  etcd.stop(1);
+  etcd.stop(2);
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(owner.lg.wait_for("ha_lost", {}, 10s));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  INFO("stepped down after " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  CHECK(took <= 5s);  // renew deadline 3 s, the lease's local deadline (TTL - 1 s) at most 4 s after the last keepalive
+  CHECK(http_call(owner.lg.port(), "GET", "/readyz").status == 503);
+  t.deploy("bad2");
+  REQUIRE(owner.lg.wait_for("decision", [](const json& d) { return d.value("reason", "").find("standby") != std::string::npos; }, 15s));
+  CHECK(t.applied().empty());
+  etcd.cont(1);
+  etcd.cont(2);
+  // One owner again, and the breach still firing is acted on once.
+  REQUIRE(wait_until([&] { return t.applied().size() == 1; }, 30s));
+  REQUIRE(wait_until([&] { return a.lg.has("verification", "verified") || b.lg.has("verification", "verified"); }, 30s));
+  CHECK(t.applied().size() == 1);
+  CHECK(a.lg.count("action_started") + b.lg.count("action_started") == 1);
+}
