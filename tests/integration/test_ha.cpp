@@ -9,7 +9,9 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <map>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -279,4 +281,70 @@ TEST_CASE("2 of 3 etcd members stopped: the owner steps down within the renew de
   REQUIRE(wait_until([&] { return a.lg.has("verification", "verified") || b.lg.has("verification", "verified"); }, 30s));
   CHECK(t.applied().size() == 1);
   CHECK(a.lg.count("action_started") + b.lg.count("action_started") == 1);
+}
+
+namespace {
+
+// Which shards a replica's /readyz says it owns ("owner of shard 0,3,5").
+std::set<int> shards_of(Lastgood& lg) {
+  std::set<int> out;
+  const std::string body = http_call(lg.port(), "GET", "/readyz").body;
+  const auto at = body.find("owner of shard ");
+  if (at == std::string::npos) return out;
+  std::string list = body.substr(at + 15);
+  list = list.substr(0, list.find(')'));
+  size_t i = 0;
+  while (i < list.size()) {
+    const size_t comma = list.find(',', i);
+    out.insert(std::stoi(list.substr(i, comma - i)));
+    if (comma == std::string::npos) break;
+    i = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("shards: 3 replicas, 8 shards, 300 services: every shard owned by exactly one replica; a killed replica's shards move",
+          "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  json services = json::array();
+  for (int i = 0; i < 300; ++i)
+    services.push_back({{"name", "svc-" + std::to_string(i)},
+                        {"probes", {{{"name", "home"}, {"kind", "http"}, {"url", t.url("/")}, {"interval", "5s"}, {"timeout", "1s"}}}}});
+  std::vector<std::unique_ptr<TempDir>> dirs;
+  std::vector<std::unique_ptr<Lastgood>> rs;
+  for (const char* id : {"a", "b", "c"}) {
+    dirs.push_back(std::make_unique<TempDir>());
+    rs.push_back(std::make_unique<Lastgood>(*dirs.back(), Lastgood::Config{{{"services", services}, {"ha", ha_block(etcd, id, 8)}}}));
+    rs.back()->start();
+  }
+  // Spread: the rendezvous order gives each replica some shards first; together all 8, once each.
+  auto owners = [&](const std::vector<size_t>& live) {
+    std::map<int, int> count;
+    for (size_t i : live)
+      for (int k : shards_of(*rs[i])) ++count[k];
+    return count;
+  };
+  auto all_once = [&](const std::vector<size_t>& live) {
+    const auto c = owners(live);
+    if (c.size() != 8) return false;
+    for (const auto& [k, n] : c)
+      if (n != 1) return false;
+    return true;
+  };
+  REQUIRE(wait_until([&] { return all_once({0, 1, 2}); }, 20s));
+  for (size_t i = 0; i < 3; ++i) CHECK_FALSE(shards_of(*rs[i]).empty());  // each replica owns some (rank 0 for some shard)
+  const auto lost = shards_of(*rs[0]);
+  const auto t0 = std::chrono::steady_clock::now();
+  ::kill(rs[0]->proc->pid(), SIGKILL);
+  REQUIRE(wait_until([&] { return all_once({1, 2}); }, 15s));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  INFO("shards of the killed replica moved after " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  CHECK(took <= 6500ms);  // TTL 5 s + retry 0.5 s, and slack for a loaded machine
+  // The killed replica's shards are among those that moved.
+  const auto now_owned = owners({1, 2});
+  for (int k : lost) CHECK(now_owned.count(k) == 1);
 }
