@@ -104,12 +104,22 @@ class SshSymlink final : public Action {
       co_return out;
     }
     for (size_t i = 0; i < p.steps.size(); ++i) {
-      ExecResult r = co_await ssh_->exec(p.steps[i]);
+      // With several replicas the switch is fenced on the host itself (ha.md), in the same command.
+      const std::string step = i == 0 && p.fence != 0 ? switch_command(p.from, p.to, p.fence) : p.steps[i];
+      ExecResult r = co_await ssh_->exec(step);
       if (!r.ran()) {
         out.error = (i == 0 ? "switch: " : "after_switch " + after_switch_[i - 1] + ": ") + r.error;
         co_return out;
       }
-      out.output += "$ " + p.steps[i] + "\n" + r.out + r.err;
+      out.output += "$ " + step + "\n" + r.out + r.err;
+      if (i == 0 && r.exit_status == kStaleFence) {
+        std::string held;
+        if (auto at = r.out.find("lastgood-fence="); at != std::string::npos) held = r.out.substr(at + 15, r.out.find('\n', at) - at - 15);
+        out.error = "refused by the target: " + path_ + "/.lastgood-fence holds token " + (held.empty() ? "?" : held) +
+                    ", not lower than this action's " + std::to_string(p.fence) + " (a newer owner acted); nothing was changed";
+        out.output = cap_output(out.output);
+        co_return out;
+      }
       if (i == 0 && r.exit_status == kNotFrom) {  // the live release was checked in the same command: not from
         std::string live;
         if (auto at = r.out.find("lastgood-live="); at != std::string::npos) live = r.out.substr(at + 14, r.out.find('\n', at) - at - 14);
@@ -133,17 +143,30 @@ class SshSymlink final : public Action {
   }
 
  private:
-  static constexpr int kNotFrom = 75;
+  static constexpr int kStaleFence = 75;  // ha.md: exit 75 stale token, 76 live changed
+  static constexpr int kNotFrom = 76;
 
   // One remote command: the live release is compared with `from` and switched to `to` in the same
-  // shell, so no round trip separates the check from the switch.
-  std::string switch_command(const std::string& from, const std::string& to) const {
+  // shell, so no round trip separates the check from the switch. With a fencing token (several
+  // replicas, ha.md: strict on the host), all of it runs under `flock -w5` on path/.lastgood-lock
+  // (util-linux's flock(1), on every Debian host): the token stored beside `current` must be lower
+  // than this action's (else exit 75), and this action's is stored before the switch.
+  std::string switch_command(const std::string& from, const std::string& to, std::int64_t fence = 0) const {
     static std::atomic<unsigned> n{0};
     const std::string tmp = "current.tmp." + std::to_string(::getpid()) + "." + std::to_string(++n);
-    return "cd " + shell_quote(path_) + " || exit 1; l=$(readlink current); l=${l%/}; if [ \"$l\" != " + shell_quote("releases/" + from) +
-           " ] && [ \"$l\" != " + shell_quote(path_ + "/releases/" + from) + " ]; then printf 'lastgood-live=%s\\n' \"$l\"; exit " +
-           std::to_string(kNotFrom) + "; fi; test -d " + shell_quote("releases/" + to) + " && ln -sfn " + shell_quote("releases/" + to) +
-           " " + tmp + " && mv -Tf " + tmp + " current";
+    const std::string t = std::to_string(fence);
+    const std::string stale = std::to_string(kStaleFence);
+    std::string cmd = "cd " + shell_quote(path_) + " || exit 1; ";
+    if (fence != 0)
+      cmd += "exec 9>>.lastgood-lock || exit 1; flock -w5 9 || exit 1; f=$(cat .lastgood-fence 2>/dev/null || echo 0); case \"$f\" in "
+             "''|*[!0-9]*) printf 'lastgood-fence=%s\\n' \"$f\"; exit " + stale + ";; esac; if [ \"$f\" -ge " + t +
+             " ]; then printf 'lastgood-fence=%s\\n' \"$f\"; exit " + stale + "; fi; ";
+    cmd += "l=$(readlink current); l=${l%/}; if [ \"$l\" != " + shell_quote("releases/" + from) + " ] && [ \"$l\" != " +
+           shell_quote(path_ + "/releases/" + from) + " ]; then printf 'lastgood-live=%s\\n' \"$l\"; exit " + std::to_string(kNotFrom) +
+           "; fi; test -d " + shell_quote("releases/" + to) + " && ";
+    if (fence != 0) cmd += "printf '%s\\n' " + t + " > .lastgood-fence.tmp && mv -f .lastgood-fence.tmp .lastgood-fence && ";
+    cmd += "ln -sfn " + shell_quote("releases/" + to) + " " + tmp + " && mv -Tf " + tmp + " current";
+    return cmd;
   }
 
   std::string service_;

@@ -14,9 +14,13 @@
 #include <set>
 #include <thread>
 
+#include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actions/action.hpp"
+#include "config/config.hpp"
 #include "fixtures.hpp"
+#include "watchdog/kinds.hpp"
 #include "watchdog/api/server.hpp"
 
 using namespace testing;
@@ -347,4 +351,84 @@ TEST_CASE("shards: 3 replicas, 8 shards, 300 services: every shard owned by exac
   // The killed replica's shards are among those that moved.
   const auto now_owned = owners({1, 2});
   for (int k : lost) CHECK(now_owned.count(k) == 1);
+}
+
+namespace {
+
+std::shared_ptr<const lastgood::config::Config> load_deployment(const json& dep) {
+  json doc{{"services", {{{"name", "app"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}, {"deployment", dep}}}}};
+  auto res = lastgood::config::load_text(doc.dump(), "t", lastgood::kinds(), {.resolve_secrets = true});
+  for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
+  REQUIRE(res.config);
+  return res.config;
+}
+
+// A fenced switch, as the pipeline makes it: the plan of `from -> to` carrying `token`.
+lastgood::actions::Outcome fenced_switch(boost::asio::io_context& ioc, lastgood::actions::Action& a, std::int64_t token) {
+  auto plan = a.plan("bad2", "v1", {});
+  plan.fence = token;
+  plan.action_id = "a-" + std::to_string(token);
+  return run_sync(ioc, a.execute(plan));
+}
+
+void symlink_fencing(boost::asio::io_context& ioc, lastgood::actions::Action& a, const fs::path& site) {
+  switch_current(site, "bad2");
+  auto first = fenced_switch(ioc, a, 40);
+  INFO(first.error << "\n" << first.output);
+  REQUIRE(first.ok);
+  CHECK(current_release(site) == "v1");
+  CHECK(read_file(site / ".lastgood-fence") == "40\n");
+  // An older owner's token, late: refused by the target, nothing changed.
+  switch_current(site, "bad2");
+  auto late = fenced_switch(ioc, a, 39);
+  INFO(late.error);
+  CHECK_FALSE(late.ok);
+  CHECK_THAT(late.error, Catch::Contains("holds token 40") && Catch::Contains("not lower than this action's 39"));
+  CHECK(current_release(site) == "bad2");
+  CHECK(read_file(site / ".lastgood-fence") == "40\n");
+  // The same token again is refused too (strictly increasing).
+  CHECK_FALSE(fenced_switch(ioc, a, 40).ok);
+  // A garbage fence file is not taken for a low token.
+  write_file(site / ".lastgood-fence", "x\n");
+  auto garbage = fenced_switch(ioc, a, 41);
+  CHECK_FALSE(garbage.ok);
+  CHECK(current_release(site) == "bad2");
+  // A newer token switches, and is stored.
+  write_file(site / ".lastgood-fence", "40\n");
+  auto newer = fenced_switch(ioc, a, 41);
+  INFO(newer.error);
+  CHECK(newer.ok);
+  CHECK(current_release(site) == "v1");
+  CHECK(read_file(site / ".lastgood-fence") == "41\n");
+  // Without a token (a single replica), the fence file is neither checked nor written.
+  switch_current(site, "bad2");
+  auto single = run_sync(ioc, a.execute(a.plan("bad2", "v1", {})));
+  CHECK(single.ok);
+  CHECK(read_file(site / ".lastgood-fence") == "41\n");
+}
+
+}  // namespace
+
+TEST_CASE("local_symlink fencing: the token beside current must grow; a lower or equal one is refused by the target", "[ha]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "bad2"});
+  boost::asio::io_context ioc;
+  auto cfg = load_deployment({{"kind", "local_symlink"}, {"path", site.string()}});
+  auto a = lastgood::actions::make_action(ioc.get_executor(), "app", *cfg->services[0].deployment);
+  symlink_fencing(ioc, *a, site);
+}
+
+TEST_CASE("ssh_symlink fencing: the same check on the host, under flock, in the one remote command", "[ssh]") {
+  TempDir dir;
+  const fs::path site = dir.path / "app";
+  make_releases(site, {"v1", "bad2"});
+  Sshd sshd(dir.path / "");
+  boost::asio::io_context ioc;
+  auto cfg = load_deployment({{"kind", "ssh_symlink"}, {"host", "127.0.0.1"}, {"port", sshd.port}, {"user", sshd.user},
+                              {"key_file", sshd.client_key.string()}, {"known_hosts", sshd.known_hosts.string()}, {"path", site.string()},
+                              {"timeout", "10s"}});
+  auto a = lastgood::actions::make_action(ioc.get_executor(), "app", *cfg->services[0].deployment);
+  symlink_fencing(ioc, *a, site);
+  CHECK(fs::exists(site / ".lastgood-lock"));
 }
