@@ -43,7 +43,7 @@ Watchdog::Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::C
       scheduler_.add(probes::make_probe(ioc_.get_executor(), svc.name, p));
     }
   }
-  if (cfg_->ha) ha_ = std::make_unique<ha::Node>(ioc_, *cfg_->ha, pipeline_, metrics_);
+  if (cfg_->ha) ha_ = std::make_unique<ha::Node>(ioc_, *cfg_, pipeline_, metrics_);
 }
 
 Watchdog::~Watchdog() {

@@ -20,6 +20,7 @@
 #include "actions/action.hpp"
 #include "config/config.hpp"
 #include "fixtures.hpp"
+#include "watchdog/ha/placement.hpp"
 #include "watchdog/kinds.hpp"
 #include "watchdog/api/server.hpp"
 
@@ -108,11 +109,23 @@ json ha_block(const Etcd& etcd, const std::string& replica, int shards = 1) {
 struct Replica {
   TempDir dir;
   Lastgood lg;
-  Replica(const Target& t, const Etcd& etcd, const std::string& id)
-      : lg(dir, app_service(t.url("/"), deployment(t), App{.good_after = "500ms", .cooldown = "1m"}), json{{"ha", ha_block(etcd, id)}}) {}
+  Replica(const Target& t, const Etcd& etcd, const std::string& id, json extra = json::object(), std::string mode = "auto")
+      : lg(dir, app_service(t.url("/"), deployment(t), App{.mode = mode, .good_after = "500ms", .cooldown = "1m"}), with_ha(extra, etcd, id)) {}
+  static json with_ha(json extra, const Etcd& etcd, const std::string& id) {
+    extra["ha"] = ha_block(etcd, id);
+    return extra;
+  }
   std::string readyz() { return http_call(lg.port(), "GET", "/readyz").body; }
   bool owner() { return readyz().find("owner") != std::string::npos; }
 };
+
+// Two approvers (alice, bob: oncall), a P0 needs both.
+json two_approvers() {
+  return {{"approvers",
+           json::array({{{"name", "alice"}, {"roles", {"oncall"}}, {"token_env", "LG_ALICE"}}, {{"name", "bob"}, {"roles", {"oncall"}}, {"token_env", "LG_BOB"}}})},
+          {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 2}, {"auto", false}}}}}};
+}
+const std::map<std::string, std::string> kTokens{{"LG_ALICE", "alice-token-0123456789abcdef"}, {"LG_BOB", "bob-token-0123456789abcdef0"}};
 
 // Which of the replicas owns the (only) shard, waiting for one to; -1 when none does in time.
 int owner_of(std::vector<Replica*> rs, std::chrono::milliseconds timeout = 15s) {
@@ -340,7 +353,20 @@ TEST_CASE("shards: 3 replicas, 8 shards, 300 services: every shard owned by exac
     return true;
   };
   REQUIRE(wait_until([&] { return all_once({0, 1, 2}); }, 20s));
-  for (size_t i = 0; i < 3; ++i) CHECK_FALSE(shards_of(*rs[i]).empty());  // each replica owns some (rank 0 for some shard)
+  // Whoever started first, the shards settle where the rendezvous order puts them (a replica
+  // hands over a shard whose first replica has joined), once each all along.
+  const std::vector<std::string> ids{"a", "b", "c"};
+  auto settled = [&] {
+    for (size_t i = 0; i < 3; ++i) {
+      std::set<int> expected;
+      for (int k = 0; k < 8; ++k)
+        if (lastgood::watchdog::ha::campaign_order(k, ids)[0] == ids[i]) expected.insert(k);
+      if (shards_of(*rs[i]) != expected) return false;
+    }
+    return true;
+  };
+  REQUIRE(wait_until([&] { return all_once({0, 1, 2}) && settled(); }, 20s));
+  CHECK(all_once({0, 1, 2}));
   const auto lost = shards_of(*rs[0]);
   const auto t0 = std::chrono::steady_clock::now();
   ::kill(rs[0]->proc->pid(), SIGKILL);
@@ -431,4 +457,47 @@ TEST_CASE("ssh_symlink fencing: the same check on the host, under flock, in the 
   auto a = lastgood::actions::make_action(ioc.get_executor(), "app", *cfg->services[0].deployment);
   symlink_fencing(ioc, *a, site);
   CHECK(fs::exists(site / ".lastgood-lock"));
+}
+
+TEST_CASE("quorum 2 with votes through different replicas, then kill -9 the owner: every acknowledged vote counts, one effect", "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  Replica a(t, etcd, "a", two_approvers(), "approve"), b(t, etcd, "b", two_approvers(), "approve");
+  a.lg.start(kTokens);
+  b.lg.start(kTokens);
+  const int o = owner_of({&a, &b});
+  REQUIRE(o >= 0);
+  Replica& owner = o == 0 ? a : b;
+  Replica& standby = o == 0 ? b : a;
+  REQUIRE(owner.lg.wait_for("release_verified_good", release_is("v1")));
+  t.deploy("bad2");
+  REQUIRE(owner.lg.wait_for("proposal_created", {}, 20s));
+  const std::string id = owner.lg.last("proposal_created", "id");
+  CHECK_THAT(id, Catch::EndsWith(o == 0 ? "-a" : "-b"));  // ids name their replica: none meet in etcd
+  // Alice approves through the standby: taken in etcd (202), the owner counts it.
+  json body{{"comment", "checkout is down"}};
+  REQUIRE(wait_until([&] { return http_call(standby.lg.port(), "POST", "/api/v1/proposals/" + id + "/approve", kTokens.at("LG_ALICE"), body.dump()).status == 202; }, 10s));
+  REQUIRE(owner.lg.wait_for("proposal_vote", [](const json& d) { return d.value("approver", "") == "alice"; }, 10s));
+  // The same approver again, through the owner: counted once.
+  auto again = http_call(owner.lg.port(), "POST", "/api/v1/proposals/" + id + "/approve", kTokens.at("LG_ALICE"), "{}");
+  CHECK(again.status == 200);
+  CHECK_THAT(again.body, Catch::Contains("duplicate"));
+  // A wrong token is refused, as on one replica.
+  CHECK(http_call(standby.lg.port(), "POST", "/api/v1/proposals/" + id + "/approve", "not-a-token", "{}").status == 401);
+  CHECK(t.applied().empty());
+  // The owner dies; the standby takes over, adopts the proposal and counts alice's vote again.
+  ::kill(owner.lg.proc->pid(), SIGKILL);
+  REQUIRE(standby.lg.wait_for("ha_acquired", {}, 10s));
+  REQUIRE(standby.lg.wait_for("proposal_created", [&](const json& d) { return d.value("id", "") == id && d.contains("adopted_from"); }, 15s));
+  REQUIRE(standby.lg.wait_for("proposal_vote", [](const json& d) { return d.value("approver", "") == "alice"; }, 10s));
+  CHECK(t.applied().empty());  // one vote of two: nothing yet
+  // Bob approves through the new owner: quorum, one effect.
+  REQUIRE(http_call(standby.lg.port(), "POST", "/api/v1/proposals/" + id + "/approve", kTokens.at("LG_BOB"), "{}").status == 202);
+  REQUIRE(standby.lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, 30s));
+  CHECK(t.applied().size() == 1);
+  CHECK(standby.lg.count("action_started") == 1);
+  CHECK(owner.lg.count("action_started") == 0);
+  CHECK(standby.lg.ledger_verifies());
+  CHECK(owner.lg.ledger_verifies());
 }

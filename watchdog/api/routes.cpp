@@ -135,6 +135,11 @@ HttpRes Watchdog::handle(const HttpReq& req) {
       if (b.is_discarded() || !b.is_object()) return HttpRes::json_error(400, "the body must be a JSON object like {\"comment\": \"...\"}");
       if (b.contains("comment") && b["comment"].is_string()) comment = b["comment"].get<std::string>();
     }
+    if (ha_ && who) {  // several replicas: the vote is kept in etcd, whichever replica takes it
+      HttpRes later;
+      later.later = [this, id, who, approve = verb == "approve", comment, client] { return ha_->vote(id, who, approve, comment, client); };
+      return later;
+    }
     const auto [status, body] = vote_response(pipeline_.vote(id, who, verb == "approve", comment, client));
     return {status, "application/json", json_text(body, 2)};
   }

@@ -181,6 +181,10 @@ struct Server::Impl {
         HttpReq hr = to_http_req(req, remote);
         try {
           res = handler(hr);
+          if (res.later) {
+            auto later = std::move(res.later);
+            res = co_await later();
+          }
         } catch (const std::exception& ex) {
           spdlog::error("http handler for {} {}: {}", hr.method, hr.target, ex.what());
           res = HttpRes::json_error(500, "internal error");

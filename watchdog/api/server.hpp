@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
@@ -36,6 +37,9 @@ struct HttpRes {
   // the worker thread: it appends the next piece to its argument and returns false after the last.
   // For /metrics at 10 000 probes, so that a scrape never holds the whole 16 MB text.
   std::function<bool(std::string&)> stream = {};
+  // When set, the response is this coroutine's (run on the loop): a route that must ask another
+  // server first (a vote taken through etcd by any replica, ha.md). Status and body above unused.
+  std::function<boost::asio::awaitable<HttpRes>()> later = {};
   static HttpRes json_error(int status, const std::string& message);
 };
 

@@ -8,6 +8,8 @@
 #include <spdlog/spdlog.h>
 
 #include "net/tls.hpp"
+#include "watchdog/pipeline/clock.hpp"
+#include "watchdog/state/records.hpp"
 #include "watchdog/ha/placement.hpp"
 #include "watchdog/pipeline/pipeline.hpp"
 
@@ -34,8 +36,8 @@ std::shared_ptr<asio::ssl::context> etcd_tls(const config::Ha& h) {
 
 }  // namespace
 
-Node::Node(asio::io_context& ioc, const config::Ha& cfg, Pipeline& pipeline, Metrics& metrics)
-    : ioc_(ioc), cfg_(cfg), pipeline_(pipeline), metrics_(metrics) {
+Node::Node(asio::io_context& ioc, const config::Config& config, Pipeline& pipeline, Metrics& metrics)
+    : ioc_(ioc), config_(config), cfg_(*config.ha), pipeline_(pipeline), metrics_(metrics) {
   if (cfg_.user)
     throw std::runtime_error("ha.auth: etcd user/password authentication is not supported by this version; use TLS client certificates "
                              "(ha.tls.cert_file, key_file) or an etcd without auth on a private network");
@@ -61,13 +63,22 @@ void Node::start(const std::string& address) {
   ro.lease = std::chrono::duration_cast<std::chrono::seconds>(cfg_.lease);
   ro.renew_deadline = std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.renew_deadline);
   ro.retry = std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.retry);
+  ro.busy = [this](int shard) {
+    if (taking_over_.count(shard)) return true;
+    for (size_t si = 0; si < pipeline_.services(); ++si)
+      if (pipeline_.acting(si) && shard_of(pipeline_.service_name(si), cfg_.shards) == shard) return true;
+    return false;
+  };
   replica_ = std::make_unique<Replica>(ioc_.get_executor(), *etcd_, ro,
                                        [this](int shard, std::int64_t fence, const std::string& why) { on_change(shard, fence, why); });
   coordinator_ = std::make_unique<HaCoordinator>(
       cfg_.cluster, cfg_.replica, cfg_.shards, [this](int shard) { return replica_->fence(shard); }, [this] { return replica_->lease(); },
       etcd_.get());
   pipeline_.set_coordinator(*coordinator_);
+  pipeline_.set_replica(cfg_.replica);
+  pipeline_.on_proposal_change([this](const Proposal& p) { mirror(p); });
   replica_->start();
+  net::spawn(ioc_.get_executor(), [this] { return count_votes(); }, "ha", life_, net::Restart::yes);
   started_ = true;
   spdlog::info("ha: replica {} of cluster {} joining ({} etcd endpoint(s), {} shard(s), lease {}s)", cfg_.replica, cfg_.cluster, cfg_.etcd.size(),
                cfg_.shards, ro.lease.count());
@@ -89,6 +100,11 @@ void Node::on_change(int shard, std::int64_t fence, const std::string& why) {
 }
 
 asio::awaitable<void> Node::take_over(int shard, std::int64_t fence) {
+  struct Mark {
+    std::multiset<int>& set;
+    std::multiset<int>::iterator it;
+    ~Mark() { set.erase(it); }
+  } mark{taking_over_, taking_over_.insert(shard)};
   asio::steady_timer timer(ioc_);
   for (size_t si = 0; si < pipeline_.services(); ++si) {
     const std::string& name = pipeline_.service_name(si);
@@ -120,6 +136,161 @@ asio::awaitable<void> Node::take_over(int shard, std::int64_t fence) {
     if (replica_->fence(shard) != fence) co_return;
     pipeline_.decide_again(si);
   }
+  co_await adopt_proposals(shard, fence);
+}
+
+bool Node::owns_service(const std::string& service) const { return replica_ && replica_->owns(shard_of(service, cfg_.shards)); }
+
+void Node::mirror(const Proposal& p) {
+  if (!coordinator_ || !owns_service(p.decision.service)) return;
+  json j = p.to_json();
+  j["service"] = p.decision.service;
+  j["owner"] = cfg_.replica;
+  mirror_queue_.emplace_back(coordinator_->keys().proposal(p.id), j.dump());
+  if (!flushing_) net::spawn(ioc_.get_executor(), [this] { return flush_mirror(); }, "ha", life_);
+}
+
+asio::awaitable<void> Node::flush_mirror() {
+  if (flushing_) co_return;
+  flushing_ = true;
+  struct Done {
+    bool& flag;
+    ~Done() { flag = false; }
+  } done{flushing_};
+  asio::steady_timer timer(ioc_);
+  while (!mirror_queue_.empty()) {
+    Txn t;
+    t.success.push_back(Op::put(mirror_queue_.front().first, mirror_queue_.front().second));
+    auto r = co_await etcd_->txn(t);
+    if (std::holds_alternative<EtcdError>(r)) {  // etcd away: kept, tried again
+      timer.expires_after(500ms);
+      co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    mirror_queue_.pop_front();
+  }
+}
+
+// The owner counts the votes kept in etcd for its pending proposals: one range of the votes
+// prefix per round, whatever the number of services.
+asio::awaitable<void> Node::count_votes() {
+  asio::steady_timer timer(ioc_);
+  const std::string prefix = coordinator_->keys().prefix() + "votes/";
+  for (;;) {
+    timer.expires_after(500ms);
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    bool any = false;
+    for (const auto& p : pipeline_.proposals().all())
+      if (p.state == ProposalState::pending && owns_service(p.decision.service)) any = true;
+    if (!any) continue;
+    auto read = co_await etcd_->range(prefix, true);
+    if (std::holds_alternative<EtcdError>(read)) continue;
+    for (const auto& kv : std::get<RangeResult>(read).kvs) {
+      const std::string rest = kv.key.substr(prefix.size());  // <proposal>/<approver>
+      const auto slash = rest.find('/');
+      if (slash == std::string::npos) continue;
+      const std::string id = rest.substr(0, slash), name = rest.substr(slash + 1);
+      if (counted_.count({id, name})) continue;
+      const Proposal* p = pipeline_.proposals().find(id);
+      if (!p || p->state != ProposalState::pending || !owns_service(p->decision.service)) continue;
+      const json v = json::parse(kv.value, nullptr, false);
+      const config::Approver* who = nullptr;
+      for (const auto& a : config_.approvers)
+        if (a.name == name) who = &a;
+      if (!who || !v.is_object()) continue;  // an approver no longer in this config: not counted
+      counted_.insert({id, name});
+      const auto out = pipeline_.vote(id, who, v.value("approve", false), v.value("comment", std::string()),
+                                      "etcd (taken by replica " + v.value("via", std::string("?")) + ")");
+      spdlog::info("ha: proposal {}: the vote of {} taken by replica {} is counted here ({})", id, name, v.value("via", std::string("?")),
+                   out.error.empty() ? "ok" : out.error);
+    }
+  }
+}
+
+asio::awaitable<void> Node::adopt_proposals(int shard, std::int64_t fence) {
+  const std::string prefix = coordinator_->keys().prefix() + "proposals/";
+  auto read = co_await etcd_->range(prefix, true);
+  if (auto* e = std::get_if<EtcdError>(&read)) {
+    spdlog::warn("ha: the proposals of shard {} could not be read from etcd ({}); they are adopted at the next take-over", shard, e->message);
+    co_return;
+  }
+  if (replica_->fence(shard) != fence) co_return;
+  const auto now = std::chrono::system_clock::now();
+  for (const auto& kv : std::get<RangeResult>(read).kvs) {
+    const json j = json::parse(kv.value, nullptr, false);
+    if (!j.is_object() || !j.contains("decision") || !j["decision"].is_object()) continue;
+    const std::string service = j.value("service", std::string());
+    const std::string state = j.value("state", std::string());
+    // Approved but never started is adopted as pending: its votes, counted again, reach the
+    // quorum again, and the fenced intent keeps it to one action.
+    if (service.empty() || shard_of(service, cfg_.shards) != shard || (state != "pending" && state != "approved")) continue;
+    Proposal p;
+    p.id = j.value("id", std::string());
+    p.decision = decision_from_json(service, j["decision"]);
+    p.created_at = from_ms(j.value("created_at", 0LL));
+    p.expires_at = from_ms(j.value("expires_at", 0LL));
+    p.quorum = j.value("quorum", 1);
+    if (p.id.empty() || p.expires_at <= now) continue;
+    if (pipeline_.adopt_proposal(std::move(p), j.value("owner", std::string("?")))) {
+      // Its record in etcd now names this owner (and the votes are counted from etcd).
+      if (const Proposal* mine = pipeline_.proposals().find(j.value("id", std::string()))) mirror(*mine);
+    }
+  }
+}
+
+asio::awaitable<HttpRes> Node::vote(std::string id, const config::Approver* who, bool approve, std::string comment, std::string client) {
+  const std::string verb = approve ? "approve" : "reject";
+  if (!coordinator_) co_return HttpRes::json_error(503, "this replica has not joined the cluster yet: no vote is taken; try again");
+  const std::string pkey = coordinator_->keys().proposal(id);
+  const std::string vkey = coordinator_->keys().vote(id, who->name);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto read = co_await etcd_->range(pkey);
+    if (auto* e = std::get_if<EtcdError>(&read))
+      co_return HttpRes::json_error(e->unavailable ? 503 : 502, "etcd cannot take the vote now (" + e->message + "): no vote is taken; try again");
+    const auto& kvs = std::get<RangeResult>(read).kvs;
+    if (kvs.empty()) co_return HttpRes::json_error(404, "no proposal " + id);
+    const json p = json::parse(kvs[0].value, nullptr, false);
+    if (!p.is_object() || !p.contains("decision")) co_return HttpRes::json_error(502, "proposal " + id + " in etcd is not readable");
+    const std::string service = p.value("service", std::string());
+    const std::string state = p.value("state", std::string());
+    if (state != "pending") co_return HttpRes::json_error(409, "proposal " + id + " is " + state);
+    const auto d = decision_from_json(service, p["decision"]);
+    std::string role;
+    if (auto auth = config_.authority.find(d.severity); auth != config_.authority.end())
+      for (const auto& r : who->roles)
+        if (role.empty() && std::find(auth->second.roles.begin(), auth->second.roles.end(), r) != auth->second.roles.end()) role = r;
+    if (role.empty()) {
+      pipeline_.record(Event::approval_attempt, service,
+                       {{"proposal", id}, {"action", verb}, {"approver", who->name}, {"source", client}, {"outcome", "forbidden"}});
+      co_return HttpRes::json_error(403, who->name + " holds no role allowed to decide on " + policy::to_string(d.severity) + " proposals");
+    }
+    Txn t;
+    t.compare.push_back({pkey, Compare::Target::mod, Compare::Result::equal, kvs[0].mod_revision, ""});
+    t.compare.push_back({vkey, Compare::Target::create, Compare::Result::equal, 0, ""});
+    const json v{{"approver", who->name}, {"role", role}, {"approve", approve}, {"comment", comment.substr(0, 500)}, {"via", cfg_.replica},
+                 {"at_ms", std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()}};
+    t.success.push_back(Op::put(vkey, v.dump()));
+    t.failure.push_back(Op::range(vkey));
+    auto r = co_await etcd_->txn(t);
+    if (auto* e = std::get_if<EtcdError>(&r))
+      co_return HttpRes::json_error(e->unavailable ? 503 : 502, "etcd cannot take the vote now (" + e->message + "): no vote is taken; try again");
+    const auto& res = std::get<TxnResult>(r);
+    if (res.succeeded) {
+      pipeline_.record(Event::approval_attempt, service,
+                       {{"proposal", id}, {"action", verb}, {"approver", who->name}, {"role", role}, {"source", client}, {"outcome", "taken"},
+                        {"via", cfg_.replica}, {"etcd_rev", res.revision}, {"comment", comment.substr(0, 500)}});
+      spdlog::warn("proposal {}: {} by {} ({}), taken by replica {} in etcd (revision {}); the owner counts it", id, verb, who->name, role,
+                   cfg_.replica, res.revision);
+      co_return HttpRes{202, "application/json",
+                        json{{"id", id}, {"state", "pending"}, {"vote", verb}, {"approver", who->name}, {"taken_by", cfg_.replica},
+                             {"note", "the vote is kept in etcd; the replica that owns the service counts it towards the quorum"}}
+                            .dump(2)};
+    }
+    if (!res.ranges.empty() && !res.ranges[0].empty())
+      co_return HttpRes{200, "application/json", json{{"id", id}, {"vote", "duplicate"}, {"approver", who->name}, {"note", "the same approver counts once"}}.dump(2)};
+    // The proposal changed between the read and the transaction: read it again.
+  }
+  co_return HttpRes::json_error(409, "proposal " + id + " kept changing while the vote was taken; try again");
 }
 
 void Node::resign() {

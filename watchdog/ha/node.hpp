@@ -7,8 +7,11 @@
 //     re-run); then its firing triggers are decided again (the breach is this replica's now).
 //   lost (shard, why): recorded (ha_lost); rollbacks under way on the shard's services are
 //     cancelled (their I/O, their child processes); nothing more is decided on them.
+#include <deque>
 #include <memory>
+#include <set>
 #include <string>
+#include <utility>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
@@ -19,7 +22,9 @@
 #include "watchdog/ha/coordinator.hpp"
 #include "watchdog/ha/etcd.hpp"
 #include "watchdog/ha/replica.hpp"
+#include "watchdog/api/server.hpp"
 #include "watchdog/metrics.hpp"
+#include "watchdog/pipeline/proposals.hpp"
 
 namespace lastgood::watchdog {
 class Pipeline;
@@ -30,7 +35,8 @@ namespace lastgood::watchdog::ha {
 class Node {
  public:
   // Throws std::runtime_error for what cannot work (a TLS file that cannot be read).
-  Node(boost::asio::io_context& ioc, const config::Ha& cfg, Pipeline& pipeline, Metrics& metrics);
+  // `config` (its ha block, approvers and authority) must outlive the node.
+  Node(boost::asio::io_context& ioc, const config::Config& config, Pipeline& pipeline, Metrics& metrics);
   ~Node();
 
   Coordinator& coordinator() { return *coordinator_; }
@@ -49,17 +55,35 @@ class Node {
   // Called about once a second: the lease gauge.
   void refresh_metrics();
 
+  // A vote taken by this replica, whichever owns the service (ha.md, Approvals): one etcd
+  // transaction (the proposal still as read, so still pending; this approver's vote key absent),
+  // a copy in this replica's ledger; the owner counts it towards the quorum. 503 without an etcd
+  // quorum: no vote is taken.
+  boost::asio::awaitable<HttpRes> vote(std::string id, const config::Approver* who, bool approve, std::string comment, std::string client);
+
  private:
   void on_change(int shard, std::int64_t fence, const std::string& why);
   boost::asio::awaitable<void> take_over(int shard, std::int64_t fence);
+  // The owner's side of the shared proposals: each created or changed one is put in etcd (in
+  // order, by one writer); the votes kept in etcd are counted every half second.
+  void mirror(const Proposal& p);
+  boost::asio::awaitable<void> flush_mirror();
+  boost::asio::awaitable<void> count_votes();
+  boost::asio::awaitable<void> adopt_proposals(int shard, std::int64_t fence);
+  bool owns_service(const std::string& service) const;
 
   boost::asio::io_context& ioc_;
+  const config::Config& config_;
   config::Ha cfg_;
   Pipeline& pipeline_;
   Metrics& metrics_;
   std::unique_ptr<EtcdClient> etcd_;
   std::unique_ptr<Replica> replica_;
   std::unique_ptr<HaCoordinator> coordinator_;
+  std::deque<std::pair<std::string, std::string>> mirror_queue_;  // key, value
+  bool flushing_ = false;
+  std::set<std::pair<std::string, std::string>> counted_;  // (proposal, approver) votes applied here
+  std::multiset<int> taking_over_;  // shards whose take-over runs (not handed over meanwhile)
   bool resigning_ = false;
   bool started_ = false;
   net::Lifetime life_;  // take-overs

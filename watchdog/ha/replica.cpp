@@ -125,11 +125,52 @@ asio::awaitable<void> Replica::campaign_round() {
   std::map<std::string, const KeyValue*> owner_keys;
   for (const auto& kv : std::get<RangeResult>(owners_read).kvs) owner_keys[kv.key] = &kv;
   const auto now = boot_now();
+  {
+    std::map<std::string, std::chrono::nanoseconds> since;
+    for (const auto& m : members) since[m] = member_since_.count(m) ? member_since_[m] : now;
+    member_since_ = std::move(since);
+  }
+  // Spreading: a shard owned here whose first replica in the rendezvous order has been a member
+  // for three rounds is handed over to it (its owner key deleted under this fence), while nothing
+  // runs on it. Replicas that join late thus get their shards, instead of the first to start
+  // keeping them all.
+  std::vector<std::pair<int, std::string>> hand_over;  // shard, to whom
+  for (const auto& [shard, fence] : owned_) {
+    if (o_.shards == 1) break;  // active/standby: ownership stays where it is
+    const auto order = campaign_order(shard, members);
+    if (order.empty() || order[0] == o_.replica || now - member_since_[order[0]] < std::chrono::duration_cast<std::chrono::nanoseconds>(o_.retry) * 3 ||
+        (o_.busy && o_.busy(shard)))
+      continue;
+    hand_over.emplace_back(shard, order[0]);
+  }
+  for (const auto& [shard, to] : hand_over) {
+    const auto mine = owned_.find(shard);
+    if (mine == owned_.end()) continue;  // lost meanwhile (resigned, cut off)
+    const auto fence = mine->second;
+    owned_.erase(mine);  // owns nothing from here, whatever etcd answers
+    spdlog::info("ha: replica {} hands shard {} (fence {}) over to {}, first in its rendezvous order", o_.replica, shard, fence, to);
+    if (on_change_) on_change_(shard, 0, "handed over to " + to);
+    Txn hand;
+    hand.compare.push_back({keys_.owner(shard), Compare::Target::create, Compare::Result::equal, fence, ""});
+    hand.success.push_back(Op::del(keys_.owner(shard)));
+    auto r = co_await etcd_.txn(hand);
+    (void)r;  // not deleted (etcd away): the key expires with the lease, or the next owner finds it gone
+  }
   for (int shard = 0; shard < o_.shards; ++shard) {
     const auto it = owner_keys.find(keys_.owner(shard));
     const auto mine = owned_.find(shard);
     if (it != owner_keys.end()) {
       free_since_.erase(shard);
+      // This replica's key that it no longer counts as its own (a hand-over whose delete did not
+      // reach etcd): deleted now, or it would stay on the lease that is kept alive.
+      if (mine == owned_.end() && it->second->lease == lease_ && lease_ != 0) {
+        Txn drop;
+        drop.compare.push_back({keys_.owner(shard), Compare::Target::create, Compare::Result::equal, it->second->create_revision, ""});
+        drop.success.push_back(Op::del(keys_.owner(shard)));
+        auto r = co_await etcd_.txn(drop);
+        (void)r;
+        continue;
+      }
       // Watch for loss: the key must still be the one this replica's transaction created.
       if (mine != owned_.end() && it->second->create_revision != mine->second) {
         const auto fence = mine->second;

@@ -39,6 +39,9 @@ struct ReplicaOptions {
   std::chrono::seconds lease{15};
   std::chrono::milliseconds renew_deadline{10'000};
   std::chrono::milliseconds retry{2'000};
+  // Whether an action runs on the shard's services now: a shard is handed over to the replica
+  // first in its rendezvous order only while nothing runs on it.
+  std::function<bool(int shard)> busy = nullptr;
 };
 
 class Replica {
@@ -86,6 +89,7 @@ class Replica {
   std::chrono::nanoseconds last_keepalive_{0};  // boot time of the last successful keepalive's send
   std::map<int, std::int64_t> owned_;           // shard -> fence
   std::map<int, std::chrono::nanoseconds> free_since_;  // shard -> boot time it was first seen free
+  std::map<std::string, std::chrono::nanoseconds> member_since_;  // member -> boot time it was first seen
   bool cut_off_ = false;
   bool stopped_ = false;
   boost::asio::steady_timer timer_;

@@ -86,6 +86,11 @@ class Pipeline final : private ReplayTarget {
   std::optional<std::string> live_release(size_t service) const;
   const std::string& service_name(size_t service) const { return svcs_[service]->name(); }
   bool record(Event type, const std::string& service, nlohmann::json data) { return recording_.record(type, service, std::move(data)); }
+  void set_replica(const std::string& replica) { ids_.set_tag(replica); }
+  bool acting(size_t service) const { return svcs_[service]->acting; }
+  // Proposals created or changed (mirrored to etcd), and one made by a previous owner adopted.
+  void on_proposal_change(std::function<void(const Proposal&)> f) { proposals_.on_change = std::move(f); }
+  const Proposal* adopt_proposal(Proposal p, const std::string& from_replica) { return proposals_.adopt(std::move(p), from_replica); }
 
   // An Alertmanager webhook: see AlertIntake::take.
   nlohmann::json on_alertmanager(const nlohmann::json& payload, std::string* problem = nullptr);

@@ -61,6 +61,22 @@ const Proposal* Proposals::create(const policy::Decision& d, policy::Duration ap
   proposals_.push_back(std::move(p));
   while (proposals_.size() > kKept && proposals_.front().state != ProposalState::pending) proposals_.pop_front();
   publish();
+  if (on_change) on_change(proposals_.back());
+  return &proposals_.back();
+}
+
+const Proposal* Proposals::adopt(Proposal p, const std::string& from_replica) {
+  if (find(p.id)) return nullptr;
+  p.state = ProposalState::pending;
+  p.approvals.clear();  // counted again from the votes where they are kept (etcd)
+  p.rejections.clear();
+  if (!rec_.record(Event::proposal_created, p.decision.service,
+                   {{"id", p.id}, {"decision", to_json(p.decision)}, {"expires_at", ms(p.expires_at)}, {"quorum", p.quorum}, {"adopted_from", from_replica}}))
+    return nullptr;
+  spdlog::warn("proposal {}: taken over from replica {}; roll back {} {} -> {} awaits approval", p.id, from_replica, p.decision.service,
+               p.decision.release_from.value_or("?"), p.decision.release_to.value_or("?"));
+  proposals_.push_back(std::move(p));
+  publish();
   return &proposals_.back();
 }
 
@@ -76,6 +92,7 @@ void Proposals::set_state(const std::string& id, ProposalState s) {
     if (p.id == id) {
       p.state = s;
       rec_.record(Event::proposal_state, p.decision.service, {{"id", id}, {"state", name(s)}});
+      if (on_change) on_change(p);
     }
   publish();
 }
@@ -87,6 +104,7 @@ bool Proposals::expire(policy::TimePoint now) {
       p.state = ProposalState::expired;
       changed = true;
       rec_.record(Event::proposal_expired, p.decision.service, {{"id", p.id}});
+      if (on_change) on_change(p);
       notify_("expired", p.decision.service, {{"proposal_id", p.id}, {"trigger", p.decision.trigger}, {"reason", "no approval in time"}});
       spdlog::warn("proposal {} for {} expired without approval: nothing was done", p.id, p.decision.service);
     }

@@ -97,6 +97,11 @@ class Proposals {
   const std::deque<Proposal>& all() const { return proposals_; }
   // Called with the number of pending proposals whenever a state changes (the gauge).
   std::function<void(int)> on_pending;
+  // Called when a proposal is created or changes state (several replicas: mirrored to etcd).
+  std::function<void(const Proposal&)> on_change;
+  // A proposal made by another replica that owned the service before (ha.md, take-over): pending
+  // here, its votes counted again from where they are kept. nullptr: known already, or not recorded.
+  const Proposal* adopt(Proposal p, const std::string& from_replica);
 
  private:
   Proposal* get(const std::string& id);
