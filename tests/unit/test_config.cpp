@@ -271,7 +271,7 @@ TEST_CASE("secrets are read from the environment and never appear in messages", 
 TEST_CASE("every example config validates", "[config][examples]") {
   fs::path dir = LASTGOOD_SOURCE_DIR "/examples";
   int n = 0;
-  for (const auto& e : fs::directory_iterator(dir)) {
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {  // examples/ha/ too
     if (e.path().extension() != ".json") continue;
     ++n;
     std::string out;
