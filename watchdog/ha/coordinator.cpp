@@ -139,6 +139,22 @@ asio::awaitable<std::optional<HaCoordinator::Inherited>> HaCoordinator::inherite
   co_return in;
 }
 
+asio::awaitable<std::optional<std::map<std::string, std::string>>> HaCoordinator::active_actions(std::string* error) {
+  if (!etcd_) co_return std::nullopt;
+  const std::string prefix = keys_.prefix() + "svc/";
+  auto r = co_await etcd_->range(prefix, true);
+  if (auto* e = std::get_if<EtcdError>(&r)) {
+    if (error) *error = e->message;
+    co_return std::nullopt;
+  }
+  std::map<std::string, std::string> out;
+  constexpr std::string_view tail = "/active";
+  for (const auto& kv : std::get<RangeResult>(r).kvs)
+    if (kv.key.size() > prefix.size() + tail.size() && kv.key.compare(kv.key.size() - tail.size(), tail.size(), tail) == 0)
+      out[kv.key.substr(prefix.size(), kv.key.size() - prefix.size() - tail.size())] = kv.value;
+  co_return out;
+}
+
 asio::awaitable<bool> HaCoordinator::close_inherited(const std::string& service, const Inherited& a, const json& outcome) {
   if (!etcd_) co_return false;
   Txn t;

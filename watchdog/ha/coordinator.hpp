@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -42,6 +43,9 @@ class HaCoordinator final : public Coordinator {
   // The active action of `service` that this replica did not start itself (nullopt: none, or
   // etcd could not be read: `error` says which).
   boost::asio::awaitable<std::optional<Inherited>> inherited(const std::string& service, std::string* error = nullptr);
+  // The services with an active action (service -> action id): one range of the services'
+  // prefix, whatever the number of services. nullopt: etcd could not be read (`error`).
+  boost::asio::awaitable<std::optional<std::map<std::string, std::string>>> active_actions(std::string* error = nullptr);
   // Closes an inherited action with what the new owner found (reconciled, never re-run).
   boost::asio::awaitable<bool> close_inherited(const std::string& service, const Inherited& a, const nlohmann::json& outcome);
 

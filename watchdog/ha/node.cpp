@@ -106,12 +106,16 @@ asio::awaitable<void> Node::take_over(int shard, std::int64_t fence) {
     ~Mark() { set.erase(it); }
   } mark{taking_over_, taking_over_.insert(shard)};
   asio::steady_timer timer(ioc_);
+  // One read for all the services (requests must not grow with their number), then the record
+  // of each active action.
+  std::string error;
+  const auto active = co_await coordinator_->active_actions(&error);
+  if (!active) spdlog::warn("ha: shard {}: the active actions could not be read from etcd ({}); checked again at the next take-over", shard, error);
   for (size_t si = 0; si < pipeline_.services(); ++si) {
     const std::string& name = pipeline_.service_name(si);
     if (shard_of(name, cfg_.shards) != shard) continue;
-    std::string error;
-    auto inherited = co_await coordinator_->inherited(name, &error);
-    if (!error.empty()) spdlog::warn("ha: service {}: its active action could not be read from etcd ({}); checked again at the next take-over", name, error);
+    std::optional<HaCoordinator::Inherited> inherited;
+    if (active && active->count(name)) inherited = co_await coordinator_->inherited(name, &error);
     if (inherited) {
       // Its owner may still be in the middle of it (frozen, or its last request in flight): wait
       // until no step of the kind can still be running, then look at the target.
