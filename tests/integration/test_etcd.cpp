@@ -13,6 +13,7 @@
 #include "fixtures.hpp"
 #include "watchdog/ha/etcd.hpp"
 #include "watchdog/ha/intent.hpp"
+#include "watchdog/ha/placement.hpp"
 #include "watchdog/ha/replica.hpp"
 #include "watchdog/ha/watch.hpp"
 
@@ -165,6 +166,17 @@ TEST_CASE("replicas on a real etcd: one owner per shard, the shards spread, a re
     return true;
   };
   REQUIRE(c.run_until(all_owned, std::chrono::seconds(20)));
+  // Whoever campaigned first, each shard settles on the first replica of its rendezvous order
+  // (the others hand it over once that one has joined).
+  REQUIRE(c.run_until([&] {
+    if (!all_owned()) return false;
+    for (int s = 0; s < 6; ++s) {
+      const auto first = campaign_order(s, {"a", "b", "c"})[0];
+      const size_t i = first == "a" ? 0 : first == "b" ? 1 : 2;
+      if (!c.replicas[i]->owns(s)) return false;
+    }
+    return true;
+  }, std::chrono::seconds(20)));
   // Let it run: ownership stays put (no flapping while the leases are kept alive).
   const auto before = c.events.size();
   c.run_until([] { return false; }, std::chrono::seconds(3));

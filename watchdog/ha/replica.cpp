@@ -157,6 +157,7 @@ asio::awaitable<void> Replica::campaign_round() {
     (void)r;  // not deleted (etcd away): the key expires with the lease, or the next owner finds it gone
   }
   for (int shard = 0; shard < o_.shards; ++shard) {
+    if (stopped_) co_return;
     const auto it = owner_keys.find(keys_.owner(shard));
     const auto mine = owned_.find(shard);
     if (it != owner_keys.end()) {
@@ -195,7 +196,11 @@ asio::awaitable<void> Replica::campaign_round() {
     Txn t;
     t.compare.push_back({keys_.owner(shard), Compare::Target::create, Compare::Result::equal, 0, ""});
     t.success.push_back(Op::put(keys_.owner(shard), o_.replica + " " + o_.address, lease_));
+    const auto lease = lease_;
     auto r = co_await etcd_.txn(t);
+    // Resigned, cut off or on a new lease while the transaction was away: not this replica's
+    // (the key goes with the old lease).
+    if (stopped_ || cut_off_ || lease_ != lease) co_return;
     if (auto* won = std::get_if<TxnResult>(&r); won && won->succeeded) {
       owned_[shard] = won->revision;
       free_since_.erase(shard);
