@@ -140,6 +140,21 @@ int owner_of(std::vector<Replica*> rs, std::chrono::milliseconds timeout = 15s) 
   return found;
 }
 
+// Two replicas of the app, started; which one owns the shard once one does (-1: none in time).
+struct Pair {
+  Replica a, b;
+  int o = -1;
+  Pair(const Target& t, const Etcd& etcd, json extra = json::object(), const std::string& mode = "auto",
+       const std::map<std::string, std::string>& env = {})
+      : a(t, etcd, "a", extra, mode), b(t, etcd, "b", extra, mode) {
+    a.lg.start(env);
+    b.lg.start(env);
+    o = owner_of({&a, &b});
+  }
+  Replica& owner() { return o == 0 ? a : b; }
+  Replica& standby() { return o == 0 ? b : a; }
+};
+
 }  // namespace
 
 TEST_CASE("one breach, two replicas: exactly one effect, by the owner under its fence; the standby holds", "[ha]") {
@@ -147,13 +162,11 @@ TEST_CASE("one breach, two replicas: exactly one effect, by the owner under its 
   Etcd etcd(edir.path, 3);
   Target t;
   t.hold = 1500ms;  // long enough for the standby to see the breach fire too
-  Replica a(t, etcd, "a"), b(t, etcd, "b");
-  a.lg.start();
-  b.lg.start();
-  const int o = owner_of({&a, &b});
-  REQUIRE(o >= 0);
-  Replica& owner = o == 0 ? a : b;
-  Replica& standby = o == 0 ? b : a;
+  Pair pair(t, etcd);
+  REQUIRE(pair.o >= 0);
+  const int o = pair.o;
+  Replica& owner = pair.owner();
+  Replica& standby = pair.standby();
   CHECK_THAT(standby.readyz(), Catch::Contains("ready (standby)"));
   CHECK(metric(http_call(owner.lg.port(), "GET", "/metrics").body, "lastgood_ha_owner{shard=\"0\"}") == 1);
   CHECK(metric(http_call(standby.lg.port(), "GET", "/metrics").body, "lastgood_ha_owner{shard=\"0\"}") == 0);
@@ -185,13 +198,10 @@ TEST_CASE("SIGTERM the owner: the standby takes over within a second", "[ha]") {
   TempDir edir;
   Etcd etcd(edir.path, 3);
   Target t;
-  Replica a(t, etcd, "a"), b(t, etcd, "b");
-  a.lg.start();
-  b.lg.start();
-  const int o = owner_of({&a, &b});
-  REQUIRE(o >= 0);
-  Replica& owner = o == 0 ? a : b;
-  Replica& standby = o == 0 ? b : a;
+  Pair pair(t, etcd);
+  REQUIRE(pair.o >= 0);
+  Replica& owner = pair.owner();
+  Replica& standby = pair.standby();
   REQUIRE(wait_until([&] { return standby.readyz().find("standby") != std::string::npos; }, 10s));
   REQUIRE(standby.lg.wait_for("release_verified_good", release_is("v1")));
   const auto t0 = std::chrono::steady_clock::now();
@@ -213,13 +223,10 @@ TEST_CASE("kill -9 the owner mid-action: the new owner reconciles the action, ne
   Etcd etcd(edir.path, 3);
   Target t;
   t.hold = 3s;  // the rollback request is held 3 s before it is applied
-  Replica a(t, etcd, "a"), b(t, etcd, "b");
-  a.lg.start();
-  b.lg.start();
-  const int o = owner_of({&a, &b});
-  REQUIRE(o >= 0);
-  Replica& owner = o == 0 ? a : b;
-  Replica& standby = o == 0 ? b : a;
+  Pair pair(t, etcd);
+  REQUIRE(pair.o >= 0);
+  Replica& owner = pair.owner();
+  Replica& standby = pair.standby();
   REQUIRE(owner.lg.wait_for("release_verified_good", release_is("v1")));
   REQUIRE(standby.lg.wait_for("release_verified_good", release_is("v1")));
   t.deploy("bad2");
@@ -246,13 +253,10 @@ TEST_CASE("SIGSTOP the owner past its lease: the standby takes over and acts; th
   TempDir edir;
   Etcd etcd(edir.path, 3);
   Target t;
-  Replica a(t, etcd, "a"), b(t, etcd, "b");
-  a.lg.start();
-  b.lg.start();
-  const int o = owner_of({&a, &b});
-  REQUIRE(o >= 0);
-  Replica& owner = o == 0 ? a : b;
-  Replica& standby = o == 0 ? b : a;
+  Pair pair(t, etcd);
+  REQUIRE(pair.o >= 0);
+  Replica& owner = pair.owner();
+  Replica& standby = pair.standby();
   REQUIRE(standby.lg.wait_for("release_verified_good", release_is("v1")));
   ::kill(owner.lg.proc->pid(), SIGSTOP);
   REQUIRE(standby.lg.wait_for("ha_acquired", {}, 12s));
@@ -273,12 +277,9 @@ TEST_CASE("2 of 3 etcd members stopped: the owner steps down within the renew de
   TempDir edir;
   Etcd etcd(edir.path, 3);
   Target t;
-  Replica a(t, etcd, "a"), b(t, etcd, "b");
-  a.lg.start();
-  b.lg.start();
-  const int o = owner_of({&a, &b});
-  REQUIRE(o >= 0);
-  Replica& owner = o == 0 ? a : b;
+  Pair pair(t, etcd);
+  REQUIRE(pair.o >= 0);
+  Replica& owner = pair.owner();
   REQUIRE(owner.lg.wait_for("release_verified_good", release_is("v1")));
   etcd.stop(1);
   etcd.stop(2);
@@ -295,9 +296,9 @@ TEST_CASE("2 of 3 etcd members stopped: the owner steps down within the renew de
   etcd.cont(2);
   // One owner again, and the breach still firing is acted on once.
   REQUIRE(wait_until([&] { return t.applied().size() == 1; }, 30s));
-  REQUIRE(wait_until([&] { return a.lg.has("verification", "verified") || b.lg.has("verification", "verified"); }, 30s));
+  REQUIRE(wait_until([&] { return pair.a.lg.has("verification", "verified") || pair.b.lg.has("verification", "verified"); }, 30s));
   CHECK(t.applied().size() == 1);
-  CHECK(a.lg.count("action_started") + b.lg.count("action_started") == 1);
+  CHECK(pair.a.lg.count("action_started") + pair.b.lg.count("action_started") == 1);
 }
 
 namespace {
@@ -463,13 +464,11 @@ TEST_CASE("quorum 2 with votes through different replicas, then kill -9 the owne
   TempDir edir;
   Etcd etcd(edir.path, 3);
   Target t;
-  Replica a(t, etcd, "a", two_approvers(), "approve"), b(t, etcd, "b", two_approvers(), "approve");
-  a.lg.start(kTokens);
-  b.lg.start(kTokens);
-  const int o = owner_of({&a, &b});
-  REQUIRE(o >= 0);
-  Replica& owner = o == 0 ? a : b;
-  Replica& standby = o == 0 ? b : a;
+  Pair pair(t, etcd, two_approvers(), "approve", kTokens);
+  REQUIRE(pair.o >= 0);
+  const int o = pair.o;
+  Replica& owner = pair.owner();
+  Replica& standby = pair.standby();
   REQUIRE(owner.lg.wait_for("release_verified_good", release_is("v1")));
   t.deploy("bad2");
   REQUIRE(owner.lg.wait_for("proposal_created", {}, 20s));
