@@ -500,3 +500,24 @@ TEST_CASE("quorum 2 with votes through different replicas, then kill -9 the owne
   CHECK(standby.lg.ledger_verifies());
   CHECK(owner.lg.ledger_verifies());
 }
+
+TEST_CASE("a late effect: an inherited action reconciled as not done that lands afterwards is recorded and escalated", "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  t.hold = 14s;  // the dead owner's request lands long after the new owner looked (4 s timeout + 2 s after take-over)
+  Pair pair(t, etcd);
+  REQUIRE(pair.o >= 0);
+  Replica& owner = pair.owner();
+  Replica& standby = pair.standby();
+  REQUIRE(owner.lg.wait_for("release_verified_good", release_is("v1")));
+  REQUIRE(standby.lg.wait_for("release_verified_good", release_is("v1")));
+  t.deploy("bad2");
+  REQUIRE(wait_until([&] { return t.received > 0; }, 20s));
+  ::kill(owner.lg.proc->pid(), SIGKILL);
+  REQUIRE(standby.lg.wait_for("action_reconciled", [](const json& d) { return !d.value("switched", true); }, 20s));
+  CHECK(standby.lg.wait_for("escalated", {}, 5s));
+  REQUIRE(standby.lg.wait_for("late_effect", [](const json& d) { return d.value("live", "") == "v1"; }, 20s));
+  CHECK(standby.lg.count("action_started") == 0);  // never re-run
+  CHECK(t.applied().size() == 1);
+}

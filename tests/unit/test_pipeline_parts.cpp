@@ -148,6 +148,7 @@ TEST_CASE("every event type replays: each rebuilds its state or is known to carr
       {Event::ledger_keyed, json::object()},
       {Event::ha_acquired, {{"shard", 0}, {"fence", 17}}},
       {Event::ha_lost, {{"shard", 0}, {"why", "resigned"}}},
+      {Event::late_effect, {{"action_id", "a1"}, {"live", "v1"}}},
   };
   REQUIRE(data.size() == kEventNames.size());  // a new event needs a row here
   for (std::size_t i = 0; i < kEventNames.size(); ++i) {

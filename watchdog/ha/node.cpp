@@ -136,11 +136,37 @@ asio::awaitable<void> Node::take_over(int shard, std::int64_t fence) {
       outcome["reconciled_by"] = cfg_.replica;
       const bool closed = co_await coordinator_->close_inherited(name, *inherited, outcome);
       if (!closed) spdlog::warn("ha: service {}: action {} could not be closed in etcd (changed meanwhile, or etcd away)", name, inherited->action_id);
+      // Not done when looked at: a frozen owner of a kind the target cannot fence (npm, Firebase)
+      // may still land it. Watched for two leases; if it lands, recorded and escalated.
+      if (!switched) net::spawn(ioc_.get_executor(), [this, si, record = inherited->record] { return watch_late_effect(si, record); }, "ha", life_);
     }
     if (replica_->fence(shard) != fence) co_return;
     pipeline_.decide_again(si);
   }
   co_await adopt_proposals(shard, fence);
+}
+
+asio::awaitable<void> Node::watch_late_effect(size_t si, json record) {
+  const std::string to = record.value("to", std::string());
+  const std::string id = record.value("action_id", std::string());
+  const auto before = pipeline_.live_release(si);
+  asio::steady_timer timer(ioc_);
+  const auto until = std::chrono::steady_clock::now() + 2 * cfg_.lease;
+  while (std::chrono::steady_clock::now() < until) {
+    timer.expires_after(250ms);
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    const auto live = pipeline_.live_release(si);
+    if (!live || live == before || *live != to) continue;
+    const std::string& name = pipeline_.service_name(si);
+    pipeline_.record(Event::late_effect, name,
+                     {{"action_id", id}, {"to", to}, {"live", *live}, {"replica", record.value("replica", std::string("?"))},
+                      {"fence", record.value("epoch", std::int64_t{0})}});
+    spdlog::error("ha: service {}: action {} of replica {}, reconciled as not done, took effect late (live is now {})", name, id,
+                  record.value("replica", std::string("?")), *live);
+    pipeline_.escalate(si, "action " + id + " of replica " + record.value("replica", std::string("?")) +
+                               " took effect after it was reconciled as not done (a late write of a frozen owner): live is now " + *live, id);
+    co_return;
+  }
 }
 
 bool Node::owns_service(const std::string& service) const { return replica_ && replica_->owns(shard_of(service, cfg_.shards)); }

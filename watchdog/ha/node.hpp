@@ -71,6 +71,8 @@ class Node {
   boost::asio::awaitable<void> count_votes();
   boost::asio::awaitable<void> adopt_proposals(int shard, std::int64_t fence);
   bool owns_service(const std::string& service) const;
+  // ha.md, late effects: an inherited action found not done that lands later.
+  boost::asio::awaitable<void> watch_late_effect(size_t service, nlohmann::json record);
 
   boost::asio::io_context& ioc_;
   const config::Config& config_;

@@ -96,6 +96,8 @@ class Pipeline final : private ReplayTarget {
   nlohmann::json on_alertmanager(const nlohmann::json& payload, std::string* problem = nullptr);
   // A person clears an escalation. Returns false when the service was not escalated.
   bool clear(size_t service, const std::string& who, const std::string& source);
+  // No automatic action on the service until a person clears it (recorded, counted, noticed).
+  void escalate(size_t service, const std::string& why, const std::string& action_id) { rollbacks_.escalate(*svcs_[service], why, action_id); }
   // Records what someone without a valid token tried (bounded: Recording).
   bool record_unauthenticated(Event type, const std::string& service, const std::string& client, nlohmann::json data) {
     return recording_.record_unauthenticated(type, service, client, std::move(data));

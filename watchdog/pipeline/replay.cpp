@@ -106,6 +106,7 @@ Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, P
       case Event::ledger_keyed:
       case Event::ha_acquired:
       case Event::ha_lost:
+      case Event::late_effect:
         break;
     }
   }

@@ -40,15 +40,17 @@ enum class Event : std::uint8_t {
   ledger_keyed,             // from here on, hashes are HMACs under the ledger key
   ha_acquired,              // several replicas: this replica owns a shard, under a fence
   ha_lost,                  // ... and no longer does (why)
+  late_effect,              // an inherited action found not done took effect later (a frozen owner's late write)
 };
 
-inline constexpr std::array<std::string_view, 28> kEventNames = {
+inline constexpr std::array<std::string_view, 29> kEventNames = {
     "transition",      "decision",         "release_observed", "release_verified_good", "alert_received",  "proposal_created",
     "proposal_vote",   "proposal_state",   "proposal_expired", "approval_attempt",      "action_planned",  "action_refused",
     "action_started",  "action_finished",  "action_reconciled", "verification",         "escalated",       "cleared",
     "clear_refused",   "unauthenticated_dropped", "notify_queued", "notify_delivered",  "notify_failed",   "ledger_writable",
-    "ledger_repaired", "ledger_keyed",     "ha_acquired",      "ha_lost"};
-static_assert(kEventNames.size() == static_cast<std::size_t>(Event::ha_lost) + 1, "one name per event");
+    "ledger_repaired", "ledger_keyed",     "ha_acquired",      "ha_lost",
+    "late_effect"};
+static_assert(kEventNames.size() == static_cast<std::size_t>(Event::late_effect) + 1, "one name per event");
 
 // The enumerator a name table holds `text` for; nullopt when it holds none.
 template <typename E, std::size_t N>
