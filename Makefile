@@ -5,7 +5,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test unit integration asan bench bench-policy clean fuzz
+.PHONY: deps build run test unit integration asan bench bench-policy clean fuzz soak
 
 deps:
 	scripts/install-deps
@@ -25,6 +25,12 @@ unit: build
 
 integration: build
 	cd $(BUILD) && ctest --output-on-failure -L integration
+
+# ha.md's soak (kept out of `make test`): two replicas and a 3-member etcd through rounds of
+# kill -9 / SIGSTOP / etcd member stops (SOAK_ROUNDS, 20 by default; about 2 minutes).
+SOAK_ROUNDS ?= 20
+soak: build
+	cd $(BUILD) && LASTGOOD_SOAK_ROUNDS=$(SOAK_ROUNDS) ./tests/integration_tests "[soak]"
 
 # Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan: deps

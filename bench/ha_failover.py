@@ -65,6 +65,7 @@ class Target:
 
     def __init__(self):
         self.live = "v1"
+        self.switched_at = 0.0  # when the last rollback request arrived (wall clock)
         target = self
 
         class H(BaseHTTPRequestHandler):
@@ -82,6 +83,7 @@ class Target:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", 0))
                 target.live = json.loads(self.rfile.read(n))["version"]
+                target.switched_at = time.time()
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -187,9 +189,10 @@ def failover(binary, endpoints, t, root, sig, runs):
 
 
 def intent_latency(binary, endpoints, t, root, runs):
+    """decision -> action_started (ledger timestamps) and decision -> the request at the target."""
     r = Replica(binary, root, "solo" if not endpoints else "fenced", app(t), endpoints)
     r.start()
-    lat = []
+    lat, switch = [], []
     for _ in range(runs):
         t.live = "v1"
         wait(lambda: any(e.get("type") == "release_verified_good" for e in r.ledger()), 20, 0.05)
@@ -197,14 +200,15 @@ def intent_latency(binary, endpoints, t, root, runs):
         time.sleep(1.2)  # past the cooldown
         t.live = "bad2"
         wait(lambda: len([e for e in r.ledger() if e.get("type") == "action_started"]) > seen, 20, 0.05)
+        wait(lambda: t.live == "v1", 10, 0.05)
         es = r.ledger()
         started = [e for e in es if e.get("type") == "action_started"][-1]
         decision = [e for e in es if e.get("type") == "decision" and e.get("seq", 0) < started.get("seq", 0)
                     and e.get("data", {}).get("kind") == "execute"][-1]
         lat.append((started["ts"] - decision["ts"]) / 1000.0)
-        wait(lambda: t.live == "v1", 10, 0.05)
+        switch.append(t.switched_at - decision["ts"] / 1000.0)
     stop(r.proc)
-    return lat
+    return lat, switch
 
 
 def etcd_rate(binary, endpoints, t, root, services):
@@ -224,28 +228,34 @@ def main():
     ap.add_argument("--binary", default="build-bench/watchdog/lastgood")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--services", type=int, default=10000)
+    ap.add_argument("--only-intent", action="store_true", help="measure only the fenced intent's latency")
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="lg-ha-bench-")
     etcd, endpoints = start_etcd(root)
     t = Target()
+    term = kill = []
+    one = many = float("nan")
     try:
-        term = failover(a.binary, endpoints, t, root + "/term", signal.SIGTERM, a.runs)
-        kill = failover(a.binary, endpoints, t, root + "/kill", signal.SIGKILL, a.runs)
-        one, many = etcd_rate(a.binary, endpoints, t, root, 0), etcd_rate(a.binary, endpoints, t, root, a.services)
-        solo = intent_latency(a.binary, None, t, root, 5)
-        fenced = intent_latency(a.binary, endpoints, t, root, 5)
+        if not a.only_intent:
+            term = failover(a.binary, endpoints, t, root + "/term", signal.SIGTERM, a.runs)
+            kill = failover(a.binary, endpoints, t, root + "/kill", signal.SIGKILL, a.runs)
+            one, many = etcd_rate(a.binary, endpoints, t, root, 0), etcd_rate(a.binary, endpoints, t, root, a.services)
+        solo, solo_switch = intent_latency(a.binary, None, t, root, 5)
+        fenced, fenced_switch = intent_latency(a.binary, endpoints, t, root, 5)
     finally:
         for p in etcd:
             p.terminate()
     f = lambda xs: f"{median(xs) * 1000:.0f} ms (max {max(xs) * 1000:.0f})"
     print("| measure | value |\n| --- | --- |")
-    print(f"| take-over after SIGTERM, {a.runs} runs | median {f(term)} |")
-    print(f"| take-over after kill -9, {a.runs} runs (lease 5 s, retry 0.5 s) | median {f(kill)} |")
-    print(f"| etcd requests/s of one owner, 1 service | {one:.1f} |")
-    print(f"| etcd requests/s of one owner, {a.services + 1} services | {many:.1f} |")
+    if not a.only_intent:
+        print(f"| take-over after SIGTERM, {a.runs} runs | median {f(term)} |")
+        print(f"| take-over after kill -9, {a.runs} runs (lease 5 s, retry 0.5 s) | median {f(kill)} |")
+        print(f"| etcd requests/s of one owner, 1 service | {one:.1f} |")
+        print(f"| etcd requests/s of one owner, {a.services + 1} services | {many:.1f} |")
     print(f"| decision -> action_started, one replica (5 runs) | median {f(solo)} |")
     print(f"| decision -> action_started, fenced intent on etcd (5 runs) | median {f(fenced)} |")
-
+    print(f"| decision -> request at the target, one replica (5 runs) | median {f(solo_switch)} |")
+    print(f"| decision -> request at the target, fenced intent + running mark (5 runs) | median {f(fenced_switch)} |")
 
 if __name__ == "__main__":
     main()

@@ -284,6 +284,29 @@ TEST_CASE("the fenced intent on a real etcd: one action per service at a time, n
   const auto tb = ok(run_sync(ioc, c.txn(intent_txn(keys, fresh))));
   REQUIRE(tb.succeeded);
   CHECK(tb.revision > token);  // tokens only grow across owners
+
+  // Running: only under the owner's fence and lease, on the record as the intent wrote it.
+  CHECK_FALSE(ok(run_sync(ioc, c.txn(running_txn(keys, stale, tb.revision, R"({"state":"running"})")))).succeeded);  // old owner
+  CHECK_FALSE(ok(run_sync(ioc, c.txn(running_txn(keys, fresh, tb.revision - 1, R"({"state":"running"})")))).succeeded);
+  const auto tr = ok(run_sync(ioc, c.txn(running_txn(keys, fresh, tb.revision, R"({"state":"running"})"))));
+  REQUIRE(tr.succeeded);
+  // The finish now needs the running record's revision; the intent's no longer does.
+  CHECK_FALSE(ok(run_sync(ioc, c.txn(finish_txn(keys, "checkout", "b-1", tb.revision, R"({"state":"done"})")))).succeeded);
+  CHECK(ok(run_sync(ioc, c.txn(finish_txn(keys, "checkout", "b-1", tr.revision, R"({"state":"done"})")))).succeeded);
+
+  // An intent that never ran: closed with the state's `last` removed (no cooldown spent).
+  FencedIntent never = fresh;
+  never.action_id = "b-2";
+  never.state_mod = ok(run_sync(ioc, c.range(keys.service_state("checkout")))).kvs.at(0).mod_revision;
+  never.state = R"({"last":{"action_id":"b-2"}})";
+  const auto tn = ok(run_sync(ioc, c.txn(intent_txn(keys, never))));
+  REQUIRE(tn.succeeded);
+  const auto st = ok(run_sync(ioc, c.range(keys.service_state("checkout")))).kvs.at(0);
+  CHECK_FALSE(ok(run_sync(ioc, c.txn(never_ran_txn(keys, "checkout", "b-2", tn.revision, R"({"state":"never_ran"})", st.mod_revision - 1, "{}"))))
+                  .succeeded);  // the state changed since it was read
+  CHECK(ok(run_sync(ioc, c.txn(never_ran_txn(keys, "checkout", "b-2", tn.revision, R"({"state":"never_ran"})", st.mod_revision, "{}")))).succeeded);
+  CHECK(ok(run_sync(ioc, c.range(keys.service_state("checkout")))).kvs.at(0).value == "{}");
+  CHECK(ok(run_sync(ioc, c.range(keys.service_active("checkout")))).kvs.empty());
 }
 
 TEST_CASE("a watch on a real etcd streams puts and deletes as they happen, from a revision, and says when it is compacted", "[ha]") {

@@ -145,6 +145,11 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   }
   if (path == "/api/v1/proposals") {
     if (!get) return HttpRes::json_error(405, "use GET");
+    if (ha_) {  // several replicas: the open proposals of the others too, from etcd
+      HttpRes later;
+      later.later = [this, local = proposals_view(pipeline_)] { return ha_->proposals(local); };
+      return later;
+    }
     return {200, "application/json", json_text(nlohmann::json{{"proposals", proposals_view(pipeline_)}}, 2)};
   }
   if (path == "/api/v1/incidents") {

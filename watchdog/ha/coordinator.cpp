@@ -6,6 +6,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "net/supervise.hpp"
 #include "watchdog/ha/intent.hpp"
 
 namespace lastgood::watchdog::ha {
@@ -66,9 +67,9 @@ asio::awaitable<Grant> HaCoordinator::begin(const Intent& in) {
   fi.fence = fence;
   fi.lease = lease_of_ ? lease_of_() : 0;
   fi.state_mod = state_mod;
-  fi.record = json{{"action_id", in.action_id}, {"service", in.service}, {"kind", in.kind}, {"trigger", in.trigger}, {"from", in.from},
-                   {"to", in.to}, {"via", in.via}, {"replica", replica_}, {"epoch", fence}, {"state", "started"}, {"at_ms", wall_ms()}}
-                  .dump();
+  json record{{"action_id", in.action_id}, {"service", in.service}, {"kind", in.kind}, {"trigger", in.trigger}, {"from", in.from},
+              {"to", in.to}, {"via", in.via}, {"replica", replica_}, {"epoch", fence}, {"state", "intent"}, {"at_ms", wall_ms()}};
+  fi.record = record.dump();
   state["last"] = json{{"action_id", in.action_id}, {"from", in.from}, {"to", in.to}, {"replica", replica_}, {"at_ms", wall_ms()}};
   fi.state = state.dump();
   const Txn txn = intent_txn(keys_, fi);
@@ -85,31 +86,96 @@ asio::awaitable<Grant> HaCoordinator::begin(const Intent& in) {
   }
   g.fence = static_cast<std::uint64_t>(r.revision);
   g.etcd_rev = r.revision;
+  g.record_mod = r.revision;
+  record["fence"] = r.revision;
+  open_[in.action_id] = Open{fi, std::move(record)};
   co_return g;
 }
 
-asio::awaitable<void> HaCoordinator::finish(const Intent& in, const Grant& g, bool ok, const std::string& error) {
-  if (!etcd_ || g.etcd_rev == 0) co_return;
-  const std::string outcome = json{{"action_id", in.action_id}, {"service", in.service}, {"from", in.from}, {"to", in.to}, {"replica", replica_},
-                                   {"fence", g.etcd_rev}, {"state", ok ? "done" : "failed"}, {"error", error}, {"at_ms", wall_ms()}}
-                                  .dump();
-  const Txn t = finish_txn(keys_, in.service, in.action_id, g.etcd_rev, outcome);
-  // etcd may be away for a moment: the marker is what stops the next action, so it is retried
-  // for a while; left in place, a new owner reconciles it.
-  asio::steady_timer timer(co_await asio::this_coro::executor);
-  for (int attempt = 0; attempt < 10; ++attempt) {
-    auto r = co_await etcd_->txn(t);
-    if (auto* done = std::get_if<TxnResult>(&r)) {
-      if (!done->succeeded)
-        spdlog::warn("ha: action {} of {}: its etcd record was changed by another replica (reconciled there); the finish is not written",
-                     in.action_id, in.service);
-      co_return;
-    }
-    timer.expires_after(std::chrono::milliseconds(500));
-    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+asio::awaitable<bool> HaCoordinator::running(const Intent& in, Grant& g, std::string* why) {
+  if (!etcd_ || g.etcd_rev == 0) co_return true;
+  const auto it = open_.find(in.action_id);
+  if (it == open_.end()) {
+    if (why) *why = "the intent of " + in.action_id + " is not known to this replica";
+    co_return false;
   }
-  spdlog::error("ha: action {} of {}: the finish could not be written to etcd; the service's next action waits for its reconciliation",
-                in.action_id, in.service);
+  json record = it->second.record;
+  record["state"] = "running";
+  record["running_at_ms"] = wall_ms();
+  const Txn t = running_txn(keys_, it->second.intent, g.record_mod, record.dump());
+  auto r = co_await etcd_->txn(t);
+  if (auto* e = std::get_if<EtcdError>(&r)) {
+    if (why) *why = "the intent could not be marked running in etcd: " + e->message;
+    co_return false;
+  }
+  const auto& done = std::get<TxnResult>(r);
+  if (!done.succeeded) {
+    if (why) *why = "this replica no longer owns the service, or its intent was reconciled by another replica";
+    co_return false;
+  }
+  g.record_mod = done.revision;
+  co_return true;
+}
+
+asio::awaitable<void> HaCoordinator::finish(const Intent& in, const Grant& g, bool ran, bool ok, const std::string& error) {
+  if (!etcd_ || g.etcd_rev == 0) co_return;
+  open_.erase(in.action_id);
+  json outcome{{"action_id", in.action_id}, {"service", in.service}, {"from", in.from}, {"to", in.to}, {"replica", replica_},
+               {"fence", g.etcd_rev}, {"state", !ran ? "never_ran" : ok ? "done" : "failed"}, {"error", error}, {"at_ms", wall_ms()}};
+  // The first attempt now; while etcd is away, retried in the background (the marker is what
+  // stops the service's next action), so that verification and a drain do not wait for it.
+  const std::string service = in.service, id = in.action_id;
+  const std::int64_t mod = g.record_mod;
+  if (co_await close_once(service, id, mod, outcome, ran)) co_return;
+  net::spawn(
+      etcd_->executor(),
+      [this, service, id, mod, outcome, ran]() -> asio::awaitable<void> {
+        asio::steady_timer timer(etcd_->executor());
+        for (int attempt = 0; attempt < 10; ++attempt) {
+          timer.expires_after(std::chrono::milliseconds(500));
+          co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+          if (co_await close_once(service, id, mod, outcome, ran)) co_return;
+        }
+        spdlog::error("ha: action {} of {}: the finish could not be written to etcd; the service's next action waits for its reconciliation",
+                      id, service);
+      },
+      "ha", life_);
+}
+
+// One attempt at closing an action in etcd: true when done with it (closed, or changed by
+// another replica), false when etcd could not be reached.
+asio::awaitable<bool> HaCoordinator::close_once(std::string service, std::string id, std::int64_t record_mod, json outcome, bool ran) {
+  Txn t;
+  if (ran) {
+    t = finish_txn(keys_, service, id, record_mod, outcome.dump());
+  } else {
+    // Never ran: the cooldown does not count it. The state loses `last` when it is this action.
+    const std::string state_key = keys_.service_state(service);
+    auto read = co_await etcd_->range(state_key);
+    if (std::holds_alternative<EtcdError>(read)) co_return false;
+    std::int64_t state_mod = 0;
+    std::string new_state;
+    if (const auto& kvs = std::get<RangeResult>(read).kvs; !kvs.empty()) {
+      state_mod = kvs[0].mod_revision;
+      json st = json::parse(kvs[0].value, nullptr, false);
+      if (st.is_object() && st.contains("last") && st["last"].is_object() && st["last"].value("action_id", std::string()) == id) {
+        st.erase("last");
+        new_state = st.dump();
+      }
+    }
+    t = never_ran_txn(keys_, service, id, record_mod, outcome.dump(), state_mod, new_state);
+  }
+  auto r = co_await etcd_->txn(t);
+  if (std::holds_alternative<EtcdError>(r)) co_return false;
+  if (!std::get<TxnResult>(r).succeeded)
+    spdlog::warn("ha: action {} of {}: its etcd record was changed by another replica (reconciled there); the finish is not written", id, service);
+  co_return true;
+}
+
+asio::awaitable<bool> HaCoordinator::close_never_ran(const std::string& service, const Inherited& a, const json& outcome) {
+  if (!etcd_) co_return false;
+  const std::string svc = service, id = a.action_id;
+  co_return co_await close_once(svc, id, a.mod, outcome, false);
 }
 
 asio::awaitable<std::optional<HaCoordinator::Inherited>> HaCoordinator::inherited(const std::string& service, std::string* error) {

@@ -15,7 +15,9 @@
 #include <boost/asio/awaitable.hpp>
 #include <nlohmann/json.hpp>
 
+#include "net/supervise.hpp"
 #include "watchdog/ha/etcd.hpp"
+#include "watchdog/ha/intent.hpp"
 #include "watchdog/ha/placement.hpp"
 #include "watchdog/pipeline/coordinator.hpp"
 
@@ -33,11 +35,12 @@ class HaCoordinator final : public Coordinator {
 
   Grant may_act(const std::string& service) override;
   boost::asio::awaitable<Grant> begin(const Intent& intent) override;
-  boost::asio::awaitable<void> finish(const Intent& intent, const Grant& grant, bool ok, const std::string& error) override;
+  boost::asio::awaitable<bool> running(const Intent& intent, Grant& grant, std::string* why) override;
+  boost::asio::awaitable<void> finish(const Intent& intent, const Grant& grant, bool ran, bool ok, const std::string& error) override;
 
   struct Inherited {
     std::string action_id;
-    nlohmann::json record;   // the intent as written (action_id, from, to, replica, fence, ...)
+    nlohmann::json record;   // the intent as written (action_id, from, to, replica, fence, state "intent" or "running", ...)
     std::int64_t mod = 0;    // the record's mod revision: closed only if unchanged
   };
   // The active action of `service` that this replica did not start itself (nullopt: none, or
@@ -48,6 +51,9 @@ class HaCoordinator final : public Coordinator {
   boost::asio::awaitable<std::optional<std::map<std::string, std::string>>> active_actions(std::string* error = nullptr);
   // Closes an inherited action with what the new owner found (reconciled, never re-run).
   boost::asio::awaitable<bool> close_inherited(const std::string& service, const Inherited& a, const nlohmann::json& outcome);
+  // Closes an inherited intent that was never marked running: it never ran, and its time does
+  // not count for the service's cooldown.
+  boost::asio::awaitable<bool> close_never_ran(const std::string& service, const Inherited& a, const nlohmann::json& outcome);
 
   int shards() const { return shards_; }
   const Keys& keys() const { return keys_; }
@@ -59,6 +65,13 @@ class HaCoordinator final : public Coordinator {
   FenceOf fence_of_;
   LeaseOf lease_of_;
   EtcdClient* etcd_;
+  struct Open {
+    FencedIntent intent;
+    nlohmann::json record;
+  };
+  std::map<std::string, Open> open_;  // intents begun here and not finished (action id -> intent)
+  boost::asio::awaitable<bool> close_once(std::string service, std::string id, std::int64_t record_mod, nlohmann::json outcome, bool ran);
+  net::Lifetime life_;  // background retries of finish(); last: ended first
 };
 
 }  // namespace lastgood::watchdog::ha

@@ -46,19 +46,23 @@ std::string prefix_end(const std::string& prefix) {
   return std::string(1, '\0');
 }
 
+std::optional<std::int64_t> int64_value(const json& v) {
+  if (v.is_number_integer()) return v.get<std::int64_t>();
+  if (!v.is_string()) return std::nullopt;
+  const auto& s = v.get_ref<const std::string&>();
+  std::int64_t out = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return out;
+}
+
 namespace {
 
-// An int64 as the gateway sends it: a string (or, from some versions, a number); absent is 0.
+// An int64 field of an answer; absent is 0.
 std::optional<std::int64_t> int64_at(const json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end()) return 0;
-  if (it->is_number_integer()) return it->get<std::int64_t>();
-  if (!it->is_string()) return std::nullopt;
-  const auto& s = it->get_ref<const std::string&>();
-  std::int64_t v = 0;
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
-  return v;
+  return int64_value(*it);
 }
 
 EtcdError malformed(const std::string& what) { return EtcdError{"etcd's answer is malformed: " + what, false}; }
@@ -186,6 +190,8 @@ EtcdClient::EtcdClient(asio::any_io_executor ex, EtcdOptions options) : impl_(st
 }
 
 EtcdClient::~EtcdClient() = default;
+
+asio::any_io_executor EtcdClient::executor() const { return impl_->ex; }
 
 const std::string& EtcdClient::endpoint() const { return impl_->options.endpoints[impl_->current]; }
 

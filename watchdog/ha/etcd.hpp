@@ -106,6 +106,7 @@ class EtcdClient {
   boost::asio::awaitable<EtcdResult<RangeResult>> range(const std::string& key, bool prefix = false);
   boost::asio::awaitable<EtcdResult<TxnResult>> txn(const Txn& t);
 
+  boost::asio::any_io_executor executor() const;
   // The endpoint the next call goes to first (the last one that answered).
   const std::string& endpoint() const;
 
@@ -120,6 +121,10 @@ class EtcdClient {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// An int64 as the gateway sends it: a string (or, from some versions, a number); nullopt for
+// anything else.
+std::optional<std::int64_t> int64_value(const nlohmann::json& v);
 
 std::string base64(const std::string& raw);
 std::optional<std::string> unbase64(const std::string& text);

@@ -29,8 +29,20 @@ struct FencedIntent {
 
 Txn intent_txn(const Keys& keys, const FencedIntent& intent);
 
+// action_started is durable: the record becomes running (state "running"), only while this
+// replica still owns the shard under the same fence and lease and the record is the one it wrote
+// (mod revision == record_mod). An intent never marked running never touched the target.
+Txn running_txn(const Keys& keys, const FencedIntent& intent, std::int64_t record_mod, const std::string& record);
+
 // The end of an action: the record replaced by its outcome and the active marker removed, only
-// if the record is still the one written by the intent (mod revision == token).
-Txn finish_txn(const Keys& keys, const std::string& service, const std::string& action_id, std::int64_t token, const std::string& outcome);
+// if the record is still the one this replica wrote last (mod revision == record_mod).
+Txn finish_txn(const Keys& keys, const std::string& service, const std::string& action_id, std::int64_t record_mod, const std::string& outcome);
+
+// The end of an action that never ran (an intent never marked running): as finish_txn, and the
+// service's state loses its `last` action when it is this one (state_mod: the state's mod
+// revision as read, 0 when absent; new_state: the state to put, empty to leave it), so that an
+// action that never ran does not count for the cooldown.
+Txn never_ran_txn(const Keys& keys, const std::string& service, const std::string& action_id, std::int64_t record_mod, const std::string& outcome,
+                  std::int64_t state_mod, const std::string& new_state);
 
 }  // namespace lastgood::watchdog::ha

@@ -110,36 +110,69 @@ asio::awaitable<void> Node::take_over(int shard, std::int64_t fence) {
   // of each active action.
   std::string error;
   const auto active = co_await coordinator_->active_actions(&error);
-  if (!active) spdlog::warn("ha: shard {}: the active actions could not be read from etcd ({}); checked again at the next take-over", shard, error);
+  if (!active) spdlog::warn("ha: shard {}: the active actions of its services could not be read from etcd ({}); checked again at the next take-over", shard, error);
+  struct Left {
+    size_t si;
+    HaCoordinator::Inherited action;
+  };
+  std::vector<Left> running;  // actions that may still be under way on the target
+  std::vector<size_t> mine;   // the shard's services
+  std::chrono::milliseconds wait{0};
   for (size_t si = 0; si < pipeline_.services(); ++si) {
     const std::string& name = pipeline_.service_name(si);
     if (shard_of(name, cfg_.shards) != shard) continue;
-    std::optional<HaCoordinator::Inherited> inherited;
-    if (active && active->count(name)) inherited = co_await coordinator_->inherited(name, &error);
-    if (inherited) {
-      // Its owner may still be in the middle of it (frozen, or its last request in flight): wait
-      // until no step of the kind can still be running, then look at the target.
-      const auto wait = pipeline_.step_timeout(si) + 2s;
-      spdlog::warn("ha: service {}: action {} of replica {} was left unfinished; reconciling it in {} ms (observed, never re-run)", name,
-                   inherited->action_id, inherited->record.value("replica", std::string("?")),
-                   std::chrono::duration_cast<std::chrono::milliseconds>(wait).count());
-      timer.expires_after(wait);
-      co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
-      if (replica_->fence(shard) != fence) co_return;  // lost meanwhile: the next owner does it
-      co_await pipeline_.adopt(si, inherited->record);
-      const auto live = pipeline_.live_release(si);
-      const bool switched = live && *live == inherited->record.value("to", std::string());
+    mine.push_back(si);
+    if (!active || !active->count(name)) continue;
+    auto inherited = co_await coordinator_->inherited(name, &error);
+    if (!inherited) continue;
+    if (replica_->fence(shard) != fence) co_return;  // lost meanwhile: the next owner does it
+    if (inherited->record.value("state", std::string()) == "intent") {
+      // Committed, never marked running: its owner stopped before action_started was durable,
+      // so the target was never touched. Closed as never run; it costs no cooldown, and the
+      // breach is decided again below.
       json outcome = inherited->record;
-      outcome["state"] = "reconciled";
-      outcome["switched"] = switched;
-      outcome["live"] = live.value_or("unknown");
+      outcome["state"] = "never_ran";
       outcome["reconciled_by"] = cfg_.replica;
-      const bool closed = co_await coordinator_->close_inherited(name, *inherited, outcome);
-      if (!closed) spdlog::warn("ha: service {}: action {} could not be closed in etcd (changed meanwhile, or etcd away)", name, inherited->action_id);
-      // Not done when looked at: a frozen owner of a kind the target cannot fence (npm, Firebase)
-      // may still land it. Watched for two leases; if it lands, recorded and escalated.
-      if (!switched) net::spawn(ioc_.get_executor(), [this, si, record = inherited->record] { return watch_late_effect(si, record); }, "ha", life_);
+      const bool closed = co_await coordinator_->close_never_ran(name, *inherited, outcome);
+      pipeline_.record(Event::action_reconciled, name,
+                       {{"action_id", inherited->action_id}, {"to", inherited->record.value("to", std::string())}, {"switched", false},
+                        {"never_ran", true}, {"replica", inherited->record.value("replica", std::string("?"))}, {"closed", closed}});
+      spdlog::warn("ha: service {}: action {} of replica {} was committed in etcd but never started (its owner stopped first): closed, not "
+                   "escalated",
+                   name, inherited->action_id, inherited->record.value("replica", std::string("?")));
+      continue;
     }
+    // Its owner may still be in the middle of it (frozen, or its last request in flight).
+    wait = std::max(wait, pipeline_.step_timeout(si) + 2s);
+    spdlog::warn("ha: service {}: action {} of replica {} was left unfinished; reconciling it once no step of it can still run "
+                 "(observed, never re-run)",
+                 name, inherited->action_id, inherited->record.value("replica", std::string("?")));
+    running.push_back({si, std::move(*inherited)});
+  }
+  // One wait for all of them, as long as the longest step of their kinds, then look at the
+  // targets.
+  if (!running.empty()) {
+    timer.expires_after(wait);
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  for (auto& [si, inherited] : running) {
+    if (replica_->fence(shard) != fence) co_return;
+    const std::string& name = pipeline_.service_name(si);
+    co_await pipeline_.adopt(si, inherited.record);
+    const auto live = pipeline_.live_release(si);
+    const bool switched = live && *live == inherited.record.value("to", std::string());
+    json outcome = inherited.record;
+    outcome["state"] = "reconciled";
+    outcome["switched"] = switched;
+    outcome["live"] = live.value_or("unknown");
+    outcome["reconciled_by"] = cfg_.replica;
+    const bool closed = co_await coordinator_->close_inherited(name, inherited, outcome);
+    if (!closed) spdlog::warn("ha: service {}: action {} could not be closed in etcd (changed meanwhile, or etcd away)", name, inherited.action_id);
+    // Not done when looked at: a frozen owner of a kind the target cannot fence (npm, Firebase)
+    // may still land it. Watched for two leases; if it lands, recorded and escalated.
+    if (!switched) net::spawn(ioc_.get_executor(), [this, si = si, record = inherited.record] { return watch_late_effect(si, record); }, "ha", life_);
+  }
+  for (size_t si : mine) {
     if (replica_->fence(shard) != fence) co_return;
     pipeline_.decide_again(si);
   }
@@ -172,14 +205,19 @@ asio::awaitable<void> Node::watch_late_effect(size_t si, json record) {
 bool Node::owns_service(const std::string& service) const { return replica_ && replica_->owns(shard_of(service, cfg_.shards)); }
 
 void Node::mirror(const Proposal& p) {
-  if (!coordinator_ || !owns_service(p.decision.service)) return;
+  if (!coordinator_) return;
+  const int shard = shard_of(p.decision.service, cfg_.shards);
+  const auto fence = replica_->fence(shard);
+  if (!fence) return;  // not the owner: not this replica's to write
   json j = p.to_json();
   j["service"] = p.decision.service;
   j["owner"] = cfg_.replica;
-  mirror_queue_.emplace_back(coordinator_->keys().proposal(p.id), j.dump());
+  mirror_queue_.push_back({coordinator_->keys().proposal(p.id), j.dump(), shard, *fence});
   if (!flushing_) net::spawn(ioc_.get_executor(), [this] { return flush_mirror(); }, "ha", life_);
 }
 
+// Written in order, by one writer, each only while this replica still owns the shard under the
+// fence it had when the proposal changed (a frozen old owner's late write does not land).
 asio::awaitable<void> Node::flush_mirror() {
   if (flushing_) co_return;
   flushing_ = true;
@@ -189,14 +227,19 @@ asio::awaitable<void> Node::flush_mirror() {
   } done{flushing_};
   asio::steady_timer timer(ioc_);
   while (!mirror_queue_.empty()) {
+    const Mirrored& m = mirror_queue_.front();
     Txn t;
-    t.success.push_back(Op::put(mirror_queue_.front().first, mirror_queue_.front().second));
+    t.compare.push_back({coordinator_->keys().owner(m.shard), Compare::Target::create, Compare::Result::equal, m.fence, ""});
+    t.success.push_back(Op::put(m.key, m.value));
     auto r = co_await etcd_->txn(t);
     if (std::holds_alternative<EtcdError>(r)) {  // etcd away: kept, tried again
       timer.expires_after(500ms);
       co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
+    if (!std::get<TxnResult>(r).succeeded)
+      spdlog::info("ha: {} not written: this replica no longer owns shard {} (the new owner keeps the proposal)", mirror_queue_.front().key,
+                   mirror_queue_.front().shard);
     mirror_queue_.pop_front();
   }
 }
@@ -321,6 +364,43 @@ asio::awaitable<HttpRes> Node::vote(std::string id, const config::Approver* who,
     // The proposal changed between the read and the transaction: read it again.
   }
   co_return HttpRes::json_error(409, "proposal " + id + " kept changing while the vote was taken; try again");
+}
+
+asio::awaitable<HttpRes> Node::proposals(json local) {
+  const auto now = std::chrono::steady_clock::now();
+  if (coordinator_ && !reading_shared_ && now - shared_at_ >= 1s) {
+    reading_shared_ = true;
+    struct Done {
+      bool& flag;
+      ~Done() { flag = false; }
+    } done{reading_shared_};
+    const std::string prefix = coordinator_->keys().prefix() + "proposals/";
+    auto read = co_await etcd_->range(prefix, true);
+    shared_at_ = std::chrono::steady_clock::now();
+    if (auto* e = std::get_if<EtcdError>(&read)) {
+      shared_error_ = e->message;
+    } else {
+      shared_error_.clear();
+      shared_.clear();
+      for (const auto& kv : std::get<RangeResult>(read).kvs) {
+        json j = json::parse(kv.value, nullptr, false);
+        if (!j.is_object() || !j.contains("id") || !j["id"].is_string()) continue;
+        const std::string state = j.value("state", std::string());
+        if (state != "pending" && state != "approved" && state != "executing") continue;
+        shared_.push_back(std::move(j));
+      }
+    }
+  }
+  std::set<std::string> here;
+  for (auto& p : local) {
+    here.insert(p.value("id", std::string()));
+    p["owner"] = cfg_.replica;
+  }
+  for (const auto& j : shared_)
+    if (!here.count(j["id"].get<std::string>())) local.push_back(j);
+  json body{{"proposals", std::move(local)}, {"replica", cfg_.replica}};
+  if (!shared_error_.empty()) body["etcd_error"] = "the proposals of other replicas could not be read from etcd (" + shared_error_ + "); only this replica's are listed";
+  co_return HttpRes{200, "application/json", body.dump(2)};
 }
 
 void Node::resign() {

@@ -7,7 +7,9 @@
 //     re-run); then its firing triggers are decided again (the breach is this replica's now).
 //   lost (shard, why): recorded (ha_lost); rollbacks under way on the shard's services are
 //     cancelled (their I/O, their child processes); nothing more is decided on them.
+#include <chrono>
 #include <deque>
+#include <vector>
 #include <memory>
 #include <set>
 #include <string>
@@ -60,6 +62,12 @@ class Node {
   // a copy in this replica's ledger; the owner counts it towards the quorum. 503 without an etcd
   // quorum: no vote is taken.
   boost::asio::awaitable<HttpRes> vote(std::string id, const config::Approver* who, bool approve, std::string comment, std::string client);
+  // GET /api/v1/proposals on any replica: this replica's own proposals (`local`, as
+  // proposals_view gives them) and the open ones (pending, approved, executing) that other
+  // replicas own, as their owners keep them in etcd. etcd is read at most once a second whatever
+  // the number of requests; when it cannot be read, the answer says so (etcd_error) and lists
+  // what this replica has.
+  boost::asio::awaitable<HttpRes> proposals(nlohmann::json local);
 
  private:
   void on_change(int shard, std::int64_t fence, const std::string& why);
@@ -82,12 +90,22 @@ class Node {
   std::unique_ptr<EtcdClient> etcd_;
   std::unique_ptr<Replica> replica_;
   std::unique_ptr<HaCoordinator> coordinator_;
-  std::deque<std::pair<std::string, std::string>> mirror_queue_;  // key, value
+  struct Mirrored {
+    std::string key, value;
+    int shard = 0;
+    std::int64_t fence = 0;  // the owner key's create revision when the proposal changed
+  };
+  std::deque<Mirrored> mirror_queue_;
   bool flushing_ = false;
   std::set<std::pair<std::string, std::string>> counted_;  // (proposal, approver) votes applied here
   std::multiset<int> taking_over_;  // shards whose take-over runs (not handed over meanwhile)
   bool resigning_ = false;
   bool started_ = false;
+  // The open proposals of every replica, as last read from etcd (for proposals()).
+  std::vector<nlohmann::json> shared_;
+  std::string shared_error_;
+  std::chrono::steady_clock::time_point shared_at_{};
+  bool reading_shared_ = false;
   net::Lifetime life_;  // take-overs
   net::Lifetime resign_life_;  // not ended by stop(): the resign must reach etcd
 };

@@ -49,16 +49,6 @@ void EtcdWatch::close() {
 }
 
 namespace {
-// An int64 as the gateway sends it (a string, or a number); nullopt for anything else.
-std::optional<std::int64_t> int64_of(const json& v) {
-  if (v.is_number_integer()) return v.get<std::int64_t>();
-  if (!v.is_string()) return std::nullopt;
-  const auto& s = v.get_ref<const std::string&>();
-  std::int64_t out = 0;
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
-  return out;
-}
 EtcdError lie(const std::string& what) { return EtcdError{"etcd's watch message is malformed: " + what, false}; }
 }  // namespace
 
@@ -69,7 +59,7 @@ EtcdResult<WatchBatch> EtcdWatch::parse_message(const json& m) {
   if (auto h = r.find("header"); h != r.end()) {
     if (!h->is_object()) return lie("header");
     if (auto rev = h->find("revision"); rev != h->end()) {
-      auto v = int64_of(*rev);
+      auto v = int64_value(*rev);
       if (!v) return lie("header.revision");
       b.revision = *v;
     }
@@ -79,7 +69,7 @@ EtcdResult<WatchBatch> EtcdWatch::parse_message(const json& m) {
     b.canceled = c->get<bool>();
   }
   if (auto c = r.find("compact_revision"); c != r.end()) {
-    auto v = int64_of(*c);
+    auto v = int64_value(*c);
     if (!v) return lie("compact_revision");
     b.compact_revision = *v;
   }

@@ -5,7 +5,10 @@
 //
 // Two steps: may_act() is the cheap gate, asked when a breach is decided (a standby holds);
 // begin() is the fenced intent, committed right before action_started (with several replicas,
-// one etcd transaction whose revision is the token). finish() closes what begin() opened.
+// one etcd transaction whose revision is the token). running() marks the intent as running once
+// action_started is durable, right before the target is touched: an intent never marked running
+// is known never to have run (a crash between the two is not taken for an interrupted action).
+// finish() closes what begin() opened.
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -20,6 +23,7 @@ struct Grant {
   std::string why;           // when not granted
   std::string replica;       // with several replicas: this replica's id
   std::int64_t etcd_rev = 0; // the intent transaction's revision (== fence)
+  std::int64_t record_mod = 0; // the action record's revision now (the intent's, then running()'s)
 };
 
 // What an action is about to do, for the intent.
@@ -33,8 +37,13 @@ class Coordinator {
   virtual ~Coordinator() = default;
   virtual Grant may_act(const std::string& service) = 0;
   virtual boost::asio::awaitable<Grant> begin(const Intent& intent) { co_return may_act(intent.service); }
-  // The action's end, under the grant begin() gave.
-  virtual boost::asio::awaitable<void> finish(const Intent&, const Grant&, bool /*ok*/, const std::string& /*error*/) { co_return; }
+  // action_started is durable: the intent becomes running (false: it could not be marked, so the
+  // action must not run; the intent stays "never started" for whoever reconciles it).
+  virtual boost::asio::awaitable<bool> running(const Intent&, Grant&, std::string* /*why*/) { co_return true; }
+  // The action's end, under the grant begin() gave. `ran` false: the target was never touched
+  // (the intent is closed as never started, and does not count for the cooldown). Returns once
+  // the first attempt is made; retries while etcd is away go on in the background.
+  virtual boost::asio::awaitable<void> finish(const Intent&, const Grant&, bool /*ran*/, bool /*ok*/, const std::string& /*error*/) { co_return; }
 };
 
 class LocalCoordinator final : public Coordinator {

@@ -54,13 +54,14 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   }
   Intent intent{name, id, s.action->kind(), d.trigger, plan.from, plan.to, via,
                 std::chrono::duration_cast<std::chrono::milliseconds>(s.cfg->rollback.cooldown)};
-  const Grant g = co_await coordinator_->begin(intent);
+  Grant g = co_await coordinator_->begin(intent);
   if (!g.granted) {
     rec_.record(Event::action_refused, name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"via", via}, {"why", g.why}});
     spdlog::warn("rollback of {} {} -> {} refused: {}", name, plan.from, plan.to, g.why);
     r.kind = RunResult::Kind::not_granted;
     co_return r;
   }
+  if (g.etcd_rev != 0) test_crash_point("intent_committed");  // ha crash tests: in etcd, not in the ledger
   json started{{"action_id", id}, {"kind", s.action->kind()}, {"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"via", via}};
   if (g.fence != 0) {  // several replicas: the token the target may check (ha.md)
     started["replica"] = g.replica;
@@ -71,8 +72,20 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   if (!rec_.record(Event::action_started, name, started)) {
     spdlog::error("rollback of {} {} -> {} not started: it cannot be recorded ({})", name, plan.from, plan.to, rec_.error());
     const std::string why = "not started: action_started could not be recorded";  // (GCC 12: no temporaries in co_await)
-    co_await coordinator_->finish(intent, g, false, why);
+    co_await coordinator_->finish(intent, g, /*ran=*/false, false, why);
     r.kind = RunResult::Kind::not_recorded;
+    co_return r;
+  }
+  // With several replicas: the intent becomes running in etcd only now that action_started is
+  // durable. Not marked, not run (the intent is closed as never started).
+  std::string unmarked;
+  const bool marked = co_await coordinator_->running(intent, g, &unmarked);
+  if (!marked) {
+    rec_.record(Event::action_finished, name, {{"action_id", id}, {"ok", false}, {"ran", false}, {"error", "not run: " + unmarked}, {"seconds", 0.0}});
+    spdlog::error("rollback {} of {} {} -> {} not run: {}", id, name, plan.from, plan.to, unmarked);
+    const std::string why = "not run: " + unmarked;
+    co_await coordinator_->finish(intent, g, /*ran=*/false, false, why);
+    r.kind = RunResult::Kind::not_granted;
     co_return r;
   }
   s.policy->note_rollback(clock_.now());  // cooldown and budget count from action_started
@@ -114,7 +127,7 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
     co_return r;
   }
   const std::string finish_error = out.live_changed ? "refused: live is " + *out.live_changed : out.error;
-  co_await coordinator_->finish(intent, g, out.ok && !out.live_changed, finish_error);
+  co_await coordinator_->finish(intent, g, /*ran=*/true, out.ok && !out.live_changed, finish_error);
   if (out.live_changed) {
     // Nothing changed: not a failure, nothing to escalate; the new live release is judged on its own.
     metrics_.rollback(name, s.action->kind(), "refused", r.seconds);
