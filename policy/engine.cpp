@@ -172,6 +172,7 @@ Decision ServicePolicy::decide_for(const Trigger& spec, const Evidence& evidence
   in.budget = &budget_;
   Decision d = policy::decide(in);
   if (!d.shadow && d.kind != DecisionKind::hold) {
+    if (d.kind == DecisionKind::execute && counts_at_start_) return d;  // counted by note_rollback when it starts
     budget_.note_decision(now);
     if (d.kind == DecisionKind::execute) budget_.note_rollback(now);
   }

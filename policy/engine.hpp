@@ -74,6 +74,11 @@ class ServicePolicy {
   void set_can_record(bool can) { can_record_ = can; }
   // A rollback was carried out (counts against max_per_day and starts the cooldown).
   void note_rollback(TimePoint now) { budget_.note_rollback(now); }
+  // The caller reports each rollback it starts with note_rollback (the pipeline, at
+  // action_started): an execute decision then costs no cooldown or budget by itself, so that one
+  // that is not carried out (held as escalated, by a standby, not recorded) costs nothing and
+  // one that is counts once.
+  void count_rollbacks_at_start() { counts_at_start_ = true; }
   // Replay from the ledger after a restart.
   void replay_verified(const std::string& id, TimePoint at) { deployment_.mark_good(id, at); }
   void replay_decision(DecisionKind k, TimePoint at) {
@@ -93,6 +98,7 @@ class ServicePolicy {
 
  private:
   bool can_record_ = true;
+  bool counts_at_start_ = false;
   struct PerProbe {
     SampleWindow window;
     Duration lookback{0};

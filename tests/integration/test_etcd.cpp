@@ -255,7 +255,7 @@ TEST_CASE("the fenced intent on a real etcd: one action per service at a time, n
   second.state_mod = state_now.kvs[0].mod_revision;
   const auto t2 = ok(run_sync(ioc, c.txn(intent_txn(keys, second))));
   CHECK_FALSE(t2.succeeded);
-  REQUIRE(t2.ranges.size() == 2);
+  REQUIRE(t2.ranges.size() == 3);
   CHECK(t2.ranges[1][0].value == "a-1");  // the failure says which action is active
   // Finishing needs the token: a wrong one changes nothing; the right one clears the marker.
   CHECK_FALSE(ok(run_sync(ioc, c.txn(finish_txn(keys, "checkout", "a-1", token - 1, R"({"ok":true})")))).succeeded);

@@ -47,6 +47,7 @@ struct Target {
   int refused = 0;
   std::atomic<int> received{0};  // rollback requests that arrived (applied or not yet)
   std::chrono::milliseconds hold{0};  // how long a rollback request is held before it is applied
+  bool broken = false;  // the deployment API answers 500 to every rollback (a failed rollback)
 
   Target() {
     site.emplace([this](const HttpReq& r) { return serve(r); });
@@ -78,6 +79,10 @@ struct Target {
     }
     ++received;
     std::this_thread::sleep_for(h);  // this server's own thread: the site answers meanwhile
+    {
+      std::lock_guard lk(mu);
+      if (broken) return HttpRes::json_error(500, "the deployment API is broken");
+    }
     auto b = json::parse(r.body, nullptr, false);
     if (!b.is_object() || !b.contains("version") || !b.contains("fence")) return HttpRes::json_error(400, "need version and fence");
     const std::int64_t fence = std::stoll(b["fence"].get<std::string>());
@@ -158,8 +163,8 @@ struct Pair {
   Replica a, b;
   int o = -1;
   Pair(const Target& t, const Etcd& etcd, json extra = json::object(), const std::string& mode = "auto",
-       const std::map<std::string, std::string>& env = {})
-      : a(t, etcd, "a", extra, mode), b(t, etcd, "b", extra, mode) {
+       const std::map<std::string, std::string>& env = {}, const json& rollback = json::object())
+      : a(t, etcd, "a", extra, mode, rollback), b(t, etcd, "b", extra, mode, rollback) {
     a.lg.start(env);
     b.lg.start(env);
     o = owner_of({&a, &b});
@@ -743,4 +748,52 @@ TEST_CASE("soak: rounds of kill -9 / SIGSTOP / etcd member stops: one effect per
   WARN("soak: " << rounds << " rounds in " << took << " s;" << faults << "; effects " << effects.size() << "; escalations "
                 << a.lg.count("escalated") + b.lg.count("escalated") << "; late effects " << a.lg.count("late_effect") + b.lg.count("late_effect")
                 << "; reconciled " << a.lg.count("action_reconciled") + b.lg.count("action_reconciled"));
+}
+
+TEST_CASE("an escalation follows the service to the next owner; a person clears it through another replica, and the owner acts again",
+          "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  {
+    std::lock_guard lk(t.mu);
+    t.broken = true;
+  }
+  const json alice{{"approvers", json::array({{{"name", "alice"}, {"roles", {"oncall"}}, {"token_env", "LG_ALICE"}}})},
+                   {"authority", {{"P0", {{"roles", {"oncall"}}, {"quorum", 1}, {"auto", true}}}}}};
+  const std::map<std::string, std::string> env{{"LG_ALICE", kTokens.at("LG_ALICE")}};
+  const json rollback{{"cooldown", "1s"}};
+  Pair pair(t, etcd, alice, "auto", env, rollback);
+  REQUIRE(pair.o >= 0);
+  Replica& owner = pair.owner();
+  Replica& standby = pair.standby();
+  REQUIRE(pair.wait_verified("v1"));
+  t.deploy("bad2");
+  // The rollback fails: the owner escalates, and the escalation is kept in etcd.
+  REQUIRE(owner.lg.wait_for("escalated", {}, 20s));
+  REQUIRE(wait_until([&] { return etcd_keys(etcd, lastgood::watchdog::ha::Keys("t").escalations()).value_or(std::vector<lastgood::watchdog::ha::KeyValue>{}).size() == 1; }, 10s));
+  {
+    std::lock_guard lk(t.mu);
+    t.broken = false;  // the API works again: only the escalation stands in the way now
+  }
+  const int tried = t.received;
+  // The owner dies; the next owner adopts the escalation and does not act on the breach.
+  ::kill(owner.lg.proc->pid(), SIGKILL);
+  REQUIRE(standby.lg.wait_for("ha_acquired", {}, 12s));
+  REQUIRE(standby.lg.wait_for("escalated", [](const json& d) { return d.contains("adopted_from"); }, 10s));
+  REQUIRE(standby.lg.wait_for("decision", [](const json& d) { return d.value("reason", "").find("escalated") != std::string::npos; }, 10s));
+  CHECK(t.received == tried);
+  CHECK(standby.lg.count("action_started") == 0);
+  // alice clears it through the old owner, back as a standby; the owner clears it too and acts.
+  owner.lg.start(env);
+  REQUIRE(wait_until([&] { return owner.readyz().find("standby") != std::string::npos; }, 15s));
+  const auto cleared = http_call(owner.lg.port(), "POST", "/api/v1/services/app/clear", kTokens.at("LG_ALICE"), "{}");
+  INFO(cleared.body);
+  REQUIRE(cleared.status == 200);
+  CHECK(http_call(owner.lg.port(), "POST", "/api/v1/services/app/clear", "wrong-token", "{}").status == 401);
+  REQUIRE(standby.lg.wait_for("cleared", [](const json& d) { return d.value("by", "") == "alice"; }, 10s));
+  REQUIRE(standby.lg.wait_for("verification", verified, 30s));
+  CHECK(t.now_live() == "v1");
+  CHECK(t.applied().size() == 1);
+  CHECK(http_call(owner.lg.port(), "POST", "/api/v1/services/app/clear", kTokens.at("LG_ALICE"), "{}").status == 409);
 }

@@ -398,3 +398,42 @@ TEST_CASE("evidence is of the live release: failures of one release never make a
   CHECK(end.transitions[0].evidence.measure == "release_changed");
   CHECK_FALSE(e.sp.trigger_firing(0));  // decide() is not called: nothing is decided against v3
 }
+
+TEST_CASE("counted at start: an execute decision costs nothing until its rollback starts, and each rollback counts once", "[policy][scenario]") {
+  auto s = service("auto");
+  s.rollback.cooldown = 1min;
+  Driver d(s);
+  d.sp.count_rollbacks_at_start();
+  d.release("v1");
+  d.run(OK, 11min);
+  // Three breaches, each rolled back (note_rollback at action_started), two hours apart: the cap
+  // of 3 a day lets all three run (the decision and the start used to count twice).
+  for (int i = 0; i < 3; ++i) {
+    d.release("bad" + std::to_string(i));
+    const size_t before = d.decisions.size();
+    d.run(FAIL, 40s);
+    REQUIRE(d.decisions.size() > before);
+    CHECK(d.decisions.back().kind == DecisionKind::execute);
+    d.sp.note_rollback(d.now);
+    d.release("v1");
+    d.run(OK, 2h);
+  }
+  CHECK(d.sp.budget().rollbacks_last_day(d.now) == 3);
+  // An execute decision that was not carried out (the pipeline held it) costs no cooldown: the
+  // breach decided again a moment later executes.
+  d.release("bad9");
+  d.run(FAIL, 40s);
+  CHECK(d.decisions.back().kind == DecisionKind::hold);  // the cap: three today
+  CHECK_THAT(d.decisions.back().reason, Catch::Contains("budget"));
+  Driver e(s);
+  e.sp.count_rollbacks_at_start();
+  e.release("v1");
+  e.run(OK, 11min);
+  e.release("v2");
+  e.run(FAIL, 40s);
+  REQUIRE(!e.decisions.empty());
+  CHECK(e.decisions.back().kind == DecisionKind::execute);
+  CHECK(e.sp.decide(0, e.now + 1s).kind == DecisionKind::execute);  // not started: no cooldown yet
+  e.sp.note_rollback(e.now + 1s);
+  CHECK(e.sp.decide(0, e.now + 2s).kind == DecisionKind::hold);  // started: the cooldown runs
+}

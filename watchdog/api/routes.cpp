@@ -185,6 +185,11 @@ HttpRes Watchdog::handle(const HttpReq& req) {
       return HttpRes::json_error(401, "an approver's bearer token is required");
     }
     const std::string who = a->name;
+    if (ha_) {  // several replicas: the escalation is shared in etcd, cleared there
+      HttpRes later;
+      later.later = [this, name, who, client] { return ha_->clear(name, who, client); };
+      return later;
+    }
     if (!pipeline_.clear(*si, who, client)) return HttpRes::json_error(409, "service " + name + " is not escalated");
     return {200, "application/json", json_text(nlohmann::json{{"service", name}, {"cleared_by", who}})};
   }

@@ -82,6 +82,11 @@ asio::awaitable<Grant> HaCoordinator::begin(const Intent& in) {
     if (!owner || owner->create_revision != fence) co_return refuse("this replica no longer owns shard " + std::to_string(shard) + " (fence " + std::to_string(fence) + ")");
     if (owner->lease != fi.lease) co_return refuse("the owner key is no longer on this replica's lease");
     if (active) co_return refuse("action " + active->value + " of this service is still active (reconciled by its owner first)");
+    if (const KeyValue* esc = first_of(r, 2)) {
+      const json e = json::parse(esc->value, nullptr, false);
+      co_return refuse("the service is escalated (by replica " + (e.is_object() ? e.value("replica", std::string("?")) : std::string("?")) + ": " +
+                       (e.is_object() ? e.value("why", std::string("?")) : std::string("?")) + "); no replica acts until a person clears it");
+    }
     co_return refuse("the service's state changed in etcd since it was read");
   }
   g.fence = static_cast<std::uint64_t>(r.revision);

@@ -37,6 +37,11 @@ class HaCoordinator final : public Coordinator {
   boost::asio::awaitable<Grant> begin(const Intent& intent) override;
   boost::asio::awaitable<bool> running(const Intent& intent, Grant& grant, std::string* why) override;
   boost::asio::awaitable<void> finish(const Intent& intent, const Grant& grant, bool ran, bool ok, const std::string& error) override;
+  void escalated(const std::string& service, const std::string& why, const std::string& action_id) override {
+    if (on_escalated) on_escalated(service, why, action_id);
+  }
+  // Set by the node: shares an escalation through etcd.
+  std::function<void(const std::string& service, const std::string& why, const std::string& action_id)> on_escalated;
 
   struct Inherited {
     std::string action_id;

@@ -10,6 +10,7 @@ Txn intent_txn(const Keys& keys, const FencedIntent& i) {
   t.compare.push_back({keys.owner(i.shard), T::lease, R::equal, i.lease, ""});
   t.compare.push_back({keys.service_active(i.service), T::create, R::equal, 0, ""});
   t.compare.push_back({keys.service_state(i.service), T::mod, R::equal, i.state_mod, ""});
+  t.compare.push_back({keys.escalation(i.service), T::create, R::equal, 0, ""});
   if (i.proposal_mod) t.compare.push_back({keys.proposal(i.proposal_id), T::mod, R::equal, *i.proposal_mod, ""});
   t.success.push_back(Op::put(keys.action(i.action_id), i.record));
   // No lease on the marker: it outlives its owner, so that a new owner reconciles the action.
@@ -18,6 +19,7 @@ Txn intent_txn(const Keys& keys, const FencedIntent& i) {
   // On failure, what changed: who owns the shard, which action is active.
   t.failure.push_back(Op::range(keys.owner(i.shard)));
   t.failure.push_back(Op::range(keys.service_active(i.service)));
+  t.failure.push_back(Op::range(keys.escalation(i.service)));
   return t;
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 // The fenced intent (ha.md, "Fenced intent"): before action_started is written, the owner commits
 // in one etcd transaction that it still owns the shard under its fence and lease, that no action
-// of the service is active, and that the service's state is the one it decided on; and writes the
+// of the service is active, that the service is not escalated (by any replica), and that the
+// service's state is the one it decided on; and writes the
 // intent, the active marker and the new state. The transaction's revision is the action's token
 // T, strictly increasing across owners. If it fails, the replica does not act.
 #include <cstdint>

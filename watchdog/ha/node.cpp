@@ -77,6 +77,9 @@ void Node::start(const std::string& address) {
   pipeline_.set_coordinator(*coordinator_);
   pipeline_.set_replica(cfg_.replica);
   pipeline_.on_proposal_change([this](const Proposal& p) { mirror(p); });
+  coordinator_->on_escalated = [this](const std::string& service, const std::string& why, const std::string& id) {
+    share_escalation(service, why, id);
+  };
   replica_->start();
   net::spawn(ioc_.get_executor(), [this] { return count_votes(); }, "ha", life_, net::Restart::yes);
   started_ = true;
@@ -172,6 +175,7 @@ asio::awaitable<void> Node::take_over(int shard, std::int64_t fence) {
     // may still land it. Watched for two leases; if it lands, recorded and escalated.
     if (!switched) net::spawn(ioc_.get_executor(), [this, si = si, record = inherited.record] { return watch_late_effect(si, record); }, "ha", life_);
   }
+  co_await adopt_escalations(shard, fence);
   for (size_t si : mine) {
     if (replica_->fence(shard) != fence) co_return;
     pipeline_.decide_again(si);
@@ -212,8 +216,89 @@ void Node::mirror(const Proposal& p) {
   json j = p.to_json();
   j["service"] = p.decision.service;
   j["owner"] = cfg_.replica;
-  mirror_queue_.push_back({coordinator_->keys().proposal(p.id), j.dump(), shard, *fence});
+  mirror_queue_.push_back({coordinator_->keys().proposal(p.id), j.dump(), shard, *fence, ""});
   if (!flushing_) net::spawn(ioc_.get_executor(), [this] { return flush_mirror(); }, "ha", life_);
+}
+
+void Node::share_escalation(const std::string& service, const std::string& why, const std::string& action_id) {
+  if (!coordinator_) return;
+  const int shard = shard_of(service, cfg_.shards);
+  const auto fence = replica_->fence(shard);
+  if (!fence) return;  // a standby's escalation (a restart's reconciliation) stays its own
+  const json v{{"why", why.substr(0, 1000)}, {"action_id", action_id}, {"replica", cfg_.replica},
+               {"at_ms", std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()}};
+  mirror_queue_.push_back({coordinator_->keys().escalation(service), v.dump(), shard, *fence, service});
+  if (!flushing_) net::spawn(ioc_.get_executor(), [this] { return flush_mirror(); }, "ha", life_);
+}
+
+asio::awaitable<void> Node::sync_escalations() {
+  bool any = false;
+  for (const auto& service : escalations_shared_)
+    if (auto si = pipeline_.service_index(service); si && pipeline_.escalated(*si) && owns_service(service)) any = true;
+  if (!any) co_return;
+  const std::string prefix = coordinator_->keys().escalations();
+  auto read = co_await etcd_->range(prefix, true);
+  if (std::holds_alternative<EtcdError>(read)) co_return;
+  std::set<std::string> present;
+  for (const auto& kv : std::get<RangeResult>(read).kvs) present.insert(kv.key.substr(prefix.size()));
+  const std::vector<std::string> known(escalations_shared_.begin(), escalations_shared_.end());
+  for (const auto& service : known) {
+    if (present.count(service)) continue;
+    escalations_shared_.erase(service);
+    const auto si = pipeline_.service_index(service);
+    if (!si || !pipeline_.escalated(*si)) continue;
+    const std::string key = coordinator_->keys().cleared(service);
+    auto who = co_await etcd_->range(key);
+    json c;
+    if (auto* rr = std::get_if<RangeResult>(&who); rr && !rr->kvs.empty()) c = json::parse(rr->kvs[0].value, nullptr, false);
+    if (!c.is_object()) c = json::object();
+    pipeline_.clear(*si, c.value("by", std::string("a person")), "etcd (cleared through replica " + c.value("via", std::string("?")) + ")");
+  }
+}
+
+asio::awaitable<void> Node::adopt_escalations(int shard, std::int64_t fence) {
+  const std::string prefix = coordinator_->keys().escalations();
+  auto read = co_await etcd_->range(prefix, true);
+  if (auto* e = std::get_if<EtcdError>(&read)) {
+    spdlog::warn("ha: the escalations of shard {} could not be read from etcd ({}); the fenced intent still refuses to act on them", shard, e->message);
+    co_return;
+  }
+  if (replica_->fence(shard) != fence) co_return;
+  for (const auto& kv : std::get<RangeResult>(read).kvs) {
+    const std::string service = kv.key.substr(prefix.size());
+    if (shard_of(service, cfg_.shards) != shard) continue;
+    const auto si = pipeline_.service_index(service);
+    if (!si) continue;
+    json e = json::parse(kv.value, nullptr, false);
+    if (!e.is_object()) e = json::object();
+    pipeline_.adopt_escalation(*si, e.value("why", std::string("escalated by another replica")), e.value("action_id", std::string()),
+                               e.value("replica", std::string("?")));
+    escalations_shared_.insert(service);
+  }
+}
+
+asio::awaitable<HttpRes> Node::clear(std::string service, std::string who, std::string client) {
+  const auto si = pipeline_.service_index(service);
+  if (!si) co_return HttpRes::json_error(404, "no service named " + service);
+  if (!coordinator_) co_return HttpRes::json_error(503, "this replica has not joined the cluster yet; try again");
+  const Keys& keys = coordinator_->keys();
+  Txn t;
+  t.compare.push_back({keys.escalation(service), Compare::Target::create, Compare::Result::greater, 0, ""});
+  t.success.push_back(Op::del(keys.escalation(service)));
+  const json c{{"by", who}, {"via", cfg_.replica}, {"source", client},
+               {"at_ms", std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()}};
+  t.success.push_back(Op::put(keys.cleared(service), c.dump()));
+  auto r = co_await etcd_->txn(t);
+  if (auto* e = std::get_if<EtcdError>(&r))
+    co_return HttpRes::json_error(e->unavailable ? 503 : 502, "etcd cannot take the clear now (" + e->message + "): nothing cleared; try again");
+  const bool in_etcd = std::get<TxnResult>(r).succeeded;
+  escalations_shared_.erase(service);
+  const bool here = pipeline_.clear(*si, who, client);
+  if (!in_etcd && !here) co_return HttpRes::json_error(409, "service " + service + " is not escalated");
+  co_return HttpRes{200, "application/json",
+                    json{{"service", service}, {"cleared_by", who}, {"via", cfg_.replica},
+                         {"note", "cleared in etcd; the replica that owns the service clears it within half a second"}}
+                        .dump()};
 }
 
 // Written in order, by one writer, each only while this replica still owns the shard under the
@@ -238,8 +323,9 @@ asio::awaitable<void> Node::flush_mirror() {
       continue;
     }
     if (!std::get<TxnResult>(r).succeeded)
-      spdlog::info("ha: {} not written: this replica no longer owns shard {} (the new owner keeps the proposal)", mirror_queue_.front().key,
-                   mirror_queue_.front().shard);
+      spdlog::info("ha: {} not written: this replica no longer owns shard {}", mirror_queue_.front().key, mirror_queue_.front().shard);
+    else if (!mirror_queue_.front().escalated.empty())
+      escalations_shared_.insert(mirror_queue_.front().escalated);
     mirror_queue_.pop_front();
   }
 }
@@ -252,6 +338,7 @@ asio::awaitable<void> Node::count_votes() {
   for (;;) {
     timer.expires_after(500ms);
     co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    co_await sync_escalations();
     bool any = false;
     for (const auto& p : pipeline_.proposals().all())
       if (p.state == ProposalState::pending && owns_service(p.decision.service)) any = true;

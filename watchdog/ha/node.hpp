@@ -68,6 +68,10 @@ class Node {
   // the number of requests; when it cannot be read, the answer says so (etcd_error) and lists
   // what this replica has.
   boost::asio::awaitable<HttpRes> proposals(nlohmann::json local);
+  // POST /api/v1/services/{s}/clear on any replica (`who` is an approver): the escalation is
+  // removed from etcd with who cleared it (the owner clears its own within half a second), and
+  // cleared here. 409 when it is escalated neither in etcd nor here; 503 without etcd.
+  boost::asio::awaitable<HttpRes> clear(std::string service, std::string who, std::string client);
 
  private:
   void on_change(int shard, std::int64_t fence, const std::string& why);
@@ -94,7 +98,14 @@ class Node {
     std::string key, value;
     int shard = 0;
     std::int64_t fence = 0;  // the owner key's create revision when the proposal changed
+    std::string escalated = "";  // an escalation of this service: known to be in etcd once written
   };
+  void share_escalation(const std::string& service, const std::string& why, const std::string& action_id);
+  // The owner's side of a clear made through another replica: an escalation it shared that is no
+  // longer in etcd was cleared by a person.
+  boost::asio::awaitable<void> sync_escalations();
+  boost::asio::awaitable<void> adopt_escalations(int shard, std::int64_t fence);
+  std::set<std::string> escalations_shared_;  // services whose escalation this replica knows to be in etcd
   std::deque<Mirrored> mirror_queue_;
   bool flushing_ = false;
   std::set<std::pair<std::string, std::string>> counted_;  // (proposal, approver) votes applied here

@@ -33,6 +33,11 @@ class Keys {
   std::string service_state(const std::string& service) const { return p_ + "svc/" + service + "/state"; }
   std::string service_active(const std::string& service) const { return p_ + "svc/" + service + "/active"; }
   std::string action(const std::string& id) const { return p_ + "actions/" + id; }
+  // While present, the service is escalated: no replica acts on it (the intent compares it absent).
+  std::string escalations() const { return p_ + "escalations/"; }
+  std::string escalation(const std::string& service) const { return escalations() + service; }
+  // Who cleared the service's last escalation, through which replica.
+  std::string cleared(const std::string& service) const { return p_ + "cleared/" + service; }
   std::string proposal(const std::string& id) const { return p_ + "proposals/" + id; }
   std::string votes(const std::string& proposal) const { return p_ + "votes/" + proposal + "/"; }
   std::string vote(const std::string& proposal, const std::string& approver) const { return votes(proposal) + approver; }

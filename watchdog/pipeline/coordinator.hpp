@@ -44,6 +44,9 @@ class Coordinator {
   // (the intent is closed as never started, and does not count for the cooldown). Returns once
   // the first attempt is made; retries while etcd is away go on in the background.
   virtual boost::asio::awaitable<void> finish(const Intent&, const Grant&, bool /*ran*/, bool /*ok*/, const std::string& /*error*/) { co_return; }
+  // The service was escalated here (no automatic action until a person clears it): with several
+  // replicas, shared so that none acts on it.
+  virtual void escalated(const std::string& /*service*/, const std::string& /*why*/, const std::string& /*action_id*/) {}
 };
 
 class LocalCoordinator final : public Coordinator {

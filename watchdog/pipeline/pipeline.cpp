@@ -56,6 +56,7 @@ Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& me
   for (const auto& svc : cfg.services) {
     auto s = std::make_unique<Service>();
     s->policy = std::make_unique<policy::ServicePolicy>(to_policy(svc, authority));
+    s->policy->count_rollbacks_at_start();  // rollback.cpp notes each at its action_started
     s->cfg = &svc;
     if (svc.deployment) {
       s->action = actions::make_action(ioc.get_executor(), svc.name, *svc.deployment);
@@ -454,7 +455,24 @@ void Pipeline::begin_verification(size_t si, const std::string& action_id, const
   verifier_.begin(si, Verification{action_id, release, proposal_id, clock_.now() + verify.within, verify.healthy_samples, 0});
 }
 
-bool Pipeline::clear(size_t si, const std::string& who, const std::string& source) { return rollbacks_.clear(*svcs_[si], who, source); }
+// Cleared: a breach still firing is decided again (cooldown and budget still apply), as a
+// silence that ends lets an alert fire again.
+bool Pipeline::clear(size_t si, const std::string& who, const std::string& source) {
+  if (!rollbacks_.clear(*svcs_[si], who, source)) return false;
+  decide_again(si);
+  return true;
+}
+
+void Pipeline::adopt_escalation(size_t si, const std::string& why, const std::string& action_id, const std::string& from_replica) {
+  auto& s = *svcs_[si];
+  if (s.escalated) return;
+  s.escalated = true;
+  s.escalation = why;
+  nlohmann::json d{{"reason", why}, {"adopted_from", from_replica}};
+  if (!action_id.empty()) d["action_id"] = action_id;
+  recording_.record(Event::escalated, s.name(), d);
+  spdlog::error("service {} is ESCALATED (by replica {}: {}); no automatic action until a person clears it", s.name(), from_replica, why);
+}
 
 void Pipeline::publish_releases(size_t si) {
   const auto& sp = *svcs_[si]->policy;

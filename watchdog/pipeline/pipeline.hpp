@@ -91,10 +91,14 @@ class Pipeline final : private ReplayTarget {
   // Proposals created or changed (mirrored to etcd), and one made by a previous owner adopted.
   void on_proposal_change(std::function<void(const Proposal&)> f) { proposals_.on_change = std::move(f); }
   const Proposal* adopt_proposal(Proposal p, const std::string& from_replica) { return proposals_.adopt(std::move(p), from_replica); }
+  // Several replicas: another replica escalated this service (kept in etcd). Escalated here too,
+  // recorded with where it came from; no second notice.
+  void adopt_escalation(size_t service, const std::string& why, const std::string& action_id, const std::string& from_replica);
 
   // An Alertmanager webhook: see AlertIntake::take.
   nlohmann::json on_alertmanager(const nlohmann::json& payload, std::string* problem = nullptr);
-  // A person clears an escalation. Returns false when the service was not escalated.
+  // A person clears an escalation; a breach still firing is decided again. Returns false when
+  // the service was not escalated.
   bool clear(size_t service, const std::string& who, const std::string& source);
   // No automatic action on the service until a person clears it (recorded, counted, noticed).
   void escalate(size_t service, const std::string& why, const std::string& action_id) { rollbacks_.escalate(*svcs_[service], why, action_id); }

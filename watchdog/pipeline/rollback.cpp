@@ -166,6 +166,7 @@ void Rollbacks::escalate(Service& s, const std::string& why, const std::string& 
   json d{{"reason", why}};
   if (!action_id.empty()) d["action_id"] = action_id;
   rec_.record(Event::escalated, s.name(), d);
+  coordinator_->escalated(s.name(), why, action_id);
   notify_("escalated", s.name(), {{"reason", why}, {"incident_id", action_id}});
   spdlog::error("service {} ESCALATED: {}; no automatic action until a person clears it (POST /api/v1/services/{}/clear)", s.name(), why, s.name());
 }
