@@ -130,7 +130,7 @@ struct Replica {
     return s;
   }
   static json with_ha(json extra, const Etcd& etcd, const std::string& id) {
-    extra["ha"] = ha_block(etcd, id);
+    if (!extra.contains("ha")) extra["ha"] = ha_block(etcd, id);
     return extra;
   }
   std::string readyz() { return http_call(lg.port(), "GET", "/readyz").body; }
@@ -266,6 +266,14 @@ TEST_CASE("kill -9 the owner mid-action: the new owner reconciles the action, ne
   CHECK(t.applied().size() == 1);
   CHECK(t.now_live() == "v1");
   CHECK(standby.lg.ledger_verifies());
+  // The new owner writes the incident record of the action it took over, from its breach on.
+  const fs::path record = standby.lg.state / "incidents" / (standby.lg.last("action_reconciled", "action_id") + ".json");
+  json inc;
+  REQUIRE(wait_until([&] { return (inc = json::parse(fs::exists(record) ? read_file(record) : "", nullptr, false)).value("status", "") == "verified"; }, 10s));
+  std::vector<std::string> events;
+  for (const auto& e : inc["timeline"]) events.push_back(e.value("event", ""));
+  CHECK(events == std::vector<std::string>{"breach", "action_started", "action_reconciled", "verification"});
+  CHECK_THAT(inc.dump(), Catch::Contains("stopped during the action") && Catch::Contains("took it over"));
 }
 
 TEST_CASE("SIGSTOP the owner past its lease: the standby takes over and acts; the old owner, resumed, records ha_lost and does nothing",
@@ -688,7 +696,7 @@ TEST_CASE("soak: rounds of kill -9 / SIGSTOP / etcd member stops: one effect per
       case 0:  // kill -9 the owner while its request is held at the target
         t.deploy(bad);
         REQUIRE(wait_until([&] { return t.received > received_before; }, 30s));
-        ::kill(owner.lg.proc->pid(), SIGKILL);
+        REQUIRE(owner.lg.proc->signal_and_wait(SIGKILL, 5s));
         break;
       case 1: {  // SIGSTOP the owner past its lease, the breach meanwhile; SIGCONT once fixed
         const size_t seen = other.lg.ledger().size();
@@ -717,7 +725,7 @@ TEST_CASE("soak: rounds of kill -9 / SIGSTOP / etcd member stops: one effect per
       case 4: {  // kill -9 the owner somewhere in the breach's first second
         t.deploy(bad);
         std::this_thread::sleep_for(std::chrono::milliseconds(150 * (round % 7)));  // where the kill lands, not a synchronisation
-        ::kill(owner.lg.proc->pid(), SIGKILL);
+        REQUIRE(owner.lg.proc->signal_and_wait(SIGKILL, 5s));
         break;
       }
     }
@@ -796,4 +804,41 @@ TEST_CASE("an escalation follows the service to the next owner; a person clears 
   CHECK(t.now_live() == "v1");
   CHECK(t.applied().size() == 1);
   CHECK(http_call(owner.lg.port(), "POST", "/api/v1/services/app/clear", kTokens.at("LG_ALICE"), "{}").status == 409);
+}
+
+TEST_CASE("a shard is not handed over while its rollback runs: the hand-over waits for the action's end, and the new owner does not act",
+          "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  t.hold = 5s;
+  // Two shards: "app" is on shard k, whose rendezvous-first replica is `first`; the other starts
+  // alone and takes both shards.
+  const int k = lastgood::watchdog::ha::shard_of("app", 2);
+  const std::string first_id = lastgood::watchdog::ha::campaign_order(k, {"a", "b"})[0];
+  const std::string second_id = first_id == "a" ? "b" : "a";
+  Replica second(t, etcd, second_id, json{{"ha", ha_block(etcd, second_id, 2)}});
+  Replica first(t, etcd, first_id, json{{"ha", ha_block(etcd, first_id, 2)}});
+  second.lg.start();
+  REQUIRE(wait_until([&] { return second.readyz().find("owner of shard 0,1") != std::string::npos; }, 15s));
+  REQUIRE(second.lg.wait_for("release_verified_good", release_is("v1")));
+  t.deploy("bad2");
+  REQUIRE(wait_until([&] { return t.received > 0; }, 20s));  // the rollback is under way, held at the target
+  first.lg.start();
+  // The first replica joins; the shard stays with the replica whose rollback runs on it.
+  REQUIRE(first.lg.wait_for("release_verified_good", release_is("v1"), 20s));
+  REQUIRE(second.lg.wait_for("ha_lost", [&](const json& d) { return d.value("shard", -1) == k; }, 30s));
+  REQUIRE(first.lg.wait_for("ha_acquired", [&](const json& d) { return d.value("shard", -1) == k; }, 15s));
+  // ... until the action had finished.
+  int finished = -1, lost = -1;
+  const auto entries = second.lg.ledger();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (entries[i].type == "action_finished" && finished < 0) finished = static_cast<int>(i);
+    if (entries[i].type == "ha_lost" && entries[i].data.value("shard", -1) == k && lost < 0) lost = static_cast<int>(i);
+  }
+  REQUIRE(finished >= 0);
+  CHECK(lost > finished);
+  CHECK(t.applied().size() == 1);
+  CHECK(first.lg.count("action_started") == 0);
+  CHECK(second.lg.count("action_started") == 1);
 }

@@ -161,7 +161,9 @@ asio::awaitable<void> Node::take_over(int shard, std::int64_t fence) {
   for (auto& [si, inherited] : running) {
     if (replica_->fence(shard) != fence) co_return;
     const std::string& name = pipeline_.service_name(si);
-    co_await pipeline_.adopt(si, inherited.record);
+    json adopted = inherited.record;
+    adopted["reconciled_by"] = cfg_.replica;  // its incident record opens in this replica's ledger
+    co_await pipeline_.adopt(si, adopted);
     const auto live = pipeline_.live_release(si);
     const bool switched = live && *live == inherited.record.value("to", std::string());
     json outcome = inherited.record;

@@ -1,6 +1,8 @@
 #include "watchdog/pipeline/pipeline.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
@@ -278,6 +280,17 @@ std::optional<std::string> Pipeline::live_release(size_t si) const {
   return std::nullopt;
 }
 
+asio::awaitable<void> Pipeline::retry_refused(size_t si) {
+  auto& s = *svcs_[si];
+  const int n = std::min(++s.refusals, 6);
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_after(std::chrono::seconds(1 << (n - 1)));
+  co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  if (stopped_ || s.acting) co_return;
+  spdlog::info("service {}: the refused rollback is decided again (attempt {})", s.name(), s.refusals + 1);
+  decide_again(si);
+}
+
 void Pipeline::decide_again(size_t si) {
   for (const auto& v : svcs_[si]->policy->triggers(clock_.now()))
     if (v.state == policy::TriggerState::firing) spawn([this, si, trigger = v.name] { return decide_after_observing(si, trigger); }, "decide");
@@ -418,8 +431,11 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
     case RunResult::Kind::refused:
       proposals_.set_state(proposal_id, ProposalState::stale);
       co_return;
-    case RunResult::Kind::not_recorded:
     case RunResult::Kind::not_granted:  // the proposal waits: checked again once a second
+      if (!proposal_id.empty()) recheck_.push_back(proposal_id);
+      else spawn([this, si] { return retry_refused(si); }, "decide");
+      co_return;
+    case RunResult::Kind::not_recorded:  // decided again once the ledger takes entries
       if (!proposal_id.empty()) recheck_.push_back(proposal_id);
       co_return;
     case RunResult::Kind::lost:  // the replica that owns the service now reconciles it
@@ -437,6 +453,7 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
     case RunResult::Kind::done:
       break;
   }
+  s.refusals = 0;
   const bool ok = r.kind == RunResult::Kind::done;
   proposals_.set_state(proposal_id, ok ? ProposalState::executed : ProposalState::failed);
   notifier_.notify(ok ? "executed" : "failed", s.name(),

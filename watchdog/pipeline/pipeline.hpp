@@ -139,6 +139,9 @@ class Pipeline final : private ReplayTarget {
   boost::asio::awaitable<void> observe_once(size_t si);
   boost::asio::awaitable<void> observe_loop(size_t si);
   boost::asio::awaitable<void> run_action(size_t si, policy::Decision d, std::string via, std::string proposal_id = "");
+  // An automatic rollback the coordinator refused (etcd away for a moment, the state changed
+  // under it): the breach is decided again after 1, 2, 4 ... 32 s while it still fires.
+  boost::asio::awaitable<void> retry_refused(size_t si);
   boost::asio::awaitable<void> reconcile(size_t si, nlohmann::json started);
   boost::asio::awaitable<void> recheck_approved(size_t si, std::string proposal_id);
   void recheck_unstarted();

@@ -149,7 +149,13 @@ std::optional<Verification> Rollbacks::reconciled(Service& s, const json& starte
   const auto* live = s.policy->deployment().live();
   const std::string found = live ? live->id : "";
   const bool switched = !found.empty() && found == target;
-  rec_.record(Event::action_reconciled, s.name(), {{"action_id", id}, {"to", target}, {"live", found}, {"switched", switched}, {"error", s.observe_error}});
+  json rec{{"action_id", id}, {"to", target}, {"live", found}, {"switched", switched}, {"error", s.observe_error}};
+  if (started.contains("reconciled_by")) {  // ha: another replica's action, taken over (its incident opens here)
+    rec["reconciled_by"] = started["reconciled_by"];
+    rec["inherited"] = started;
+    rec["inherited"].erase("reconciled_by");
+  }
+  rec_.record(Event::action_reconciled, s.name(), rec);
   if (!switched) {
     escalate(s, "rollback " + id + " to " + target + " was interrupted and the live release is " + (found.empty() ? "unknown" : found), id);
     return std::nullopt;

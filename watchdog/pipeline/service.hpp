@@ -21,6 +21,7 @@ struct Service {
   bool escalated = false;     // no automatic action until a person clears it
   std::string escalation;     // why
   bool acting = false;        // a rollback of this service is running
+  int refusals = 0;           // automatic rollbacks refused by the coordinator in a row (retried with backoff)
   const std::string& name() const { return cfg->name; }
 };
 

@@ -80,6 +80,61 @@ std::optional<std::string> Incidents::observe(const LedgerEntry& e) {
   return type ? observe(*type, e.service, e.ts_ms, e.data) : std::nullopt;
 }
 
+// An incident opens with its action: action_started here, or an action this replica inherited
+// from another that stopped during it (ha: recorded with action_reconciled, `inherited`).
+std::optional<std::string> Incidents::open_incident(const std::string& service, long long at, const json& d, const std::string& started) {
+    Incident inc;
+  inc.id = str(d, "action_id");
+  if (inc.id.empty()) return std::nullopt;
+  inc.service = service;
+  inc.trigger = str(d, "trigger");
+  inc.via = str(d, "via");
+  inc.kind = str(d, "kind");
+  inc.release_from = str(d, "from");
+  inc.release_to = str(d, "to");
+  inc.opened_ms = at;
+  inc.action = {{"kind", inc.kind}, {"steps", d.value("steps", json::array())}, {"started_at", at}, {"via", inc.via}};
+  if (auto b = breaches_[service].find(inc.trigger); b != breaches_[service].end()) {
+    const auto& t = b->second;
+    inc.breach = {{"at", t.at_ms}, {"severity", str(t.data, "severity")}, {"evidence", t.data.value("evidence", json::object())}};
+    inc.severity = str(t.data, "severity");
+    inc.opened_ms = t.at_ms;
+    inc.timeline.push_back({t.at_ms, "breach",
+                            "trigger " + inc.trigger + " (" + inc.severity + ") fired: " + describe_evidence(t.data.value("evidence", json::object()))});
+  }
+  if (auto x = decisions_[service].find(inc.trigger); x != decisions_[service].end()) {
+    inc.decision = x->second.data;
+    inc.decision["at"] = x->second.at_ms;
+    if (inc.severity.empty()) inc.severity = str(x->second.data, "severity");
+    if (inc.breach.is_null()) {
+      inc.opened_ms = x->second.at_ms;
+      inc.breach = {{"at", x->second.at_ms}, {"severity", inc.severity}, {"evidence", x->second.data.value("evidence", json::object())}};
+    }
+    inc.timeline.push_back({x->second.at_ms, "decision", str(x->second.data, "kind") + ": " + str(x->second.data, "reason")});
+  }
+  if (inc.via.rfind("proposal ", 0) == 0) {
+    inc.proposal_id = inc.via.substr(9);
+    if (auto p = proposals_.find(inc.proposal_id); p != proposals_.end()) {
+      inc.timeline.push_back({p->second.first.at_ms, "proposed",
+                              "proposal " + inc.proposal_id + " needs a quorum of " + std::to_string(p->second.first.data.value("quorum", 1))});
+      for (const auto& v : p->second.second) {
+        const bool yes = v.value("approve", true);
+        inc.approvals.push_back({{"approver", str(v, "approver")}, {"role", str(v, "role")}, {"approve", yes},
+                                 {"comment", str(v, "comment")}, {"at", v.value("at", 0LL)}});
+        inc.timeline.push_back({v.value("at", 0LL), yes ? "approval" : "rejection",
+                                str(v, "approver") + " (" + str(v, "role") + ")" + (str(v, "comment").empty() ? "" : ": " + str(v, "comment"))});
+      }
+    }
+  }
+  if (inc.severity.empty()) inc.severity = "P1";
+  inc.review_due_ms = at + review_hours(inc.severity) * 3600 * 1000;
+  inc.timeline.push_back({at, "action_started", inc.kind + ": " + inc.release_from + " -> " + inc.release_to + " (" + inc.via + ")" + started});
+  open_[service] = inc.id;
+  incidents_.push_back(std::move(inc));
+  while (incidents_.size() > kKeep) incidents_.pop_front();
+  return incidents_.back().id;
+  }
+
 std::optional<std::string> Incidents::observe(Event type, const std::string& service, long long at, const json& d) {
   if (type == Event::transition) {
     if (str(d, "to") == "firing") breaches_[service][str(d, "trigger")] = {at, d};
@@ -104,60 +159,15 @@ std::optional<std::string> Incidents::observe(Event type, const std::string& ser
     }
     return std::nullopt;
   }
-  if (type == Event::action_started) {
-    Incident inc;
-    inc.id = str(d, "action_id");
-    if (inc.id.empty()) return std::nullopt;
-    inc.service = service;
-    inc.trigger = str(d, "trigger");
-    inc.via = str(d, "via");
-    inc.kind = str(d, "kind");
-    inc.release_from = str(d, "from");
-    inc.release_to = str(d, "to");
-    inc.opened_ms = at;
-    inc.action = {{"kind", inc.kind}, {"steps", d.value("steps", json::array())}, {"started_at", at}, {"via", inc.via}};
-    if (auto b = breaches_[service].find(inc.trigger); b != breaches_[service].end()) {
-      const auto& t = b->second;
-      inc.breach = {{"at", t.at_ms}, {"severity", str(t.data, "severity")}, {"evidence", t.data.value("evidence", json::object())}};
-      inc.severity = str(t.data, "severity");
-      inc.opened_ms = t.at_ms;
-      inc.timeline.push_back({t.at_ms, "breach",
-                              "trigger " + inc.trigger + " (" + inc.severity + ") fired: " + describe_evidence(t.data.value("evidence", json::object()))});
-    }
-    if (auto x = decisions_[service].find(inc.trigger); x != decisions_[service].end()) {
-      inc.decision = x->second.data;
-      inc.decision["at"] = x->second.at_ms;
-      if (inc.severity.empty()) inc.severity = str(x->second.data, "severity");
-      if (inc.breach.is_null()) {
-        inc.opened_ms = x->second.at_ms;
-        inc.breach = {{"at", x->second.at_ms}, {"severity", inc.severity}, {"evidence", x->second.data.value("evidence", json::object())}};
-      }
-      inc.timeline.push_back({x->second.at_ms, "decision", str(x->second.data, "kind") + ": " + str(x->second.data, "reason")});
-    }
-    if (inc.via.rfind("proposal ", 0) == 0) {
-      inc.proposal_id = inc.via.substr(9);
-      if (auto p = proposals_.find(inc.proposal_id); p != proposals_.end()) {
-        inc.timeline.push_back({p->second.first.at_ms, "proposed",
-                                "proposal " + inc.proposal_id + " needs a quorum of " + std::to_string(p->second.first.data.value("quorum", 1))});
-        for (const auto& v : p->second.second) {
-          const bool yes = v.value("approve", true);
-          inc.approvals.push_back({{"approver", str(v, "approver")}, {"role", str(v, "role")}, {"approve", yes},
-                                   {"comment", str(v, "comment")}, {"at", v.value("at", 0LL)}});
-          inc.timeline.push_back({v.value("at", 0LL), yes ? "approval" : "rejection",
-                                  str(v, "approver") + " (" + str(v, "role") + ")" + (str(v, "comment").empty() ? "" : ": " + str(v, "comment"))});
-        }
-      }
-    }
-    if (inc.severity.empty()) inc.severity = "P1";
-    inc.review_due_ms = at + review_hours(inc.severity) * 3600 * 1000;
-    inc.timeline.push_back({at, "action_started", inc.kind + ": " + inc.release_from + " -> " + inc.release_to + " (" + inc.via + ")"});
-    open_[service] = inc.id;
-    incidents_.push_back(std::move(inc));
-    while (incidents_.size() > kKeep) incidents_.pop_front();
-    return incidents_.back().id;
-  }
+  if (type == Event::action_started) return open_incident(service, at, d, "");
   if (type == Event::action_finished || type == Event::action_reconciled) {
     Incident* inc = get(str(d, "action_id"));
+    const bool inherited = type == Event::action_reconciled && d.contains("inherited") && d["inherited"].is_object();
+    if (!inc && inherited) {
+      const json& in = d["inherited"];
+      const long long started_at = in.value("at_ms", at);
+      if (open_incident(service, started_at, in, ", by replica " + str(in, "replica") + ", which stopped during it")) inc = get(str(d, "action_id"));
+    }
     if (!inc) return std::nullopt;
     if (type == Event::action_finished) {
       const bool ok = d.value("ok", false);
@@ -177,9 +187,14 @@ std::optional<std::string> Incidents::observe(Event type, const std::string& ser
       inc->action["reconciled_at"] = at;
       inc->action["ok"] = switched;
       inc->status = switched ? "verifying" : "interrupted";
+      const std::string who = inherited ? "replica " + str(d["inherited"], "replica") + " stopped during the action and replica " +
+                                              str(d, "reconciled_by") + " took it over"
+                                        : "lastgood restarted during the action";
+      if (d.value("never_ran", false)) inc->status = "never_ran";
       inc->timeline.push_back({at, "action_reconciled",
-                               std::string("lastgood restarted during the action; the live release ") +
-                                   (switched ? "is the target: verifying" : "is not the target: " + str(d, "live"))});
+                               d.value("never_ran", false) ? who + "; it had not started: nothing was changed"
+                                                           : who + "; the live release " +
+                                                                 (switched ? "is the target: verifying" : "is not the target: " + str(d, "live"))});
     }
     return inc->id;
   }

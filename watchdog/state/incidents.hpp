@@ -71,6 +71,7 @@ class Incidents {
   const std::string& dir() const { return dir_; }
 
  private:
+  std::optional<std::string> open_incident(const std::string& service, long long at, const nlohmann::json& started, const std::string& note);
   struct Pending {
     long long at_ms = 0;
     nlohmann::json data;
