@@ -6,6 +6,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "watchdog/ha/watch.hpp"
+
 namespace lastgood::watchdog::ha {
 
 namespace asio = boost::asio;
@@ -24,6 +26,42 @@ Replica::~Replica() { stop(); }
 
 void Replica::start() {
   net::spawn(ex_, [this] { return run(); }, "ha", life_, net::Restart::yes);
+  net::spawn(ex_, [this] { return watch_owners(); }, "ha", life_, net::Restart::yes);
+}
+
+void Replica::wake() {
+  woken_ = true;
+  timer_.cancel();
+}
+
+asio::awaitable<void> Replica::watch_owners() {
+  asio::steady_timer pause(ex_);
+  const std::string prefix = keys_.prefix() + "shard/";
+  while (!stopped_) {
+    const std::string endpoint = etcd_.endpoint();
+    if (endpoint.rfind("http://", 0) != 0) co_return;
+    EtcdWatch w(ex_, endpoint);
+    auto started = co_await w.start(prefix, true, 0, std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::milliseconds>(o_.lease) / 3);
+    if (std::holds_alternative<bool>(started)) {
+      wake();  // what changed before the watch began is seen by this round
+      for (;;) {
+        // Quiet for a lease: the stream is made again (a half-open connection is not trusted).
+        auto b = co_await w.next(std::chrono::steady_clock::now() + o_.lease);
+        if (!std::holds_alternative<WatchBatch>(b)) break;
+        const auto& batch = std::get<WatchBatch>(b);
+        if (batch.canceled) break;
+        for (const auto& e : batch.events)
+          if (e.type == WatchEvent::Type::del) {
+            wake();
+            break;
+          }
+      }
+    }
+    w.close();
+    if (stopped_) break;
+    pause.expires_after(o_.retry);
+    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
 }
 
 void Replica::stop() {
@@ -213,6 +251,7 @@ asio::awaitable<void> Replica::campaign_round() {
 asio::awaitable<void> Replica::run() {
   while (!stopped_) {
     // (Each co_await on a line of its own: GCC 12 miscompiles one inside an if's condition.)
+    woken_ = false;
     const bool have_lease = co_await ensure_lease();
     if (have_lease) co_await keepalive_if_due();
     if (have_lease && lease_ != 0) co_await campaign_round();
@@ -230,6 +269,7 @@ asio::awaitable<void> Replica::run() {
     // Owning something, wake at the local deadline too: the loss is reported (and actions
     // cancelled) on time, not up to a round late.
     if (!owned_.empty() && !cut_off_) wait = std::max(std::chrono::nanoseconds(1ms), std::min(wait, deadline_ - boot_now()));
+    if (woken_) continue;  // an owner key went during this round: look again now
     timer_.expires_after(wait);
     co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
   }

@@ -77,6 +77,11 @@ class Replica {
   boost::asio::awaitable<bool> ensure_lease();
   boost::asio::awaitable<void> keepalive_if_due();
   boost::asio::awaitable<void> campaign_round();
+  // ha.md: a watch on the shard owners' keys; a key deleted (resigned, lease expired, handed
+  // over) starts a round at once instead of at the next `retry`. Plain-HTTP endpoints only
+  // (over TLS the rounds every `retry` alone see it).
+  boost::asio::awaitable<void> watch_owners();
+  void wake();
   void lose_all(const std::string& why);
 
   boost::asio::any_io_executor ex_;
@@ -92,6 +97,7 @@ class Replica {
   std::map<std::string, std::chrono::nanoseconds> member_since_;  // member -> boot time it was first seen
   bool cut_off_ = false;
   bool stopped_ = false;
+  bool woken_ = false;  // an owner key went while a round ran: the next round starts at once
   boost::asio::steady_timer timer_;
   net::Lifetime life_;  // last: the loop is cancelled first
 };
