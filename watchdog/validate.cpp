@@ -13,16 +13,6 @@ std::vector<std::string> security_warnings(const config::Config& cfg) {
     out.push_back("listen " + cfg.listen +
                   " is not a loopback address and no approvers are configured: anyone who can reach it can read the API and page, "
                   "and nobody can approve, reject or clear (those answer 401/403); add approvers or listen on 127.0.0.1");
-  if (cfg.ha && cfg.ha->user)
-    out.push_back("ha.auth: etcd user/password authentication is not supported by this version: `run` refuses it; use TLS client "
-                  "certificates (ha.tls) or an etcd on a private network");
-  if (cfg.ha)
-    for (const auto& svc : cfg.services)
-      if (svc.deployment && svc.rollback.mode == "approve") {
-        out.push_back("ha: proposals and votes are not shared through etcd yet: a proposal lives on the replica that owns the service "
-                      "(its /readyz says \"owner\"); approve there");
-        break;
-      }
   if (cfg.approvers.empty())
     for (const auto& svc : cfg.services)
       if (svc.deployment && svc.rollback.mode == "approve")

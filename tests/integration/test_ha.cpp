@@ -780,6 +780,18 @@ TEST_CASE("an escalation follows the service to the next owner; a person clears 
   // The rollback fails: the owner escalates, and the escalation is kept in etcd.
   REQUIRE(owner.lg.wait_for("escalated", {}, 20s));
   REQUIRE(wait_until([&] { return etcd_keys(etcd, lastgood::watchdog::ha::Keys("t").escalations()).value_or(std::vector<lastgood::watchdog::ha::KeyValue>{}).size() == 1; }, 10s));
+  // The standby's API says so too (from etcd), and who owns the service.
+  json svc;
+  REQUIRE(wait_until(
+      [&] {
+        const auto all = json::parse(http_call(standby.lg.port(), "GET", "/api/v1/services").body, nullptr, false);
+        svc = all.is_object() && all.contains("services") ? all["services"][0] : json();
+        return svc.is_object() && svc.value("escalated", false);
+      },
+      5s));
+  CHECK_THAT(svc.value("escalation", ""), Catch::Contains("kept in etcd"));
+  CHECK(svc["ha"].value("owner", "") == (pair.o == 0 ? "a" : "b"));
+  CHECK(svc["ha"].value("this_replica_owns", true) == false);
   {
     std::lock_guard lk(t.mu);
     t.broken = false;  // the API works again: only the escalation stands in the way now
@@ -841,4 +853,47 @@ TEST_CASE("a shard is not handed over while its rollback runs: the hand-over wai
   CHECK(t.applied().size() == 1);
   CHECK(first.lg.count("action_started") == 0);
   CHECK(second.lg.count("action_started") == 1);
+}
+
+TEST_CASE("etcd with user/password auth: the replica authenticates and acts under its fence; a wrong password is refused, named, never printed",
+          "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 1);
+  const unsigned short ep = etcd.client_ports[0];
+  const std::string password = "etcd-pass-5f1e9c0d7a";
+  for (const auto& [path, body] : std::vector<std::pair<std::string, std::string>>{
+           {"/v3/auth/user/add", json{{"name", "root"}, {"password", password}}.dump()},
+           {"/v3/auth/role/add", R"({"name":"root"})"},
+           {"/v3/auth/user/grant", R"({"user":"root","role":"root"})"},
+           {"/v3/auth/enable", "{}"}}) {
+    const auto r = http_call(ep, "POST", path, "", body);
+    INFO(path << ": " << r.body);
+    REQUIRE(r.status == 200);
+  }
+  // Auth is on: a client without a token is refused.
+  CHECK(http_call(ep, "POST", "/v3/kv/range", "", R"({"key":"Zm9v"})").status != 200);
+  Target t;
+  auto with_auth = [&](const std::string& id) {
+    json ha = ha_block(etcd, id);
+    ha["auth"] = {{"user", "root"}, {"password_env", "LG_ETCD_PASSWORD"}};
+    return json{{"ha", ha}};
+  };
+  Replica a(t, etcd, "a", with_auth("a"));
+  a.lg.start({{"LG_ETCD_PASSWORD", password}});
+  REQUIRE(wait_until([&] { return a.owner(); }, 15s));
+  REQUIRE(a.lg.wait_for("release_verified_good", release_is("v1")));
+  t.deploy("bad2");
+  REQUIRE(a.lg.wait_for("verification", verified, 30s));
+  REQUIRE(t.applied().size() == 1);
+  CHECK(t.applied()[0] > 0);  // the fenced intent went through etcd with the token
+  // A replica with a wrong password joins nothing and says why, without the password.
+  const std::string wrong = "not-the-password-93b1";
+  Replica b(t, etcd, "b", with_auth("b"));
+  b.lg.start({{"LG_ETCD_PASSWORD", wrong}});
+  REQUIRE(wait_until([&] { return b.lg.log().find("refused the user name or password of ha.auth (user root)") != std::string::npos; }, 15s));
+  CHECK(http_call(b.lg.port(), "GET", "/readyz").status == 503);
+  CHECK(b.lg.log().find(wrong) == std::string::npos);
+  CHECK(a.lg.log().find(password) == std::string::npos);
+  CHECK(metric(http_call(b.lg.port(), "GET", "/metrics").body, "lastgood_ha_etcd_requests_total{op=\"grant\",outcome=\"refused\"}") >= 1);
+  CHECK(a.owner());
 }

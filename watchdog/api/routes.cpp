@@ -98,6 +98,11 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     if (!get) return HttpRes::json_error(405, "use GET");
     nlohmann::json decisions = nlohmann::json::array();
     for (const auto& d : pipeline_.recent_decisions()) decisions.push_back(to_json(d));
+    if (ha_) {  // several replicas: who owns each service, and escalations kept in etcd
+      HttpRes later;
+      later.later = [this, body = nlohmann::json{{"services", services_json()}, {"recent_decisions", decisions}}] { return ha_->services(body); };
+      return later;
+    }
     return {200, "application/json", json_text(nlohmann::json{{"services", services_json()}, {"recent_decisions", decisions}}, 2)};
   }
   if (path == "/api/v1/alerts/alertmanager") {

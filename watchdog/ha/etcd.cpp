@@ -175,6 +175,7 @@ struct EtcdClient::Impl {
   std::vector<std::unique_ptr<net::HttpConnection>> conns;  // one kept-alive connection per endpoint
   std::vector<std::shared_ptr<bool>> busy;                  // a request in flight on conns[i]
   std::size_t current = 0;                                  // the endpoint tried first
+  std::vector<std::string> tokens;                          // with auth: each endpoint's token
 };
 
 EtcdClient::EtcdClient(asio::any_io_executor ex, EtcdOptions options) : impl_(std::make_unique<Impl>()) {
@@ -195,6 +196,35 @@ asio::any_io_executor EtcdClient::executor() const { return impl_->ex; }
 
 const std::string& EtcdClient::endpoint() const { return impl_->options.endpoints[impl_->current]; }
 
+std::string EtcdClient::token() const { return impl_->tokens.empty() ? std::string() : impl_->tokens[impl_->current]; }
+
+asio::awaitable<std::optional<EtcdError>> EtcdClient::authenticate(std::size_t i, Clock::time_point deadline) {
+  const std::string& ep = impl_->options.endpoints[i];
+  const auto password = impl_->options.password ? impl_->options.password() : std::nullopt;
+  if (!password) co_return EtcdError{"the etcd password (ha.auth) could not be read", false};
+  net::HttpRequest req;
+  req.method = "POST";
+  req.target = "/v3/auth/authenticate";
+  req.headers.emplace_back("Content-Type", "application/json");
+  req.body = json{{"name", impl_->options.user}, {"password", *password}}.dump();
+  // A connection of its own: the call's connection may be busy, and this is rare.
+  net::HttpConnection conn(impl_->ex, impl_->conns[i]->url(), impl_->options.tls);
+  const net::HttpResult res = co_await conn.request(std::move(req), deadline, 64 * 1024);
+  if (const auto* err = std::get_if<net::HttpError>(&res)) co_return EtcdError{ep + ": authenticating: " + err->message, true};
+  const auto& r = std::get<net::HttpResponse>(res);
+  if (r.status >= 500) co_return EtcdError{ep + ": authenticating: HTTP " + std::to_string(r.status), true};
+  const json answer = json::parse(r.body, nullptr, false);
+  if (r.status != 200 || !answer.is_object() || !answer.contains("token") || !answer["token"].is_string() || answer["token"].get_ref<const std::string&>().empty()) {
+    std::string why = answer.is_object() ? answer.value("message", std::string()) : std::string();
+    // etcd's message names neither the password nor the token.
+    co_return EtcdError{ep + ": etcd refused the user name or password of ha.auth (user " + impl_->options.user + ")" +
+                            (why.empty() ? "" : ": " + why.substr(0, 200)),
+                        false};
+  }
+  impl_->tokens[i] = answer["token"].get<std::string>().substr(0, 4096);
+  co_return std::nullopt;
+}
+
 asio::awaitable<EtcdResult<json>> EtcdClient::call(const char* path, json body) {
   auto r = co_await call_endpoints(path, std::move(body));
   if (impl_->options.on_request) {
@@ -213,13 +243,25 @@ asio::awaitable<EtcdResult<json>> EtcdClient::call_endpoints(const char* path, j
   // Each endpoint once, starting with the one that answered last; an endpoint that does not
   // answer gets a fair share of what is left of the deadline.
   const std::size_t n = impl_->conns.size();
+  const bool auth = !impl_->options.user.empty();
+  if (auth && impl_->tokens.size() != n) impl_->tokens.assign(n, std::string());
+  bool reauthenticated = false;
   for (std::size_t tried = 0; tried < n && Clock::now() < deadline; ++tried) {
     const std::size_t i = (impl_->current + tried) % n;
     const auto share = (deadline - Clock::now()) / static_cast<long>(n - tried);
+    if (auth && impl_->tokens[i].empty()) {
+      const auto refused = co_await authenticate(i, Clock::now() + share);
+      if (refused && !refused->unavailable) co_return *refused;  // wrong credentials: not a member's trouble
+      if (refused) {
+        last = refused->message;
+        continue;
+      }
+    }
     net::HttpRequest req;
     req.method = "POST";
     req.target = path;
     req.headers.emplace_back("Content-Type", "application/json");
+    if (auth) req.headers.emplace_back("Authorization", impl_->tokens[i]);
     req.body = payload;
     // One request at a time per connection: a call made while another is in flight (a resign
     // during a campaign round) gets a connection of its own for this request.
@@ -253,6 +295,14 @@ asio::awaitable<EtcdResult<json>> EtcdClient::call_endpoints(const char* path, j
       continue;
     }
     json answer = json::parse(r.body, nullptr, false);
+    if (auth && r.status == 401 && !reauthenticated) {
+      // The token expired (etcd's --auth-token-ttl) or the member restarted: asked for again, and
+      // this endpoint tried once more.
+      impl_->tokens[i].clear();
+      reauthenticated = true;
+      --tried;
+      continue;
+    }
     if (r.status != 200) {
       std::string why = answer.is_object() ? answer.value("message", answer.value("error", std::string())) : std::string();
       co_return EtcdError{ep + ": HTTP " + std::to_string(r.status) + (why.empty() ? "" : ": " + why.substr(0, 300)), false};

@@ -30,6 +30,12 @@ struct EtcdOptions {
   // After every call: the operation (grant, keepalive, revoke, range, txn) and its outcome (ok,
   // refused, unavailable), for lastgood_ha_etcd_requests_total.
   std::function<void(const std::string& op, const char* outcome)> on_request = nullptr;
+  // etcd's user/password auth (ha.auth): a token is asked for per endpoint (etcd's simple tokens
+  // are each member's own) with /v3/auth/authenticate, sent as `Authorization`, and asked for
+  // again when etcd says it is no longer valid. The password is read at each authentication
+  // (a rotated file is picked up) and never appears in an error or a log.
+  std::string user = "";
+  std::function<std::optional<std::string>()> password = nullptr;
 };
 
 struct EtcdError {
@@ -109,6 +115,8 @@ class EtcdClient {
   boost::asio::any_io_executor executor() const;
   // The endpoint the next call goes to first (the last one that answered).
   const std::string& endpoint() const;
+  // The auth token of that endpoint ("" without auth, or before one was given), for a watch.
+  std::string token() const;
 
   // The JSON forms, exposed for unit tests (no sockets).
   static nlohmann::json txn_json(const Txn& t);
@@ -118,6 +126,8 @@ class EtcdClient {
  private:
   boost::asio::awaitable<EtcdResult<nlohmann::json>> call(const char* path, nlohmann::json body);
   boost::asio::awaitable<EtcdResult<nlohmann::json>> call_endpoints(const char* path, nlohmann::json body);
+  // A token from endpoint i; an error that says why not (never with the password).
+  boost::asio::awaitable<std::optional<EtcdError>> authenticate(std::size_t i, std::chrono::steady_clock::time_point deadline);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

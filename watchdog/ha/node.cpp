@@ -1,6 +1,7 @@
 #include "watchdog/ha/node.hpp"
 
 #include <algorithm>
+#include <charconv>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -38,10 +39,16 @@ std::shared_ptr<asio::ssl::context> etcd_tls(const config::Ha& h) {
 
 Node::Node(asio::io_context& ioc, const config::Config& config, Pipeline& pipeline, Metrics& metrics)
     : ioc_(ioc), config_(config), cfg_(*config.ha), pipeline_(pipeline), metrics_(metrics) {
-  if (cfg_.user)
-    throw std::runtime_error("ha.auth: etcd user/password authentication is not supported by this version; use TLS client certificates "
-                             "(ha.tls.cert_file, key_file) or an etcd without auth on a private network");
   EtcdOptions eo;
+  if (cfg_.user) {
+    eo.user = *cfg_.user;
+    // Read at each authentication: a rotated password file is picked up without a restart.
+    eo.password = [secret = cfg_.password]() mutable -> std::optional<std::string> {
+      if (!secret) return std::nullopt;
+      if (secret->resolve()) return std::nullopt;
+      return secret->value();
+    };
+  }
   eo.endpoints = cfg_.etcd;
   // A call must fit well inside the renew deadline, so that a keepalive can be retried in time.
   eo.call_timeout = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.renew_deadline) / 3,
@@ -453,6 +460,59 @@ asio::awaitable<HttpRes> Node::vote(std::string id, const config::Approver* who,
     // The proposal changed between the read and the transaction: read it again.
   }
   co_return HttpRes::json_error(409, "proposal " + id + " kept changing while the vote was taken; try again");
+}
+
+asio::awaitable<HttpRes> Node::services(json body) {
+  if (coordinator_ && !reading_cluster_ && std::chrono::steady_clock::now() - cluster_at_ >= 1s) {
+    reading_cluster_ = true;
+    struct Done {
+      bool& flag;
+      ~Done() { flag = false; }
+    } done{reading_cluster_};
+    const std::string owners_prefix = coordinator_->keys().prefix() + "shard/", esc_prefix = coordinator_->keys().escalations();
+    auto owners = co_await etcd_->range(owners_prefix, true);
+    auto escs = co_await etcd_->range(esc_prefix, true);
+    cluster_at_ = std::chrono::steady_clock::now();
+    if (auto* e = std::get_if<EtcdError>(&owners)) {
+      cluster_error_ = e->message;
+    } else if (auto* e2 = std::get_if<EtcdError>(&escs)) {
+      cluster_error_ = e2->message;
+    } else {
+      cluster_error_.clear();
+      owners_.clear();
+      escalations_.clear();
+      for (const auto& kv : std::get<RangeResult>(owners).kvs) {
+        // P/shard/<k>/owner -> the owner's value: "<replica> <address>" or JSON with `replica`.
+        const std::string rest = kv.key.substr(owners_prefix.size());
+        const auto slash = rest.find('/');
+        int k = -1;
+        if (slash != std::string::npos) {
+          const auto [end, ec] = std::from_chars(rest.data(), rest.data() + slash, k);
+          if (ec != std::errc() || end != rest.data() + slash) k = -1;
+        }
+        if (k < 0) continue;
+        const json v = json::parse(kv.value, nullptr, false);
+        owners_[k] = v.is_object() ? v.value("replica", std::string("?")) : kv.value.substr(0, kv.value.find(' ')).substr(0, 100);
+      }
+      for (const auto& kv : std::get<RangeResult>(escs).kvs) {
+        json v = json::parse(kv.value, nullptr, false);
+        escalations_[kv.key.substr(esc_prefix.size())] = v.is_object() ? v : json::object();
+      }
+    }
+  }
+  for (auto& s : body["services"]) {
+    const std::string name = s.value("name", std::string());
+    const int k = shard_of(name, cfg_.shards);
+    const auto owner = owners_.find(k);
+    s["ha"] = {{"shard", k}, {"owner", owner == owners_.end() ? json() : json(owner->second)}, {"this_replica", cfg_.replica},
+               {"this_replica_owns", owns_service(name)}};
+    if (const auto e = escalations_.find(name); e != escalations_.end() && !s.value("escalated", false)) {
+      s["escalated"] = true;
+      s["escalation"] = e->second.value("why", std::string("escalated")) + " (kept in etcd, by replica " + e->second.value("replica", std::string("?")) + ")";
+    }
+  }
+  if (!cluster_error_.empty()) body["etcd_error"] = "owners and escalations could not be read from etcd (" + cluster_error_ + "); this replica's own view";
+  co_return HttpRes{200, "application/json", body.dump(2)};
 }
 
 asio::awaitable<HttpRes> Node::proposals(json local) {

@@ -9,6 +9,7 @@
 //     cancelled (their I/O, their child processes); nothing more is decided on them.
 #include <chrono>
 #include <deque>
+#include <map>
 #include <vector>
 #include <memory>
 #include <set>
@@ -68,6 +69,10 @@ class Node {
   // the number of requests; when it cannot be read, the answer says so (etcd_error) and lists
   // what this replica has.
   boost::asio::awaitable<HttpRes> proposals(nlohmann::json local);
+  // GET /api/v1/services on any replica: this replica's view (`body`: every replica probes every
+  // service), with each service's shard, owner and whether this replica is it, and an escalation
+  // kept in etcd (by whichever replica) shown as such. etcd read at most once a second.
+  boost::asio::awaitable<HttpRes> services(nlohmann::json body);
   // POST /api/v1/services/{s}/clear on any replica (`who` is an approver): the escalation is
   // removed from etcd with who cleared it (the owner clears its own within half a second), and
   // cleared here. 409 when it is escalated neither in etcd nor here; 503 without etcd.
@@ -117,6 +122,12 @@ class Node {
   std::string shared_error_;
   std::chrono::steady_clock::time_point shared_at_{};
   bool reading_shared_ = false;
+  // Shard owners and escalations, as last read from etcd (for services()).
+  std::map<int, std::string> owners_;
+  std::map<std::string, nlohmann::json> escalations_;
+  std::string cluster_error_;
+  std::chrono::steady_clock::time_point cluster_at_{};
+  bool reading_cluster_ = false;
   net::Lifetime life_;  // take-overs
   net::Lifetime resign_life_;  // not ended by stop(): the resign must reach etcd
 };

@@ -40,7 +40,7 @@ asio::awaitable<void> Replica::watch_owners() {
   while (!stopped_) {
     const std::string endpoint = etcd_.endpoint();
     if (endpoint.rfind("http://", 0) != 0) co_return;
-    EtcdWatch w(ex_, endpoint);
+    EtcdWatch w(ex_, endpoint, etcd_.token());
     auto started = co_await w.start(prefix, true, 0, std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::milliseconds>(o_.lease) / 3);
     if (std::holds_alternative<bool>(started)) {
       wake();  // what changed before the watch began is seen by this round

@@ -29,6 +29,7 @@ constexpr std::size_t kMaxPending = 4 * 1024 * 1024;  // one message larger than
 struct EtcdWatch::Impl {
   explicit Impl(asio::any_io_executor ex) : stream(ex) {}
   std::string endpoint;
+  std::string token;  // etcd auth: sent as Authorization
   beast::tcp_stream stream;
   beast::flat_buffer buffer;
   std::unique_ptr<http::response_parser<http::buffer_body>> parser;
@@ -36,8 +37,9 @@ struct EtcdWatch::Impl {
   bool open = false;
 };
 
-EtcdWatch::EtcdWatch(asio::any_io_executor ex, std::string endpoint) : impl_(std::make_unique<Impl>(std::move(ex))) {
+EtcdWatch::EtcdWatch(asio::any_io_executor ex, std::string endpoint, std::string token) : impl_(std::make_unique<Impl>(std::move(ex))) {
   impl_->endpoint = std::move(endpoint);
+  impl_->token = std::move(token);
 }
 
 EtcdWatch::~EtcdWatch() { close(); }
@@ -146,6 +148,7 @@ asio::awaitable<EtcdResult<bool>> EtcdWatch::start(std::string key, bool prefix,
   http::request<http::string_body> req{http::verb::post, "/v3/watch", 11};
   req.set(http::field::host, url->host + ":" + url->port);
   req.set(http::field::content_type, "application/json");
+  if (!impl_->token.empty()) req.set(http::field::authorization, impl_->token);
   req.body() = json{{"create_request", create}}.dump();
   req.prepare_payload();
   auto [wec, wn] = co_await http::async_write(im.stream, req, use_tuple);

@@ -35,8 +35,8 @@ struct WatchBatch {
 
 class EtcdWatch {
  public:
-  // `endpoint`: one plain http:// etcd client URL.
-  EtcdWatch(boost::asio::any_io_executor ex, std::string endpoint);
+  // `endpoint`: one plain http:// etcd client URL; `token`: etcd's auth token for it, if any.
+  EtcdWatch(boost::asio::any_io_executor ex, std::string endpoint, std::string token = "");
   ~EtcdWatch();
   EtcdWatch(const EtcdWatch&) = delete;
   EtcdWatch& operator=(const EtcdWatch&) = delete;
