@@ -4,10 +4,14 @@
 // highest fencing token it has seen), never from lastgood's own logs.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <mutex>
 #include <map>
@@ -541,6 +545,14 @@ TEST_CASE("quorum 2 with votes through different replicas, then kill -9 the owne
   CHECK(owner.lg.count("action_started") == 0);
   CHECK(standby.lg.ledger_verifies());
   CHECK(owner.lg.ledger_verifies());
+  // Without an etcd quorum no vote is taken: 503, and the approver is told to try again.
+  etcd.stop(1);
+  etcd.stop(2);
+  const auto no_quorum = http_call(standby.lg.port(), "POST", "/api/v1/proposals/" + id + "/approve", kTokens.at("LG_ALICE"), "{}");
+  CHECK(no_quorum.status == 503);
+  CHECK_THAT(no_quorum.body, Catch::Contains("no vote is taken"));
+  etcd.cont(1);
+  etcd.cont(2);
 }
 
 TEST_CASE("a late effect: an inherited action reconciled as not done that lands afterwards is recorded and escalated", "[ha]") {
@@ -896,4 +908,54 @@ TEST_CASE("etcd with user/password auth: the replica authenticates and acts unde
   CHECK(a.lg.log().find(password) == std::string::npos);
   CHECK(metric(http_call(b.lg.port(), "GET", "/metrics").body, "lastgood_ha_etcd_requests_total{op=\"grant\",outcome=\"refused\"}") >= 1);
   CHECK(a.owner());
+}
+
+TEST_CASE("the owner's disk fills: it hands its shard to the healthy replica, which acts on the breach; it joins again once it can write",
+          "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  TempDir sdir;
+  const fs::path mnt = sdir.path / "small";
+  fs::create_directories(mnt);
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=2m,mode=0700") != 0) {
+    WARN("skipped: mounting a small tmpfs is not permitted here (" << std::strerror(errno) << ")");
+    return;
+  }
+  struct Unmount {
+    fs::path p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  Target t;
+  // `a` keeps its state (ledger) on the small filesystem, and starts first: it owns the shard.
+  Replica a(t, etcd, "a", json{{"state_dir", (mnt / "state").string()}});
+  Replica b(t, etcd, "b");
+  a.lg.start();
+  REQUIRE(wait_until([&] { return a.owner(); }, 15s));
+  b.lg.start();
+  REQUIRE(wait_until([&] { return b.readyz().find("standby") != std::string::npos; }, 15s));
+  REQUIRE(a.lg.wait_for("release_verified_good", release_is("v1")));
+  REQUIRE(b.lg.wait_for("release_verified_good", release_is("v1")));
+  const fs::path filler = mnt / "filler";
+  {
+    const int fd = ::open(filler.c_str(), O_WRONLY | O_CREAT, 0600);
+    REQUIRE(fd >= 0);
+    const std::string block(4096, 'x');
+    while (::write(fd, block.data(), block.size()) > 0) {
+    }
+    ::close(fd);
+  }
+  // The owner that cannot record steps aside; the other takes the shard.
+  REQUIRE(b.lg.wait_for("ha_acquired", {}, 15s));
+  REQUIRE(wait_until([&] { return !a.owner(); }, 5s));
+  t.deploy("bad2");
+  REQUIRE(b.lg.wait_for("verification", verified, 30s));
+  CHECK(t.applied().size() == 1);
+  CHECK(b.lg.count("action_started") == 1);
+  CHECK_THAT(a.lg.log(), Catch::Contains("leaves the members"));
+  // Space again: `a` rejoins as a standby (ownership stays with `b`: one shard).
+  fs::remove(filler);
+  REQUIRE(wait_until([&] { return a.readyz().find("ready (standby)") != std::string::npos; }, 20s));
+  REQUIRE(wait_until([&] { return a.lg.log().find("back among the members") != std::string::npos; }, 10s));
+  CHECK(b.owner());
+  CHECK(a.lg.ledger_verifies());
 }

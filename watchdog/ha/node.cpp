@@ -76,6 +76,7 @@ void Node::start(const std::string& address) {
       if (pipeline_.acting(si) && shard_of(pipeline_.service_name(si), cfg_.shards) == shard) return true;
     return false;
   };
+  ro.healthy = [this] { return pipeline_.ledger_writable(); };
   replica_ = std::make_unique<Replica>(ioc_.get_executor(), *etcd_, ro,
                                        [this](int shard, std::int64_t fence, const std::string& why) { on_change(shard, fence, why); });
   coordinator_ = std::make_unique<HaCoordinator>(

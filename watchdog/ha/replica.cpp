@@ -114,6 +114,7 @@ asio::awaitable<bool> Replica::ensure_lease() {
     co_return false;
   }
   lease_ = grant.id;
+  member_ = true;
   last_keepalive_ = sent;
   deadline_ = sent + std::chrono::seconds(grant.ttl) - 1s;
   spdlog::info("ha: replica {} joined cluster {} (lease {:x}, {}s)", o_.replica, o_.cluster, lease_, grant.ttl);
@@ -154,6 +155,40 @@ asio::awaitable<void> Replica::keepalive_if_due() {
 }
 
 asio::awaitable<void> Replica::campaign_round() {
+  // A replica that cannot act (its ledger takes no entries) steps aside for one that can.
+  if (o_.healthy && !o_.healthy()) {
+    if (member_) {
+      Txn leave;
+      leave.success.push_back(Op::del(keys_.member(o_.replica)));
+      auto r = co_await etcd_.txn(leave);
+      if (std::holds_alternative<TxnResult>(r)) {
+        member_ = false;
+        spdlog::warn("ha: replica {} cannot act (its ledger takes no entries): it leaves the members until it can", o_.replica);
+      }
+    }
+    std::vector<std::pair<int, std::int64_t>> release;
+    for (const auto& [shard, fence] : owned_)
+      if (!(o_.busy && o_.busy(shard))) release.emplace_back(shard, fence);
+    for (const auto& [shard, fence] : release) {
+      owned_.erase(shard);
+      spdlog::warn("ha: replica {} hands shard {} (fence {}) over: it cannot act (its ledger takes no entries)", o_.replica, shard, fence);
+      if (on_change_) on_change_(shard, 0, "this replica cannot act (its ledger takes no entries): handed to a healthy replica");
+      Txn hand;
+      hand.compare.push_back({keys_.owner(shard), Compare::Target::create, Compare::Result::equal, fence, ""});
+      hand.success.push_back(Op::del(keys_.owner(shard)));
+      auto r = co_await etcd_.txn(hand);
+      (void)r;  // not deleted (etcd away): the stale-key sweep below deletes it once healthy, or it expires with the lease
+    }
+    co_return;
+  }
+  if (!member_ && lease_ != 0) {
+    Txn join;
+    join.success.push_back(Op::put(keys_.member(o_.replica), o_.address, lease_));
+    auto r = co_await etcd_.txn(join);
+    if (!std::holds_alternative<TxnResult>(r)) co_return;
+    member_ = true;
+    spdlog::info("ha: replica {} can act again: back among the members", o_.replica);
+  }
   const std::string members_prefix = keys_.members(), owners_prefix = keys_.prefix() + "shard/";  // (no temporaries in co_await)
   auto members_read = co_await etcd_.range(members_prefix, true);
   auto owners_read = co_await etcd_.range(owners_prefix, true);

@@ -42,6 +42,10 @@ struct ReplicaOptions {
   // Whether an action runs on the shard's services now: a shard is handed over to the replica
   // first in its rendezvous order only while nothing runs on it.
   std::function<bool(int shard)> busy = nullptr;
+  // Whether this replica can act at all now (its ledger takes entries). While it cannot, it
+  // leaves the members, campaigns for nothing and hands over the shards it owns (those not busy),
+  // so that a healthy replica acts instead; it joins again once it can. Empty: always.
+  std::function<bool()> healthy = nullptr;
 };
 
 class Replica {
@@ -97,7 +101,8 @@ class Replica {
   std::map<std::string, std::chrono::nanoseconds> member_since_;  // member -> boot time it was first seen
   bool cut_off_ = false;
   bool stopped_ = false;
-  bool woken_ = false;  // an owner key went while a round ran: the next round starts at once
+  bool woken_ = false;
+  bool member_ = false;  // this replica's member key is in etcd (left while not healthy)  // an owner key went while a round ran: the next round starts at once
   boost::asio::steady_timer timer_;
   net::Lifetime life_;  // last: the loop is cancelled first
 };
