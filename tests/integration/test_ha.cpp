@@ -959,3 +959,52 @@ TEST_CASE("the owner's disk fills: it hands its shard to the healthy replica, wh
   CHECK(b.owner());
   CHECK(a.lg.ledger_verifies());
 }
+
+TEST_CASE("an etcd that lies (not JSON, wrong types, a 6 MB answer, silence): the replica stays up, owns nothing, acts on nothing, says why",
+          "[ha]") {
+  std::atomic<int> mode{0};
+  std::atomic<int> asked{0};
+  HttpTestServer liar([&](const HttpReq&) -> HttpRes {
+    ++asked;
+    switch (mode.load()) {
+      case 0:
+        return {200, "text/html", "<html>not etcd</html>"};
+      case 1:  // every field the wrong type; a campaign "won" with a revision that is an object
+        return {200, "application/json",
+                R"({"header":{"revision":{"x":1}},"ID":[1],"TTL":true,"succeeded":"yes","responses":7,"kvs":"none","token":5})"};
+      case 2:
+        return {200, "application/json", "\"" + std::string(6 * 1024 * 1024, 'A') + "\""};
+      default:
+        std::this_thread::sleep_for(3s);  // this server's own thread: silence past every call's deadline
+        return {200, "application/json", "{}"};
+    }
+  });
+  Target t;
+  TempDir dir;
+  const std::string endpoint = "http://127.0.0.1:" + std::to_string(liar.port());
+  json ha{{"etcd", {endpoint}}, {"cluster", "t"}, {"replica", "a"}, {"lease", "5s"}, {"renew_deadline", "3s"}, {"retry", "500ms"}};
+  Lastgood lg(dir, app_service(t.url("/"), deployment(t), App{.good_after = "500ms"}), json{{"ha", ha}});
+  lg.start();
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  t.deploy("bad2");
+  for (int m = 0; m < 4; ++m) {
+    mode = m;
+    const int before = asked;
+    REQUIRE(wait_until([&] { return asked >= before + 2; }, 15s));
+    INFO("mode " << m);
+    CHECK(lg.proc->running());
+    const auto ready = http_call(lg.port(), "GET", "/readyz");
+    CHECK(ready.status == 503);
+    CHECK_THAT(ready.body, Catch::Contains("joining"));
+  }
+  const std::string log = lg.log();
+  CHECK_THAT(log, Catch::Contains("malformed"));
+  CHECK(lg.count("action_started") == 0);
+  CHECK(lg.count("ha_acquired") == 0);
+  CHECK(t.received == 0);
+  CHECK(lg.has("decision", "standby"));
+  const auto metrics = http_call(lg.port(), "GET", "/metrics").body;
+  CHECK(metric(metrics, "lastgood_ha_etcd_requests_total{op=\"grant\",outcome=\"refused\"}") >= 1);
+  CHECK(metric(metrics, "lastgood_ha_etcd_requests_total{op=\"grant\",outcome=\"unavailable\"}") >= 1);
+  CHECK(metric(metrics, "lastgood_internal_errors_total{where=\"ha\"}") <= 0);
+}
