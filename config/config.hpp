@@ -114,6 +114,7 @@ struct Ha {
   Duration lease{15'000};              // etcd lease TTL
   Duration renew_deadline{10'000};     // no successful keepalive for this long: stop acting
   Duration retry{2'000};               // between campaigns, and the rank step of the rendezvous order
+  Duration retention{7LL * 24 * 3600 * 1000};  // finished actions and closed proposals older than this leave etcd
   std::optional<std::string> ca_file, cert_file, key_file;  // TLS to etcd
   std::optional<std::string> user;     // etcd auth
   std::optional<Secret> password;

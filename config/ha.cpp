@@ -35,6 +35,7 @@ void parse_ha(Ctx& c, const json& j, const std::string& ptr, Ha& ha) {
   if (auto d = o.duration("lease", false, Duration{2'000})) ha.lease = *d;
   if (auto d = o.duration("renew_deadline", false, Duration{1'000})) ha.renew_deadline = *d;
   if (auto d = o.duration("retry", false, Duration{100})) ha.retry = *d;
+  if (auto d = o.duration("retention", false, Duration{1'000})) ha.retention = *d;
   if (ha.lease.count() % 1000 != 0) c.error(o.at("lease"), "expected whole seconds (etcd leases are in seconds), found " + format_duration(ha.lease));
   // The owner must notice a lost lease before etcd hands the service to another replica.
   if (ha.renew_deadline >= ha.lease)

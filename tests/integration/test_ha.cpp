@@ -133,8 +133,11 @@ struct Replica {
     s["rollback"].update(rollback);
     return s;
   }
+  // The test's ha block for replica `id`, with what `extra`'s own "ha" says on top.
   static json with_ha(json extra, const Etcd& etcd, const std::string& id) {
-    if (!extra.contains("ha")) extra["ha"] = ha_block(etcd, id);
+    json h = ha_block(etcd, id);
+    if (extra.contains("ha")) h.update(extra["ha"]);
+    extra["ha"] = h;
     return extra;
   }
   std::string readyz() { return http_call(lg.port(), "GET", "/readyz").body; }
@@ -1007,4 +1010,20 @@ TEST_CASE("an etcd that lies (not JSON, wrong types, a 6 MB answer, silence): th
   CHECK(metric(metrics, "lastgood_ha_etcd_requests_total{op=\"grant\",outcome=\"refused\"}") >= 1);
   CHECK(metric(metrics, "lastgood_ha_etcd_requests_total{op=\"grant\",outcome=\"unavailable\"}") >= 1);
   CHECK(metric(metrics, "lastgood_internal_errors_total{where=\"ha\"}") <= 0);
+}
+
+TEST_CASE("retention: finished actions and closed proposals leave etcd after ha.retention; the ledgers keep them", "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  Pair pair(t, etcd, json{{"ha", {{"retention", "2s"}}}});
+  REQUIRE(pair.o >= 0);
+  REQUIRE(pair.wait_verified("v1"));
+  t.deploy("bad2");
+  REQUIRE(pair.owner().lg.wait_for("verification", verified, 30s));
+  const std::string prefix = lastgood::watchdog::ha::Keys("t").prefix() + "actions/";
+  CHECK(pair.owner().lg.last("action_started", "etcd_rev") != "");  // its record was written to etcd
+  REQUIRE(wait_until([&] { return etcd_keys(etcd, prefix).value_or(std::vector<lastgood::watchdog::ha::KeyValue>{1}).empty(); }, 15s));
+  CHECK(pair.owner().lg.count("action_started") == 1);  // the ledger keeps the history
+  CHECK(t.applied().size() == 1);
 }

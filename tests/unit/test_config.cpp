@@ -296,6 +296,7 @@ TEST_CASE("a valid ha block is typed with its defaults; validate warns of what r
   CHECK(ha.lease == std::chrono::seconds(5));
   CHECK(ha.renew_deadline == std::chrono::seconds(3));
   CHECK(ha.retry == std::chrono::milliseconds(500));
+  CHECK(ha.retention == std::chrono::hours(24 * 7));  // the default
   CHECK_FALSE(ha.password);
   std::string out;
   const auto path = write_temp("ha.json", j.dump());

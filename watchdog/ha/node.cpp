@@ -90,6 +90,7 @@ void Node::start(const std::string& address) {
   };
   replica_->start();
   net::spawn(ioc_.get_executor(), [this] { return count_votes(); }, "ha", life_, net::Restart::yes);
+  net::spawn(ioc_.get_executor(), [this] { return prune(); }, "ha", life_, net::Restart::yes);
   started_ = true;
   spdlog::info("ha: replica {} of cluster {} joining ({} etcd endpoint(s), {} shard(s), lease {}s)", cfg_.replica, cfg_.cluster, cfg_.etcd.size(),
                cfg_.shards, ro.lease.count());
@@ -263,6 +264,51 @@ asio::awaitable<void> Node::sync_escalations() {
     if (auto* rr = std::get_if<RangeResult>(&who); rr && !rr->kvs.empty()) c = json::parse(rr->kvs[0].value, nullptr, false);
     if (!c.is_object()) c = json::object();
     pipeline_.clear(*si, c.value("by", std::string("a person")), "etcd (cleared through replica " + c.value("via", std::string("?")) + ")");
+  }
+}
+
+asio::awaitable<void> Node::prune() {
+  asio::steady_timer timer(ioc_);
+  const auto every = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.retention) / 2, std::chrono::milliseconds(1'000),
+                                std::chrono::milliseconds(600'000));
+  const Keys& keys = coordinator_->keys();
+  const std::string actions = keys.prefix() + "actions/", proposals = keys.prefix() + "proposals/";
+  for (;;) {
+    timer.expires_after(every);
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    const std::int64_t cutoff =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch() - cfg_.retention).count();
+    int pruned = 0;
+    auto a = co_await etcd_->range(actions, true);
+    if (auto* r = std::get_if<RangeResult>(&a))
+      for (const auto& kv : r->kvs) {
+        const json j = json::parse(kv.value, nullptr, false);
+        if (!j.is_object() || !owns_service(j.value("service", std::string()))) continue;
+        const std::string state = j.value("state", std::string());
+        if (state != "done" && state != "failed" && state != "reconciled" && state != "never_ran") continue;  // still open: kept
+        if (j.value("at_ms", std::int64_t{0}) >= cutoff) continue;
+        Txn t;
+        t.compare.push_back({kv.key, Compare::Target::mod, Compare::Result::equal, kv.mod_revision, ""});
+        t.success.push_back(Op::del(kv.key));
+        auto d = co_await etcd_->txn(t);
+        if (auto* done = std::get_if<TxnResult>(&d); done && done->succeeded) ++pruned;
+      }
+    auto p = co_await etcd_->range(proposals, true);
+    if (auto* r = std::get_if<RangeResult>(&p))
+      for (const auto& kv : r->kvs) {
+        const json j = json::parse(kv.value, nullptr, false);
+        if (!j.is_object() || !owns_service(j.value("service", std::string()))) continue;
+        const std::string state = j.value("state", std::string()), id = j.value("id", std::string());
+        if (id.empty() || state == "pending" || state == "approved" || state == "executing") continue;
+        if (std::max(j.value("created_at", std::int64_t{0}), j.value("expires_at", std::int64_t{0})) >= cutoff) continue;
+        Txn t;
+        t.compare.push_back({kv.key, Compare::Target::mod, Compare::Result::equal, kv.mod_revision, ""});
+        t.success.push_back(Op::del(kv.key));
+        t.success.push_back(Op::del(keys.votes(id), /*prefix=*/true));
+        auto d = co_await etcd_->txn(t);
+        if (auto* done = std::get_if<TxnResult>(&d); done && done->succeeded) ++pruned;
+      }
+    if (pruned > 0) spdlog::info("ha: {} finished actions and closed proposals older than the retention left etcd", pruned);
   }
 }
 

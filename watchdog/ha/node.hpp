@@ -110,6 +110,9 @@ class Node {
   // longer in etcd was cleared by a person.
   boost::asio::awaitable<void> sync_escalations();
   boost::asio::awaitable<void> adopt_escalations(int shard, std::int64_t fence);
+  // Retention: the owner deletes the finished actions and closed proposals (and their votes) of
+  // its services older than ha.retention, so that etcd holds a bounded history.
+  boost::asio::awaitable<void> prune();
   std::set<std::string> escalations_shared_;  // services whose escalation this replica knows to be in etcd
   std::deque<Mirrored> mirror_queue_;
   bool flushing_ = false;
