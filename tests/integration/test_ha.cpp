@@ -1027,3 +1027,25 @@ TEST_CASE("retention: finished actions and closed proposals leave etcd after ha.
   CHECK(pair.owner().lg.count("action_started") == 1);  // the ledger keeps the history
   CHECK(t.applied().size() == 1);
 }
+
+TEST_CASE("the budget is the service's across replicas: after the owner spent it and died, the new owner holds the next breach", "[ha]") {
+  TempDir edir;
+  Etcd etcd(edir.path, 3);
+  Target t;
+  Pair pair(t, etcd, json::object(), "auto", {}, json{{"cooldown", "1s"}, {"max_per_day", 1}});
+  REQUIRE(pair.o >= 0);
+  Replica& owner = pair.owner();
+  Replica& standby = pair.standby();
+  REQUIRE(pair.wait_verified("v1"));
+  t.deploy("bad2");
+  REQUIRE(owner.lg.wait_for("verification", verified, 30s));
+  REQUIRE(owner.lg.proc->signal_and_wait(SIGKILL, 5s));
+  REQUIRE(standby.lg.wait_for("ha_acquired", {}, 12s));
+  REQUIRE(standby.lg.wait_for("release_verified_good", release_is("v1"), 20s));
+  t.deploy("bad3");
+  REQUIRE(standby.lg.wait_for("action_refused", [](const json& d) { return d.value("why", "").find("budget spent across the replicas") != std::string::npos; },
+                              20s));
+  CHECK(t.applied().size() == 1);
+  CHECK(t.now_live() == "bad3");
+  CHECK(standby.lg.count("action_started") == 0);
+}

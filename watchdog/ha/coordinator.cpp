@@ -56,10 +56,26 @@ asio::awaitable<Grant> HaCoordinator::begin(const Intent& in) {
   // Another replica's action inside the cooldown is this breach's action: not a second one.
   if (const auto last = state.find("last"); last != state.end() && last->is_object()) {
     const std::int64_t at = last->value("at_ms", std::int64_t{0});
-    if (at > 0 && wall_ms() - at < in.cooldown.count())
-      co_return refuse("action " + last->value("action_id", std::string("?")) + " by replica " + last->value("replica", std::string("?")) + " (" +
-                       last->value("from", std::string("?")) + " -> " + last->value("to", std::string("?")) + ") is within the cooldown");
+    if (at > 0 && wall_ms() - at < in.cooldown.count()) {
+      Grant held = refuse("action " + last->value("action_id", std::string("?")) + " by replica " + last->value("replica", std::string("?")) + " (" +
+                          last->value("from", std::string("?")) + " -> " + last->value("to", std::string("?")) + ") is within the cooldown");
+      held.retry = false;  // a hold, as a local cooldown is
+      co_return held;
+    }
   }
+  // The budget is the service's, whichever replica spent it: the rollbacks of the last 24 h.
+  json recent = json::array();
+  if (const auto rb = state.find("rollbacks"); rb != state.end() && rb->is_array())
+    for (const auto& x : *rb)
+      if (x.is_object() && wall_ms() - x.value("at_ms", std::int64_t{0}) < 24LL * 3600 * 1000) recent.push_back(x);
+  if (in.max_per_day > 0 && recent.size() >= static_cast<size_t>(in.max_per_day)) {
+    Grant held = refuse("rollback budget spent across the replicas: " + std::to_string(recent.size()) + " rollback(s) in the last 24h (max_per_day " +
+                        std::to_string(in.max_per_day) + ")");
+    held.retry = false;
+    co_return held;
+  }
+  recent.push_back(json{{"action_id", in.action_id}, {"at_ms", wall_ms()}});
+  state["rollbacks"] = recent;
   FencedIntent fi;
   fi.service = in.service;
   fi.action_id = in.action_id;
@@ -163,9 +179,20 @@ asio::awaitable<bool> HaCoordinator::close_once(std::string service, std::string
     if (const auto& kvs = std::get<RangeResult>(read).kvs; !kvs.empty()) {
       state_mod = kvs[0].mod_revision;
       json st = json::parse(kvs[0].value, nullptr, false);
-      if (st.is_object() && st.contains("last") && st["last"].is_object() && st["last"].value("action_id", std::string()) == id) {
-        st.erase("last");
-        new_state = st.dump();
+      if (st.is_object()) {
+        bool changed = false;
+        if (st.contains("last") && st["last"].is_object() && st["last"].value("action_id", std::string()) == id) {
+          st.erase("last");
+          changed = true;
+        }
+        if (st.contains("rollbacks") && st["rollbacks"].is_array()) {  // nor for the budget
+          json kept = json::array();
+          for (const auto& x : st["rollbacks"])
+            if (!x.is_object() || x.value("action_id", std::string()) != id) kept.push_back(x);
+          changed = changed || kept.size() != st["rollbacks"].size();
+          st["rollbacks"] = kept;
+        }
+        if (changed) new_state = st.dump();
       }
     }
     t = never_ran_txn(keys_, service, id, record_mod, outcome.dump(), state_mod, new_state);

@@ -24,12 +24,14 @@ struct Grant {
   std::string replica;       // with several replicas: this replica's id
   std::int64_t etcd_rev = 0; // the intent transaction's revision (== fence)
   std::int64_t record_mod = 0; // the action record's revision now (the intent's, then running()'s)
+  bool retry = true;           // not granted for a passing reason (etcd away, a state that changed): worth asking again soon
 };
 
 // What an action is about to do, for the intent.
 struct Intent {
   std::string service, action_id, kind, trigger, from, to, via;
   std::chrono::milliseconds cooldown{0};  // the service's cooldown: no second action inside it
+  int max_per_day = 0;                    // the service's budget, across the replicas (0: none)
 };
 
 class Coordinator {

@@ -433,7 +433,7 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
       co_return;
     case RunResult::Kind::not_granted:  // the proposal waits: checked again once a second
       if (!proposal_id.empty()) recheck_.push_back(proposal_id);
-      else spawn([this, si] { return retry_refused(si); }, "decide");
+      else if (r.retry) spawn([this, si] { return retry_refused(si); }, "decide");
       co_return;
     case RunResult::Kind::not_recorded:  // decided again once the ledger takes entries
       if (!proposal_id.empty()) recheck_.push_back(proposal_id);

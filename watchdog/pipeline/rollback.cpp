@@ -54,11 +54,13 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   }
   Intent intent{name, id, s.action->kind(), d.trigger, plan.from, plan.to, via,
                 std::chrono::duration_cast<std::chrono::milliseconds>(s.cfg->rollback.cooldown)};
+  intent.max_per_day = s.cfg->rollback.max_per_day;
   Grant g = co_await coordinator_->begin(intent);
   if (!g.granted) {
     rec_.record(Event::action_refused, name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"via", via}, {"why", g.why}});
     spdlog::warn("rollback of {} {} -> {} refused: {}", name, plan.from, plan.to, g.why);
     r.kind = RunResult::Kind::not_granted;
+    r.retry = g.retry;
     co_return r;
   }
   if (g.etcd_rev != 0) test_crash_point("intent_committed");  // ha crash tests: in etcd, not in the ledger

@@ -40,6 +40,7 @@ struct RunResult {
   actions::Plan plan;
   actions::Outcome outcome;
   double seconds = 0;
+  bool retry = true;  // not_granted: for a passing reason (asked again with backoff), or not (a shared cooldown or budget)
 };
 
 class Rollbacks {
