@@ -210,6 +210,21 @@ TEST_CASE("one breach, two replicas: exactly one effect, by the owner under its 
   REQUIRE(effects.size() == 1);
   CHECK(standby.lg.count("action_started") == 0);
   REQUIRE(owner.lg.count("action_started") == 1);
+  // The standby's incidents list the owner's action, from etcd.
+  const std::string action_id = owner.lg.last("action_started", "action_id");
+  json listed;
+  REQUIRE(wait_until(
+      [&] {
+        const auto all = json::parse(http_call(standby.lg.port(), "GET", "/api/v1/incidents").body, nullptr, false);
+        if (all.is_object() && all.contains("incidents"))
+          for (const auto& i : all["incidents"])
+            if (i.value("id", "") == action_id) listed = i;
+        return !listed.is_null();
+      },
+      10s));
+  CHECK(listed.value("source", "") == "etcd");
+  CHECK(listed.value("replica", "") == (o == 0 ? "a" : "b"));
+  CHECK(listed.value("release_to", "") == "v1");
   // The token on the action in the ledger is the one the target saw: the intent's etcd revision.
   json started;
   for (const auto& e : owner.lg.ledger())

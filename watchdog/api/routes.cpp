@@ -159,6 +159,11 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   }
   if (path == "/api/v1/incidents") {
     if (!get) return HttpRes::json_error(405, "use GET");
+    if (ha_) {  // several replicas: the other replicas' actions too, from etcd
+      HttpRes later;
+      later.later = [this, local = pipeline_.incidents().list()] { return ha_->incidents(local); };
+      return later;
+    }
     return {200, "application/json", json_text(nlohmann::json{{"incidents", pipeline_.incidents().list()}}, 2)};
   }
   const std::string inc_prefix = "/api/v1/incidents/";

@@ -562,6 +562,47 @@ asio::awaitable<HttpRes> Node::services(json body) {
   co_return HttpRes{200, "application/json", body.dump(2)};
 }
 
+asio::awaitable<HttpRes> Node::incidents(json local) {
+  if (coordinator_ && !reading_actions_ && std::chrono::steady_clock::now() - actions_at_ >= 1s) {
+    reading_actions_ = true;
+    struct Done {
+      bool& flag;
+      ~Done() { flag = false; }
+    } done{reading_actions_};
+    const std::string prefix = coordinator_->keys().prefix() + "actions/";
+    auto read = co_await etcd_->range(prefix, true);
+    actions_at_ = std::chrono::steady_clock::now();
+    if (auto* e = std::get_if<EtcdError>(&read)) {
+      actions_error_ = e->message;
+    } else {
+      actions_error_.clear();
+      actions_.clear();
+      for (const auto& kv : std::get<RangeResult>(read).kvs) {
+        json j = json::parse(kv.value, nullptr, false);
+        if (j.is_object() && j.contains("action_id") && j["action_id"].is_string()) actions_.push_back(std::move(j));
+      }
+    }
+  }
+  std::set<std::string> here;
+  for (const auto& i : local) here.insert(i.value("id", std::string()));
+  for (const auto& a : actions_) {
+    const std::string id = a["action_id"].get<std::string>();
+    if (here.count(id)) continue;
+    local.push_back({{"id", id},
+                     {"service", a.value("service", std::string())},
+                     {"status", a.value("state", std::string())},
+                     {"trigger", a.value("trigger", std::string())},
+                     {"opened_at", a.value("at_ms", std::int64_t{0})},
+                     {"release_from", a.value("from", std::string())},
+                     {"release_to", a.value("to", std::string())},
+                     {"replica", a.value("replica", std::string())},
+                     {"source", "etcd"}});
+  }
+  json body{{"incidents", std::move(local)}, {"replica", cfg_.replica}};
+  if (!actions_error_.empty()) body["etcd_error"] = "the other replicas' actions could not be read from etcd (" + actions_error_ + "); this replica's own";
+  co_return HttpRes{200, "application/json", body.dump(2)};
+}
+
 asio::awaitable<HttpRes> Node::proposals(json local) {
   const auto now = std::chrono::steady_clock::now();
   if (coordinator_ && !reading_shared_ && now - shared_at_ >= 1s) {

@@ -73,6 +73,10 @@ class Node {
   // service), with each service's shard, owner and whether this replica is it, and an escalation
   // kept in etcd (by whichever replica) shown as such. etcd read at most once a second.
   boost::asio::awaitable<HttpRes> services(nlohmann::json body);
+  // GET /api/v1/incidents on any replica: this replica's incident records, and the actions of
+  // the other replicas kept in etcd (within ha.retention) as short entries (`source: etcd`,
+  // `replica`): the full record is on the replica that ran or took over the action.
+  boost::asio::awaitable<HttpRes> incidents(nlohmann::json local);
   // POST /api/v1/services/{s}/clear on any replica (`who` is an approver): the escalation is
   // removed from etcd with who cleared it (the owner clears its own within half a second), and
   // cleared here. 409 when it is escalated neither in etcd nor here; 503 without etcd.
@@ -131,6 +135,10 @@ class Node {
   std::string cluster_error_;
   std::chrono::steady_clock::time_point cluster_at_{};
   bool reading_cluster_ = false;
+  std::vector<nlohmann::json> actions_;  // action records, as last read from etcd (for incidents())
+  std::string actions_error_;
+  std::chrono::steady_clock::time_point actions_at_{};
+  bool reading_actions_ = false;
   net::Lifetime life_;  // take-overs
   net::Lifetime resign_life_;  // not ended by stop(): the resign must reach etcd
 };
