@@ -165,6 +165,22 @@ int owner_of(std::vector<Replica*> rs, std::chrono::milliseconds timeout = 15s) 
   return found;
 }
 
+// The entry with `id` of GET /api/v1/<what> on `lg` ("incidents", "proposals"), once it lists it
+// (waits up to 10 s; null when it never does).
+json wait_listed(Lastgood& lg, const std::string& what, const std::string& id) {
+  json found;
+  wait_until(
+      [&] {
+        const auto all = json::parse(http_call(lg.port(), "GET", "/api/v1/" + what).body, nullptr, false);
+        if (all.is_object() && all.contains(what) && all[what].is_array())
+          for (const auto& e : all[what])
+            if (e.value("id", "") == id) found = e;
+        return !found.is_null();
+      },
+      10s);
+  return found;
+}
+
 // Two replicas of the app, started; which one owns the shard once one does (-1: none in time).
 struct Pair {
   Replica a, b;
@@ -212,16 +228,8 @@ TEST_CASE("one breach, two replicas: exactly one effect, by the owner under its 
   REQUIRE(owner.lg.count("action_started") == 1);
   // The standby's incidents list the owner's action, from etcd.
   const std::string action_id = owner.lg.last("action_started", "action_id");
-  json listed;
-  REQUIRE(wait_until(
-      [&] {
-        const auto all = json::parse(http_call(standby.lg.port(), "GET", "/api/v1/incidents").body, nullptr, false);
-        if (all.is_object() && all.contains("incidents"))
-          for (const auto& i : all["incidents"])
-            if (i.value("id", "") == action_id) listed = i;
-        return !listed.is_null();
-      },
-      10s));
+  const json listed = wait_listed(standby.lg, "incidents", action_id);
+  REQUIRE(listed.is_object());
   CHECK(listed.value("source", "") == "etcd");
   CHECK(listed.value("replica", "") == (o == 0 ? "a" : "b"));
   CHECK(listed.value("release_to", "") == "v1");
@@ -525,16 +533,8 @@ TEST_CASE("quorum 2 with votes through different replicas, then kill -9 the owne
   const std::string id = owner.lg.last("proposal_created", "id");
   CHECK_THAT(id, Catch::EndsWith(o == 0 ? "-a" : "-b"));  // ids name their replica: none meet in etcd
   // The standby lists it (from etcd, with its owner), so its page can show it to an approver.
-  json listed;
-  REQUIRE(wait_until(
-      [&] {
-        const auto all = json::parse(http_call(standby.lg.port(), "GET", "/api/v1/proposals").body, nullptr, false);
-        if (all.is_object() && all.contains("proposals"))
-          for (const auto& p : all["proposals"])
-            if (p.value("id", "") == id) listed = p;
-        return !listed.is_null();
-      },
-      10s));
+  const json listed = wait_listed(standby.lg, "proposals", id);
+  REQUIRE(listed.is_object());
   CHECK(listed.value("owner", "") == (o == 0 ? "a" : "b"));
   CHECK(listed.value("state", "") == "pending");
   CHECK(listed["decision"].value("service", "") == "app");

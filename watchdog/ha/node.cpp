@@ -361,11 +361,7 @@ asio::awaitable<HttpRes> Node::clear(std::string service, std::string who, std::
 // fence it had when the proposal changed (a frozen old owner's late write does not land).
 asio::awaitable<void> Node::flush_mirror() {
   if (flushing_) co_return;
-  flushing_ = true;
-  struct Done {
-    bool& flag;
-    ~Done() { flag = false; }
-  } done{flushing_};
+  net::FlagGuard flushing(flushing_);
   asio::steady_timer timer(ioc_);
   while (!mirror_queue_.empty()) {
     const Mirrored& m = mirror_queue_.front();
@@ -509,84 +505,65 @@ asio::awaitable<HttpRes> Node::vote(std::string id, const config::Approver* who,
   co_return HttpRes::json_error(409, "proposal " + id + " kept changing while the vote was taken; try again");
 }
 
-asio::awaitable<HttpRes> Node::services(json body) {
-  if (coordinator_ && !reading_cluster_ && std::chrono::steady_clock::now() - cluster_at_ >= 1s) {
-    reading_cluster_ = true;
-    struct Done {
-      bool& flag;
-      ~Done() { flag = false; }
-    } done{reading_cluster_};
-    const std::string owners_prefix = coordinator_->keys().prefix() + "shard/", esc_prefix = coordinator_->keys().escalations();
-    auto owners = co_await etcd_->range(owners_prefix, true);
-    auto escs = co_await etcd_->range(esc_prefix, true);
-    cluster_at_ = std::chrono::steady_clock::now();
-    if (auto* e = std::get_if<EtcdError>(&owners)) {
-      cluster_error_ = e->message;
-    } else if (auto* e2 = std::get_if<EtcdError>(&escs)) {
-      cluster_error_ = e2->message;
-    } else {
-      cluster_error_.clear();
-      owners_.clear();
-      escalations_.clear();
-      for (const auto& kv : std::get<RangeResult>(owners).kvs) {
-        // P/shard/<k>/owner -> the owner's value: "<replica> <address>" or JSON with `replica`.
-        const std::string rest = kv.key.substr(owners_prefix.size());
-        const auto slash = rest.find('/');
-        int k = -1;
-        if (slash != std::string::npos) {
-          const auto [end, ec] = std::from_chars(rest.data(), rest.data() + slash, k);
-          if (ec != std::errc() || end != rest.data() + slash) k = -1;
-        }
-        if (k < 0) continue;
-        const json v = json::parse(kv.value, nullptr, false);
-        owners_[k] = v.is_object() ? v.value("replica", std::string("?")) : kv.value.substr(0, kv.value.find(' ')).substr(0, 100);
-      }
-      for (const auto& kv : std::get<RangeResult>(escs).kvs) {
-        json v = json::parse(kv.value, nullptr, false);
-        escalations_[kv.key.substr(esc_prefix.size())] = v.is_object() ? v : json::object();
-      }
-    }
+asio::awaitable<void> Node::refresh(Cached& c, const std::string& prefix) {
+  if (!coordinator_ || c.reading || std::chrono::steady_clock::now() - c.at < 1s) co_return;
+  net::FlagGuard reading(c.reading);
+  auto read = co_await etcd_->range(prefix, true);
+  c.at = std::chrono::steady_clock::now();
+  if (auto* e = std::get_if<EtcdError>(&read)) {
+    c.error = e->message;
+    co_return;
   }
+  c.error.clear();
+  c.kvs = std::move(std::get<RangeResult>(read).kvs);
+}
+
+// The JSON object of each cached value (those that are one), with the rest of its key.
+static std::vector<std::pair<std::string, json>> objects(const std::vector<KeyValue>& kvs, const std::string& prefix) {
+  std::vector<std::pair<std::string, json>> out;
+  for (const auto& kv : kvs) {
+    json j = json::parse(kv.value, nullptr, false);
+    if (j.is_object() && kv.key.size() > prefix.size()) out.emplace_back(kv.key.substr(prefix.size()), std::move(j));
+  }
+  return out;
+}
+
+asio::awaitable<HttpRes> Node::services(json body) {
+  const std::string owners_prefix = coordinator_ ? coordinator_->keys().prefix() + "shard/" : "";
+  const std::string esc_prefix = coordinator_ ? coordinator_->keys().escalations() : "";
+  co_await refresh(owners_cache_, owners_prefix);
+  co_await refresh(escalations_cache_, esc_prefix);
+  std::map<int, std::string> owners;  // P/shard/<k>/owner holds "<replica> <address>"
+  for (const auto& kv : owners_cache_.kvs) {
+    int k = -1;
+    const char* first = kv.key.data() + owners_prefix.size();
+    const auto [end, ec] = std::from_chars(first, kv.key.data() + kv.key.size(), k);
+    if (ec == std::errc() && end != first && *end == '/') owners[k] = kv.value.substr(0, std::min<size_t>(kv.value.find(' '), 100));
+  }
+  const auto escalations = objects(escalations_cache_.kvs, esc_prefix);
   for (auto& s : body["services"]) {
     const std::string name = s.value("name", std::string());
     const int k = shard_of(name, cfg_.shards);
-    const auto owner = owners_.find(k);
-    s["ha"] = {{"shard", k}, {"owner", owner == owners_.end() ? json() : json(owner->second)}, {"this_replica", cfg_.replica},
+    const auto owner = owners.find(k);
+    s["ha"] = {{"shard", k}, {"owner", owner == owners.end() ? json() : json(owner->second)}, {"this_replica", cfg_.replica},
                {"this_replica_owns", owns_service(name)}};
-    if (const auto e = escalations_.find(name); e != escalations_.end() && !s.value("escalated", false)) {
-      s["escalated"] = true;
-      s["escalation"] = e->second.value("why", std::string("escalated")) + " (kept in etcd, by replica " + e->second.value("replica", std::string("?")) + ")";
-    }
+    for (const auto& [service, e] : escalations)
+      if (service == name && !s.value("escalated", false)) {
+        s["escalated"] = true;
+        s["escalation"] = e.value("why", std::string("escalated")) + " (kept in etcd, by replica " + e.value("replica", std::string("?")) + ")";
+      }
   }
-  if (!cluster_error_.empty()) body["etcd_error"] = "owners and escalations could not be read from etcd (" + cluster_error_ + "); this replica's own view";
+  const std::string& error = !owners_cache_.error.empty() ? owners_cache_.error : escalations_cache_.error;
+  if (!error.empty()) body["etcd_error"] = "owners and escalations could not be read from etcd (" + error + "); this replica's own view";
   co_return HttpRes{200, "application/json", body.dump(2)};
 }
 
 asio::awaitable<HttpRes> Node::incidents(json local) {
-  if (coordinator_ && !reading_actions_ && std::chrono::steady_clock::now() - actions_at_ >= 1s) {
-    reading_actions_ = true;
-    struct Done {
-      bool& flag;
-      ~Done() { flag = false; }
-    } done{reading_actions_};
-    const std::string prefix = coordinator_->keys().prefix() + "actions/";
-    auto read = co_await etcd_->range(prefix, true);
-    actions_at_ = std::chrono::steady_clock::now();
-    if (auto* e = std::get_if<EtcdError>(&read)) {
-      actions_error_ = e->message;
-    } else {
-      actions_error_.clear();
-      actions_.clear();
-      for (const auto& kv : std::get<RangeResult>(read).kvs) {
-        json j = json::parse(kv.value, nullptr, false);
-        if (j.is_object() && j.contains("action_id") && j["action_id"].is_string()) actions_.push_back(std::move(j));
-      }
-    }
-  }
+  const std::string prefix = coordinator_ ? coordinator_->keys().prefix() + "actions/" : "";
+  co_await refresh(actions_cache_, prefix);
   std::set<std::string> here;
   for (const auto& i : local) here.insert(i.value("id", std::string()));
-  for (const auto& a : actions_) {
-    const std::string id = a["action_id"].get<std::string>();
+  for (const auto& [id, a] : objects(actions_cache_.kvs, prefix)) {
     if (here.count(id)) continue;
     local.push_back({{"id", id},
                      {"service", a.value("service", std::string())},
@@ -599,44 +576,27 @@ asio::awaitable<HttpRes> Node::incidents(json local) {
                      {"source", "etcd"}});
   }
   json body{{"incidents", std::move(local)}, {"replica", cfg_.replica}};
-  if (!actions_error_.empty()) body["etcd_error"] = "the other replicas' actions could not be read from etcd (" + actions_error_ + "); this replica's own";
+  if (!actions_cache_.error.empty())
+    body["etcd_error"] = "the other replicas' actions could not be read from etcd (" + actions_cache_.error + "); this replica's own";
   co_return HttpRes{200, "application/json", body.dump(2)};
 }
 
 asio::awaitable<HttpRes> Node::proposals(json local) {
-  const auto now = std::chrono::steady_clock::now();
-  if (coordinator_ && !reading_shared_ && now - shared_at_ >= 1s) {
-    reading_shared_ = true;
-    struct Done {
-      bool& flag;
-      ~Done() { flag = false; }
-    } done{reading_shared_};
-    const std::string prefix = coordinator_->keys().prefix() + "proposals/";
-    auto read = co_await etcd_->range(prefix, true);
-    shared_at_ = std::chrono::steady_clock::now();
-    if (auto* e = std::get_if<EtcdError>(&read)) {
-      shared_error_ = e->message;
-    } else {
-      shared_error_.clear();
-      shared_.clear();
-      for (const auto& kv : std::get<RangeResult>(read).kvs) {
-        json j = json::parse(kv.value, nullptr, false);
-        if (!j.is_object() || !j.contains("id") || !j["id"].is_string()) continue;
-        const std::string state = j.value("state", std::string());
-        if (state != "pending" && state != "approved" && state != "executing") continue;
-        shared_.push_back(std::move(j));
-      }
-    }
-  }
+  const std::string prefix = coordinator_ ? coordinator_->keys().prefix() + "proposals/" : "";
+  co_await refresh(proposals_cache_, prefix);
   std::set<std::string> here;
   for (auto& p : local) {
     here.insert(p.value("id", std::string()));
     p["owner"] = cfg_.replica;
   }
-  for (const auto& j : shared_)
-    if (!here.count(j["id"].get<std::string>())) local.push_back(j);
+  for (auto& [id, j] : objects(proposals_cache_.kvs, prefix)) {
+    const std::string state = j.value("state", std::string());
+    if (here.count(id) || (state != "pending" && state != "approved" && state != "executing")) continue;  // open ones only
+    local.push_back(std::move(j));
+  }
   json body{{"proposals", std::move(local)}, {"replica", cfg_.replica}};
-  if (!shared_error_.empty()) body["etcd_error"] = "the proposals of other replicas could not be read from etcd (" + shared_error_ + "); only this replica's are listed";
+  if (!proposals_cache_.error.empty())
+    body["etcd_error"] = "the proposals of other replicas could not be read from etcd (" + proposals_cache_.error + "); only this replica's are listed";
   co_return HttpRes{200, "application/json", body.dump(2)};
 }
 
@@ -645,10 +605,7 @@ void Node::resign() {
   resigning_ = true;
   net::spawn(ioc_.get_executor(),
              [this]() -> asio::awaitable<void> {
-               struct Done {
-                 bool& flag;
-                 ~Done() { flag = false; }
-               } done{resigning_};
+               net::FlagGuard resigning(resigning_);
                life_.end();
                co_await replica_->resign();
                spdlog::info("ha: replica {} resigned (lease revoked): another replica takes over now", cfg_.replica);

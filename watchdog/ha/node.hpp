@@ -124,21 +124,15 @@ class Node {
   std::multiset<int> taking_over_;  // shards whose take-over runs (not handed over meanwhile)
   bool resigning_ = false;
   bool started_ = false;
-  // The open proposals of every replica, as last read from etcd (for proposals()).
-  std::vector<nlohmann::json> shared_;
-  std::string shared_error_;
-  std::chrono::steady_clock::time_point shared_at_{};
-  bool reading_shared_ = false;
-  // Shard owners and escalations, as last read from etcd (for services()).
-  std::map<int, std::string> owners_;
-  std::map<std::string, nlohmann::json> escalations_;
-  std::string cluster_error_;
-  std::chrono::steady_clock::time_point cluster_at_{};
-  bool reading_cluster_ = false;
-  std::vector<nlohmann::json> actions_;  // action records, as last read from etcd (for incidents())
-  std::string actions_error_;
-  std::chrono::steady_clock::time_point actions_at_{};
-  bool reading_actions_ = false;
+  // What the API shows of the other replicas, as last read from etcd (at most once a second).
+  struct Cached {
+    std::vector<KeyValue> kvs;
+    std::string error;  // the last read failed: the kvs are older
+    std::chrono::steady_clock::time_point at{};
+    bool reading = false;
+  };
+  boost::asio::awaitable<void> refresh(Cached& c, const std::string& prefix);
+  Cached proposals_cache_, owners_cache_, escalations_cache_, actions_cache_;
   net::Lifetime life_;  // take-overs
   net::Lifetime resign_life_;  // not ended by stop(): the resign must reach etcd
 };

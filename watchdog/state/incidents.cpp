@@ -190,11 +190,7 @@ std::optional<std::string> Incidents::observe(Event type, const std::string& ser
       const std::string who = inherited ? "replica " + str(d["inherited"], "replica") + " stopped during the action and replica " +
                                               str(d, "reconciled_by") + " took it over"
                                         : "lastgood restarted during the action";
-      if (d.value("never_ran", false)) inc->status = "never_ran";
-      inc->timeline.push_back({at, "action_reconciled",
-                               d.value("never_ran", false) ? who + "; it had not started: nothing was changed"
-                                                           : who + "; the live release " +
-                                                                 (switched ? "is the target: verifying" : "is not the target: " + str(d, "live"))});
+      inc->timeline.push_back({at, "action_reconciled", who + "; the live release " + (switched ? "is the target: verifying" : "is not the target: " + str(d, "live"))});
     }
     return inc->id;
   }
