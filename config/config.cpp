@@ -3,6 +3,7 @@
 #include "config/config.hpp"
 #include "config/reader.hpp"
 
+#include "net/time.hpp"
 #include "net/url.hpp"
 
 #include <arpa/inet.h>
@@ -29,8 +30,8 @@ namespace {
 using namespace detail;
 
 // The events a notify target may choose.
-const std::set<std::string> kEvents = {"breach",   "proposed", "approved",  "rejected", "expired",
-                                       "stale",    "executed", "verified", "escalated", "failed"};
+const std::set<std::string> kEvents = {"breach", "proposed", "approved", "rejected", "expired", "stale",
+                                       "executed", "verified", "escalated", "failed", "reminder", "cleared"};
 
 void parse_listen(Ctx& c, Obj& o, Config& cfg) {
   if (auto l = o.str("listen")) {
@@ -52,6 +53,10 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
   Obj o(c, j, "");
   if (!o.ok()) return;
   parse_listen(c, o, cfg);
+  if (auto u = o.url("external_url", false, "an http:// or https:// URL (e.g. \"https://lastgood.example.com/\")")) {
+    cfg.external_url = *u;
+    while (!cfg.external_url.empty() && cfg.external_url.back() == '/') cfg.external_url.pop_back();
+  }
   if (const json* v = o.get("api")) {
     Obj ao(c, *v, o.at("api"));
     if (ao.ok()) {
@@ -136,6 +141,14 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
       if (auto r = eo.strings("roles", true, true)) a.roles = *r;
       if (auto q = eo.integer("quorum", 1, 100)) a.quorum = static_cast<int>(*q);
       if (auto b = eo.boolean("auto")) a.auto_ = *b;
+      if (auto r = eo.duration("remind_every", false, Duration{1000})) a.remind_every = *r;
+      if (const json* se = eo.get("secondary")) {
+        Obj so(c, *se, eo.at("secondary"));
+        if (so.ok()) {
+          if (auto r = so.strings("roles", true, true)) a.secondary_roles = *r;
+          if (auto d = so.duration("after", true)) a.secondary_after = *d;
+        }
+      }
       cfg.authority[*parse_severity(sev)] = a;
     }
   }
@@ -144,17 +157,28 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     Obj n(c, e, p);
     if (!n.ok()) return;
     Notify nt;
-    if (auto k = n.one_of("kind", {"webhook", "slack"}, true)) nt.kind = *k;
-    if (auto u = n.secret("url", true, true)) {
+    if (auto k = n.one_of("kind", {"webhook", "slack", "pagerduty"}, true)) nt.kind = *k;
+    // PagerDuty's Events API v2 has one address; a stand-in (or an EU endpoint) may be given.
+    const bool pagerduty = nt.kind == "pagerduty";
+    if (pagerduty && !n.has("url") && !n.has("url_env") && !n.has("url_file")) nt.url = Secret::from_inline("https://events.pagerduty.com/v2/enqueue");
+    else if (auto u = n.secret("url", true, true)) {
       nt.url = *u;
       if (u->source() == Secret::Source::inline_value && !net::parse_url(u->value()))
         c.error(n.at("url"), "expected an http:// or https:// URL, found \"" + u->value() + "\"");
     }
+    if (pagerduty) nt.routing_key = n.secret("routing_key", true);
+    if (auto sv = n.strings("severities")) {
+      for (size_t i = 0; i < sv->size(); ++i) {
+        if (auto sev = parse_severity((*sv)[i])) nt.severities.push_back(*sev);
+        else c.error(n.at("severities") + "/" + std::to_string(i), "expected P0, P1 or P2, found \"" + (*sv)[i] + "\"");
+      }
+    }
+    if (auto sv = n.strings("services")) nt.services = *sv;
     if (auto ev = n.strings("events")) {
       for (size_t i = 0; i < ev->size(); ++i) {
         if (!kEvents.count((*ev)[i]))
           c.error(n.at("events") + "/" + std::to_string(i),
-                  "expected one of breach, proposed, approved, rejected, expired, executed, verified, escalated, failed, found \"" +
+                  "expected one of breach, proposed, approved, rejected, expired, stale, executed, verified, escalated, failed, reminder, cleared, found \"" +
                       (*ev)[i] + "\"");
       }
       nt.events = *ev;
@@ -221,6 +245,34 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     cfg.services.push_back(std::move(svc));
   });
   if (const json* v = o.get("services"); v && v->is_array() && v->empty()) c.error(o.at("services"), "expected at least one service");
+
+  each(o, "maintenance", false, [&](const json& e, const std::string& p, size_t) {
+    Obj m(c, e, p);
+    if (!m.ok()) return;
+    Maintenance w;
+    if (auto sv = m.strings("services", true, true)) {
+      for (size_t i = 0; i < sv->size(); ++i)
+        if (!service_names.count((*sv)[i])) c.error(m.at("services") + "/" + std::to_string(i), "no service named \"" + (*sv)[i] + "\" in services");
+      w.services = *sv;
+    }
+    auto time_at = [&](const char* key) -> std::optional<std::chrono::system_clock::time_point> {
+      auto t = m.str(key, true);
+      if (!t) return std::nullopt;
+      auto tp = net::parse_rfc3339(*t);
+      if (!tp) c.error(m.at(key), "expected an RFC 3339 time like \"2026-12-24T00:00:00Z\", found \"" + *t + "\"");
+      return tp;
+    };
+    auto start = time_at("start"), end = time_at("end");
+    if (start && end && *end <= *start) c.error(m.at("end"), "expected a time after start");
+    if (start) w.start = *start;
+    if (end) w.end = *end;
+    if (auto cm = m.str("comment", false, true)) w.comment = *cm;
+    cfg.maintenance.push_back(std::move(w));
+  });
+  for (size_t i = 0; i < cfg.notify.size(); ++i)
+    for (size_t k = 0; k < cfg.notify[i].services.size(); ++k)
+      if (!service_names.count(cfg.notify[i].services[k]))
+        c.error("/notify/" + std::to_string(i) + "/services/" + std::to_string(k), "no service named \"" + cfg.notify[i].services[k] + "\" in services");
 
   // Cross-check: a quorum must be reachable by the approvers who hold an allowed role.
   for (const auto& [sev, a] : cfg.authority) {

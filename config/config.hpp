@@ -1,6 +1,7 @@
 #pragma once
 // The typed, immutable configuration of lastgood (shape: ../docs/configuration.md).
 // Built once by load(); every part of the program reads it through a const reference.
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -72,9 +73,19 @@ struct Approver {
 };
 
 struct Notify {
-  std::string kind;                                      // webhook | slack
+  std::string kind;                                      // webhook | slack | pagerduty
   Secret url;                                            // url given inline counts as non-secret
+  std::optional<Secret> routing_key;                     // pagerduty: the integration's routing key
   std::vector<std::string> events;                       // empty = all
+  std::vector<Severity> severities;                      // empty = all
+  std::vector<std::string> services;                     // empty = all
+};
+
+// A maintenance window: like a silence, from the config.
+struct Maintenance {
+  std::vector<std::string> services;
+  std::chrono::system_clock::time_point start, end;
+  std::string comment;
 };
 
 struct Alertmanager {
@@ -123,12 +134,14 @@ struct Ha {
 struct Config {
   std::string source;                                    // the file it came from
   std::string listen = "127.0.0.1:9464";
+  std::string external_url;                              // the base of every link in notices ("" : the listen address)
   Api api;
   std::string state_dir = "/var/lib/lastgood";
   LedgerOptions ledger;
   std::vector<Approver> approvers;
   std::map<Severity, Authority> authority;
   std::vector<Notify> notify;
+  std::vector<Maintenance> maintenance;
   std::optional<Alertmanager> alertmanager;
   std::optional<Ha> ha;
   std::vector<Service> services;

@@ -65,7 +65,7 @@ bool DeploymentTracker::health(bool healthy, TimePoint now, Duration good_after,
 const Release* DeploymentTracker::last_good() const {
   const Release* best = nullptr;
   for (const auto& r : history_)
-    if (r.last_good_at && (!best || *r.last_good_at > *best->last_good_at)) best = &r;
+    if (r.last_good_at && !bad(r.id) && (!best || *r.last_good_at > *best->last_good_at)) best = &r;
   return best;
 }
 
@@ -73,7 +73,7 @@ const Release* DeploymentTracker::rollback_target() const {
   const Release* l = live();
   const Release* best = nullptr;
   for (const auto& r : history_) {
-    if (l && r.id == l->id) continue;
+    if ((l && r.id == l->id) || bad(r.id)) continue;
     if (r.last_good_at && (!best || *r.last_good_at > *best->last_good_at)) best = &r;
   }
   return best;
@@ -85,6 +85,18 @@ void DeploymentTracker::mark_good(const std::string& id, TimePoint at) {
     if (!r.verified_at) r.verified_at = at;
     if (!r.last_good_at || *r.last_good_at < at) r.last_good_at = at;
   }
+}
+
+void DeploymentTracker::mark_bad(const std::string& id, BadMark mark) {
+  std::erase_if(bad_, [&](const auto& b) { return b.first == id; });
+  bad_.emplace_back(id, std::move(mark));
+  if (bad_.size() > kMaxBad) bad_.erase(bad_.begin());
+}
+
+const BadMark* DeploymentTracker::bad(const std::string& id) const {
+  for (const auto& [k, m] : bad_)
+    if (k == id) return &m;
+  return nullptr;
 }
 
 bool DeploymentTracker::known(const std::string& id) const {

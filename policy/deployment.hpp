@@ -19,9 +19,16 @@ struct Release {
   std::optional<TimePoint> last_good_at;   // last time it was live and verified good
 };
 
+// A release a person marked bad: never a rollback target again.
+struct BadMark {
+  std::string by, reason;
+  TimePoint at;
+};
+
 class DeploymentTracker {
  public:
   static constexpr size_t kMaxHistory = 64;
+  static constexpr size_t kMaxBad = 256;
 
   // The deployment's live release as read at `now`. Returns true when the live release changed.
   bool observe(const std::string& id, std::optional<TimePoint> deployed_at, TimePoint now, bool migration = false);
@@ -44,9 +51,15 @@ class DeploymentTracker {
   bool known(const std::string& id) const;
   // Replay: the release was verified good at `at` (from the ledger).
   void mark_good(const std::string& id, TimePoint at);
+  // A person marked the release bad (it need not have been seen yet): it is never a rollback
+  // target or the last good release again. Kept for the last kMaxBad releases marked.
+  void mark_bad(const std::string& id, BadMark mark);
+  const BadMark* bad(const std::string& id) const;
+  const std::vector<std::pair<std::string, BadMark>>& bad_marks() const { return bad_; }
 
  private:
   std::vector<Release> history_;  // in order of first going live
+  std::vector<std::pair<std::string, BadMark>> bad_;  // in the order marked
   int live_ = -1;
   std::optional<TimePoint> healthy_since_;
   int ok_since_ = 0;  // ok results since healthy_since_ (or since the release went live)

@@ -81,6 +81,8 @@ class ServicePolicy {
   void count_rollbacks_at_start() { counts_at_start_ = true; }
   // Replay from the ledger after a restart.
   void replay_verified(const std::string& id, TimePoint at) { deployment_.mark_good(id, at); }
+  // A person marked a release bad (live, replay): never a rollback target again.
+  void mark_bad(const std::string& id, BadMark mark) { deployment_.mark_bad(id, std::move(mark)); }
   void replay_decision(DecisionKind k, TimePoint at) {
     // An execute decision counts from its action_started (note_rollback), not from the decision.
     if (k != DecisionKind::propose) return;

@@ -60,6 +60,11 @@ struct Authority {
   std::vector<std::string> roles;
   int quorum = 1;
   bool auto_ = false;
+  // A proposal without quorum after `secondary_after` may also be approved by these roles
+  // (the seed's secondary authority column); empty: none.
+  std::vector<std::string> secondary_roles{};
+  Duration secondary_after{0};
+  Duration remind_every{0};  // re-send the pending notice this often while it waits; 0: never
 };
 
 }  // namespace lastgood::policy

@@ -57,6 +57,9 @@ struct Decision {
   std::optional<std::string> release_from, release_to;
   bool shadow = false;  // detected only: never enforced
   TimePoint at;
+  // Who asked: the policy on a breach, or a person (a manual rollback, a release marked bad).
+  std::string origin = "policy";  // policy | manual | mark_bad
+  std::string requested_by;       // the person, for manual and mark_bad
 };
 
 struct Transition {

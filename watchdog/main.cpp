@@ -18,6 +18,7 @@
 #include "config/secret.hpp"
 #include "net/supervise.hpp"
 #include "lastgood/version.hpp"
+#include "watchdog/ctl.hpp"
 #include "watchdog/demo.hpp"
 #include "watchdog/state/ledger.hpp"
 #include "watchdog/logging.hpp"
@@ -39,6 +40,8 @@ usage:
                                      with --key-file, check the HMACs of a keyed ledger (ledger.hmac_key_file)
   lastgood ledger head FILE [--key-file K]
                                      print the last entry's SEQ:HASH, to keep outside this machine
+  lastgood ctl COMMAND               talk to a running lastgood: status, proposals, approve, reject,
+                                     rollback, bad, releases, silence, clear, reload (lastgood ctl --help)
   lastgood --version | --help
 
 options:
@@ -178,6 +181,8 @@ int main(int argc, char** argv) {
   // next scrape's body stays in the heap as resident memory after it is sent.
   ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
   std::vector<std::string> v(argv + 1, argv + argc);
+  // `lastgood ctl ...`: a client of a running instance, with options of its own.
+  if (!v.empty() && v[0] == "ctl") return lastgood::watchdog::run_ctl(std::vector<std::string>(v.begin() + 1, v.end()));
   Args a;
   for (size_t i = 0; i < v.size(); ++i) {
     const std::string& s = v[i];

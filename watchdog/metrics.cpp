@@ -44,6 +44,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                             .Register(r)
                             .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 120});
   proposals_pending_ = &prometheus::BuildGauge().Name("lastgood_proposals_pending").Help("Rollback proposals waiting for approval.").Register(r).Add({});
+  silenced_ = &prometheus::BuildGauge().Name("lastgood_silenced").Help("1 while a silence or maintenance window holds the service's decisions.").Register(r);
+  reload_ok_ = &prometheus::BuildGauge().Name("lastgood_config_last_reload_successful").Help("Whether the last configuration reload attempt was successful.").Register(r).Add({});
+  reload_ok_->Set(1);
+  reload_at_ = &prometheus::BuildGauge()
+                    .Name("lastgood_config_last_reload_success_timestamp_seconds")
+                    .Help("Timestamp of the last successful configuration reload (or the start).")
+                    .Register(r)
+                    .Add({});
+  reload_at_->Set(static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count()));
   ledger_entries_ = &prometheus::BuildCounter().Name("lastgood_ledger_entries_total").Help("Entries in the ledger (replayed and appended).").Register(r).Add({});
   escalations_ = &prometheus::BuildCounter()
                       .Name("lastgood_escalations_total")

@@ -70,6 +70,13 @@ class Metrics {
   void ledger_entries(std::uint64_t n) { ledger_entries_->Increment(static_cast<double>(n)); }
   void escalation(const std::string& service) { escalations_->Add({{"service", service}}).Increment(); }
   void alert(const std::string& outcome) { alerts_->Add({{"outcome", outcome}}).Increment(); }
+  // lastgood_silenced{service}: 1 while a silence or maintenance window covers the service.
+  void silenced(const std::string& service, bool on) { silenced_->Add({{"service", service}}).Set(on ? 1 : 0); }
+  // lastgood_config_last_reload_successful and _success_timestamp_seconds, as Prometheus has them.
+  void config_reload(bool ok, double now_seconds) {
+    reload_ok_->Set(ok ? 1 : 0);
+    if (ok) reload_at_->Set(now_seconds);
+  }
 
   // lastgood's own trouble: lastgood_internal_errors_total{where} (exported at 0 for every place
   // of kInternalErrorPlaces) and lastgood_ledger_writable. Thread-safe (prometheus-cpp).
@@ -127,6 +134,9 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* rollbacks_;
   prometheus::Histogram* rollback_duration_;
   prometheus::Gauge* proposals_pending_;
+  prometheus::Family<prometheus::Gauge>* silenced_;
+  prometheus::Gauge* reload_ok_;
+  prometheus::Gauge* reload_at_;
   prometheus::Counter* ledger_entries_;
   prometheus::Family<prometheus::Counter>* escalations_;
   prometheus::Family<prometheus::Counter>* alerts_;

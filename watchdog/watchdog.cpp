@@ -76,8 +76,22 @@ void Watchdog::start() {
   limits.idle_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(cfg_->api.idle_timeout);
   server_ = std::make_unique<Server>(ioc_, cfg_->listen, [this](const HttpReq& r) { return handle(r); }, limits);
   server_->start();
-  pipeline_.notifier().set_base_url("http://" + server_->local_endpoint().address().to_string() + ":" +
-                                    std::to_string(server_->local_endpoint().port()));
+  // Links in notices: external_url, else the listen address (a wildcard one says nothing to the
+  // reader: this host's name instead, with a hint).
+  if (!cfg_->external_url.empty()) {
+    pipeline_.notifier().set_base_url(cfg_->external_url);
+  } else {
+    const auto ep = server_->local_endpoint();
+    std::string host = ep.address().to_string();
+    if (ep.address().is_unspecified()) {
+      char name[256] = {};
+      host = ::gethostname(name, sizeof name - 1) == 0 && name[0] ? name : "localhost";
+      spdlog::warn("listen is {}: links in notices name this host ({}); set external_url to the address people reach lastgood at", cfg_->listen, host);
+    } else if (ep.address().is_v6()) {
+      host = "[" + host + "]";
+    }
+    pipeline_.notifier().set_base_url("http://" + host + ":" + std::to_string(ep.port()));
+  }
   if (ha_) {
     // Until the replica owns a shard, the coordinator refuses: nothing is decided before joining.
     ha_->start("http://" + server_->local_endpoint().address().to_string() + ":" + std::to_string(server_->local_endpoint().port()));

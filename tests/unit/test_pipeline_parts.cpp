@@ -93,6 +93,8 @@ struct Target final : ReplayTarget {
   void rollback_started(std::size_t, policy::TimePoint) override { calls.push_back("rollback"); }
   void escalated(std::size_t, const std::string& why) override { calls.push_back("escalated " + why); }
   void cleared(std::size_t) override { calls.push_back("cleared"); }
+  void marked_bad(std::size_t, const std::string& id, policy::BadMark m) override { calls.push_back("bad " + id + " by " + m.by); }
+  void silence(Event type, const LedgerEntry& e) override { calls.push_back(std::string(name(type)) + " " + e.data.value("id", "")); }
 };
 
 LedgerEntry entry(Event type, json data, const std::string& service = "www") {
@@ -149,6 +151,12 @@ TEST_CASE("every event type replays: each rebuilds its state or is known to carr
       {Event::ha_acquired, {{"shard", 0}, {"fence", 17}}},
       {Event::ha_lost, {{"shard", 0}, {"why", "resigned"}}},
       {Event::late_effect, {{"action_id", "a1"}, {"live", "v1"}}},
+      {Event::release_marked_bad, {{"release", "v2"}, {"by", "alice"}, {"reason", "r"}}},
+      {Event::silence_added, {{"id", "s1"}, {"services", {"www"}}, {"by", "alice"}}},
+      {Event::silence_expired, {{"id", "s1"}, {"by", "bob"}}},
+      {Event::proposal_reminded, {{"id", "p1"}}},
+      {Event::rollback_requested, {{"by", "alice"}, {"reason", "r"}}},
+      {Event::config_reloaded, {{"ok", true}}},
   };
   REQUIRE(data.size() == kEventNames.size());  // a new event needs a row here
   for (std::size_t i = 0; i < kEventNames.size(); ++i) {
@@ -162,7 +170,8 @@ TEST_CASE("every event type replays: each rebuilds its state or is known to carr
   const Replayed r = replay(entries, w.target, w.proposals);
   CHECK(r.damage.empty());
   CHECK(w.target.calls ==
-        std::vector<std::string>{"decision propose", "release v2 migration", "good v1", "rollback", "escalated r", "cleared"});
+        std::vector<std::string>{"decision propose", "release v2 migration", "good v1", "rollback", "escalated r", "cleared", "bad v2 by alice",
+                                   "silence_added s1", "silence_expired s1"});
   // a1 started (via p1) and finished ok: to be verified, p1 not re-run; a2's reconciliation did
   // not switch; nothing is left unfinished.
   REQUIRE(r.unverified.size() == 1);

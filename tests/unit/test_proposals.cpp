@@ -160,3 +160,94 @@ TEST_CASE("proposals replayed from their entries come back with their votes and 
   CHECK(again.proposals.unstarted({}) == std::vector<std::string>{p->id});
   CHECK(again.proposals.unstarted({p->id}).empty());
 }
+
+TEST_CASE("a P1 proposal without quorum: reminders, then the secondary authority may approve too, and says so", "[proposals]") {
+  World w;
+  auto& p1 = w.authority[policy::Severity::P1];
+  p1.quorum = 1;
+  p1.secondary_roles = {"cto"};
+  p1.secondary_after = 10min;
+  p1.remind_every = 4min;
+  const auto* p = w.propose();
+  REQUIRE(p);
+  const std::string id = p->id;
+  auto reminders = [&] {
+    int n = 0;
+    for (const auto& [e, s] : w.notices.sent) n += e == "reminder";
+    return n;
+  };
+  // Before `after`: carol (cto) is refused, and told from when she may approve.
+  w.clock.t += 3min;
+  w.proposals.remind(w.clock.now());
+  CHECK(reminders() == 0);
+  auto early = w.vote(id, "carol");
+  CHECK(early.status == VoteStatus::forbidden);
+  CHECK_THAT(early.error, Catch::Contains("secondary roles may approve from"));
+  // Reminders every 4 minutes while it waits (4 and 8 min).
+  w.clock.t += 1min;
+  w.proposals.remind(w.clock.now());
+  CHECK(reminders() == 1);
+  w.clock.t += 2min;
+  w.proposals.remind(w.clock.now());
+  CHECK(reminders() == 1);
+  w.clock.t += 2min;
+  w.proposals.remind(w.clock.now());
+  CHECK(reminders() == 2);
+  CHECK(w.rec.of(Event::proposal_reminded).size() == 2);
+  CHECK_FALSE(p->secondary_open);
+  // At 10 min: the secondary authority joins, once, recorded and noticed.
+  w.clock.t += 2min;
+  w.proposals.remind(w.clock.now());
+  CHECK(p->secondary_open);
+  CHECK(reminders() == 3);
+  w.proposals.remind(w.clock.now());
+  CHECK(reminders() == 3);
+  const auto rem = w.rec.of(Event::proposal_reminded);
+  REQUIRE(rem.size() == 3);
+  CHECK(rem.back().data.contains("secondary"));
+  auto view = p->to_json(w.proposals.authority(policy::Severity::P1));
+  CHECK(view["secondary"]["open"] == true);
+  CHECK(view["may_approve"].size() == 3);  // eng-manager, senior-engineer, cto
+  CHECK(view["approvals_needed"] == 1);
+  // Now carol may approve (as cto, the secondary role): quorum 1 reached.
+  auto late = w.vote(id, "carol");
+  CHECK(late.status == VoteStatus::execute);
+  CHECK(p->approvals.at(0).role == "cto");
+  // No reminder for a proposal that no longer waits.
+  w.clock.t += 10min;
+  w.proposals.remind(w.clock.now());
+  CHECK(reminders() == 3);
+}
+
+TEST_CASE("no secondary authority and no remind_every: a waiting proposal is not reminded, a P0 role never decides a P1", "[proposals]") {
+  World w;
+  const auto* p = w.propose();
+  REQUIRE(p);
+  w.clock.t += 29min;
+  w.proposals.remind(w.clock.now());
+  CHECK(w.notices.sent.size() == 0);
+  CHECK(w.vote(p->id, "carol").status == VoteStatus::forbidden);
+}
+
+TEST_CASE("reminders and the secondary authority survive a replay", "[proposals]") {
+  World w;
+  auto& p1 = w.authority[policy::Severity::P1];
+  p1.secondary_roles = {"cto"};
+  p1.secondary_after = 5min;
+  const auto* p = w.propose();
+  REQUIRE(p);
+  w.clock.t += 6min;
+  w.proposals.remind(w.clock.now());
+  REQUIRE(p->secondary_open);
+  // A second Proposals fed the same entries.
+  Proposals again{w.rec, w.clock, w.authority, w.ids, w.notices.sink()};
+  for (const auto& e : w.rec.entries) {
+    const auto type = parse_event(e.type);
+    if (type == Event::proposal_created || type == Event::proposal_reminded) again.replay(*type, e);
+  }
+  REQUIRE(again.find(p->id));
+  CHECK(again.find(p->id)->secondary_open);
+  const auto before = w.notices.sent.size();
+  again.remind(w.clock.now());
+  CHECK(w.notices.sent.size() == before);  // noticed once, not again after a restart
+}

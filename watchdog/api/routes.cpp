@@ -9,6 +9,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "config/duration.hpp"
+#include "config/reader.hpp"
 #include "watchdog/api/page.hpp"
 #include "watchdog/api/views.hpp"
 #include "watchdog/json_text.hpp"
@@ -177,7 +179,128 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     if (markdown) return {200, "text/markdown; charset=utf-8", Incidents::to_markdown(*inc)};
     return {200, "application/json", json_text(Incidents::to_json(*inc), 2)};
   }
+  // Who sent a state-changing request: an approver, or the refusal to answer with (401, 429;
+  // 403 when no approvers are configured, so nobody may).
+  auto person = [&](const std::string& service, Event refused_as, const char* what) -> std::pair<const config::Approver*, HttpRes> {
+    if (!approvers_.any())
+      return {nullptr, HttpRes::json_error(403, std::string("no approvers are configured, so nobody may ") + what +
+                                                    " over the API: add approvers (with tokens) to the config")};
+    const auto* a = approvers_.identify(req.authorization);
+    if (a) return {a, {}};
+    if (approver_failures_.blocked(client, req.authorization, now))
+      return {nullptr, HttpRes::json_error(429, "too many failed authentications from " + client + " with this token; try again in a minute")};
+    approver_failures_.failed(client, req.authorization, now);
+    pipeline_.record_unauthenticated(refused_as, service, client, {{"why", "no or unknown token"}, {"path", path.substr(0, 200)}});
+    return {nullptr, HttpRes::json_error(401, "an approver's bearer token is required (Authorization: Bearer TOKEN)")};
+  };
+  auto body_object = [&](nlohmann::json& out) -> std::optional<HttpRes> {
+    out = req.body.empty() ? nlohmann::json::object() : nlohmann::json::parse(req.body, nullptr, false);
+    if (out.is_discarded() || !out.is_object()) return HttpRes::json_error(400, "the body must be a JSON object");
+    return std::nullopt;
+  };
+  auto string_field = [](const nlohmann::json& b, const char* key) -> std::optional<std::string> {
+    if (!b.contains(key)) return std::string();
+    if (!b[key].is_string()) return std::nullopt;
+    return b[key].get<std::string>();
+  };
+  auto answer = [](const Request& r, int ok_status) -> HttpRes {
+    switch (r.status) {
+      case Request::Status::accepted: {
+        int st = ok_status;
+        if (r.vote == VoteStatus::execute) st = 202;
+        return {st, "application/json", json_text(r.body, 2)};
+      }
+      case Request::Status::refused: {
+        nlohmann::json b{{"error", r.error}};
+        if (r.proposal) b["proposal"] = r.proposal->id;
+        return {409, "application/json", json_text(b, 2)};
+      }
+      case Request::Status::forbidden: return HttpRes::json_error(403, r.error);
+      case Request::Status::not_found: return HttpRes::json_error(404, r.error);
+      case Request::Status::cannot_record: return HttpRes::json_error(503, r.error);
+    }
+    return HttpRes::json_error(500, "unexpected");
+  };
+  const std::string ha_refusal = "not available with several replicas (ha) yet: requests from people are kept in one replica's ledger, and the owner of the service might not see them";
+  if (path == "/api/v1/silences") {
+    if (get) return {200, "application/json", json_text(nlohmann::json{{"silences", pipeline_.silences().list(std::chrono::system_clock::now())}}, 2)};
+    if (req.method != "POST") return HttpRes::json_error(405, "use GET or POST");
+    nlohmann::json b;
+    if (auto bad = body_object(b)) return *bad;
+    std::vector<std::string> services;
+    if (b.contains("service") && b["service"].is_string()) services.push_back(b["service"].get<std::string>());
+    else if (b.contains("services") && b["services"].is_array()) {
+      for (const auto& x : b["services"])
+        if (x.is_string()) services.push_back(x.get<std::string>());
+        else return HttpRes::json_error(400, "/services: expected an array of service names");
+    } else {
+      return HttpRes::json_error(400, "expected {\"service\": \"NAME\", \"for\": \"1h\", \"comment\": \"...\"} (or \"services\": [...])");
+    }
+    if (services.empty() || services.size() > 1000) return HttpRes::json_error(400, "/services: expected 1 to 1000 service names");
+    for (const auto& sv : services)
+      if (!pipeline_.service_index(sv)) return HttpRes::json_error(404, "no service named " + sv.substr(0, 100));
+    auto [who, refusal] = person(services.front(), Event::clear_refused, "silence a service");
+    if (!who) return refusal;
+    if (ha_) return HttpRes::json_error(501, "silences are " + ha_refusal);
+    const auto length = b.contains("for") && b["for"].is_string() ? config::parse_duration(b["for"].get<std::string>()) : std::nullopt;
+    if (!length || length->count() <= 0 || *length > std::chrono::hours(24 * 90))
+      return HttpRes::json_error(400, "/for: expected a duration like \"30m\" or \"2h\" (at most 90 days)");
+    auto comment = string_field(b, "comment");
+    if (!comment || comment->empty()) return HttpRes::json_error(400, "/comment: expected a string saying why (it is shown with the silence)");
+    return answer(pipeline_.add_silence(services, *length, who->name, *comment, client), 201);
+  }
+  const std::string sil_prefix = "/api/v1/silences/";
+  if (path.rfind(sil_prefix, 0) == 0) {
+    if (req.method != "DELETE") return HttpRes::json_error(405, "use DELETE");
+    const std::string id = path.substr(sil_prefix.size());
+    auto [who, refusal] = person("", Event::clear_refused, "expire a silence");
+    if (!who) return refusal;
+    return answer(pipeline_.expire_silence(id, who->name, client), 200);
+  }
   const std::string svc_prefix = "/api/v1/services/";
+  if (path.rfind(svc_prefix, 0) == 0) {
+    // /api/v1/services/{s}/releases, /rollback, /releases/{r}/bad (/clear below)
+    const std::string rest = path.substr(svc_prefix.size());
+    const auto slash = rest.find('/');
+    const std::string name = rest.substr(0, slash), tail = slash == std::string::npos ? "" : rest.substr(slash);
+    const auto si = pipeline_.service_index(name);
+    if (tail == "/releases") {
+      if (!get) return HttpRes::json_error(405, "use GET");
+      if (!si) return HttpRes::json_error(404, "no service named " + name.substr(0, 100));
+      return {200, "application/json", json_text(pipeline_.releases(*si), 2)};
+    }
+    const bool rollback = tail == "/rollback";
+    const bool bad = tail.rfind("/releases/", 0) == 0 && tail.size() > 14 && tail.substr(tail.size() - 4) == "/bad";
+    if (rollback || bad) {
+      if (req.method != "POST") return HttpRes::json_error(405, "use POST");
+      if (!si) return HttpRes::json_error(404, "no service named " + name.substr(0, 100));
+      auto [who, refusal] = person(name, Event::clear_refused, rollback ? "ask for a rollback" : "mark a release bad");
+      if (!who) return refusal;
+      if (ha_) return HttpRes::json_error(501, std::string(rollback ? "manual rollbacks are " : "marking releases bad is ") + ha_refusal);
+      nlohmann::json b;
+      if (auto badbody = body_object(b)) return *badbody;
+      auto reason = string_field(b, "reason");
+      if (!reason || reason->empty()) return HttpRes::json_error(400, "/reason: expected a string saying why (it goes to the ledger, the proposal and the notices)");
+      policy::Severity sev = policy::Severity::P1;
+      if (b.contains("severity")) {
+        auto sv = b["severity"].is_string() ? config::detail::parse_severity(b["severity"].get<std::string>()) : std::nullopt;
+        if (!sv) return HttpRes::json_error(400, "/severity: expected \"P0\", \"P1\" or \"P2\"");
+        sev = *sv;
+      }
+      if (bad) {
+        const std::string release = tail.substr(10, tail.size() - 14);
+        if (release.empty() || release.size() > 200) return HttpRes::json_error(400, "expected /api/v1/services/{s}/releases/{release}/bad");
+        return answer(pipeline_.mark_bad(*si, *who, release, sev, *reason, client), 200);
+      }
+      std::optional<std::string> to;
+      if (b.contains("to")) {
+        auto t = string_field(b, "to");
+        if (!t || t->empty()) return HttpRes::json_error(400, "/to: expected a release id");
+        to = *t;
+      }
+      return answer(pipeline_.request_rollback(*si, *who, to, sev, *reason, client), 201);
+    }
+  }
   if (path.rfind(svc_prefix, 0) == 0 && path.size() > svc_prefix.size() + 6 && path.substr(path.size() - 6) == "/clear") {
     if (req.method != "POST") return HttpRes::json_error(405, "use POST");
     const std::string name = path.substr(svc_prefix.size(), path.size() - svc_prefix.size() - 6);

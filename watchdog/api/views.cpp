@@ -8,7 +8,7 @@ using nlohmann::json;
 
 json proposals_view(const Pipeline& p) {
   json out = json::array();
-  for (const auto& x : p.proposals().all()) out.push_back(x.to_json());
+  for (const auto& x : p.proposals().all()) out.push_back(x.to_json(p.proposals().authority(x.decision.severity)));
   return out;
 }
 
@@ -44,8 +44,9 @@ json service_view(const Pipeline& p, size_t si, policy::TimePoint t) {
   j["triggers"] = ts;
   json props = json::array();
   for (const auto& x : p.proposals().all())
-    if (x.decision.service == s.name() && x.state == ProposalState::pending) props.push_back(x.to_json());
+    if (x.decision.service == s.name() && x.state == ProposalState::pending) props.push_back(x.to_json(p.proposals().authority(x.decision.severity)));
   j["pending_proposals"] = props;
+  if (const Silence* sl = p.silenced(si)) j["silenced"] = sl->to_json(t);
   return j;
 }
 

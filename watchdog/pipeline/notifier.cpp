@@ -27,6 +27,7 @@ json Notifier::payload(size_t target, const std::string& event, const std::strin
     links["incident"] = base_url_ + "/api/v1/incidents/" + d["incident_id"].get<std::string>();
     links["incident_markdown"] = base_url_ + "/api/v1/incidents/" + d["incident_id"].get<std::string>() + ".md";
   }
+  if (n.kind == "pagerduty") return pagerduty(pagerduty_action(event), event, service, d, links);
   if (n.kind == "slack") {
     std::string text = "*lastgood* `" + event + "` on *" + service + "*";
     if (d.contains("severity")) text += " (" + d["severity"].get<std::string>() + ")";
@@ -45,22 +46,80 @@ json Notifier::payload(size_t target, const std::string& event, const std::strin
   return body;
 }
 
+std::string Notifier::pagerduty_action(const std::string& event) {
+  if (event == "breach" || event == "proposed" || event == "escalated" || event == "failed" || event == "reminder") return "trigger";
+  if (event == "approved" || event == "executed" || event == "rejected") return "acknowledge";
+  if (event == "verified") return "resolve";
+  return "";  // expired, stale, cleared: the incident stays as it is
+}
+
+std::string Notifier::severity_of(const std::string& service, const json& d) const {
+  if (d.contains("severity") && d["severity"].is_string()) return d["severity"].get<std::string>();
+  if (auto it = open_.find(service); it != open_.end()) return it->second.severity;
+  return "";
+}
+
+json Notifier::pagerduty(const std::string& action, const std::string& event, const std::string& service, const json& d, const json& links) const {
+  const auto it = open_.find(service);
+  const std::string key = it != open_.end() ? it->second.key : "lastgood/" + service;
+  json body{{"event_action", action}, {"dedup_key", key}, {"client", "lastgood"}, {"client_url", links["page"]}};
+  if (action != "trigger") return body;
+  const std::string sev = severity_of(service, d);
+  // PagerDuty's severities: critical, error, warning, info.
+  const std::string pd = sev == "P0" ? "critical" : sev == "P1" ? "error" : sev == "P2" ? "warning" : "info";
+  std::string summary = "lastgood: " + event + " on " + service;
+  if (d.contains("reason") && d["reason"].is_string()) summary += ": " + d["reason"].get<std::string>();
+  else if (d.contains("evidence") && d["evidence"].is_object()) summary += ": " + d["evidence"].value("measure", std::string()) + " " + json_text(d["evidence"].value("value", json()));
+  if (summary.size() > 1024) summary.resize(1024);  // the API's limit
+  json details = json::object();
+  for (const char* k : {"trigger", "severity", "release_from", "release_to", "proposal_id", "incident_id", "evidence", "error"})
+    if (d.contains(k)) details[k] = d[k];
+  body["payload"] = {{"summary", summary}, {"source", "lastgood"}, {"severity", pd}, {"component", service}, {"class", event}, {"custom_details", details}};
+  if (d.contains("trigger") && d["trigger"].is_string()) body["payload"]["group"] = d["trigger"];
+  json pl = json::array({{{"href", links["page"]}, {"text", "lastgood"}}});
+  if (links.contains("incident")) pl.push_back({{"href", links["incident_markdown"]}, {"text", "incident record"}});
+  body["links"] = pl;
+  return body;
+}
+
 void Notifier::notify(const std::string& event, const std::string& service, const json& details) {
+  // PagerDuty's incident: opened at the first breach or proposal, closed at verified recovery.
+  if ((event == "breach" || event == "proposed") && !open_.count(service)) {
+    const std::string at = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    open_[service] = {"lastgood/" + service + "/" + at, ""};
+  }
+  if (auto it = open_.find(service); it != open_.end() && details.contains("severity") && details["severity"].is_string())
+    it->second.severity = details["severity"].get<std::string>();
+  const std::string severity = severity_of(service, details);
   for (size_t i = 0; i < cfg_.notify.size(); ++i) {
     const auto& n = cfg_.notify[i];
     if (!n.events.empty() && std::find(n.events.begin(), n.events.end(), event) == n.events.end()) continue;
+    if (!n.services.empty() && std::find(n.services.begin(), n.services.end(), service) == n.services.end()) continue;
+    if (!n.severities.empty() && !severity.empty() &&
+        std::none_of(n.severities.begin(), n.severities.end(), [&](policy::Severity s) { return severity == policy::to_string(s); }))
+      continue;
+    if (n.kind == "pagerduty" && (pagerduty_action(event).empty() || (!open_.count(service) && event != "escalated"))) continue;
     const std::string id = "n" + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                                                     std::chrono::system_clock::now().time_since_epoch()).count()) +
                            "-" + std::to_string(next_++);
     json body = payload(i, event, service, details);
     record_(Event::notify_queued, service, {{"id", id}, {"target", i}, {"kind", n.kind}, {"event", event}, {"body", body}});
-    net::spawn(ioc_.get_executor(), [this, id, i, body, service] { return deliver(id, i, body, service); }, "notify", life_);
+    send(id, i, std::move(body), service);
   }
+  if (event == "verified") open_.erase(service);
 }
 
 void Notifier::replay(const std::vector<LedgerEntry>& entries) {
   std::map<std::string, const LedgerEntry*> pending;
   for (const auto& e : entries) {
+    if (e.type == name(Event::notify_queued) && e.data.value("kind", "") == "pagerduty" && e.data.contains("body") && e.data["body"].is_object()) {
+      const auto& b = e.data["body"];  // the PagerDuty incident open at the restart
+      if (b.value("event_action", "") == "resolve") open_.erase(e.service);
+      else if (b.contains("dedup_key") && b["dedup_key"].is_string()) open_[e.service].key = b["dedup_key"].get<std::string>();
+      if (b.contains("payload") && b["payload"].is_object() && b["payload"].contains("custom_details") && b["payload"]["custom_details"].is_object() &&
+          b["payload"]["custom_details"].contains("severity") && b["payload"]["custom_details"]["severity"].is_string())
+        open_[e.service].severity = b["payload"]["custom_details"]["severity"].get<std::string>();
+    }
     if (e.type == name(Event::notify_queued)) pending[e.data.value("id", "")] = &e;
     else if (e.type == name(Event::notify_delivered) || e.type == name(Event::notify_failed)) pending.erase(e.data.value("id", ""));
   }
@@ -68,8 +127,32 @@ void Notifier::replay(const std::vector<LedgerEntry>& entries) {
     const size_t target = e->data.value("target", 0);
     if (target >= cfg_.notify.size()) continue;  // the config changed
     spdlog::info("notification {} was not delivered before the restart: sending it again", id);
-    net::spawn(ioc_.get_executor(), [this, id = id, target, body = e->data["body"], service = e->service] { return deliver(id, target, body, service); },
-               "notify", life_);
+    send(id, target, e->data["body"], e->service);
+  }
+}
+
+void Notifier::send(std::string id, size_t target, json body, std::string service) {
+  if (cfg_.notify[target].kind != "pagerduty") {
+    net::spawn(ioc_.get_executor(), [this, id, target, body, service] { return deliver(id, target, body, service); }, "notify", life_);
+    return;
+  }
+  ordered_[target].push_back({std::move(id), std::move(body), std::move(service)});
+  if (draining_[target]) return;
+  draining_[target] = true;
+  net::spawn(ioc_.get_executor(), [this, target] { return drain(target); }, "notify", life_);
+}
+
+asio::awaitable<void> Notifier::drain(size_t target) {
+  struct Done {  // however the drain ends (stopped, cancelled), the next notice starts another
+    Notifier* n;
+    size_t t;
+    ~Done() { n->draining_[t] = false; }
+  } done{this, target};
+  auto& q = ordered_[target];
+  while (!q.empty() && !stopped_) {
+    Queued item = std::move(q.front());
+    q.pop_front();
+    co_await deliver(std::move(item.id), target, std::move(item.body), std::move(item.service));
   }
 }
 
@@ -83,7 +166,19 @@ asio::awaitable<void> Notifier::deliver(std::string id, size_t target, json body
     std::string method = "POST";  // (GCC 12: no literals or braced lists inside co_await arguments)
     std::vector<std::pair<std::string, std::string>> headers;
     headers.emplace_back("Content-Type", "application/json");
-    auto res = co_await net::http_once(ioc_.get_executor(), std::move(method), std::move(url), std::move(headers), json_text(body),
+    std::string text;
+    if (n.kind == "pagerduty") {  // the routing key is read at each attempt (rotated without a restart) and never recorded
+      json sent = body;
+      if (n.routing_key) {
+        config::Secret key = *n.routing_key;  // a copy: the config stays as loaded
+        if (auto err = key.resolve()) spdlog::warn("notification {}: the PagerDuty routing key cannot be read again ({}): using the one read at start", id, *err);
+        sent["routing_key"] = key.resolved() ? key.value() : n.routing_key->value();
+      }
+      text = json_text(sent);
+    } else {
+      text = json_text(body);
+    }
+    auto res = co_await net::http_once(ioc_.get_executor(), std::move(method), std::move(url), std::move(headers), std::move(text),
                                           std::chrono::steady_clock::now() + std::chrono::seconds(10), 64 * 1024);
     if (auto* r = std::get_if<net::HttpResponse>(&res); r && r->status >= 200 && r->status < 300) {
       record_(Event::notify_delivered, service, {{"id", id}, {"attempts", attempt}});

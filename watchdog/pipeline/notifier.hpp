@@ -1,10 +1,14 @@
 #pragma once
 // Notifications: `webhook` (JSON with the event, service, severity, trigger, decision, evidence,
-// proposal id and links) and `slack` (a Slack-compatible incoming-webhook payload). Each entry's
-// `events` filters what it gets. Delivery is asynchronous with exponential backoff and never
+// proposal id and links), `slack` (a Slack-compatible incoming-webhook payload) and `pagerduty`
+// (the Events API v2: trigger on a breach or a proposal, acknowledge on an approval, resolve on
+// verified recovery, one dedup_key per incident). Each entry's `events`, `severities` and
+// `services` filter what it gets. Delivery is asynchronous with exponential backoff and never
 // blocks the pipeline; every queued notice is in the ledger until delivered or given up, so a
 // restart resumes what was pending. Webhook URLs can be secrets: they never reach logs or the ledger.
+#include <deque>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -42,6 +46,30 @@ class Notifier {
  private:
   boost::asio::awaitable<void> deliver(std::string id, size_t target, nlohmann::json body, std::string service);
   nlohmann::json payload(size_t target, const std::string& event, const std::string& service, const nlohmann::json& details) const;
+  // PagerDuty: the event action for a lastgood event ("" : not sent), and the body without the
+  // routing key (added at delivery: the key is a secret and the body goes to the ledger).
+  static std::string pagerduty_action(const std::string& event);
+  nlohmann::json pagerduty(const std::string& action, const std::string& event, const std::string& service, const nlohmann::json& d,
+                           const nlohmann::json& links) const;
+  // Per service, the incident PagerDuty knows (dedup_key) and its severity, from the first
+  // breach or proposal until verified recovery; rebuilt from the ledger on restart.
+  struct Open {
+    std::string key;
+    std::string severity;
+  };
+  std::map<std::string, Open> open_;
+  // PagerDuty deliveries go out one at a time, in order, per target (a resolve must not overtake
+  // the trigger it resolves while that one is retried).
+  struct Queued {
+    std::string id;
+    nlohmann::json body;
+    std::string service;
+  };
+  std::map<size_t, std::deque<Queued>> ordered_;
+  std::map<size_t, bool> draining_;
+  void send(std::string id, size_t target, nlohmann::json body, std::string service);
+  boost::asio::awaitable<void> drain(size_t target);
+  std::string severity_of(const std::string& service, const nlohmann::json& details) const;
 
   boost::asio::io_context& ioc_;
   const config::Config& cfg_;

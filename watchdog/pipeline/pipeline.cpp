@@ -65,8 +65,24 @@ Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& me
       if (s->action) s->observe_timer = std::make_unique<asio::steady_timer>(ioc);
     }
     for (const auto& t : svc.triggers) metrics_.trigger_state(svc.name, t.name, "inconclusive");
+    metrics_.silenced(svc.name, false);
     svcs_.push_back(std::move(s));
   }
+  silenced_.assign(svcs_.size(), 0);
+  std::vector<Silence> windows;
+  for (size_t i = 0; i < cfg.maintenance.size(); ++i) {
+    const auto& m = cfg.maintenance[i];
+    Silence w;
+    w.id = "maintenance-" + std::to_string(i);
+    w.services = m.services;
+    w.starts_at = m.start;
+    w.ends_at = m.end;
+    w.by = "config";
+    w.comment = m.comment;
+    w.source = cfg.source;
+    windows.push_back(std::move(w));
+  }
+  silences_.set_maintenance(std::move(windows));
   proposals_.on_pending = [this](int n) { metrics_.proposals_pending(n); };
   recording_.on_change = [this](bool writable) {
     for (auto& s : svcs_) s->policy->set_can_record(writable);
@@ -240,6 +256,10 @@ void Pipeline::tick(policy::TimePoint t, size_t first, size_t last) {
   }
   if (first == 0) recording_.flush_unauthenticated(t);  // the summary of a busy minute
   if (first == 0 && recording_.writable() && !recheck_.empty()) recheck_unstarted();  // once a second
+  if (first == 0) {
+    follow_silences(t);
+    proposals_.remind(t);
+  }
   for (size_t si = first; si < std::min(last, svcs_.size()); ++si) {
     auto& s = *svcs_[si];
     handle(si, s.policy->tick(t, true));
@@ -310,7 +330,10 @@ void Pipeline::handle(size_t si, const policy::Events& ev) {
     spdlog::log(t.to == policy::TriggerState::firing ? spdlog::level::warn : spdlog::level::info, "trigger {}/{} ({}): {} -> {}: {}", name,
                 t.trigger, policy::to_string(t.severity), policy::to_string(t.from), policy::to_string(t.to), t.evidence.describe());
     if (t.to == policy::TriggerState::firing) {
-      notifier_.notify("breach", name, {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"evidence", to_json(t.evidence)}});
+      if (const Silence* sl = silences_.active(name, clock_.now()))  // recorded above; no notice while silenced
+        spdlog::info("breach {}/{} while silenced ({} until {} by {}): no notice", name, t.trigger, sl->id, format_time(sl->ends_at), sl->by);
+      else
+        notifier_.notify("breach", name, {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"evidence", to_json(t.evidence)}});
       spawn([this, si, trigger = t.trigger] { return decide_after_observing(si, trigger); }, "decide");
     }
   }
@@ -357,6 +380,13 @@ asio::awaitable<void> Pipeline::decide_after_observing(size_t si, std::string tr
   // takes the service over while the breach still fires (take_over).
   if (const Grant g = rollbacks_.coordinator().may_act(s.name()); !g.granted) {
     hold(si, trigger, "standby: " + g.why, /*record=*/true);
+    co_return;
+  }
+  // Silenced (a person, or a maintenance window): observed and recorded, not acted on; decided
+  // again when the silence ends (follow_silences). The policy's cooldown is not spent.
+  if (const Silence* sl = silences_.active(s.name(), clock_.now())) {
+    hold(si, trigger, "silenced until " + format_time(sl->ends_at) + " by " + sl->by + (sl->comment.empty() ? "" : " (" + sl->comment + ")") + " [" + sl->id + "]",
+         /*record=*/true);
     co_return;
   }
   if (auto ti = s.policy->trigger_index(trigger)) {

@@ -40,12 +40,22 @@
 #include "watchdog/pipeline/verifier.hpp"
 #include "watchdog/state/incidents.hpp"
 #include "watchdog/state/ledger.hpp"
+#include "watchdog/state/silences.hpp"
 
 namespace lastgood::watchdog {
 
 policy::Sample to_sample(const probes::ProbeResult& r);
 // `authority` is the config's (cfg.authority), made once and shared by every service.
 policy::ServiceSpec to_policy(const config::Service& svc, std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority);
+
+// What became of a person's request (a manual rollback, a release marked bad, a silence).
+struct Request {
+  enum class Status { accepted, refused, forbidden, not_found, cannot_record } status = Status::accepted;
+  const Proposal* proposal = nullptr;  // the proposal it opened, if any
+  VoteStatus vote = VoteStatus::counted;  // the requester's approval of it
+  std::string error;                   // for the refusals
+  nlohmann::json body;                 // what to answer with
+};
 
 class Pipeline final : private ReplayTarget {
  public:
@@ -107,6 +117,26 @@ class Pipeline final : private ReplayTarget {
     return recording_.record_unauthenticated(type, service, client, std::move(data));
   }
 
+  // ---- people's requests (design.md, HTTP surface) ----
+  // A person asks for a rollback of the service (to the last verified good release unless `to`
+  // names one). It becomes a proposal with origin `manual` under the authority of `severity`,
+  // and the requester's approval counts (quorum 1: it is carried out at once).
+  Request request_rollback(size_t si, const config::Approver& who, std::optional<std::string> to, policy::Severity severity,
+                           const std::string& reason, const std::string& source);
+  // A person marks a release bad: never a rollback target again; if it is live, a proposal to
+  // roll back from it (origin `mark_bad`) is opened, with the requester's approval.
+  Request mark_bad(size_t si, const config::Approver& who, const std::string& release, policy::Severity severity, const std::string& reason,
+                   const std::string& source);
+  // The releases lastgood knows of a service (GET /api/v1/services/{s}/releases).
+  nlohmann::json releases(size_t si) const;
+  // Silences (design.md): `services` are checked names. 201-style body {id, ends_at}.
+  Request add_silence(std::vector<std::string> services, policy::Duration length, const std::string& who, const std::string& comment,
+                      const std::string& source);
+  Request expire_silence(const std::string& id, const std::string& who, const std::string& source);
+  const Silences& silences() const { return silences_; }
+  // The silence of a service now, if any.
+  const Silence* silenced(size_t si) const { return silences_.active(svcs_[si]->name(), clock_.now()); }
+
   std::optional<size_t> service_index(const std::string& name) const override;
   const Service& service(size_t si) const { return *svcs_[si]; }
   const Verification* verifying(size_t si) const { return verifier_.find(si); }
@@ -129,6 +159,12 @@ class Pipeline final : private ReplayTarget {
   void rollback_started(size_t si, policy::TimePoint at) override;
   void escalated(size_t si, const std::string& reason) override;
   void cleared(size_t si) override;
+  void marked_bad(size_t si, const std::string& release, policy::BadMark mark) override;
+  void silence(Event type, const LedgerEntry& e) override;
+  // Once a second: services whose silence began or ended (lastgood_silenced); an ended one with
+  // a breach still firing is decided again.
+  void follow_silences(policy::TimePoint now);
+  Request open_person_proposal(size_t si, const config::Approver& who, policy::Decision d, const std::string& reason, const std::string& source);
 
   ServiceFacts facts(const std::string& service) const;
   void resume_after_outage();
@@ -162,6 +198,8 @@ class Pipeline final : private ReplayTarget {
   Incidents incidents_;
   Recording recording_;
   Proposals proposals_;
+  Silences silences_;
+  std::vector<char> silenced_;  // per service: silenced at the last follow_silences
   Verifier verifier_;
   Rollbacks rollbacks_;
   DeploymentWatch watch_;

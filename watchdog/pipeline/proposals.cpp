@@ -10,20 +10,84 @@ namespace lastgood::watchdog {
 
 using nlohmann::json;
 
-json Proposal::to_json() const {
+json Proposal::to_json(const policy::Authority* authority) const {
   auto votes = [](const std::vector<Vote>& v) {
     json out = json::array();
     for (const auto& x : v) out.push_back({{"approver", x.approver}, {"role", x.role}, {"comment", x.comment}, {"at", ms(x.at)}});
     return out;
   };
-  return {{"id", id},
-          {"decision", watchdog::to_json(decision)},
-          {"created_at", ms(created_at)},
-          {"expires_at", ms(expires_at)},
-          {"state", name(state)},
-          {"quorum", quorum},
-          {"approvals", votes(approvals)},
-          {"rejections", votes(rejections)}};
+  json j{{"id", id},
+         {"origin", decision.origin},
+         {"decision", watchdog::to_json(decision)},
+         {"created_at", ms(created_at)},
+         {"expires_at", ms(expires_at)},
+         {"state", name(state)},
+         {"quorum", quorum},
+         {"approvals_needed", std::max(0, quorum - static_cast<int>(approvals.size()))},
+         {"approvals", votes(approvals)},
+         {"rejections", votes(rejections)}};
+  if (!decision.requested_by.empty()) j["requested_by"] = decision.requested_by;
+  if (authority) {
+    json roles = authority->roles;
+    if (!authority->secondary_roles.empty()) {
+      j["secondary"] = {{"roles", authority->secondary_roles}, {"from", ms(created_at + authority->secondary_after)}, {"open", secondary_open}};
+      if (secondary_open)
+        for (const auto& r : authority->secondary_roles) roles.push_back(r);
+    }
+    j["may_approve"] = roles;
+  }
+  return j;
+}
+
+std::string Proposals::role_for(const config::Approver& who, policy::Severity severity, policy::TimePoint created_at) const {
+  const auto* a = authority(severity);
+  if (!a) return "";
+  for (const auto& r : who.roles)
+    if (std::find(a->roles.begin(), a->roles.end(), r) != a->roles.end()) return r;
+  if (a->secondary_roles.empty() || clock_.now() < created_at + a->secondary_after) return "";
+  for (const auto& r : who.roles)
+    if (std::find(a->secondary_roles.begin(), a->secondary_roles.end(), r) != a->secondary_roles.end()) return r;
+  return "";
+}
+
+void Proposals::remind(policy::TimePoint now) {
+  for (auto& p : proposals_) {
+    if (p.state != ProposalState::pending || now >= p.expires_at || !rec_.writable()) continue;
+    const auto* a = authority(p.decision.severity);
+    if (!a) continue;
+    json details{{"proposal_id", p.id},
+                 {"trigger", p.decision.trigger},
+                 {"severity", policy::to_string(p.decision.severity)},
+                 {"release_from", p.decision.release_from.value_or("")},
+                 {"release_to", p.decision.release_to.value_or("")},
+                 {"approvals", p.approvals.size()},
+                 {"quorum", p.quorum},
+                 {"expires_at", ms(p.expires_at)}};
+    const std::string waiting = "proposal " + p.id + " still waits for approval (" + std::to_string(p.approvals.size()) + "/" +
+                                std::to_string(p.quorum) + "), expires in " +
+                                std::to_string(std::chrono::duration_cast<std::chrono::minutes>(p.expires_at - now).count()) + " min";
+    if (!a->secondary_roles.empty() && !p.secondary_open && now >= p.created_at + a->secondary_after) {
+      p.secondary_open = true;
+      p.last_reminded = now;
+      std::string roles;
+      for (const auto& r : a->secondary_roles) roles += (roles.empty() ? "" : ", ") + r;
+      rec_.record(Event::proposal_reminded, p.decision.service, {{"id", p.id}, {"secondary", a->secondary_roles}});
+      details["secondary_roles"] = a->secondary_roles;
+      details["reason"] = waiting + "; no quorum after " + config::format_duration(a->secondary_after) + ": the secondary authority (" + roles +
+                          ") may now approve too";
+      spdlog::warn("proposal {}: no quorum after {}: {} may now approve too", p.id, config::format_duration(a->secondary_after), roles);
+      notify_("reminder", p.decision.service, details);
+      if (on_change) on_change(p);
+      continue;
+    }
+    const auto since = std::max(p.created_at, p.last_reminded);
+    if (a->remind_every.count() > 0 && now - since >= a->remind_every) {
+      p.last_reminded = now;
+      rec_.record(Event::proposal_reminded, p.decision.service, {{"id", p.id}});
+      details["reason"] = waiting;
+      notify_("reminder", p.decision.service, details);
+    }
+  }
 }
 
 Proposals::Proposals(Recorder& rec, const Clock& clock, const std::map<policy::Severity, policy::Authority>& authority, Ids& ids,
@@ -151,13 +215,14 @@ VoteOutcome Proposals::vote(const std::string& id, const config::Approver* who, 
     return {VoteStatus::unknown, nullptr, "no proposal " + id};
   }
   const std::string service = p->decision.service;
-  std::string role;
-  if (auto auth = authority_.find(p->decision.severity); auth != authority_.end())
-    for (const auto& r : who->roles)
-      if (role.empty() && std::find(auth->second.roles.begin(), auth->second.roles.end(), r) != auth->second.roles.end()) role = r;
+  const std::string role = role_for(*who, p->decision.severity, p->created_at);
   if (role.empty()) {
     attempt(service, "forbidden");
-    return {VoteStatus::forbidden, p, who->name + " holds no role allowed to decide on " + policy::to_string(p->decision.severity) + " proposals"};
+    std::string why = who->name + " holds no role allowed to decide on " + policy::to_string(p->decision.severity) + " proposals";
+    if (const auto* a = authority(p->decision.severity); a && !a->secondary_roles.empty() && clock_.now() < p->created_at + a->secondary_after)
+      why += " (the secondary roles may approve from " + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(p->created_at + a->secondary_after - clock_.now()).count()) +
+             " s from now)";
+    return {VoteStatus::forbidden, p, why};
   }
   const ServiceFacts now = facts(service);
   // The release it would roll back from must still be live (a deploy may have come since).
@@ -233,6 +298,12 @@ void Proposals::replay(Event type, const LedgerEntry& e) {
       break;
     case Event::proposal_expired:
       if (auto* p = get(id)) p->state = ProposalState::expired;
+      break;
+    case Event::proposal_reminded:
+      if (auto* p = get(id)) {
+        p->last_reminded = at;
+        if (e.data.contains("secondary")) p->secondary_open = true;
+      }
       break;
     default:
       break;

@@ -33,7 +33,10 @@ struct Proposal {
   ProposalState state = ProposalState::pending;
   int quorum = 1;
   std::vector<Vote> approvals, rejections;
-  nlohmann::json to_json() const;
+  bool secondary_open = false;             // the secondary authority may approve too (noticed once)
+  policy::TimePoint last_reminded{};       // the last reminder (remind_every)
+  // `authority`: to say who may approve and from when (null: not said).
+  nlohmann::json to_json(const policy::Authority* authority = nullptr) const;
 };
 
 // What a vote needs to know of the proposal's service now.
@@ -81,6 +84,16 @@ class Proposals {
   bool expire(policy::TimePoint now);
   // Pending proposals of `service` whose `from` is no longer live become stale.
   void mark_stale(const std::string& service, const std::string& live);
+  // The role under which `who` may decide a proposal of `severity` made at `created_at`, now: one of
+  // the severity's roles, or of its secondary roles once `secondary.after` has passed; "" when none.
+  std::string role_for(const config::Approver& who, policy::Severity severity, policy::TimePoint created_at) const;
+  const policy::Authority* authority(policy::Severity s) const {
+    auto it = authority_.find(s);
+    return it == authority_.end() ? nullptr : &it->second;
+  }
+  // Pending proposals: the secondary authority joins after `secondary.after` (recorded, noticed
+  // once), and the pending notice is sent again every `remind_every`.
+  void remind(policy::TimePoint now);
   // A person's vote (`who` null: no valid token). Every attempt is recorded as approval_attempt.
   VoteOutcome vote(const std::string& id, const config::Approver* who, bool approve, const std::string& comment, const std::string& source,
                    const Facts& facts);

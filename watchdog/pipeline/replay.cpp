@@ -60,6 +60,9 @@ Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, P
       case Event::cleared:
         target.cleared(si);
         break;
+      case Event::release_marked_bad:
+        target.marked_bad(si, d.value("release", ""), policy::BadMark{d.value("by", ""), d.value("reason", ""), at});
+        break;
       default:
         break;
     }
@@ -76,6 +79,7 @@ Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, P
       case Event::proposal_vote:
       case Event::proposal_state:
       case Event::proposal_expired:
+      case Event::proposal_reminded:
         proposals.replay(*type, e);
         break;
       case Event::release_observed:
@@ -87,6 +91,7 @@ Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, P
       case Event::verification:
       case Event::escalated:
       case Event::cleared:
+      case Event::release_marked_bad:
         if (const auto si = target.service_index(e.service)) service_entry(*type, *si, e);  // else no longer in the config
         break;
       // Evidence and bookkeeping: nothing to rebuild from them (incidents and the notifier read
@@ -107,6 +112,12 @@ Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, P
       case Event::ha_acquired:
       case Event::ha_lost:
       case Event::late_effect:
+      case Event::rollback_requested:
+      case Event::config_reloaded:
+        break;
+      case Event::silence_added:
+      case Event::silence_expired:
+        target.silence(*type, e);
         break;
     }
   }

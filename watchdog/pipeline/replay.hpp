@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "policy/deployment.hpp"
 #include "policy/types.hpp"
 #include "watchdog/pipeline/proposals.hpp"
 #include "watchdog/state/ledger.hpp"
@@ -32,6 +33,9 @@ class ReplayTarget {
   virtual void rollback_started(std::size_t si, policy::TimePoint at) = 0;
   virtual void escalated(std::size_t si, const std::string& reason) = 0;
   virtual void cleared(std::size_t si) = 0;
+  virtual void marked_bad(std::size_t si, const std::string& release, policy::BadMark mark) = 0;
+  // silence_added and silence_expired (they may name services no longer in the config).
+  virtual void silence(Event type, const LedgerEntry& e) = 0;
 };
 
 struct Replayed {

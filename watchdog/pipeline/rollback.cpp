@@ -26,7 +26,7 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   {
     std::vector<const policy::Release*> good;
     for (const auto& rel : s.policy->deployment().history())
-      if (rel.last_good_at && rel.id != *d.release_from && rel.id != *d.release_to) good.push_back(&rel);
+      if (rel.last_good_at && rel.id != *d.release_from && rel.id != *d.release_to && !s.policy->deployment().bad(rel.id)) good.push_back(&rel);
     std::sort(good.begin(), good.end(), [](const auto* a, const auto* b) { return *a->last_good_at > *b->last_good_at; });
     for (const auto* rel : good) ctx.fallbacks.push_back(rel->id);
   }
@@ -52,9 +52,20 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
     r.kind = RunResult::Kind::refused;
     co_return r;
   }
+  // A release a person marked bad since the decision is never a target.
+  if (const auto* bad = s.policy->deployment().bad(plan.to)) {
+    rec_.record(Event::action_refused, name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"via", via},
+                                             {"why", "the target " + plan.to + " was marked bad by " + bad->by}});
+    spdlog::warn("rollback of {} {} -> {} refused: {} was marked bad by {}", name, plan.from, plan.to, plan.to, bad->by);
+    r.kind = RunResult::Kind::refused;
+    co_return r;
+  }
+  // A person's request is not held by the cooldown or the budget (they are limits on automation);
+  // it still counts toward both.
+  const bool person = d.origin != "policy";
   Intent intent{name, id, s.action->kind(), d.trigger, plan.from, plan.to, via,
-                std::chrono::duration_cast<std::chrono::milliseconds>(s.cfg->rollback.cooldown)};
-  intent.max_per_day = s.cfg->rollback.max_per_day;
+                person ? std::chrono::milliseconds(0) : std::chrono::duration_cast<std::chrono::milliseconds>(s.cfg->rollback.cooldown)};
+  intent.max_per_day = person ? 0 : s.cfg->rollback.max_per_day;
   Grant g = co_await coordinator_->begin(intent);
   if (!g.granted) {
     rec_.record(Event::action_refused, name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"via", via}, {"why", g.why}});

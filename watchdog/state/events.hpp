@@ -41,16 +41,23 @@ enum class Event : std::uint8_t {
   ha_acquired,              // several replicas: this replica owns a shard, under a fence
   ha_lost,                  // ... and no longer does (why)
   late_effect,              // an inherited action found not done took effect later (a frozen owner's late write)
+  release_marked_bad,       // a person marked a release bad: never a rollback target again
+  silence_added,            // a person silenced services until a time (no proposal or action meanwhile)
+  silence_expired,          // a person ended a silence early
+  proposal_reminded,        // a pending proposal's notice sent again (remind_every, or the secondary authority joined)
+  rollback_requested,       // a person asked for a rollback or marked a live release bad (who, why; the proposal follows)
+  config_reloaded,          // the config was read again and applied (what changed), or refused (the problems)
 };
 
-inline constexpr std::array<std::string_view, 29> kEventNames = {
+inline constexpr std::array<std::string_view, 35> kEventNames = {
     "transition",      "decision",         "release_observed", "release_verified_good", "alert_received",  "proposal_created",
     "proposal_vote",   "proposal_state",   "proposal_expired", "approval_attempt",      "action_planned",  "action_refused",
     "action_started",  "action_finished",  "action_reconciled", "verification",         "escalated",       "cleared",
     "clear_refused",   "unauthenticated_dropped", "notify_queued", "notify_delivered",  "notify_failed",   "ledger_writable",
     "ledger_repaired", "ledger_keyed",     "ha_acquired",      "ha_lost",
-    "late_effect"};
-static_assert(kEventNames.size() == static_cast<std::size_t>(Event::late_effect) + 1, "one name per event");
+    "late_effect",     "release_marked_bad", "silence_added",  "silence_expired",       "proposal_reminded", "rollback_requested",
+    "config_reloaded"};
+static_assert(kEventNames.size() == static_cast<std::size_t>(Event::config_reloaded) + 1, "one name per event");
 
 // The enumerator a name table holds `text` for; nullopt when it holds none.
 template <typename E, std::size_t N>

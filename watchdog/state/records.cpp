@@ -26,6 +26,10 @@ json to_json(const policy::Decision& d) {
          {"at", std::chrono::duration_cast<std::chrono::milliseconds>(d.at.time_since_epoch()).count()}};
   j["release_from"] = d.release_from ? json(*d.release_from) : json();
   j["release_to"] = d.release_to ? json(*d.release_to) : json();
+  if (d.origin != "policy") {
+    j["origin"] = d.origin;
+    j["requested_by"] = d.requested_by;
+  }
   return j;
 }
 
@@ -40,6 +44,8 @@ policy::Decision decision_from_json(const std::string& service, const json& d) {
   out.severity = severity == "P0" ? policy::Severity::P0 : severity == "P2" ? policy::Severity::P2 : policy::Severity::P1;
   if (d.contains("release_from") && d["release_from"].is_string()) out.release_from = d["release_from"].get<std::string>();
   if (d.contains("release_to") && d["release_to"].is_string()) out.release_to = d["release_to"].get<std::string>();
+  if (d.contains("origin") && d["origin"].is_string()) out.origin = d["origin"].get<std::string>();
+  if (d.contains("requested_by") && d["requested_by"].is_string()) out.requested_by = d["requested_by"].get<std::string>();
   return out;
 }
 

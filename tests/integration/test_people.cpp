@@ -1,0 +1,374 @@
+// Humans in command, against the real binary: a manual rollback and a release marked bad become
+// proposals under the authority matrix (401/403/409 paths, the requester's approval counting,
+// names in the ledger); silences hold decisions until they end; PagerDuty's Events API v2 and the
+// notify filters, against a stand-in that checks the documented body.
+#include <catch2/catch.hpp>
+
+#include <mutex>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "fixtures.hpp"
+#include "watchdog/api/server.hpp"
+#include "watchdog/state/ledger.hpp"
+
+using namespace testing;
+using nlohmann::json;
+using lastgood::watchdog::HttpReq;
+using lastgood::watchdog::HttpRes;
+
+namespace {
+
+std::pair<int, json> call(unsigned short port, const std::string& method, const std::string& target, const std::string& token = "",
+                          const std::string& body = "") {
+  auto r = http_call(port, method, target, token, body);
+  return {r.status, json::parse(r.body, nullptr, false)};
+}
+
+const std::map<std::string, std::string> kTokens = {
+    {"LG_T_ALICE", "tok-alice-5b1e"}, {"LG_T_BOB", "tok-bob-0c7d"}, {"LG_T_CAROL", "tok-carol-9a2f"}};
+
+json people() {
+  return {{"approvers",
+           {{{"name", "alice"}, {"roles", {"cto"}}, {"token_env", "LG_T_ALICE"}},
+            {{"name", "bob"}, {"roles", {"eng-manager"}}, {"token_env", "LG_T_BOB"}},
+            {{"name", "carol"}, {"roles", {"eng-manager"}}, {"token_env", "LG_T_CAROL"}}}},
+          {"authority", {{"P0", {{"roles", {"cto"}}, {"quorum", 1}, {"auto", true}}}, {"P1", {{"roles", {"eng-manager"}}, {"quorum", 2}}}}}};
+}
+
+// Releases v1..v3 (and bad4), each verified good in turn; v3 live at the end.
+struct Verified {
+  TempDir dir;
+  Site site;
+  Lastgood lg;
+  unsigned short port = 0;
+  explicit Verified(App app, json extra = people(), std::vector<std::string> releases = {"v1", "v2", "v3", "bad4"})
+      : site(dir, releases), lg(dir, app_service(site.url(), site.local_symlink({{"observe_interval", "200ms"}}), app), std::move(extra)) {
+    lg.args = {};
+    lg.start(kTokens);
+    port = lg.port();
+  }
+  void verify_in_turn(const std::vector<std::string>& ids) {
+    for (const auto& id : ids) {
+      if (current_release(site.root) != id) switch_current(site.root, id);
+      REQUIRE(lg.wait_for("release_verified_good", release_is(id), std::chrono::seconds(20)));
+    }
+  }
+  json releases() { return call(port, "GET", "/api/v1/services/app/releases").second; }
+  json release(const std::string& id) {
+    const json all = releases();
+    for (const auto& r : all["releases"])
+      if (r["id"] == id) return r;
+    return nullptr;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("manual rollback: tokens and roles checked, the requester's approval counts, a second approver carries it out", "[people]") {
+  Verified s(App{.severity = "P1", .mode = "approve"});
+  s.verify_in_turn({"v1", "v2"});
+  const std::string url = "/api/v1/services/app/rollback";
+  const std::string why = R"({"reason": "checkout broken for EU customers"})";
+  CHECK(call(s.port, "POST", url, "", why).first == 401);
+  CHECK(call(s.port, "POST", url, "tok-wrong", why).first == 401);
+  auto alice = call(s.port, "POST", url, "tok-alice-5b1e", why);  // a cto may not decide a P1
+  CHECK(alice.first == 403);
+  CHECK_THAT(alice.second["error"].get<std::string>(), Catch::Contains("alice holds no role allowed"));
+  CHECK(call(s.port, "POST", url, "tok-bob-0c7d", "{}").first == 400);  // a reason is required
+  CHECK(call(s.port, "POST", url, "tok-bob-0c7d", R"({"reason": "x", "to": "v2"})").first == 409);  // live already
+  CHECK(call(s.port, "POST", url, "tok-bob-0c7d", R"({"reason": "x", "to": "v9"})").first == 409);  // never seen
+  CHECK(call(s.port, "POST", url, "tok-bob-0c7d", R"({"reason": "x", "severity": "P7"})").first == 400);
+  CHECK(call(s.port, "POST", "/api/v1/services/nope/rollback", "tok-bob-0c7d", why).first == 404);
+  auto bob = call(s.port, "POST", url, "tok-bob-0c7d", why);
+  REQUIRE(bob.first == 201);
+  const std::string id = bob.second["proposal"];
+  CHECK(bob.second["state"] == "pending");
+  CHECK(bob.second["approvals"] == 1);  // bob's own approval counts
+  CHECK(bob.second["quorum"] == 2);
+  // The same request again: the open proposal is named, not a second one made.
+  auto again = call(s.port, "POST", url, "tok-carol-9a2f", why);
+  CHECK(again.first == 409);
+  CHECK(again.second["proposal"] == id);
+  auto list = call(s.port, "GET", "/api/v1/proposals").second["proposals"];
+  REQUIRE(list.size() == 1);
+  CHECK(list[0]["origin"] == "manual");
+  CHECK(list[0]["requested_by"] == "bob");
+  CHECK(list[0]["approvals_needed"] == 1);
+  CHECK(list[0]["decision"]["release_to"] == "v1");  // the last verified good release
+  CHECK(current_release(s.site.root) == "v2");
+  auto carol = call(s.port, "POST", "/api/v1/proposals/" + id + "/approve", "tok-carol-9a2f");
+  CHECK(carol.first == 202);
+  REQUIRE(s.lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
+  CHECK(current_release(s.site.root) == "v1");
+  // The ledger names who asked, why, and who approved; never a token.
+  CHECK(s.lg.wait_for("rollback_requested", [](const json& d) { return d["by"] == "bob" && d["origin"] == "manual" && d["reason"] == "checkout broken for EU customers"; }));
+  CHECK(s.lg.wait_for("proposal_created", [](const json& d) { return d["decision"]["origin"] == "manual" && d["decision"]["requested_by"] == "bob"; }));
+  CHECK(s.lg.count("proposal_vote") == 2);
+  CHECK(s.lg.wait_for("action_started", [&](const json& d) { return d["via"] == "proposal " + id && d["to"] == "v1"; }));
+  CHECK(s.lg.count("rollback_requested") == 1);  // refusals made nothing
+  CHECK(s.lg.proc->stop() == 0);
+  for (const auto& [var, token] : kTokens) {
+    CHECK(read_file(s.lg.state / "ledger.jsonl").find(token) == std::string::npos);
+    CHECK(s.lg.log().find(token) == std::string::npos);
+  }
+}
+
+TEST_CASE("mark bad: never a target again; a live release marked bad opens a proposal carried out at quorum 1", "[people]") {
+  Verified s(App{.severity = "P1", .mode = "approve"});
+  s.verify_in_turn({"v1", "v2", "v3"});
+  CHECK(s.release("v3")["live"] == true);
+  CHECK(s.release("v2")["state"] == "verified_good");
+  CHECK(call(s.port, "POST", "/api/v1/services/app/releases/v2/bad", "", R"({"reason": "r"})").first == 401);
+  CHECK(call(s.port, "POST", "/api/v1/services/app/releases/v2/bad", "tok-bob-0c7d", "{}").first == 400);
+  auto v2 = call(s.port, "POST", "/api/v1/services/app/releases/v2/bad", "tok-bob-0c7d", R"({"reason": "corrupts carts"})");
+  CHECK(v2.first == 200);
+  CHECK_FALSE(v2.second.contains("proposal"));  // not live: nothing to roll back
+  CHECK(call(s.port, "POST", "/api/v1/services/app/releases/v2/bad", "tok-carol-9a2f", R"({"reason": "again"})").first == 409);
+  auto r2 = s.release("v2");
+  CHECK(r2["state"] == "bad");
+  CHECK(r2["marked_bad_by"] == "bob");
+  CHECK(call(s.port, "POST", "/api/v1/services/app/rollback", "tok-bob-0c7d", R"({"reason": "x", "to": "v2"})").first == 409);
+  // v3, live, marked bad at P0 by alice (cto, quorum 1, auto): the proposal is to v1 (v2 is bad)
+  // and her approval carries it out.
+  auto v3 = call(s.port, "POST", "/api/v1/services/app/releases/v3/bad", "tok-alice-5b1e", R"({"reason": "same bug as v2", "severity": "P0"})");
+  REQUIRE(v3.first == 202);
+  CHECK(v3.second.contains("proposal"));
+  REQUIRE(s.lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
+  CHECK(current_release(s.site.root) == "v1");
+  CHECK(s.lg.wait_for("proposal_created", [](const json& d) { return d["decision"]["origin"] == "mark_bad" && d["decision"]["release_to"] == "v1"; }));
+  CHECK(s.lg.count("release_marked_bad") == 2);
+  // The marks survive a restart: v2 and v3 are still bad, and no target is offered but v1's own history.
+  CHECK(s.lg.proc->stop() == 0);
+  s.lg.start(kTokens);
+  s.port = s.lg.port();
+  REQUIRE(wait_until([&] { return s.release("v1")["live"] == true; }, std::chrono::seconds(10)));
+  CHECK(s.release("v2")["state"] == "bad");
+  CHECK(s.release("v3")["state"] == "bad");
+  CHECK(s.release("v3")["marked_bad_by"] == "alice");
+  auto none = call(s.port, "POST", "/api/v1/services/app/rollback", "tok-bob-0c7d", R"({"reason": "x"})");
+  CHECK(none.first == 409);
+  CHECK_THAT(none.second["error"].get<std::string>(), Catch::Contains("no verified good release"));
+}
+
+TEST_CASE("a silence holds the decision, is listed and measured, and when it ends the breach still firing is acted on", "[people]") {
+  Verified s(App{.severity = "P0", .mode = "auto"}, people(), {"v1", "bad2"});
+  s.verify_in_turn({"v1"});
+  const std::string body = R"({"service": "app", "for": "4s", "comment": "deploy window"})";
+  CHECK(call(s.port, "POST", "/api/v1/silences", "", body).first == 401);
+  CHECK(call(s.port, "POST", "/api/v1/silences", "tok-bob-0c7d", R"({"service": "app", "for": "soon", "comment": "c"})").first == 400);
+  CHECK(call(s.port, "POST", "/api/v1/silences", "tok-bob-0c7d", R"({"service": "nope", "for": "1h", "comment": "c"})").first == 404);
+  auto made = call(s.port, "POST", "/api/v1/silences", "tok-bob-0c7d", body);
+  REQUIRE(made.first == 201);
+  const std::string id = made.second["id"];
+  CHECK(metric(http_call(s.port, "GET", "/metrics").body, "lastgood_silenced{service=\"app\"}") == 1);
+  switch_current(s.site.root, "bad2");
+  REQUIRE(s.lg.wait_for("decision", [](const json& d) { return d["kind"] == "hold" && d["reason"].get<std::string>().find("silenced until") != std::string::npos; }));
+  CHECK(s.lg.wait_for("decision", [](const json& d) { return d["reason"].get<std::string>().find("by bob (deploy window)") != std::string::npos; }));
+  CHECK(current_release(s.site.root) == "bad2");  // held: nothing was done
+  CHECK(s.lg.count("action_started") == 0);
+  auto listed = call(s.port, "GET", "/api/v1/silences").second["silences"];
+  REQUIRE(listed.size() >= 1);
+  CHECK(listed[0]["id"] == id);
+  CHECK(listed[0]["by"] == "bob");
+  // The silence ends on time: the breach, still firing, is decided again and acted on.
+  REQUIRE(s.lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, std::chrono::seconds(30)));
+  CHECK(current_release(s.site.root) == "v1");
+  CHECK(metric(http_call(s.port, "GET", "/metrics").body, "lastgood_silenced{service=\"app\"}") == 0);
+  // Expiring: a second silence, ended early by another person; ended ones answer 409, unknown 404.
+  auto second = call(s.port, "POST", "/api/v1/silences", "tok-carol-9a2f", R"({"service": "app", "for": "1h", "comment": "db maintenance"})");
+  REQUIRE(second.first == 201);
+  const std::string id2 = second.second["id"];
+  CHECK(call(s.port, "DELETE", "/api/v1/silences/" + id2).first == 401);
+  CHECK(call(s.port, "DELETE", "/api/v1/silences/" + id2, "tok-alice-5b1e").first == 200);
+  CHECK(call(s.port, "DELETE", "/api/v1/silences/" + id2, "tok-alice-5b1e").first == 409);
+  CHECK(call(s.port, "DELETE", "/api/v1/silences/nope", "tok-alice-5b1e").first == 404);
+  CHECK(s.lg.wait_for("silence_expired", [&](const json& d) { return d["id"] == id2 && d["by"] == "alice"; }));
+  // The silences come back after a restart (ended ones too, as ended).
+  CHECK(s.lg.proc->stop() == 0);
+  s.lg.start(kTokens);
+  s.port = s.lg.port();
+  auto after = call(s.port, "GET", "/api/v1/silences").second["silences"];
+  REQUIRE(after.size() == 2);
+  CHECK(after[0]["state"] == "ended");
+  CHECK(after[1]["state"] == "ended");
+}
+
+TEST_CASE("a maintenance window from the config holds decisions and cannot be expired over the API", "[people]") {
+  const auto now = std::chrono::system_clock::now();
+  auto iso = [](std::chrono::system_clock::time_point t) {
+    const std::time_t s = std::chrono::system_clock::to_time_t(t);
+    char buf[32];
+    std::tm tm{};
+    gmtime_r(&s, &tm);
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return std::string(buf);
+  };
+  json extra = people();
+  extra["maintenance"] = {{{"services", {"app"}}, {"start", iso(now - std::chrono::minutes(1))}, {"end", iso(now + std::chrono::hours(1))}, {"comment", "datacenter move"}}};
+  Verified s(App{.severity = "P0", .mode = "auto"}, extra, {"v1", "bad2"});
+  s.verify_in_turn({"v1"});
+  switch_current(s.site.root, "bad2");
+  REQUIRE(s.lg.wait_for("decision", [](const json& d) { return d["kind"] == "hold" && d["reason"].get<std::string>().find("by config (datacenter move)") != std::string::npos; }));
+  CHECK(current_release(s.site.root) == "bad2");
+  auto listed = call(s.port, "GET", "/api/v1/silences").second["silences"];
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["id"] == "maintenance-0");
+  CHECK(listed[0]["source"] == "config");
+  CHECK(call(s.port, "DELETE", "/api/v1/silences/maintenance-0", "tok-alice-5b1e").first == 409);
+}
+
+namespace {
+bool one_of(const json& v, std::initializer_list<const char*> choices) {
+  if (!v.is_string()) return false;
+  for (const char* c : choices)
+    if (v == c) return true;
+  return false;
+}
+
+struct PagerDuty {
+  std::mutex mu;
+  std::vector<json> events;
+  std::vector<std::string> problems;  // what a real Events API v2 would refuse
+  std::vector<json> webhook;          // the filtered webhook's deliveries
+  std::optional<HttpTestServer> http;
+  PagerDuty() {
+    http.emplace([this](const HttpReq& r) {
+      std::lock_guard lk(mu);
+      auto b = json::parse(r.body, nullptr, false);
+      if (r.target == "/hook") {
+        webhook.push_back(b);
+        return HttpRes{200, "application/json", "{}"};
+      }
+      // https://developer.pagerduty.com/docs/events-api-v2/trigger-events/
+      std::string why;
+      if (r.target != "/v2/enqueue") why = "path " + r.target;
+      else if (!b.is_object()) why = "not JSON";
+      else if (b.value("routing_key", "") != "R0UTINGKEY32charsxxxxxxxxxxxxxxx") why = "routing_key";
+      else if (!one_of(b.value("event_action", json()), {"trigger", "acknowledge", "resolve"})) why = "event_action";
+      else if (!b.contains("dedup_key") || !b["dedup_key"].is_string() || b["dedup_key"].get<std::string>().size() > 255) why = "dedup_key";
+      else if (b["event_action"] == "trigger") {
+        const auto& p = b.value("payload", json());
+        if (!p.is_object() || !p.contains("summary") || !p.contains("source") || !p.contains("severity")) why = "payload";
+        else if (!one_of(p["severity"], {"critical", "error", "warning", "info"})) why = "payload.severity";
+        else if (p["summary"].get<std::string>().size() > 1024) why = "summary too long";
+      }
+      if (!why.empty()) {
+        problems.push_back(why);
+        return HttpRes::json_error(400, "Invalid event: " + why);
+      }
+      events.push_back(b);
+      return HttpRes{202, "application/json", R"({"status":"success","message":"Event processed","dedup_key":")" + b["dedup_key"].get<std::string>() + "\"}"};
+    });
+  }
+  std::string url(const std::string& p) const { return "http://127.0.0.1:" + std::to_string(http->port()) + p; }
+};
+}  // namespace
+
+TEST_CASE("pagerduty: trigger on the breach, acknowledge on execution, resolve on verified recovery, one dedup_key; filters hold", "[people]") {
+  PagerDuty pd;
+  json extra = people();
+  extra["notify"] = {{{"kind", "pagerduty"}, {"url", pd.url("/v2/enqueue")}, {"routing_key_env", "LG_T_PD"}},
+                     {{"kind", "webhook"}, {"url", pd.url("/hook")}, {"severities", {"P2"}}},
+                     {{"kind", "webhook"}, {"url", pd.url("/hook")}, {"services", {"app"}}, {"events", {"verified"}}}};
+  auto env = kTokens;
+  env["LG_T_PD"] = "R0UTINGKEY32charsxxxxxxxxxxxxxxx";
+  TempDir dir;
+  Site site(dir, {"v1", "bad2"});
+  Lastgood lg(dir, app_service(site.url(), site.local_symlink(), App{.severity = "P0", .mode = "auto"}), extra);
+  lg.args = {};
+  lg.start(env);
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site.root, "bad2");
+  REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
+  REQUIRE(wait_until([&] {
+    std::lock_guard lk(pd.mu);
+    return !pd.events.empty() && pd.events.back()["event_action"] == "resolve";
+  }, std::chrono::seconds(10)));
+  std::lock_guard lk(pd.mu);
+  CHECK(pd.problems.empty());
+  std::vector<std::string> actions;
+  for (const auto& e : pd.events)  // a breach that fires again before the decision triggers again (deduplicated by PagerDuty)
+    if (actions.empty() || actions.back() != e["event_action"]) actions.push_back(e["event_action"]);
+  CHECK(actions == std::vector<std::string>{"trigger", "acknowledge", "resolve"});
+  const std::string key = pd.events[0]["dedup_key"];
+  for (const auto& e : pd.events) CHECK(e["dedup_key"] == key);
+  CHECK(pd.events[0]["payload"]["severity"] == "critical");  // P0
+  CHECK(pd.events[0]["payload"]["component"] == "app");
+  CHECK_THAT(pd.events[0]["payload"]["summary"].get<std::string>(), Catch::Contains("breach on app"));
+  // The P2-only webhook got nothing of a P0; the app-and-verified one got exactly the verification.
+  REQUIRE(pd.webhook.size() == 1);
+  CHECK(pd.webhook[0]["event"] == "verified");
+  // The routing key is a secret: in no ledger line or log.
+  CHECK(read_file(lg.state / "ledger.jsonl").find("R0UTINGKEY") == std::string::npos);
+  CHECK(lg.log().find("R0UTINGKEY") == std::string::npos);
+}
+
+namespace {
+// `lastgood ctl ARGS` against the instance on `port` as `token`; its exit code and output.
+std::pair<int, std::string> ctl(unsigned short port, const std::string& token, std::vector<std::string> args) {
+  std::vector<std::string> argv{"env", "LASTGOOD_URL=http://127.0.0.1:" + std::to_string(port), "LASTGOOD_TOKEN=" + token, LASTGOOD_BINARY, "ctl"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string out;
+  const int rc = run_command(argv, &out);
+  return {rc, out};
+}
+}  // namespace
+
+TEST_CASE("lastgood ctl: status, rollback, proposals, approve, releases, silences, clear; exit codes 0, 1 and 2", "[people]") {
+  Verified s(App{.severity = "P1", .mode = "approve"});
+  s.verify_in_turn({"v1", "v2"});
+  const std::string bob = "tok-bob-0c7d", carol = "tok-carol-9a2f";
+  auto status = ctl(s.port, "", {"status"});
+  CHECK(status.first == 0);
+  CHECK_THAT(status.second, Catch::Contains("SERVICE") && Catch::Contains("app") && Catch::Contains("v2"));
+  // Usage mistakes: 2, with what was expected.
+  CHECK(ctl(s.port, bob, {"frobnicate"}).first == 2);
+  auto noreason = ctl(s.port, bob, {"rollback", "app"});
+  CHECK(noreason.first == 2);
+  CHECK_THAT(noreason.second, Catch::Contains("--reason"));
+  CHECK(ctl(s.port, "", {"rollback", "app", "--reason", "x"}).first == 2);  // no token at all
+  CHECK(ctl(s.port, bob, {"status", "--to", "v1"}).first == 2);
+  // A refusal: 1, with the server's reason.
+  auto forbidden = ctl(s.port, "tok-alice-5b1e", {"rollback", "app", "--reason", "x"});
+  CHECK(forbidden.first == 1);
+  CHECK_THAT(forbidden.second, Catch::Contains("HTTP 403") && Catch::Contains("alice holds no role allowed"));
+  // The approval flow.
+  auto asked = ctl(s.port, bob, {"rollback", "app", "--reason", "checkout broken", "--to", "v1"});
+  REQUIRE(asked.first == 0);
+  CHECK_THAT(asked.second, Catch::Contains("pending") && Catch::Contains("1/2"));
+  auto listed = ctl(s.port, "", {"proposals", "-o", "json"});
+  REQUIRE(listed.first == 0);
+  const json props = json::parse(listed.second, nullptr, false);
+  REQUIRE(props.is_object());
+  REQUIRE(props["proposals"].size() == 1);
+  const std::string id = props["proposals"][0]["id"];
+  CHECK(props["proposals"][0]["origin"] == "manual");
+  auto table = ctl(s.port, "", {"proposals"});
+  CHECK_THAT(table.second, Catch::Contains(id) && Catch::Contains("manual") && Catch::Contains("1/2 (bob)"));
+  auto approved = ctl(s.port, carol, {"approve", id, "--comment", "agreed"});
+  CHECK(approved.first == 0);
+  REQUIRE(s.lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
+  CHECK(current_release(s.site.root) == "v1");
+  auto again = ctl(s.port, carol, {"approve", id});
+  CHECK(again.first == 1);
+  CHECK_THAT(again.second, Catch::Contains("HTTP 409"));
+  auto releases = ctl(s.port, "", {"releases", "app"});
+  CHECK(releases.first == 0);
+  CHECK_THAT(releases.second, Catch::Contains("RELEASE") && Catch::Contains("v2") && Catch::Contains("verified_good"));
+  // Silences.
+  auto silenced = ctl(s.port, bob, {"silence", "add", "app", "--for", "1h", "--comment", "deploy window"});
+  REQUIRE(silenced.first == 0);
+  const std::string sid = silenced.second.substr(silenced.second.find("silence ") + 8, silenced.second.find(" until") - silenced.second.find("silence ") - 8);
+  auto sl = ctl(s.port, "", {"silence", "list"});
+  CHECK_THAT(sl.second, Catch::Contains(sid) && Catch::Contains("active") && Catch::Contains("deploy window"));
+  CHECK(ctl(s.port, carol, {"silence", "expire", sid}).first == 0);
+  CHECK(ctl(s.port, carol, {"silence", "expire", sid}).first == 1);
+  auto clear = ctl(s.port, bob, {"clear", "app"});
+  CHECK(clear.first == 1);
+  CHECK_THAT(clear.second, Catch::Contains("not escalated"));
+  // Unreachable: 1.
+  auto away = run_command({"env", "LASTGOOD_URL=http://127.0.0.1:1", LASTGOOD_BINARY, "ctl", "status"});
+  CHECK(away == 1);
+}
