@@ -205,10 +205,18 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
   }
 
   std::set<std::string> service_names;
+  {
+    json fixed = json::object();
+    for (const char* k : {"listen", "state_dir", "ledger", "ha", "api"})
+      if (j.is_object() && j.contains(k)) fixed[k] = j[k];
+    cfg.restart_only = fixed.dump();
+  }
   each(o, "services", true, [&](const json& e, const std::string& p, size_t) {
     Obj s(c, e, p);
     if (!s.ok()) return;
     Service svc;
+    svc.fingerprint = std::hash<std::string>{}(e.dump());
+    svc.evidence_fingerprint = std::hash<std::string>{}(json{e.value("probes", json()), e.value("triggers", json()), e.value("shadow", json())}.dump());
     if (auto n = s.str("name", true)) {
       static const RE2 re(R"([A-Za-z0-9][A-Za-z0-9._-]{0,62})");
       if (!RE2::FullMatch(*n, re)) c.error(s.at("name"), "expected a name of letters, digits, '.', '_' or '-' (up to 63), found \"" + *n + "\"");

@@ -62,6 +62,10 @@ struct Service {
   std::vector<Trigger> triggers;
   Rollback rollback;
   bool shadow = false;  // every trigger of the service detects only
+  // Hashes of the service's JSON, for a reload: `fingerprint` of all of it (unchanged: kept as
+  // it is), `evidence_fingerprint` of what its windows depend on (probes and triggers; unchanged:
+  // the windows are kept while the rest is applied).
+  std::size_t fingerprint = 0, evidence_fingerprint = 0;
 };
 
 // ---- people and notifications --------------------------------------------------------------
@@ -133,6 +137,8 @@ struct Ha {
 
 struct Config {
   std::string source;                                    // the file it came from
+  // What a reload cannot change (listen, state_dir, ledger, ha, api): their JSON, to compare.
+  std::string restart_only;
   std::string listen = "127.0.0.1:9464";
   std::string external_url;                              // the base of every link in notices ("" : the listen address)
   Api api;

@@ -88,6 +88,22 @@ class ServicePolicy {
     if (k != DecisionKind::propose) return;
     budget_.note_decision(at);
   }
+  // A reload that left the probes and triggers as they were: the rest of the spec (rollback,
+  // authority, deployment) is applied, the windows and trigger states are kept.
+  void respec(const ServiceSpec& spec) {
+    spec_.rollback = spec.rollback;
+    spec_.authority = spec.authority;
+    spec_.has_deployment = spec.has_deployment;
+    spec_.migration_releases = spec.migration_releases;
+  }
+  // A reload that changed the probes or triggers: this (new) policy starts its windows afresh and
+  // takes over what is known of the releases and the budget from the old one.
+  void take_history(const ServicePolicy& old) {
+    deployment_ = old.deployment_;
+    budget_ = old.budget_;
+    can_record_ = old.can_record_;
+    counts_at_start_ = old.counts_at_start_;
+  }
   bool trigger_firing(size_t ti) const { return triggers_[ti].machine.state() == TriggerState::firing; }
 
   const ServiceSpec& spec() const { return spec_; }

@@ -109,8 +109,7 @@ int cmd_run(const Args& a) {
     lastgood::watchdog::Watchdog wd(ioc, res.config, wopts);
     wd.start();
     boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
-    // SIGHUP's default action ends the process, and systemd's Restart=on-failure takes that for a
-    // clean exit: watching would stop for good. It is caught and logged; the config is not reloaded.
+    // SIGHUP reloads the config (as POST /-/reload); its default action would end the process.
     boost::asio::signal_set hup(ioc, SIGHUP);
     // Shutting down: probes, observing, notices and the API are cancelled at once (their
     // coroutines unwind on the loop); a rollback under way is left to finish and be recorded, for
@@ -149,7 +148,8 @@ int cmd_run(const Args& a) {
     });
     std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec, int) {
       if (ec) return;
-      spdlog::warn("received SIGHUP: reloading the config is not supported yet; ignored (lastgood goes on with the config it has)");
+      spdlog::info("received SIGHUP: reloading {}", a.config);
+      lastgood::net::guarded("loop", [&] { wd.reload("SIGHUP"); });
       hup.async_wait(on_hup);
     };
     hup.async_wait(on_hup);

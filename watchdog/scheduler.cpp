@@ -5,6 +5,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
 #include "net/supervise.hpp"
@@ -21,7 +22,18 @@ Scheduler::~Scheduler() { stop(); }
 size_t Scheduler::add(std::unique_ptr<probes::Probe> probe) {
   auto interval = std::chrono::duration_cast<Clock::duration>(probe->spec().interval);
   entries_.push_back(Entry{std::move(probe), Cadence(interval), {}});
-  return entries_.size() - 1;
+  const auto index = static_cast<std::uint32_t>(entries_.size() - 1);
+  if (running_) {  // added by a reload: spread over its first interval
+    plan(index, Clock::now() + std::chrono::duration_cast<Clock::duration>(interval * uni_(rng_)));
+    arm();
+  }
+  return index;
+}
+
+void Scheduler::retire(size_t index) {
+  auto& e = entries_[index];
+  e.retired = true;
+  if (!e.in_flight) e.probe.reset();  // else when its run ends (finished)
 }
 
 void Scheduler::start() {
@@ -79,6 +91,7 @@ void Scheduler::wake() {
     std::pop_heap(due_.begin(), due_.end(), std::greater<>{});
     const auto index = due_.back().index;
     due_.pop_back();
+    if (entries_[index].retired) continue;  // removed by a reload: not run again
     launch(index, now);
   }
   arm();
@@ -89,6 +102,7 @@ void Scheduler::wake() {
 void Scheduler::launch(std::uint32_t index, Clock::time_point now) {
   auto& e = entries_[index];
   e.lateness = std::chrono::duration<float>(now - e.planned).count();
+  e.in_flight = true;
   bool started = false;
   net::guarded("probe", [&] { started = e.probe->start(*this, index); });
   if (started) return;
@@ -128,6 +142,12 @@ probes::ProbeResult Scheduler::error_result(std::uint32_t index, std::string rea
 }
 
 void Scheduler::finished(std::uint32_t index, probes::ProbeResult&& r) {
+  entries_[index].in_flight = false;
+  if (entries_[index].retired) {
+    // Released after this turn: this may run inside the probe's own callback.
+    asio::post(ioc_, [p = std::shared_ptr<probes::Probe>(std::move(entries_[index].probe))] {});
+    return;
+  }
   // Whatever the sink does with the result (policy, ledger, metrics), the probe's next run is
   // planned: a throw there is counted and logged, never the silent end of a schedule.
   net::guarded("pipeline", [&] { sink_(index, std::move(r), entries_[index].lateness); });

@@ -32,7 +32,11 @@ class Scheduler final : private probes::RunSink {
   Scheduler(boost::asio::io_context& ioc, Sink sink, SkipSink on_skip = {});
   ~Scheduler();
 
-  size_t add(std::unique_ptr<probes::Probe> probe);  // before start()
+  // Before start(), or after it (a reload: its first run is planned at once, within an interval).
+  size_t add(std::unique_ptr<probes::Probe> probe);
+  // A reload removed the probe: no run starts again; a run in flight ends without a result, and
+  // the probe (its kept-alive connection) is released.
+  void retire(size_t index);
   void start();
   void stop();
   bool running() const { return running_; }
@@ -45,6 +49,8 @@ class Scheduler final : private probes::RunSink {
     Cadence cadence;
     Clock::time_point planned{};
     float lateness = 0;  // of the run in flight, in seconds
+    bool in_flight = false;
+    bool retired = false;
   };
   struct Due {
     Clock::time_point at;

@@ -1,7 +1,10 @@
 #include "watchdog/watchdog.hpp"
 
 #include "watchdog/json_text.hpp"
+#include "watchdog/kinds.hpp"
 #include "watchdog/validate.hpp"
+
+#include <set>
 
 #include <arpa/inet.h>
 
@@ -35,15 +38,70 @@ Watchdog::Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::C
   size_t total = 0;
   for (const auto& svc : cfg_->services) total += svc.probes.size();
   probes_.reserve(total);  // a ProbeState keeps the last result: doubling would leave up to half unused
-  for (size_t si = 0; si < cfg_->services.size(); ++si) {
-    const auto& svc = cfg_->services[si];
-    for (size_t pi = 0; pi < svc.probes.size(); ++pi) {
-      const auto& p = svc.probes[pi];
-      probes_.push_back(ProbeState{si, pi, svc.name, &p, metrics_.probe_handles(svc.name, p.name), std::nullopt, 0});
-      scheduler_.add(probes::make_probe(ioc_.get_executor(), svc.name, p));
-    }
-  }
+  for (size_t si = 0; si < cfg_->services.size(); ++si) add_probes(si);
   if (cfg_->ha) ha_ = std::make_unique<ha::Node>(ioc_, *cfg_, pipeline_, metrics_);
+}
+
+void Watchdog::add_probes(size_t si) {
+  const auto& svc = *pipeline_.service(si).cfg;
+  if (probes_of_.size() <= si) probes_of_.resize(si + 1);
+  for (size_t pi = 0; pi < svc.probes.size(); ++pi) {
+    const auto& p = svc.probes[pi];
+    probes_of_[si].push_back(probes_.size());
+    probes_.push_back(ProbeState{si, pi, svc.name, &p, metrics_.probe_handles(svc.name, p.name), std::nullopt, 0});
+    scheduler_.add(probes::make_probe(ioc_.get_executor(), svc.name, p));
+  }
+}
+
+std::pair<int, nlohmann::json> Watchdog::reload(const std::string& via) {
+  auto fail = [&](int status, const std::string& why, nlohmann::json errors = nlohmann::json()) {
+    metrics_.config_reload(false, 0);
+    nlohmann::json rec{{"ok", false}, {"via", via}, {"error", why}};
+    if (!errors.is_null()) rec["errors"] = errors;
+    pipeline_.record(Event::config_reloaded, "", rec);
+    spdlog::error("reload ({}) refused: {}{}", via, why, errors.is_null() ? "" : ": " + errors.dump());
+    nlohmann::json body{{"error", why}};
+    if (!errors.is_null()) body["errors"] = errors;
+    return std::pair<int, nlohmann::json>{status, body};
+  };
+  auto res = config::load_file(cfg_->source, kinds());
+  if (!res.config) {
+    nlohmann::json errors = nlohmann::json::array();
+    for (const auto& p : res.problems) errors.push_back(p.to_string());
+    return fail(400, "the config " + cfg_->source + " has problems: nothing was changed", errors);
+  }
+  if (res.config->restart_only != cfg_->restart_only)
+    return fail(400, "listen, state_dir, ledger, ha and api take effect only at a restart; they differ in " + cfg_->source +
+                         ": nothing was changed (restore them, or restart lastgood)");
+  if (ha_) return fail(409, "reloading with several replicas (ha) is not supported yet: restart the replicas one at a time");
+  const ReloadPlan plan = pipeline_.plan_reload(*res.config);
+  if (!plan.refused.empty()) return fail(409, plan.refused);
+  applied_.push_back(cfg_);
+  cfg_ = res.config;
+  const size_t before = probes_of_.size();
+  pipeline_.reload(*cfg_, plan);
+  // Probes of changed and removed services stop; those of changed and added ones start.
+  std::set<std::string> replace(plan.changed.begin(), plan.changed.end());
+  replace.insert(plan.removed.begin(), plan.removed.end());
+  for (size_t si = 0; si < probes_of_.size(); ++si) {
+    if (!replace.count(pipeline_.service_name(si))) continue;
+    for (size_t i : probes_of_[si]) {
+      scheduler_.retire(i);
+      probes_[i].retired = true;
+    }
+    probes_of_[si].clear();
+    if (!pipeline_.retired(si)) add_probes(si);
+  }
+  for (size_t si = before; si < pipeline_.services(); ++si) add_probes(si);
+  approvers_ = Approvers(*cfg_);
+  if (!cfg_->external_url.empty()) pipeline_.notifier().set_base_url(cfg_->external_url);
+  metrics_.config_reload(true, std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+  nlohmann::json changes = plan.to_json();
+  pipeline_.record(Event::config_reloaded, "", {{"ok", true}, {"via", via}, {"changes", changes}});
+  spdlog::warn("reload ({}): config {} applied: {} added, {} removed, {} changed, {} unchanged", via, cfg_->source, plan.added.size(),
+               plan.removed.size(), plan.changed.size(), plan.unchanged);
+  for (const auto& w : security_warnings(*cfg_)) spdlog::warn("{}", w);
+  return {200, nlohmann::json{{"reloaded", cfg_->source}, {"changes", changes}}};
 }
 
 Watchdog::~Watchdog() {
@@ -142,6 +200,7 @@ unsigned short Watchdog::port() const { return server_ ? server_->local_endpoint
 
 void Watchdog::on_result(size_t index, probes::ProbeResult&& r, double lateness_s) {
   auto& st = probes_[index];
+  if (st.retired) return;
   metrics_.record(st.handles, r, lateness_s);
   const bool changed = !st.last || st.last->outcome != r.outcome;
   if (changed) {

@@ -46,6 +46,12 @@ class Watchdog {
   std::size_t busy() const;
   unsigned short port() const;
 
+  // Reads the config file again and applies it (design.md: SIGHUP and POST /-/reload): services
+  // added, removed or changed, keeping every state. An invalid file, or one that changes what
+  // only a restart applies, changes nothing. `via`: who asked (recorded). Returns the HTTP status
+  // and body: 200 with what changed; 400 with the problems; 409 when it cannot be applied now.
+  std::pair<int, nlohmann::json> reload(const std::string& via);
+
   // The HTTP API over the current state (api/routes.cpp); votes and clears write the ledger.
   HttpRes handle(const HttpReq& req);
   const Metrics& metrics() const { return metrics_; }
@@ -61,7 +67,9 @@ class Watchdog {
     Metrics::ProbeHandles handles;
     std::optional<probes::ProbeResult> last;
     std::uint64_t runs = 0;
+    bool retired = false;  // removed by a reload
   };
+  void add_probes(size_t si);
   void on_result(size_t index, probes::ProbeResult&& r, double lateness_s);
   void schedule_tick();
   bool ready() const;
@@ -79,6 +87,8 @@ class Watchdog {
   boost::asio::steady_timer tick_timer_;
   size_t tick_slice_ = 0;
   std::vector<ProbeState> probes_;
+  std::vector<std::vector<size_t>> probes_of_;  // per service: its probes' indices in probes_ (and the scheduler)
+  std::vector<std::shared_ptr<const config::Config>> applied_;  // configs replaced by a reload: parts still point into them
   std::unique_ptr<Server> server_;
   std::unique_ptr<ha::Node> ha_;  // with an `ha` block only
   bool state_dir_ok_ = false;

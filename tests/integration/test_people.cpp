@@ -4,7 +4,9 @@
 // notify filters, against a stand-in that checks the documented body.
 #include <catch2/catch.hpp>
 
+#include <csignal>
 #include <mutex>
+#include <set>
 #include <optional>
 
 #include <nlohmann/json.hpp>
@@ -371,4 +373,93 @@ TEST_CASE("lastgood ctl: status, rollback, proposals, approve, releases, silence
   // Unreachable: 1.
   auto away = run_command({"env", "LASTGOOD_URL=http://127.0.0.1:1", LASTGOOD_BINARY, "ctl", "status"});
   CHECK(away == 1);
+}
+
+TEST_CASE("reload: SIGHUP and POST /-/reload apply services added, removed and changed, keeping state; an invalid file changes nothing", "[people]") {
+  TempDir dir;
+  Site site(dir, {"v1", "v2", "bad3"});
+  auto plain = [&](const std::string& name) {
+    return json{{"name", name},
+                {"probes", {{{"name", "home"}, {"kind", "http"}, {"url", site.url()}, {"interval", "200ms"}, {"timeout", "150ms"}}}},
+                {"rollback", {{"mode", "alert"}}}};
+  };
+  json cfg = people();
+  cfg["services"] = {app_service(site.url(), site.local_symlink({{"observe_interval", "200ms"}}), App{.severity = "P1", .mode = "approve"}), plain("keep"),
+                     plain("gone")};
+  Lastgood lg(dir, Lastgood::Config{cfg});
+  lg.args = {};
+  lg.start(kTokens);
+  const auto port = lg.port();
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site.root, "v2");
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v2")));
+  auto runs_of = [&](const std::string& service) -> long long {
+    const json all = call(port, "GET", "/api/v1/services").second;
+    for (const auto& s : all["services"])
+      if (s["name"] == service) return s["probes"][0]["runs"].get<long long>();
+    return -1;
+  };
+  json written = json::parse(read_file(lg.config));
+  // app changed (its rollback settings: its windows and releases are kept), gone removed, extra added, keep as it was.
+  json next = written;
+  next["services"][0]["rollback"]["approval_timeout"] = "45m";
+  next["services"].erase(2);
+  next["services"].push_back(plain("extra"));
+  write_file(lg.config, next.dump(2));
+  CHECK(call(port, "POST", "/-/reload").first == 401);
+  const long long keep_before = runs_of("keep");
+  auto ok = call(port, "POST", "/-/reload", "tok-bob-0c7d");
+  REQUIRE(ok.first == 200);
+  CHECK(ok.second["changes"]["added"] == json{"extra"});
+  CHECK(ok.second["changes"]["removed"] == json{"gone"});
+  CHECK(ok.second["changes"]["changed"] == json{"app"});
+  CHECK(ok.second["changes"]["unchanged"] == 1);
+  std::set<std::string> names;
+  const json listed = call(port, "GET", "/api/v1/services").second;
+  for (const auto& s : listed["services"]) names.insert(s["name"]);
+  CHECK(names == std::set<std::string>{"app", "keep", "extra"});
+  // Kept: the releases verified before, and keep's probe schedule (its runs go on counting).
+  const json rel = call(port, "GET", "/api/v1/services/app/releases").second;
+  int verified = 0;
+  for (const auto& r : rel["releases"]) verified += r["state"] == "verified_good";
+  CHECK(verified == 2);
+  CHECK(wait_until([&] { return runs_of("keep") >= keep_before + 3; }, std::chrono::seconds(5)));
+  CHECK(wait_until([&] { return runs_of("extra") >= 2; }, std::chrono::seconds(5)));
+  CHECK(call(port, "GET", "/api/v1/services/gone/releases").first == 404);
+  // The changed app still acts on what it knew: a breach now proposes a rollback to v2, waiting 45 minutes.
+  switch_current(site.root, "bad3");
+  REQUIRE(lg.wait_for("proposal_created", [](const json& d) { return d["decision"]["release_to"] == "v2"; }));
+  const json props = call(port, "GET", "/api/v1/proposals").second;
+  REQUIRE(props["proposals"].size() == 1);
+  const long long wait_ms = props["proposals"][0]["expires_at"].get<long long>() - props["proposals"][0]["created_at"].get<long long>();
+  CHECK(wait_ms == 45LL * 60 * 1000);
+  // An invalid file through SIGHUP: nothing changes, the failure is logged, measured and recorded.
+  write_file(lg.config, R"({"services": [ {"name": "app", "probes": "nope"} ]})");
+  REQUIRE(::kill(lg.proc->pid(), SIGHUP) == 0);
+  REQUIRE(lg.wait_for("config_reloaded", [](const json& d) { return d["ok"] == false && d["via"] == "SIGHUP"; }));
+  CHECK(metric(http_call(port, "GET", "/metrics").body, "lastgood_config_last_reload_successful") == 0);
+  CHECK(lg.proc->running());
+  auto bad = call(port, "POST", "/-/reload", "tok-bob-0c7d");
+  CHECK(bad.first == 400);
+  REQUIRE(bad.second["errors"].is_array());
+  CHECK_THAT(bad.second["errors"][0].get<std::string>(), Catch::Contains(lg.config.string()));
+  const json still = call(port, "GET", "/api/v1/services").second;
+  CHECK(still["services"].size() == 3);
+  // What only a restart applies is refused, naming it.
+  json moved = next;
+  moved["state_dir"] = (dir.path / "elsewhere").string();
+  write_file(lg.config, moved.dump(2));
+  auto restart = call(port, "POST", "/-/reload", "tok-bob-0c7d");
+  CHECK(restart.first == 400);
+  CHECK_THAT(restart.second["error"].get<std::string>(), Catch::Contains("only at a restart"));
+  // Back to the valid file by SIGHUP: applied (nothing changed), success measured again.
+  write_file(lg.config, next.dump(2));
+  REQUIRE(::kill(lg.proc->pid(), SIGHUP) == 0);
+  REQUIRE(lg.wait_for("config_reloaded", [](const json& d) { return d["ok"] == true && d["via"] == "SIGHUP"; }));
+  CHECK(metric(http_call(port, "GET", "/metrics").body, "lastgood_config_last_reload_successful") == 1);
+  CHECK(lg.count("proposal_created") == 1);  // the pending proposal survived the reloads
+  const json after = call(port, "GET", "/api/v1/proposals").second;
+  CHECK(after["proposals"][0]["state"] == "pending");
+  CHECK(lg.proc->stop() == 0);
+  CHECK(lg.ledger_verifies());
 }

@@ -21,20 +21,21 @@ namespace lastgood::watchdog {
 
 nlohmann::json Watchdog::services_json() const {
   nlohmann::json out = nlohmann::json::array();
-  size_t pi = 0;
   const auto now = std::chrono::system_clock::now();
-  for (size_t si = 0; si < cfg_->services.size(); ++si) {
-    const auto& svc = cfg_->services[si];
+  for (size_t si = 0; si < pipeline_.services(); ++si) {
+    if (pipeline_.retired(si)) continue;
+    const auto& svc = *pipeline_.service(si).cfg;
     nlohmann::json s = service_view(pipeline_, si, now);
     s["name"] = svc.name;
     s["deployment"] = svc.deployment ? nlohmann::json(svc.deployment->kind) : nlohmann::json();
     nlohmann::json ps = nlohmann::json::array();
-    for (size_t k = 0; k < svc.probes.size(); ++k, ++pi) {
-      const auto& st = probes_[pi];
-      nlohmann::json p{{"name", st.spec->name}, {"kind", st.spec->kind}, {"runs", st.runs}};
-      p["last"] = st.last ? st.last->to_json() : nlohmann::json();
-      ps.push_back(p);
-    }
+    if (si < probes_of_.size())
+      for (size_t pi : probes_of_[si]) {
+        const auto& st = probes_[pi];
+        nlohmann::json p{{"name", st.spec->name}, {"kind", st.spec->kind}, {"runs", st.runs}};
+        p["last"] = st.last ? st.last->to_json() : nlohmann::json();
+        ps.push_back(p);
+      }
     s["probes"] = ps;
     s["rollback_mode"] = svc.rollback.mode;
     out.push_back(s);
@@ -222,6 +223,13 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     return HttpRes::json_error(500, "unexpected");
   };
   const std::string ha_refusal = "not available with several replicas (ha) yet: requests from people are kept in one replica's ledger, and the owner of the service might not see them";
+  if (path == "/-/reload") {
+    if (req.method != "POST" && req.method != "PUT") return HttpRes::json_error(405, "use POST");
+    auto [who, refusal] = person("", Event::clear_refused, "reload the config");
+    if (!who) return refusal;
+    const auto [status, body] = reload("api: " + who->name + " from " + client);
+    return {status, "application/json", json_text(body, 2)};
+  }
   if (path == "/api/v1/silences") {
     if (get) return {200, "application/json", json_text(nlohmann::json{{"silences", pipeline_.silences().list(std::chrono::system_clock::now())}}, 2)};
     if (req.method != "POST") return HttpRes::json_error(405, "use GET or POST");

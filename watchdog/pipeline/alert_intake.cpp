@@ -22,7 +22,7 @@ json AlertIntake::take(const json& payload, std::string* problem, std::vector<Al
     counts[outcome] = counts.value(outcome, 0) + 1;
     metrics_.alert(outcome);
   };
-  if (!cfg_.alertmanager) {
+  if (!cfg_->alertmanager) {
     count("bad_payload");
     return counts;
   }
@@ -31,7 +31,7 @@ json AlertIntake::take(const json& payload, std::string* problem, std::vector<Al
     if (problem) *problem = why;
     return counts;
   }
-  const auto& am = *cfg_.alertmanager;
+  const auto& am = *cfg_->alertmanager;
   for (const auto& a : payload["alerts"]) {
     const auto& labels = a["labels"];
     const std::string status = str(a, "status", str(payload, "status"));

@@ -30,8 +30,9 @@ struct AlertTrigger {
 class AlertIntake {
  public:
   using Index = std::function<std::optional<std::size_t>(const std::string& service)>;
+  void set_config(const config::Config& cfg) { cfg_ = &cfg; }
   AlertIntake(const config::Config& cfg, Recorder& rec, Metrics& metrics, Index index)
-      : cfg_(cfg), rec_(rec), metrics_(metrics), index_(std::move(index)) {}
+      : cfg_(&cfg), rec_(rec), metrics_(metrics), index_(std::move(index)) {}
 
   // Counts by outcome (accepted, duplicate, unknown_service, unknown_severity, bad_payload).
   // `problem` is set (and nothing is taken or remembered) when the payload is not Alertmanager's
@@ -41,7 +42,7 @@ class AlertIntake {
   static constexpr std::size_t kRemembered = 10'000;
 
  private:
-  const config::Config& cfg_;
+  const config::Config* cfg_;
   Recorder& rec_;
   Metrics& metrics_;
   Index index_;

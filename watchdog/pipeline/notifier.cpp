@@ -17,10 +17,10 @@ namespace lastgood::watchdog {
 namespace asio = boost::asio;
 using nlohmann::json;
 
-Notifier::Notifier(asio::io_context& ioc, const config::Config& cfg, Record record) : ioc_(ioc), cfg_(cfg), record_(std::move(record)) {}
+Notifier::Notifier(asio::io_context& ioc, const config::Config& cfg, Record record) : ioc_(ioc), cfg_(&cfg), record_(std::move(record)) {}
 
 json Notifier::payload(size_t target, const std::string& event, const std::string& service, const json& d) const {
-  const auto& n = cfg_.notify[target];
+  const auto& n = cfg_->notify[target];
   json links{{"page", base_url_ + "/"}, {"api", base_url_ + "/api/v1/services"}};
   if (d.contains("proposal_id")) links["proposal"] = base_url_ + "/api/v1/proposals";
   if (d.contains("incident_id") && d["incident_id"].is_string() && !d["incident_id"].get<std::string>().empty()) {
@@ -91,8 +91,8 @@ void Notifier::notify(const std::string& event, const std::string& service, cons
   if (auto it = open_.find(service); it != open_.end() && details.contains("severity") && details["severity"].is_string())
     it->second.severity = details["severity"].get<std::string>();
   const std::string severity = severity_of(service, details);
-  for (size_t i = 0; i < cfg_.notify.size(); ++i) {
-    const auto& n = cfg_.notify[i];
+  for (size_t i = 0; i < cfg_->notify.size(); ++i) {
+    const auto& n = cfg_->notify[i];
     if (!n.events.empty() && std::find(n.events.begin(), n.events.end(), event) == n.events.end()) continue;
     if (!n.services.empty() && std::find(n.services.begin(), n.services.end(), service) == n.services.end()) continue;
     if (!n.severities.empty() && !severity.empty() &&
@@ -125,18 +125,19 @@ void Notifier::replay(const std::vector<LedgerEntry>& entries) {
   }
   for (const auto& [id, e] : pending) {
     const size_t target = e->data.value("target", 0);
-    if (target >= cfg_.notify.size()) continue;  // the config changed
+    if (target >= cfg_->notify.size()) continue;  // the config changed
     spdlog::info("notification {} was not delivered before the restart: sending it again", id);
     send(id, target, e->data["body"], e->service);
   }
 }
 
 void Notifier::send(std::string id, size_t target, json body, std::string service) {
-  if (cfg_.notify[target].kind != "pagerduty") {
-    net::spawn(ioc_.get_executor(), [this, id, target, body, service] { return deliver(id, target, body, service); }, "notify", life_);
+  auto n = std::make_shared<const config::Notify>(cfg_->notify[target]);  // as configured now, whatever a reload does
+  if (n->kind != "pagerduty") {
+    net::spawn(ioc_.get_executor(), [this, id, target, n, body, service] { return deliver(id, target, n, body, service); }, "notify", life_);
     return;
   }
-  ordered_[target].push_back({std::move(id), std::move(body), std::move(service)});
+  ordered_[target].push_back({std::move(id), std::move(body), std::move(service), std::move(n)});
   if (draining_[target]) return;
   draining_[target] = true;
   net::spawn(ioc_.get_executor(), [this, target] { return drain(target); }, "notify", life_);
@@ -152,12 +153,12 @@ asio::awaitable<void> Notifier::drain(size_t target) {
   while (!q.empty() && !stopped_) {
     Queued item = std::move(q.front());
     q.pop_front();
-    co_await deliver(std::move(item.id), target, std::move(item.body), std::move(item.service));
+    co_await deliver(std::move(item.id), target, std::move(item.target), std::move(item.body), std::move(item.service));
   }
 }
 
-asio::awaitable<void> Notifier::deliver(std::string id, size_t target, json body, std::string service) {
-  const auto& n = cfg_.notify[target];
+asio::awaitable<void> Notifier::deliver(std::string id, size_t target, std::shared_ptr<const config::Notify> where, json body, std::string service) {
+  const auto& n = *where;
   asio::steady_timer timer(ioc_);
   auto backoff = first_backoff;
   std::string last_error;

@@ -9,6 +9,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,9 @@ class Notifier {
   // An event happened: queue a notice for every matching target.
   void notify(const std::string& event, const std::string& service, const nlohmann::json& details);
   void set_base_url(std::string url) { base_url_ = std::move(url); }
+  // A reload: the targets of the new config (kept alive by the caller). Notices queued before it
+  // go to the target they were made for, as it was configured then.
+  void set_config(const config::Config& cfg) { cfg_ = &cfg; }
   // Cancels deliveries in flight: they stay queued in the ledger and are sent after a restart.
   void stop() {
     stopped_ = true;
@@ -44,7 +48,8 @@ class Notifier {
   int max_attempts = 8;
 
  private:
-  boost::asio::awaitable<void> deliver(std::string id, size_t target, nlohmann::json body, std::string service);
+  boost::asio::awaitable<void> deliver(std::string id, size_t target, std::shared_ptr<const config::Notify> where, nlohmann::json body,
+                                       std::string service);
   nlohmann::json payload(size_t target, const std::string& event, const std::string& service, const nlohmann::json& details) const;
   // PagerDuty: the event action for a lastgood event ("" : not sent), and the body without the
   // routing key (added at delivery: the key is a secret and the body goes to the ledger).
@@ -64,6 +69,7 @@ class Notifier {
     std::string id;
     nlohmann::json body;
     std::string service;
+    std::shared_ptr<const config::Notify> target;
   };
   std::map<size_t, std::deque<Queued>> ordered_;
   std::map<size_t, bool> draining_;
@@ -72,7 +78,7 @@ class Notifier {
   std::string severity_of(const std::string& service, const nlohmann::json& details) const;
 
   boost::asio::io_context& ioc_;
-  const config::Config& cfg_;
+  const config::Config* cfg_;
   Record record_;
   std::string base_url_;
   std::uint64_t next_ = 1;

@@ -54,35 +54,10 @@ Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& me
       watch_(recording_, clock_, stopped_),
       alerts_(cfg, recording_, metrics, [this](const std::string& name) { return service_index(name); }) {
   svcs_.reserve(cfg.services.size());
-  const auto authority = std::make_shared<const std::map<policy::Severity, policy::Authority>>(cfg.authority);
-  for (const auto& svc : cfg.services) {
-    auto s = std::make_unique<Service>();
-    s->policy = std::make_unique<policy::ServicePolicy>(to_policy(svc, authority));
-    s->policy->count_rollbacks_at_start();  // rollback.cpp notes each at its action_started
-    s->cfg = &svc;
-    if (svc.deployment) {
-      s->action = actions::make_action(ioc.get_executor(), svc.name, *svc.deployment);
-      if (s->action) s->observe_timer = std::make_unique<asio::steady_timer>(ioc);
-    }
-    for (const auto& t : svc.triggers) metrics_.trigger_state(svc.name, t.name, "inconclusive");
-    metrics_.silenced(svc.name, false);
-    svcs_.push_back(std::move(s));
-  }
+  authority_ = std::make_shared<const std::map<policy::Severity, policy::Authority>>(cfg.authority);
+  for (const auto& svc : cfg.services) svcs_.push_back(make_service(svc));
   silenced_.assign(svcs_.size(), 0);
-  std::vector<Silence> windows;
-  for (size_t i = 0; i < cfg.maintenance.size(); ++i) {
-    const auto& m = cfg.maintenance[i];
-    Silence w;
-    w.id = "maintenance-" + std::to_string(i);
-    w.services = m.services;
-    w.starts_at = m.start;
-    w.ends_at = m.end;
-    w.by = "config";
-    w.comment = m.comment;
-    w.source = cfg.source;
-    windows.push_back(std::move(w));
-  }
-  silences_.set_maintenance(std::move(windows));
+  silences_.set_maintenance(maintenance_windows(cfg));
   proposals_.on_pending = [this](int n) { metrics_.proposals_pending(n); };
   recording_.on_change = [this](bool writable) {
     for (auto& s : svcs_) s->policy->set_can_record(writable);
@@ -90,6 +65,26 @@ Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& me
 }
 
 Pipeline::~Pipeline() { stop(); }
+
+std::unique_ptr<Service> Pipeline::make_service(const config::Service& svc) {
+  auto s = std::make_unique<Service>();
+  s->policy = std::make_unique<policy::ServicePolicy>(to_policy(svc, authority_));
+  s->policy->count_rollbacks_at_start();  // rollback.cpp notes each at its action_started
+  s->cfg = &svc;
+  if (svc.deployment) {
+    s->action = actions::make_action(ioc_.get_executor(), svc.name, *svc.deployment);
+    if (s->action) s->observe_timer = std::make_unique<asio::steady_timer>(ioc_);
+  }
+  for (const auto& t : svc.triggers) metrics_.trigger_state(svc.name, t.name, "inconclusive");
+  metrics_.silenced(svc.name, false);
+  return s;
+}
+
+void Pipeline::start_observing(size_t si) {
+  auto& s = *svcs_[si];
+  if (!started_ || stopped_ || s.observing || !s.action) return;
+  spawn([this, si] { return observe_loop(si); }, "observe", /*restart=*/true);
+}
 
 // Every coroutine the pipeline leaves running goes through the supervised spawn: an exception is
 // logged and counted (lastgood_internal_errors_total{where}); a loop (observing) is restarted.
@@ -102,7 +97,7 @@ std::size_t Pipeline::rollbacks_running() const { return rollbacks_life_.running
 
 std::optional<size_t> Pipeline::service_index(const std::string& name) const {
   for (size_t i = 0; i < svcs_.size(); ++i)
-    if (svcs_[i]->name() == name) return i;
+    if (svcs_[i]->name() == name && !svcs_[i]->retired) return i;
   return std::nullopt;
 }
 
@@ -159,8 +154,8 @@ void Pipeline::start(Ledger& ledger) {
   // the live release is read (still `from`: carried out; else stale).
   recheck_ = std::move(r.unstarted_proposals);
   recheck_unstarted();
-  for (size_t si = 0; si < svcs_.size(); ++si)
-    if (svcs_[si]->action) spawn([this, si] { return observe_loop(si); }, "observe", /*restart=*/true);
+  started_ = true;
+  for (size_t si = 0; si < svcs_.size(); ++si) start_observing(si);
 }
 
 void Pipeline::stop() {
@@ -199,9 +194,11 @@ asio::awaitable<void> Pipeline::observe_once(size_t si) {
 
 asio::awaitable<void> Pipeline::observe_loop(size_t si) {
   auto& s = *svcs_[si];
-  while (!stopped_) {
+  if (s.observing) co_return;  // one loop per service (a restart by the supervisor, a reload)
+  net::FlagGuard observing(s.observing);
+  while (!stopped_ && !s.retired && s.action) {
     co_await observe_once(si);
-    if (stopped_) break;
+    if (stopped_ || s.retired || !s.action || !s.cfg->deployment || !s.observe_timer) break;
     s.observe_timer->expires_after(s.cfg->deployment->observe_interval);
     co_await s.observe_timer->async_wait(asio::as_tuple(asio::use_awaitable));
   }
@@ -262,6 +259,7 @@ void Pipeline::tick(policy::TimePoint t, size_t first, size_t last) {
   }
   for (size_t si = first; si < std::min(last, svcs_.size()); ++si) {
     auto& s = *svcs_[si];
+    if (s.retired) continue;
     handle(si, s.policy->tick(t, true));
     if (!recording_.writable()) continue;
     if (auto done = verifier_.on_tick(si, s.name(), t)) {

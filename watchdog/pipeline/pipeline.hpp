@@ -48,6 +48,19 @@ policy::Sample to_sample(const probes::ProbeResult& r);
 // `authority` is the config's (cfg.authority), made once and shared by every service.
 policy::ServiceSpec to_policy(const config::Service& svc, std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority);
 
+// The config's maintenance windows as silences ("maintenance-<n>").
+std::vector<Silence> maintenance_windows(const config::Config& cfg);
+
+// What a reload changes, by service name; `refused` says why it cannot be applied now ("" : it can).
+struct ReloadPlan {
+  std::vector<std::string> added, removed, changed;
+  std::size_t unchanged = 0;
+  std::string refused;
+  nlohmann::json to_json() const {
+    return {{"added", added}, {"removed", removed}, {"changed", changed}, {"unchanged", unchanged}};
+  }
+};
+
 // What became of a person's request (a manual rollback, a release marked bad, a silence).
 struct Request {
   enum class Status { accepted, refused, forbidden, not_found, cannot_record } status = Status::accepted;
@@ -117,6 +130,17 @@ class Pipeline final : private ReplayTarget {
     return recording_.record_unauthenticated(type, service, client, std::move(data));
   }
 
+  // ---- reload (design.md, HTTP surface) ----
+  // What applying `next` would change, and whether it can be applied now (a service changed or
+  // removed while its rollback runs: not now).
+  ReloadPlan plan_reload(const config::Config& next) const;
+  // Applies it, keeping every state: windows (unless the service's probes or triggers changed),
+  // releases, verified releases, budget, proposals, silences, the ledger. `next` must outlive the
+  // pipeline (the watchdog keeps every config it applied). Service indices never move: a removed
+  // service keeps its slot, retired.
+  void reload(const config::Config& next, const ReloadPlan& plan);
+  bool retired(size_t si) const { return svcs_[si]->retired; }
+
   // ---- people's requests (design.md, HTTP surface) ----
   // A person asks for a rollback of the service (to the last verified good release unless `to`
   // names one). It becomes a proposal with origin `manual` under the authority of `severity`,
@@ -185,6 +209,12 @@ class Pipeline final : private ReplayTarget {
   void publish_releases(size_t si);
   void remember(const policy::Decision& d);
   void spawn(std::function<boost::asio::awaitable<void>()> make, const char* what, bool restart = false);
+  std::unique_ptr<Service> make_service(const config::Service& svc);
+  void start_observing(size_t si);
+  std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority_;
+  // Actions replaced by a reload: kept, since an observation may still run in one.
+  std::vector<std::unique_ptr<actions::Action>> replaced_actions_;
+  bool started_ = false;
 
   boost::asio::io_context& ioc_;
   Metrics& metrics_;

@@ -92,7 +92,7 @@ void Proposals::remind(policy::TimePoint now) {
 
 Proposals::Proposals(Recorder& rec, const Clock& clock, const std::map<policy::Severity, policy::Authority>& authority, Ids& ids,
                      Notify notify)
-    : rec_(rec), clock_(clock), authority_(authority), ids_(ids), notify_(std::move(notify)) {}
+    : rec_(rec), clock_(clock), authority_(&authority), ids_(ids), notify_(std::move(notify)) {}
 
 Proposal* Proposals::get(const std::string& id) {
   for (auto& p : proposals_)
@@ -117,7 +117,7 @@ const Proposal* Proposals::create(const policy::Decision& d, policy::Duration ap
   p.decision = d;
   p.created_at = d.at;
   p.expires_at = d.at + approval_timeout;
-  if (auto a = authority_.find(d.severity); a != authority_.end()) p.quorum = a->second.quorum;
+  if (auto a = authority_->find(d.severity); a != authority_->end()) p.quorum = a->second.quorum;
   if (!rec_.record(Event::proposal_created, d.service, {{"id", p.id}, {"decision", to_json(d)}, {"expires_at", ms(p.expires_at)}, {"quorum", p.quorum}}))
     return nullptr;
   spdlog::warn("proposal {}: roll back {} {} -> {} awaits approval until {}s from now", p.id, d.service, d.release_from.value_or("?"),

@@ -88,8 +88,8 @@ class Proposals {
   // the severity's roles, or of its secondary roles once `secondary.after` has passed; "" when none.
   std::string role_for(const config::Approver& who, policy::Severity severity, policy::TimePoint created_at) const;
   const policy::Authority* authority(policy::Severity s) const {
-    auto it = authority_.find(s);
-    return it == authority_.end() ? nullptr : &it->second;
+    auto it = authority_->find(s);
+    return it == authority_->end() ? nullptr : &it->second;
   }
   // Pending proposals: the secondary authority joins after `secondary.after` (recorded, noticed
   // once), and the pending notice is sent again every `remind_every`.
@@ -102,6 +102,8 @@ class Proposals {
   void replay(Event type, const LedgerEntry& e);
   // After replay: approved or executing proposals whose action_started is not in the ledger.
   std::vector<std::string> unstarted(const std::set<std::string>& started) const;
+  // A reload: the authority matrix of the new config (kept alive by the caller).
+  void set_authority(const std::map<policy::Severity, policy::Authority>& a) { authority_ = &a; }
   // Keeps the pending ones and the last closed ones (at most kKept in all).
   void trim();
   static constexpr std::size_t kKept = 200;
@@ -122,7 +124,7 @@ class Proposals {
 
   Recorder& rec_;
   const Clock& clock_;
-  const std::map<policy::Severity, policy::Authority>& authority_;
+  const std::map<policy::Severity, policy::Authority>* authority_;
   Ids& ids_;
   Notify notify_;
   std::deque<Proposal> proposals_;

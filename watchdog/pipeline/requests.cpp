@@ -240,7 +240,7 @@ Request Pipeline::expire_silence(const std::string& id, const std::string& who, 
 }
 
 void Pipeline::follow_silences(policy::TimePoint now) {
-  if (silenced_.size() != svcs_.size()) silenced_.assign(svcs_.size(), 0);
+  silenced_.resize(svcs_.size(), 0);
   std::vector<char> next(svcs_.size(), 0);
   for (const auto& s : silences_.all()) {
     if (!s.active(now)) continue;
@@ -248,7 +248,7 @@ void Pipeline::follow_silences(policy::TimePoint now) {
       if (auto si = service_index(name)) next[*si] = 1;
   }
   for (size_t si = 0; si < svcs_.size(); ++si) {
-    if (next[si] == silenced_[si]) continue;
+    if (next[si] == silenced_[si] || svcs_[si]->retired) continue;
     silenced_[si] = next[si];
     metrics_.silenced(svcs_[si]->name(), next[si] != 0);
     if (next[si]) continue;

@@ -22,6 +22,8 @@ struct Service {
   std::string escalation;     // why
   bool acting = false;        // a rollback of this service is running
   int refusals = 0;           // automatic rollbacks refused by the coordinator in a row (retried with backoff)
+  bool retired = false;       // removed from the config by a reload (its slot stays: indices are stable)
+  bool observing = false;     // its observe loop runs
   const std::string& name() const { return cfg->name; }
 };
 

@@ -23,6 +23,7 @@ class Verifier {
  public:
   Verifier(Recorder& rec, std::size_t services) : rec_(rec), by_service_(services) {}
 
+  void resize(std::size_t services) { by_service_.resize(services); }  // a reload added services
   void begin(std::size_t service, Verification v) { by_service_[service] = std::make_unique<Verification>(std::move(v)); }
   const Verification* find(std::size_t service) const { return by_service_[service].get(); }
 
