@@ -12,6 +12,9 @@ const { chromium } = require(path.join(__dirname, "../../scripts/npm/browser/nod
   });
   const page = await browser.newPage();
   const step = (s) => console.log("step: " + s);
+  // Approving asks for a confirmation first (a production rollback): accepted, and counted.
+  const dialogs = [];
+  page.on("dialog", (d) => { dialogs.push(d.message()); d.accept(); });
   // The page runs under its Content-Security-Policy (default-src 'self'): anything it blocks is a failure.
   const csp = [];
   page.on("console", (m) => { if (m.type() === "error" && m.text().includes("Content Security Policy")) csp.push(m.text()); });
@@ -22,6 +25,10 @@ const { chromium } = require(path.join(__dirname, "../../scripts/npm/browser/nod
     const row = await page.textContent("#proposals tr[data-proposal]");
     if (!row.includes("bad2") || !row.includes("v1")) throw new Error("the proposal row lacks the releases: " + row);
     if (!row.includes("consecutive_failures")) throw new Error("the proposal row lacks the evidence: " + row);
+    // Why, in the probe's own words; who may approve and how many more; when it was made and expires.
+    for (const want of ["body does not contain", "2 more needed", "may approve: eng-manager", "created ", "expires in "])
+      if (!row.includes(want)) throw new Error("the proposal row lacks \"" + want + "\": " + row);
+    step("why, who may approve, how many more and when shown");
 
     // A token whose role may not decide this severity: the refusal is shown plainly.
     await page.fill("#token", process.env.WRONG_ROLE_TOKEN);
@@ -36,13 +43,20 @@ const { chromium } = require(path.join(__dirname, "../../scripts/npm/browser/nod
     for (let i = 0; i < tokens.length; ++i) {
       await page.fill("#token", tokens[i]);
       await page.click("#save");
+      if (i === 0) await page.fill("#proposals input.comment", "looks right");
       await page.click("#proposals button.approve");
       if (i + 1 < tokens.length)
         await page.locator("#proposals td.state", { hasText: (i + 1) + "/2 approvals" }).first().waitFor({ timeout: 10000 });
     }
     step("two approvals given");
+    if (!dialogs.some((m) => m.includes("Approve rolling back app from bad2 to v1")))
+      throw new Error("no confirmation was asked before approving: " + JSON.stringify(dialogs));
+    step("confirmation asked before approving");
     await page.locator("#recent td.state", { hasText: /^verified/ }).first().waitFor({ timeout: 30000 });
     step("state shown as verified");
+    const done = await page.textContent("#recent tr[data-proposal]");
+    if (!done.includes("looks right")) throw new Error("the approval comment is not shown: " + done);
+    step("approval comment shown");
     await page.waitForSelector("#incidents tr[data-incident] a", { timeout: 10000 });
     const href = await page.getAttribute("#incidents tr[data-incident] a", "href");
     const md = await (await page.request.get(new URL(href, page.url()).toString())).text();

@@ -186,7 +186,10 @@ TEST_CASE("the approval page in headless Chromium: see the proposal, a refused r
   INFO(out);
   CHECK(rc == 0);
   CHECK_THAT(out, Catch::Contains("step: wrong role refused: Refused: alice holds no role allowed"));
+  CHECK_THAT(out, Catch::Contains("step: why, who may approve, how many more and when shown"));
+  CHECK_THAT(out, Catch::Contains("step: confirmation asked before approving"));
   CHECK_THAT(out, Catch::Contains("step: state shown as verified"));
+  CHECK_THAT(out, Catch::Contains("step: approval comment shown"));
   CHECK_THAT(out, Catch::Contains("step: incident listed and its record linked: /api/v1/incidents/"));
   CHECK(fs::exists(shot));
   CHECK(current_release(s.site.root) == "v1");

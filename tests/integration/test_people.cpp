@@ -463,3 +463,30 @@ TEST_CASE("reload: SIGHUP and POST /-/reload apply services added, removed and c
   CHECK(lg.proc->stop() == 0);
   CHECK(lg.ledger_verifies());
 }
+
+TEST_CASE("the page in headless Chromium: an escalated and silenced service, cleared with its button, then shown held by the silence", "[page]") {
+  Verified s(App{.severity = "P0", .mode = "auto"}, people(), {"v1", "bad2"});
+  s.verify_in_turn({"v1"});
+  // The rollback target disappears: the rollback fails, the service is escalated.
+  fs::rename(s.site.root / "releases" / "v1", s.site.root / "releases" / "v1.away");
+  switch_current(s.site.root, "bad2");
+  REQUIRE(s.lg.wait_for("escalated"));
+  fs::rename(s.site.root / "releases" / "v1.away", s.site.root / "releases" / "v1");
+  REQUIRE(call(s.port, "POST", "/api/v1/silences", "tok-bob-0c7d", R"({"service": "app", "for": "1h", "comment": "deploy window"})").first == 201);
+  const fs::path artifacts = fs::path(LASTGOOD_SOURCE_DIR) / "tests/artifacts";
+  fs::create_directories(artifacts);
+  const std::string shot = (artifacts / "page-escalated-silenced.png").string();
+  std::string out;
+  int rc = run_command({"env", "TOKEN=tok-bob-0c7d", "node", std::string(LASTGOOD_SOURCE_DIR) + "/tests/integration/page_states.js",
+                        "http://127.0.0.1:" + std::to_string(s.port), shot},
+                       &out);
+  INFO(out);
+  CHECK(rc == 0);
+  CHECK_THAT(out, Catch::Contains("step: escalation and silence shown on the service"));
+  CHECK_THAT(out, Catch::Contains("step: silence listed with who, why and until when"));
+  CHECK_THAT(out, Catch::Contains("step: cleared through the Clear button, after a confirmation"));
+  CHECK_THAT(out, Catch::Contains("step: the breach is shown held"));
+  CHECK(fs::exists(shot));
+  CHECK(s.lg.wait_for("cleared", [](const json& d) { return d["by"] == "bob"; }));
+  CHECK(current_release(s.site.root) == "bad2");  // held by the silence: nothing done
+}

@@ -32,7 +32,8 @@ json service_view(const Pipeline& p, size_t si, policy::TimePoint t) {
   if (const auto* v = p.verifying(si))
     j["verifying"] = {{"action_id", v->action_id}, {"release", v->release}, {"healthy_so_far", v->seen}, {"needed", v->needed}, {"deadline", ms(v->deadline)}};
   json ts = json::array();
-  for (const auto& v : sp.triggers(t)) {
+  for (auto v : sp.triggers(t)) {
+    if (v.state == policy::TriggerState::firing || v.state == policy::TriggerState::pending) p.explain(si, v.evidence);
     ts.push_back({{"name", v.name},
                   {"severity", policy::to_string(v.severity)},
                   {"rule", v.rule},

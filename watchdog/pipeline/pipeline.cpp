@@ -231,8 +231,19 @@ asio::awaitable<void> Pipeline::recheck_approved(size_t si, std::string id) {
 
 // ---- results, ticks --------------------------------------------------------------------------
 
+void Pipeline::explain(size_t si, policy::Evidence& e) const {
+  const auto& s = *svcs_[si];
+  if (!e.detail.empty() || e.probe.empty()) return;
+  for (size_t pi = 0; pi < s.cfg->probes.size() && pi < s.last_failure.size(); ++pi)
+    if (s.cfg->probes[pi].name == e.probe && !s.last_failure[pi].empty()) e.detail = s.last_failure[pi];
+}
+
 void Pipeline::on_result(size_t si, size_t probe, const probes::ProbeResult& r) {
   auto& s = *svcs_[si];
+  if (r.outcome != probes::Outcome::ok && !r.reason.empty()) {
+    if (s.last_failure.size() <= probe) s.last_failure.resize(s.cfg->probes.size() > probe ? s.cfg->probes.size() : probe + 1);
+    s.last_failure[probe] = r.reason.substr(0, 300);
+  }
   handle(si, s.policy->on_sample(probe, to_sample(r), /*defer_decisions=*/true));
   if (!recording_.writable() || s.cfg->probes[probe].reference || r.outcome == probes::Outcome::error || !verifier_.find(si)) return;
   if (auto done = verifier_.on_result(si, s.name(), r.outcome == probes::Outcome::ok)) {
@@ -319,7 +330,9 @@ void Pipeline::decide_again(size_t si) {
 void Pipeline::handle(size_t si, const policy::Events& ev) {
   if (ev.empty()) return;
   const auto& name = svcs_[si]->name();
-  for (const auto& t : ev.transitions) {
+  for (const auto& tr : ev.transitions) {
+    policy::Transition t = tr;
+    if (t.to == policy::TriggerState::firing || t.to == policy::TriggerState::pending) explain(si, t.evidence);
     metrics_.trigger_state(name, t.trigger, policy::to_string(t.to));
     if (t.to == policy::TriggerState::firing) metrics_.breach(name, t.trigger, policy::to_string(t.severity));
     recording_.record(Event::transition, name,
@@ -403,6 +416,7 @@ json Pipeline::on_alertmanager(const json& payload, std::string* problem) {
 
 void Pipeline::handle_decision(size_t si, policy::Decision d) {
   auto& s = *svcs_[si];
+  explain(si, d.evidence);
   const auto& name = s.name();
   auto downgrade = [&](std::string why) {
     d.kind = DecisionKind::hold;
@@ -504,6 +518,7 @@ void Pipeline::begin_verification(size_t si, const std::string& action_id, const
 // silence that ends lets an alert fire again.
 bool Pipeline::clear(size_t si, const std::string& who, const std::string& source) {
   if (!rollbacks_.clear(*svcs_[si], who, source)) return false;
+  notifier_.notify("cleared", svcs_[si]->name(), {{"reason", "escalation cleared by " + who}});
   decide_again(si);
   return true;
 }

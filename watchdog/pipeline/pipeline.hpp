@@ -161,6 +161,10 @@ class Pipeline final : private ReplayTarget {
   // The silence of a service now, if any.
   const Silence* silenced(size_t si) const { return silences_.active(svcs_[si]->name(), clock_.now()); }
 
+  // Adds the failing probe's own reason ("status: got 500") to evidence that names a probe and
+  // has no detail of its own.
+  void explain(size_t si, policy::Evidence& e) const;
+
   std::optional<size_t> service_index(const std::string& name) const override;
   const Service& service(size_t si) const { return *svcs_[si]; }
   const Verification* verifying(size_t si) const { return verifier_.find(si); }

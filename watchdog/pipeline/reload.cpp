@@ -69,6 +69,7 @@ void Pipeline::reload(const config::Config& next, const ReloadPlan& plan) {
     const bool same_evidence = !was_retired && svc.evidence_fingerprint == s.cfg->evidence_fingerprint;
     s.retired = false;
     s.cfg = &svc;
+    s.last_failure.clear();
     if (same_evidence) {
       s.policy->respec(to_policy(svc, authority_));
     } else {

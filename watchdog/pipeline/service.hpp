@@ -3,6 +3,7 @@
 // what only a service with a deployment needs is held behind a pointer.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -24,6 +25,9 @@ struct Service {
   int refusals = 0;           // automatic rollbacks refused by the coordinator in a row (retried with backoff)
   bool retired = false;       // removed from the config by a reload (its slot stays: indices are stable)
   bool observing = false;     // its observe loop runs
+  // Per probe, the reason of its last result that was not ok ("status: got 500"): what a person
+  // reads as the evidence's why. Sized on the first failure.
+  std::vector<std::string> last_failure;
   const std::string& name() const { return cfg->name; }
 };
 

@@ -33,6 +33,27 @@ json to_json(const policy::Decision& d) {
   return j;
 }
 
+namespace {
+policy::Evidence evidence_from_json(const json& e) {
+  policy::Evidence out;
+  if (!e.is_object()) return out;
+  auto str = [&](const char* k) { return e.contains(k) && e[k].is_string() ? e[k].get<std::string>() : std::string(); };
+  auto num = [&](const json& o, const char* k) { return o.is_object() && o.contains(k) && o[k].is_number() ? o[k].get<double>() : 0.0; };
+  out.probe = str("probe");
+  out.measure = str("measure");
+  out.detail = str("detail");
+  out.value = num(e, "value");
+  out.threshold = num(e, "threshold");
+  out.window = policy::Duration(static_cast<long long>(num(e, "window_ms")));
+  out.samples = static_cast<int>(num(e, "samples"));
+  out.errors = static_cast<int>(num(e, "errors"));
+  const json impact = e.contains("impact") ? e["impact"] : json();
+  out.probes_failing = static_cast<int>(num(impact, "probes_failing"));
+  out.probes_watched = static_cast<int>(num(impact, "probes_watched"));
+  return out;
+}
+}  // namespace
+
 policy::Decision decision_from_json(const std::string& service, const json& d) {
   policy::Decision out;
   out.service = service;
@@ -44,6 +65,7 @@ policy::Decision decision_from_json(const std::string& service, const json& d) {
   out.severity = severity == "P0" ? policy::Severity::P0 : severity == "P2" ? policy::Severity::P2 : policy::Severity::P1;
   if (d.contains("release_from") && d["release_from"].is_string()) out.release_from = d["release_from"].get<std::string>();
   if (d.contains("release_to") && d["release_to"].is_string()) out.release_to = d["release_to"].get<std::string>();
+  if (d.contains("evidence")) out.evidence = evidence_from_json(d["evidence"]);  // what the page shows after a restart
   if (d.contains("origin") && d["origin"].is_string()) out.origin = d["origin"].get<std::string>();
   if (d.contains("requested_by") && d["requested_by"].is_string()) out.requested_by = d["requested_by"].get<std::string>();
   return out;
