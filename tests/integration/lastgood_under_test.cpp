@@ -100,12 +100,22 @@ std::string Lastgood::last(const std::string& type, const std::string& field) co
 }
 
 std::vector<std::string> Lastgood::incident_events(const std::string& status) const {
-  const auto file = state / "incidents" / (last("action_started", "action_id") + ".json");
+  // The record holding the last action (an incident opens at its breach and takes its action).
+  const std::string action = last("action_started", "action_id");
   nlohmann::json inc;
   if (!wait_until(
           [&] {
-            inc = nlohmann::json::parse(fs::exists(file) ? read_file(file) : "", nullptr, false);
-            return !inc.is_discarded() && inc.value("status", "") == status;
+            std::error_code ec;
+            if (!fs::is_directory(state / "incidents", ec)) return false;
+            for (const auto& f : fs::directory_iterator(state / "incidents", ec)) {
+              if (f.path().extension() != ".json") continue;
+              auto j = nlohmann::json::parse(read_file(f.path()), nullptr, false);
+              if (!j.is_discarded() && j.value("action_id", nlohmann::json()) == action && j.value("status", "") == status) {
+                inc = j;
+                return true;
+              }
+            }
+            return false;
           },
           std::chrono::seconds(5)))
     return {};

@@ -91,7 +91,7 @@ TEST_CASE("webhook and Slack notices for breach, execution and verification, ret
   CHECK(by_event["verified"]["links"]["incident_markdown"] == base + "/api/v1/incidents/" + incident + ".md");
   CHECK(http_call(port, "GET", "/api/v1/incidents/" + incident + ".md").status == 200);
   CHECK(fs::exists(dir.path / "state" / "incidents" / (incident + ".md")));
-  CHECK_FALSE(by_event["breach"]["links"].contains("incident"));  // no incident before a rollback
+  CHECK(by_event["breach"]["links"]["incident"] == base + "/api/v1/incidents/" + incident);  // the incident opens at the breach
   auto slack = rx.at(slack_secret);
   CHECK_THAT(slack[0]["text"].get<std::string>(), Catch::Contains("`verified` on *app*"));
   CHECK_THAT(slack[0]["text"].get<std::string>(), Catch::Contains("/api/v1/incidents/" + incident + ".md|incident record>"));

@@ -170,6 +170,12 @@ TEST_CASE("a silence holds the decision, is listed and measured, and when it end
   CHECK(s.lg.wait_for("decision", [](const json& d) { return d["reason"].get<std::string>().find("by bob (deploy window)") != std::string::npos; }));
   CHECK(current_release(s.site.root) == "bad2");  // held: nothing was done
   CHECK(s.lg.count("action_started") == 0);
+  // The held breach has its incident record already.
+  const json held = call(s.port, "GET", "/api/v1/incidents").second;
+  REQUIRE(held["incidents"].size() == 1);
+  const std::string incident = held["incidents"][0]["id"];
+  CHECK(incident.rfind("i", 0) == 0);
+  CHECK(held["incidents"][0]["status"] == "held");
   auto listed = call(s.port, "GET", "/api/v1/silences").second["silences"];
   REQUIRE(listed.size() >= 1);
   CHECK(listed[0]["id"] == id);
@@ -178,6 +184,14 @@ TEST_CASE("a silence holds the decision, is listed and measured, and when it end
   REQUIRE(s.lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, std::chrono::seconds(30)));
   CHECK(current_release(s.site.root) == "v1");
   CHECK(metric(http_call(s.port, "GET", "/metrics").body, "lastgood_silenced{service=\"app\"}") == 0);
+  // The rollback joined the breach's incident: one record, from the hold to the verification.
+  REQUIRE(wait_until([&] { return call(s.port, "GET", "/api/v1/incidents/" + incident).second.value("status", "") == "verified"; }, std::chrono::seconds(5)));
+  const json record = call(s.port, "GET", "/api/v1/incidents/" + incident).second;
+  std::vector<std::string> events;
+  for (const auto& e : record["timeline"]) events.push_back(e["event"]);
+  CHECK(events.front() == "breach");
+  CHECK(std::find(events.begin(), events.end(), "action_started") != events.end());
+  CHECK(record["timeline"][1]["detail"].get<std::string>().find("silenced until") != std::string::npos);
   // Expiring: a second silence, ended early by another person; ended ones answer 409, unknown 404.
   auto second = call(s.port, "POST", "/api/v1/silences", "tok-carol-9a2f", R"({"service": "app", "for": "1h", "comment": "db maintenance"})");
   REQUIRE(second.first == 201);

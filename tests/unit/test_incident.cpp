@@ -104,7 +104,7 @@ TEST_CASE("an approved rollback: the record has the timeline, evidence, releases
   for (size_t k = 1; k < j["timeline"].size(); ++k) CHECK(j["timeline"][k]["at"] >= j["timeline"][k - 1]["at"]);
 
   const std::string md = Incidents::to_markdown(*i);
-  for (const char* section : {"# Incident a1: web rolled back from v2 to v1", "## Summary", "## Timeline", "## Evidence", "## Releases", "## Approvals",
+  for (const char* section : {"# Incident i1795000000000-web: web rolled back from v2 to v1", "## Summary", "## Timeline", "## Evidence", "## Releases", "## Approvals",
                               "## Action", "## Verification and escalation", "## Follow-up review"})
     CHECK_THAT(md, Catch::Contains(section));
   CHECK_THAT(md, Catch::Contains("alice (sre) approved: go"));
@@ -163,29 +163,95 @@ TEST_CASE("incident files: written atomically, rewritten when behind the ledger,
   {
     auto inc = feed(story, d.path.string());
     REQUIRE(inc.write("a1").empty());
-    CHECK(fs::exists(d.path / "a1.json"));
-    CHECK(fs::exists(d.path / "a1.md"));
-    CHECK_FALSE(fs::exists(d.path / "a1.json.tmp"));
+    CHECK(fs::exists(d.path / "i1795000000000-web.json"));
+    CHECK(fs::exists(d.path / "i1795000000000-web.md"));
+    CHECK_FALSE(fs::exists(d.path / "i1795000000000-web.json.tmp"));
     // Private, whatever the umask: files 0600, the folder lastgood made 0700.
-    CHECK((fs::status(d.path / "a1.json").permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
-    CHECK((fs::status(d.path / "a1.md").permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
-    CHECK(json::parse(slurp(d.path / "a1.json"))["status"] == "verifying");
+    CHECK((fs::status(d.path / "i1795000000000-web.json").permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+    CHECK((fs::status(d.path / "i1795000000000-web.md").permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+    CHECK(json::parse(slurp(d.path / "i1795000000000-web.json"))["status"] == "verifying");
     CHECK(inc.write_changed() == 0);  // up to date
   }
   // Someone fills in the review.
   {
-    std::ofstream f(d.path / "a1.md", std::ios::app);
+    std::ofstream f(d.path / "i1795000000000-web.md", std::ios::app);
     f << "\nOwner: dana\nFindings: the cache key changed in v2.\n";
   }
   // lastgood stopped before the verification reached the files; the replay brings them up to date.
   story.push_back(verified);
   auto inc = feed(story, d.path.string());
   CHECK(inc.write_changed() == 1);
-  CHECK(json::parse(slurp(d.path / "a1.json"))["status"] == "verified");
-  const std::string md = slurp(d.path / "a1.md");
+  CHECK(json::parse(slurp(d.path / "i1795000000000-web.json"))["status"] == "verified");
+  const std::string md = slurp(d.path / "i1795000000000-web.md");
   CHECK_THAT(md, Catch::Contains("- Verification: verified"));
   CHECK_THAT(md, Catch::Contains("Findings: the cache key changed in v2."));
-  fs::remove(d.path / "a1.md");
+  fs::remove(d.path / "i1795000000000-web.md");
   CHECK(inc.write_changed() == 1);  // a missing file is written again
-  CHECK(fs::exists(d.path / "a1.md"));
+  CHECK(fs::exists(d.path / "i1795000000000-web.md"));
+}
+
+TEST_CASE("an incident opens at the breach: held, then expired, then recovered on its own, with no rollback", "[incident]") {
+  const json ev{{"measure", "consecutive_failures"}, {"value", 3}, {"threshold", 3}, {"probe", "home"}, {"detail", "status: got 500"}};
+  Incidents inc;
+  auto id = see(inc, "transition", "web", T0, {{"trigger", "down"}, {"severity", "P1"}, {"from", "pending"}, {"to", "firing"}, {"evidence", ev}});
+  REQUIRE(id);
+  CHECK(*id == "i" + std::to_string(T0) + "-web");
+  CHECK(inc.open_for("web") == *id);
+  CHECK(Incidents::to_json(*inc.find(*id))["status"] == "firing");
+  // The same hold decided again and again (retries) is once in the record.
+  for (int k = 0; k < 3; ++k)
+    see(inc, "decision", "web", T0 + 10 + k, {{"trigger", "down"}, {"severity", "P1"}, {"kind", "hold"}, {"reason", "cooldown: the last action was 2m ago"}, {"release_from", "v2"}});
+  json j = Incidents::to_json(*inc.find(*id));
+  CHECK(j["status"] == "held");
+  CHECK(j["releases"]["bad"] == "v2");
+  // Decided again after the cooldown: proposed; nobody answers: expired.
+  see(inc, "decision", "web", T0 + 100, {{"trigger", "down"}, {"severity", "P1"}, {"kind", "propose"}, {"reason", "roll back v2 -> v1: approve"}});
+  see(inc, "proposal_created", "web", T0 + 101, {{"id", "p7"}, {"quorum", 2}});
+  see(inc, "proposal_vote", "web", T0 + 200, {{"id", "p7"}, {"approve", true}, {"approver", "alice"}, {"role", "sre"}, {"comment", "yes"}});
+  see(inc, "proposal_expired", "web", T0 + 300, {{"id", "p7"}});
+  j = Incidents::to_json(*inc.find(*id));
+  CHECK(j["status"] == "expired");
+  CHECK(j["proposal_id"] == "p7");
+  CHECK(j["approvals"].size() == 1);
+  CHECK(j["evidence"]["detail"] == "status: got 500");
+  // The trigger back to ok: the incident ends, recovered without a rollback.
+  see(inc, "transition", "web", T0 + 400, {{"trigger", "down"}, {"severity", "P1"}, {"from", "firing"}, {"to", "ok"}});
+  j = Incidents::to_json(*inc.find(*id));
+  CHECK(j["status"] == "recovered");
+  CHECK_FALSE(inc.open_for("web"));
+  std::vector<std::string> events;
+  for (const auto& e : j["timeline"]) events.push_back(e["event"]);
+  CHECK(events == std::vector<std::string>{"breach", "decision", "decision", "proposed", "approval", "expired", "recovered"});
+  const std::string md = Incidents::to_markdown(*inc.find(*id));
+  CHECK_THAT(md, Catch::Contains("down (P1): recovered, no rollback"));
+  CHECK_THAT(md, Catch::Contains("No rollback was carried out (recovered)."));
+  // The next breach is another incident; its rollback joins it and is found by the action's id too.
+  auto next = see(inc, "transition", "web", T0 + 5000, {{"trigger", "down"}, {"severity", "P0"}, {"from", "ok"}, {"to", "firing"}, {"evidence", ev}});
+  REQUIRE(next);
+  CHECK(*next != *id);
+  see(inc, "decision", "web", T0 + 5001, {{"trigger", "down"}, {"severity", "P0"}, {"kind", "execute"}, {"reason", "P0 auto"}});
+  CHECK(see(inc, "action_started", "web", T0 + 5002, {{"action_id", "a9"}, {"kind", "local_symlink"}, {"trigger", "down"}, {"from", "v2"}, {"to", "v1"}, {"via", "auto"}}) == *next);
+  REQUIRE(inc.find("a9"));
+  CHECK(inc.find("a9")->id == *next);
+  see(inc, "action_finished", "web", T0 + 5003, {{"action_id", "a9"}, {"ok", true}});
+  see(inc, "verification", "web", T0 + 6000, {{"action_id", "a9"}, {"outcome", "verified"}, {"healthy_samples", 3}});
+  j = Incidents::to_json(*inc.find(*next));
+  CHECK(j["status"] == "verified");
+  CHECK(j["action_id"] == "a9");
+  CHECK(inc.list().size() == 2);
+}
+
+TEST_CASE("a person's request opens the incident when no breach did", "[incident]") {
+  Incidents inc;
+  auto id = see(inc, "rollback_requested", "web", T0, {{"origin", "manual"}, {"by", "bob"}, {"reason", "checkout broken"}, {"severity", "P1"}, {"from", "v2"}, {"to", "v1"}});
+  REQUIRE(id);
+  see(inc, "proposal_created", "web", T0 + 1, {{"id", "p1"}, {"quorum", 1}});
+  see(inc, "proposal_vote", "web", T0 + 2, {{"id", "p1"}, {"approve", true}, {"approver", "bob"}, {"role", "lead"}});
+  CHECK(see(inc, "action_started", "web", T0 + 3, {{"action_id", "a1"}, {"kind", "local_symlink"}, {"trigger", "manual"}, {"from", "v2"}, {"to", "v1"}, {"via", "proposal p1"}}) == *id);
+  const json j = Incidents::to_json(*inc.find(*id));
+  CHECK(j["trigger"] == "manual");
+  CHECK(j["status"] == "rolling_back");
+  CHECK(j["approvals"].size() == 1);
+  CHECK(j["timeline"][0]["event"] == "requested");
+  CHECK_THAT(j["timeline"][0]["detail"].get<std::string>(), Catch::Contains("bob asked (manual): checkout broken"));
 }

@@ -82,7 +82,10 @@ json Notifier::pagerduty(const std::string& action, const std::string& event, co
   return body;
 }
 
-void Notifier::notify(const std::string& event, const std::string& service, const json& details) {
+void Notifier::notify(const std::string& event, const std::string& service, const json& given) {
+  json details = given;
+  if (incident_of && details.contains("incident_id") && details["incident_id"].is_string() && !details["incident_id"].get<std::string>().empty())
+    details["incident_id"] = incident_of(details["incident_id"].get<std::string>());
   // PagerDuty's incident: opened at the first breach or proposal, closed at verified recovery.
   if ((event == "breach" || event == "proposed") && !open_.count(service)) {
     const std::string at = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());

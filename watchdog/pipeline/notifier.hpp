@@ -37,6 +37,8 @@ class Notifier {
   // A reload: the targets of the new config (kept alive by the caller). Notices queued before it
   // go to the target they were made for, as it was configured then.
   void set_config(const config::Config& cfg) { cfg_ = &cfg; }
+  // The incident a notice's `incident_id` (an action id, as the parts know it) belongs to.
+  std::function<std::string(const std::string&)> incident_of;
   // Cancels deliveries in flight: they stay queued in the ledger and are sent after a restart.
   void stop() {
     stopped_ = true;

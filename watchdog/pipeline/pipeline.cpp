@@ -59,6 +59,10 @@ Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& me
   silenced_.assign(svcs_.size(), 0);
   silences_.set_maintenance(maintenance_windows(cfg));
   proposals_.on_pending = [this](int n) { metrics_.proposals_pending(n); };
+  notifier_.incident_of = [this](const std::string& id) {
+    const Incident* inc = incidents_.find(id);
+    return inc ? inc->id : id;
+  };
   recording_.on_change = [this](bool writable) {
     for (auto& s : svcs_) s->policy->set_can_record(writable);
   };
@@ -344,7 +348,8 @@ void Pipeline::handle(size_t si, const policy::Events& ev) {
       if (const Silence* sl = silences_.active(name, clock_.now()))  // recorded above; no notice while silenced
         spdlog::info("breach {}/{} while silenced ({} until {} by {}): no notice", name, t.trigger, sl->id, format_time(sl->ends_at), sl->by);
       else
-        notifier_.notify("breach", name, {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"evidence", to_json(t.evidence)}});
+        notifier_.notify("breach", name, {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"evidence", to_json(t.evidence)},
+                                          {"incident_id", incidents_.open_for(name).value_or("")}});
       spawn([this, si, trigger = t.trigger] { return decide_after_observing(si, trigger); }, "decide");
     }
   }

@@ -58,15 +58,24 @@ std::vector<std::string> review_questions(const Incident& i) {
 }  // namespace
 
 Incident* Incidents::get(const std::string& id) {
+  if (id.empty()) return nullptr;
   for (auto& i : incidents_)
-    if (i.id == id) return &i;
+    if (i.id == id || i.action_id == id) return &i;
   return nullptr;
 }
 
-const Incident* Incidents::find(const std::string& id) const {
-  for (const auto& i : incidents_)
-    if (i.id == id) return &i;
-  return nullptr;
+const Incident* Incidents::find(const std::string& id) const { return const_cast<Incidents*>(this)->get(id); }
+
+Incident* Incidents::open_incident_of(const std::string& service) {
+  auto it = open_.find(service);
+  return it == open_.end() ? nullptr : get(it->second);
+}
+
+std::optional<std::string> Incidents::opened(Incident inc) {
+  open_[inc.service] = inc.id;
+  incidents_.push_back(std::move(inc));
+  while (incidents_.size() > kKeep) incidents_.pop_front();
+  return incidents_.back().id;
 }
 
 std::optional<std::string> Incidents::open_for(const std::string& service) const {
@@ -83,73 +92,193 @@ std::optional<std::string> Incidents::observe(const LedgerEntry& e) {
 // An incident opens with its action: action_started here, or an action this replica inherited
 // from another that stopped during it (ha: recorded with action_reconciled, `inherited`).
 std::optional<std::string> Incidents::open_incident(const std::string& service, long long at, const json& d, const std::string& started) {
-    Incident inc;
-  inc.id = str(d, "action_id");
-  if (inc.id.empty()) return std::nullopt;
-  inc.service = service;
-  inc.trigger = str(d, "trigger");
-  inc.via = str(d, "via");
-  inc.kind = str(d, "kind");
-  inc.release_from = str(d, "from");
-  inc.release_to = str(d, "to");
-  inc.opened_ms = at;
-  inc.action = {{"kind", inc.kind}, {"steps", d.value("steps", json::array())}, {"started_at", at}, {"via", inc.via}};
-  if (auto b = breaches_[service].find(inc.trigger); b != breaches_[service].end()) {
-    const auto& t = b->second;
-    inc.breach = {{"at", t.at_ms}, {"severity", str(t.data, "severity")}, {"evidence", t.data.value("evidence", json::object())}};
-    inc.severity = str(t.data, "severity");
-    inc.opened_ms = t.at_ms;
-    inc.timeline.push_back({t.at_ms, "breach",
-                            "trigger " + inc.trigger + " (" + inc.severity + ") fired: " + describe_evidence(t.data.value("evidence", json::object()))});
-  }
-  if (auto x = decisions_[service].find(inc.trigger); x != decisions_[service].end()) {
-    inc.decision = x->second.data;
-    inc.decision["at"] = x->second.at_ms;
-    if (inc.severity.empty()) inc.severity = str(x->second.data, "severity");
-    if (inc.breach.is_null()) {
-      inc.opened_ms = x->second.at_ms;
-      inc.breach = {{"at", x->second.at_ms}, {"severity", inc.severity}, {"evidence", x->second.data.value("evidence", json::object())}};
+  const std::string action_id = str(d, "action_id");
+  if (action_id.empty()) return std::nullopt;
+  const std::string via = str(d, "via");
+  // The service's open incident (its breach, its proposal) takes the action, unless it has one
+  // already that did something.
+  Incident* inc = open_incident_of(service);
+  if (inc && !inc->action_id.empty() && inc->status != "refused") inc = nullptr;
+  if (inc) {
+    inc->action_id = action_id;
+    inc->via = via;
+    inc->kind = str(d, "kind");
+    inc->release_from = str(d, "from");
+    inc->release_to = str(d, "to");
+    if (inc->trigger.empty()) inc->trigger = str(d, "trigger");
+    inc->status = "rolling_back";
+    inc->action = {{"kind", inc->kind}, {"steps", d.value("steps", json::array())}, {"started_at", at}, {"via", via}};
+    if (via.rfind("proposal ", 0) == 0 && inc->proposal_id != via.substr(9)) {  // a proposal made before this incident
+      inc->proposal_id = via.substr(9);
+      if (auto p = proposals_.find(inc->proposal_id); p != proposals_.end())
+        for (const auto& v : p->second.second)
+          inc->approvals.push_back({{"approver", str(v, "approver")}, {"role", str(v, "role")}, {"approve", v.value("approve", true)},
+                                    {"comment", str(v, "comment")}, {"at", v.value("at", 0LL)}});
     }
-    inc.timeline.push_back({x->second.at_ms, "decision", str(x->second.data, "kind") + ": " + str(x->second.data, "reason")});
+    if (inc->severity.empty()) inc->severity = "P1";
+    inc->review_due_ms = at + review_hours(inc->severity) * 3600 * 1000;
+    inc->timeline.push_back({at, "action_started", inc->kind + ": " + inc->release_from + " -> " + inc->release_to + " (" + via + ")" + started});
+    inc->last_ms = at;
+    return inc->id;
   }
-  if (inc.via.rfind("proposal ", 0) == 0) {
-    inc.proposal_id = inc.via.substr(9);
-    if (auto p = proposals_.find(inc.proposal_id); p != proposals_.end()) {
-      inc.timeline.push_back({p->second.first.at_ms, "proposed",
-                              "proposal " + inc.proposal_id + " needs a quorum of " + std::to_string(p->second.first.data.value("quorum", 1))});
+  Incident fresh;
+  fresh.id = action_id;
+  fresh.action_id = action_id;
+  fresh.service = service;
+  fresh.trigger = str(d, "trigger");
+  fresh.via = via;
+  fresh.kind = str(d, "kind");
+  fresh.release_from = str(d, "from");
+  fresh.release_to = str(d, "to");
+  fresh.opened_ms = at;
+  fresh.last_ms = at;
+  fresh.action = {{"kind", fresh.kind}, {"steps", d.value("steps", json::array())}, {"started_at", at}, {"via", via}};
+  if (auto b = breaches_[service].find(fresh.trigger); b != breaches_[service].end()) {
+    const auto& t = b->second;
+    fresh.breach = {{"at", t.at_ms}, {"severity", str(t.data, "severity")}, {"evidence", t.data.value("evidence", json::object())}};
+    fresh.severity = str(t.data, "severity");
+    fresh.opened_ms = t.at_ms;
+    fresh.timeline.push_back({t.at_ms, "breach",
+                              "trigger " + fresh.trigger + " (" + fresh.severity + ") fired: " + describe_evidence(t.data.value("evidence", json::object()))});
+  }
+  if (auto x = decisions_[service].find(fresh.trigger); x != decisions_[service].end()) {
+    fresh.decision = x->second.data;
+    fresh.decision["at"] = x->second.at_ms;
+    if (fresh.severity.empty()) fresh.severity = str(x->second.data, "severity");
+    if (fresh.breach.is_null()) {
+      fresh.opened_ms = x->second.at_ms;
+      fresh.breach = {{"at", x->second.at_ms}, {"severity", fresh.severity}, {"evidence", x->second.data.value("evidence", json::object())}};
+    }
+    fresh.timeline.push_back({x->second.at_ms, "decision", str(x->second.data, "kind") + ": " + str(x->second.data, "reason")});
+  }
+  if (via.rfind("proposal ", 0) == 0) {
+    fresh.proposal_id = via.substr(9);
+    if (auto p = proposals_.find(fresh.proposal_id); p != proposals_.end()) {
+      fresh.timeline.push_back({p->second.first.at_ms, "proposed",
+                                "proposal " + fresh.proposal_id + " needs a quorum of " + std::to_string(p->second.first.data.value("quorum", 1))});
       for (const auto& v : p->second.second) {
         const bool yes = v.value("approve", true);
-        inc.approvals.push_back({{"approver", str(v, "approver")}, {"role", str(v, "role")}, {"approve", yes},
-                                 {"comment", str(v, "comment")}, {"at", v.value("at", 0LL)}});
-        inc.timeline.push_back({v.value("at", 0LL), yes ? "approval" : "rejection",
-                                str(v, "approver") + " (" + str(v, "role") + ")" + (str(v, "comment").empty() ? "" : ": " + str(v, "comment"))});
+        fresh.approvals.push_back({{"approver", str(v, "approver")}, {"role", str(v, "role")}, {"approve", yes},
+                                   {"comment", str(v, "comment")}, {"at", v.value("at", 0LL)}});
+        fresh.timeline.push_back({v.value("at", 0LL), yes ? "approval" : "rejection",
+                                  str(v, "approver") + " (" + str(v, "role") + ")" + (str(v, "comment").empty() ? "" : ": " + str(v, "comment"))});
       }
     }
   }
-  if (inc.severity.empty()) inc.severity = "P1";
-  inc.review_due_ms = at + review_hours(inc.severity) * 3600 * 1000;
-  inc.timeline.push_back({at, "action_started", inc.kind + ": " + inc.release_from + " -> " + inc.release_to + " (" + inc.via + ")" + started});
-  open_[service] = inc.id;
-  incidents_.push_back(std::move(inc));
-  while (incidents_.size() > kKeep) incidents_.pop_front();
-  return incidents_.back().id;
-  }
+  if (fresh.severity.empty()) fresh.severity = "P1";
+  fresh.review_due_ms = at + review_hours(fresh.severity) * 3600 * 1000;
+  fresh.timeline.push_back({at, "action_started", fresh.kind + ": " + fresh.release_from + " -> " + fresh.release_to + " (" + via + ")" + started});
+  return opened(std::move(fresh));
+}
 
 std::optional<std::string> Incidents::observe(Event type, const std::string& service, long long at, const json& d) {
   if (type == Event::transition) {
-    if (str(d, "to") == "firing") breaches_[service][str(d, "trigger")] = {at, d};
+    const std::string trigger = str(d, "trigger"), to = str(d, "to"), from = str(d, "from");
+    Incident* inc = open_incident_of(service);
+    if (to == "firing") {
+      breaches_[service][trigger] = {at, d};
+      const json ev = d.value("evidence", json::object());
+      // A breach long after its open incident's last entry (that never came to an action) is another.
+      if (inc && inc->action_id.empty() && at - inc->last_ms > kStaleMs) inc = nullptr;
+      if (!inc) {  // the breach opens the incident
+        Incident fresh;
+        fresh.id = "i" + std::to_string(at) + "-" + service;
+        fresh.service = service;
+        fresh.trigger = trigger;
+        fresh.severity = str(d, "severity");
+        fresh.status = "firing";
+        fresh.opened_ms = at;
+        fresh.last_ms = at;
+        fresh.breach = {{"at", at}, {"severity", fresh.severity}, {"evidence", ev}};
+        fresh.review_due_ms = at + review_hours(fresh.severity) * 3600 * 1000;
+        fresh.timeline.push_back({at, "breach", "trigger " + trigger + " (" + fresh.severity + ") fired: " + describe_evidence(ev)});
+        return opened(std::move(fresh));
+      }
+      inc->last_ms = at;
+      // The same trigger firing again before anything was decided (its evidence restarted with a
+      // release change): the breach's evidence is updated, not repeated.
+      if (!inc->timeline.empty() && inc->timeline.back().event == "breach" && inc->trigger == trigger && inc->action_id.empty()) {
+        inc->breach["evidence"] = ev;
+        inc->timeline.back().detail = "trigger " + trigger + " (" + str(d, "severity") + ") fired: " + describe_evidence(ev);
+      } else {
+        inc->timeline.push_back({at, "breach", "trigger " + trigger + " (" + str(d, "severity") + ") fired: " + describe_evidence(ev)});
+      }
+      return inc->id;
+    }
+    // Its trigger back to ok from firing, with no rollback: the incident ends on its own.
+    if (inc && inc->action_id.empty() && inc->trigger == trigger && from == "firing" && to == "ok") {
+      inc->status = "recovered";
+      inc->last_ms = at;
+      inc->timeline.push_back({at, "recovered", "trigger " + trigger + " back to ok without a rollback"});
+      open_.erase(service);
+      return inc->id;
+    }
     return std::nullopt;
   }
   if (type == Event::decision) {
     const std::string kind = str(d, "kind");
-    if (!d.value("shadow", false) && (kind == "execute" || kind == "propose")) decisions_[service][str(d, "trigger")] = {at, d};
-    return std::nullopt;
+    if (d.value("shadow", false)) return std::nullopt;
+    if (kind == "execute" || kind == "propose") decisions_[service][str(d, "trigger")] = {at, d};
+    Incident* inc = open_incident_of(service);
+    if (!inc || !inc->action_id.empty()) return std::nullopt;
+    const std::string line = kind + ": " + str(d, "reason");
+    for (auto it = inc->timeline.rbegin(); it != inc->timeline.rend(); ++it)
+      if (it->event == "decision") {
+        if (it->detail == line) return std::nullopt;  // the same hold again (a retry): once in the record
+        break;
+      }
+    inc->timeline.push_back({at, "decision", line});
+    inc->last_ms = at;
+    if (inc->decision.is_null() || kind == "execute" || kind == "propose" || str(inc->decision, "kind") == "hold") {
+      inc->decision = d;
+      inc->decision["at"] = at;
+    }
+    if (inc->release_from.empty()) inc->release_from = str(d, "release_from");
+    if (inc->severity.empty()) inc->severity = str(d, "severity");
+    if (kind == "hold") inc->status = "held";
+    else if (kind == "alert") inc->status = "alert_only";
+    return inc->id;
+  }
+  if (type == Event::rollback_requested) {  // a person asked: the record opens here if no breach did
+    Incident* inc = open_incident_of(service);
+    const std::string line = str(d, "by") + " asked (" + str(d, "origin") + "): " + str(d, "reason");
+    if (inc && inc->action_id.empty()) {
+      inc->timeline.push_back({at, "requested", line});
+      inc->last_ms = at;
+      return inc->id;
+    }
+    Incident fresh;
+    fresh.id = "i" + std::to_string(at) + "-" + service;
+    fresh.service = service;
+    fresh.trigger = str(d, "origin");
+    fresh.severity = str(d, "severity");
+    fresh.status = "requested";
+    fresh.release_from = str(d, "from");
+    fresh.opened_ms = at;
+    fresh.last_ms = at;
+    fresh.review_due_ms = at + review_hours(fresh.severity) * 3600 * 1000;
+    fresh.timeline.push_back({at, "requested", line});
+    return opened(std::move(fresh));
   }
   if (type == Event::proposal_created) {
-    proposals_[str(d, "id")] = {{at, d}, json::array()};
+    const std::string pid = str(d, "id");
+    proposals_[pid] = {{at, d}, json::array()};
     if (proposals_.size() > 2000) proposals_.erase(proposals_.begin());  // ids sort by creation time
-    return std::nullopt;
+    Incident* inc = open_incident_of(service);
+    if (!inc || !inc->action_id.empty()) return std::nullopt;
+    inc->proposal_id = pid;
+    inc->status = "proposed";
+    inc->last_ms = at;
+    proposal_of_[pid] = inc->id;
+    if (proposal_of_.size() > 2000) proposal_of_.erase(proposal_of_.begin());
+    inc->timeline.push_back({at, "proposed", "proposal " + pid + " needs a quorum of " + std::to_string(d.value("quorum", 1))});
+    return inc->id;
   }
+  auto proposal_incident = [&](const std::string& pid) -> Incident* {
+    auto it = proposal_of_.find(pid);
+    Incident* inc = it == proposal_of_.end() ? nullptr : get(it->second);
+    return inc && inc->proposal_id == pid ? inc : nullptr;
+  };
   if (type == Event::proposal_vote) {
     auto it = proposals_.find(str(d, "id"));
     if (it != proposals_.end()) {
@@ -157,7 +286,24 @@ std::optional<std::string> Incidents::observe(Event type, const std::string& ser
       v["at"] = at;
       it->second.second.push_back(v);
     }
-    return std::nullopt;
+    Incident* inc = proposal_incident(str(d, "id"));
+    if (!inc) return std::nullopt;
+    const bool yes = d.value("approve", true);
+    inc->approvals.push_back({{"approver", str(d, "approver")}, {"role", str(d, "role")}, {"approve", yes}, {"comment", str(d, "comment")}, {"at", at}});
+    inc->timeline.push_back({at, yes ? "approval" : "rejection", str(d, "approver") + " (" + str(d, "role") + ")" + (str(d, "comment").empty() ? "" : ": " + str(d, "comment"))});
+    inc->last_ms = at;
+    return inc->id;
+  }
+  if (type == Event::proposal_expired || type == Event::proposal_state) {
+    Incident* inc = proposal_incident(str(d, "id"));
+    const std::string state = type == Event::proposal_expired ? "expired" : str(d, "state");
+    if (!inc || !inc->action_id.empty() || (state != "expired" && state != "rejected" && state != "stale")) return std::nullopt;
+    inc->status = state;
+    inc->last_ms = at;
+    inc->timeline.push_back({at, state, state == "expired" ? "no approval in time: nothing was done"
+                                        : state == "rejected" ? "rejected: nothing will be done"
+                                                              : "the live release changed: nothing will be done"});
+    return inc->id;
   }
   if (type == Event::action_started) return open_incident(service, at, d, "");
   if (type == Event::action_finished || type == Event::action_reconciled) {
@@ -238,6 +384,7 @@ json Incidents::to_json(const Incident& i) {
   json tl = json::array();
   for (const auto& e : i.timeline) tl.push_back({{"at", e.at_ms}, {"at_iso", iso8601(e.at_ms)}, {"event", e.event}, {"detail", e.detail}});
   return {{"id", i.id},
+          {"action_id", i.action_id.empty() ? json() : json(i.action_id)},
           {"service", i.service},
           {"status", i.status},
           {"severity", i.severity},
@@ -273,14 +420,17 @@ std::string Incidents::to_markdown(const Incident& i) {
       if (c == '|' || c == '\n') c = c == '|' ? '/' : ' ';
     return s;
   };
-  o << "# Incident " << i.id << ": " << i.service << " rolled back from " << i.release_from << " to " << i.release_to << "\n\n";
+  if (!i.action_id.empty())
+    o << "# Incident " << i.id << ": " << i.service << " rolled back from " << i.release_from << " to " << i.release_to << "\n\n";
+  else
+    o << "# Incident " << i.id << ": " << i.service << ", " << i.trigger << " (" << i.severity << "): " << i.status << ", no rollback\n\n";
   o << "## Summary\n\n";
   o << "- Status: **" << i.status << "**\n";
   o << "- Service: " << i.service << "\n";
   o << "- Severity: " << i.severity << "\n";
   o << "- Trigger: " << i.trigger << "\n";
   o << "- Opened: " << iso8601(i.opened_ms) << "\n";
-  o << "- Rolled back by: " << (i.via == "auto" ? "lastgood, automatically (policy allows it)" : i.via) << "\n";
+  if (!i.action_id.empty()) o << "- Rolled back by: " << (i.via == "auto" ? "lastgood, automatically (policy allows it)" : i.via) << " (action " << i.action_id << ")\n";
   o << "- Root-cause review due by: **" << iso8601(i.review_due_ms) << "**\n\n";
   o << "## Timeline\n\n| Time (UTC) | Event | Detail |\n|---|---|---|\n";
   for (const auto& e : i.timeline) o << "| " << iso8601(e.at_ms) << " | " << e.event << " | " << cell(e.detail) << " |\n";
@@ -293,7 +443,9 @@ std::string Incidents::to_markdown(const Incident& i) {
   o << "\n## Releases\n\n- Bad (rolled back from): " << i.release_from << "\n- Restored (rolled back to): " << i.release_to << "\n";
   if (i.decision.is_object() && i.decision.contains("reason")) o << "- Decision: " << str(i.decision, "kind") << ": " << str(i.decision, "reason") << "\n";
   o << "\n## Approvals\n\n";
-  if (i.proposal_id.empty()) {
+  if (i.proposal_id.empty() && i.action_id.empty()) {
+    o << "No proposal was made.\n";
+  } else if (i.proposal_id.empty()) {
     o << "None needed: the policy allows lastgood to roll this back on its own.\n";
   } else {
     o << "Proposal " << i.proposal_id << ".\n\n";
@@ -303,14 +455,18 @@ std::string Incidents::to_markdown(const Incident& i) {
         << (a.value("approve", true) ? "approved" : "rejected") << (str(a, "comment").empty() ? "" : ": " + str(a, "comment")) << "\n";
   }
   o << "\n## Action\n\n";
-  o << "- Kind: " << i.kind << "\n- Started: " << iso8601(i.action.value("started_at", 0LL)) << "\n";
-  if (i.action.contains("finished_at")) o << "- Finished: " << iso8601(i.action.value("finished_at", 0LL)) << "\n";
-  if (i.action.contains("ok")) o << "- Result: " << (i.action.value("ok", false) ? "ok" : "failed") << "\n";
-  if (!str(i.action, "error").empty()) o << "- Error: " << str(i.action, "error") << "\n";
-  o << "\nSteps:\n\n";
-  code(json_text(i.action.value("steps", json::array()), 2));
-  o << "\nOutput:\n\n";
-  code(str(i.action, "output"));
+  if (i.action_id.empty() || !i.action.is_object()) {
+    o << "No rollback was carried out (" << i.status << ").\n";
+  } else {
+    o << "- Kind: " << i.kind << "\n- Started: " << iso8601(i.action.value("started_at", 0LL)) << "\n";
+    if (i.action.contains("finished_at")) o << "- Finished: " << iso8601(i.action.value("finished_at", 0LL)) << "\n";
+    if (i.action.contains("ok")) o << "- Result: " << (i.action.value("ok", false) ? "ok" : "failed") << "\n";
+    if (!str(i.action, "error").empty()) o << "- Error: " << str(i.action, "error") << "\n";
+    o << "\nSteps:\n\n";
+    code(json_text(i.action.value("steps", json::array()), 2));
+    o << "\nOutput:\n\n";
+    code(str(i.action, "output"));
+  }
   o << "\n## Verification and escalation\n\n";
   if (i.outcome.is_object() && i.outcome.contains("verification")) {
     const auto& v = i.outcome["verification"];
@@ -321,7 +477,8 @@ std::string Incidents::to_markdown(const Incident& i) {
     o << "- Escalated at " << iso8601(i.outcome["escalation"].value("at", 0LL)) << ": " << str(i.outcome["escalation"], "reason") << "\n";
   if (i.outcome.is_object() && i.outcome.contains("cleared"))
     o << "- Cleared at " << iso8601(i.outcome["cleared"].value("at", 0LL)) << " by " << str(i.outcome["cleared"], "by") << "\n";
-  if (!i.outcome.is_object() || i.outcome.empty()) o << "Pending: recovery is being verified.\n";
+  if ((!i.outcome.is_object() || i.outcome.empty()) && !i.action_id.empty()) o << "Pending: recovery is being verified.\n";
+  if ((!i.outcome.is_object() || i.outcome.empty()) && i.action_id.empty()) o << "No rollback to verify.\n";
   o << "\n## Follow-up review\n\n";
   o << "Root-cause analysis due by **" << iso8601(i.review_due_ms) << "** (within " << review_hours(i.severity) << " h of the rollback for "
     << i.severity << ").\n\n";
@@ -335,6 +492,7 @@ json Incidents::list() const {
   json out = json::array();
   for (auto it = incidents_.rbegin(); it != incidents_.rend(); ++it)
     out.push_back({{"id", it->id},
+                   {"action_id", it->action_id.empty() ? json() : json(it->action_id)},
                    {"service", it->service},
                    {"status", it->status},
                    {"severity", it->severity},
@@ -348,8 +506,10 @@ json Incidents::list() const {
 
 std::string Incidents::write(const std::string& id) const {
   if (dir_.empty()) return "";
-  const Incident* inc = find(id);
-  if (!inc) return "no incident " + id;
+  const Incident* found = find(id);
+  if (!found) return "no incident " + id;
+  const std::string& name = found->id;  // the files are the incident's, whichever id found it
+  const Incident* inc = found;
   std::error_code ec;
   if (auto err = make_private_dir(dir_); !err.empty()) return err;
   auto put = [&](const std::string& name, const std::string& text) -> std::string {
@@ -361,17 +521,17 @@ std::string Incidents::write(const std::string& id) const {
     std::filesystem::rename(tmp, path, ec);
     return ec ? "cannot rename " + tmp + ": " + ec.message() : "";
   };
-  if (auto e = put(id + ".json", json_text(to_json(*inc), 2) + "\n"); !e.empty()) return e;
+  if (auto e = put(name + ".json", json_text(to_json(*inc), 2) + "\n"); !e.empty()) return e;
   // The follow-up review section is for people to fill in: a rewrite keeps what they wrote.
   std::string md = to_markdown(*inc);
   const std::string marker = "\n## Follow-up review\n";
-  std::ifstream old(dir_ + "/" + id + ".md", std::ios::binary);
+  std::ifstream old(dir_ + "/" + name + ".md", std::ios::binary);
   if (old) {
     const std::string before((std::istreambuf_iterator<char>(old)), std::istreambuf_iterator<char>());
     const auto at_old = before.find(marker), at_new = md.find(marker);
     if (at_old != std::string::npos && at_new != std::string::npos) md = md.substr(0, at_new) + before.substr(at_old);
   }
-  return put(id + ".md", md);
+  return put(name + ".md", md);
 }
 
 int Incidents::write_changed() const {

@@ -1,6 +1,10 @@
 #pragma once
-// Incident records: one per executed rollback, written to state_dir/incidents/<id>.json and
-// <id>.md (the id is the action id). A record is a view derived from the ledger alone: the
+// Incident records: one per breach (or person's request), from the moment it fires, written to
+// state_dir/incidents/<id>.json and <id>.md. A breach that ends held, alert-only, expired,
+// rejected or recovered on its own has its record as much as one that is rolled back. The id is
+// "i<ms>-<service>" of the breach that opened it; an incident is also found by the id of its
+// action (what notices link to), and an action with no open incident (after a restart, a take-over)
+// opens one under the action's id. A record is a view derived from the ledger alone: the
 // builder reads ledger entries in order (live, and again on replay after a restart), so the
 // record after a restart is the record before it, and a missing file is simply written again.
 // The .md's follow-up review section is for people: lastgood never overwrites what is there.
@@ -28,10 +32,14 @@ struct Incident {
     std::string event;   // breach | decision | proposed | approval | rejection | action_started | action_finished | ...
     std::string detail;  // one readable line
   };
-  std::string id;  // the action id
+  std::string id;         // "i<ms>-<service>", or the action id when the action opened it
+  std::string action_id;  // its rollback, once one started
+  long long last_ms = 0;  // the last entry that touched it
   std::string service, trigger, severity, via, proposal_id, kind;
   std::string release_from, release_to;
-  std::string status = "rolling_back";  // rolling_back | verifying | verified | failed | escalated | interrupted
+  // firing | held | alert_only | proposed | requested | expired | rejected | stale | recovered (no
+  // rollback) | rolling_back | verifying | verified | failed | refused | escalated | interrupted
+  std::string status = "rolling_back";
   long long opened_ms = 0;              // when the breach began (or the action started, when no breach is on record)
   long long review_due_ms = 0;
   nlohmann::json breach;        // {at, severity, evidence} of the trigger's firing transition, or null
@@ -55,6 +63,8 @@ class Incidents {
   const Incident* find(const std::string& id) const;
   // Summaries, newest first (for the API and the page).
   nlohmann::json list() const;
+  // A breach still firing this long after its incident's last entry opens a new incident.
+  static constexpr long long kStaleMs = 3600LL * 1000;
   // The open (not yet verified or escalated) incident of a service, if any.
   std::optional<std::string> open_for(const std::string& service) const;
 
@@ -85,6 +95,9 @@ class Incidents {
   // proposal id -> its creation and votes
   std::map<std::string, std::pair<Pending, nlohmann::json>> proposals_;
   std::map<std::string, std::string> open_;  // service -> open incident id
+  std::map<std::string, std::string> proposal_of_;  // proposal id -> the incident it belongs to
+  Incident* open_incident_of(const std::string& service);
+  std::optional<std::string> opened(Incident inc);
 };
 
 // UTC, ISO 8601 with milliseconds: 2026-11-26T03:04:05.678Z
