@@ -73,7 +73,6 @@ std::pair<int, nlohmann::json> Watchdog::reload(const std::string& via) {
   if (res.config->restart_only != cfg_->restart_only)
     return fail(400, "listen, state_dir, ledger, ha and api take effect only at a restart; they differ in " + cfg_->source +
                          ": nothing was changed (restore them, or restart lastgood)");
-  if (ha_) return fail(409, "reloading with several replicas (ha) is not supported yet: restart the replicas one at a time");
   const ReloadPlan plan = pipeline_.plan_reload(*res.config);
   if (!plan.refused.empty()) return fail(409, plan.refused);
   applied_.push_back(cfg_);
@@ -94,6 +93,7 @@ std::pair<int, nlohmann::json> Watchdog::reload(const std::string& via) {
   }
   for (size_t si = before; si < pipeline_.services(); ++si) add_probes(si);
   approvers_ = Approvers(*cfg_);
+  if (ha_) ha_->set_config(*cfg_);
   if (!cfg_->external_url.empty()) pipeline_.notifier().set_base_url(cfg_->external_url);
   metrics_.config_reload(true, std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
   nlohmann::json changes = plan.to_json();

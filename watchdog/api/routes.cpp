@@ -205,24 +205,9 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     return b[key].get<std::string>();
   };
   auto answer = [](const Request& r, int ok_status) -> HttpRes {
-    switch (r.status) {
-      case Request::Status::accepted: {
-        int st = ok_status;
-        if (r.vote == VoteStatus::execute) st = 202;
-        return {st, "application/json", json_text(r.body, 2)};
-      }
-      case Request::Status::refused: {
-        nlohmann::json b{{"error", r.error}};
-        if (r.proposal) b["proposal"] = r.proposal->id;
-        return {409, "application/json", json_text(b, 2)};
-      }
-      case Request::Status::forbidden: return HttpRes::json_error(403, r.error);
-      case Request::Status::not_found: return HttpRes::json_error(404, r.error);
-      case Request::Status::cannot_record: return HttpRes::json_error(503, r.error);
-    }
-    return HttpRes::json_error(500, "unexpected");
+    const auto [status, body] = request_response(r, ok_status);
+    return {status, "application/json", json_text(body, 2)};
   };
-  const std::string ha_refusal = "not available with several replicas (ha) yet: requests from people are kept in one replica's ledger, and the owner of the service might not see them";
   if (path == "/-/reload") {
     if (req.method != "POST" && req.method != "PUT") return HttpRes::json_error(405, "use POST");
     auto [who, refusal] = person("", Event::clear_refused, "reload the config");
@@ -249,13 +234,18 @@ HttpRes Watchdog::handle(const HttpReq& req) {
       if (!pipeline_.service_index(sv)) return HttpRes::json_error(404, "no service named " + sv.substr(0, 100));
     auto [who, refusal] = person(services.front(), Event::clear_refused, "silence a service");
     if (!who) return refusal;
-    if (ha_) return HttpRes::json_error(501, "silences are " + ha_refusal);
     const auto length = b.contains("for") && b["for"].is_string() ? config::parse_duration(b["for"].get<std::string>()) : std::nullopt;
     if (!length || length->count() <= 0 || *length > std::chrono::hours(24 * 90))
       return HttpRes::json_error(400, "/for: expected a duration like \"30m\" or \"2h\" (at most 90 days)");
     auto comment = string_field(b, "comment");
     if (!comment || comment->empty()) return HttpRes::json_error(400, "/comment: expected a string saying why (it is shown with the silence)");
-    return answer(pipeline_.add_silence(services, *length, who->name, *comment, client), 201);
+    Silence silence = pipeline_.make_silence(services, *length, who->name, *comment, client);
+    if (ha_) {  // several replicas: kept in etcd, honoured by whichever replica owns the service
+      HttpRes later;
+      later.later = [this, silence] { return ha_->add_silence(silence); };
+      return later;
+    }
+    return answer(pipeline_.add_silence(std::move(silence)), 201);
   }
   const std::string sil_prefix = "/api/v1/silences/";
   if (path.rfind(sil_prefix, 0) == 0) {
@@ -263,6 +253,11 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     const std::string id = path.substr(sil_prefix.size());
     auto [who, refusal] = person("", Event::clear_refused, "expire a silence");
     if (!who) return refusal;
+    if (ha_) {
+      HttpRes later;
+      later.later = [this, id, name = who->name, client] { return ha_->expire_silence(id, name, client); };
+      return later;
+    }
     return answer(pipeline_.expire_silence(id, who->name, client), 200);
   }
   const std::string svc_prefix = "/api/v1/services/";
@@ -284,7 +279,6 @@ HttpRes Watchdog::handle(const HttpReq& req) {
       if (!si) return HttpRes::json_error(404, "no service named " + name.substr(0, 100));
       auto [who, refusal] = person(name, Event::clear_refused, rollback ? "ask for a rollback" : "mark a release bad");
       if (!who) return refusal;
-      if (ha_) return HttpRes::json_error(501, std::string(rollback ? "manual rollbacks are " : "marking releases bad is ") + ha_refusal);
       nlohmann::json b;
       if (auto badbody = body_object(b)) return *badbody;
       auto reason = string_field(b, "reason");
@@ -298,13 +292,28 @@ HttpRes Watchdog::handle(const HttpReq& req) {
       if (bad) {
         const std::string release = tail.substr(10, tail.size() - 14);
         if (release.empty() || release.size() > 200) return HttpRes::json_error(400, "expected /api/v1/services/{s}/releases/{release}/bad");
+        if (ha_) {  // several replicas: the mark is kept in etcd; the owner proposes the rollback of a live one
+          HttpRes later;
+          later.later = [this, si = *si, who, release, sev, reason = *reason, client] { return ha_->mark_bad(si, who, release, sev, reason, client); };
+          return later;
+        }
         return answer(pipeline_.mark_bad(*si, *who, release, sev, *reason, client), 200);
       }
+      // Several replicas: the owner of the service opens the proposal (votes go through any replica).
+      if (ha_ && !ha_->owns(name))
+        return HttpRes::json_error(409, "service " + name + " is owned by another replica (GET /api/v1/services shows ha.owner): ask it for the rollback; votes on its proposal go through any replica");
       std::optional<std::string> to;
       if (b.contains("to")) {
         auto t = string_field(b, "to");
         if (!t || t->empty()) return HttpRes::json_error(400, "/to: expected a release id");
         to = *t;
+      }
+      if (ha_) {  // several replicas: the requester's approval goes through etcd, as any vote
+        const Request r = pipeline_.request_rollback(*si, *who, to, sev, *reason, client, /*approve=*/false);
+        if (r.status != Request::Status::accepted || !r.proposal) return answer(r, 201);
+        HttpRes later;
+        later.later = [this, id = r.proposal->id, who, reason = *reason, client] { return ha_->vote(id, who, true, reason, client); };
+        return later;
       }
       return answer(pipeline_.request_rollback(*si, *who, to, sev, *reason, client), 201);
     }

@@ -72,4 +72,20 @@ std::pair<int, json> vote_response(const VoteOutcome& v) {
   return error(500);
 }
 
+std::pair<int, json> request_response(const Request& r, int ok_status) {
+  switch (r.status) {
+    case Request::Status::accepted:
+      return {r.vote == VoteStatus::execute ? 202 : ok_status, r.body};
+    case Request::Status::refused: {
+      json b{{"error", r.error}};
+      if (r.proposal) b["proposal"] = r.proposal->id;
+      return {409, b};
+    }
+    case Request::Status::forbidden: return {403, json{{"error", r.error}}};
+    case Request::Status::not_found: return {404, json{{"error", r.error}}};
+    case Request::Status::cannot_record: return {503, json{{"error", r.error}}};
+  }
+  return {500, json{{"error", "unexpected"}}};
+}
+
 }  // namespace lastgood::watchdog

@@ -14,5 +14,8 @@ nlohmann::json proposals_view(const Pipeline& p);
 // The status code and body a vote's outcome answers with: the proposal on 200 and 202 (a
 // rollback started), {"error": ...} on the refusals.
 std::pair<int, nlohmann::json> vote_response(const VoteOutcome& v);
+// The same for a person's request: `ok_status` when accepted (202 when it started a rollback),
+// 409 with the reason (and the open proposal) when refused, 403, 404, 503.
+std::pair<int, nlohmann::json> request_response(const Request& r, int ok_status);
 
 }  // namespace lastgood::watchdog

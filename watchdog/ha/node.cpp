@@ -9,9 +9,11 @@
 #include <spdlog/spdlog.h>
 
 #include "net/tls.hpp"
+#include "watchdog/api/views.hpp"
 #include "watchdog/pipeline/clock.hpp"
 #include "watchdog/state/records.hpp"
 #include "watchdog/ha/placement.hpp"
+#include "watchdog/api/views.hpp"
 #include "watchdog/pipeline/pipeline.hpp"
 
 namespace lastgood::watchdog::ha {
@@ -38,7 +40,7 @@ std::shared_ptr<asio::ssl::context> etcd_tls(const config::Ha& h) {
 }  // namespace
 
 Node::Node(asio::io_context& ioc, const config::Config& config, Pipeline& pipeline, Metrics& metrics)
-    : ioc_(ioc), config_(config), cfg_(*config.ha), pipeline_(pipeline), metrics_(metrics) {
+    : ioc_(ioc), config_(&config), cfg_(*config.ha), pipeline_(pipeline), metrics_(metrics) {
   EtcdOptions eo;
   if (cfg_.user) {
     eo.user = *cfg_.user;
@@ -132,7 +134,7 @@ asio::awaitable<void> Node::take_over(int shard, std::int64_t fence) {
   std::chrono::milliseconds wait{0};
   for (size_t si = 0; si < pipeline_.services(); ++si) {
     const std::string& name = pipeline_.service_name(si);
-    if (shard_of(name, cfg_.shards) != shard) continue;
+    if (shard_of(name, cfg_.shards) != shard || pipeline_.retired(si)) continue;
     mine.push_back(si);
     if (!active || !active->count(name)) continue;
     auto inherited = co_await coordinator_->inherited(name, &error);
@@ -357,6 +359,85 @@ asio::awaitable<HttpRes> Node::clear(std::string service, std::string who, std::
                         .dump()};
 }
 
+asio::awaitable<void> Node::sync_shared() {
+  if (!coordinator_) co_return;
+  const Keys& keys = coordinator_->keys();
+  const std::string sp = keys.silences(), bp = keys.bad();
+  auto silences = co_await etcd_->range(sp, true);
+  if (auto* rr = std::get_if<RangeResult>(&silences)) {
+    std::vector<Silence> shared;
+    for (const auto& kv : rr->kvs)
+      if (auto s = Silence::from_record(json::parse(kv.value, nullptr, false))) shared.push_back(std::move(*s));
+    pipeline_.set_shared_silences(std::move(shared));
+  }
+  auto bad = co_await etcd_->range(bp, true);
+  if (auto* rr = std::get_if<RangeResult>(&bad)) {
+    for (const auto& kv : rr->kvs) {
+      const std::string rest = kv.key.substr(bp.size());  // <service>/<release>
+      const auto slash = rest.find('/');
+      if (slash == std::string::npos) continue;
+      const auto si = pipeline_.service_index(rest.substr(0, slash));
+      const json v = json::parse(kv.value, nullptr, false);
+      if (!si || !v.is_object()) continue;
+      const policy::BadMark mark{v.value("by", std::string()), v.value("reason", std::string()),
+                                 policy::TimePoint(std::chrono::milliseconds(v.value("at_ms", std::int64_t{0})))};
+      pipeline_.shared_bad(*si, rest.substr(slash + 1), mark, "etcd (marked through replica " + v.value("via", std::string("?")) + ")");
+    }
+  }
+}
+
+asio::awaitable<HttpRes> Node::add_silence(Silence s) {
+  if (!coordinator_) co_return HttpRes::json_error(503, "this replica has not joined the cluster yet: no silence is made; try again");
+  Txn t;
+  t.success.push_back(Op::put(coordinator_->keys().silence(s.id), s.to_record().dump()));
+  auto r = co_await etcd_->txn(t);
+  if (auto* e = std::get_if<EtcdError>(&r))
+    co_return HttpRes::json_error(e->unavailable ? 503 : 502, "etcd cannot take the silence now (" + e->message + "): no silence is made; try again");
+  const auto [status, body] = request_response(pipeline_.add_silence(std::move(s)), 201);
+  co_return HttpRes{status, "application/json", body.dump()};
+}
+
+asio::awaitable<HttpRes> Node::expire_silence(std::string id, std::string who, std::string client) {
+  if (!coordinator_) co_return HttpRes::json_error(503, "this replica has not joined the cluster yet; try again");
+  const std::string key = coordinator_->keys().silence(id);
+  auto read = co_await etcd_->range(key);
+  if (auto* e = std::get_if<EtcdError>(&read)) co_return HttpRes::json_error(503, "etcd cannot be read now (" + e->message + "); try again");
+  const auto& kvs = std::get<RangeResult>(read).kvs;
+  if (!kvs.empty()) {
+    auto s = Silence::from_record(json::parse(kvs[0].value, nullptr, false));
+    const auto now = std::chrono::system_clock::now();
+    if (s && !s->expired_at && now < s->ends_at) {
+      s->expired_at = now;
+      s->expired_by = who;
+      Txn t;  // only the silence as read: two people ending it at once end it once
+      t.compare.push_back({key, Compare::Target::mod, Compare::Result::equal, kvs[0].mod_revision, ""});
+      t.success.push_back(Op::put(key, s->to_record().dump()));
+      auto w = co_await etcd_->txn(t);
+      if (auto* e = std::get_if<EtcdError>(&w)) co_return HttpRes::json_error(503, "etcd cannot take it now (" + e->message + "): the silence goes on; try again");
+      if (!std::get<TxnResult>(w).succeeded) co_return HttpRes::json_error(409, "silence " + id + " changed meanwhile; look again");
+    }
+  }
+  const auto [status, body] = request_response(pipeline_.expire_silence(id, who, client), 200);
+  co_return HttpRes{status, "application/json", body.dump()};
+}
+
+asio::awaitable<HttpRes> Node::mark_bad(size_t si, const config::Approver* who, std::string release, policy::Severity severity, std::string reason,
+                                        std::string client) {
+  if (!coordinator_) co_return HttpRes::json_error(503, "this replica has not joined the cluster yet; try again");
+  const std::string service = pipeline_.service_name(si);
+  const json v{{"by", who->name}, {"reason", reason.substr(0, 500)}, {"via", cfg_.replica},
+               {"at_ms", std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()}};
+  Txn t;  // the first mark stays (who marked it, why)
+  const std::string key = coordinator_->keys().bad_mark(service, release);
+  t.compare.push_back({key, Compare::Target::create, Compare::Result::equal, 0, ""});
+  t.success.push_back(Op::put(key, v.dump()));
+  auto r = co_await etcd_->txn(t);
+  if (auto* e = std::get_if<EtcdError>(&r))
+    co_return HttpRes::json_error(e->unavailable ? 503 : 502, "etcd cannot take the mark now (" + e->message + "): nothing is marked; try again");
+  const auto [status, body] = request_response(pipeline_.mark_bad(si, *who, release, severity, reason, client, owns_service(service)), 200);
+  co_return HttpRes{status, "application/json", body.dump()};
+}
+
 // Written in order, by one writer, each only while this replica still owns the shard under the
 // fence it had when the proposal changed (a frozen old owner's late write does not land).
 asio::awaitable<void> Node::flush_mirror() {
@@ -391,6 +472,7 @@ asio::awaitable<void> Node::count_votes() {
     timer.expires_after(500ms);
     co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
     co_await sync_escalations();
+    if (++rounds_ % 2 == 0) co_await sync_shared();
     bool any = false;
     for (const auto& p : pipeline_.proposals().all())
       if (p.state == ProposalState::pending && owns_service(p.decision.service)) any = true;
@@ -407,7 +489,7 @@ asio::awaitable<void> Node::count_votes() {
       if (!p || p->state != ProposalState::pending || !owns_service(p->decision.service)) continue;
       const json v = json::parse(kv.value, nullptr, false);
       const config::Approver* who = nullptr;
-      for (const auto& a : config_.approvers)
+      for (const auto& a : config_->approvers)
         if (a.name == name) who = &a;
       if (!who || !v.is_object()) continue;  // an approver no longer in this config: not counted
       counted_.insert({id, name});
@@ -455,6 +537,16 @@ asio::awaitable<HttpRes> Node::vote(std::string id, const config::Approver* who,
   if (!coordinator_) co_return HttpRes::json_error(503, "this replica has not joined the cluster yet: no vote is taken; try again");
   const std::string pkey = coordinator_->keys().proposal(id);
   const std::string vkey = coordinator_->keys().vote(id, who->name);
+  // This replica's own proposal just made (a person's request): its copy reaches etcd in a moment.
+  if (const Proposal* own = pipeline_.proposals().find(id); own && own->state == ProposalState::pending) {
+    asio::steady_timer wait(ioc_);
+    for (int i = 0; i < 50; ++i) {
+      auto read = co_await etcd_->range(pkey);
+      if (auto* rr = std::get_if<RangeResult>(&read); !rr || !rr->kvs.empty()) break;
+      wait.expires_after(100ms);
+      co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+  }
   for (int attempt = 0; attempt < 3; ++attempt) {
     auto read = co_await etcd_->range(pkey);
     if (auto* e = std::get_if<EtcdError>(&read))
@@ -467,10 +559,9 @@ asio::awaitable<HttpRes> Node::vote(std::string id, const config::Approver* who,
     const std::string state = p.value("state", std::string());
     if (state != "pending") co_return HttpRes::json_error(409, "proposal " + id + " is " + state);
     const auto d = decision_from_json(service, p["decision"]);
-    std::string role;
-    if (auto auth = config_.authority.find(d.severity); auth != config_.authority.end())
-      for (const auto& r : who->roles)
-        if (role.empty() && std::find(auth->second.roles.begin(), auth->second.roles.end(), r) != auth->second.roles.end()) role = r;
+    // The severity's roles, or its secondary roles once `after` has passed since the proposal was made.
+    const long long created = p.contains("created_at") && p["created_at"].is_number_integer() ? p["created_at"].get<long long>() : 0;
+    const std::string role = pipeline_.proposals().role_for(*who, d.severity, policy::TimePoint(std::chrono::milliseconds(created)));
     if (role.empty()) {
       pipeline_.record(Event::approval_attempt, service,
                        {{"proposal", id}, {"action", verb}, {"approver", who->name}, {"source", client}, {"outcome", "forbidden"}});

@@ -28,6 +28,7 @@
 #include "watchdog/api/server.hpp"
 #include "watchdog/metrics.hpp"
 #include "watchdog/pipeline/proposals.hpp"
+#include "watchdog/state/silences.hpp"
 
 namespace lastgood::watchdog {
 class Pipeline;
@@ -81,6 +82,18 @@ class Node {
   // removed from etcd with who cleared it (the owner clears its own within half a second), and
   // cleared here. 409 when it is escalated neither in etcd nor here; 503 without etcd.
   boost::asio::awaitable<HttpRes> clear(std::string service, std::string who, std::string client);
+  // People's silences and releases marked bad, through any replica: kept in etcd (P/silences/<id>,
+  // P/bad/<service>/<release>), so that whichever replica owns a service, now or after a
+  // take-over, honours them; every replica reads them about once a second. 503 without etcd:
+  // nothing is made. A live release marked bad is proposed for rollback by the owner only.
+  boost::asio::awaitable<HttpRes> add_silence(Silence s);
+  boost::asio::awaitable<HttpRes> expire_silence(std::string id, std::string who, std::string client);
+  boost::asio::awaitable<HttpRes> mark_bad(size_t service, const config::Approver* who, std::string release, policy::Severity severity,
+                                           std::string reason, std::string client);
+  bool owns(const std::string& service) const { return owns_service(service); }
+  // A reload (its ha block unchanged): the approvers and authority of the new config, which must
+  // outlive the node.
+  void set_config(const config::Config& config) { config_ = &config; }
 
  private:
   void on_change(int shard, std::int64_t fence, const std::string& why);
@@ -96,7 +109,7 @@ class Node {
   boost::asio::awaitable<void> watch_late_effect(size_t service, nlohmann::json record);
 
   boost::asio::io_context& ioc_;
-  const config::Config& config_;
+  const config::Config* config_;
   config::Ha cfg_;
   Pipeline& pipeline_;
   Metrics& metrics_;
@@ -113,6 +126,9 @@ class Node {
   // The owner's side of a clear made through another replica: an escalation it shared that is no
   // longer in etcd was cleared by a person.
   boost::asio::awaitable<void> sync_escalations();
+  // Silences and bad marks as kept in etcd, into the pipeline.
+  boost::asio::awaitable<void> sync_shared();
+  int rounds_ = 0;
   boost::asio::awaitable<void> adopt_escalations(int shard, std::int64_t fence);
   // Retention: the owner deletes the finished actions and closed proposals (and their votes) of
   // its services older than ha.retention, so that etcd holds a bounded history.

@@ -39,6 +39,11 @@ class Keys {
   // Who cleared the service's last escalation, through which replica.
   std::string cleared(const std::string& service) const { return p_ + "cleared/" + service; }
   std::string proposal(const std::string& id) const { return p_ + "proposals/" + id; }
+  // People's silences, and releases marked bad (service/release), shared by every replica.
+  std::string silences() const { return p_ + "silences/"; }
+  std::string silence(const std::string& id) const { return silences() + id; }
+  std::string bad() const { return p_ + "bad/"; }
+  std::string bad_mark(const std::string& service, const std::string& release) const { return bad() + service + "/" + release; }
   std::string votes(const std::string& proposal) const { return p_ + "votes/" + proposal + "/"; }
   std::string vote(const std::string& proposal, const std::string& approver) const { return votes(proposal) + approver; }
 

@@ -145,17 +145,24 @@ class Pipeline final : private ReplayTarget {
   // A person asks for a rollback of the service (to the last verified good release unless `to`
   // names one). It becomes a proposal with origin `manual` under the authority of `severity`,
   // and the requester's approval counts (quorum 1: it is carried out at once).
+  // `approve` false (several replicas): the requester's approval is given through etcd by the caller.
   Request request_rollback(size_t si, const config::Approver& who, std::optional<std::string> to, policy::Severity severity,
-                           const std::string& reason, const std::string& source);
+                           const std::string& reason, const std::string& source, bool approve = true);
   // A person marks a release bad: never a rollback target again; if it is live, a proposal to
   // roll back from it (origin `mark_bad`) is opened, with the requester's approval.
+  // `may_propose` false (another replica owns the service): the mark only.
   Request mark_bad(size_t si, const config::Approver& who, const std::string& release, policy::Severity severity, const std::string& reason,
-                   const std::string& source);
+                   const std::string& source, bool may_propose = true);
+  // Several replicas: a release marked bad through another replica (from etcd).
+  void shared_bad(size_t si, const std::string& release, const policy::BadMark& mark, const std::string& via);
   // The releases lastgood knows of a service (GET /api/v1/services/{s}/releases).
   nlohmann::json releases(size_t si) const;
   // Silences (design.md): `services` are checked names. 201-style body {id, ends_at}.
-  Request add_silence(std::vector<std::string> services, policy::Duration length, const std::string& who, const std::string& comment,
-                      const std::string& source);
+  Silence make_silence(std::vector<std::string> services, policy::Duration length, const std::string& who, const std::string& comment,
+                       const std::string& source);
+  Request add_silence(Silence s);
+  // Several replicas: the silences kept in etcd, as read (about once a second).
+  void set_shared_silences(std::vector<Silence> shared);
   Request expire_silence(const std::string& id, const std::string& who, const std::string& source);
   const Silences& silences() const { return silences_; }
   // The silence of a service now, if any.
@@ -192,7 +199,8 @@ class Pipeline final : private ReplayTarget {
   // Once a second: services whose silence began or ended (lastgood_silenced); an ended one with
   // a breach still firing is decided again.
   void follow_silences(policy::TimePoint now);
-  Request open_person_proposal(size_t si, const config::Approver& who, policy::Decision d, const std::string& reason, const std::string& source);
+  Request open_person_proposal(size_t si, const config::Approver& who, policy::Decision d, const std::string& reason, const std::string& source,
+                               bool approve = true);
 
   ServiceFacts facts(const std::string& service) const;
   void resume_after_outage();

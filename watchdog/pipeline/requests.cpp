@@ -26,7 +26,7 @@ void Pipeline::silence(Event type, const LedgerEntry& e) { silences_.replay(type
 
 // The proposal a person's request opens, and their approval of it.
 Request Pipeline::open_person_proposal(size_t si, const config::Approver& who, policy::Decision d, const std::string& reason,
-                                       const std::string& source) {
+                                       const std::string& source, bool approve) {
   auto& s = *svcs_[si];
   const auto& name = s.name();
   if (const auto* p = proposals_.open_for(name, d.release_from)) {
@@ -52,9 +52,14 @@ Request Pipeline::open_person_proposal(size_t si, const config::Approver& who, p
   details["proposal_id"] = id;
   details["decision"] = "propose";
   notifier_.notify("proposed", name, details);
+  Request r;
+  r.proposal = proposals_.find(id);
+  if (!approve) {
+    r.body = {{"proposal", id}, {"state", "pending"}, {"approvals", 0}, {"quorum", r.proposal ? r.proposal->quorum : 1}};
+    return r;
+  }
   // The requester's approval counts toward the quorum (quorum 1: carried out at once).
   const VoteOutcome v = vote(id, &who, true, reason, source);
-  Request r;
   r.proposal = proposals_.find(id);
   r.vote = v.status;
   r.body = {{"proposal", id}, {"state", r.proposal ? std::string(watchdog::name(r.proposal->state)) : "unknown"}};
@@ -67,7 +72,7 @@ Request Pipeline::open_person_proposal(size_t si, const config::Approver& who, p
 }
 
 Request Pipeline::request_rollback(size_t si, const config::Approver& who, std::optional<std::string> to, policy::Severity severity,
-                                   const std::string& reason, const std::string& source) {
+                                   const std::string& reason, const std::string& source, bool approve) {
   auto& s = *svcs_[si];
   const auto& name = s.name();
   if (!s.action) return refused(Request::Status::refused, "service " + name + " has no deployment that lastgood can roll back");
@@ -98,11 +103,11 @@ Request Pipeline::request_rollback(size_t si, const config::Approver& who, std::
   d.reason = "manual rollback " + live->id + " -> " + *to + " requested by " + who.name + ": " + reason.substr(0, 500);
   d.evidence.measure = "manual";
   d.evidence.detail = reason.substr(0, 500);
-  return open_person_proposal(si, who, std::move(d), reason, source);
+  return open_person_proposal(si, who, std::move(d), reason, source, approve);
 }
 
 Request Pipeline::mark_bad(size_t si, const config::Approver& who, const std::string& release, policy::Severity severity, const std::string& reason,
-                           const std::string& source) {
+                           const std::string& source, bool may_propose) {
   auto& s = *svcs_[si];
   const auto& name = s.name();
   if (!s.cfg->deployment) return refused(Request::Status::refused, "service " + name + " has no deployment");
@@ -127,6 +132,10 @@ Request Pipeline::mark_bad(size_t si, const config::Approver& who, const std::st
   r.body = {{"service", name}, {"release", release}, {"marked_bad_by", who.name}};
   const auto* live = dep.live();
   if (!live || live->id != release) return r;
+  if (!may_propose) {
+    r.body["note"] = "the release is live; another replica owns " + name + ": ask it for the rollback (POST /api/v1/services/" + name + "/rollback there)";
+    return r;
+  }
   // Live: a proposal to roll back from it.
   if (!s.action) {
     r.body["note"] = "the release is live, and this service's deployment cannot be rolled back by lastgood";
@@ -201,8 +210,8 @@ json Pipeline::releases(size_t si) const {
 
 // ---- silences --------------------------------------------------------------------------------
 
-Request Pipeline::add_silence(std::vector<std::string> services, policy::Duration length, const std::string& who, const std::string& comment,
-                              const std::string& source) {
+Silence Pipeline::make_silence(std::vector<std::string> services, policy::Duration length, const std::string& who, const std::string& comment,
+                               const std::string& source) {
   Silence s;
   s.id = ids_.make('s', clock_.now());
   s.services = std::move(services);
@@ -211,12 +220,16 @@ Request Pipeline::add_silence(std::vector<std::string> services, policy::Duratio
   s.by = who;
   s.comment = comment.substr(0, 500);
   s.source = source;
-  std::string first = s.services.empty() ? "" : s.services.front();
-  if (!recording_.record(Event::silence_added, first,
-                         {{"id", s.id}, {"services", s.services}, {"starts_at", ms(s.starts_at)}, {"ends_at", ms(s.ends_at)}, {"by", who}, {"comment", s.comment},
-                          {"source", source}}))
+  return s;
+}
+
+Request Pipeline::add_silence(Silence s) {
+  const std::string first = s.services.empty() ? "" : s.services.front();
+  json rec = s.to_record();
+  rec["source"] = s.source;
+  if (!recording_.record(Event::silence_added, first, rec))
     return refused(Request::Status::cannot_record, "lastgood cannot record now (" + recording_.error() + "): no silence was made");
-  spdlog::warn("silence {}: {} silenced by {} until {}: {}", s.id, json(s.services).dump(), who, format_time(s.ends_at), s.comment);
+  spdlog::warn("silence {}: {} silenced by {} until {}: {}", s.id, json(s.services).dump(), s.by, format_time(s.ends_at), s.comment);
   Request r;
   r.body = {{"id", s.id}, {"ends_at", format_time(s.ends_at)}, {"services", s.services}};
   silences_.add(std::move(s));
@@ -237,6 +250,20 @@ Request Pipeline::expire_silence(const std::string& id, const std::string& who, 
   Request r;
   r.body = {{"id", id}, {"expired_by", who}};
   return r;
+}
+
+void Pipeline::set_shared_silences(std::vector<Silence> shared) {
+  silences_.set_shared(std::move(shared));
+  follow_silences(clock_.now());
+}
+
+void Pipeline::shared_bad(size_t si, const std::string& release, const policy::BadMark& mark, const std::string& via) {
+  auto& s = *svcs_[si];
+  if (s.policy->deployment().bad(release)) return;
+  if (!recording_.record(Event::release_marked_bad, s.name(), {{"release", release}, {"by", mark.by}, {"source", via}, {"reason", mark.reason}})) return;
+  s.policy->mark_bad(release, mark);
+  spdlog::warn("service {}: release {} marked bad by {} ({}): {}", s.name(), release, mark.by, via, mark.reason);
+  publish_releases(si);
 }
 
 void Pipeline::follow_silences(policy::TimePoint now) {

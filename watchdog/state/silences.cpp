@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <set>
 
 #include "watchdog/pipeline/clock.hpp"
 
@@ -73,6 +74,49 @@ void Silences::set_maintenance(std::vector<Silence> windows) {
   }
 }
 
+void Silences::set_shared(std::vector<Silence> shared) {
+  std::set<std::string> ids;
+  for (const auto& s : shared) ids.insert(s.id);
+  std::erase_if(silences_, [&](const Silence& s) { return s.shared || (!s.from_config && ids.count(s.id)); });
+  for (auto& s : shared) {
+    s.shared = true;
+    silences_.push_back(std::move(s));
+  }
+}
+
+json Silence::to_record() const {
+  json j{{"id", id}, {"services", services}, {"starts_at", ms(starts_at)}, {"ends_at", ms(ends_at)}, {"by", by}, {"comment", comment}};
+  if (expired_at) {
+    j["expired_at"] = ms(*expired_at);
+    j["expired_by"] = expired_by;
+  }
+  return j;
+}
+
+std::optional<Silence> Silence::from_record(const json& d) {
+  if (!d.is_object() || !d.contains("id") || !d["id"].is_string() || !d.contains("services") || !d["services"].is_array()) return std::nullopt;
+  auto num = [&](const char* k) -> std::optional<long long> {
+    if (!d.contains(k) || !d[k].is_number_integer()) return std::nullopt;
+    return d[k].get<long long>();
+  };
+  auto text = [&](const char* k) { return d.contains(k) && d[k].is_string() ? d[k].get<std::string>() : std::string(); };
+  Silence s;
+  s.id = d["id"].get<std::string>();
+  for (const auto& x : d["services"])
+    if (x.is_string()) s.services.push_back(x.get<std::string>());
+  const auto start = num("starts_at"), end = num("ends_at");
+  if (!start || !end) return std::nullopt;
+  s.starts_at = from_ms(*start);
+  s.ends_at = from_ms(*end);
+  s.by = text("by");
+  s.comment = text("comment");
+  if (auto e = num("expired_at")) {
+    s.expired_at = from_ms(*e);
+    s.expired_by = text("expired_by");
+  }
+  return s;
+}
+
 void Silences::trim(policy::TimePoint now) {
   // Ended API silences beyond the last kKeptEnded go (the ledger keeps them all).
   std::size_t ended = 0;
@@ -100,20 +144,10 @@ json Silences::list(policy::TimePoint now) const {
 
 void Silences::replay(Event type, const LedgerEntry& e) {
   const auto& d = e.data;
-  const std::string id = d.contains("id") && d["id"].is_string() ? d["id"].get<std::string>() : "";
   if (type == Event::silence_added) {
-    Silence s;
-    s.id = id;
-    if (d.contains("services") && d["services"].is_array())
-      for (const auto& x : d["services"])
-        if (x.is_string()) s.services.push_back(x.get<std::string>());
-    s.starts_at = from_ms(d.contains("starts_at") && d["starts_at"].is_number_integer() ? d["starts_at"].get<long long>() : e.ts_ms);
-    s.ends_at = from_ms(d.contains("ends_at") && d["ends_at"].is_number_integer() ? d["ends_at"].get<long long>() : e.ts_ms);
-    s.by = d.contains("by") && d["by"].is_string() ? d["by"].get<std::string>() : "";
-    s.comment = d.contains("comment") && d["comment"].is_string() ? d["comment"].get<std::string>() : "";
-    add(std::move(s));
-  } else if (type == Event::silence_expired) {
-    expire(id, d.contains("by") && d["by"].is_string() ? d["by"].get<std::string>() : "", from_ms(e.ts_ms));
+    if (auto s = Silence::from_record(d)) add(std::move(*s));
+  } else if (type == Event::silence_expired && d.contains("id") && d["id"].is_string()) {
+    expire(d["id"].get<std::string>(), d.contains("by") && d["by"].is_string() ? d["by"].get<std::string>() : "", from_ms(e.ts_ms));
   }
 }
 

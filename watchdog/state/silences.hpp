@@ -27,9 +27,13 @@ struct Silence {
   bool from_config = false;
   std::optional<policy::TimePoint> expired_at;  // ended early by a person
   std::string expired_by;
+  bool shared = false;  // several replicas: as kept in etcd
   bool active(policy::TimePoint now) const { return !expired_at && now >= starts_at && now < ends_at; }
   bool covers(const std::string& service) const;
   nlohmann::json to_json(policy::TimePoint now) const;
+  // As kept in etcd (several replicas), and back; nullopt for a record that is not one.
+  nlohmann::json to_record() const;
+  static std::optional<Silence> from_record(const nlohmann::json& d);
 };
 
 class Silences {
@@ -45,6 +49,9 @@ class Silences {
   bool expire(const std::string& id, const std::string& by, policy::TimePoint now);
   // The maintenance windows of the config (replacing the previous set: a reload).
   void set_maintenance(std::vector<Silence> windows);
+  // Several replicas: the silences kept in etcd (replacing the previous set, and any of this
+  // replica's own with the same id).
+  void set_shared(std::vector<Silence> shared);
   // Active and upcoming first, then the recently ended, newest first.
   nlohmann::json list(policy::TimePoint now) const;
   // Replay: silence_added and silence_expired entries.
