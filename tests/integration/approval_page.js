@@ -1,23 +1,10 @@
 // Drives lastgood's approval page in Debian's Chromium (playwright-core, no browser download).
 // usage: node approval_page.js BASE_URL SCREENSHOT  (tokens in env: WRONG_ROLE_TOKEN, TOKEN_1, TOKEN_2)
-const path = require("path");
-const { chromium } = require(path.join(__dirname, "../../scripts/npm/browser/node_modules/playwright-core"));
+const { open } = require("./page_browser");
 
 (async () => {
   const [base, shot] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
-  const page = await browser.newPage();
-  const step = (s) => console.log("step: " + s);
-  // Approving asks for a confirmation first (a production rollback): accepted, and counted.
-  const dialogs = [];
-  page.on("dialog", (d) => { dialogs.push(d.message()); d.accept(); });
-  // The page runs under its Content-Security-Policy (default-src 'self'): anything it blocks is a failure.
-  const csp = [];
-  page.on("console", (m) => { if (m.type() === "error" && m.text().includes("Content Security Policy")) csp.push(m.text()); });
+  const { browser, page, dialogs, csp, step } = await open();
   try {
     await page.goto(base + "/");
     await page.waitForSelector("#proposals tr[data-proposal] button.approve", { timeout: 15000 });

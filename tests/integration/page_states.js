@@ -1,22 +1,11 @@
 // Drives lastgood's page in Debian's Chromium through an escalated and silenced service: the
 // escalation and its Clear button, the silence with who and until when, and why the breach is
 // held once cleared. usage: node page_states.js BASE_URL SCREENSHOT  (TOKEN in env)
-const path = require("path");
-const { chromium } = require(path.join(__dirname, "../../scripts/npm/browser/node_modules/playwright-core"));
+const { open } = require("./page_browser");
 
 (async () => {
   const [base, shot] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
-  const page = await browser.newPage();
-  const step = (s) => console.log("step: " + s);
-  const dialogs = [];
-  page.on("dialog", (d) => { dialogs.push(d.message()); d.accept(); });
-  const csp = [];
-  page.on("console", (m) => { if (m.type() === "error" && m.text().includes("Content Security Policy")) csp.push(m.text()); });
+  const { browser, page, dialogs, csp, step } = await open();
   try {
     await page.goto(base + "/");
     await page.waitForSelector("#services tr[data-service] button.clear", { timeout: 15000 });

@@ -12,6 +12,26 @@ using nlohmann::json;
 using policy::DecisionKind;
 
 namespace {
+// The decision a person's request stands for (origin manual or mark_bad): the trigger and the
+// evidence's measure are the origin, the evidence's detail the person's reason.
+policy::Decision person_decision(const std::string& service, const std::string& origin, policy::Severity severity, const std::string& from,
+                                 const std::string& to, const std::string& who, const std::string& reason, std::string why, policy::TimePoint at) {
+  policy::Decision d;
+  d.service = service;
+  d.trigger = origin;
+  d.severity = severity;
+  d.kind = DecisionKind::propose;
+  d.release_from = from;
+  d.release_to = to;
+  d.at = at;
+  d.origin = origin;
+  d.requested_by = who;
+  d.reason = std::move(why);
+  d.evidence.measure = origin == "manual" ? "manual" : "marked_bad";
+  d.evidence.detail = reason.substr(0, 500);
+  return d;
+}
+
 Request refused(Request::Status st, std::string why) {
   Request r;
   r.status = st;
@@ -90,19 +110,8 @@ Request Pipeline::request_rollback(size_t si, const config::Approver& who, std::
   if (!dep.known(*to)) return refused(Request::Status::refused, "release " + *to + " is unknown: lastgood has not seen it live on " + name + " (GET /api/v1/services/" + name + "/releases)");
   if (s.escalated) return refused(Request::Status::refused, "service " + name + " is escalated (" + s.escalation + "): clear it first");
   if (s.acting) return refused(Request::Status::refused, "a rollback of " + name + " is already running");
-  policy::Decision d;
-  d.service = name;
-  d.trigger = "manual";
-  d.severity = severity;
-  d.kind = DecisionKind::propose;
-  d.release_from = live->id;
-  d.release_to = *to;
-  d.at = clock_.now();
-  d.origin = "manual";
-  d.requested_by = who.name;
-  d.reason = "manual rollback " + live->id + " -> " + *to + " requested by " + who.name + ": " + reason.substr(0, 500);
-  d.evidence.measure = "manual";
-  d.evidence.detail = reason.substr(0, 500);
+  policy::Decision d = person_decision(name, "manual", severity, live->id, *to, who.name, reason,
+                                       "manual rollback " + live->id + " -> " + *to + " requested by " + who.name + ": " + reason.substr(0, 500), clock_.now());
   return open_person_proposal(si, who, std::move(d), reason, source, approve);
 }
 
@@ -150,19 +159,9 @@ Request Pipeline::mark_bad(size_t si, const config::Approver& who, const std::st
     r.body["note"] = "the release is live; the service is escalated (" + s.escalation + "): clear it, then ask for a rollback";
     return r;
   }
-  policy::Decision d;
-  d.service = name;
-  d.trigger = "mark_bad";
-  d.severity = severity;
-  d.kind = DecisionKind::propose;
-  d.release_from = live->id;
-  d.release_to = target->id;
-  d.at = clock_.now();
-  d.origin = "mark_bad";
-  d.requested_by = who.name;
-  d.reason = "live release " + live->id + " marked bad by " + who.name + ": " + reason.substr(0, 500) + "; roll back to " + target->id;
-  d.evidence.measure = "marked_bad";
-  d.evidence.detail = reason.substr(0, 500);
+  policy::Decision d = person_decision(name, "mark_bad", severity, live->id, target->id, who.name, reason,
+                                       "live release " + live->id + " marked bad by " + who.name + ": " + reason.substr(0, 500) + "; roll back to " + target->id,
+                                       clock_.now());
   Request opened = open_person_proposal(si, who, std::move(d), reason, source);
   if (opened.status == Request::Status::accepted) {
     for (auto& [k, v] : opened.body.items()) r.body[k] = v;
