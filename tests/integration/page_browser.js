@@ -17,4 +17,25 @@ async function open() {
   return { browser, page, dialogs, csp, step: (s) => console.log("step: " + s) };
 }
 
-module.exports = { open };
+// Runs a scenario against BASE_URL (argv[2]): no Content-Security-Policy violation allowed, a
+// screenshot saved to SCREENSHOT (argv[3]) whether it passed or not, exit code 1 on failure.
+async function scenario(body) {
+  const [base, shot] = process.argv.slice(2);
+  const ctx = await open();
+  try {
+    await ctx.page.goto(base + "/");
+    await body(ctx);
+    if (ctx.csp.length) throw new Error("Content-Security-Policy violations: " + ctx.csp.join("; "));
+    ctx.step("no Content-Security-Policy violation");
+    await ctx.page.screenshot({ path: shot, fullPage: true });
+    ctx.step("screenshot saved");
+  } catch (e) {
+    await ctx.page.screenshot({ path: shot, fullPage: true }).catch(() => {});
+    console.error("FAILED: " + e.message);
+    process.exitCode = 1;
+  } finally {
+    await ctx.browser.close();
+  }
+}
+
+module.exports = { open, scenario };
