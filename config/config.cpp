@@ -215,7 +215,9 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     Obj s(c, e, p);
     if (!s.ok()) return;
     Service svc;
-    svc.fingerprint = std::hash<std::string>{}(e.dump());
+    const std::string text = e.dump();
+    svc.fingerprint = std::hash<std::string>{}(text);
+    svc.has_secrets = text.find("_env\"") != std::string::npos || text.find("_file\"") != std::string::npos;
     svc.evidence_fingerprint = std::hash<std::string>{}(json{e.value("probes", json()), e.value("triggers", json()), e.value("shadow", json())}.dump());
     if (auto n = s.str("name", true)) {
       static const RE2 re(R"([A-Za-z0-9][A-Za-z0-9._-]{0,62})");

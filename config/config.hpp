@@ -66,6 +66,7 @@ struct Service {
   // it is), `evidence_fingerprint` of what its windows depend on (probes and triggers; unchanged:
   // the windows are kept while the rest is applied).
   std::size_t fingerprint = 0, evidence_fingerprint = 0;
+  bool has_secrets = false;  // some key of it is *_env or *_file: a reload reads them again
 };
 
 // ---- people and notifications --------------------------------------------------------------

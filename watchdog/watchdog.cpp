@@ -82,6 +82,7 @@ std::pair<int, nlohmann::json> Watchdog::reload(const std::string& via) {
   // Probes of changed and removed services stop; those of changed and added ones start.
   std::set<std::string> replace(plan.changed.begin(), plan.changed.end());
   replace.insert(plan.removed.begin(), plan.removed.end());
+  replace.insert(plan.reread.begin(), plan.reread.end());
   for (size_t si = 0; si < probes_of_.size(); ++si) {
     if (!replace.count(pipeline_.service_name(si))) continue;
     for (size_t i : probes_of_[si]) {
@@ -98,8 +99,8 @@ std::pair<int, nlohmann::json> Watchdog::reload(const std::string& via) {
   metrics_.config_reload(true, std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
   nlohmann::json changes = plan.to_json();
   pipeline_.record(Event::config_reloaded, "", {{"ok", true}, {"via", via}, {"changes", changes}});
-  spdlog::warn("reload ({}): config {} applied: {} added, {} removed, {} changed, {} unchanged", via, cfg_->source, plan.added.size(),
-               plan.removed.size(), plan.changed.size(), plan.unchanged);
+  spdlog::warn("reload ({}): config {} applied: {} added, {} removed, {} changed, {} with secrets read again, {} unchanged", via, cfg_->source,
+               plan.added.size(), plan.removed.size(), plan.changed.size(), plan.reread.size(), plan.unchanged);
   for (const auto& w : security_warnings(*cfg_)) spdlog::warn("{}", w);
   return {200, nlohmann::json{{"reloaded", cfg_->source}, {"changes", changes}}};
 }

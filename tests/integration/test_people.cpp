@@ -398,8 +398,27 @@ TEST_CASE("reload: SIGHUP and POST /-/reload apply services added, removed and c
                 {"rollback", {{"mode", "alert"}}}};
   };
   json cfg = people();
+  // "secret" reads a token (an npm registry probe of a stand-in that keeps the Authorization it
+  // gets; alert only): a reload reads it again.
+  std::mutex mu;
+  std::string auth_seen;
+  HttpTestServer registry([&](const HttpReq& r) {
+    std::lock_guard lk(mu);
+    auth_seen = r.authorization;
+    return HttpRes::json_error(404, "not here");
+  });
+  auto seen = [&] {
+    std::lock_guard lk(mu);
+    return auth_seen;
+  };
+  const json secret{{"name", "secret"},
+                    {"probes", {{{"name", "reg"}, {"kind", "npm_registry"}, {"registry", "http://127.0.0.1:" + std::to_string(registry.port()) + "/"},
+                                 {"package", "left-pad"},
+                                 {"token_file", (dir.path / "npm-token").string()}, {"interval", "1s"}, {"timeout", "500ms"}}}},
+                    {"rollback", {{"mode", "alert"}}}};
+  write_file(dir.path / "npm-token", "tok-npm-1\n");
   cfg["services"] = {app_service(site.url(), site.local_symlink({{"observe_interval", "200ms"}}), App{.severity = "P1", .mode = "approve"}), plain("keep"),
-                     plain("gone")};
+                     plain("gone"), secret};
   Lastgood lg(dir, Lastgood::Config{cfg});
   lg.args = {};
   lg.start(kTokens);
@@ -419,6 +438,8 @@ TEST_CASE("reload: SIGHUP and POST /-/reload apply services added, removed and c
   next["services"][0]["rollback"]["approval_timeout"] = "45m";
   next["services"].erase(2);
   next["services"].push_back(plain("extra"));
+  REQUIRE(wait_until([&] { return seen() == "Bearer tok-npm-1"; }, std::chrono::seconds(10)));
+  write_file(dir.path / "npm-token", "tok-npm-2-rotated\n");
   write_file(lg.config, next.dump(2));
   CHECK(call(port, "POST", "/-/reload").first == 401);
   const long long keep_before = runs_of("keep");
@@ -428,10 +449,12 @@ TEST_CASE("reload: SIGHUP and POST /-/reload apply services added, removed and c
   CHECK(ok.second["changes"]["removed"] == json{"gone"});
   CHECK(ok.second["changes"]["changed"] == json{"app"});
   CHECK(ok.second["changes"]["unchanged"] == 1);
+  CHECK(ok.second["changes"]["secrets_read_again"] == json{"secret"});
+  CHECK(wait_until([&] { return seen() == "Bearer tok-npm-2-rotated"; }, std::chrono::seconds(10)));  // the rotated token is used
   std::set<std::string> names;
   const json listed = call(port, "GET", "/api/v1/services").second;
   for (const auto& s : listed["services"]) names.insert(s["name"]);
-  CHECK(names == std::set<std::string>{"app", "keep", "extra"});
+  CHECK(names == std::set<std::string>{"app", "keep", "extra", "secret"});
   // Kept: the releases verified before, and keep's probe schedule (its runs go on counting).
   const json rel = call(port, "GET", "/api/v1/services/app/releases").second;
   int verified = 0;
@@ -458,7 +481,7 @@ TEST_CASE("reload: SIGHUP and POST /-/reload apply services added, removed and c
   REQUIRE(bad.second["errors"].is_array());
   CHECK_THAT(bad.second["errors"][0].get<std::string>(), Catch::Contains(lg.config.string()));
   const json still = call(port, "GET", "/api/v1/services").second;
-  CHECK(still["services"].size() == 3);
+  CHECK(still["services"].size() == 4);
   // What only a restart applies is refused, naming it.
   json moved = next;
   moved["state_dir"] = (dir.path / "elsewhere").string();
@@ -476,6 +499,8 @@ TEST_CASE("reload: SIGHUP and POST /-/reload apply services added, removed and c
   CHECK(after["proposals"][0]["state"] == "pending");
   CHECK(lg.proc->stop() == 0);
   CHECK(lg.ledger_verifies());
+  CHECK(lg.log().find("tok-npm") == std::string::npos);
+  CHECK(read_file(lg.state / "ledger.jsonl").find("tok-npm") == std::string::npos);
 }
 
 TEST_CASE("the page in headless Chromium: an escalated and silenced service, cleared with its button, then shown held by the silence", "[page]") {

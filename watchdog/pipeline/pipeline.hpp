@@ -54,10 +54,13 @@ std::vector<Silence> maintenance_windows(const config::Config& cfg);
 // What a reload changes, by service name; `refused` says why it cannot be applied now ("" : it can).
 struct ReloadPlan {
   std::vector<std::string> added, removed, changed;
+  // Unchanged, but with secrets (*_env, *_file): their probes and action are made again, so that
+  // the secrets are read again (a rotated token); their windows and state are kept.
+  std::vector<std::string> reread;
   std::size_t unchanged = 0;
   std::string refused;
   nlohmann::json to_json() const {
-    return {{"added", added}, {"removed", removed}, {"changed", changed}, {"unchanged", unchanged}};
+    return {{"added", added}, {"removed", removed}, {"changed", changed}, {"secrets_read_again", reread}, {"unchanged", unchanged}};
   }
 };
 
@@ -225,7 +228,7 @@ class Pipeline final : private ReplayTarget {
   void start_observing(size_t si);
   std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority_;
   // Actions replaced by a reload: kept, since an observation may still run in one.
-  std::vector<std::unique_ptr<actions::Action>> replaced_actions_;
+  std::deque<std::pair<std::chrono::steady_clock::time_point, std::unique_ptr<actions::Action>>> replaced_actions_;
   bool started_ = false;
 
   boost::asio::io_context& ioc_;

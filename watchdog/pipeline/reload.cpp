@@ -29,7 +29,10 @@ ReloadPlan Pipeline::plan_reload(const config::Config& next) const {
     const bool removed = it == wanted.end();
     const bool changed = !removed && it->second->fingerprint != s->cfg->fingerprint;
     if (!removed && !changed) {
-      ++plan.unchanged;
+      // Unchanged: its secrets are read again by making its probes and action again, unless its
+      // rollback runs (then it keeps what it has until the next reload).
+      if (it->second->has_secrets && !s->acting) plan.reread.push_back(s->name());
+      else ++plan.unchanged;
       continue;
     }
     (removed ? plan.removed : plan.changed).push_back(s->name());
@@ -48,6 +51,10 @@ void Pipeline::reload(const config::Config& next, const ReloadPlan& plan) {
   notifier_.set_config(next);
   alerts_.set_config(next);
   const std::set<std::string> removed(plan.removed.begin(), plan.removed.end());
+  const std::set<std::string> reread(plan.reread.begin(), plan.reread.end());
+  // Actions replaced by earlier reloads: no observation runs in them any more after minutes.
+  const auto now = std::chrono::steady_clock::now();
+  while (!replaced_actions_.empty() && now - replaced_actions_.front().first > std::chrono::minutes(10)) replaced_actions_.pop_front();
   std::map<std::string, size_t> slot;  // every slot, retired ones too
   for (size_t si = 0; si < svcs_.size(); ++si) slot[svcs_[si]->name()] = si;
   for (const auto& svc : next.services) {
@@ -61,7 +68,7 @@ void Pipeline::reload(const config::Config& next, const ReloadPlan& plan) {
     }
     auto& s = *svcs_[at->second];
     const bool was_retired = s.retired;
-    if (!was_retired && svc.fingerprint == s.cfg->fingerprint) {  // unchanged: the same, read from the new config
+    if (!was_retired && svc.fingerprint == s.cfg->fingerprint && !reread.count(svc.name)) {  // unchanged: the same, read from the new config
       s.cfg = &svc;
       continue;
     }
@@ -78,7 +85,7 @@ void Pipeline::reload(const config::Config& next, const ReloadPlan& plan) {
       s.policy = std::move(fresh);
       for (const auto& t : svc.triggers) metrics_.trigger_state(svc.name, t.name, "inconclusive");
     }
-    if (s.action) replaced_actions_.push_back(std::move(s.action));  // an observation may still run in it
+    if (s.action) replaced_actions_.emplace_back(now, std::move(s.action));  // an observation may still run in it
     if (svc.deployment) s.action = actions::make_action(ioc_.get_executor(), svc.name, *svc.deployment);
     if (s.action && !s.observe_timer) s.observe_timer = std::make_unique<boost::asio::steady_timer>(ioc_);
     if (!s.action && s.observe_timer) s.observe_timer->cancel();
