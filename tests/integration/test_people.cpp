@@ -381,6 +381,17 @@ TEST_CASE("lastgood ctl: status, rollback, proposals, approve, releases, silence
   CHECK_THAT(sl.second, Catch::Contains(sid) && Catch::Contains("active") && Catch::Contains("deploy window"));
   CHECK(ctl(s.port, carol, {"silence", "expire", sid}).first == 0);
   CHECK(ctl(s.port, carol, {"silence", "expire", sid}).first == 1);
+  // Reject, and reload.
+  auto again_ask = ctl(s.port, bob, {"rollback", "app", "--reason", "try v2 again", "--to", "v2", "-o", "json"});
+  REQUIRE(again_ask.first == 0);
+  const std::string id2 = json::parse(again_ask.second)["proposal"];
+  auto rejected = ctl(s.port, carol, {"reject", id2, "--comment", "v2 is fine, the bug is elsewhere"});
+  CHECK(rejected.first == 0);
+  CHECK_THAT(rejected.second, Catch::Contains("rejected"));
+  CHECK(s.lg.wait_for("proposal_vote", [&](const json& d) { return d["id"] == id2 && d["approve"] == false && d["approver"] == "carol"; }));
+  auto reload = ctl(s.port, bob, {"reload"});
+  CHECK(reload.first == 0);
+  CHECK_THAT(reload.second, Catch::Contains("reloaded"));
   auto clear = ctl(s.port, bob, {"clear", "app"});
   CHECK(clear.first == 1);
   CHECK_THAT(clear.second, Catch::Contains("not escalated"));
