@@ -210,8 +210,9 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   };
   if (path == "/-/reload") {
     if (req.method != "POST" && req.method != "PUT") return HttpRes::json_error(405, "use POST");
-    auto [who, refusal] = person("", Event::clear_refused, "reload the config");
-    if (!who) return refusal;
+    auto auth = person("", Event::clear_refused, "reload the config");
+    const config::Approver* who = auth.first;  // (clang 15: no structured binding in a lambda capture)
+    if (!who) return auth.second;
     const auto [status, body] = reload("api: " + who->name + " from " + client);
     return {status, "application/json", json_text(body, 2)};
   }
@@ -232,8 +233,9 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     if (services.empty() || services.size() > 1000) return HttpRes::json_error(400, "/services: expected 1 to 1000 service names");
     for (const auto& sv : services)
       if (!pipeline_.service_index(sv)) return HttpRes::json_error(404, "no service named " + sv.substr(0, 100));
-    auto [who, refusal] = person(services.front(), Event::clear_refused, "silence a service");
-    if (!who) return refusal;
+    auto auth = person(services.front(), Event::clear_refused, "silence a service");
+    const config::Approver* who = auth.first;  // (clang 15: no structured binding in a lambda capture)
+    if (!who) return auth.second;
     const auto length = b.contains("for") && b["for"].is_string() ? config::parse_duration(b["for"].get<std::string>()) : std::nullopt;
     if (!length || length->count() <= 0 || *length > std::chrono::hours(24 * 90))
       return HttpRes::json_error(400, "/for: expected a duration like \"30m\" or \"2h\" (at most 90 days)");
@@ -251,8 +253,9 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   if (path.rfind(sil_prefix, 0) == 0) {
     if (req.method != "DELETE") return HttpRes::json_error(405, "use DELETE");
     const std::string id = path.substr(sil_prefix.size());
-    auto [who, refusal] = person("", Event::clear_refused, "expire a silence");
-    if (!who) return refusal;
+    auto auth = person("", Event::clear_refused, "expire a silence");
+    const config::Approver* who = auth.first;  // (clang 15: no structured binding in a lambda capture)
+    if (!who) return auth.second;
     if (ha_) {
       HttpRes later;
       later.later = [this, id, name = who->name, client] { return ha_->expire_silence(id, name, client); };
@@ -277,8 +280,9 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     if (rollback || bad) {
       if (req.method != "POST") return HttpRes::json_error(405, "use POST");
       if (!si) return HttpRes::json_error(404, "no service named " + name.substr(0, 100));
-      auto [who, refusal] = person(name, Event::clear_refused, rollback ? "ask for a rollback" : "mark a release bad");
-      if (!who) return refusal;
+      auto auth = person(name, Event::clear_refused, rollback ? "ask for a rollback" : "mark a release bad");
+      const config::Approver* who = auth.first;  // (clang 15: no structured binding in a lambda capture)
+      if (!who) return auth.second;
       nlohmann::json b;
       if (auto badbody = body_object(b)) return *badbody;
       auto reason = string_field(b, "reason");
