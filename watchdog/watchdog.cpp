@@ -83,6 +83,7 @@ std::pair<int, nlohmann::json> Watchdog::reload(const std::string& via) {
   std::set<std::string> replace(plan.changed.begin(), plan.changed.end());
   replace.insert(plan.removed.begin(), plan.removed.end());
   replace.insert(plan.reread.begin(), plan.reread.end());
+  replace.insert(plan.added.begin(), plan.added.end());  // a service removed before and named again comes back to its slot
   for (size_t si = 0; si < probes_of_.size(); ++si) {
     if (!replace.count(pipeline_.service_name(si))) continue;
     for (size_t i : probes_of_[si]) {

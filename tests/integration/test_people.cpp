@@ -506,6 +506,15 @@ TEST_CASE("reload: SIGHUP and POST /-/reload apply services added, removed and c
   REQUIRE(lg.wait_for("config_reloaded", [](const json& d) { return d["ok"] == true && d["via"] == "SIGHUP"; }));
   CHECK(metric(http_call(port, "GET", "/metrics").body, "lastgood_config_last_reload_successful") == 1);
   CHECK(lg.count("proposal_created") == 1);  // the pending proposal survived the reloads
+  // A service removed and named again comes back (to its old slot), probing again.
+  json back = next;
+  back["services"].push_back(plain("gone"));
+  write_file(lg.config, back.dump(2));
+  auto again = call(port, "POST", "/-/reload", "tok-bob-0c7d");
+  CHECK(again.first == 200);
+  CHECK(again.second["changes"]["added"] == json{"gone"});
+  CHECK(wait_until([&] { return runs_of("gone") >= 2; }, std::chrono::seconds(5)));
+  CHECK(call(port, "GET", "/api/v1/services/gone/releases").first == 200);
   const json after = call(port, "GET", "/api/v1/proposals").second;
   CHECK(after["proposals"][0]["state"] == "pending");
   CHECK(lg.proc->stop() == 0);
