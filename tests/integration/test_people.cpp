@@ -285,6 +285,7 @@ struct PagerDuty {
 TEST_CASE("pagerduty: trigger on the breach, acknowledge on execution, resolve on verified recovery, one dedup_key; filters hold", "[people]") {
   PagerDuty pd;
   json extra = people();
+  extra["external_url"] = "https://lastgood.example.com/";  // every link in notices starts here
   extra["notify"] = {{{"kind", "pagerduty"}, {"url", pd.url("/v2/enqueue")}, {"routing_key_env", "LG_T_PD"}},
                      {{"kind", "webhook"}, {"url", pd.url("/hook")}, {"severities", {"P2"}}},
                      {{"kind", "webhook"}, {"url", pd.url("/hook")}, {"services", {"app"}}, {"events", {"verified"}}}};
@@ -316,6 +317,11 @@ TEST_CASE("pagerduty: trigger on the breach, acknowledge on execution, resolve o
   // The P2-only webhook got nothing of a P0; the app-and-verified one got exactly the verification.
   REQUIRE(pd.webhook.size() == 1);
   CHECK(pd.webhook[0]["event"] == "verified");
+  // Links are under external_url, not the listen address.
+  CHECK(pd.events[0]["client_url"] == "https://lastgood.example.com/");
+  CHECK(pd.events[0]["links"][0]["href"] == "https://lastgood.example.com/");
+  CHECK(pd.webhook[0]["links"]["page"] == "https://lastgood.example.com/");
+  CHECK_THAT(pd.webhook[0]["links"]["incident"].get<std::string>(), Catch::StartsWith("https://lastgood.example.com/api/v1/incidents/"));
   // The routing key is a secret: in no ledger line or log.
   CHECK(read_file(lg.state / "ledger.jsonl").find("R0UTINGKEY") == std::string::npos);
   CHECK(lg.log().find("R0UTINGKEY") == std::string::npos);

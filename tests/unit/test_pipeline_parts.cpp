@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "pipeline_fakes.hpp"
+#include "watchdog/state/records.hpp"
 #include "watchdog/metrics.hpp"
 #include "watchdog/pipeline/replay.hpp"
 #include "watchdog/pipeline/rollback.hpp"
@@ -246,4 +247,39 @@ TEST_CASE("the single-node coordinator always grants, with token 0", "[rollback]
   const Grant g = c.may_act("www");
   CHECK(g.granted);
   CHECK(g.fence == 0);
+}
+
+TEST_CASE("a decision read back from the ledger keeps its evidence, origin and requester; wrong types read as absent", "[replay]") {
+  policy::Decision d;
+  d.service = "www";
+  d.trigger = "manual";
+  d.severity = policy::Severity::P0;
+  d.kind = policy::DecisionKind::propose;
+  d.reason = "manual rollback";
+  d.evidence.measure = "consecutive_failures";
+  d.evidence.value = 3;
+  d.evidence.threshold = 3;
+  d.evidence.samples = 3;
+  d.evidence.probe = "home";
+  d.evidence.detail = "status: got 500";
+  d.evidence.probes_failing = 1;
+  d.evidence.probes_watched = 2;
+  d.release_from = "v2";
+  d.release_to = "v1";
+  d.origin = "manual";
+  d.requested_by = "bob";
+  const auto back = decision_from_json("www", to_json(d));
+  CHECK(back.evidence.detail == "status: got 500");
+  CHECK(back.evidence.value == 3);
+  CHECK(back.evidence.samples == 3);
+  CHECK(back.evidence.probe == "home");
+  CHECK(back.evidence.probes_failing == 1);
+  CHECK(back.evidence.probes_watched == 2);
+  CHECK(back.origin == "manual");
+  CHECK(back.requested_by == "bob");
+  CHECK(back.severity == policy::Severity::P0);
+  const auto junk = decision_from_json("www", json{{"evidence", {{"value", "x"}, {"impact", 3}, {"detail", 4}}}, {"origin", 7}});
+  CHECK(junk.evidence.value == 0);
+  CHECK(junk.evidence.detail.empty());
+  CHECK(junk.origin == "policy");
 }
