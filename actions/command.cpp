@@ -30,7 +30,10 @@ class Command final : public Action {
     Plan p{"", "", {service_, "", ""}, {}};
     std::vector<std::string> argv;
     for (const auto& a : observe_) argv.push_back(expand(a, p));
-    auto r = co_await run_process(ex_, argv, env_allow_, std::min(timeout_, std::chrono::milliseconds(30'000)));
+    // (GCC 12: no temporaries in the arguments of a co_await'ed call: a std::min over one here
+    // gave the next run of this coroutine a 30 s timeout instead of its own)
+    const std::chrono::milliseconds limit = std::min(timeout_, std::chrono::milliseconds(30'000));
+    auto r = co_await run_process(ex_, argv, env_allow_, limit);
     if (!r.succeeded()) {
       o.error = "observe command " + argv[0] + ": " + r.describe() + (r.err.empty() ? "" : ": " + cap_output(r.err, 512));
       co_return o;
@@ -68,7 +71,9 @@ class Command final : public Action {
     for (const auto& a : rollback_) argv.push_back(expand(a, p));
     // The token and the action's id, for a script that checks them (ha.md: strict if it does).
     std::vector<std::string> env{"LASTGOOD_FENCE=" + std::to_string(p.fence), "LASTGOOD_ACTION_ID=" + p.action_id};
-    auto r = co_await run_process(ex_, argv, env_allow_, timeout_, 16 * 1024, std::move(env));
+    const std::chrono::milliseconds limit = timeout_;
+    const size_t cap = 16 * 1024;
+    auto r = co_await run_process(ex_, argv, env_allow_, limit, cap, std::move(env));
     Outcome out;
     out.output = cap_output(r.out + (r.err.empty() ? "" : "\n[stderr]\n" + r.err));
     out.ok = r.succeeded();
@@ -96,6 +101,10 @@ using config::detail::Obj;
 std::shared_ptr<const config::KindSpec> parse(Obj& o) {
   auto d = std::make_shared<CommandSpec>();
   if (auto r = o.strings("rollback", true, true)) d->rollback = *r;
+  // Required: without reading the live release lastgood cannot decide (every decision would hold
+  // on "live release unknown" while validate says ok).
+  if (!o.has("observe"))
+    o.ctx().error(o.at("observe"), "required key is missing: without a command that prints the live release lastgood cannot decide a rollback");
   if (auto r = o.strings("observe", false, true)) d->observe = *r;
   if (auto t = o.duration("timeout", false, config::Duration{100})) d->timeout = *t;
   if (auto e = o.strings("env_allow")) d->env_allow = *e;

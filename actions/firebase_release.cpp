@@ -182,7 +182,8 @@ class Firebase final : public Action {
       std::string url = api_ + "sites/" + site_ + "/channels/live/releases?pageSize=100" + (page.empty() ? "" : "&pageToken=" + page);
       std::string err;
       const std::string method = "GET";
-      auto res = co_await authed(method, url, std::string(), err);
+      std::string no_body;  // (GCC 12: no temporaries in co_await'ed calls)
+      auto res = co_await authed(method, url, no_body, err);
       if (!err.empty()) co_return err;
       auto& r = std::get<HttpResponse>(res);
       if (r.status != 200)

@@ -1,8 +1,9 @@
 #pragma once
-// The "http_api" deployment kind, a gateway call: templated method, URL, headers and JSON body
-// (${service} ${from} ${to} ${reason} ${trigger}), a bearer token from token_env/token_file, the
-// expected status; optional `observe`: GET a URL and read the live version at a JSON pointer
-// (same token).
+// The "http_api" deployment kind, a gateway call: one request or `steps` run in order (e.g. the
+// gateway rollback, then the service-registry update), each a templated method, URL, headers and
+// JSON body (${service} ${from} ${to} ${reason} ${trigger} ${action_id} ${fence}) and its expected
+// status; a bearer token from token_env/token_file (a file read again at each use) on every
+// request; `observe` (required): GET a URL and read the live version at a JSON pointer.
 #include <map>
 #include <optional>
 #include <string>
@@ -15,13 +16,18 @@
 namespace lastgood::actions {
 
 struct HttpApiSpec final : config::KindSpec {
-  struct Rollback {
+  // One request of the rollback; strings in url, headers and body are templated.
+  struct Step {
     std::string method = "POST";
     std::string url;
     std::map<std::string, std::string> headers;
     std::optional<nlohmann::json> body;  // any JSON; strings inside are templated
-    std::optional<config::Secret> token;
     std::vector<config::StatusRange> expect_status{{200, 299}};
+  };
+  struct Rollback {
+    std::vector<Step> steps;  // run in order; the first that fails stops the sequence
+    std::optional<config::Secret> token;  // applied to every step and to observe; read again at each use
+    bool single = true;  // written as one request (not as "steps"): named so in errors
   };
   struct Observe {
     std::string url;
@@ -29,7 +35,7 @@ struct HttpApiSpec final : config::KindSpec {
   };
   std::optional<config::Duration> timeout;
   Rollback rollback;
-  std::optional<Observe> observe;
+  Observe observe;  // required: without the live release lastgood cannot decide
 };
 
 extern const Kind http_api_kind;

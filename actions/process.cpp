@@ -57,10 +57,12 @@ asio::awaitable<void> drain(asio::posix::stream_descriptor& fd, std::string& int
 
 asio::awaitable<void> await_exit(asio::posix::stream_descriptor* pidfd, pid_t pid, int& status) {
   if (pidfd) {
+    // A readiness that is not the exit (seen when another run's pidfd had had the same number)
+    // must not become a blocking waitpid on the loop: WNOHANG, and if it still runs, poll.
     auto [ec] = co_await pidfd->async_wait(asio::posix::stream_descriptor::wait_read, use_tuple);
-    if (ec) co_return;  // cancelled (the deadline): never a blocking waitpid on the loop
-    ::waitpid(pid, &status, 0);  // it has exited: does not block
-    co_return;
+    if (ec) co_return;  // cancelled (the deadline)
+    const pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid || w < 0) co_return;  // reaped, or already reaped
   }
   asio::steady_timer t(co_await asio::this_coro::executor);  // no pidfd: poll
   for (;;) {
@@ -71,6 +73,11 @@ asio::awaitable<void> await_exit(asio::posix::stream_descriptor* pidfd, pid_t pi
     if (ec) co_return;
   }
 }
+
+// At the deadline (unless cancelled first, when the run ended): the run is killed and its pipes
+// are no longer read.
+asio::awaitable<void> kill_at(asio::steady_timer& deadline, bool& timed_out, pid_t pid, const std::string& marker,
+                              asio::posix::stream_descriptor& out, asio::posix::stream_descriptor& err);
 
 // Every process that carries this run's marker in its environment, or descends from `leader`
 // (by parent links in /proc): what a command started, including what left its process group or
@@ -214,20 +221,33 @@ asio::awaitable<ProcessResult> run_process(asio::any_io_executor ex, std::vector
       std::thread([p = pid] { ::waitpid(p, nullptr, 0); }).detach();
     }
   } guard{pid, marker};
-  auto first = co_await ((drain(out_fd, r.out, cap) && drain(err_fd, r.err, cap) && await_exit(pidfd.get(), pid, status)) ||
-                         deadline.async_wait(use_tuple));
-  if (first.index() == 1) {
-    r.timed_out = true;
-    siginfo_t info{};  // still ours (running, or exited and not reaped): its pid is not reused yet
-    const bool ours = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0;
-    kill_run(ours ? pid : 0, marker);
-    co_await await_exit(pidfd.get(), pid, status);  // the leader was killed: reaped at once
-  }
+  // The deadline's branch kills the run and stops the reads itself: the other branch ends because
+  // its processes are dead and its reads cancelled, not only because the group cancels it.
+  co_await ((drain(out_fd, r.out, cap) && drain(err_fd, r.err, cap) && await_exit(pidfd.get(), pid, status)) ||
+            kill_at(deadline, r.timed_out, pid, marker, out_fd, err_fd));
+  if (r.timed_out) co_await await_exit(pidfd.get(), pid, status);  // the leader was killed: reaped at once (or was already)
   guard.reaped = true;
   ::kill(-pid, SIGKILL);  // anything it left running in its group (the group id is not reused before we reaped the leader)
   if (WIFEXITED(status)) r.exit_status = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
   co_return r;
 }
+
+namespace {
+
+asio::awaitable<void> kill_at(asio::steady_timer& deadline, bool& timed_out, pid_t pid, const std::string& marker,
+                              asio::posix::stream_descriptor& out, asio::posix::stream_descriptor& err) {
+  auto [ec] = co_await deadline.async_wait(use_tuple);
+  if (ec) co_return;  // the run ended first
+  timed_out = true;
+  siginfo_t info{};  // still ours (running, or exited and not reaped): its pid is not reused yet
+  const bool ours = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0;
+  kill_run(ours ? pid : 0, marker);
+  boost::system::error_code ignored;
+  out.cancel(ignored);  // what still holds the pipes is not waited for
+  err.cancel(ignored);
+}
+
+}  // namespace
 
 }  // namespace lastgood::actions

@@ -34,4 +34,15 @@ std::optional<std::string> Secret::resolve() {
   return std::nullopt;
 }
 
+std::string Secret::fresh(std::string* problem) const {
+  if (source_ == Source::inline_value || source_ == Source::none) return value_;
+  Secret again(source_, ref_);
+  if (auto err = again.resolve()) {
+    if (problem) *problem = *err + (value_.empty() ? "" : "; using the value read before");
+    return value_;
+  }
+  value_ = std::move(again.value_);
+  return value_;
+}
+
 }  // namespace lastgood::config

@@ -23,13 +23,17 @@ class Secret {
   // Reads it; an error message (naming the variable or file, never the value) on failure.
   std::optional<std::string> resolve();
   const std::string& value() const { return value_; }
+  // The value as of now, for a secret used long after start: a file is read again (a rotated
+  // token is used without a restart), an environment variable looked up again. When it cannot be
+  // read now, the value read last is kept and `problem` says why (never the value).
+  std::string fresh(std::string* problem = nullptr) const;
   bool resolved() const { return resolved_ || source_ == Source::inline_value; }
 
  private:
   Secret(Source s, std::string ref) : source_(s), ref_(std::move(ref)) {}
   Source source_ = Source::none;
   std::string ref_;
-  std::string value_;
+  mutable std::string value_;
   bool resolved_ = false;
 };
 

@@ -279,4 +279,19 @@ std::vector<TriggerView> ServicePolicy::triggers(TimePoint now) const {
   return out;
 }
 
+std::optional<TriggerState> ServicePolicy::trigger_state(const std::string& name) const {
+  if (auto ti = trigger_index(name)) return triggers_[*ti].machine.state();
+  if (auto it = externals_.find(name); it != externals_.end()) return it->second.state;
+  return std::nullopt;
+}
+
+std::vector<std::string> ServicePolicy::firing() const {
+  std::vector<std::string> out;
+  for (size_t ti = 0; ti < triggers_.size(); ++ti)
+    if (triggers_[ti].machine.state() == TriggerState::firing) out.push_back(spec_.triggers[ti].name);
+  for (const auto& [name, x] : externals_)
+    if (x.state == TriggerState::firing) out.push_back(name);
+  return out;
+}
+
 }  // namespace lastgood::policy

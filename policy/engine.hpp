@@ -105,6 +105,10 @@ class ServicePolicy {
     counts_at_start_ = old.counts_at_start_;
   }
   bool trigger_firing(size_t ti) const { return triggers_[ti].machine.state() == TriggerState::firing; }
+  // The state of a trigger (config or external) by name; nullopt when there is none.
+  std::optional<TriggerState> trigger_state(const std::string& name) const;
+  // The names of the triggers firing now.
+  std::vector<std::string> firing() const;
 
   const ServiceSpec& spec() const { return spec_; }
   const DeploymentTracker& deployment() const { return deployment_; }

@@ -34,7 +34,9 @@ using lastgood::watchdog::HttpRes;
 
 namespace {
 
-std::shared_ptr<const cfg::Config> load(const json& deployment) {
+std::shared_ptr<const cfg::Config> load(json deployment) {
+  // `observe` is required; these command tests roll back from v2, which it prints.
+  if (deployment["kind"] == "command" && !deployment.contains("observe")) deployment["observe"] = {"/bin/echo", "v2"};
   json doc{{"services", {{{"name", "app"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}, {"deployment", deployment}}}}};
   auto res = cfg::load_text(doc.dump(), "t", lastgood::kinds(), {.resolve_secrets = true});
   for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());
@@ -56,6 +58,8 @@ struct GatewayServer {
   std::string live = "v1";
   std::vector<HttpReq> requests;
   std::string token;
+  std::string fail_path;  // a request to this path answers 503
+  json registry;          // what the last PUT /v1/registry/app said
   unsigned short port = 0;
 
   explicit GatewayServer(std::string tok) : token(std::move(tok)) {
@@ -73,6 +77,11 @@ struct GatewayServer {
     if (r.target == "/") return {live.rfind("bad", 0) == 0 ? 500 : 200, "text/html", "<title>" + live + "</title>"};
     if (r.authorization != "Bearer " + token) return HttpRes::json_error(401, "bad token");
     if (r.method == "GET" && r.target == "/v1/services/app") return {200, "application/json", json{{"version", live}}.dump()};
+    if (!fail_path.empty() && r.target == fail_path) return HttpRes::json_error(503, "registry is read-only");
+    if (r.method == "PUT" && r.target == "/v1/registry/app") {
+      registry = json::parse(r.body, nullptr, false);
+      return {200, "application/json", "{}"};
+    }
     if (r.method == "POST" && r.target == "/v1/rollback") {
       auto b = json::parse(r.body, nullptr, false);
       if (b.is_discarded() || !b.contains("version")) return HttpRes::json_error(400, "need a version");
@@ -232,14 +241,94 @@ TEST_CASE("http_api: templated request with a bearer token, observe by JSON poin
     gw.live = "v1";
   }
   dep["rollback"]["token_env"] = "LASTGOOD_TEST_GW_BAD";
-  dep.erase("observe");  // the refusal below is the rollback call's own
   auto bad = actions::make_action(ioc.get_executor(), "app", *load(dep)->services[0].deployment);
+  const auto posts_before_bad = posts();
   auto refused = run_sync(ioc, bad->execute(bad->plan("v1", "v0", {})));
-  CHECK_FALSE(refused.ok);
-  CHECK_THAT(refused.error, Catch::Contains("HTTP 401 (the token was refused)"));
+  CHECK_FALSE(refused.ok);  // the token is refused at the observe just before the switch: nothing sent
+  CHECK_THAT(refused.error, Catch::Contains("HTTP 401 (check the token)"));
+  CHECK_THAT(refused.error, Catch::Contains("nothing was changed"));
   CHECK_THAT(refused.error, !Catch::Contains("tok-bad"));
+  CHECK(posts() == posts_before_bad);
   std::lock_guard lk(gw.mu);
   CHECK(gw.live == "v1");
+}
+
+TEST_CASE("http_api steps: run in order with the token on each; a failed step stops the sequence and is named; a rotated token file is read again", "[gateway]") {
+  GatewayServer gw("tok-old");
+  TempDir dir;
+  const auto token_file = dir.path / "gw.token";
+  write_file(token_file, "tok-old\n");
+  asio::io_context ioc;
+  json dep{{"kind", "http_api"},
+           {"rollback",
+            {{"token_file", token_file.string()},
+             {"steps",
+              {{{"method", "POST"}, {"url", gw.url("/v1/rollback")}, {"body", {{"version", "${to}"}}}},
+               {{"method", "PUT"},
+                {"url", gw.url("/v1/registry/${service}")},
+                {"body", {{"version", "${to}"}, {"was", "${from}"}, {"action", "${action_id}"}}},
+                {"expect_status", "200"}}}}}},
+           {"observe", {{"url", gw.url("/v1/services/${service}")}, {"json_pointer", "/version"}}}};
+  auto a = actions::make_action(ioc.get_executor(), "app", *load(dep)->services[0].deployment);
+  auto targets = [&] {
+    std::lock_guard lk(gw.mu);
+    std::vector<std::string> out;
+    for (const auto& r : gw.requests) out.push_back(r.method + " " + r.target + (r.authorization == "Bearer " + gw.token ? "" : " (no token)"));
+    gw.requests.clear();
+    return out;
+  };
+  gw.set_live("bad2");
+  auto plan = a->plan("bad2", "v1", {"app", "down", ""});
+  CHECK(plan.steps.size() == 3);  // the observe, then each step
+  CHECK_THAT(plan.steps[2], Catch::Contains("PUT " + gw.url("/v1/registry/app")));
+
+  SECTION("every step in order, templated, each with the token") {
+    plan.action_id = "a123";
+    auto out = run_sync(ioc, a->execute(plan));
+    INFO(out.error);
+    CHECK(out.ok);
+    CHECK(targets() == std::vector<std::string>{"GET /v1/services/app", "POST /v1/rollback", "PUT /v1/registry/app"});
+    CHECK(gw.registry == json{{"version", "v1"}, {"was", "bad2"}, {"action", "a123"}});
+    CHECK_THAT(out.output, Catch::Contains("step 2 (PUT"));
+  }
+  SECTION("the first step fails: the second is never sent, and the error names the step") {
+    gw.fail_path = "/v1/rollback";
+    auto out = run_sync(ioc, a->execute(plan));
+    CHECK_FALSE(out.ok);
+    CHECK_THAT(out.error, Catch::StartsWith("step 1 (POST " + gw.url("/v1/rollback") + "): HTTP 503"));
+    CHECK_THAT(out.error, !Catch::Contains("was done"));
+    CHECK(targets() == std::vector<std::string>{"GET /v1/services/app", "POST /v1/rollback"});
+  }
+  SECTION("the second step fails: named, and what was done is said") {
+    gw.fail_path = "/v1/registry/app";
+    auto out = run_sync(ioc, a->execute(plan));
+    CHECK_FALSE(out.ok);
+    CHECK_THAT(out.error, Catch::StartsWith("step 2 (PUT " + gw.url("/v1/registry/app") + "): HTTP 503"));
+    CHECK_THAT(out.error, Catch::EndsWith("(step 1 was done)"));
+    CHECK(gw.live == "v1");
+  }
+  SECTION("a step whose status is not the one expected fails, though 2xx") {
+    dep["rollback"]["steps"][1]["expect_status"] = "204";
+    auto strict = actions::make_action(ioc.get_executor(), "app", *load(dep)->services[0].deployment);
+    auto out = run_sync(ioc, strict->execute(plan));
+    CHECK_FALSE(out.ok);
+    CHECK_THAT(out.error, Catch::StartsWith("step 2 (PUT"));
+  }
+  SECTION("the token file is rotated: the next use reads it, no restart") {
+    {
+      std::lock_guard lk(gw.mu);
+      gw.token = "tok-new";
+    }
+    auto refused = run_sync(ioc, a->observe());  // the file still holds the old token
+    CHECK_FALSE(refused.live);
+    CHECK_THAT(refused.error, Catch::Contains("HTTP 401"));
+    write_file(token_file, "tok-new\n");
+    auto out = run_sync(ioc, a->execute(plan));
+    INFO(out.error);
+    CHECK(out.ok);
+    CHECK(targets() == std::vector<std::string>{"GET /v1/services/app (no token)", "GET /v1/services/app", "POST /v1/rollback", "PUT /v1/registry/app"});
+    CHECK_THAT(out.output + out.error, !Catch::Contains("tok-"));
+  }
 }
 
 TEST_CASE("end to end through a gateway API: rolled back and verified; the token is in no log, ledger or metric", "[gateway]") {

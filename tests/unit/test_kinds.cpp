@@ -44,7 +44,7 @@ TEST_CASE("a kind's keys are read once, into its typed spec, and its factory mak
   auto res = cfg::load_text(json{{"services",
                                   {{{"name", "a"},
                                     {"probes", {{{"name", "p"}, {"kind", "http"}, {"url", "http://127.0.0.1:1/x"}}}},
-                                    {"deployment", {{"kind", "command"}, {"rollback", {"/bin/true", "${to}"}}}}}}}}
+                                    {"deployment", {{"kind", "command"}, {"rollback", {"/bin/true", "${to}"}}, {"observe", {"/bin/echo", "v1"}}}}}}}}
                                 .dump(),
                             "k.json", lastgood::kinds(), {.resolve_secrets = false});
   for (const auto& p : res.problems) UNSCOPED_INFO(p.to_string());

@@ -17,6 +17,11 @@ using testing::FakeClock;
 using testing::FakeRecorder;
 using testing::Notices;
 
+namespace {
+// What the service shows when everything but the count has recovered.
+RecoveryFacts recovered(const std::string& live = "v1") { return RecoveryFacts{live, {}}; }
+}  // namespace
+
 TEST_CASE("the verifier counts ok results in a row before its deadline", "[verifier]") {
   struct Row {
     const char* name;
@@ -38,7 +43,8 @@ TEST_CASE("the verifier counts ok results in a row before its deadline", "[verif
       bool verified = false;
       for (char c : row.results) {
         clock.t += 1s;
-        if (auto done = v.on_result(1, "www", c == 'o')) {
+        v.on_result(1, c == 'o');
+        if (auto done = v.check(1, "www", recovered(), clock.now())) {
           verified = done->result == Verifier::Result::verified;
           CHECK(done->v.proposal_id == "p1");
         }
@@ -51,17 +57,57 @@ TEST_CASE("the verifier counts ok results in a row before its deadline", "[verif
   }
 }
 
+TEST_CASE("recovery needs the target live and every fired trigger back to ok, not only healthy results", "[verifier]") {
+  FakeClock clock;
+  FakeRecorder rec(clock);
+  Verifier v(rec, 1);
+  v.begin(0, Verification{"a1", "v1", "", clock.now() + 5min, 2, 0, {"errors", "slow"}});
+  for (int i = 0; i < 5; ++i) v.on_result(0, true);
+  using policy::TriggerState;
+  SECTION("the live release is not the target: not verified, and said at the deadline") {
+    CHECK_FALSE(v.check(0, "www", RecoveryFacts{"v2", {{"errors", TriggerState::ok}, {"slow", TriggerState::ok}}}, clock.now()));
+    auto done = v.check(0, "www", RecoveryFacts{"v2", {{"errors", TriggerState::ok}, {"slow", TriggerState::ok}}}, clock.now() + 5min);
+    REQUIRE(done);
+    CHECK(done->result == Verifier::Result::not_recovered);
+    CHECK(done->reason == "not recovered: the live release is v2, not v1");
+    CHECK(done->conditions["live"]["held"] == false);
+    CHECK(done->conditions["healthy_samples"]["held"] == true);
+    CHECK(rec.of(Event::verification).at(0).data["reason"] == done->reason);
+  }
+  SECTION("the live release unknown") {
+    auto done = v.check(0, "www", RecoveryFacts{std::nullopt, {}}, clock.now() + 6min);
+    REQUIRE(done);
+    CHECK(done->reason == "not recovered: the live release could not be read");
+  }
+  SECTION("a fired trigger still firing or without enough samples: not verified; each named") {
+    CHECK_FALSE(v.check(0, "www", RecoveryFacts{"v1", {{"errors", TriggerState::firing}, {"slow", TriggerState::ok}}}, clock.now()));
+    CHECK_FALSE(v.check(0, "www", RecoveryFacts{"v1", {{"errors", TriggerState::inconclusive}, {"slow", TriggerState::pending}}}, clock.now()));
+    auto done = v.check(0, "www", RecoveryFacts{"v1", {{"errors", TriggerState::inconclusive}, {"slow", TriggerState::firing}}}, clock.now() + 5min);
+    REQUIRE(done);
+    CHECK(done->reason == "not recovered: trigger errors is inconclusive; trigger slow is firing");
+    CHECK(done->conditions["triggers"][1]["state"] == "firing");
+  }
+  SECTION("all three hold: verified, and the reason says each") {
+    auto done = v.check(0, "www", RecoveryFacts{"v1", {{"errors", TriggerState::ok}, {"slow", TriggerState::ok}}}, clock.now());
+    REQUIRE(done);
+    CHECK(done->result == Verifier::Result::verified);
+    CHECK(done->reason == "recovered: v1 is live, 5 healthy results in a row, and errors, slow are back to ok");
+    CHECK(rec.of(Event::verification).at(0).data["conditions"]["triggers"].size() == 2);
+  }
+}
+
 TEST_CASE("past its deadline a verification is not recovered; an outage of the ledger moves the deadline", "[verifier]") {
   FakeClock clock;
   FakeRecorder rec(clock);
   Verifier v(rec, 1);
   v.begin(0, Verification{"a1", "v1", "", clock.now() + 5min, 3, 0});
-  CHECK_FALSE(v.on_tick(0, "www", clock.now() + 4min));
+  CHECK_FALSE(v.check(0, "www", recovered(), clock.now() + 4min));
   v.extend(2min);
-  CHECK_FALSE(v.on_tick(0, "www", clock.now() + 6min));
-  auto done = v.on_tick(0, "www", clock.now() + 7min);
+  CHECK_FALSE(v.check(0, "www", recovered(), clock.now() + 6min));
+  auto done = v.check(0, "www", recovered(), clock.now() + 7min);
   REQUIRE(done);
   CHECK(done->result == Verifier::Result::not_recovered);
+  CHECK(done->reason == "not recovered: 0 of 3 healthy results in a row");
   CHECK(rec.of(Event::verification).at(0).data["outcome"] == "not_recovered");
   CHECK(v.find(0) == nullptr);
 }
@@ -72,10 +118,13 @@ TEST_CASE("a verification that cannot be recorded is not verified; the next heal
   Verifier v(rec, 1);
   v.begin(0, Verification{"a1", "v1", "", clock.now() + 5min, 2, 0});
   rec.can = false;
-  CHECK_FALSE(v.on_result(0, "www", true));
-  CHECK_FALSE(v.on_result(0, "www", true));
+  v.on_result(0, true);
+  CHECK_FALSE(v.check(0, "www", recovered(), clock.now()));
+  v.on_result(0, true);
+  CHECK_FALSE(v.check(0, "www", recovered(), clock.now()));
   rec.can = true;
-  CHECK(v.on_result(0, "www", true));
+  v.on_result(0, true);
+  CHECK(v.check(0, "www", recovered(), clock.now()));
 }
 
 namespace {

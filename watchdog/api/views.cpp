@@ -29,8 +29,11 @@ json service_view(const Pipeline& p, size_t si, policy::TimePoint t) {
   j["escalated"] = s.escalated;
   if (s.escalated) j["escalation"] = s.escalation;
   if (!s.observe_error.empty()) j["observe_error"] = s.observe_error;
-  if (const auto* v = p.verifying(si))
-    j["verifying"] = {{"action_id", v->action_id}, {"release", v->release}, {"healthy_so_far", v->seen}, {"needed", v->needed}, {"deadline", ms(v->deadline)}};
+  if (const auto* v = p.verifying(si)) {
+    std::vector<std::string> missing;
+    j["verifying"] = {{"action_id", v->action_id}, {"release", v->release}, {"healthy_so_far", v->seen}, {"needed", v->needed}, {"deadline", ms(v->deadline)},
+                      {"conditions", Verifier::conditions(*v, p.recovery_facts(si), &missing)}, {"waiting_for", missing}};
+  }
   json ts = json::array();
   for (auto v : sp.triggers(t)) {
     if (v.state == policy::TriggerState::firing || v.state == policy::TriggerState::pending) p.explain(si, v.evidence);

@@ -148,7 +148,7 @@ void Pipeline::start(Ledger& ledger) {
   if (int w = incidents_.write_changed()) spdlog::info("incidents: wrote {} records that were missing or behind the ledger", w);
   if (!entries.empty()) spdlog::info("ledger: replayed {} entries from {}", entries.size(), ledger.path());
   // A rollback that finished but was not verified when lastgood stopped: verify it afresh.
-  for (const auto& a : r.unverified) begin_verification(a.service, a.data.value("action_id", ""), a.data.value("to", ""), "");
+  for (const auto& a : r.unverified) begin_verification(a.service, a.data.value("action_id", ""), a.data.value("to", ""), "", fired_of(a.data));
   for (size_t si = 0; si < svcs_.size(); ++si) {
     publish_releases(si);
     if (svcs_[si]->escalated) spdlog::warn("service {} is escalated ({}): no automatic action until cleared", svcs_[si]->name(), svcs_[si]->escalation);
@@ -250,13 +250,35 @@ void Pipeline::on_result(size_t si, size_t probe, const probes::ProbeResult& r) 
   }
   handle(si, s.policy->on_sample(probe, to_sample(r), /*defer_decisions=*/true));
   if (!recording_.writable() || s.cfg->probes[probe].reference || r.outcome == probes::Outcome::error || !verifier_.find(si)) return;
-  if (auto done = verifier_.on_result(si, s.name(), r.outcome == probes::Outcome::ok)) {
-    const auto& v = done->v;
-    spdlog::info("service {}: recovery verified on {} ({} healthy results in a row)", s.name(), v.release, v.seen);
+  verifier_.on_result(si, r.outcome == probes::Outcome::ok);
+  check_recovery(si);
+}
+
+RecoveryFacts Pipeline::recovery_facts(size_t si) const {
+  const auto& s = *svcs_[si];
+  RecoveryFacts f;
+  if (const auto* live = s.policy->deployment().live()) f.live = live->id;
+  if (const auto* v = verifier_.find(si))
+    for (const auto& t : v->fired)
+      if (auto st = s.policy->trigger_state(t)) f.triggers.emplace_back(t, *st);
+  return f;
+}
+
+void Pipeline::check_recovery(size_t si) {
+  if (!verifier_.find(si) || !recording_.writable()) return;
+  auto& s = *svcs_[si];
+  auto done = verifier_.check(si, s.name(), recovery_facts(si), clock_.now());
+  if (!done) return;
+  const auto& v = done->v;
+  if (done->result == Verifier::Result::verified) {
+    spdlog::info("service {}: recovery verified on {}: {}", s.name(), v.release, done->reason);
     proposals_.set_state(v.proposal_id, ProposalState::verified);
-    notifier_.notify("verified", s.name(),
-                     {{"release_to", v.release}, {"reason", "recovered: " + std::to_string(v.seen) + " healthy results in a row"}, {"incident_id", v.action_id}});
+    notifier_.notify("verified", s.name(), {{"release_to", v.release}, {"reason", done->reason}, {"conditions", done->conditions}, {"incident_id", v.action_id}});
+    return;
   }
+  proposals_.set_state(v.proposal_id, ProposalState::escalated);
+  rollbacks_.escalate(s, "no recovery within " + config::format_duration(s.cfg->rollback.verify.within) + " after rolling back to " + v.release + " (" + done->reason + ")",
+                      v.action_id);
 }
 
 void Pipeline::tick(policy::TimePoint t) { tick(t, 0, svcs_.size()); }
@@ -277,11 +299,7 @@ void Pipeline::tick(policy::TimePoint t, size_t first, size_t last) {
     if (s.retired) continue;
     handle(si, s.policy->tick(t, true));
     if (!recording_.writable()) continue;
-    if (auto done = verifier_.on_tick(si, s.name(), t)) {
-      proposals_.set_state(done->v.proposal_id, ProposalState::escalated);
-      rollbacks_.escalate(s, "no recovery within " + config::format_duration(s.cfg->rollback.verify.within) + " after rolling back to " + done->v.release,
-                          done->v.action_id);
-    }
+    check_recovery(si);
   }
   proposals_.expire(t);
 }
@@ -510,13 +528,14 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
     rollbacks_.escalate(s, "rollback to " + plan.to + " failed: " + r.outcome.error, r.id);
     co_return;
   }
-  begin_verification(si, r.id, plan.to, proposal_id);
+  begin_verification(si, r.id, plan.to, proposal_id, r.fired);
   co_await observe_once(si);
 }
 
-void Pipeline::begin_verification(size_t si, const std::string& action_id, const std::string& release, const std::string& proposal_id) {
+void Pipeline::begin_verification(size_t si, const std::string& action_id, const std::string& release, const std::string& proposal_id,
+                                  std::vector<std::string> fired) {
   const auto& verify = svcs_[si]->cfg->rollback.verify;
-  verifier_.begin(si, Verification{action_id, release, proposal_id, clock_.now() + verify.within, verify.healthy_samples, 0});
+  verifier_.begin(si, Verification{action_id, release, proposal_id, clock_.now() + verify.within, verify.healthy_samples, 0, std::move(fired)});
 }
 
 // Cleared: a breach still firing is decided again (cooldown and budget still apply), as a

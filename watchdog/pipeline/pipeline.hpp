@@ -178,6 +178,8 @@ class Pipeline final : private ReplayTarget {
   std::optional<size_t> service_index(const std::string& name) const override;
   const Service& service(size_t si) const { return *svcs_[si]; }
   const Verification* verifying(size_t si) const { return verifier_.find(si); }
+  // What a verification of `si` waits for, as of now: the live release and its fired triggers.
+  RecoveryFacts recovery_facts(size_t si) const;
   const Proposals& proposals() const { return proposals_; }
   const policy::ServicePolicy& policy(size_t si) const { return *svcs_[si]->policy; }
   const std::deque<policy::Decision>& recent_decisions() const { return recent_; }
@@ -220,7 +222,10 @@ class Pipeline final : private ReplayTarget {
   boost::asio::awaitable<void> reconcile(size_t si, nlohmann::json started);
   boost::asio::awaitable<void> recheck_approved(size_t si, std::string proposal_id);
   void recheck_unstarted();
-  void begin_verification(size_t si, const std::string& action_id, const std::string& release, const std::string& proposal_id);
+  void begin_verification(size_t si, const std::string& action_id, const std::string& release, const std::string& proposal_id,
+                          std::vector<std::string> fired = {});
+  // Recovery of a service being verified: complete, or past its deadline (escalated).
+  void check_recovery(size_t si);
   void publish_releases(size_t si);
   void remember(const policy::Decision& d);
   void spawn(std::function<boost::asio::awaitable<void>()> make, const char* what, bool restart = false);

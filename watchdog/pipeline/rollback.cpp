@@ -18,6 +18,14 @@ namespace lastgood::watchdog {
 namespace asio = boost::asio;
 using nlohmann::json;
 
+std::vector<std::string> fired_of(const json& started) {
+  std::vector<std::string> out;
+  if (auto it = started.find("fired"); it != started.end() && it->is_array())
+    for (const auto& t : *it)
+      if (t.is_string()) out.push_back(t.get<std::string>());
+  return out;
+}
+
 asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::string via) {
   RunResult r;
   const auto& name = s.name();
@@ -75,7 +83,11 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
     co_return r;
   }
   if (g.etcd_rev != 0) test_crash_point("intent_committed");  // ha crash tests: in etcd, not in the ledger
-  json started{{"action_id", id}, {"kind", s.action->kind()}, {"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"via", via}};
+  // The triggers that fired: verification waits for each to be back to ok (design.md).
+  r.fired = s.policy->firing();
+  if (s.policy->trigger_state(d.trigger) && std::find(r.fired.begin(), r.fired.end(), d.trigger) == r.fired.end()) r.fired.push_back(d.trigger);
+  json started{{"action_id", id}, {"kind", s.action->kind()}, {"trigger", d.trigger}, {"from", plan.from}, {"to", plan.to}, {"steps", steps}, {"via", via},
+               {"fired", r.fired}};
   if (g.fence != 0) {  // several replicas: the token the target may check (ha.md)
     started["replica"] = g.replica;
     started["fence"] = g.fence;
@@ -162,7 +174,7 @@ std::optional<Verification> Rollbacks::reconciled(Service& s, const json& starte
   const auto* live = s.policy->deployment().live();
   const std::string found = live ? live->id : "";
   const bool switched = !found.empty() && found == target;
-  json rec{{"action_id", id}, {"to", target}, {"live", found}, {"switched", switched}, {"error", s.observe_error}};
+  json rec{{"action_id", id}, {"to", target}, {"live", found}, {"switched", switched}, {"error", s.observe_error}, {"fired", fired_of(started)}};
   if (started.contains("reconciled_by")) {  // ha: another replica's action, taken over (its incident opens here)
     rec["reconciled_by"] = started["reconciled_by"];
     rec["inherited"] = started;
@@ -175,7 +187,7 @@ std::optional<Verification> Rollbacks::reconciled(Service& s, const json& starte
   }
   spdlog::info("service {}: the interrupted rollback had switched to {}; verifying recovery", s.name(), target);
   const auto& verify = s.cfg->rollback.verify;
-  return Verification{id, target, "", clock_.now() + verify.within, verify.healthy_samples, 0};
+  return Verification{id, target, "", clock_.now() + verify.within, verify.healthy_samples, 0, fired_of(started)};
 }
 
 void Rollbacks::escalate(Service& s, const std::string& why, const std::string& action_id) {

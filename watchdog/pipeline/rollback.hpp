@@ -40,8 +40,12 @@ struct RunResult {
   actions::Plan plan;
   actions::Outcome outcome;
   double seconds = 0;
+  std::vector<std::string> fired;  // the triggers firing when it started (verification waits for them)
   bool retry = true;  // not_granted: for a passing reason (asked again with backoff), or not (a shared cooldown or budget)
 };
+
+// The triggers an action_started (or action_reconciled) record says had fired.
+std::vector<std::string> fired_of(const nlohmann::json& started);
 
 class Rollbacks {
  public:

@@ -345,9 +345,14 @@ std::optional<std::string> Incidents::observe(Event type, const std::string& ser
     if (!inc) return std::nullopt;
     const bool ok = str(d, "outcome") == "verified";
     inc->outcome["verification"] = {{"at", at}, {"outcome", str(d, "outcome")}, {"healthy_samples", d.value("healthy_samples", 0)}};
-    inc->timeline.push_back({at, "verification", ok ? "recovered on " + inc->release_to + " (" + std::to_string(d.value("healthy_samples", 0)) +
-                                                          " healthy results in a row)"
-                                                    : "not recovered in time on " + inc->release_to});
+    if (d.contains("conditions")) inc->outcome["verification"]["conditions"] = d["conditions"];
+    if (d.contains("reason")) inc->outcome["verification"]["reason"] = d["reason"];
+    // Older entries carry no reason: the count is all they say.
+    const std::string said = str(d, "reason");
+    inc->timeline.push_back({at, "verification", !said.empty() ? said + " (on " + inc->release_to + ")"
+                                                 : ok ? "recovered on " + inc->release_to + " (" + std::to_string(d.value("healthy_samples", 0)) +
+                                                            " healthy results in a row)"
+                                                      : "not recovered in time on " + inc->release_to});
     if (ok) {
       inc->status = "verified";
       open_.erase(service);
@@ -472,6 +477,7 @@ std::string Incidents::to_markdown(const Incident& i) {
     const auto& v = i.outcome["verification"];
     o << "- Verification: " << str(v, "outcome") << " at " << iso8601(v.value("at", 0LL)) << " (" << v.value("healthy_samples", 0)
       << " healthy results in a row)\n";
+    if (!str(v, "reason").empty()) o << "  - " << str(v, "reason") << "\n";
   }
   if (i.outcome.is_object() && i.outcome.contains("escalation"))
     o << "- Escalated at " << iso8601(i.outcome["escalation"].value("at", 0LL)) << ": " << str(i.outcome["escalation"], "reason") << "\n";
