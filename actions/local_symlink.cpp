@@ -2,6 +2,8 @@
 
 #include "config/reader.hpp"
 
+#include "actions/process.hpp"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -32,7 +34,10 @@ std::chrono::system_clock::time_point to_tp(const struct timespec& ts) {
 class LocalSymlink final : public Action {
  public:
   LocalSymlink(asio::any_io_executor ex, std::string service, const config::Deployment& d)
-      : ex_(std::move(ex)), service_(std::move(service)), root_(config::spec_as<LocalSymlinkSpec>(d.spec).path) {}
+      : ex_(std::move(ex)), service_(std::move(service)), root_(config::spec_as<LocalSymlinkSpec>(d.spec).path),
+        steps_(config::spec_as<LocalSymlinkSpec>(d.spec).steps) {
+    if (const auto& t = config::spec_as<LocalSymlinkSpec>(d.spec).timeout) timeout_ = *t;
+  }
   const char* kind() const override { return "local_symlink"; }
 
   asio::awaitable<Observation> observe() override { co_return observe_now(); }
@@ -40,10 +45,13 @@ class LocalSymlink final : public Action {
   Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
     Plan p{from, to, ctx, {}};
     p.steps.push_back("flock " + root_.string() + " and check that current still points to releases/" + from);
+    for (const auto& st : steps_.before) p.steps.push_back("before_switch: " + st.command_line(p));
     p.steps.push_back("check that " + (root_ / "releases" / to).string() + " is a directory");
     p.steps.push_back("symlink " + tmp_name().string() + " -> releases/" + to);
     p.steps.push_back("rename " + tmp_name().string() + " over " + (root_ / "current").string() + " (atomic)");
     p.steps.push_back("fsync " + root_.string());
+    for (const auto& st : steps_.after) p.steps.push_back("after_switch: " + st.command_line(p));
+    if (!steps_.after.empty() && steps_.restore_on_failure) p.steps.push_back("if an after_switch step fails: current back to releases/" + from);
     return p;
   }
 
@@ -84,7 +92,12 @@ class LocalSymlink final : public Action {
         co_return out;
       }
     }
-    co_return switch_to(p.to, dir.fd);
+    if (steps_.empty()) co_return switch_to(p.to, dir.fd);
+    co_return co_await switch_with_steps(p, dir.fd);
+  }
+
+  std::chrono::milliseconds step_timeout() const override {
+    return timeout_ * static_cast<int>(steps_.before.size() + steps_.after.size()) + std::chrono::seconds(30);
   }
 
  private:
@@ -193,9 +206,71 @@ class LocalSymlink final : public Action {
     return out;
   }
 
+  // Under the lock: before_switch, the switch, after_switch; the previous link put back when an
+  // after_switch step fails (restore_on_failure). Each step's command, output and exit status
+  // are in the outcome's output (recorded in action_finished).
+  asio::awaitable<Outcome> switch_with_steps(const Plan& p, int dfd) {
+    Outcome out;
+    std::string log;
+    StepRunner runner = [this](const SwitchStep& st, const Plan& plan) -> asio::awaitable<StepRun> {
+      const std::vector<std::string> argv = st.local_argv(plan);
+      const std::vector<std::string> env{"LASTGOOD_SERVICE=" + plan.context.service, "LASTGOOD_FROM=" + plan.from, "LASTGOOD_TO=" + plan.to,
+                                         "LASTGOOD_ACTION_ID=" + plan.action_id};
+      const std::vector<std::string> allow{"PATH"};
+      const std::chrono::milliseconds limit = timeout_;
+      const size_t cap = 16 * 1024;
+      const std::string cwd = root_.string();
+      ProcessResult r = co_await run_process(ex_, argv, allow, limit, cap, env, cwd);
+      StepRun s;
+      s.out = r.out;
+      s.err = r.err;
+      s.ran = r.error.empty();
+      s.error = r.error;
+      if (r.timed_out) {
+        s.ran = false;
+        s.error = "killed after its timeout of " + config::format_duration(timeout_);
+      } else if (r.signal) {
+        s.ran = false;
+        s.error = "killed by signal " + std::to_string(r.signal);
+      }
+      s.exit_status = r.exit_status;
+      co_return s;
+    };
+    const std::string before_failed = co_await run_switch_steps(steps_.before, "before_switch", p, runner, &log);
+    if (!before_failed.empty()) {
+      out.error = before_failed + "; nothing was switched";
+      out.output = cap_output(log);
+      co_return out;
+    }
+    Outcome sw = switch_to(p.to, dfd);
+    log += sw.ok ? sw.output + "\n" : "[switch failed: " + sw.error + "]\n";
+    if (!sw.ok) {
+      sw.output = cap_output(log);
+      co_return sw;
+    }
+    const std::string after_failed = co_await run_switch_steps(steps_.after, "after_switch", p, runner, &log);
+    if (after_failed.empty()) {
+      out.ok = true;
+      out.output = cap_output(log);
+      co_return out;
+    }
+    out.error = after_failed;
+    if (steps_.restore_on_failure) {
+      const Outcome back = switch_to(p.from, dfd);
+      out.error += back.ok ? "; current was put back to releases/" + p.from : "; putting current back to releases/" + p.from + " failed: " + back.error;
+      log += back.ok ? "current -> releases/" + p.from + " (put back)\n" : "[putting current back failed: " + back.error + "]\n";
+    } else {
+      out.error += "; current stays on releases/" + p.to + " (restore_on_failure is false)";
+    }
+    out.output = cap_output(log);
+    co_return out;
+  }
+
   asio::any_io_executor ex_;
   std::string service_;
   fs::path root_;
+  SwitchSteps steps_;
+  std::chrono::milliseconds timeout_{120'000};
 };
 
 }  // namespace
@@ -207,6 +282,8 @@ using config::detail::Obj;
 std::shared_ptr<const config::KindSpec> parse(Obj& o) {
   auto d = std::make_shared<LocalSymlinkSpec>();
   if (auto p = o.abs_path("path", true)) d->path = *p;
+  parse_switch_steps(o, d->steps);
+  if (auto t = o.duration("timeout", false, config::Duration{100})) d->timeout = *t;
   return d;
 }
 

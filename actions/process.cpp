@@ -132,7 +132,7 @@ void kill_run(pid_t leader, const std::string& marker) {
 }  // namespace
 
 asio::awaitable<ProcessResult> run_process(asio::any_io_executor ex, std::vector<std::string> argv, std::vector<std::string> env_allow,
-                                           std::chrono::milliseconds timeout, size_t cap, std::vector<std::string> extra_env) {
+                                           std::chrono::milliseconds timeout, size_t cap, std::vector<std::string> extra_env, std::string cwd) {
   ProcessResult r;
   if (argv.empty()) {
     r.error = "empty command";
@@ -183,6 +183,11 @@ asio::awaitable<ProcessResult> run_process(asio::any_io_executor ex, std::vector
     ::setpgid(0, 0);  // its own process group, so a timeout kills everything it started
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
+    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) {
+      const char* msg = "lastgood: cannot change to the working directory\n";
+      (void)!::write(2, msg, std::strlen(msg));
+      ::_exit(126);
+    }
     const int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
     // No descriptor of lastgood's reaches the command (the API's listening socket, the ledger,

@@ -26,6 +26,6 @@ struct ProcessResult {
 
 boost::asio::awaitable<ProcessResult> run_process(boost::asio::any_io_executor ex, std::vector<std::string> argv,
                                                   std::vector<std::string> env_allow, std::chrono::milliseconds timeout,
-                                                  size_t cap = 16 * 1024, std::vector<std::string> extra_env = {});
+                                                  size_t cap = 16 * 1024, std::vector<std::string> extra_env = {}, std::string cwd = {});
 
 }  // namespace lastgood::actions

@@ -41,7 +41,7 @@ class SshSymlink final : public Action {
     o.known_hosts = spec.known_hosts;
     if (spec.timeout) o.timeout = *spec.timeout;
     path_ = spec.path;
-    after_switch_ = spec.after_switch;
+    steps_ = spec.steps;
     ssh_ = std::make_unique<SshSession>(std::move(ex), std::move(o));
   }
   const char* kind() const override { return "ssh_symlink"; }
@@ -92,53 +92,87 @@ class SshSymlink final : public Action {
 
   Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
     Plan p{from, to, ctx, {}};
+    for (const auto& st : steps_.before) p.steps.push_back(in_path(st.command_line(p)));
     p.steps.push_back(switch_command(from, to));
-    for (const auto& c : after_switch_) p.steps.push_back("cd " + shell_quote(path_) + " && " + c);
+    for (const auto& st : steps_.after) p.steps.push_back(in_path(st.command_line(p)));
+    if (!steps_.after.empty() && steps_.restore_on_failure) p.steps.push_back("if an after_switch step fails: " + restore_command(from));
     return p;
   }
 
   asio::awaitable<Outcome> execute(const Plan& p) override {
     Outcome out;
-    if (!valid_release_name(p.to)) {
-      out.error = "refused: \"" + p.to + "\" is not a valid release name";
+    if (!valid_release_name(p.to) || !valid_release_name(p.from)) {
+      out.error = "refused: \"" + (valid_release_name(p.to) ? p.from : p.to) + "\" is not a valid release name";
       co_return out;
     }
-    for (size_t i = 0; i < p.steps.size(); ++i) {
-      // With several replicas the switch is fenced on the host itself (ha.md), in the same command.
-      const std::string step = i == 0 && p.fence != 0 ? switch_command(p.from, p.to, p.fence) : p.steps[i];
-      ExecResult r = co_await ssh_->exec(step);
-      if (!r.ran()) {
-        out.error = (i == 0 ? "switch: " : "after_switch " + after_switch_[i - 1] + ": ") + r.error;
-        co_return out;
-      }
-      out.output += "$ " + step + "\n" + r.out + r.err;
-      if (i == 0 && r.exit_status == kStaleFence) {
-        std::string held;
-        if (auto at = r.out.find("lastgood-fence="); at != std::string::npos) held = r.out.substr(at + 15, r.out.find('\n', at) - at - 15);
-        out.error = "refused by the target: " + path_ + "/.lastgood-fence holds token " + (held.empty() ? "?" : held) +
-                    ", not lower than this action's " + std::to_string(p.fence) + " (a newer owner acted); nothing was changed";
-        out.output = cap_output(out.output);
-        co_return out;
-      }
-      if (i == 0 && r.exit_status == kNotFrom) {  // the live release was checked in the same command: not from
-        std::string live;
-        if (auto at = r.out.find("lastgood-live="); at != std::string::npos) live = r.out.substr(at + 14, r.out.find('\n', at) - at - 14);
-        while (!live.empty() && live.back() == '/') live.pop_back();
-        if (live.rfind("releases/", 0) == 0) live = live.substr(9);
-        else if (live.rfind(path_ + "/releases/", 0) == 0) live = live.substr(path_.size() + 10);
-        Outcome refused = refused_not_from(p, live);
-        refused.output = cap_output(out.output);
-        co_return refused;
-      }
-      if (r.exit_status != 0) {
-        out.error = (i == 0 ? "switch to " + p.to : "after_switch \"" + after_switch_[i - 1] + "\"") + " exited with status " +
-                    std::to_string(r.exit_status) + ": " + cap_output(r.err, 1024);
-        out.output = cap_output(out.output);
-        co_return out;
-      }
+    std::string log;
+    StepRunner runner = [this](const SwitchStep& st, const Plan& plan) -> asio::awaitable<StepRun> {
+      const std::string cmd = in_path(st.command_line(plan));
+      ExecResult r = co_await ssh_->exec(cmd);
+      StepRun s;
+      s.ran = r.ran();
+      s.error = r.error;
+      s.exit_status = r.exit_status;
+      s.out = r.out;
+      s.err = r.err;
+      co_return s;
+    };
+    const std::string before_failed = co_await run_switch_steps(steps_.before, "before_switch", p, runner, &log);
+    if (!before_failed.empty()) {
+      out.error = before_failed + "; nothing was switched";
+      out.output = cap_output(log);
+      co_return out;
     }
-    out.ok = true;
-    out.output = cap_output(out.output);
+    // With several replicas the switch is fenced on the host itself (ha.md), in the same command.
+    const std::string step = switch_command(p.from, p.to, p.fence);
+    ExecResult r = co_await ssh_->exec(step);
+    if (!r.ran()) {
+      out.error = "switch: " + r.error;
+      out.output = cap_output(log);
+      co_return out;
+    }
+    log += "$ " + step + "\n" + r.out + r.err;
+    if (r.exit_status == kStaleFence) {
+      std::string held;
+      if (auto at = r.out.find("lastgood-fence="); at != std::string::npos) held = r.out.substr(at + 15, r.out.find('\n', at) - at - 15);
+      out.error = "refused by the target: " + path_ + "/.lastgood-fence holds token " + (held.empty() ? "?" : held) +
+                  ", not lower than this action's " + std::to_string(p.fence) + " (a newer owner acted); nothing was changed";
+      out.output = cap_output(log);
+      co_return out;
+    }
+    if (r.exit_status == kNotFrom) {  // the live release was checked in the same command: not from
+      std::string live;
+      if (auto at = r.out.find("lastgood-live="); at != std::string::npos) live = r.out.substr(at + 14, r.out.find('\n', at) - at - 14);
+      while (!live.empty() && live.back() == '/') live.pop_back();
+      if (live.rfind("releases/", 0) == 0) live = live.substr(9);
+      else if (live.rfind(path_ + "/releases/", 0) == 0) live = live.substr(path_.size() + 10);
+      Outcome refused = refused_not_from(p, live);
+      refused.output = cap_output(log);
+      co_return refused;
+    }
+    if (r.exit_status != 0) {
+      out.error = "switch to " + p.to + " exited with status " + std::to_string(r.exit_status) + ": " + cap_output(r.err, 1024);
+      out.output = cap_output(log);
+      co_return out;
+    }
+    const std::string after_failed = co_await run_switch_steps(steps_.after, "after_switch", p, runner, &log);
+    if (after_failed.empty()) {
+      out.ok = true;
+      out.output = cap_output(log);
+      co_return out;
+    }
+    out.error = after_failed;
+    if (steps_.restore_on_failure) {
+      const std::string back = restore_command(p.from);
+      ExecResult b = co_await ssh_->exec(back);
+      log += "$ " + back + "\n" + b.out + b.err;
+      const bool restored = b.ran() && b.exit_status == 0;
+      out.error += restored ? "; current was put back to releases/" + p.from
+                            : "; putting current back to releases/" + p.from + " failed: " + (b.ran() ? "exit status " + std::to_string(b.exit_status) : b.error);
+    } else {
+      out.error += "; current stays on releases/" + p.to + " (restore_on_failure is false)";
+    }
+    out.output = cap_output(log);
     co_return out;
   }
 
@@ -151,6 +185,16 @@ class SshSymlink final : public Action {
   // replicas, ha.md: strict on the host), all of it runs under `flock -w5` on path/.lastgood-lock
   // (util-linux's flock(1), on every Debian host): the token stored beside `current` must be lower
   // than this action's (else exit 75), and this action's is stored before the switch.
+  std::string in_path(const std::string& cmd) const { return "cd " + shell_quote(path_) + " && " + cmd; }
+
+  // Puts the previous link back after a failed after_switch step (restore_on_failure).
+  std::string restore_command(const std::string& from) const {
+    static std::atomic<unsigned> n{0};
+    const std::string tmp = "current.tmp." + std::to_string(::getpid()) + ".r" + std::to_string(++n);
+    return "cd " + shell_quote(path_) + " && test -d " + shell_quote("releases/" + from) + " && ln -sfn " + shell_quote("releases/" + from) + " " + tmp +
+           " && mv -Tf " + tmp + " current";
+  }
+
   std::string switch_command(const std::string& from, const std::string& to, std::int64_t fence = 0) const {
     static std::atomic<unsigned> n{0};
     const std::string tmp = "current.tmp." + std::to_string(::getpid()) + "." + std::to_string(++n);
@@ -171,7 +215,7 @@ class SshSymlink final : public Action {
 
   std::string service_;
   std::string path_;
-  std::vector<std::string> after_switch_;
+  SwitchSteps steps_;
   std::unique_ptr<SshSession> ssh_;
 };
 
@@ -190,7 +234,7 @@ std::shared_ptr<const config::KindSpec> parse(Obj& o) {
   if (auto a = o.boolean("use_agent")) d->use_agent = *a;
   if (auto k = o.abs_path("known_hosts", true)) d->known_hosts = *k;
   if (auto p = o.abs_path("path", true)) d->path = *p;
-  if (auto a = o.strings("after_switch")) d->after_switch = *a;
+  parse_switch_steps(o, d->steps);
   if (auto t = o.duration("timeout", false, config::Duration{100})) d->timeout = *t;
   if (!o.has("key_file") && !o.has("use_agent")) o.ctx().error(o.at("key_file"), "required: key_file (or \"use_agent\": true)");
   return d;

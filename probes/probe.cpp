@@ -2,6 +2,7 @@
 
 #include "probes/http.hpp"
 #include "probes/npm_registry.hpp"
+#include "probes/prometheus.hpp"
 #include "probes/tcp.hpp"
 
 namespace lastgood::probes {
@@ -65,7 +66,7 @@ nlohmann::json ProbeResult::to_json() const {
 
 namespace {
 // Every probe kind, one row each (docs/configuration.md has a section per kind).
-constexpr const Kind* kKinds[] = {&http_kind, &tcp_kind, &npm_registry_kind};
+constexpr const Kind* kKinds[] = {&http_kind, &tcp_kind, &npm_registry_kind, &prometheus_kind};
 }  // namespace
 
 std::vector<config::KindParser> kind_parsers() {

@@ -33,7 +33,7 @@ TEST_CASE("a real Alertmanager's firing alert rolls back per policy, resolved re
                {"probes", {{{"name", "port"}, {"kind", "tcp"}, {"address", "127.0.0.1:" + std::to_string(site.nginx->port)}, {"interval", "200ms"},
                             {"timeout", "150ms"}}}},
                {"deployment", site.local_symlink({{"observe_interval", "300ms"}})},
-               {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "10s"}, {"healthy_samples", 3}}}}}},
+               {"rollback", {{"mode", "auto"}, {"good_after", "1s"}, {"verify", {{"within", "40s"}, {"healthy_samples", 3}}}}}},
               {{"alertmanager", {{"token_env", "LASTGOOD_TEST_AM_TOKEN"}, {"service_label", "target"}}}});
   lg.args = {};
   lg.start({{"LASTGOOD_TEST_AM_TOKEN", token}});
@@ -66,10 +66,14 @@ TEST_CASE("a real Alertmanager's firing alert rolls back per policy, resolved re
   REQUIRE(wait_until([&] { std::string o; return run_command({"curl", "-sf", am_url + "/-/ready"}, &o) == 0; }, std::chrono::seconds(20)));
   write_file(am / "firing.json", R"([{"labels":{"alertname":"SiteDown","target":"nginx","severity":"critical"},"annotations":{"summary":"5xx above 5%"}}])");
   CHECK_THAT(curl_post(am_url + "/api/v2/alerts", (am / "firing.json").string()), Catch::EndsWith("200"));
-  REQUIRE(wait_until([&] { return has("verification", "verified"); }, std::chrono::seconds(30)));
+  REQUIRE(wait_until([&] { return has("action_finished", "\"ok\":true"); }, std::chrono::seconds(30)));
   CHECK(current_release(site.root) == "v1");
   CHECK(has("decision", "alertmanager:SiteDown"));
   CHECK(has("alert_received", "\"firing\""));
+  // Rolled back, healthy, but the alert that fired still fires: recovery is not verified yet.
+  REQUIRE(wait_until([&] { return http_call(port, "GET", "/api/v1/services").body.find("trigger alertmanager:SiteDown is firing") != std::string::npos; },
+                     std::chrono::seconds(10)));
+  CHECK_FALSE(has("verification", "verified"));
 
   // Resolved: the same alert with endsAt now.
   const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
@@ -84,6 +88,9 @@ TEST_CASE("a real Alertmanager's firing alert rolls back per policy, resolved re
         return false;
       },
       std::chrono::seconds(30)));
+  // Resolved: now every condition holds.
+  REQUIRE(wait_until([&] { return has("verification", "verified"); }, std::chrono::seconds(20)));
+  CHECK(has("verification", "alertmanager:SiteDown is back to ok"));
 
   // The captured sample, delivered twice: the second is a duplicate (groupKey + fingerprint).
   auto first = curl_post(hook, fixture, token);

@@ -583,7 +583,7 @@ TEST_CASE("a late effect: an inherited action reconciled as not done that lands 
   TempDir edir;
   Etcd etcd(edir.path, 3);
   Target t;
-  t.hold = 14s;  // the dead owner's request lands long after the new owner looked (4 s timeout + 2 s after take-over)
+  t.hold = 20s;  // the dead owner's request lands long after the new owner looked (the observe's and the request's 4 s each + 2 s after take-over)
   Pair pair(t, etcd);
   REQUIRE(pair.o >= 0);
   Replica& owner = pair.owner();

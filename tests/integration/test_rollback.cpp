@@ -173,6 +173,8 @@ TEST_CASE("an after_switch command that fails: outcome failed, escalated, report
   CHECK_THAT(fin->data["error"].get<std::string>(), Catch::Contains("exited with status 3"));
   CHECK_THAT(fin->data["error"].get<std::string>(), Catch::Contains("reload failed"));
   CHECK_THAT(fin->data["output"].get<std::string>(), !Catch::Contains("never runs"));
+  CHECK_THAT(fin->data["error"].get<std::string>(), Catch::EndsWith("; current was put back to releases/bad2"));
+  CHECK(current_release(site.root) == "bad2");  // restore_on_failure, the default
   auto api = json::parse(http_req(lg.port(), http::verb::get, "/api/v1/services").second);
   CHECK(api["services"][0]["escalated"] == true);
   CHECK_THAT(http_req(lg.port(), http::verb::get, "/metrics").second,
