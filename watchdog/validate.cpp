@@ -1,6 +1,7 @@
 #include "watchdog/validate.hpp"
 
 #include "config/config.hpp"
+#include "probes/prometheus.hpp"
 #include "watchdog/kinds.hpp"
 
 namespace lastgood::watchdog {
@@ -18,6 +19,20 @@ std::vector<std::string> security_warnings(const config::Config& cfg) {
       if (svc.deployment && svc.rollback.mode == "approve")
         out.push_back("service " + svc.name +
                       " rolls back only on approval (rollback.mode \"approve\") but no approvers are configured: its proposals can only expire");
+  // A Prometheus signal lags the deploy by its query's range: a release verified good sooner
+  // would be judged on the previous release's traffic.
+  for (const auto& svc : cfg.services) {
+    if (!svc.deployment) continue;
+    for (const auto& p : svc.probes) {
+      if (p.kind != "prometheus") continue;
+      const auto range = probes::longest_range(config::spec_as<probes::PrometheusSpec>(p.spec).query);
+      if (range && svc.rollback.good_after < *range)
+        out.push_back("service " + svc.name + ": probe " + p.name + " queries a range of " + config::format_duration(*range) +
+                      ", longer than rollback.good_after (" + config::format_duration(svc.rollback.good_after) +
+                      "): a release could be verified good on the previous release's traffic; make good_after at least " +
+                      config::format_duration(*range));
+    }
+  }
   return out;
 }
 

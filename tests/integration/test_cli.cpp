@@ -147,6 +147,20 @@ TEST_CASE("SIGINT also stops lastgood promptly while a probe is hanging", "[cli]
   CHECK(*st == 0);
 }
 
+TEST_CASE("every example config validates (a user copies them)", "[cli]") {
+  int seen = 0;
+  for (const auto& sub : {"", "ha"})
+    for (const auto& e : fs::directory_iterator(fs::path(LASTGOOD_SOURCE_DIR) / "examples" / sub)) {
+      if (e.path().extension() != ".json") continue;
+      std::string out;
+      INFO(e.path().string() << ": " << out);
+      CHECK(run_command({LASTGOOD_BINARY, "validate", "-c", e.path().string()}, &out) == 0);
+      CHECK_THAT(out, Catch::Contains(": ok ("));
+      ++seen;
+    }
+  CHECK(seen >= 10);
+}
+
 TEST_CASE("validate, version and usage exit codes", "[cli]") {
   std::string out;
   CHECK(run_command({LASTGOOD_BINARY, "validate", "-c", LASTGOOD_SOURCE_DIR "/examples/full.json"}, &out) == 0);
