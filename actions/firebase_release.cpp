@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <re2/re2.h>
+#include <spdlog/spdlog.h>
 
 #include "net/http_once.hpp"
 #include "net/time.hpp"
@@ -71,7 +72,7 @@ class Firebase final : public Action {
     const auto& spec = config::spec_as<FirebaseHostingSpec>(d.spec);
     site_ = spec.site;
     api_ = spec.api_base;
-    if (spec.token && spec.token->resolved()) static_token_ = spec.token->value();
+    static_token_ = spec.token;  // read again at each use (a file: a rotated token needs no restart)
     credentials_file_ = spec.credentials_file;
     token_uri_override_ = spec.token_uri;
     metadata_ = spec.metadata_server;
@@ -224,7 +225,12 @@ class Firebase final : public Action {
 
   // The access token: static, cached from the token endpoint, or from the metadata server.
   asio::awaitable<std::string> access_token(std::string& err) {
-    if (!static_token_.empty()) co_return static_token_;
+    if (static_token_) {
+      std::string problem;
+      std::string t = static_token_->fresh(&problem);
+      if (!problem.empty()) spdlog::warn("firebase_hosting {}: token: {}", service_, problem);
+      co_return t;
+    }
     if (!cached_.empty() && Clock::now() < cached_until_) co_return cached_;
     std::string token_url, form;
     std::vector<std::pair<std::string, std::string>> h;
@@ -274,7 +280,8 @@ class Firebase final : public Action {
   }
 
   asio::any_io_executor ex_;
-  std::string service_, site_, api_, static_token_, credentials_file_, token_uri_override_;
+  std::string service_, site_, api_, credentials_file_, token_uri_override_;
+  std::optional<config::Secret> static_token_;
   bool metadata_ = false;
   std::string cached_;
   Clock::time_point cached_until_{};

@@ -1,5 +1,7 @@
 #include "actions/npm_dist_tag.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include "config/reader.hpp"
 
 #include "net/http_once.hpp"
@@ -30,7 +32,7 @@ class NpmDistTag final : public Action {
     strategy_ = spec.strategy;
     allow_unpublish_ = spec.allow_unpublish;
     if (spec.timeout) timeout_ = *spec.timeout;
-    if (spec.token.resolved()) token_ = spec.token.value();
+    token_ = spec.token;  // read again at each use (a file: a rotated token needs no restart)
   }
   const char* kind() const override { return "npm_package"; }
 
@@ -153,7 +155,9 @@ class NpmDistTag final : public Action {
 
   asio::awaitable<net::HttpResult> call(std::string method, std::string url, std::string body) {
     std::vector<std::pair<std::string, std::string>> h;
-    if (!token_.empty()) h.emplace_back("Authorization", "Bearer " + token_);
+    std::string problem;
+    if (const std::string t = token_.empty() ? std::string() : token_.fresh(&problem); !t.empty()) h.emplace_back("Authorization", "Bearer " + t);
+    if (!problem.empty()) spdlog::warn("npm_package {}: token: {}", service_, problem);
     if (!body.empty()) h.emplace_back("Content-Type", "application/json");
     h.emplace_back("Accept", "application/json");
     co_return co_await net::http_once(ex_, std::move(method), std::move(url), std::move(h), std::move(body), Clock::now() + timeout_,
@@ -211,7 +215,8 @@ class NpmDistTag final : public Action {
   }
 
   asio::any_io_executor ex_;
-  std::string service_, base_, package_, tag_, strategy_, token_;
+  std::string service_, base_, package_, tag_, strategy_;
+  config::Secret token_;
   bool allow_unpublish_ = false;
   std::chrono::milliseconds timeout_{30'000};
 };

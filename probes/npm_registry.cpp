@@ -25,7 +25,7 @@ class NpmRegistryProbe final : public Probe {
       : ex_(std::move(ex)), service_(std::move(service)), spec_(spec), npm_(config::spec_as<NpmRegistrySpec>(spec.spec)) {
     base_ = npm_.registry;
     if (base_.empty() || base_.back() != '/') base_ += '/';
-    if (npm_.token && npm_.token->resolved()) token_ = npm_.token->value();
+    // npm_.token is read again at each run (a file: a rotated token needs no restart).
   }
   const config::Probe& spec() const override { return spec_; }
 
@@ -90,14 +90,16 @@ class NpmRegistryProbe final : public Probe {
 
  private:
   std::vector<std::pair<std::string, std::string>> auth() const {
-    if (token_.empty()) return {};
-    return {{"Authorization", "Bearer " + token_}};
+    if (!npm_.token) return {};
+    const std::string token = npm_.token->fresh();
+    if (token.empty()) return {};
+    return {{"Authorization", "Bearer " + token}};
   }
   asio::any_io_executor ex_;
   std::string service_;
   const config::Probe& spec_;  // the immutable config outlives every probe made from it
   const NpmRegistrySpec& npm_;  // inside spec_
-  std::string base_, token_;
+  std::string base_;
 };
 
 }  // namespace

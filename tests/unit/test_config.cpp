@@ -6,7 +6,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "config/config.hpp"
+#include "config/secret.hpp"
 #include "probes/http.hpp"
 #include "probes/tcp.hpp"
 #include "watchdog/validate.hpp"
@@ -317,4 +320,28 @@ TEST_CASE("a valid ha block is typed with its defaults; validate warns of what r
   fs::remove(with_auth);
   // Without the block: one replica, as before.
   CHECK_FALSE(cfg::load_text(base_config().dump(), "b.json", lastgood::kinds(), {.resolve_secrets = false}).config->ha);
+}
+
+TEST_CASE("a secret from a file is read again at each use: a rotated token needs no restart; unreadable keeps the last value", "[config]") {
+  const auto path = std::filesystem::temp_directory_path() / ("lastgood-secret-" + std::to_string(::getpid()));
+  auto write = [&](const std::string& v) {
+    std::ofstream(path, std::ios::trunc) << v;
+  };
+  write("tok-1\n");
+  auto s = lastgood::config::Secret::from_file(path.string());
+  REQUIRE_FALSE(s.resolve());
+  CHECK(s.value() == "tok-1");
+  write("tok-2\n");
+  std::string problem;
+  CHECK(s.fresh(&problem) == "tok-2");
+  CHECK(problem.empty());
+  std::filesystem::remove(path);  // mid-rotation: the file is briefly absent
+  CHECK(s.fresh(&problem) == "tok-2");
+  CHECK_THAT(problem, Catch::Contains("cannot read secret file " + path.string()));
+  CHECK_THAT(problem, !Catch::Contains("tok-"));
+  ::setenv("LASTGOOD_TEST_FRESH", "env-1", 1);
+  auto e = lastgood::config::Secret::from_env("LASTGOOD_TEST_FRESH");
+  REQUIRE_FALSE(e.resolve());
+  ::setenv("LASTGOOD_TEST_FRESH", "env-2", 1);
+  CHECK(e.fresh() == "env-2");
 }
