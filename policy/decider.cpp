@@ -69,6 +69,15 @@ Decision decide(const DecideInput& in) {
                 human(std::chrono::duration_cast<Duration>(in.breach_started - live->deployed_at)) +
                 " before the breach began (rollback_window " + human(rb.rollback_window) + "): rolling back would not help, alert only");
   const Release* target = in.deployment->rollback_target();
+  if (!target)
+    if (auto u = in.deployment->unverified_target()) {  // cold start: proposed, never executed
+      d.release_to = u->id;
+      d.unverified_target = true;
+      d.kind = DecisionKind::propose;
+      d.reason = "roll back " + live->id + " -> " + u->id + " (unverified: no release of this service has been verified good yet; " + u->id +
+                 " is the newest older release the deployment lists): a person must decide";
+      return d;
+    }
   if (!target) return hold("no verified good release to roll back to (none other than " + live->id + " was live and healthy for " +
                            human(rb.good_after) + ")");
   d.release_to = target->id;

@@ -103,4 +103,36 @@ bool DeploymentTracker::known(const std::string& id) const {
   return std::any_of(history_.begin(), history_.end(), [&](const Release& r) { return r.id == id; });
 }
 
+void DeploymentTracker::offer(std::vector<Offered> releases) {
+  if (releases.size() > kMaxHistory) releases.erase(releases.begin(), releases.end() - static_cast<std::ptrdiff_t>(kMaxHistory));
+  offered_ = std::move(releases);
+}
+
+bool DeploymentTracker::offered(const std::string& id) const {
+  return std::any_of(offered_.begin(), offered_.end(), [&](const Offered& r) { return r.id == id; });
+}
+
+std::optional<Offered> DeploymentTracker::unverified_target() const {
+  const Release* l = live();
+  if (!l) return std::nullopt;
+  // Where the live release is in the deployment's own order; releases listed after it are newer.
+  std::ptrdiff_t live_at = -1;
+  for (size_t i = 0; i < offered_.size(); ++i)
+    if (offered_[i].id == l->id) live_at = static_cast<std::ptrdiff_t>(i);
+  // (plain values, not an optional: GCC 12 sees an uninitialised optional where there is none)
+  bool live_time_known = l->deployed_at_from_source;
+  TimePoint live_time = l->deployed_at;
+  if (live_at >= 0 && offered_[static_cast<size_t>(live_at)].deployed_at) {
+    live_time_known = true;
+    live_time = *offered_[static_cast<size_t>(live_at)].deployed_at;
+  }
+  for (std::ptrdiff_t i = static_cast<std::ptrdiff_t>(offered_.size()) - 1; i >= 0; --i) {
+    const auto& r = offered_[static_cast<size_t>(i)];
+    if (r.id == l->id || bad(r.id)) continue;
+    const bool older = live_at >= 0 ? i < live_at : (live_time_known && r.deployed_at && *r.deployed_at < live_time);
+    if (older) return r;
+  }
+  return std::nullopt;
+}
+
 }  // namespace lastgood::policy

@@ -25,6 +25,13 @@ struct BadMark {
   TimePoint at;
 };
 
+// A release the deployment itself lists (an older `releases/` folder, an npm version, a Firebase
+// release), whether or not lastgood saw it live.
+struct Offered {
+  std::string id;
+  std::optional<TimePoint> deployed_at;
+};
+
 class DeploymentTracker {
  public:
   static constexpr size_t kMaxHistory = 64;
@@ -49,6 +56,14 @@ class DeploymentTracker {
   const Release* rollback_target() const;
   const std::vector<Release>& history() const { return history_; }
   bool known(const std::string& id) const;
+  // The deployment kind's own list of releases, oldest first, as read now (the newest kMaxHistory
+  // kept): what a fresh install can offer before anything was verified good.
+  void offer(std::vector<Offered> releases);
+  bool offered(const std::string& id) const;
+  // Cold start (design.md): with no verified good release to roll back to, the newest release
+  // the deployment offers that is older than the live one (made or deployed before it), not live,
+  // not marked bad. It is unverified: a breach only ever proposes a rollback to it.
+  std::optional<Offered> unverified_target() const;
   // Replay: the release was verified good at `at` (from the ledger).
   void mark_good(const std::string& id, TimePoint at);
   // A person marked the release bad (it need not have been seen yet): it is never a rollback
@@ -60,6 +75,7 @@ class DeploymentTracker {
  private:
   std::vector<Release> history_;  // in order of first going live
   std::vector<std::pair<std::string, BadMark>> bad_;  // in the order marked
+  std::vector<Offered> offered_;  // oldest first
   int live_ = -1;
   std::optional<TimePoint> healthy_since_;
   int ok_since_ = 0;  // ok results since healthy_since_ (or since the release went live)

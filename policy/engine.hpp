@@ -81,6 +81,8 @@ class ServicePolicy {
   void count_rollbacks_at_start() { counts_at_start_ = true; }
   // Replay from the ledger after a restart.
   void replay_verified(const std::string& id, TimePoint at) { deployment_.mark_good(id, at); }
+  // The deployment's own list of releases, as read now (cold start: DeploymentTracker::offer).
+  void offer(std::vector<Offered> releases) { deployment_.offer(std::move(releases)); }
   // A person marked a release bad (live, replay): never a rollback target again.
   void mark_bad(const std::string& id, BadMark mark) { deployment_.mark_bad(id, std::move(mark)); }
   void replay_decision(DecisionKind k, TimePoint at) {

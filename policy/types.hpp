@@ -60,6 +60,9 @@ struct Decision {
   // Who asked: the policy on a breach, or a person (a manual rollback, a release marked bad).
   std::string origin = "policy";  // policy | manual | mark_bad
   std::string requested_by;       // the person, for manual and mark_bad
+  // The target was never verified good here (a fresh install: the deployment's own older
+  // release): only ever proposed.
+  bool unverified_target = false;
 };
 
 struct Transition {

@@ -280,3 +280,43 @@ TEST_CASE("in approve mode a breach makes a proposal, listed in the API, that ex
   CHECK(lg.count("action_started") == 0);
   CHECK(current_release(site.root) == "bad2");
 }
+
+TEST_CASE("cold start: a fresh install on a broken release proposes (never executes) the deployment's older release, unverified; approved, it runs and is verified",
+          "[rollback]") {
+  TempDir dir;
+  Site site(dir, {"v0", "v1", "bad2"});
+  // The folders' own times say which is older (the deployment's history, as local_symlink reads it).
+  const auto now = fs::file_time_type::clock::now();
+  fs::last_write_time(site.root / "releases" / "v0", now - std::chrono::hours(3));
+  fs::last_write_time(site.root / "releases" / "v1", now - std::chrono::hours(2));
+  fs::last_write_time(site.root / "releases" / "bad2", now - std::chrono::hours(1));
+  switch_current(site.root, "bad2");  // lastgood starts on a release that is already broken
+  json extra = alice_approves_p0();
+  extra["authority"]["P0"]["auto"] = true;  // P0 may act alone: still only a proposal, since v1 was never verified here
+  Lastgood lg(dir, service_config(site.url(), site.local_symlink({{"observe_interval", "300ms"}})), extra);
+  lg.start({{"LG_TEST_TOKEN", "alice-cold-9a1"}});
+  INFO(lg.log());
+  REQUIRE(lg.wait_for("proposal_created"));
+  std::string id;
+  for (const auto& e : lg.ledger())
+    if (e.type == "proposal_created") {
+      id = e.data.value("id", "");
+      CHECK(e.data["decision"]["release_from"] == "bad2");
+      CHECK(e.data["decision"]["release_to"] == "v1");  // the newest older one, not v0
+      CHECK(e.data["decision"]["unverified_target"] == true);
+      CHECK_THAT(e.data["decision"]["reason"].get<std::string>(), Catch::Contains("unverified"));
+    }
+  CHECK(lg.count("action_started") == 0);
+  CHECK(current_release(site.root) == "bad2");
+  // A person may also name any release the deployment lists, seen live or not.
+  const auto manual = http_call(lg.port(), "POST", "/api/v1/services/app/rollback", "alice-cold-9a1", R"({"reason":"try v0","to":"v0"})");
+  CHECK_THAT(manual.body, !Catch::Contains("is unknown"));  // known through the deployment's list (refused here only as a second proposal)
+  CHECK_THAT(manual.body, Catch::Contains("already pending"));
+  const auto nowhere = http_call(lg.port(), "POST", "/api/v1/services/app/rollback", "alice-cold-9a1", R"({"reason":"x","to":"v9"})");
+  CHECK(nowhere.status == 409);
+  CHECK_THAT(nowhere.body, Catch::Contains("does not list it"));
+  // Approved: carried out, and recovery verified like any other.
+  CHECK(http_call(lg.port(), "POST", "/api/v1/proposals/" + id + "/approve", "alice-cold-9a1", "{}").status == 202);
+  REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
+  CHECK(current_release(site.root) == "v1");
+}

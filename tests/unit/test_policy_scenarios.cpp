@@ -199,6 +199,53 @@ TEST_CASE("no verified good release known: hold", "[policy][scenario]") {
   CHECK_THAT(d.decisions[0].reason, Catch::StartsWith("no verified good release"));
 }
 
+TEST_CASE("cold start: nothing verified yet, the deployment's own older release is proposed (never executed), and says it is unverified",
+          "[policy][scenario]") {
+  Driver d(service("auto"));  // P0 may auto-execute: still only a proposal
+  SECTION("the live release found in the deployment's list: the newest one before it") {
+    d.sp.offer({{"v1", std::nullopt}, {"v2", std::nullopt}, {"v3", std::nullopt}, {"v4", std::nullopt}});
+    d.release("v3");
+    d.run(FAIL, 30s);
+    REQUIRE(d.decisions.size() == 1);
+    CHECK(d.decisions[0].kind == DecisionKind::propose);
+    CHECK(d.decisions[0].release_to == "v2");  // v4 is newer than the live one: never a rollback "back" to it
+    CHECK(d.decisions[0].unverified_target);
+    CHECK_THAT(d.decisions[0].reason, Catch::Contains("(unverified: no release of this service has been verified good yet"));
+  }
+  SECTION("a release marked bad is skipped; none older: hold as before") {
+    d.sp.offer({{"v1", std::nullopt}, {"v2", std::nullopt}, {"v3", std::nullopt}});
+    d.sp.mark_bad("v2", BadMark{"alice", "corrupts carts", T0});
+    d.release("v3");
+    d.run(FAIL, 30s);
+    REQUIRE(d.decisions.size() == 1);
+    CHECK(d.decisions[0].release_to == "v1");
+    Driver first(service("auto"));
+    first.sp.offer({{"v1", std::nullopt}});
+    first.release("v1");
+    first.run(FAIL, 30s);
+    REQUIRE(first.decisions.size() == 1);
+    CHECK(first.decisions[0].kind == DecisionKind::hold);
+  }
+  SECTION("by deploy times when the live release is not in the list") {
+    d.sp.offer({{"a", T0 - 3h}, {"b", T0 - 2h}, {"c", T0 + 1h}});
+    d.sp.on_release("live", T0 - 1h, d.now);
+    d.run(FAIL, 30s);
+    REQUIRE(d.decisions.size() == 1);
+    CHECK(d.decisions[0].release_to == "b");
+  }
+  SECTION("once a release is verified good, it is the target, as always") {
+    d.sp.offer({{"v1", std::nullopt}, {"v2", std::nullopt}, {"v3", std::nullopt}});
+    d.release("v1");
+    d.run(OK, 11min);
+    d.release("v3");
+    d.run(FAIL, 30s);
+    REQUIRE(d.decisions.size() == 1);
+    CHECK(d.decisions[0].kind == DecisionKind::execute);
+    CHECK(d.decisions[0].release_to == "v1");
+    CHECK_FALSE(d.decisions[0].unverified_target);
+  }
+}
+
 TEST_CASE("while the watcher's reference probe fails, every decision is hold: watcher unhealthy", "[policy][scenario]") {
   Driver d(service("auto", true));
   d.release("v1");

@@ -18,6 +18,17 @@ boost::asio::awaitable<std::optional<ReleaseChange>> DeploymentWatch::observe(Se
   }
   if (!s.observe_error.empty()) spdlog::info("service {}: deployment readable again", s.name());
   s.observe_error.clear();
+  {  // what the deployment itself lists: the unverified targets of a fresh install (cold start)
+    std::vector<policy::Offered> offered;
+    offered.reserve(o.history.size());
+    for (const auto& h : o.history) {
+      if (!actions::valid_release_name(h.id)) continue;
+      policy::Offered r{h.id, std::nullopt};
+      r.deployed_at = h.deployed_at;
+      offered.push_back(std::move(r));
+    }
+    s.policy->offer(std::move(offered));
+  }
   const auto* before = s.policy->deployment().live();
   if (before && before->id == o.live->id && before->migration == o.live->migration) co_return std::nullopt;
   ReleaseChange c;

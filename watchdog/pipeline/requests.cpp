@@ -107,7 +107,9 @@ Request Pipeline::request_rollback(size_t si, const config::Approver& who, std::
   }
   if (*to == live->id) return refused(Request::Status::refused, "release " + *to + " is live already");
   if (const auto* b = dep.bad(*to)) return refused(Request::Status::refused, "release " + *to + " was marked bad by " + b->by + ": " + b->reason);
-  if (!dep.known(*to)) return refused(Request::Status::refused, "release " + *to + " is unknown: lastgood has not seen it live on " + name + " (GET /api/v1/services/" + name + "/releases)");
+  if (!dep.known(*to) && !dep.offered(*to))
+    return refused(Request::Status::refused, "release " + *to + " is unknown: lastgood has not seen it live on " + name +
+                                                 " and the deployment does not list it (GET /api/v1/services/" + name + "/releases)");
   if (s.escalated) return refused(Request::Status::refused, "service " + name + " is escalated (" + s.escalation + "): clear it first");
   if (s.acting) return refused(Request::Status::refused, "a rollback of " + name + " is already running");
   policy::Decision d = person_decision(name, "manual", severity, live->id, *to, who.name, reason,

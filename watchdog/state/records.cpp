@@ -30,6 +30,7 @@ json to_json(const policy::Decision& d) {
     j["origin"] = d.origin;
     j["requested_by"] = d.requested_by;
   }
+  if (d.unverified_target) j["unverified_target"] = true;
   return j;
 }
 
@@ -68,6 +69,7 @@ policy::Decision decision_from_json(const std::string& service, const json& d) {
   if (d.contains("evidence")) out.evidence = evidence_from_json(d["evidence"]);  // what the page shows after a restart
   if (d.contains("origin") && d["origin"].is_string()) out.origin = d["origin"].get<std::string>();
   if (d.contains("requested_by") && d["requested_by"].is_string()) out.requested_by = d["requested_by"].get<std::string>();
+  out.unverified_target = d.value("unverified_target", false) == true;
   return out;
 }
 
