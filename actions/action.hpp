@@ -60,6 +60,9 @@ struct Outcome {
   // longer plan.from (a person deployed since the decision): nothing was changed. The value is
   // what is live now ("unknown" when it could not be read).
   std::optional<std::string> live_changed = std::nullopt;
+  // What the kind made live, when not plan.to (Firebase: a fallback version, or a version cloned
+  // from another site under a new id): verification waits for this release.
+  std::optional<std::string> switched_to = std::nullopt;
 };
 
 // The outcome of a switch refused because the live release is `live`, not p.from.

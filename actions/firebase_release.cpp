@@ -11,6 +11,8 @@
 #include <openssl/pem.h>
 #include <re2/re2.h>
 #include <spdlog/spdlog.h>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "net/http_once.hpp"
 #include "net/time.hpp"
@@ -71,6 +73,7 @@ class Firebase final : public Action {
   Firebase(asio::any_io_executor ex, std::string service, const config::Deployment& d) : ex_(std::move(ex)), service_(std::move(service)) {
     const auto& spec = config::spec_as<FirebaseHostingSpec>(d.spec);
     site_ = spec.site;
+    source_site_ = spec.source_site;
     api_ = spec.api_base;
     static_token_ = spec.token;  // read again at each use (a file: a rotated token needs no restart)
     credentials_file_ = spec.credentials_file;
@@ -78,6 +81,8 @@ class Firebase final : public Action {
     metadata_ = spec.metadata_server;
   }
   const char* kind() const override { return "firebase_hosting"; }
+  // Listing, a status read, the release (30 s each); a clone from the source site adds up to 2 min.
+  std::chrono::milliseconds step_timeout() const override { return std::chrono::seconds(source_site_.empty() ? 120 : 240); }
 
   asio::awaitable<Observation> observe() override {
     Observation o;
@@ -92,12 +97,24 @@ class Firebase final : public Action {
     }
     for (const auto& r : rels) o.history.push_back({r.version_id, r.at, false});
     o.live = ObservedRelease{rels.back().version_id, rels.back().at, false};
+    if (!source_site_.empty()) {  // the versions a rollback may clone: offered too (cold start, a person's `to`)
+      std::vector<FirebaseRelease> src;
+      const std::string from_site = source_site_;
+      if (auto err = co_await list(src, from_site); err.empty()) {
+        for (const auto& r : src)
+          if (r.version_status == "FINALIZED") o.history.push_back({r.version_id, r.at, false});
+        std::stable_sort(o.history.begin(), o.history.end(), [](const auto& a, const auto& b) { return a.deployed_at < b.deployed_at; });
+      } else {
+        spdlog::warn("firebase_hosting {}: listing the source site {}: {}", service_, source_site_, err);
+      }
+    }
     co_return o;
   }
 
   Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
     Plan p{from, to, ctx, {}};
-    p.steps.push_back("check that sites/" + site_ + "/versions/" + to + " is FINALIZED");
+    p.steps.push_back("check that sites/" + site_ + "/versions/" + to + " is FINALIZED" +
+                      (source_site_.empty() ? std::string() : " (if it is not this site's, clone sites/" + source_site_ + "/versions/" + to + " into " + site_ + ")"));
     p.steps.push_back("POST " + api_ + "sites/" + site_ + "/channels/live/releases?versionName=sites/" + site_ + "/versions/" + to +
                       " {\"message\": \"" + message(p) + "\"}");
     return p;
@@ -124,7 +141,33 @@ class Firebase final : public Action {
     };
     std::string to = p.to;
     std::string note;
-    if (const std::string st = status_of(to); st != "FINALIZED") {
+    // A version of this site that was never released here (a person names it): its own status.
+    std::string cloned_from;
+    if (status_of(to).empty()) {
+      const std::string here = site_;
+      std::string st = co_await version_status(here, to);
+      if (st.empty() && !source_site_.empty()) {  // not this site's: the source site's, cloned below
+        const std::string there = source_site_;
+        st = co_await version_status(there, to);
+        if (st == "FINALIZED") cloned_from = source_site_;
+      }
+      if (st == "FINALIZED" && cloned_from.empty()) {
+        rels.push_back({to, "FINALIZED", "", std::nullopt});
+      } else if (!st.empty() && cloned_from.empty()) {
+        rels.push_back({to, st, "", std::nullopt});
+      }
+    }
+    if (!cloned_from.empty()) {
+      std::string new_version, err;
+      const std::string source = cloned_from;
+      err = co_await clone_version(source, to, new_version);
+      if (!err.empty()) {
+        out.error = "cloning sites/" + cloned_from + "/versions/" + to + " into " + site_ + ": " + err + "; nothing was released";
+        co_return out;
+      }
+      note = "cloned sites/" + cloned_from + "/versions/" + to + " into sites/" + site_ + "/versions/" + new_version;
+      to = new_version;
+    } else if (const std::string st = status_of(to); st != "FINALIZED") {
       note = "version " + to + " is " + (st.empty() ? "not among the live channel's releases" : st) + ", not FINALIZED";
       to.clear();
       for (const auto& f : p.context.fallbacks)  // the previous good FINALIZED version, else nothing
@@ -159,10 +202,60 @@ class Firebase final : public Action {
     out.ok = true;
     out.output = "created " + (str_at(doc, "name").empty() ? std::string("a release") : str_at(doc, "name")) + " -> " + to +
                  (note.empty() ? "" : " (" + note + ")");
+    if (to != p.to) out.switched_to = to;
     co_return out;
   }
 
  private:
+  // The status of sites/SITE/versions/V ("FINALIZED", ...); "" when it does not exist or cannot be read.
+  asio::awaitable<std::string> version_status(const std::string& site, const std::string& version) {
+    const std::string url = api_ + "sites/" + site + "/versions/" + version;
+    const std::string method = "GET";
+    std::string no_body, err;
+    auto res = co_await authed(method, url, no_body, err);
+    if (!err.empty() || std::get<HttpResponse>(res).status != 200) co_return "";
+    co_return str_at(json::parse(std::get<HttpResponse>(res).body, nullptr, false), "status");
+  }
+
+  // sites.versions.clone into this site, finalized; follows the long-running operation until it
+  // is done (bounded). The new version's id in *made, or why not.
+  asio::awaitable<std::string> clone_version(const std::string& source, const std::string& version, std::string& made) {
+    const std::string url = api_ + "sites/" + site_ + "/versions:clone";
+    const std::string method = "POST";
+    std::string body = json{{"sourceVersion", "sites/" + source + "/versions/" + version}, {"finalize", true}}.dump();
+    std::string err;
+    auto res = co_await authed(method, url, std::move(body), err);
+    if (!err.empty()) co_return err;
+    const auto give_up = Clock::now() + std::chrono::minutes(2);
+    for (;;) {
+      const auto& r = std::get<HttpResponse>(res);
+      if (r.status < 200 || r.status > 299)
+        co_return "HTTP " + std::to_string(r.status) + (r.status == 401 || r.status == 403 ? " (credentials refused)" : "") + ": " + cap_output(r.body, 300);
+      const json op = json::parse(r.body, nullptr, false);
+      if (!op.is_object()) co_return "the answer is not a JSON object";
+      if (op.value("done", false) == true) {
+        if (op.contains("error") && op["error"].is_object()) co_return "the clone failed: " + str_at(op["error"], "message");
+        const json resp = op.contains("response") && op["response"].is_object() ? op["response"] : json::object();
+        const std::string name = str_at(resp, "name");
+        const std::string prefix = "sites/" + site_ + "/versions/";
+        made = name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : "";
+        if (!valid_release_name(made)) co_return "the clone's answer names no version of " + site_ + " (\"" + name.substr(0, 100) + "\")";
+        if (const std::string st = str_at(resp, "status"); !st.empty() && st != "FINALIZED") co_return "the cloned version is " + st + ", not FINALIZED";
+        co_return "";
+      }
+      const std::string op_name = str_at(op, "name");
+      if (op_name.empty() || op_name.find("..") != std::string::npos) co_return "the clone is not done and names no operation to follow";
+      if (Clock::now() > give_up) co_return "the clone was not done after 2 minutes (operation " + op_name + ")";
+      asio::steady_timer wait(ex_, std::chrono::milliseconds(500));
+      co_await wait.async_wait(asio::use_awaitable);
+      const std::string op_url = api_ + op_name;
+      const std::string get = "GET";
+      std::string no_body;
+      res = co_await authed(get, op_url, no_body, err);
+      if (!err.empty()) co_return err;
+    }
+  }
+
   std::string message(const Plan& p) const {
     std::string m = "lastgood rollback " + p.from + " -> " + p.to + (p.context.trigger.empty() ? "" : " (trigger " + p.context.trigger + ")") +
                     (p.context.reason.empty() ? "" : ": " + p.context.reason);
@@ -178,6 +271,10 @@ class Firebase final : public Action {
 
   // Every page of the live channel's releases, oldest first by releaseTime.
   asio::awaitable<std::string> list(std::vector<FirebaseRelease>& out) {
+    const std::string site = site_;
+    co_return co_await list(out, site);
+  }
+  asio::awaitable<std::string> list(std::vector<FirebaseRelease>& out, const std::string& site_) {
     std::string page;
     for (int pages = 0; pages < 100; ++pages) {
       std::string url = api_ + "sites/" + site_ + "/channels/live/releases?pageSize=100" + (page.empty() ? "" : "&pageToken=" + page);
@@ -280,7 +377,7 @@ class Firebase final : public Action {
   }
 
   asio::any_io_executor ex_;
-  std::string service_, site_, api_, credentials_file_, token_uri_override_;
+  std::string service_, site_, source_site_, api_, credentials_file_, token_uri_override_;
   std::optional<config::Secret> static_token_;
   bool metadata_ = false;
   std::string cached_;
@@ -299,6 +396,11 @@ std::shared_ptr<const config::KindSpec> parse(Obj& o) {
     static const RE2 re(R"([a-z0-9][a-z0-9-]{0,62})");
     if (!RE2::FullMatch(*s, re)) o.ctx().error(o.at("site"), "expected a Firebase site id (lowercase letters, digits, '-'), found \"" + *s + "\"");
     d->site = *s;
+  }
+  if (auto s = o.str("source_site")) {
+    static const RE2 re(R"([a-z0-9][a-z0-9-]{0,62})");
+    if (!RE2::FullMatch(*s, re)) o.ctx().error(o.at("source_site"), "expected a Firebase site id (lowercase letters, digits, '-'), found \"" + *s + "\"");
+    d->source_site = *s;
   }
   auto cred = o.str("credentials_file");
   d->token = o.secret("token", false);

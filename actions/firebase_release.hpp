@@ -22,6 +22,9 @@ struct FirebaseHostingSpec final : config::KindSpec {
   std::optional<config::Secret> token;
   bool metadata_server = false;
   std::string token_uri;  // overrides the key's own token_uri
+  // Another site whose versions a rollback may take (as `firebase hosting:clone SOURCE@V SITE:live`):
+  // a target that is not among this site's releases is cloned from it into this site, then released.
+  std::string source_site;
 };
 
 extern const Kind firebase_hosting_kind;

@@ -9,6 +9,16 @@
 #include "net/npm.hpp"
 #include "net/time.hpp"
 
+#include "actions/process.hpp"
+
+#include <stdlib.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <filesystem>
+#include <fstream>
+
 namespace lastgood::actions {
 
 namespace asio = boost::asio;
@@ -32,6 +42,9 @@ class NpmDistTag final : public Action {
     strategy_ = spec.strategy;
     allow_unpublish_ = spec.allow_unpublish;
     if (spec.timeout) timeout_ = *spec.timeout;
+    verify_integrity_ = spec.verify_integrity;
+    verify_command_ = spec.verify_command;
+    if (spec.verify_timeout) verify_timeout_ = *spec.verify_timeout;
     token_ = spec.token;  // read again at each use (a file: a rotated token needs no restart)
   }
   const char* kind() const override { return "npm_package"; }
@@ -66,6 +79,8 @@ class NpmDistTag final : public Action {
 
   Plan plan(const std::string& from, const std::string& to, const Context& ctx) const override {
     Plan p{from, to, ctx, {}};
+    if (verify_integrity_) p.steps.push_back("download " + package_ + "@" + to + "'s tarball and check it against dist.integrity");
+    if (!verify_command_.empty()) p.steps.push_back("run the smoke command in the unpacked " + package_ + "@" + to);
     p.steps.push_back("PUT " + base_ + "-/package/" + net::npm_escape(package_) + "/dist-tags/" + tag_ + " \"" + to + "\"");
     if (strategy_ == "deprecate") p.steps.push_back("deprecate " + package_ + "@" + from + ": \"" + message(p) + "\"");
     if (strategy_ == "unpublish")
@@ -84,13 +99,24 @@ class NpmDistTag final : public Action {
       }
       if (now.live->id != p.from) co_return refused_not_from(p, now.live->id);
     }
+    // 0b. The target itself: its tarball as the registry serves it now matches its integrity, and
+    // the smoke command passes on it. A target that fails is never tagged.
+    if (verify_integrity_ || !verify_command_.empty()) {
+      std::string checked;
+      const std::string why = co_await check_target(p.to, &checked);
+      out.output = checked;
+      if (!why.empty()) {
+        out.error = "the target " + package_ + "@" + p.to + " failed its check: " + why + "; nothing was changed";
+        co_return out;
+      }
+    }
     // 1. The tag back to the good version: the part users feel at once.
     auto res = co_await call("PUT", base_ + "-/package/" + net::npm_escape(package_) + "/dist-tags/" + tag_, json(p.to).dump());
     if (auto why = failed(res, "moving " + tag_ + " to " + p.to); !why.empty()) {
       out.error = why;  // nothing else was attempted
       co_return out;
     }
-    out.output = tag_ + " -> " + p.to;
+    out.output += (out.output.empty() ? "" : "; ") + tag_ + " -> " + p.to;
     if (strategy_ == "retag") {
       out.ok = true;
       co_return out;
@@ -116,13 +142,21 @@ class NpmDistTag final : public Action {
         strategy = "deprecate";
       } else {
         auto err = co_await unpublish(doc, p.from);
-        if (!err.empty()) {
-          out.error = "tag moved, unpublishing " + p.from + " failed: " + err;
+        if (err.empty()) {
+          out.output += "; unpublished " + p.from;
+          out.ok = true;
           co_return out;
         }
-        out.output += "; unpublished " + p.from;
-        out.ok = true;
-        co_return out;
+        // Refused by the registry (its policy, dependents, a lock): deprecate instead, as the
+        // playbook says, unless the version is gone already (its tarball alone could not be deleted).
+        json after;
+        if (auto e2 = co_await get_packument(true, after); e2.empty() && !(after["versions"].contains(p.from))) {
+          out.output += "; unpublished " + p.from + " from the packument, but deleting its tarball failed: " + err;
+          out.ok = true;
+          co_return out;
+        }
+        out.output += "; the registry refused to unpublish " + p.from + " (" + err + "); deprecating instead";
+        strategy = "deprecate";
       }
     }
     // deprecate
@@ -147,21 +181,78 @@ class NpmDistTag final : public Action {
   }
 
  private:
+  // Downloads `version`'s tarball, checks it against dist.integrity, and runs the smoke command in
+  // the unpacked package. "" when it passes, else why not; what was done is appended to *log.
+  asio::awaitable<std::string> check_target(const std::string& version, std::string* log) {
+    json doc;
+    if (auto err = co_await get_packument(false, doc); !err.empty()) co_return err;
+    if (!doc["versions"].contains(version) || !doc["versions"][version].is_object()) co_return "it is not in the packument";
+    const json dist = doc["versions"][version].value("dist", json::object());
+    if (!dist.is_object() || !dist.contains("tarball") || !dist["tarball"].is_string()) co_return "its packument entry names no tarball";
+    const std::string url = dist["tarball"].get<std::string>();
+    const std::string method = "GET";
+    std::string no_body;
+    auto res = co_await call(method, url, no_body, 64 * 1024 * 1024);
+    if (auto why = failed(res, "downloading its tarball"); !why.empty()) co_return why;
+    const std::string& tgz = std::get<HttpResponse>(res).body;
+    if (verify_integrity_) {
+      if (auto why = net::check_integrity(tgz, dist); !why.empty()) co_return "tarball " + why;
+      *log += "tarball of " + version + " matches its integrity (" + std::to_string(tgz.size()) + " bytes)";
+    }
+    if (verify_command_.empty()) co_return "";
+    // Unpacked in a directory of its own (tar, as npm's own tarballs are gzip'd tar), the command
+    // runs in package/ with only PATH, bounded by its timeout; the directory is removed after.
+    namespace fs = std::filesystem;
+    std::string tmpl = (fs::temp_directory_path() / "lastgood-npm-XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) co_return std::string("cannot make a temporary directory: ") + std::strerror(errno);
+    const fs::path dir = tmpl;
+    struct Remove {
+      fs::path d;
+      ~Remove() {
+        std::error_code ec;
+        fs::remove_all(d, ec);
+      }
+    } cleanup{dir};
+    {
+      std::ofstream f(dir / "package.tgz", std::ios::binary);
+      f.write(tgz.data(), static_cast<std::streamsize>(tgz.size()));
+      if (!f) co_return "cannot write the tarball to " + dir.string();
+    }
+    const std::vector<std::string> untar{"tar", "-xzf", (dir / "package.tgz").string(), "-C", dir.string(), "--no-same-owner"};
+    const std::vector<std::string> allow{"PATH"};
+    const std::chrono::milliseconds untar_limit{60'000};
+    ProcessResult t = co_await run_process(ex_, untar, allow, untar_limit);
+    if (!t.succeeded()) co_return "unpacking its tarball: " + t.describe() + (t.err.empty() ? "" : ": " + cap_output(t.err, 300));
+    const std::vector<std::string> argv = verify_command_;
+    const std::chrono::milliseconds limit = verify_timeout_;
+    const size_t cap = 8 * 1024;
+    const std::vector<std::string> env{"LASTGOOD_PACKAGE=" + package_, "LASTGOOD_VERSION=" + version};
+    const std::string cwd = (dir / "package").string();
+    ProcessResult r = co_await run_process(ex_, argv, allow, limit, cap, env, cwd);
+    std::string line;
+    for (const auto& a : argv) line += (line.empty() ? "" : " ") + a;
+    *log += std::string(log->empty() ? "" : "; ") + "smoke command `" + line + "` on " + version + ": " + r.describe();
+    if (!r.succeeded())
+      co_return "the smoke command `" + line + "` " + (r.timed_out ? "was killed after its timeout" : r.describe()) +
+                (r.err.empty() ? "" : ": " + cap_output(r.err, 500));
+    co_return "";
+  }
+
   std::string message(const Plan& p) const {
     std::string m = "lastgood rolled " + package_ + " back from " + p.from + " to " + p.to + (p.context.trigger.empty() ? "" : " (trigger " + p.context.trigger + ")") +
                     "; use " + p.to;
     return m.substr(0, 500);
   }
 
-  asio::awaitable<net::HttpResult> call(std::string method, std::string url, std::string body) {
+  asio::awaitable<net::HttpResult> call(std::string method, std::string url, std::string body, std::size_t max_body = 32 * 1024 * 1024) {
     std::vector<std::pair<std::string, std::string>> h;
     std::string problem;
     if (const std::string t = token_.empty() ? std::string() : token_.fresh(&problem); !t.empty()) h.emplace_back("Authorization", "Bearer " + t);
     if (!problem.empty()) spdlog::warn("npm_package {}: token: {}", service_, problem);
     if (!body.empty()) h.emplace_back("Content-Type", "application/json");
     h.emplace_back("Accept", "application/json");
-    co_return co_await net::http_once(ex_, std::move(method), std::move(url), std::move(h), std::move(body), Clock::now() + timeout_,
-                                         32 * 1024 * 1024);
+    const auto deadline = Clock::now() + timeout_;
+    co_return co_await net::http_once(ex_, std::move(method), std::move(url), std::move(h), std::move(body), deadline, max_body);
   }
 
   static std::string failed(const net::HttpResult& res, const std::string& what) {
@@ -218,6 +309,9 @@ class NpmDistTag final : public Action {
   std::string service_, base_, package_, tag_, strategy_;
   config::Secret token_;
   bool allow_unpublish_ = false;
+  bool verify_integrity_ = true;
+  std::vector<std::string> verify_command_;
+  std::chrono::milliseconds verify_timeout_{120'000};
   std::chrono::milliseconds timeout_{30'000};
 };
 
@@ -240,6 +334,12 @@ std::shared_ptr<const config::KindSpec> parse(Obj& o) {
   if (auto t = o.duration("timeout", false, config::Duration{100})) d->timeout = *t;
   if (auto s = o.one_of("strategy", {"retag", "deprecate", "unpublish"})) d->strategy = *s;
   if (auto a = o.boolean("allow_unpublish")) d->allow_unpublish = *a;
+  if (const json* v = o.get("verify")) {
+    Obj vo(o.ctx(), *v, o.at("verify"));
+    if (auto b = vo.boolean("integrity")) d->verify_integrity = *b;
+    if (auto c = vo.strings("command", false, true)) d->verify_command = *c;
+    if (auto t = vo.duration("timeout", false, config::Duration{100})) d->verify_timeout = *t;
+  }
   if (d->strategy == "unpublish" && !d->allow_unpublish)
     o.ctx().error(o.at("allow_unpublish"), "strategy \"unpublish\" needs \"allow_unpublish\": true");
   return d;

@@ -157,7 +157,10 @@ Verdaccio::Verdaccio(const fs::path& dir) : dir_(dir) {
   port = free_port();
   write_file(dir / "config.yaml", "storage: " + storage.string() + "\nlisten: 127.0.0.1:" + std::to_string(port) +
                                       "\nauth:\n  htpasswd:\n    file: " + (dir / "htpasswd").string() +
-                                      "\n    max_users: 100\nuplinks: {}\npackages:\n  '**':\n    access: $all\n    publish: $authenticated\n"
+                                      "\n    max_users: 100\nuplinks: {}\npackages:\n"
+                                      // locked-*: nobody may unpublish (a registry's refusal, for the fallback to deprecate)
+                                      "  'locked-*':\n    access: $all\n    publish: $authenticated\n    unpublish: no-such-user\n"
+                                      "  '**':\n    access: $all\n    publish: $authenticated\n"
                                       "    unpublish: $authenticated\nweb:\n  enable: false\nlog: {type: stdout, format: pretty, level: warn}\n");
   proc_ = std::make_unique<Process>(std::vector<std::string>{"node", modules.string(), "--config", (dir / "config.yaml").string()},
                                     dir / "verdaccio.log");

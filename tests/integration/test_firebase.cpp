@@ -5,6 +5,7 @@
 
 #include <optional>
 
+#include <algorithm>
 #include <mutex>
 #include <thread>
 
@@ -64,6 +65,9 @@ struct FakeFirebase {
   std::string public_pem, client_email = "lastgood@test-project.iam.gserviceaccount.com";
   const std::string access_token = "ya29.test-access-token";
   json releases = json::array();  // in no particular order
+  json versions = json::object();  // name -> status, of versions not (yet) released on my-site
+  std::vector<std::string> clones;  // the sourceVersion of each clone
+  int op_reads = 0;
   int token_requests = 0;
   std::vector<std::string> messages;
   unsigned short port = 0;
@@ -118,11 +122,43 @@ struct FakeFirebase {
       if (start + page_size < releases.size()) out["nextPageToken"] = std::to_string(start + page_size);
       return {200, "application/json", out.dump()};
     }
+    // Versions of this site never released (a person names one), and of the staging site.
+    if (r.method == "GET" && path.rfind("/v1beta1/sites/", 0) == 0 && path.find("/versions/") != std::string::npos) {
+      const std::string name = path.substr(9);  // sites/S/versions/V
+      if (versions.contains(name)) return {200, "application/json", json{{"name", name}, {"status", versions[name]}}.dump()};
+      for (const auto& rel : releases)
+        if (rel["version"]["name"] == name) return {200, "application/json", rel["version"].dump()};
+      return {404, "application/json", R"({"error":{"code":404,"status":"NOT_FOUND"}})"};
+    }
+    if (path == "/v1beta1/sites/staging/channels/live/releases" && r.method == "GET") {
+      json out{{"releases", json::array()}};
+      for (const auto& [name, st] : versions.items())
+        if (name.rfind("sites/staging/", 0) == 0)
+          out["releases"].push_back({{"name", "sites/staging/channels/live/releases/r"}, {"version", {{"name", name}, {"status", st}}},
+                                     {"type", "DEPLOY"}, {"releaseTime", "2026-11-24T00:00:00Z"}});
+      return {200, "application/json", out.dump()};
+    }
+    // sites.versions.clone: a long-running operation, done at its second read.
+    if (path == "/v1beta1/sites/my-site/versions:clone" && r.method == "POST") {
+      auto body = json::parse(r.body, nullptr, false);
+      const std::string src = body.value("sourceVersion", "");
+      if (!versions.contains(src) || versions[src] != "FINALIZED" || body.value("finalize", false) != true)
+        return {400, "application/json", R"({"error":{"code":400,"message":"bad clone"}})"};
+      clones.push_back(src);
+      return {200, "application/json", json{{"name", "operations/clone-" + std::to_string(clones.size())}, {"done", false}}.dump()};
+    }
+    if (path.rfind("/v1beta1/operations/clone-", 0) == 0 && r.method == "GET") {
+      const std::string made = "sites/my-site/versions/c" + path.substr(path.rfind('-') + 1);
+      if (++op_reads % 2 == 1) return {200, "application/json", json{{"name", path.substr(9)}, {"done", false}}.dump()};
+      versions[made] = "FINALIZED";
+      return {200, "application/json", json{{"name", path.substr(9)}, {"done", true}, {"response", {{"name", made}, {"status", "FINALIZED"}}}}.dump()};
+    }
     if (path == "/v1beta1/sites/my-site/channels/live/releases" && r.method == "POST") {
       const std::string vname = param("versionName");
       json version;
       for (const auto& rel : releases)
         if (rel["version"]["name"] == vname) version = rel["version"];
+      if (version.is_null() && versions.contains(vname)) version = {{"name", vname}, {"status", versions[vname]}};
       if (version.is_null() || version["status"] != "FINALIZED") return {400, "application/json", R"({"error":{"code":400}})"};
       auto body = json::parse(r.body, nullptr, false);
       messages.push_back(body.value("message", ""));
@@ -238,4 +274,61 @@ TEST_CASE("firebase_hosting: a refused token is a clear error; a key that does n
   auto e = run_sync(ioc, b->observe());
   CHECK_THAT(e.error, Catch::Contains("the private key could not sign"));
   CHECK_THAT(e.error, !Catch::Contains("nope"));
+}
+
+TEST_CASE("firebase_hosting: a version a person names that was never released here, and a version cloned from another site",
+          "[firebase]") {
+  FakeFirebase fb;
+  {
+    std::lock_guard lk(fb.mu);
+    fb.versions["sites/my-site/versions/v5"] = "FINALIZED";  // uploaded and finalized, never released
+    fb.versions["sites/my-site/versions/v6"] = "CREATED";
+    fb.versions["sites/staging/versions/s7"] = "FINALIZED";
+  }
+  ::setenv("LASTGOOD_TEST_FB_TOKEN", fb.access_token.c_str(), 1);
+  asio::io_context ioc;
+  json dep{{"kind", "firebase_hosting"}, {"site", "my-site"}, {"token_env", "LASTGOOD_TEST_FB_TOKEN"}, {"api_base", fb.base() + "v1beta1/"}};
+
+  SECTION("a version of this site never released: its own status is read, and it is released") {
+    auto a = firebase_action(ioc, dep);
+    auto out = run_sync(ioc, a->execute(a->plan("v4", "v5", {"site", "manual", "a person named v5"})));
+    INFO(out.error);
+    CHECK(out.ok);
+    CHECK_FALSE(out.switched_to);
+    auto live = run_sync(ioc, a->observe());
+    REQUIRE(live.live);
+    CHECK(live.live->id == "v5");
+    auto created = run_sync(ioc, a->execute(a->plan("v5", "v6", {})));
+    CHECK_FALSE(created.ok);
+    CHECK_THAT(created.error, Catch::Contains("version v6 is CREATED, not FINALIZED"));
+  }
+  SECTION("source_site: a version of the other site is cloned into this one (followed to done), then released; said and verified under its new id") {
+    dep["source_site"] = "staging";
+    auto a = firebase_action(ioc, dep);
+    auto seen = run_sync(ioc, a->observe());
+    REQUIRE(seen.live);
+    CHECK(std::any_of(seen.history.begin(), seen.history.end(), [](const auto& h) { return h.id == "s7"; }));  // offered for a person's `to`
+    auto plan = a->plan("v4", "s7", {"site", "manual", "staging has the good build"});
+    CHECK_THAT(plan.steps[0], Catch::Contains("clone sites/staging/versions/s7 into my-site"));
+    auto out = run_sync(ioc, a->execute(plan));
+    INFO(out.error);
+    CHECK(out.ok);
+    REQUIRE(out.switched_to);
+    CHECK(*out.switched_to == "c1");
+    CHECK_THAT(out.output, Catch::Contains("cloned sites/staging/versions/s7 into sites/my-site/versions/c1"));
+    {
+      std::lock_guard lk(fb.mu);
+      CHECK(fb.clones == std::vector<std::string>{"sites/staging/versions/s7"});
+      CHECK(fb.op_reads == 2);  // not done, then done
+    }
+    auto live = run_sync(ioc, a->observe());
+    REQUIRE(live.live);
+    CHECK(live.live->id == "c1");
+    // A version neither site has: nothing is cloned or released.
+    auto none = run_sync(ioc, a->execute(a->plan("c1", "zz9", {})));
+    CHECK_FALSE(none.ok);
+    CHECK_THAT(none.error, Catch::Contains("not among the live channel's releases"));
+    std::lock_guard lk(fb.mu);
+    CHECK(fb.clones.size() == 1);
+  }
 }

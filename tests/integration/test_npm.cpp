@@ -125,3 +125,81 @@ TEST_CASE("npm unpublish within 72 h removes the bad version; a refused token ch
   CHECK(*stale.live_changed == "1.0.0");
   CHECK_THAT(reg.view("demo-pkg", "dist-tags.latest"), Catch::Contains("\"1.0.0\""));
 }
+
+TEST_CASE("npm: unpublish refused by the registry or past 72 h deprecates instead, recorded; the target's tarball and smoke command are checked before the tag moves",
+          "[npm]") {
+  TempDir dir;
+  Verdaccio reg(dir.path / "verdaccio");
+  ::setenv("LASTGOOD_NPM_TOKEN_T", reg.token.c_str(), 1);
+  auto deployment = [&](const std::string& package, json extra = json::object()) {
+    json d{{"kind", "npm_package"}, {"registry", reg.url()}, {"package", package}, {"token_env", "LASTGOOD_NPM_TOKEN_T"},
+           {"strategy", "unpublish"}, {"allow_unpublish", true}};
+    d.update(extra);
+    return json{{"name", "lib"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}, {"deployment", d}};
+  };
+  asio::io_context ioc;
+  auto action = [&](const json& svc) { return lastgood::actions::make_action(ioc.get_executor(), "lib", *load(svc)->services[0].deployment); };
+
+  SECTION("the registry refuses to unpublish: deprecating is tried instead, and the outcome says why") {
+    // Verdaccio refuses this package's unpublish (no one may) and, being the same permission
+    // there, its deprecation too: the tag is back on the good version, the refusals are said, and
+    // the outcome is failed (escalated: a person decides what to do with 1.1.0).
+    reg.publish("locked-pkg", "1.0.0");
+    reg.publish("locked-pkg", "1.1.0");
+    auto a = action(deployment("locked-pkg"));
+    auto out = run_sync(ioc, a->execute(a->plan("1.1.0", "1.0.0", {"lib", "errors", ""})));
+    CHECK_FALSE(out.ok);
+    CHECK_THAT(out.output, Catch::Contains("the registry refused to unpublish 1.1.0 (removing 1.1.0: HTTP 403"));
+    CHECK_THAT(out.output, Catch::Contains("not allowed to unpublish package locked-pkg"));
+    CHECK_THAT(out.output, Catch::Contains("; deprecating instead"));
+    CHECK_THAT(out.error, Catch::StartsWith("tag moved, deprecating 1.1.0: HTTP 403"));
+    CHECK_THAT(reg.view("locked-pkg", "dist-tags.latest"), Catch::Contains("\"1.0.0\""));
+    CHECK_THAT(reg.view("locked-pkg", "versions"), Catch::Contains("1.1.0"));
+  }
+  SECTION("published more than 72 h ago: not unpublished (npm's rule), deprecated, and the age is said") {
+    reg.publish("demo-pkg", "1.0.0");
+    reg.publish("demo-pkg", "1.1.0");
+    // The registry's own record of when 1.1.0 was published, four days back.
+    const fs::path meta = reg.storage / "demo-pkg" / "package.json";
+    json doc = json::parse(read_file(meta));
+    doc["time"]["1.1.0"] = "2026-01-01T00:00:00.000Z";
+    write_file(meta, doc.dump());
+    auto a = action(deployment("demo-pkg"));
+    auto out = run_sync(ioc, a->execute(a->plan("1.1.0", "1.0.0", {"lib", "errors", ""})));
+    INFO(out.error);
+    CHECK(out.ok);
+    CHECK_THAT(out.output, Catch::Contains("not unpublishing 1.1.0: published "));
+    CHECK_THAT(out.output, Catch::Contains("h ago (npm allows 72h); deprecating instead"));
+    CHECK_THAT(reg.view("demo-pkg", "versions"), Catch::Contains("1.1.0"));
+  }
+  SECTION("the target's tarball does not match its integrity: the tag never moves") {
+    reg.publish("demo-pkg", "1.0.0");
+    reg.publish("demo-pkg", "1.1.0");
+    tamper_tarball(reg, "demo-pkg", "1.0.0");
+    auto a = action(deployment("demo-pkg"));
+    auto out = run_sync(ioc, a->execute(a->plan("1.1.0", "1.0.0", {"lib", "errors", ""})));
+    CHECK_FALSE(out.ok);
+    CHECK_THAT(out.error, Catch::StartsWith("the target demo-pkg@1.0.0 failed its check: tarball "));
+    CHECK_THAT(out.error, Catch::EndsWith("; nothing was changed"));
+    CHECK_THAT(reg.view("demo-pkg", "dist-tags.latest"), Catch::Contains("\"1.1.0\""));
+  }
+  SECTION("the smoke command runs in the unpacked target: passing, the rollback goes on; failing, nothing changes") {
+    reg.publish("demo-pkg", "1.0.0");
+    reg.publish("demo-pkg", "1.1.0");
+    auto failing = action(deployment("demo-pkg", {{"strategy", "retag"}, {"allow_unpublish", false},
+                                                  {"verify", {{"command", {"node", "-e", "require('./no-such-module')"}}, {"timeout", "30s"}}}}));
+    auto refused = run_sync(ioc, failing->execute(failing->plan("1.1.0", "1.0.0", {})));
+    CHECK_FALSE(refused.ok);
+    CHECK_THAT(refused.error, Catch::Contains("the smoke command `node -e require('./no-such-module')` exit status 1"));
+    CHECK_THAT(refused.error, Catch::Contains("Cannot find module"));
+    CHECK_THAT(reg.view("demo-pkg", "dist-tags.latest"), Catch::Contains("\"1.1.0\""));
+    auto passing = action(deployment("demo-pkg", {{"strategy", "retag"}, {"allow_unpublish", false},
+                                                  {"verify", {{"command", {"node", "-e", "const p = require('./package.json'); if (p.version !== process.env.LASTGOOD_VERSION) process.exit(5)"}}}}}));
+    auto out = run_sync(ioc, passing->execute(passing->plan("1.1.0", "1.0.0", {})));
+    INFO(out.error);
+    CHECK(out.ok);
+    CHECK_THAT(out.output, Catch::Contains("tarball of 1.0.0 matches its integrity"));
+    CHECK_THAT(out.output, Catch::Contains("on 1.0.0: exit status 0"));
+    CHECK_THAT(reg.view("demo-pkg", "dist-tags.latest"), Catch::Contains("\"1.0.0\""));
+  }
+}

@@ -528,7 +528,8 @@ asio::awaitable<void> Pipeline::run_action(size_t si, policy::Decision d, std::s
     rollbacks_.escalate(s, "rollback to " + plan.to + " failed: " + r.outcome.error, r.id);
     co_return;
   }
-  begin_verification(si, r.id, plan.to, proposal_id, r.fired);
+  // The release the kind made live (Firebase may fall back or clone under a new id) is the one verified.
+  begin_verification(si, r.id, r.outcome.switched_to.value_or(plan.to), proposal_id, r.fired);
   co_await observe_once(si);
 }
 

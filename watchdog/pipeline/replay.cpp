@@ -42,7 +42,11 @@ Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, P
       }
       case Event::action_finished: {
         const std::string id = d.value("action_id", "");
-        if (d.value("ok", false) && open.count(id)) unverified[id] = open[id];
+        if (d.value("ok", false) && open.count(id)) {
+          unverified[id] = open[id];
+          // The kind made another release live than planned (a Firebase fallback or clone): that one is verified.
+          if (d.contains("switched_to") && d["switched_to"].is_string()) unverified[id].data["to"] = d["switched_to"];
+        }
         open.erase(id);
         break;
       }

@@ -142,6 +142,7 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   test_crash_point("action_executed");  // crash-safety tests: the switch happened, action_finished did not
   json finished{{"action_id", id}, {"ok", out.ok}, {"output", out.output}, {"error", out.error}, {"seconds", r.seconds}};
   if (out.live_changed) finished["refused_live"] = *out.live_changed;
+  if (out.switched_to) finished["switched_to"] = *out.switched_to;
   if (!lost_why.empty()) finished["lost"] = lost_why;
   rec_.record(Event::action_finished, name, finished);
   if (!lost_why.empty()) {
