@@ -374,3 +374,33 @@ TEST_CASE("end to end through a gateway API: rolled back and verified; the token
   CHECK(metrics.find(token) == std::string::npos);
   CHECK(lg.log().find("S3CRET") == std::string::npos);
 }
+
+TEST_CASE("end to end: a gateway rollback whose registry step fails escalates with the step named, and nothing is verified", "[gateway]") {
+  GatewayServer gw("tok-e2e");
+  gw.fail_path = "/v1/registry/app";
+  TempDir dir;
+  json svc = app_service(gw.url("/"),
+                         {{"kind", "http_api"},
+                          {"observe_interval", "500ms"},
+                          {"rollback",
+                           {{"token_env", "LASTGOOD_GW_TOKEN"},
+                            {"steps",
+                             {{{"url", gw.url("/v1/rollback")}, {"body", {{"version", "${to}"}}}},
+                              {{"method", "PUT"}, {"url", gw.url("/v1/registry/${service}")}, {"body", {{"version", "${to}"}}}}}}}},
+                          {"observe", {{"url", gw.url("/v1/services/app")}, {"json_pointer", "/version"}}}});
+  svc["probes"][0].erase("expect");
+  Lastgood lg(dir, svc);
+  lg.start({{"LASTGOOD_GW_TOKEN", "tok-e2e"}});
+  INFO(lg.log());
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  gw.set_live("bad2");
+  REQUIRE(lg.wait_for("escalated"));
+  for (const auto& e : lg.ledger())
+    if (e.type == "escalated") {
+      CHECK_THAT(e.data.value("reason", ""), Catch::StartsWith("rollback to v1 failed: step 2 (PUT " + gw.url("/v1/registry/app") + "): HTTP 503"));
+      CHECK_THAT(e.data.value("reason", ""), Catch::EndsWith("(step 1 was done)"));
+    }
+  CHECK(lg.count("verification") == 0);
+  const auto api = json::parse(http_call(lg.port(), "GET", "/api/v1/services").body);
+  CHECK(api["services"][0]["escalated"] == true);
+}
