@@ -320,3 +320,32 @@ TEST_CASE("cold start: a fresh install on a broken release proposes (never execu
   REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
   CHECK(current_release(site.root) == "v1");
 }
+
+TEST_CASE("a rollback that does not recover: escalated at verify.within with what did not recover, and the notice and incident say it",
+          "[rollback]") {
+  TempDir dir;
+  Site site(dir, {"v1", "bad2"});
+  Lastgood lg(dir, app_service(site.url(), site.local_symlink({{"observe_interval", "300ms"}}), App{.verify_within = "4s", .cooldown = "10m"}));
+  lg.start();
+  INFO(lg.log());
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  write_file(site.root / "releases" / "v1" / "index.html", "<p>v1 is broken now too</p>\n");  // the target broke since it was verified
+  switch_current(site.root, "bad2");
+  REQUIRE(lg.wait_for("verification"));
+  json v;
+  for (const auto& e : lg.ledger())
+    if (e.type == "verification") v = e.data;
+  CHECK(v["outcome"] == "not_recovered");
+  CHECK(v["conditions"]["live"]["held"] == true);  // v1 is live: the switch happened
+  CHECK(v["conditions"]["healthy_samples"]["held"] == false);
+  CHECK_THAT(v.value("reason", ""), Catch::StartsWith("not recovered: 0 of 3 healthy results in a row"));
+  CHECK_THAT(v.value("reason", ""), Catch::Contains("trigger down is"));
+  REQUIRE(lg.wait_for("escalated"));
+  for (const auto& e : lg.ledger())
+    if (e.type == "escalated") CHECK_THAT(e.data.value("reason", ""), Catch::Contains("no recovery within 4s after rolling back to v1 (not recovered: "));
+  CHECK(lg.count("action_started") == 1);  // escalated: not rolled back again
+  const auto list = json::parse(http_call(lg.port(), "GET", "/api/v1/incidents").body);
+  REQUIRE(list["incidents"].size() == 1);
+  const auto incident = http_call(lg.port(), "GET", "/api/v1/incidents/" + list["incidents"][0]["id"].get<std::string>()).body;
+  CHECK_THAT(incident, Catch::Contains("not recovered: 0 of 3 healthy results in a row"));
+}

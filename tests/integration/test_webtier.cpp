@@ -145,6 +145,18 @@ TEST_CASE("local_symlink steps that fail: before_switch stops the switch; after_
     CHECK(current_release(web.root) == "bad2");
     CHECK(web.status() == 500);  // still serving what it served; still running
   }
+  SECTION("the second after_switch step fails (the reload): current is put back, the first step's output kept") {
+    dep["after_switch"] = {web.command({"-t"}), "echo purging; echo 'reload refused' >&2; exit 6"};
+    auto a = make(ioc, dep);
+    auto out = run_sync(ioc, a->execute(a->plan("bad2", "v1", {"app", "down", ""})));
+    CHECK_FALSE(out.ok);
+    CHECK_THAT(out.error, Catch::StartsWith("after_switch step 2 (echo purging; echo"));
+    CHECK_THAT(out.error, Catch::Contains("exited with status 6: reload refused"));
+    CHECK_THAT(out.error, Catch::EndsWith("; current was put back to releases/bad2"));
+    CHECK_THAT(out.output, Catch::Contains("syntax is ok"));
+    CHECK_THAT(out.output, Catch::Contains("current -> releases/bad2 (put back)"));
+    CHECK(current_release(web.root) == "bad2");
+  }
   SECTION("restore_on_failure false: the link stays on the target, and the error says so") {
     dep["restore_on_failure"] = false;
     auto a = make(ioc, dep);
