@@ -244,7 +244,9 @@ class Firebase final : public Action {
         co_return "";
       }
       const std::string op_name = str_at(op, "name");
-      if (op_name.empty() || op_name.find("..") != std::string::npos) co_return "the clone is not done and names no operation to follow";
+      static const RE2 op_re(R"([A-Za-z0-9_./-]{1,200})");
+      if (!RE2::FullMatch(op_name, op_re) || op_name.find("..") != std::string::npos || op_name.front() == '/')
+        co_return "the clone is not done and names no operation to follow";
       if (Clock::now() > give_up) co_return "the clone was not done after 2 minutes (operation " + op_name + ")";
       asio::steady_timer wait(ex_, std::chrono::milliseconds(500));
       co_await wait.async_wait(asio::use_awaitable);

@@ -45,12 +45,14 @@ std::string url_encode(const std::string& v) {
   return out;
 }
 
+// The labels as PromQL writes them, capped: the evidence of a sample, not a copy of the answer.
 std::string labels_text(const json& metric) {
   std::string out = "{";
   if (metric.is_object())
     for (auto it = metric.begin(); it != metric.end(); ++it) {
       if (out.size() > 1) out += ", ";
-      out += it.key() + "=\"" + (it->is_string() ? it->get<std::string>() : it->dump()) + "\"";
+      out += it.key().substr(0, 100) + "=\"" + (it->is_string() ? it->get<std::string>() : it->dump()).substr(0, 200) + "\"";
+      if (out.size() > 500) return out.substr(0, 500) + "...}";
     }
   return out + "}";
 }
@@ -189,7 +191,7 @@ class PrometheusProbe final : public Probe {
     }
     if (worst) {
       r.details["value"] = std::isfinite(worst->value) ? json(worst->value) : json(number(worst->value));
-      r.details["labels"] = worst->labels;
+      r.details["labels"] = worst->labels.dump().size() <= 2000 ? worst->labels : json(labels_text(worst->labels));
       r.failures.push_back({"expect", "sample " + labels_text(worst->labels) + " = " + number(worst->value) + " " + worst_why});
     } else {
       double top = samples[0].value;
