@@ -11,6 +11,7 @@
 #include <limits>
 #include <sstream>
 #include <vector>
+#include <algorithm>
 #include <cmath>
 
 #include <prometheus/text_serializer.h>
@@ -43,7 +44,7 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                             .Help("Time from action_started to action_finished.")
                             .Register(r)
                             .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 120});
-  proposals_pending_ = &prometheus::BuildGauge().Name("lastgood_proposals_pending").Help("Rollback proposals waiting for approval.").Register(r).Add({});
+  proposals_pending_ = &prometheus::BuildGauge().Name("lastgood_proposals_pending").Help("Rollback proposals waiting for approval, by service.").Register(r);
   silenced_ = &prometheus::BuildGauge().Name("lastgood_silenced").Help("1 while a silence or maintenance window holds the service's decisions.").Register(r);
   reload_ok_ = &prometheus::BuildGauge().Name("lastgood_config_last_reload_successful").Help("Whether the last configuration reload attempt was successful.").Register(r).Add({});
   reload_ok_->Set(1);
@@ -122,11 +123,22 @@ void header(std::string& out, const char* name, const char* help, const char* ty
 
 }  // namespace
 
-Metrics::ProbeHandles Metrics::probe_handles(const std::string& service, const std::string& probe) {
+Metrics::ProbeHandles Metrics::probe_handles(const std::string& service, const std::string& probe, const std::string& kind) {
   std::lock_guard lock(cells_mu_);
   auto& c = probe_cells_.emplace_back();
   c.labels = "probe=\"" + escaped(probe) + "\",service=\"" + escaped(service) + "\"";
+  c.http = kind == "http";
   return ProbeHandles{&c};
+}
+
+void Metrics::declare_service(const std::string& service, const std::string& deployment_kind,
+                              const std::vector<std::pair<std::string, std::string>>& triggers) {
+  for (const char* k : {"alert", "propose", "execute", "hold"}) decisions_->Add({{"service", service}, {"kind", k}});
+  if (!deployment_kind.empty())
+    for (const char* o : {"ok", "failed", "refused"}) rollbacks_->Add({{"service", service}, {"deployment", deployment_kind}, {"outcome", o}});
+  escalations_->Add({{"service", service}});
+  proposals_pending_->Add({{"service", service}});
+  for (const auto& [trigger, severity] : triggers) breaches_->Add({{"service", service}, {"trigger", trigger}, {"severity", severity}});
 }
 
 void Metrics::record(const ProbeHandles& h, const probes::ProbeResult& r, double lateness_seconds) {
@@ -139,6 +151,11 @@ void Metrics::record(const ProbeHandles& h, const probes::ProbeResult& r, double
   c.sum.store(c.sum.load(std::memory_order_relaxed) + seconds, std::memory_order_relaxed);
   bump(c.runs[static_cast<size_t>(r.outcome)]);
   c.success.store(r.outcome == probes::Outcome::ok ? 1 : 0, std::memory_order_relaxed);
+  if (c.http) c.http_status.store(r.http_status.value_or(0), std::memory_order_relaxed);
+  if (r.http && r.http->cert_expires_in_s) {
+    const double started = std::chrono::duration<double>(r.started_at.time_since_epoch()).count();
+    c.cert_expiry.store(started + static_cast<double>(*r.http->cert_expires_in_s), std::memory_order_relaxed);
+  }
   lateness_->Observe(lateness_seconds < 0 ? 0 : lateness_seconds);
 }
 
@@ -262,11 +279,32 @@ bool Metrics::TextWriter::next(std::string& out, size_t budget) {
                       }
                     });
         break;
+      case 6:
+        more = rows(out, stop_at, probes_, "lastgood_probe_http_status_code",
+                    "The HTTP status of the probe's last run; 0 when no response came (as blackbox_exporter's probe_http_status_code).", "gauge",
+                    [&](const ProbeCell& c) {
+                      if (!c.http) return;
+                      out.append("lastgood_probe_http_status_code{").append(c.labels).append("} ");
+                      put_value(out, static_cast<std::uint64_t>(std::max(0, load(c.http_status))));
+                      out += '\n';
+                    });
+        break;
+      case 7:
+        more = rows(out, stop_at, probes_, "lastgood_probe_tls_cert_expiry_timestamp_seconds",
+                    "When the certificate the probe's last TLS run saw expires, in unix seconds (as blackbox_exporter's probe_ssl_earliest_cert_expiry).",
+                    "gauge", [&](const ProbeCell& c) {
+                      const double at = load(c.cert_expiry);
+                      if (at <= 0) return;
+                      out.append("lastgood_probe_tls_cert_expiry_timestamp_seconds{").append(c.labels).append("} ");
+                      put_value(out, std::floor(at));
+                      out += '\n';
+                    });
+        break;
       default:
         return false;
     }
     if (more) return true;
-    if (out.size() >= stop_at) return section_ <= 5;
+    if (out.size() >= stop_at) return section_ <= 7;
   }
 }
 

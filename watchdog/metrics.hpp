@@ -43,6 +43,9 @@ class Metrics {
     std::array<std::atomic<std::uint64_t>, kDurationBuckets.size() + 1> in_bucket{};  // not cumulative; last: above all bounds
     std::atomic<double> sum{0};
     std::atomic<std::uint8_t> success{0};
+    bool http = false;                          // an http probe: lastgood_probe_http_status_code is exported
+    std::atomic<int> http_status{0};            // the last run's status; 0 when no response came (as blackbox_exporter)
+    std::atomic<double> cert_expiry{0};         // the last TLS run's certificate notAfter (unix seconds); 0: none seen
   };
   // Handles for one probe, made once so that recording a run needs no label lookups.
   struct ProbeHandles {
@@ -53,7 +56,12 @@ class Metrics {
     std::string service, trigger;  // escaped for a label value
     std::atomic<std::uint8_t> state{0};
   };
-  ProbeHandles probe_handles(const std::string& service, const std::string& probe);
+  ProbeHandles probe_handles(const std::string& service, const std::string& probe, const std::string& kind = "");
+  // The series of a service's known label sets, at 0 from the start (Prometheus conventions: an
+  // increase() sees the first event): decisions by kind, rollbacks by outcome, escalations,
+  // breaches of each trigger, pending proposals.
+  void declare_service(const std::string& service, const std::string& deployment_kind,
+                       const std::vector<std::pair<std::string, std::string>>& triggers /* name, severity */);
   void record(const ProbeHandles& h, const probes::ProbeResult& r, double lateness_seconds);
   void skipped_runs(int n) { skipped_->Increment(n); }
 
@@ -66,7 +74,7 @@ class Metrics {
 
   // Actions and the ledger.
   void rollback(const std::string& service, const std::string& deployment, const char* outcome, double seconds);
-  void proposals_pending(int n) { proposals_pending_->Set(n); }
+  void proposals_pending(const std::string& service, int n) { proposals_pending_->Add({{"service", service}}).Set(n); }
   void ledger_entries(std::uint64_t n) { ledger_entries_->Increment(static_cast<double>(n)); }
   void escalation(const std::string& service) { escalations_->Add({{"service", service}}).Increment(); }
   void alert(const std::string& outcome) { alerts_->Add({{"outcome", outcome}}).Increment(); }
@@ -133,7 +141,7 @@ class Metrics {
   prometheus::Histogram* lateness_;
   prometheus::Family<prometheus::Counter>* rollbacks_;
   prometheus::Histogram* rollback_duration_;
-  prometheus::Gauge* proposals_pending_;
+  prometheus::Family<prometheus::Gauge>* proposals_pending_;
   prometheus::Family<prometheus::Gauge>* silenced_;
   prometheus::Gauge* reload_ok_;
   prometheus::Gauge* reload_at_;

@@ -48,7 +48,7 @@ void Watchdog::add_probes(size_t si) {
   for (size_t pi = 0; pi < svc.probes.size(); ++pi) {
     const auto& p = svc.probes[pi];
     probes_of_[si].push_back(probes_.size());
-    probes_.push_back(ProbeState{si, pi, svc.name, &p, metrics_.probe_handles(svc.name, p.name), std::nullopt, 0});
+    probes_.push_back(ProbeState{si, pi, svc.name, &p, metrics_.probe_handles(svc.name, p.name, p.kind), std::nullopt, 0});
     scheduler_.add(probes::make_probe(ioc_.get_executor(), svc.name, p));
   }
 }

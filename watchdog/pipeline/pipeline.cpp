@@ -58,7 +58,7 @@ Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& me
   for (const auto& svc : cfg.services) svcs_.push_back(make_service(svc));
   silenced_.assign(svcs_.size(), 0);
   silences_.set_maintenance(maintenance_windows(cfg));
-  proposals_.on_pending = [this](int n) { metrics_.proposals_pending(n); };
+  proposals_.on_pending = [this](const std::string& service, int n) { metrics_.proposals_pending(service, n); };
   notifier_.incident_of = [this](const std::string& id) {
     const Incident* inc = incidents_.find(id);
     return inc ? inc->id : id;
@@ -71,6 +71,9 @@ Pipeline::Pipeline(asio::io_context& ioc, const config::Config& cfg, Metrics& me
 Pipeline::~Pipeline() { stop(); }
 
 std::unique_ptr<Service> Pipeline::make_service(const config::Service& svc) {
+  std::vector<std::pair<std::string, std::string>> triggers;
+  for (const auto& t : svc.triggers) triggers.emplace_back(t.name, policy::to_string(t.severity));
+  metrics_.declare_service(svc.name, svc.deployment ? svc.deployment->kind : "", triggers);
   auto s = std::make_unique<Service>();
   s->policy = std::make_unique<policy::ServicePolicy>(to_policy(svc, authority_));
   s->policy->count_rollbacks_at_start();  // rollback.cpp notes each at its action_started

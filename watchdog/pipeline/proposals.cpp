@@ -1,5 +1,7 @@
 #include "watchdog/pipeline/proposals.hpp"
 
+#include <map>
+
 #include <algorithm>
 
 #include <spdlog/spdlog.h>
@@ -108,7 +110,10 @@ int Proposals::pending() const {
 }
 
 void Proposals::publish() {
-  if (on_pending) on_pending(pending());
+  if (!on_pending) return;
+  std::map<std::string, int> by_service;  // every service with a proposal kept, 0 when none waits
+  for (const auto& p : proposals_) by_service[p.decision.service] += p.state == ProposalState::pending;
+  for (const auto& [service, n] : by_service) on_pending(service, n);
 }
 
 const Proposal* Proposals::create(const policy::Decision& d, policy::Duration approval_timeout) {

@@ -110,8 +110,8 @@ class Proposals {
 
   int pending() const;
   const std::deque<Proposal>& all() const { return proposals_; }
-  // Called with the number of pending proposals whenever a state changes (the gauge).
-  std::function<void(int)> on_pending;
+  // Called with each service's number of pending proposals whenever a state changes (the gauge).
+  std::function<void(const std::string& service, int pending)> on_pending;
   // Called when a proposal is created or changes state (several replicas: mirrored to etcd).
   std::function<void(const Proposal&)> on_change;
   // A proposal made by another replica that owned the service before (ha.md, take-over): pending
