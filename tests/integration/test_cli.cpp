@@ -251,3 +251,25 @@ TEST_CASE("run refuses a ledger holding an event type it does not know, naming i
   CHECK(read_file(state / "ledger.jsonl") == before);
   CHECK_FALSE(std::filesystem::exists(state / "incidents"));  // refused before anything was written
 }
+
+TEST_CASE("an https probe exports the certificate's expiry as blackbox_exporter does", "[cli]") {
+  TempDir dir;
+  TestPki pki(dir.path / "");
+  Nginx nginx(dir.path / "", &pki);
+  nlohmann::json svc{{"name", "secure"},
+                     {"probes", {{{"name", "home"}, {"kind", "http"}, {"url", nginx.tls_url("localhost", "/index.html")}, {"interval", "300ms"},
+                                  {"timeout", "250ms"}, {"ca_file", pki.ca_cert.string()}}}}};
+  Lastgood lg(dir, Lastgood::Config{{{"services", {svc}}}});
+  lg.start();
+  std::string metrics;
+  REQUIRE(wait_until([&] {
+    metrics = http_get(lg.port(), "/metrics").second;
+    return metrics.find("lastgood_probe_tls_cert_expiry_timestamp_seconds{probe=\"home\",service=\"secure\"} ") != std::string::npos;
+  }, std::chrono::seconds(10)));
+  const auto at = metrics.find("lastgood_probe_tls_cert_expiry_timestamp_seconds{probe=\"home\",service=\"secure\"} ");
+  const double expiry = std::stod(metrics.substr(metrics.find("} ", at) + 2));
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  CHECK(expiry > now + 86400);           // the test CA's certificate is valid for days ...
+  CHECK(expiry < now + 20 * 365 * 86400);  // ... and the value is seconds, not milliseconds
+  CHECK_THAT(metrics, Catch::Contains("lastgood_probe_http_status_code{probe=\"home\",service=\"secure\"} 200"));
+}
