@@ -1,6 +1,10 @@
 // Loads and validates a lastgood config file into typed structs.
 // Every problem names the file, the JSON pointer and what was expected; loading never throws.
 #include "config/config.hpp"
+
+#include <unistd.h>
+
+#include <cstdlib>
 #include "config/reader.hpp"
 
 #include "net/time.hpp"
@@ -17,6 +21,18 @@
 #include <sstream>
 
 namespace lastgood::config {
+
+std::string default_state_dir(unsigned euid, const char* xdg_state_home, const char* home) {
+  // root (a system service): /var/lib/lastgood. Anyone else: the XDG state folder, which they can
+  // write, rather than a path that fails at start.
+  if (euid == 0) return "/var/lib/lastgood";
+  if (xdg_state_home && *xdg_state_home == '/') return std::string(xdg_state_home) + "/lastgood";
+  if (home && *home == '/') return std::string(home) + "/.local/state/lastgood";
+  return "/var/lib/lastgood";
+}
+
+std::string default_state_dir() { return default_state_dir(::geteuid(), std::getenv("XDG_STATE_HOME"), std::getenv("HOME")); }
+
 
 using nlohmann::json;
 
@@ -82,6 +98,7 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     }
   }
   if (auto s = o.str("state_dir")) cfg.state_dir = *s;
+  else cfg.state_dir = default_state_dir();
   if (const json* v = o.get("ha")) {
     Ha ha;
     parse_ha(c, *v, o.at("ha"), ha);

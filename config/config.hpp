@@ -143,7 +143,7 @@ struct Config {
   std::string listen = "127.0.0.1:9464";
   std::string external_url;                              // the base of every link in notices ("" : the listen address)
   Api api;
-  std::string state_dir = "/var/lib/lastgood";
+  std::string state_dir = "/var/lib/lastgood";  // when not given: default_state_dir()
   LedgerOptions ledger;
   std::vector<Approver> approvers;
   std::map<Severity, Authority> authority;
@@ -175,5 +175,10 @@ struct LoadResult {
 // `kinds`: the probe and deployment kinds accepted (lastgood::kinds() in the program).
 LoadResult load_file(const std::string& path, const Kinds& kinds, LoadOptions opts = {});
 LoadResult load_text(const std::string& text, const std::string& source_name, const Kinds& kinds, LoadOptions opts = {});
+
+// The state_dir used when the config names none: /var/lib/lastgood for root, else
+// $XDG_STATE_HOME/lastgood or ~/.local/state/lastgood.
+std::string default_state_dir();
+std::string default_state_dir(unsigned euid, const char* xdg_state_home, const char* home);
 
 }  // namespace lastgood::config

@@ -16,7 +16,10 @@ std::vector<std::string> names_of(const std::vector<KindParser>& table) {
 // Reads `kind` from the block and runs its parser.
 std::shared_ptr<const KindSpec> parse_kind(Obj& o, const std::vector<KindParser>& table, std::string& kind_out) {
   auto kind = o.one_of("kind", names_of(table), true);
-  if (!kind) return nullptr;
+  if (!kind) {
+    o.skip_rest();  // its keys are that kind's: not each an error of its own
+    return nullptr;
+  }
   kind_out = *kind;
   for (const auto& k : table)
     if (*kind == k.name) return k.parse(o);

@@ -28,6 +28,19 @@ std::optional<std::string> Obj::url(const std::string& key, bool required, const
   return u;
 }
 
+std::string nearest(const std::string& v, const std::vector<std::string>& choices) {
+  std::string best;
+  size_t best_d = std::max<size_t>(2, v.size() / 3) + 1;
+  for (const auto& c : choices) {
+    const size_t d = edit_distance(v, c);
+    if (d < best_d) {
+      best = c;
+      best_d = d;
+    }
+  }
+  return best;
+}
+
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;

@@ -20,6 +20,9 @@ using nlohmann::json;
 
 std::string escape_token(const std::string& key);
 size_t edit_distance(const std::string& a, const std::string& b);
+// The choice closest to `v` when it is close enough to be a typo of it (a third of its length,
+// at least 2 edits); "" when none is.
+std::string nearest(const std::string& v, const std::vector<std::string>& choices);
 const char* type_name(const nlohmann::json& j);
 std::string quoted_list(const std::vector<std::string>& v);
 
@@ -76,7 +79,9 @@ class Obj {
     auto s = str(key, required);
     if (!s) return std::nullopt;
     if (std::find(choices.begin(), choices.end(), *s) == choices.end()) {
-      c_.error(at(key), "expected one of " + quoted_list(choices) + ", found \"" + *s + "\"");
+      const std::string near = nearest(*s, choices);
+      c_.error(at(key), "expected one of " + quoted_list(choices) + ", found \"" + *s + "\"" +
+                            (near.empty() ? std::string() : " (did you mean \"" + near + "\"?)"));
       return std::nullopt;
     }
     return s;
@@ -193,6 +198,10 @@ class Obj {
     }
     return s;
   }
+
+  // The object's kind was not understood: its other keys are not reported as unknown (one
+  // error per mistake: the kind's error says it all).
+  void skip_rest() { finished_ = true; }
 
   void finish() {
     if (!ok_ || finished_) return;

@@ -19,7 +19,8 @@ std::string Secret::describe() const {
 std::optional<std::string> Secret::resolve() {
   if (source_ == Source::env) {
     const char* v = std::getenv(ref_.c_str());
-    if (v == nullptr || *v == '\0') return "environment variable " + ref_ + " is not set";
+    if (v == nullptr) return "environment variable " + ref_ + " is not set";
+    if (*v == '\0') return "environment variable " + ref_ + " is set but empty";
     value_ = v;
   } else if (source_ == Source::file) {
     std::ifstream in(ref_, std::ios::binary);

@@ -15,7 +15,10 @@ void parse_rule(Ctx& c, const json& j, const std::string& ptr, Rule& r) {
   Obj o(c, j, ptr);
   if (!o.ok()) return;
   auto kind = o.one_of("kind", kRuleKinds, true);
-  if (!kind) return;
+  if (!kind) {
+    o.skip_rest();
+    return;
+  }
   r.kind = *kind;
   if (r.kind == "consecutive_failures") {
     if (auto n = o.integer("count", 1, 1000000, true)) r.count = static_cast<int>(*n);

@@ -190,8 +190,13 @@ int run_demo(const DemoOptions& opts) {
   }
   ioc.run();
   wd.reset();
+  if (opts.keep) {
+    std::printf("demo finished; kept %s (the ledger: lastgood ledger verify %s)\n", root.string().c_str(),
+                (root / "state" / "ledger.jsonl").string().c_str());
+    return 0;
+  }
   fs::remove_all(root, ec);
-  std::printf("demo finished\n");
+  std::printf("demo finished (its folder removed; --keep keeps it)\n");
   return 0;
 }
 

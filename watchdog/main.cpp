@@ -1,5 +1,6 @@
 // lastgood command line: run, validate, demo, --version, --help.
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+#include <algorithm>
 #include <malloc.h>
 #include <csignal>
 #include <charconv>
@@ -33,7 +34,8 @@ constexpr const char* kUsage = R"(lastgood: watches what you shipped and puts ba
 usage:
   lastgood run -c FILE [--dry-run]   watch the services of FILE (serves /metrics, /healthz, /readyz, /api/v1)
   lastgood validate -c FILE          check FILE; prints one line per problem (file: JSON pointer: expected)
-  lastgood demo [--for DURATION]     self-contained demo on loopback (no config needed)
+  lastgood demo [--for DURATION] [--keep]
+                                     self-contained demo on loopback (no config needed)
   lastgood ledger verify FILE [--head SEQ:HASH] [--key-file K]
                                      walk the hash chain; names the first broken line; with --head,
                                      also check that the head recorded earlier (elsewhere) is still in it;
@@ -42,18 +44,69 @@ usage:
                                      print the last entry's SEQ:HASH, to keep outside this machine
   lastgood ctl COMMAND               talk to a running lastgood: status, proposals, approve, reject,
                                      rollback, bad, releases, silence, clear, reload (lastgood ctl --help)
-  lastgood --version | --help
+  lastgood --version | --help | COMMAND --help
 
 options:
-  -c, --config FILE       config file (JSON; see docs/configuration.md)
+  -c, --config FILE       config file (JSON; see docs/configuration.md); --name=value works too
   --dry-run               every rollback becomes a logged plan; nothing is changed
   --log-format text|json  human lines (default) or one JSON object a line
   --log-level LEVEL       trace, debug, info (default), warn, error
   --listen ADDR           demo only: address of lastgood's own server (default 127.0.0.1:9464)
   --for DURATION          demo only: stop after DURATION (e.g. 30s)
+  --keep                  demo only: keep its folder (state, ledger, incidents) when it ends
 
 exit codes: 0 ok, 1 runtime failure, 2 usage or config error
 )";
+
+// `lastgood COMMAND --help`.
+const char* command_help(const std::string& command) {
+  if (command == "run")
+    return R"(usage: lastgood run -c FILE [--dry-run] [--log-format text|json] [--log-level LEVEL]
+
+Watches the services of FILE: probes them, decides on breaches, rolls back as the config allows,
+and serves /metrics, /healthz, /readyz, the API (/api/v1) and the approval page on the config's
+"listen" address. SIGHUP (or POST /-/reload) reads FILE again; SIGINT/SIGTERM stop, letting a
+rollback under way finish (30 s).
+
+  -c, --config FILE       the config (JSON; docs/configuration.md)
+  --dry-run               every rollback becomes a logged plan; nothing is changed
+  --log-format text|json  human lines (default) or one JSON object a line
+  --log-level LEVEL       trace, debug, info (default), warn, error
+
+exit codes: 0 stopped, 1 runtime failure, 2 usage or config error
+)";
+  if (command == "validate")
+    return R"(usage: lastgood validate -c FILE
+
+Checks FILE as `run` would, without reading secrets or touching the network: one line per
+problem (file: JSON pointer: what was expected), warnings after an ok.
+
+exit codes: 0 valid, 2 invalid or usage error
+)";
+  if (command == "demo")
+    return R"(usage: lastgood demo [--listen ADDR] [--for DURATION] [--keep]
+
+A self-contained scenario on loopback: a good release, a bad one deployed, the breach detected,
+rolled back and verified, each step printed with its evidence.
+
+  --listen ADDR    lastgood's own server (default 127.0.0.1:9464; a free port when taken)
+  --for DURATION   stop after DURATION (e.g. 30s); default: until Ctrl-C
+  --keep           keep the demo's folder (state, ledger, incidents) when it ends
+
+exit codes: 0 ok, 1 runtime failure, 2 usage error
+)";
+  if (command == "ledger")
+    return R"(usage: lastgood ledger verify FILE [--head SEQ:HASH] [--key-file K]
+       lastgood ledger head FILE [--key-file K]
+
+verify walks the hash chain and names the first broken line; with --head, also checks that a head
+recorded earlier (elsewhere) is still in it; with --key-file, checks the HMACs of a keyed ledger
+(ledger.hmac_key_file). head prints the last entry's SEQ:HASH, to keep outside this machine.
+
+exit codes: 0 intact, 1 not intact, 2 usage error
+)";
+  return nullptr;
+}
 
 int usage_error(const std::string& msg) {
   std::fprintf(stderr, "lastgood: %s\n(see lastgood --help)\n", msg.c_str());
@@ -71,6 +124,7 @@ struct Args {
   std::optional<std::string> run_for;
   std::optional<std::string> head;  // ledger verify --head SEQ:HASH
   std::optional<std::string> key_file;  // ledger verify/head --key-file K
+  bool keep = false;                    // demo --keep
 };
 
 void warn_open_files(const lastgood::config::Config& cfg, std::uint64_t limit) {
@@ -180,10 +234,23 @@ int main(int argc, char** argv) {
   // unmapped on free. glibc otherwise raises this threshold after the first such free, and the
   // next scrape's body stays in the heap as resident memory after it is sent.
   ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
-  std::vector<std::string> v(argv + 1, argv + argc);
+  std::vector<std::string> given(argv + 1, argv + argc);
   // `lastgood ctl ...`: a client of a running instance, with options of its own.
-  if (!v.empty() && v[0] == "ctl") return lastgood::watchdog::run_ctl(std::vector<std::string>(v.begin() + 1, v.end()));
+  if (!given.empty() && given[0] == "ctl") return lastgood::watchdog::run_ctl(std::vector<std::string>(given.begin() + 1, given.end()));
+  // --name=value is --name value (as GNU tools take it).
+  std::vector<std::string> v;
+  for (const auto& g : given) {
+    const auto eq = g.find('=');
+    if (g.rfind("--", 0) == 0 && eq != std::string::npos) {
+      v.push_back(g.substr(0, eq));
+      v.push_back(g.substr(eq + 1));
+    } else {
+      v.push_back(g);
+    }
+  }
   Args a;
+  bool help = false;
+  std::vector<std::pair<std::string, std::vector<std::string>>> used;  // option -> the commands it belongs to
   for (size_t i = 0; i < v.size(); ++i) {
     const std::string& s = v[i];
     auto value = [&](const char* name) -> std::optional<std::string> {
@@ -192,8 +259,7 @@ int main(int argc, char** argv) {
       return v[++i];
     };
     if (s == "--help" || s == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
+      help = true;
     } else if (s == "--version") {
       std::printf("lastgood %s\n", lastgood::kVersion);
       return 0;
@@ -201,8 +267,10 @@ int main(int argc, char** argv) {
       auto x = value("--config");
       if (!x) return usage_error(s + " needs a file");
       a.config = *x;
+      used.push_back({"--config", {"run", "validate"}});
     } else if (s == "--dry-run") {
       a.dry_run = true;
+      used.push_back({"--dry-run", {"run"}});
     } else if (s == "--log-format") {
       auto x = value("--log-format");
       if (!x) return usage_error("--log-format needs text or json");
@@ -215,18 +283,25 @@ int main(int argc, char** argv) {
       auto x = value("--listen");
       if (!x) return usage_error("--listen needs ip:port");
       a.listen = *x;
+      used.push_back({"--listen", {"demo"}});
     } else if (s == "--head") {
       auto x = value("--head");
       if (!x) return usage_error("--head needs SEQ:HASH (from lastgood ledger head)");
       a.head = *x;
+      used.push_back({"--head", {"ledger"}});
     } else if (s == "--key-file") {
       auto x = value("--key-file");
       if (!x) return usage_error("--key-file needs the file of the ledger's HMAC key (ledger.hmac_key_file)");
       a.key_file = *x;
+      used.push_back({"--key-file", {"ledger"}});
     } else if (s == "--for") {
       auto x = value("--for");
       if (!x) return usage_error("--for needs a duration");
       a.run_for = *x;
+      used.push_back({"--for", {"demo"}});
+    } else if (s == "--keep") {
+      a.keep = true;
+      used.push_back({"--keep", {"demo"}});
     } else if (!s.empty() && s[0] == '-') {
       return usage_error("unknown option " + s);
     } else if (a.command.empty()) {
@@ -237,6 +312,21 @@ int main(int argc, char** argv) {
       return usage_error("unexpected argument " + s);
     }
   }
+  if (help) {
+    const char* text = command_help(a.command);
+    std::fputs(text ? text : kUsage, stdout);
+    return 0;
+  }
+  // An option given to a command it does not belong to is refused, not ignored (`run --listen`
+  // would otherwise look honoured while the config's address is used).
+  if (!a.command.empty())
+    for (const auto& [opt, commands] : used)
+      if (std::find(commands.begin(), commands.end(), a.command) == commands.end()) {
+        if (opt == "--listen" && a.command == "run") return usage_error("--listen is for demo; run listens where the config's \"listen\" says");
+        std::string where;
+        for (const auto& c : commands) where += (where.empty() ? "" : " and ") + c;
+        return usage_error(opt + " is an option of " + where + ", not of " + a.command);
+      }
   if (!lastgood::watchdog::setup_logging(a.log_format, a.log_level))
     return usage_error("bad --log-format (text|json) or --log-level (trace|debug|info|warn|error)");
   if (a.command.empty()) {
@@ -301,6 +391,7 @@ int main(int argc, char** argv) {
   if (a.command == "demo") {
     lastgood::watchdog::DemoOptions d;
     d.listen = a.listen;
+    d.keep = a.keep;
     if (a.run_for) {
       auto dur = lastgood::config::parse_duration(*a.run_for);
       if (!dur) return usage_error("--for needs a duration like 30s, found " + *a.run_for);

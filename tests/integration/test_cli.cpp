@@ -190,6 +190,20 @@ TEST_CASE("SIGINT also stops lastgood promptly while a probe is hanging", "[cli]
   CHECK(*st == 0);
 }
 
+TEST_CASE("the command line as people type it: COMMAND --help, --name=value, an option given to the wrong command refused", "[cli]") {
+  std::string out;
+  for (const char* cmd : {"run", "validate", "demo", "ledger"}) {
+    CHECK(run_command({LASTGOOD_BINARY, cmd, "--help"}, &out) == 0);
+    CHECK_THAT(out, Catch::StartsWith(std::string("usage: lastgood ") + cmd));
+  }
+  CHECK(run_command({LASTGOOD_BINARY, "validate", "--config=" LASTGOOD_SOURCE_DIR "/examples/full.json"}, &out) == 0);
+  CHECK_THAT(out, Catch::Contains("ok (1 service(s)"));
+  CHECK(run_command({LASTGOOD_BINARY, "run", "-c", LASTGOOD_SOURCE_DIR "/examples/full.json", "--listen", "0.0.0.0:1"}, &out) == 2);
+  CHECK_THAT(out, Catch::Contains("--listen is for demo; run listens where the config's \"listen\" says"));
+  CHECK(run_command({LASTGOOD_BINARY, "validate", "-c", LASTGOOD_SOURCE_DIR "/examples/full.json", "--dry-run"}, &out) == 2);
+  CHECK_THAT(out, Catch::Contains("--dry-run is an option of run, not of validate"));
+}
+
 TEST_CASE("validate, version and usage exit codes", "[cli]") {
   std::string out;
   CHECK(run_command({LASTGOOD_BINARY, "validate", "-c", LASTGOOD_SOURCE_DIR "/examples/full.json"}, &out) == 0);
@@ -218,9 +232,17 @@ TEST_CASE("validate, version and usage exit codes", "[cli]") {
 
 TEST_CASE("the demo tells the whole story on its own: deploy, breach, automatic rollback, verified", "[cli]") {
   std::string out;
-  int rc = run_command({LASTGOOD_BINARY, "demo", "--for", "20s", "--listen", "127.0.0.1:0"}, &out);
+  int rc = run_command({LASTGOOD_BINARY, "demo", "--for=20s", "--listen=127.0.0.1:0", "--keep"}, &out);
   INFO(out);
   CHECK(rc == 0);
+  // --keep: the folder it points to is still there, with a ledger that verifies.
+  const auto kept = out.find("demo finished; kept ");
+  REQUIRE(kept != std::string::npos);
+  const std::string folder = out.substr(kept + 20, out.find(' ', kept + 20) - kept - 20);
+  std::string verify;
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", folder + "/state/ledger.jsonl"}, &verify) == 0);
+  CHECK_THAT(verify, Catch::Contains("chain intact"));
+  std::filesystem::remove_all(folder);
   CHECK_THAT(out, Catch::Contains("release v1 verified good"));
   CHECK_THAT(out, Catch::Contains("DEPLOY: current -> releases/v2"));
   CHECK_THAT(out, Catch::Contains("BREACH: trigger down (P0) is firing"));

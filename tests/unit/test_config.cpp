@@ -345,3 +345,25 @@ TEST_CASE("a secret from a file is read again at each use: a rotated token needs
   ::setenv("LASTGOOD_TEST_FRESH", "env-2", 1);
   CHECK(e.fresh() == "env-2");
 }
+
+TEST_CASE("the default state_dir: /var/lib/lastgood for root, the XDG state folder for anyone else", "[config]") {
+  using lastgood::config::default_state_dir;
+  CHECK(default_state_dir(0, "/x/state", "/home/a") == "/var/lib/lastgood");
+  CHECK(default_state_dir(1000, "/x/state", "/home/a") == "/x/state/lastgood");
+  CHECK(default_state_dir(1000, nullptr, "/home/a") == "/home/a/.local/state/lastgood");
+  CHECK(default_state_dir(1000, "relative", "/home/a") == "/home/a/.local/state/lastgood");  // XDG says: ignore a relative one
+}
+
+TEST_CASE("an empty environment variable is reported as empty, not as unset; a misspelt rule kind gets a suggestion", "[config]") {
+  ::setenv("LASTGOOD_TEST_EMPTY", "", 1);
+  auto s = lastgood::config::Secret::from_env("LASTGOOD_TEST_EMPTY");
+  auto err = s.resolve();
+  REQUIRE(err);
+  CHECK(*err == "environment variable LASTGOOD_TEST_EMPTY is set but empty");
+  auto res = lastgood::config::load_text(
+      R"({"services":[{"name":"a","probes":[{"name":"p","kind":"tcp","address":"h:1"}],"triggers":[{"name":"t","severity":"P1","rule":{"kind":"consecutive_failure","count":3}}]}]})",
+      "k.json", lastgood::kinds(), {.resolve_secrets = false});
+  REQUIRE(res.problems.size() == 1);  // one mistake, one error: the rule's own keys are not reported as unknown too
+  CHECK(res.problems[0].pointer == "/services/0/triggers/0/rule/kind");
+  CHECK_THAT(res.problems[0].message, Catch::EndsWith("found \"consecutive_failure\" (did you mean \"consecutive_failures\"?)"));
+}
