@@ -5,7 +5,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test unit integration asan bench bench-policy clean fuzz soak
+.PHONY: deps build run test unit integration asan bench bench-policy clean fuzz soak deb
 
 deps:
 	scripts/install-deps
@@ -13,6 +13,10 @@ deps:
 build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
+
+# A Debian package of the built binary: $(BUILD)/lastgood_<version>_<arch>.deb (docs/operations.md).
+deb: build
+	scripts/make-deb $(BUILD)/watchdog/lastgood $(BUILD)
 
 run: build
 	$(BUILD)/watchdog/lastgood demo
