@@ -273,7 +273,7 @@ TEST_CASE("in approve mode a breach makes a proposal, listed in the API, that ex
   auto api = json::parse(http_req(lg.port(), http::verb::get, "/api/v1/services").second);
   REQUIRE(api["services"][0]["pending_proposals"].size() == 1);
   CHECK(api["services"][0]["pending_proposals"][0]["decision"]["release_to"] == "v1");
-  CHECK_THAT(http_req(lg.port(), http::verb::get, "/metrics").second, Catch::Contains("lastgood_proposals_pending 1"));
+  CHECK_THAT(http_req(lg.port(), http::verb::get, "/metrics").second, Catch::Contains("lastgood_proposals_pending{service=\"app\"} 1"));
   REQUIRE(lg.wait_for("proposal_expired"));
   auto props = json::parse(http_req(lg.port(), http::verb::get, "/api/v1/proposals").second);
   CHECK(props["proposals"][0]["state"] == "expired");
