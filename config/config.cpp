@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include "config/reader.hpp"
+#include "config/yaml.hpp"
 
 #include "net/time.hpp"
 #include "net/url.hpp"
@@ -399,7 +400,30 @@ class Screen final : public nlohmann::json_sax<json> {
 
 }  // namespace
 
+namespace {
+
+// A YAML config: read into the JSON tree every check shares, then each problem names its line
+// ("lastgood.yaml:12: /services/0/probes/0/timout: unknown key ...").
+LoadResult load_yaml(const std::string& text, const std::string& source_name, const Kinds& kinds, LoadOptions opts) {
+  Ctx c{source_name, opts, {}, &kinds};
+  auto y = yaml_to_json(text);
+  if (y.ok) {
+    auto cfg = std::make_shared<Config>();
+    cfg->source = source_name;
+    parse_root(c, y.doc, *cfg);
+    if (c.problems.empty()) return {std::move(cfg), {}};
+  } else {
+    for (auto& [ptr, msg] : y.problems) c.error(ptr, msg);
+  }
+  for (auto& p : c.problems)
+    if (int line = y.line_of(p.pointer); line > 0) p.file += ":" + std::to_string(line);
+  return {nullptr, std::move(c.problems)};
+}
+
+}  // namespace
+
 LoadResult load_text(const std::string& text, const std::string& source_name, const Kinds& kinds, LoadOptions opts) {
+  if (is_yaml_name(source_name)) return load_yaml(text, source_name, kinds, opts);
   Ctx c{source_name, opts, {}, &kinds};
   Screen screen;
   try {
@@ -433,9 +457,16 @@ LoadResult load_text(const std::string& text, const std::string& source_name, co
 LoadResult load_file(const std::string& path, const Kinds& kinds, LoadOptions opts) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return {nullptr, {{path, "", "cannot open the file"}}};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return load_text(ss.str(), path, kinds, opts);
+  // A config is kilobytes (10 000 services are a few MiB); a larger file is a mistake, and
+  // reading it whole would cost that much memory.
+  constexpr std::uintmax_t kMaxConfigBytes = 64u * 1024 * 1024;
+  std::string text;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(in.gcount()));
+    if (text.size() > kMaxConfigBytes) return {nullptr, {{path, "", "the file is larger than 64 MiB: a config is at most that (is this the right file?)"}}};
+  }
+  return load_text(text, path, kinds, opts);
 }
 
 }  // namespace lastgood::config

@@ -100,6 +100,13 @@ class Obj {
   std::optional<bool> boolean(const std::string& key) {
     const json* v = get(key);
     if (!v) return std::nullopt;
+    if (v->is_string()) {
+      static const std::set<std::string> yaml11 = {"yes", "no", "on", "off", "y", "n", "Yes", "No", "On", "Off", "YES", "NO", "ON", "OFF"};
+      if (yaml11.count(v->get<std::string>())) {
+        c_.error(at(key), "expected true or false, found the string \"" + v->get<std::string>() + "\" (YAML 1.2, which lastgood reads, has no yes/no/on/off booleans)");
+        return std::nullopt;
+      }
+    }
     if (!v->is_boolean()) return bad(key, *v, "true or false");
     return v->get<bool>();
   }
