@@ -201,6 +201,13 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
       }
       nt.events = *ev;
     }
+    if (auto a = n.one_of("audience", {"team", "customers"})) nt.audience = *a;
+    if (nt.audience == "customers") {
+      if (pagerduty) c.error(n.at("audience"), "customers are told through a webhook or Slack, not PagerDuty (it pages people)");
+      for (size_t i = 0; i < nt.events.size(); ++i)
+        if (nt.events[i] != "executed" && nt.events[i] != "verified")
+          c.error(n.at("events") + "/" + std::to_string(i), "customers are told only when a previous version was restored (\"executed\") and when it works again (\"verified\"), found \"" + nt.events[i] + "\"");
+    }
     cfg.notify.push_back(std::move(nt));
   });
 
@@ -242,6 +249,12 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
       if (!RE2::FullMatch(*n, re)) c.error(s.at("name"), "expected a name of letters, digits, '.', '_' or '-' (up to 63), found \"" + *n + "\"");
       else if (!service_names.insert(*n).second) c.error(s.at("name"), "duplicate service name \"" + *n + "\"");
       svc.name = *n;
+    }
+    if (auto pn = s.str("public_name")) {
+      if (pn->size() > 100 || pn->find_first_of("\r\n<>") != std::string::npos)
+        c.error(s.at("public_name"), "expected a short plain name for customers (up to 100 characters, no line breaks or < >)");
+      else
+        svc.public_name = *pn;
     }
     std::set<std::string> probe_names;
     each(s, "probes", true, [&](const json& pe, const std::string& pp, size_t) {

@@ -57,6 +57,7 @@ struct Deployment {
 
 struct Service {
   std::string name;
+  std::string public_name = {};  // what customers call it; set = externally visible
   std::vector<Probe> probes;
   std::optional<Deployment> deployment;
   std::vector<Trigger> triggers;
@@ -84,6 +85,9 @@ struct Notify {
   std::vector<std::string> events;                       // empty = all
   std::vector<Severity> severities;                      // empty = all
   std::vector<std::string> services;                     // empty = all
+  // "team" (everything) or "customers": plain sentences about impact and restoration only, for
+  // services with a public_name, when a rollback was carried out and when it was verified.
+  std::string audience = "team";
 };
 
 // A maintenance window: like a silence, from the config.

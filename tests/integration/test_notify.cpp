@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <optional>
+#include <set>
 
 #include <mutex>
 #include <thread>
@@ -145,4 +146,64 @@ TEST_CASE("a notice still undelivered when lastgood stops is delivered after the
   CHECK(got[0]["event"] == "breach");
   CHECK(got[0]["trigger"] == "down");
   CHECK(lg.proc->stop() == 0);
+}
+
+TEST_CASE("customers are told of the restoration and the recovery in plain sentences, with nothing internal", "[notify]") {
+  Receiver rx;
+  rx.refuse = 0;
+  TempDir dir;
+  Site site(dir, {"v1", "bad2"});
+  auto svc = app_service(site.url(), site.local_symlink());
+  svc["public_name"] = "Example Shop";
+  Lastgood lg(dir, svc,
+              {{"notify",
+                {{{"kind", "webhook"}, {"url", rx.url("/team")}},
+                 {{"kind", "webhook"}, {"url", rx.url("/customers")}, {"audience", "customers"}},
+                 {{"kind", "slack"}, {"url", rx.url("/customers-slack")}, {"audience", "customers"}, {"events", {"verified"}}}}}});
+  lg.start();
+  REQUIRE(wait_until([&] { return lg.has("release_verified_good", "v1"); }, std::chrono::seconds(20)));
+  switch_current(site.root, "bad2");
+  REQUIRE(wait_until([&] { return rx.at("/customers").size() >= 2 && rx.at("/customers-slack").size() >= 1; }, std::chrono::seconds(30)));
+  // The team heard everything, customers only the restoration and the recovery.
+  CHECK(rx.at("/team").size() >= 3);
+  const auto notices = rx.at("/customers");
+  REQUIRE(notices.size() == 2);
+  CHECK(notices[0]["status"] == "restoring");
+  CHECK_THAT(notices[0]["message"].get<std::string>(),
+             Catch::Matches("Example Shop had a problem\\. At \\d\\d:\\d\\d UTC we restored its previous version and are checking that it works\\."));
+  CHECK(notices[1]["status"] == "restored");
+  CHECK_THAT(notices[1]["message"].get<std::string>(), Catch::Matches("Example Shop is working normally again \\(confirmed at \\d\\d:\\d\\d UTC\\)\\."));
+  const auto slack = rx.at("/customers-slack");
+  REQUIRE(slack.size() == 1);
+  CHECK(slack[0] == json{{"text", notices[1]["message"]}});
+  for (const auto& n : notices) {
+    std::set<std::string> keys;
+    for (auto& [k, v] : n.items()) keys.insert(k);
+    CHECK(keys == std::set<std::string>{"audience", "service", "status", "message", "at"});
+  }
+  // Nothing internal: not the service's own name, releases, trigger, severity, evidence, links.
+  for (const auto& body : {json(notices).dump(), json(slack).dump()})
+    for (const char* internal : {"app", "v1", "bad2", "down", "P0", "127.0.0.1", "http", "evidence", "incident", "proposal", "lastgood", "consecutive"})
+      CHECK_THAT(body, !Catch::Contains(internal));
+}
+
+TEST_CASE("customer notices: only executed and verified, never through PagerDuty, only for services with a public name", "[notify]") {
+  TempDir dir;
+  auto write_and_validate = [&](const json& notify, std::string& out) {
+    const auto path = dir.path / "c.json";
+    write_file(path, json{{"state_dir", (dir.path / "s").string()},
+                          {"notify", notify},
+                          {"services", {{{"name", "app"}, {"public_name", "Shop"},
+                                         {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}}}}}
+                         .dump());
+    return run_command({LASTGOOD_BINARY, "validate", "-c", path.string()}, &out);
+  };
+  std::string out;
+  CHECK(write_and_validate({{{"kind", "webhook"}, {"url", "http://127.0.0.1:1/"}, {"audience", "customers"}, {"events", {"verified", "breach"}}}}, out) == 2);
+  CHECK_THAT(out, Catch::Contains("/notify/0/events/1: customers are told only when"));
+  CHECK(write_and_validate({{{"kind", "pagerduty"}, {"routing_key_env", "X"}, {"audience", "customers"}}}, out) == 2);
+  CHECK_THAT(out, Catch::Contains("/notify/0/audience: customers are told through a webhook or Slack"));
+  CHECK(write_and_validate({{{"kind", "webhook"}, {"url", "http://127.0.0.1:1/"}, {"audience", "customer"}}}, out) == 2);
+  CHECK_THAT(out, Catch::Contains("did you mean \"customers\""));
+  CHECK(write_and_validate({{{"kind", "webhook"}, {"url", "http://127.0.0.1:1/"}, {"audience", "customers"}}}, out) == 0);
 }

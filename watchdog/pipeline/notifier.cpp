@@ -2,6 +2,7 @@
 
 #include "watchdog/json_text.hpp"
 
+#include <ctime>
 #include <map>
 
 #include <boost/asio/as_tuple.hpp>
@@ -19,8 +20,40 @@ using nlohmann::json;
 
 Notifier::Notifier(asio::io_context& ioc, const config::Config& cfg, Record record) : ioc_(ioc), cfg_(&cfg), record_(std::move(record)) {}
 
+namespace {
+
+// What customers call a service; "" when it is not externally visible.
+std::string public_name_of(const config::Config& cfg, const std::string& service) {
+  for (const auto& s : cfg.services)
+    if (s.name == service) return s.public_name;
+  return "";
+}
+
+// A notice for customers: impact and restoration in plain sentences, with the time. Nothing
+// internal: no service or release names, triggers, evidence, people, or links to lastgood.
+json customer_notice(const std::string& event, const std::string& public_name) {
+  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  ::gmtime_r(&now, &tm);
+  char hm[16], at[32];
+  std::strftime(hm, sizeof hm, "%H:%M UTC", &tm);
+  std::strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  const bool restored = event == "verified";
+  const std::string message = restored ? public_name + " is working normally again (confirmed at " + hm + ")."
+                                       : public_name + " had a problem. At " + hm +
+                                             " we restored its previous version and are checking that it works.";
+  return {{"audience", "customers"}, {"service", public_name}, {"status", restored ? "restored" : "restoring"}, {"message", message}, {"at", at}};
+}
+
+}  // namespace
+
 json Notifier::payload(size_t target, const std::string& event, const std::string& service, const json& d) const {
   const auto& n = cfg_->notify[target];
+  if (n.audience == "customers") {
+    json notice = customer_notice(event, public_name_of(*cfg_, service));
+    if (n.kind == "slack") return {{"text", notice["message"]}};
+    return notice;
+  }
   json links{{"page", base_url_ + "/"}, {"api", base_url_ + "/api/v1/services"}};
   if (d.contains("proposal_id")) links["proposal"] = base_url_ + "/api/v1/proposals";
   if (d.contains("incident_id") && d["incident_id"].is_string() && !d["incident_id"].get<std::string>().empty()) {
@@ -101,6 +134,7 @@ void Notifier::notify(const std::string& event, const std::string& service, cons
     if (!n.severities.empty() && !severity.empty() &&
         std::none_of(n.severities.begin(), n.severities.end(), [&](policy::Severity s) { return severity == policy::to_string(s); }))
       continue;
+    if (n.audience == "customers" && ((event != "executed" && event != "verified") || public_name_of(*cfg_, service).empty())) continue;
     if (n.kind == "pagerduty" && (pagerduty_action(event).empty() || (!open_.count(service) && event != "escalated"))) continue;
     const std::string id = "n" + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                                                     std::chrono::system_clock::now().time_since_epoch()).count()) +
