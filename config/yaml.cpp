@@ -87,8 +87,9 @@ class Converter {
         size_t i = 0;
         for (auto it = n.begin(); it != n.end() && !failed(); ++it, ++i) {
           const std::string p = ptr + "/" + std::to_string(i);
-          note_line(p, it->Mark());
-          a.push_back(convert(*it, p, depth + 1));
+          const YAML::Node item = *it;
+          note_line(p, item.Mark());
+          a.push_back(convert(item, p, depth + 1));
         }
         return a;
       }
@@ -119,7 +120,9 @@ class Converter {
     std::map<std::string, int> seen;  // key -> line
     std::vector<YAML::Node> merges;
     for (auto it = n.begin(); it != n.end() && !failed(); ++it) {
-      const YAML::Node& k = it->first;
+      // Copies: `it->first` is a member of a temporary (yaml-cpp iterators return proxies).
+      const YAML::Node k = it->first;
+      const YAML::Node v = it->second;
       if (!k.IsScalar()) {
         error(ptr, std::string("a key at line ") + std::to_string(line(k.Mark())) + " is not a plain string (a list or a mapping used as a key)");
         return o;
@@ -127,7 +130,7 @@ class Converter {
       const std::string key = k.Scalar();
       if (!charge(key.size(), ptr)) return o;
       if (key == "<<" && k.Tag() == "?") {
-        merges.push_back(it->second);
+        merges.push_back(v);
         continue;
       }
       const std::string p = ptr + "/" + detail::escape_token(key);
@@ -138,7 +141,7 @@ class Converter {
         return o;
       }
       note_line(p, k.Mark());
-      o[key] = convert(it->second, p, depth + 1);
+      o[key] = convert(v, p, depth + 1);
     }
     // `<<: *base` or `<<: [*a, *b]`: keys written here win, then the first merged mapping's.
     for (const auto& m : merges) {
