@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <set>
 
 #include <fcntl.h>
@@ -293,12 +294,21 @@ YamlResult read_yaml(const std::string& text, const YamlLimits& limits) {
 // problem reported, never a crash or a stall of the daemon.
 YamlResult yaml_to_json(const std::string& text, YamlLimits limits) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return read_yaml(text, limits);
+  // Without descriptors or processes to spare, the file is not read at all: running yaml-cpp
+  // here instead would risk the daemon itself on exactly the faults this child guards against.
+  auto cannot_start = [](int err) {
+    YamlResult r;
+    r.problems.emplace_back("", std::string("the YAML reader could not be started (") + std::strerror(err) +
+                                    "): nothing was read; try again when lastgood has descriptors and memory to spare");
+    return r;
+  };
+  if (::pipe2(fds, O_CLOEXEC) != 0) return cannot_start(errno);
   const pid_t pid = ::fork();
   if (pid < 0) {
+    const int err = errno;
     ::close(fds[0]);
     ::close(fds[1]);
-    return read_yaml(text, limits);
+    return cannot_start(err);
   }
   if (pid == 0) {
     ::close(fds[0]);

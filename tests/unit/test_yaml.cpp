@@ -8,6 +8,8 @@
 #include <random>
 #include <sstream>
 
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config/config.hpp"
@@ -232,4 +234,23 @@ TEST_CASE("a config file larger than 64 MiB is refused before it is read whole",
   fs::remove(p);
   REQUIRE_FALSE(r.config);
   CHECK_THAT(problems_of(r), Catch::Contains("larger than 64 MiB"));
+}
+
+TEST_CASE("out of descriptors, a YAML config is refused, never read in the daemon's own process", "[config][yaml][faults]") {
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+  // Fill the table under a low soft limit, so that the reader's pipe cannot be made.
+  rlimit low = old;
+  low.rlim_cur = 64;
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  std::vector<int> held;
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+  auto y = cfg::yaml_to_json("services: []\n");
+  for (int fd : held) ::close(fd);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
+  REQUIRE_FALSE(y.ok);
+  REQUIRE(y.problems.size() == 1);
+  CHECK_THAT(y.problems[0].second, Catch::StartsWith("the YAML reader could not be started (Too many open files)"));
+  // With descriptors again, the same text reads.
+  CHECK(cfg::yaml_to_json("services: []\n").ok);
 }
