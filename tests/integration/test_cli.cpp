@@ -1,5 +1,6 @@
 // The lastgood binary end to end: run against nginx, /metrics through promtool, health
 // endpoints, JSON logs, signals, validate and version exit codes.
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <cctype>
@@ -26,6 +27,16 @@ namespace {
 std::pair<int, std::string> http_get(unsigned short port, const std::string& target) {
   auto r = http_call(port, "GET", target);
   return {r.status, r.body};
+}
+
+// Polls /metrics until every line in `want` is there; `metrics` holds the last answer.
+bool wait_for_metrics(unsigned short port, const std::vector<std::string>& want, std::string& metrics) {
+  return wait_until(
+      [&] {
+        metrics = http_get(port, "/metrics").second;
+        return std::all_of(want.begin(), want.end(), [&](const std::string& w) { return metrics.find(w) != std::string::npos; });
+      },
+      std::chrono::seconds(10));
 }
 
 // Service "web": a good page, a page that answers 500, the port; an alert on each trouble.
@@ -69,13 +80,10 @@ TEST_CASE("lastgood run serves metrics that pass promtool, health endpoints, and
   CHECK_THAT(metrics, Catch::Contains("lastgood_probe_success{probe=\"broken\",service=\"web\"} 0"));
   CHECK_THAT(metrics, Catch::Contains("lastgood_build_info{version="));
   CHECK_THAT(metrics, Catch::Contains("lastgood_probe_duration_seconds_bucket{probe=\"port\",service=\"web\""));
-  REQUIRE(wait_until(
-      [&] {
-        metrics = http_get(port, "/metrics").second;
-        return metrics.find("lastgood_trigger_state{service=\"web\",state=\"firing\",trigger=\"broken-down\"} 1") != std::string::npos &&
-               metrics.find("lastgood_trigger_state{service=\"web\",state=\"ok\",trigger=\"home-errors\"} 1") != std::string::npos;
-      },
-      std::chrono::seconds(10)));
+  REQUIRE(wait_for_metrics(port,
+                           {"lastgood_trigger_state{service=\"web\",state=\"firing\",trigger=\"broken-down\"} 1",
+                            "lastgood_trigger_state{service=\"web\",state=\"ok\",trigger=\"home-errors\"} 1"},
+                           metrics));
   CHECK_THAT(metrics, Catch::Contains("lastgood_breaches_total{service=\"web\",severity=\"P1\",trigger=\"broken-down\"} 1"));
   CHECK_THAT(metrics, Catch::Contains("lastgood_decisions_total{kind=\"alert\",service=\"web\"} 1"));
 
@@ -367,11 +375,8 @@ TEST_CASE("lastgood runs a YAML config, and validate names the line of a mistake
   lg.start();
   const auto port = lg.port();
   std::string metrics;
-  CHECK(wait_until(
-      [&] {
-        metrics = http_get(port, "/metrics").second;
-        return metrics.find("lastgood_probe_success{probe=\"again\",service=\"yaml-web\"} 1") != std::string::npos &&
-               metrics.find("lastgood_probe_success{probe=\"home\",service=\"yaml-web\"} 1") != std::string::npos;
-      },
-      std::chrono::seconds(10)));
+  CHECK(wait_for_metrics(port,
+                         {"lastgood_probe_success{probe=\"again\",service=\"yaml-web\"} 1",
+                          "lastgood_probe_success{probe=\"home\",service=\"yaml-web\"} 1"},
+                         metrics));
 }
