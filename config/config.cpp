@@ -310,6 +310,34 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
     if (auto cm = m.str("comment", false, true)) w.comment = *cm;
     cfg.maintenance.push_back(std::move(w));
   });
+  if (const json* v = o.get("status_page")) {
+    Obj sp(c, *v, o.at("status_page"));
+    if (sp.ok()) {
+      StatusPage page;
+      if (auto t = sp.str("title")) {
+        if (t->size() > 100 || t->find_first_of("\r\n") != std::string::npos)
+          c.error(sp.at("title"), "expected a short title for the page (up to 100 characters, one line)");
+        page.title = *t;
+      }
+      if (auto sv = sp.strings("services", true, true)) {
+        std::set<std::string> seen;
+        for (size_t i = 0; i < sv->size(); ++i) {
+          const std::string at = sp.at("services") + "/" + std::to_string(i);
+          const auto it = std::find_if(cfg.services.begin(), cfg.services.end(), [&](const Service& x) { return x.name == (*sv)[i]; });
+          if (it == cfg.services.end()) c.error(at, "no service named \"" + (*sv)[i] + "\" in services");
+          else if (it->public_name.empty())
+            c.error(at, "service \"" + (*sv)[i] + "\" has no public_name: the status page shows a service only by the name customers know it by (set its public_name)");
+          else if (!seen.insert((*sv)[i]).second) c.error(at, "service \"" + (*sv)[i] + "\" is listed twice");
+        }
+        page.services = *sv;
+      }
+      if (auto h = sp.duration("history", false, Duration{3600LL * 1000})) {
+        if (*h > Duration{90LL * 24 * 3600 * 1000}) c.error(sp.at("history"), "expected at most 90 days (incidents further back are not kept)");
+        page.history = *h;
+      }
+      cfg.status_page = std::move(page);
+    }
+  }
   for (size_t i = 0; i < cfg.notify.size(); ++i)
     for (size_t k = 0; k < cfg.notify[i].services.size(); ++k)
       if (!service_names.count(cfg.notify[i].services[k]))

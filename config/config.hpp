@@ -97,6 +97,14 @@ struct Maintenance {
   std::string comment;
 };
 
+// The public status page (/status, /api/v1/status): what it is called and which services it
+// lists, each by its public_name (a service without one is not for customers' eyes).
+struct StatusPage {
+  std::string title = "Status";
+  std::vector<std::string> services;  // service names, in the order shown
+  Duration history{30LL * 24 * 3600 * 1000};  // incidents this far back are listed
+};
+
 struct Alertmanager {
   std::optional<Secret> token;
   std::string service_label = "service";
@@ -153,6 +161,7 @@ struct Config {
   std::map<Severity, Authority> authority;
   std::vector<Notify> notify;
   std::vector<Maintenance> maintenance;
+  std::optional<StatusPage> status_page;
   std::optional<Alertmanager> alertmanager;
   std::optional<Ha> ha;
   std::vector<Service> services;

@@ -74,6 +74,13 @@ class Watchdog {
   void schedule_tick();
   bool ready() const;
   nlohmann::json services_json() const;
+  // The public status page's view (api/status_page.hpp), from the config's status_page.
+  nlohmann::json public_status(long long now_ms) const;
+  // The status page as last made, for a second: anyone may ask for it, as often as they like.
+  struct StatusCache {
+    long long at_ms = 0;
+    std::string json, html;
+  } status_cache_;
 
   boost::asio::io_context& ioc_;
   std::shared_ptr<const config::Config> cfg_;

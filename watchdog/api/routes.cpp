@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -12,6 +14,7 @@
 #include "config/duration.hpp"
 #include "config/reader.hpp"
 #include "watchdog/api/page.hpp"
+#include "watchdog/api/status_page.hpp"
 #include "watchdog/api/views.hpp"
 #include "watchdog/json_text.hpp"
 #include "watchdog/state/records.hpp"
@@ -43,6 +46,77 @@ nlohmann::json Watchdog::services_json() const {
   return out;
 }
 
+nlohmann::json Watchdog::public_status(long long now_ms) const {
+  namespace sp = status_page;
+  const auto& page = *cfg_->status_page;
+  sp::Facts f;
+  f.title = page.title;
+  f.now_ms = now_ms;
+  f.history_ms = page.history.count();
+  const auto now = std::chrono::system_clock::time_point(std::chrono::milliseconds(now_ms));
+  const auto to_ms = [](std::chrono::system_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  };
+  std::map<std::string, std::string> public_names;  // listed service -> its public name
+  std::map<std::string, bool> affected;             // listed service -> degraded or down now
+  for (const auto& name : page.services) {
+    const auto si = pipeline_.service_index(name);
+    if (!si || pipeline_.retired(*si)) continue;
+    const auto& svc = *pipeline_.service(*si).cfg;
+    const auto& policy = *pipeline_.service(*si).policy;
+    sp::ServiceFacts s;
+    s.public_name = svc.public_name;
+    public_names[name] = svc.public_name;
+    if (*si < probes_of_.size())
+      for (size_t pi : probes_of_[*si]) {
+        const auto& st = probes_[pi];
+        // A run that could not judge (lastgood's own trouble) is no news of the service.
+        if (!st.spec->reference && st.last && st.last->outcome != probes::Outcome::error) s.judged = true;
+      }
+    s.watcher_healthy = !policy.watcher_unhealthy();
+    for (const auto& v : policy.triggers(now)) {
+      if (v.shadow || v.state != policy::TriggerState::firing) continue;
+      const std::string sev = policy::to_string(v.severity);
+      if (s.firing_severity.empty() || sev < s.firing_severity) s.firing_severity = sev;
+    }
+    for (const auto& m : cfg_->maintenance)
+      if (m.start <= now && now < m.end && std::find(m.services.begin(), m.services.end(), name) != m.services.end())
+        s.maintenance_until_ms = std::max<long long>(s.maintenance_until_ms.value_or(0), to_ms(m.end));
+    if (auto open = pipeline_.incidents().open_for(name))
+      if (const auto* inc = pipeline_.incidents().find(*open)) {
+        s.open_incident_status = inc->status;
+        if (auto x = sp::from_incident(*inc, s.public_name, true, false, false)) s.restored_ms = x->restored_ms;
+      }
+    affected[name] = sp::state_of(s) == "outage" || sp::state_of(s) == "degraded";
+    f.services.push_back(std::move(s));
+  }
+  const auto& all = pipeline_.incidents().all();
+  std::set<std::string> newest_seen;  // the newest incident of a service may still be going on
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    const auto pn = public_names.find(it->service);
+    if (pn == public_names.end()) continue;
+    const bool newest = newest_seen.insert(it->service).second;
+    bool shadow = false;
+    if (const auto si = pipeline_.service_index(it->service)) {
+      const auto& svc = *pipeline_.service(*si).cfg;
+      shadow = svc.shadow;
+      for (const auto& t : svc.triggers)
+        if (t.name == it->trigger && t.shadow) shadow = true;
+    }
+    const bool open = pipeline_.incidents().open_for(it->service) == it->id;
+    if (auto x = sp::from_incident(*it, pn->second, open, shadow, newest && affected[it->service])) f.incidents.push_back(std::move(*x));
+  }
+  for (const auto& m : cfg_->maintenance) {
+    sp::Maintenance w;
+    for (const auto& s : m.services)
+      if (auto pn = public_names.find(s); pn != public_names.end()) w.public_names.push_back(pn->second);
+    w.start_ms = to_ms(m.start);
+    w.end_ms = to_ms(m.end);
+    if (!w.public_names.empty()) f.maintenance.push_back(std::move(w));
+  }
+  return sp::to_json(f);
+}
+
 // Names the API answers to: IP literals (no DNS, so no rebinding), localhost, and api.allowed_hosts.
 // A page on any other name that reaches lastgood through DNS rebinding gets nothing.
 bool Watchdog::host_allowed(const std::string& host) const {
@@ -62,7 +136,10 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   std::string path = req.target.substr(0, req.target.find('?'));
   // The page and the API answer only to lastgood's own names (DNS rebinding); /metrics and the
   // health endpoints, which hold no secret and are scraped under whatever name, to any.
-  const bool open_path = path == "/metrics" || path == "/healthz" || path == "/readyz";
+  // The public status page too: it holds nothing internal and is served under the public name a
+  // reverse proxy gives it.
+  const bool open_path = path == "/metrics" || path == "/healthz" || path == "/readyz" || path == "/status" || path == "/status.css" ||
+                         path == "/api/v1/status";
   if (!open_path && !host_allowed(req.host))
     return HttpRes::json_error(403, "Host \"" + req.host.substr(0, 100) + "\" is not a name of this lastgood (add it to api.allowed_hosts)");
   const std::string client = client_address(req.remote, req.forwarded_for, cfg_->api.trusted_proxies);
@@ -87,6 +164,21 @@ HttpRes Watchdog::handle(const HttpReq& req) {
   if (path == "/page.css" || path == "/page.js") {
     if (!get) return HttpRes::json_error(405, "use GET");
     return path == "/page.css" ? HttpRes{200, "text/css; charset=utf-8", page_css()} : HttpRes{200, "text/javascript; charset=utf-8", page_js()};
+  }
+  if (path == "/status" || path == "/status.css" || path == "/api/v1/status") {
+    if (!get) return HttpRes::json_error(405, "use GET");
+    if (!cfg_->status_page) return HttpRes::json_error(404, "no status_page block in the config");
+    if (path == "/status.css") return {200, "text/css; charset=utf-8", status_page::css()};
+    const long long now_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    // Made at most once a second: the page needs no token, so a flood of requests for it must
+    // cost little more than copying the text.
+    if (status_cache_.at_ms == 0 || now_ms - status_cache_.at_ms >= 1000 || now_ms < status_cache_.at_ms) {
+      const auto st = public_status(now_ms);
+      status_cache_ = {now_ms, json_text(st, 2), status_page::to_html(st, now_ms)};
+    }
+    if (path == "/status") return {200, "text/html; charset=utf-8", status_cache_.html};
+    return {200, "application/json", status_cache_.json};
   }
   if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
   if (path == "/readyz") {

@@ -61,6 +61,8 @@ class Incidents {
   std::optional<std::string> observe(const LedgerEntry& e);
 
   const Incident* find(const std::string& id) const;
+  // Every record kept (the last 500), oldest first.
+  const std::deque<Incident>& all() const { return incidents_; }
   // Summaries, newest first (for the API and the page).
   nlohmann::json list() const;
   // A breach still firing this long after its incident's last entry opens a new incident.
