@@ -1,4 +1,6 @@
 #include "watchdog/watchdog.hpp"
+#include "watchdog/log_fields.hpp"
+
 
 #include "watchdog/json_text.hpp"
 #include "watchdog/kinds.hpp"
@@ -207,12 +209,13 @@ void Watchdog::on_result(size_t index, probes::ProbeResult&& r, double lateness_
   const bool changed = !st.last || st.last->outcome != r.outcome;
   if (changed) {
     const char* before = st.last ? probes::to_string(st.last->outcome) : "unknown";
+    const logf::Fields f{.service = st.service, .probe = st.spec->name, .release = r.observed_release.value_or("")};
     if (r.outcome == probes::Outcome::ok)
-      spdlog::info("probe {}/{}: {} -> ok ({:.0f}ms)", st.service, st.spec->name, before, r.timing.total.count());
+      logf::info(f, "probe {}/{}: {} -> ok ({:.0f}ms)", st.service, st.spec->name, before, r.timing.total.count());
     else
-      spdlog::warn("probe {}/{}: {} -> {}: {}", st.service, st.spec->name, before, probes::to_string(r.outcome), r.reason);
-  } else if (r.outcome != probes::Outcome::ok) {
-    spdlog::debug("probe {}/{}: {}: {}", st.service, st.spec->name, probes::to_string(r.outcome), r.reason);
+      logf::warn(f, "probe {}/{}: {} -> {}: {}", st.service, st.spec->name, before, probes::to_string(r.outcome), r.reason);
+  } else if (r.outcome != probes::Outcome::ok && spdlog::should_log(spdlog::level::debug)) {
+    logf::debug({.service = st.service, .probe = st.spec->name}, "probe {}/{}: {}: {}", st.service, st.spec->name, probes::to_string(r.outcome), r.reason);
   }
   st.last = std::move(r);  // kept for the API; moved, not copied (this runs for every probe run)
   st.last->service = st.service;

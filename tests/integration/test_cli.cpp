@@ -18,6 +18,7 @@
 #include "fixtures.hpp"
 
 using namespace testing;
+using nlohmann::json;
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -178,6 +179,65 @@ TEST_CASE("lastgood run serves metrics that pass promtool, health endpoints, and
   }
   CHECK(n >= 2);
   CHECK(saw_fail);
+}
+
+TEST_CASE("JSON log lines carry the service, probe, trigger, release, action, proposal and incident they tell of", "[cli]") {
+  TempDir dir;
+  Site site(dir, {"v1", "bad2"});
+  Lastgood lg(dir, app_service(site.url(), site.local_symlink({{"observe_interval", "300ms"}})), alice_approves_p0());
+  lg.args = {"--log-format", "json"};
+  lg.start({{"LG_TEST_TOKEN", "alice-json-logs-5e1"}});
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site.root, "bad2");
+  REQUIRE(lg.wait_for("proposal_created"));
+  const std::string proposal = lg.last("proposal_created", "id");
+  CHECK(http_call(lg.port(), "POST", "/api/v1/proposals/" + proposal + "/approve", "alice-json-logs-5e1", "{}").status == 202);
+  REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }));
+  const std::string action = lg.last("action_started", "action_id");
+  CHECK(lg.proc->stop() == 0);
+
+  std::istringstream lines(lg.log());
+  std::string line;
+  std::vector<json> all;
+  while (std::getline(lines, line)) {
+    INFO(line);
+    auto e = json::parse(line, nullptr, false);
+    REQUIRE_FALSE(e.is_discarded());
+    // ts in RFC 3339, UTC, with milliseconds.
+    CHECK_THAT(e.value("ts", ""), Catch::Matches("\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z"));
+    all.push_back(e);
+  }
+  auto find = [&](const std::string& needle) -> json {
+    for (const auto& e : all)
+      if (e.value("msg", "").find(needle) != std::string::npos) return e;
+    return json();
+  };
+  INFO(lg.log());
+  const json probe = find("probe app/home: ok -> fail");
+  REQUIRE(probe.is_object());
+  CHECK(probe["service"] == "app");
+  CHECK(probe["probe"] == "home");
+  const json decision = find("decision app/down: propose");
+  REQUIRE(decision.is_object());
+  CHECK(decision["service"] == "app");
+  CHECK(decision["trigger"] == "down");
+  CHECK(decision["release"] == "bad2");  // the live release the decision is about
+  CHECK_THAT(decision.value("incident_id", ""), Catch::StartsWith("i"));
+  const json approved = find("approved by alice");
+  REQUIRE(approved.is_object());
+  CHECK(approved["proposal_id"] == proposal);
+  const json switched = find("is now on v1");
+  REQUIRE(switched.is_object());
+  CHECK(switched["action_id"] == action);
+  CHECK(switched["proposal_id"] == proposal);
+  CHECK(switched["release"] == "v1");
+  CHECK(switched["trigger"] == "down");
+  const json verified = find("recovery verified on v1");
+  REQUIRE(verified.is_object());
+  CHECK(verified["action_id"] == action);
+  CHECK(verified["incident_id"] == decision["incident_id"]);
+  // The token is on no line.
+  CHECK_THAT(lg.log(), !Catch::Contains("alice-json-logs-5e1"));
 }
 
 TEST_CASE("SIGINT also stops lastgood promptly while a probe is hanging", "[cli]") {

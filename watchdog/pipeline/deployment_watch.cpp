@@ -1,4 +1,6 @@
 #include "watchdog/pipeline/deployment_watch.hpp"
+#include "watchdog/log_fields.hpp"
+
 
 #include <spdlog/spdlog.h>
 
@@ -12,11 +14,11 @@ boost::asio::awaitable<std::optional<ReleaseChange>> DeploymentWatch::observe(Se
   if (stopped_) co_return std::nullopt;
   if (!o.error.empty() || !o.live) {
     const std::string err = o.error.empty() ? "no live release found" : o.error;
-    if (err != s.observe_error) spdlog::warn("service {}: cannot observe the deployment: {}", s.name(), err);
+    if (err != s.observe_error) logf::warn({.service = s.name()}, "service {}: cannot observe the deployment: {}", s.name(), err);
     s.observe_error = err;
     co_return std::nullopt;
   }
-  if (!s.observe_error.empty()) spdlog::info("service {}: deployment readable again", s.name());
+  if (!s.observe_error.empty()) logf::info({.service = s.name()}, "service {}: deployment readable again", s.name());
   s.observe_error.clear();
   {  // what the deployment itself lists: the unverified targets of a fresh install (cold start)
     std::vector<policy::Offered> offered;
@@ -39,7 +41,7 @@ boost::asio::awaitable<std::optional<ReleaseChange>> DeploymentWatch::observe(Se
   json d{{"release", o.live->id}, {"previous", c.was.empty() ? json() : json(c.was)}, {"migration", o.live->migration}};
   if (o.live->deployed_at) d["deployed_at"] = ms(*o.live->deployed_at);
   rec_.record(Event::release_observed, s.name(), d);
-  spdlog::info("service {}: live release {} -> {}{}", s.name(), c.was.empty() ? "(unknown)" : c.was, o.live->id,
+  logf::info({.service = s.name(), .release = o.live->id}, "service {}: live release {} -> {}{}", s.name(), c.was.empty() ? "(unknown)" : c.was, o.live->id,
                o.live->migration ? " (carries a data migration)" : "");
   co_return c;
 }

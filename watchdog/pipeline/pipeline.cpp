@@ -1,5 +1,7 @@
 #include "watchdog/pipeline/pipeline.hpp"
 
+#include "watchdog/log_fields.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -154,7 +156,7 @@ void Pipeline::start(Ledger& ledger) {
   for (const auto& a : r.unverified) begin_verification(a.service, a.data.value("action_id", ""), a.data.value("to", ""), "", fired_of(a.data));
   for (size_t si = 0; si < svcs_.size(); ++si) {
     publish_releases(si);
-    if (svcs_[si]->escalated) spdlog::warn("service {} is escalated ({}): no automatic action until cleared", svcs_[si]->name(), svcs_[si]->escalation);
+    if (svcs_[si]->escalated) logf::warn({.service = svcs_[si]->name()}, "service {} is escalated ({}): no automatic action until cleared", svcs_[si]->name(), svcs_[si]->escalation);
   }
   for (auto& a : r.unfinished) spawn([this, si = a.service, data = a.data] { return reconcile(si, data); }, "reconcile");
   // Approved (or executing) and lastgood stopped before the action started: checked again once
@@ -183,7 +185,8 @@ void Pipeline::recheck_unstarted() {
 
 asio::awaitable<void> Pipeline::reconcile(size_t si, json started) {
   auto& s = *svcs_[si];
-  spdlog::warn("service {}: action {} (-> {}) was started but never finished: observing instead of running it again", s.name(),
+  logf::warn({.service = s.name(), .release = started.value("to", ""), .action_id = started.value("action_id", ""), .incident_id = incident_of(s.name())},
+             "service {}: action {} (-> {}) was started but never finished: observing instead of running it again", s.name(),
                started.value("action_id", ""), started.value("to", ""));
   co_await observe_once(si);
   if (auto v = rollbacks_.reconciled(s, started)) verifier_.begin(si, std::move(*v));
@@ -221,16 +224,17 @@ asio::awaitable<void> Pipeline::recheck_approved(size_t si, std::string id) {
   auto& s = *svcs_[si];
   const auto* live = s.policy->deployment().live();
   if (!live || !p->decision.release_from) {
-    spdlog::warn("proposal {}: approved before lastgood stopped; the live release cannot be read now ({}): retried", id, s.observe_error);
+    logf::warn({.service = s.name(), .proposal_id = id}, "proposal {}: approved before lastgood stopped; the live release cannot be read now ({}): retried", id, s.observe_error);
     recheck_.push_back(id);
     co_return;
   }
   if (live->id != *p->decision.release_from) {
     proposals_.set_state(id, ProposalState::stale);
-    spdlog::warn("proposal {}: approved before lastgood stopped, but the live release is now {}: stale, nothing done", id, live->id);
+    logf::warn({.service = s.name(), .release = live->id, .proposal_id = id}, "proposal {}: approved before lastgood stopped, but the live release is now {}: stale, nothing done", id, live->id);
     co_return;
   }
-  spdlog::warn("proposal {}: approved before lastgood stopped and never started; {} is still on {}: carrying it out", id, s.name(), live->id);
+  logf::warn({.service = s.name(), .release = live->id, .proposal_id = id, .incident_id = incident_of(s.name())},
+             "proposal {}: approved before lastgood stopped and never started; {} is still on {}: carrying it out", id, s.name(), live->id);
   if (p->state != ProposalState::executing) proposals_.set_state(id, ProposalState::executing);
   const policy::Decision d = p->decision;
   co_await run_action(si, d, "proposal " + id, id);
@@ -274,7 +278,8 @@ void Pipeline::check_recovery(size_t si) {
   if (!done) return;
   const auto& v = done->v;
   if (done->result == Verifier::Result::verified) {
-    spdlog::info("service {}: recovery verified on {}: {}", s.name(), v.release, done->reason);
+    logf::info({.service = s.name(), .release = v.release, .action_id = v.action_id, .proposal_id = v.proposal_id, .incident_id = incident_of(s.name(), v.action_id)},
+                "service {}: recovery verified on {}: {}", s.name(), v.release, done->reason);
     proposals_.set_state(v.proposal_id, ProposalState::verified);
     notifier_.notify("verified", s.name(), {{"release_to", v.release}, {"reason", done->reason}, {"conditions", done->conditions}, {"incident_id", v.action_id}});
     return;
@@ -319,7 +324,7 @@ void Pipeline::set_coordinator(Coordinator& c) { rollbacks_.set_coordinator(c); 
 
 void Pipeline::lost(const std::function<bool(const std::string&)>& mine, const std::string& why) {
   for (auto& s : svcs_)
-    if (mine(s->name()) && rollbacks_.cancel(*s, why)) spdlog::error("service {}: the rollback under way is cancelled: {}", s->name(), why);
+    if (mine(s->name()) && rollbacks_.cancel(*s, why)) logf::error({.service = s->name(), .incident_id = incident_of(s->name())}, "service {}: the rollback under way is cancelled: {}", s->name(), why);
 }
 
 asio::awaitable<void> Pipeline::adopt(size_t si, json started) { co_await reconcile(si, std::move(started)); }
@@ -341,7 +346,7 @@ asio::awaitable<void> Pipeline::retry_refused(size_t si) {
   timer.expires_after(std::chrono::seconds(1 << (n - 1)));
   co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
   if (stopped_ || s.acting) co_return;
-  spdlog::info("service {}: the refused rollback is decided again (attempt {})", s.name(), s.refusals + 1);
+  logf::info({.service = s.name(), .incident_id = incident_of(s.name())}, "service {}: the refused rollback is decided again (attempt {})", s.name(), s.refusals + 1);
   decide_again(si);
 }
 
@@ -363,11 +368,12 @@ void Pipeline::handle(size_t si, const policy::Events& ev) {
     recording_.record(Event::transition, name,
                       {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"from", policy::to_string(t.from)}, {"to", policy::to_string(t.to)},
                        {"evidence", to_json(t.evidence)}});
-    spdlog::log(t.to == policy::TriggerState::firing ? spdlog::level::warn : spdlog::level::info, "trigger {}/{} ({}): {} -> {}: {}", name,
-                t.trigger, policy::to_string(t.severity), policy::to_string(t.from), policy::to_string(t.to), t.evidence.describe());
+    logf::log(t.to == policy::TriggerState::firing ? spdlog::level::warn : spdlog::level::info, {.service = name, .trigger = t.trigger, .incident_id = incident_of(name)},
+              "trigger {}/{} ({}): {} -> {}: {}", name, t.trigger, policy::to_string(t.severity), policy::to_string(t.from), policy::to_string(t.to), t.evidence.describe());
     if (t.to == policy::TriggerState::firing) {
       if (const Silence* sl = silences_.active(name, clock_.now()))  // recorded above; no notice while silenced
-        spdlog::info("breach {}/{} while silenced ({} until {} by {}): no notice", name, t.trigger, sl->id, format_time(sl->ends_at), sl->by);
+        logf::info({.service = name, .trigger = t.trigger, .incident_id = incident_of(name)}, "breach {}/{} while silenced ({} until {} by {}): no notice", name, t.trigger,
+                   sl->id, format_time(sl->ends_at), sl->by);
       else
         notifier_.notify("breach", name, {{"trigger", t.trigger}, {"severity", policy::to_string(t.severity)}, {"evidence", to_json(t.evidence)},
                                           {"incident_id", incidents_.open_for(name).value_or("")}});
@@ -376,7 +382,7 @@ void Pipeline::handle(size_t si, const policy::Events& ev) {
   }
   for (const auto& id : ev.verified_good) {
     recording_.record(Event::release_verified_good, name, {{"release", id}});
-    spdlog::info("service {}: release {} verified good", name, id);
+    logf::info({.service = name, .release = id}, "service {}: release {} verified good", name, id);
   }
   if (!ev.verified_good.empty()) publish_releases(si);
 }
@@ -399,8 +405,8 @@ void Pipeline::hold(size_t si, const std::string& trigger, const std::string& wh
   d.reason = why;
   if (record) recording_.record(Event::decision, s.name(), to_json(d));
   metrics_.decision(s.name(), policy::to_string(d.kind));
-  if (record) spdlog::warn("decision {}/{}: hold: {}", s.name(), trigger, d.reason);
-  else spdlog::error("decision {}/{}: hold: {}", s.name(), trigger, d.reason);
+  const logf::Fields held{.service = s.name(), .trigger = trigger, .release = d.release_from.value_or(""), .incident_id = incident_of(s.name())};
+  logf::log(record ? spdlog::level::warn : spdlog::level::err, held, "decision {}/{}: hold: {}", s.name(), trigger, d.reason);
   remember(d);
 }
 
@@ -462,7 +468,8 @@ void Pipeline::handle_decision(size_t si, policy::Decision d) {
     downgrade("cannot record: " + recording_.error() + " (decided again once the ledger takes entries)");
   metrics_.decision(name, policy::to_string(d.kind));
   const char* tag = d.shadow ? " [shadow: detected, not enforced]" : (dry_run_ && d.kind == DecisionKind::execute ? " [dry run]" : "");
-  spdlog::warn("decision {}/{}: {}: {}{} | evidence: {}", name, d.trigger, policy::to_string(d.kind), d.reason, tag, d.evidence.describe());
+  logf::warn({.service = name, .trigger = d.trigger, .release = d.release_from.value_or(""), .incident_id = incident_of(name)}, "decision {}/{}: {}: {}{} | evidence: {}",
+             name, d.trigger, policy::to_string(d.kind), d.reason, tag, d.evidence.describe());
   remember(d);
   if (d.shadow) return;
   if (d.kind == DecisionKind::execute) {
@@ -559,7 +566,8 @@ void Pipeline::adopt_escalation(size_t si, const std::string& why, const std::st
   nlohmann::json d{{"reason", why}, {"adopted_from", from_replica}};
   if (!action_id.empty()) d["action_id"] = action_id;
   recording_.record(Event::escalated, s.name(), d);
-  spdlog::error("service {} is ESCALATED (by replica {}: {}); no automatic action until a person clears it", s.name(), from_replica, why);
+  logf::error({.service = s.name(), .incident_id = incident_of(s.name())}, "service {} is ESCALATED (by replica {}: {}); no automatic action until a person clears it",
+              s.name(), from_replica, why);
 }
 
 void Pipeline::publish_releases(size_t si) {

@@ -186,6 +186,13 @@ class Pipeline final : private ReplayTarget {
   bool escalated(size_t si) const { return svcs_[si]->escalated; }
   Notifier& notifier() { return notifier_; }
   const Incidents& incidents() const { return incidents_; }
+  // The service's open incident's id, else the incident of `action_id`, else "": a field of its
+  // log lines (log_fields.hpp).
+  std::string incident_of(const std::string& service, const std::string& action_id = "") const {
+    if (auto open = incidents_.open_for(service)) return *open;
+    const Incident* i = action_id.empty() ? nullptr : incidents_.find(action_id);
+    return i ? i->id : "";
+  }
   // Whether the ledger takes entries now. While it does not, nothing is acted on or verified
   // (decisions are "hold: cannot record"), probing goes on, and a write is retried every second.
   bool ledger_writable() const { return recording_.writable(); }

@@ -1,4 +1,6 @@
 #include "watchdog/pipeline/proposals.hpp"
+#include "watchdog/log_fields.hpp"
+
 
 #include <map>
 
@@ -77,7 +79,7 @@ void Proposals::remind(policy::TimePoint now) {
       details["secondary_roles"] = a->secondary_roles;
       details["reason"] = waiting + "; no quorum after " + config::format_duration(a->secondary_after) + ": the secondary authority (" + roles +
                           ") may now approve too";
-      spdlog::warn("proposal {}: no quorum after {}: {} may now approve too", p.id, config::format_duration(a->secondary_after), roles);
+      logf::warn({.service = p.decision.service, .trigger = p.decision.trigger, .proposal_id = p.id}, "proposal {}: no quorum after {}: {} may now approve too", p.id, config::format_duration(a->secondary_after), roles);
       notify_("reminder", p.decision.service, details);
       if (on_change) on_change(p);
       continue;
@@ -125,7 +127,8 @@ const Proposal* Proposals::create(const policy::Decision& d, policy::Duration ap
   if (auto a = authority_->find(d.severity); a != authority_->end()) p.quorum = a->second.quorum;
   if (!rec_.record(Event::proposal_created, d.service, {{"id", p.id}, {"decision", to_json(d)}, {"expires_at", ms(p.expires_at)}, {"quorum", p.quorum}}))
     return nullptr;
-  spdlog::warn("proposal {}: roll back {} {} -> {} awaits approval until {}s from now", p.id, d.service, d.release_from.value_or("?"),
+  logf::warn({.service = d.service, .trigger = d.trigger, .release = d.release_to.value_or(""), .proposal_id = p.id},
+             "proposal {}: roll back {} {} -> {} awaits approval until {}s from now", p.id, d.service, d.release_from.value_or("?"),
                d.release_to.value_or("?"), approval_timeout.count() / 1000);
   proposals_.push_back(std::move(p));
   while (proposals_.size() > kKept && proposals_.front().state != ProposalState::pending) proposals_.pop_front();
@@ -142,7 +145,8 @@ const Proposal* Proposals::adopt(Proposal p, const std::string& from_replica) {
   if (!rec_.record(Event::proposal_created, p.decision.service,
                    {{"id", p.id}, {"decision", to_json(p.decision)}, {"expires_at", ms(p.expires_at)}, {"quorum", p.quorum}, {"adopted_from", from_replica}}))
     return nullptr;
-  spdlog::warn("proposal {}: taken over from replica {}; roll back {} {} -> {} awaits approval", p.id, from_replica, p.decision.service,
+  logf::warn({.service = p.decision.service, .trigger = p.decision.trigger, .release = p.decision.release_to.value_or(""), .proposal_id = p.id},
+             "proposal {}: taken over from replica {}; roll back {} {} -> {} awaits approval", p.id, from_replica, p.decision.service,
                p.decision.release_from.value_or("?"), p.decision.release_to.value_or("?"));
   proposals_.push_back(std::move(p));
   publish();
@@ -175,7 +179,8 @@ bool Proposals::expire(policy::TimePoint now) {
       rec_.record(Event::proposal_expired, p.decision.service, {{"id", p.id}});
       if (on_change) on_change(p);
       notify_("expired", p.decision.service, {{"proposal_id", p.id}, {"trigger", p.decision.trigger}, {"reason", "no approval in time"}});
-      spdlog::warn("proposal {} for {} expired without approval: nothing was done", p.id, p.decision.service);
+      logf::warn({.service = p.decision.service, .trigger = p.decision.trigger, .proposal_id = p.id}, "proposal {} for {} expired without approval: nothing was done", p.id,
+                 p.decision.service);
     }
   }
   if (changed) publish();
@@ -189,7 +194,8 @@ void Proposals::mark_stale(const std::string& service, const std::string& live) 
     if (p.decision.service != service || p.state != ProposalState::pending || !p.decision.release_from || *p.decision.release_from == live)
       continue;
     set_state(p.id, ProposalState::stale);
-    spdlog::warn("proposal {} is stale: it would roll {} back from {}, but the live release is now {}", p.id, service, *p.decision.release_from, live);
+    logf::warn({.service = service, .trigger = p.decision.trigger, .release = live, .proposal_id = p.id},
+               "proposal {} is stale: it would roll {} back from {}, but the live release is now {}", p.id, service, *p.decision.release_from, live);
     notify_("stale", service,
             {{"proposal_id", p.id}, {"trigger", p.decision.trigger}, {"release_from", *p.decision.release_from}, {"live", live},
              {"reason", "the live release changed to " + live + " since the proposal; it will not be carried out"}});
@@ -254,7 +260,7 @@ VoteOutcome Proposals::vote(const std::string& id, const config::Approver* who, 
     attempt(service, "rejected", role);
     set_state(id, ProposalState::rejected);
     notify_("rejected", service, {{"proposal_id", id}, {"trigger", p->decision.trigger}, {"reason", "rejected by " + who->name}});
-    spdlog::warn("proposal {} rejected by {} ({}): nothing will be done", id, who->name, role);
+    logf::warn({.service = service, .trigger = p->decision.trigger, .proposal_id = id}, "proposal {} rejected by {} ({}): nothing will be done", id, who->name, role);
     return {VoteStatus::rejected, p, ""};
   }
   for (const auto& a : p->approvals)
@@ -265,7 +271,8 @@ VoteOutcome Proposals::vote(const std::string& id, const config::Approver* who, 
   p->approvals.push_back(v);
   rec_.record(Event::proposal_vote, service, {{"id", id}, {"approve", true}, {"approver", v.approver}, {"role", role}, {"comment", v.comment}});
   attempt(service, "counted", role);
-  spdlog::warn("proposal {}: approved by {} ({}), {}/{}", id, who->name, role, p->approvals.size(), p->quorum);
+  logf::warn({.service = service, .trigger = p->decision.trigger, .proposal_id = id}, "proposal {}: approved by {} ({}), {}/{}", id, who->name, role, p->approvals.size(),
+             p->quorum);
   if (static_cast<int>(p->approvals.size()) < p->quorum) return {VoteStatus::counted, p, ""};
   set_state(id, ProposalState::approved);
   notify_("approved", service, {{"proposal_id", id}, {"trigger", p->decision.trigger}, {"reason", "approved by a quorum of " + std::to_string(p->quorum)}});

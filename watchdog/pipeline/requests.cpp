@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include "watchdog/pipeline/pipeline.hpp"
+#include "watchdog/log_fields.hpp"
+
 #include "watchdog/state/records.hpp"
 
 namespace lastgood::watchdog {
@@ -64,7 +66,7 @@ Request Pipeline::open_person_proposal(size_t si, const config::Approver& who, p
   recording_.record(Event::decision, name, to_json(d));
   metrics_.decision(name, policy::to_string(d.kind));
   remember(d);
-  spdlog::warn("{} {}: {} asks to roll back {} -> {}: {}", d.origin, name, who.name, d.release_from.value_or("?"), d.release_to.value_or("?"), reason);
+  logf::warn({.service = name, .release = d.release_to.value_or(""), .incident_id = incident_of(name)}, "{} {}: {} asks to roll back {} -> {}: {}", d.origin, name, who.name, d.release_from.value_or("?"), d.release_to.value_or("?"), reason);
   const Proposal* p = proposals_.create(d, s.cfg->rollback.approval_timeout);
   if (!p) return refused(Request::Status::cannot_record, "lastgood cannot record now (" + recording_.error() + "): nothing was done; try again later");
   const std::string id = p->id;
@@ -130,7 +132,7 @@ Request Pipeline::mark_bad(size_t si, const config::Approver& who, const std::st
   if (!recording_.record(Event::release_marked_bad, name, {{"release", release}, {"by", who.name}, {"source", source}, {"reason", reason.substr(0, 500)}}))
     return refused(Request::Status::cannot_record, "lastgood cannot record now (" + recording_.error() + "): nothing was done; try again later");
   s.policy->mark_bad(release, policy::BadMark{who.name, reason.substr(0, 500), clock_.now()});
-  spdlog::warn("service {}: release {} marked bad by {}: {}", name, release, who.name, reason);
+  logf::warn({.service = name, .release = release}, "service {}: release {} marked bad by {}: {}", name, release, who.name, reason);
   publish_releases(si);
   // Pending proposals that would roll back to it will not be carried out.
   for (const auto& p : proposals_.all())
@@ -263,7 +265,7 @@ void Pipeline::shared_bad(size_t si, const std::string& release, const policy::B
   if (s.policy->deployment().bad(release)) return;
   if (!recording_.record(Event::release_marked_bad, s.name(), {{"release", release}, {"by", mark.by}, {"source", via}, {"reason", mark.reason}})) return;
   s.policy->mark_bad(release, mark);
-  spdlog::warn("service {}: release {} marked bad by {} ({}): {}", s.name(), release, mark.by, via, mark.reason);
+  logf::warn({.service = s.name(), .release = release}, "service {}: release {} marked bad by {} ({}): {}", s.name(), release, mark.by, via, mark.reason);
   publish_releases(si);
 }
 
@@ -280,7 +282,7 @@ void Pipeline::follow_silences(policy::TimePoint now) {
     silenced_[si] = next[si];
     metrics_.silenced(svcs_[si]->name(), next[si] != 0);
     if (next[si]) continue;
-    spdlog::info("service {}: silence over; a breach still firing is decided now", svcs_[si]->name());
+    logf::info({.service = svcs_[si]->name()}, "service {}: silence over; a breach still firing is decided now", svcs_[si]->name());
     decide_again(si);
   }
 }

@@ -1,5 +1,7 @@
 #include "watchdog/pipeline/rollback.hpp"
 
+#include "watchdog/log_fields.hpp"
+
 #include <algorithm>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -51,12 +53,15 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   net::FlagGuard acting(s.acting);  // cleared however this coroutine ends (a throw included)
   r.id = ids_.make('a', clock_.now());
   const auto& id = r.id;
+  // The fields of this rollback's log lines (log_fields.hpp).
+  const logf::Fields lf{.service = name, .trigger = d.trigger, .release = plan.to, .action_id = id,
+                        .proposal_id = via.rfind("proposal ", 0) == 0 ? via.substr(9) : std::string()};
   // The live release must still be `from`: a person may have deployed since the decision.
   if (const auto* live = s.policy->deployment().live(); !live || live->id != plan.from) {
     const std::string found = live ? live->id : "unknown";
     rec_.record(Event::action_refused, name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"live", found}, {"via", via},
                                              {"why", "the live release is no longer " + plan.from}});
-    spdlog::warn("rollback of {} {} -> {} refused: the live release is now {}", name, plan.from, plan.to, found);
+    logf::warn(lf, "rollback of {} {} -> {} refused: the live release is now {}", name, plan.from, plan.to, found);
     r.kind = RunResult::Kind::refused;
     co_return r;
   }
@@ -64,7 +69,7 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   if (const auto* bad = s.policy->deployment().bad(plan.to)) {
     rec_.record(Event::action_refused, name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"via", via},
                                              {"why", "the target " + plan.to + " was marked bad by " + bad->by}});
-    spdlog::warn("rollback of {} {} -> {} refused: {} was marked bad by {}", name, plan.from, plan.to, plan.to, bad->by);
+    logf::warn(lf, "rollback of {} {} -> {} refused: {} was marked bad by {}", name, plan.from, plan.to, plan.to, bad->by);
     r.kind = RunResult::Kind::refused;
     co_return r;
   }
@@ -77,7 +82,7 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   Grant g = co_await coordinator_->begin(intent);
   if (!g.granted) {
     rec_.record(Event::action_refused, name, {{"action_id", id}, {"from", plan.from}, {"to", plan.to}, {"via", via}, {"why", g.why}});
-    spdlog::warn("rollback of {} {} -> {} refused: {}", name, plan.from, plan.to, g.why);
+    logf::warn(lf, "rollback of {} {} -> {} refused: {}", name, plan.from, plan.to, g.why);
     r.kind = RunResult::Kind::not_granted;
     r.retry = g.retry;
     co_return r;
@@ -95,7 +100,7 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   }
   // Durable before anything changes. Not recorded, not done.
   if (!rec_.record(Event::action_started, name, started)) {
-    spdlog::error("rollback of {} {} -> {} not started: it cannot be recorded ({})", name, plan.from, plan.to, rec_.error());
+    logf::error(lf, "rollback of {} {} -> {} not started: it cannot be recorded ({})", name, plan.from, plan.to, rec_.error());
     const std::string why = "not started: action_started could not be recorded";  // (GCC 12: no temporaries in co_await)
     co_await coordinator_->finish(intent, g, /*ran=*/false, false, why);
     r.kind = RunResult::Kind::not_recorded;
@@ -107,14 +112,14 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   const bool marked = co_await coordinator_->running(intent, g, &unmarked);
   if (!marked) {
     rec_.record(Event::action_finished, name, {{"action_id", id}, {"ok", false}, {"ran", false}, {"error", "not run: " + unmarked}, {"seconds", 0.0}});
-    spdlog::error("rollback {} of {} {} -> {} not run: {}", id, name, plan.from, plan.to, unmarked);
+    logf::error(lf, "rollback {} of {} {} -> {} not run: {}", id, name, plan.from, plan.to, unmarked);
     const std::string why = "not run: " + unmarked;
     co_await coordinator_->finish(intent, g, /*ran=*/false, false, why);
     r.kind = RunResult::Kind::not_granted;
     co_return r;
   }
   s.policy->note_rollback(clock_.now());  // cooldown and budget count from action_started
-  spdlog::warn("rollback {}: {} {} -> {} ({}{})", id, name, plan.from, plan.to, s.action->kind(),
+  logf::warn(lf, "rollback {}: {} {} -> {} ({}{})", id, name, plan.from, plan.to, s.action->kind(),
                g.fence ? ", fence " + std::to_string(g.fence) : std::string());
   const auto t0 = std::chrono::steady_clock::now();
   actions::Plan fenced = plan;
@@ -148,7 +153,7 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   if (!lost_why.empty()) {
     // Not this replica's to finish: the new owner reconciles the action from etcd.
     metrics_.rollback(name, s.action->kind(), "lost", r.seconds);
-    spdlog::error("rollback {} of {} cancelled: {}; the replica that owns the service now reconciles it", id, name, lost_why);
+    logf::error(lf, "rollback {} of {} cancelled: {}; the replica that owns the service now reconciles it", id, name, lost_why);
     r.kind = RunResult::Kind::lost;
     co_return r;
   }
@@ -157,14 +162,14 @@ asio::awaitable<RunResult> Rollbacks::run(Service& s, policy::Decision d, std::s
   if (out.live_changed) {
     // Nothing changed: not a failure, nothing to escalate; the new live release is judged on its own.
     metrics_.rollback(name, s.action->kind(), "refused", r.seconds);
-    spdlog::warn("rollback {} of {} {} -> {} refused by {}: the live release is now {}; nothing was changed", id, name, plan.from, plan.to,
+    logf::warn(lf, "rollback {} of {} {} -> {} refused by {}: the live release is now {}; nothing was changed", id, name, plan.from, plan.to,
                  s.action->kind(), *out.live_changed);
     r.kind = RunResult::Kind::refused_by_kind;
     co_return r;
   }
   metrics_.rollback(name, s.action->kind(), out.ok ? "ok" : "failed", r.seconds);
-  if (!out.ok) spdlog::error("rollback {} of {} failed: {}", id, name, out.error);
-  else spdlog::warn("rollback {}: {} is now on {} ({:.1f} ms); verifying recovery", id, name, plan.to, r.seconds * 1000);
+  if (!out.ok) logf::error(lf, "rollback {} of {} failed: {}", id, name, out.error);
+  else logf::warn(lf, "rollback {}: {} is now on {} ({:.1f} ms); verifying recovery", id, name, plan.to, r.seconds * 1000);
   r.kind = out.ok ? RunResult::Kind::done : RunResult::Kind::failed;
   co_return r;
 }
@@ -186,7 +191,7 @@ std::optional<Verification> Rollbacks::reconciled(Service& s, const json& starte
     escalate(s, "rollback " + id + " to " + target + " was interrupted and the live release is " + (found.empty() ? "unknown" : found), id);
     return std::nullopt;
   }
-  spdlog::info("service {}: the interrupted rollback had switched to {}; verifying recovery", s.name(), target);
+  logf::info({.service = s.name(), .release = target, .action_id = id}, "service {}: the interrupted rollback had switched to {}; verifying recovery", s.name(), target);
   const auto& verify = s.cfg->rollback.verify;
   return Verification{id, target, "", clock_.now() + verify.within, verify.healthy_samples, 0, fired_of(started)};
 }
@@ -200,7 +205,8 @@ void Rollbacks::escalate(Service& s, const std::string& why, const std::string& 
   rec_.record(Event::escalated, s.name(), d);
   coordinator_->escalated(s.name(), why, action_id);
   notify_("escalated", s.name(), {{"reason", why}, {"incident_id", action_id}});
-  spdlog::error("service {} ESCALATED: {}; no automatic action until a person clears it (POST /api/v1/services/{}/clear)", s.name(), why, s.name());
+  logf::error({.service = s.name(), .action_id = action_id}, "service {} ESCALATED: {}; no automatic action until a person clears it (POST /api/v1/services/{}/clear)",
+              s.name(), why, s.name());
 }
 
 bool Rollbacks::cancel(const Service& s, const std::string& why) {
@@ -214,7 +220,7 @@ bool Rollbacks::cancel(const Service& s, const std::string& why) {
 bool Rollbacks::clear(Service& s, const std::string& who, const std::string& source) {
   if (!s.escalated) return false;
   rec_.record(Event::cleared, s.name(), {{"by", who}, {"source", source}, {"was", s.escalation}});
-  spdlog::info("service {}: escalation cleared by {}", s.name(), who);
+  logf::info({.service = s.name()}, "service {}: escalation cleared by {}", s.name(), who);
   s.escalated = false;
   s.escalation.clear();
   return true;
