@@ -94,7 +94,12 @@ TEST_CASE("webhook and Slack notices for breach, execution and verification, ret
   CHECK(fs::exists(dir.path / "state" / "incidents" / (incident + ".md")));
   CHECK(by_event["breach"]["links"]["incident"] == base + "/api/v1/incidents/" + incident);  // the incident opens at the breach
   auto slack = rx.at(slack_secret);
-  CHECK_THAT(slack[0]["text"].get<std::string>(), Catch::Contains("`verified` on *app*"));
+  // In sentences, with the probe's own reason, never a JSON blob.
+  CHECK_THAT(slack[0]["text"].get<std::string>(), Catch::StartsWith("app recovered on v1: "));
+  CHECK_THAT(slack[0]["text"].get<std::string>(), !Catch::Contains("{"));
+  CHECK_THAT(by_event["breach"]["text"].get<std::string>(),
+             Catch::StartsWith("app is failing (trigger down, P0): 2 failures in a row on probe home (limit 2): body_contains: body does not contain"));
+  CHECK(by_event["executed"]["text"] == "app was rolled back from bad2 to v1 (trigger down, P0); checking that it recovers.");
   CHECK_THAT(slack[0]["text"].get<std::string>(), Catch::Contains("/api/v1/incidents/" + incident + ".md|incident record>"));
 
   // The receiver holds the notice before lastgood has its answer and records the delivery: poll.
@@ -206,4 +211,39 @@ TEST_CASE("customer notices: only executed and verified, never through PagerDuty
   CHECK(write_and_validate({{{"kind", "webhook"}, {"url", "http://127.0.0.1:1/"}, {"audience", "customer"}}}, out) == 2);
   CHECK_THAT(out, Catch::Contains("did you mean \"customers\""));
   CHECK(write_and_validate({{{"kind", "webhook"}, {"url", "http://127.0.0.1:1/"}, {"audience", "customers"}}}, out) == 0);
+}
+
+TEST_CASE("a proposal's notices say why in the probe's words, link the proposal's own row, and name who approved", "[notify]") {
+  Receiver rx;
+  rx.refuse = 0;
+  TempDir dir;
+  Site site(dir, {"v1", "bad2"});
+  json extra = alice_approves_p0();
+  extra["notify"] = {{{"kind", "webhook"}, {"url", rx.url("/hook")}, {"events", {"proposed", "approved"}}},
+                     {{"kind", "slack"}, {"url", rx.url("/slack")}, {"events", {"proposed"}}}};
+  Lastgood lg(dir, app_service(site.url(), site.local_symlink()), extra);
+  lg.start({{"LG_TEST_TOKEN", "alice-notice-77b"}});
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site.root, "bad2");
+  REQUIRE(lg.wait_for("proposal_created"));
+  const std::string id = lg.last("proposal_created", "id");
+  CHECK(http_call(lg.port(), "POST", "/api/v1/proposals/" + id + "/approve", "alice-notice-77b", "{}").status == 202);
+  REQUIRE(wait_until([&] { return rx.at("/hook").size() >= 2 && rx.at("/slack").size() >= 1; }, std::chrono::seconds(20)));
+  const auto hooks = rx.at("/hook");
+  const std::string base = "http://127.0.0.1:" + std::to_string(lg.port());
+  CHECK(hooks[0]["event"] == "proposed");
+  CHECK_THAT(hooks[0]["text"].get<std::string>(),
+             Catch::StartsWith("A rollback of app from bad2 to v1 awaits approval (trigger down, P0) (proposal " + id + ")") &&
+                 Catch::Contains("Evidence: 2 failures in a row on probe home (limit 2): body_contains: body does not contain"));
+  CHECK(hooks[0]["links"]["proposal"] == base + "/#proposal-" + id);
+  CHECK(hooks[1]["event"] == "approved");
+  CHECK(hooks[1]["text"] == "The rollback of app was approved by alice (proposal " + id + "); it runs now.");
+  CHECK(hooks[1]["approvers"] == json{"alice"});
+  const std::string slack = rx.at("/slack")[0]["text"];
+  CHECK_THAT(slack, Catch::Contains("<" + base + "/#proposal-" + id + "|approve or reject>"));
+  CHECK_THAT(slack, Catch::Contains("body does not contain \"&lt;title&gt;\"") && !Catch::Contains("<title>"));  // Slack's markup escaped
+  CHECK_THAT(slack, !Catch::Contains("evidence: `"));
+  // The link's row exists on the page under that id.
+  CHECK_THAT(http_call(lg.port(), "GET", "/page.js").body, Catch::Contains("id='proposal-"));
+  CHECK(lg.proc->stop() == 0);
 }

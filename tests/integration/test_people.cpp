@@ -313,7 +313,7 @@ TEST_CASE("pagerduty: trigger on the breach, acknowledge on execution, resolve o
   for (const auto& e : pd.events) CHECK(e["dedup_key"] == key);
   CHECK(pd.events[0]["payload"]["severity"] == "critical");  // P0
   CHECK(pd.events[0]["payload"]["component"] == "app");
-  CHECK_THAT(pd.events[0]["payload"]["summary"].get<std::string>(), Catch::Contains("breach on app"));
+  CHECK_THAT(pd.events[0]["payload"]["summary"].get<std::string>(), Catch::StartsWith("app is failing (trigger down, P0): "));
   // The P2-only webhook got nothing of a P0; the app-and-verified one got exactly the verification.
   REQUIRE(pd.webhook.size() == 1);
   CHECK(pd.webhook[0]["event"] == "verified");

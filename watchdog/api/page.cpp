@@ -24,6 +24,7 @@ code{background:#eef0f3;padding:1px 4px;border-radius:3px}
 input{padding:4px;width:260px}
 input.comment{width:180px;margin-bottom:4px}
 small.why b{color:#c62828}
+tr:target{background:#fff7d6;outline:2px solid #9a6700}
 </style></head>
 <body>
 <header><h1>lastgood</h1><span id="who"></span>
@@ -85,7 +86,7 @@ function proposalRow(p, buttons) {
   const who = p.requested_by ? "<br><small>asked by " + esc(p.requested_by) + " (" + esc(p.origin) + ")</small>" : "";
   const may = p.may_approve ? "<br>may approve: " + p.may_approve.map(esc).join(", ") +
     (p.secondary && !p.secondary.open ? "; " + p.secondary.roles.map(esc).join(", ") + " too " + ago(p.secondary.from) : "") : "";
-  return "<tr data-proposal='" + esc(p.id) + "'><td><b>" + esc(d.service) + "</b><br><code>" + esc(d.release_from) + " &rarr; " + esc(d.release_to) +
+  return "<tr id='proposal-" + esc(p.id) + "' data-proposal='" + esc(p.id) + "'><td><b>" + esc(d.service) + "</b><br><code>" + esc(d.release_from) + " &rarr; " + esc(d.release_to) +
     "</code>" + who + "</td><td>" + esc(d.severity) + " " + esc(d.trigger) + "<br>" + esc(d.reason) + "<br><small class='why'>" + evidence(d.evidence) + "</small></td>" +
     "<td class='" + esc(p.state) + " state'>" + esc(p.state) + "<br><small>" + p.approvals.length + "/" + esc(p.quorum) + " approvals" +
     (p.state === "pending" ? ", " + esc(p.approvals_needed) + " more needed" : "") + votes(p.approvals, "approved") + votes(p.rejections, "rejected") + may +
@@ -93,6 +94,7 @@ function proposalRow(p, buttons) {
     (buttons ? "<td><input class='comment' id='comment-" + esc(p.id) + "' placeholder='comment (optional)'><br><button class='approve' data-id='" + esc(p.id) +
       "'>Approve</button><button class='reject' data-id='" + esc(p.id) + "'>Reject</button></td>" : "") + "</tr>";
 }
+let scrolled = false;
 async function refresh() {
   try {
     const [s, p, inc, sil] = await Promise.all([fetch("/api/v1/services").then((r) => r.json()), fetch("/api/v1/proposals").then((r) => r.json()),
@@ -122,6 +124,11 @@ async function refresh() {
       sil.silences.slice(0, 20).map((x) => "<tr data-silence='" + esc(x.id) + "'><td>" + x.services.map(esc).join(", ") + "</td><td class='" +
         (x.state === "active" ? "pending" : "") + "'>" + esc(x.state) + "</td><td>" + ago(x.ends_at) + "</td><td>" + esc(x.by) +
         (x.expired_by ? "<br><small>ended by " + esc(x.expired_by) + "</small>" : "") + "</td><td>" + esc(x.comment) + "</td></tr>").join("") + "</table>" : "none";
+    // A notice's link names one proposal (/#proposal-ID): shown once it is drawn, and marked.
+    if (!scrolled && location.hash.startsWith("#proposal-")) {
+      const row = document.getElementById(decodeURIComponent(location.hash.slice(1)));
+      if (row) { row.scrollIntoView(); scrolled = true; }
+    }
     document.querySelectorAll("button.approve").forEach((b) => b.onclick = () => vote(b.dataset.id, "approve"));
     document.querySelectorAll("button.reject").forEach((b) => b.onclick = () => vote(b.dataset.id, "reject"));
     document.querySelectorAll("button.clear").forEach((b) => b.onclick = () => {

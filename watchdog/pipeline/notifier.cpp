@@ -1,6 +1,7 @@
 #include "watchdog/pipeline/notifier.hpp"
 
 #include "watchdog/json_text.hpp"
+#include "watchdog/pipeline/notice_text.hpp"
 
 #include <ctime>
 #include <map>
@@ -55,26 +56,30 @@ json Notifier::payload(size_t target, const std::string& event, const std::strin
     return notice;
   }
   json links{{"page", base_url_ + "/"}, {"api", base_url_ + "/api/v1/services"}};
-  if (d.contains("proposal_id")) links["proposal"] = base_url_ + "/api/v1/proposals";
+  // The proposal's own row on the approval page (the page scrolls to it and marks it).
+  if (d.contains("proposal_id") && d["proposal_id"].is_string() && !d["proposal_id"].get<std::string>().empty())
+    links["proposal"] = base_url_ + "/#proposal-" + d["proposal_id"].get<std::string>();
   if (d.contains("incident_id") && d["incident_id"].is_string() && !d["incident_id"].get<std::string>().empty()) {
     links["incident"] = base_url_ + "/api/v1/incidents/" + d["incident_id"].get<std::string>();
     links["incident_markdown"] = base_url_ + "/api/v1/incidents/" + d["incident_id"].get<std::string>() + ".md";
   }
-  if (n.kind == "pagerduty") return pagerduty(pagerduty_action(event), event, service, d, links);
+  const std::string text = notice_text(event, service, d);
+  if (n.kind == "pagerduty") return pagerduty(pagerduty_action(event), event, service, d, links, text);
   if (n.kind == "slack") {
-    std::string text = "*lastgood* `" + event + "` on *" + service + "*";
-    if (d.contains("severity")) text += " (" + d["severity"].get<std::string>() + ")";
-    if (d.contains("trigger")) text += ", trigger `" + d["trigger"].get<std::string>() + "`";
-    if (d.contains("reason")) text += ": " + d["reason"].get<std::string>();
-    if (d.contains("release_from") && d.contains("release_to") && d["release_to"].is_string())
-      text += "\n" + d["release_from"].get<std::string>() + " -> " + d["release_to"].get<std::string>();
-    if (d.contains("evidence")) text += "\nevidence: `" + json_text(d["evidence"]) + "`";
-    text += "\n<" + links["page"].get<std::string>() + "|open lastgood>";
-    if (links.contains("incident")) text += " · <" + links["incident_markdown"].get<std::string>() + "|incident record>";
-    return {{"text", text}};
+    // Slack's mrkdwn: <, > and & are its markup and must be escaped in what we say.
+    auto esc = [](const std::string& x) {
+      std::string o;
+      for (char c : x) o += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : std::string(1, c);
+      return o;
+    };
+    std::string t = esc(text) + "\n";
+    if (links.contains("proposal")) t += "<" + links["proposal"].get<std::string>() + "|approve or reject> · ";
+    t += "<" + links["page"].get<std::string>() + "|approval page>";
+    if (links.contains("incident")) t += " · <" + links["incident_markdown"].get<std::string>() + "|incident record>";
+    return {{"text", t}};
   }
-  json body{{"event", event}, {"service", service}, {"links", links}};
-  for (const char* k : {"severity", "trigger", "decision", "reason", "evidence", "proposal_id", "incident_id", "release_from", "release_to", "error"})
+  json body{{"event", event}, {"service", service}, {"text", text}, {"links", links}};
+  for (const char* k : {"severity", "trigger", "decision", "reason", "evidence", "proposal_id", "incident_id", "release_from", "release_to", "error", "approvers", "by"})
     if (d.contains(k)) body[k] = d[k];
   return body;
 }
@@ -92,7 +97,8 @@ std::string Notifier::severity_of(const std::string& service, const json& d) con
   return "";
 }
 
-json Notifier::pagerduty(const std::string& action, const std::string& event, const std::string& service, const json& d, const json& links) const {
+json Notifier::pagerduty(const std::string& action, const std::string& event, const std::string& service, const json& d, const json& links,
+                         const std::string& text) const {
   const auto it = open_.find(service);
   const std::string key = it != open_.end() ? it->second.key : "lastgood/" + service;
   json body{{"event_action", action}, {"dedup_key", key}, {"client", "lastgood"}, {"client_url", links["page"]}};
@@ -100,10 +106,12 @@ json Notifier::pagerduty(const std::string& action, const std::string& event, co
   const std::string sev = severity_of(service, d);
   // PagerDuty's severities: critical, error, warning, info.
   const std::string pd = sev == "P0" ? "critical" : sev == "P1" ? "error" : sev == "P2" ? "warning" : "info";
-  std::string summary = "lastgood: " + event + " on " + service;
-  if (d.contains("reason") && d["reason"].is_string()) summary += ": " + d["reason"].get<std::string>();
-  else if (d.contains("evidence") && d["evidence"].is_object()) summary += ": " + d["evidence"].value("measure", std::string()) + " " + json_text(d["evidence"].value("value", json()));
-  if (summary.size() > 1024) summary.resize(1024);  // the API's limit
+  std::string summary = text;
+  if (summary.size() > 1024) {  // the API's limit, cut at a character's start
+    size_t cut = 1021;
+    while (cut > 0 && (static_cast<unsigned char>(summary[cut]) & 0xC0) == 0x80) --cut;
+    summary = summary.substr(0, cut) + "...";
+  }
   json details = json::object();
   for (const char* k : {"trigger", "severity", "release_from", "release_to", "proposal_id", "incident_id", "evidence", "error"})
     if (d.contains(k)) details[k] = d[k];

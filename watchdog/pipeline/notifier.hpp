@@ -57,7 +57,7 @@ class Notifier {
   // routing key (added at delivery: the key is a secret and the body goes to the ledger).
   static std::string pagerduty_action(const std::string& event);
   nlohmann::json pagerduty(const std::string& action, const std::string& event, const std::string& service, const nlohmann::json& d,
-                           const nlohmann::json& links) const;
+                           const nlohmann::json& links, const std::string& text) const;
   // Per service, the incident PagerDuty knows (dedup_key) and its severity, from the first
   // breach or proposal until verified recovery; rebuilt from the ledger on restart.
   struct Open {

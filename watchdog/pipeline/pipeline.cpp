@@ -242,6 +242,11 @@ asio::awaitable<void> Pipeline::recheck_approved(size_t si, std::string id) {
 
 // ---- results, ticks --------------------------------------------------------------------------
 
+policy::Evidence Pipeline::explained(size_t si, policy::Evidence e) const {
+  explain(si, e);
+  return e;
+}
+
 void Pipeline::explain(size_t si, policy::Evidence& e) const {
   const auto& s = *svcs_[si];
   if (!e.detail.empty() || e.probe.empty()) return;
@@ -478,6 +483,7 @@ void Pipeline::handle_decision(size_t si, policy::Decision d) {
     const Proposal* p = proposals_.create(d, s.cfg->rollback.approval_timeout);
     if (!p) return;  // not recorded, not proposed: decided again when the ledger takes entries
     json details = to_json(d);
+    details["evidence"] = to_json(explained(si, d.evidence));  // with the failing probe's own reason
     details["proposal_id"] = p->id;
     details["decision"] = "propose";
     notifier_.notify("proposed", name, details);

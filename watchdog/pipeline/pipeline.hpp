@@ -174,6 +174,7 @@ class Pipeline final : private ReplayTarget {
   // Adds the failing probe's own reason ("status: got 500") to evidence that names a probe and
   // has no detail of its own.
   void explain(size_t si, policy::Evidence& e) const;
+  policy::Evidence explained(size_t si, policy::Evidence e) const;
 
   std::optional<size_t> service_index(const std::string& name) const override;
   const Service& service(size_t si) const { return *svcs_[si]; }

@@ -259,7 +259,7 @@ VoteOutcome Proposals::vote(const std::string& id, const config::Approver* who, 
     rec_.record(Event::proposal_vote, service, {{"id", id}, {"approve", false}, {"approver", v.approver}, {"role", role}, {"comment", v.comment}});
     attempt(service, "rejected", role);
     set_state(id, ProposalState::rejected);
-    notify_("rejected", service, {{"proposal_id", id}, {"trigger", p->decision.trigger}, {"reason", "rejected by " + who->name}});
+    notify_("rejected", service, {{"proposal_id", id}, {"trigger", p->decision.trigger}, {"reason", "rejected by " + who->name}, {"by", who->name}});
     logf::warn({.service = service, .trigger = p->decision.trigger, .proposal_id = id}, "proposal {} rejected by {} ({}): nothing will be done", id, who->name, role);
     return {VoteStatus::rejected, p, ""};
   }
@@ -275,7 +275,11 @@ VoteOutcome Proposals::vote(const std::string& id, const config::Approver* who, 
              p->quorum);
   if (static_cast<int>(p->approvals.size()) < p->quorum) return {VoteStatus::counted, p, ""};
   set_state(id, ProposalState::approved);
-  notify_("approved", service, {{"proposal_id", id}, {"trigger", p->decision.trigger}, {"reason", "approved by a quorum of " + std::to_string(p->quorum)}});
+  json approvers = json::array();
+  for (const auto& a : p->approvals) approvers.push_back(a.approver);
+  notify_("approved", service, {{"proposal_id", id}, {"trigger", p->decision.trigger}, {"reason", "approved by a quorum of " + std::to_string(p->quorum)},
+                                {"approvers", approvers}, {"release_from", p->decision.release_from.value_or("")},
+                                {"release_to", p->decision.release_to.value_or("")}});
   if (!now.can_act) {
     set_state(id, ProposalState::failed);
     return {VoteStatus::cannot_act, p, "approved, but the service cannot be rolled back now (no action or one already running)"};
