@@ -51,6 +51,7 @@ std::optional<std::chrono::system_clock::time_point> peer_not_after(SSL* ssl_han
 }  // namespace
 
 void HttpConnection::Impl::close() {
+  if (budget) budget->release(*this);
   boost::system::error_code ec;
   if (plain) plain->close(ec);
   if (secure) secure->next_layer().close(ec);
@@ -71,6 +72,13 @@ asio::awaitable<std::optional<HttpError>> HttpConnection::Impl::connect(Clock::t
   auto t0 = Clock::now();
   if (t0 >= deadline) {  // lastgood was late: the target was never asked
     HttpError err{HttpError::Stage::connect, true, "the probe's own deadline passed before it could connect (lastgood was late)"};
+    err.watcher = true;
+    co_return err;
+  }
+  if (budget && !budget->acquire(*this)) {  // every socket probes may hold is in a request now
+    HttpError err{HttpError::Stage::connect, false,
+                  "lastgood's probes hold all " + std::to_string(budget->capacity()) +
+                      " connections its open-files limit allows them, each in a request: its own limit, not the target's"};
     err.watcher = true;
     co_return err;
   }
@@ -267,6 +275,7 @@ asio::awaitable<std::optional<HttpError>> HttpConnection::Impl::exchange(Stream&
 
 asio::awaitable<HttpResult> HttpConnection::Impl::request(Clock::time_point deadline, Exchange x) {
   if (x.t0 == Clock::time_point{}) x.t0 = Clock::now();
+  in_use();
   for (int attempt = 0; attempt < 2; ++attempt) {
     HttpResponse resp;
     const bool reused = connected();
@@ -295,6 +304,7 @@ asio::awaitable<HttpResult> HttpConnection::Impl::request(Clock::time_point dead
     resp.total_ms = Ms(Clock::now() - x.t0);
     resp.cert_not_after = cert_not_after;
     if (!x.keep_alive) close();
+    else kept();
     co_return resp;
   }
   co_return HttpError{HttpError::Stage::connect, false, "unreachable"};
@@ -333,6 +343,10 @@ std::variant<std::string, HttpError> HttpConnection::serialize(const HttpRequest
 }
 int HttpConnection::connections_opened() const { return impl_->opened; }
 void HttpConnection::keep_headers(bool keep) { impl_->keep_head = keep; }
+void HttpConnection::limit_by_budget() {
+  impl_->close();  // (nothing is open yet when a probe asks; were it, it would be outside the budget)
+  impl_->budget = &ConnectionBudget::of(impl_->ex);
+}
 const Url& HttpConnection::url() const { return impl_->origin; }
 asio::any_io_executor HttpConnection::executor() const { return impl_->ex; }
 void HttpConnection::close() { impl_->close(); }

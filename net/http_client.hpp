@@ -64,6 +64,9 @@ class HttpConnection {
   // false: responses keep no header block (header() then finds nothing), for a probe that reads
   // no header.
   void keep_headers(bool keep);
+  // Counts this connection in its io_context's ConnectionBudget (net/conn_budget.hpp): probes'
+  // connections do, so that thousands of targets never take the descriptors lastgood needs.
+  void limit_by_budget();
   const Url& url() const;  // as given at construction
   boost::asio::any_io_executor executor() const;
   void close();

@@ -19,6 +19,7 @@ using Ms = HttpMs;
 bool HttpConnection::Impl::start(const std::string& req, bool head, Clock::time_point deadline, std::size_t max_body,
                                  HttpConnection::Sink& sink) {
   if (!plain) return false;
+  in_use();
   fast.sink = &sink;
   fast.req = &req;
   fast.head = head;
@@ -80,6 +81,7 @@ void HttpConnection::Impl::on_read(boost::system::error_code ec) {
   disarm();
   resp.total_ms = Ms(Clock::now() - fast.t0);
   if (!keep_alive) close();
+  else kept();
   deliver(std::move(result));
 }
 

@@ -11,6 +11,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/stream.hpp>
 
+#include "net/conn_budget.hpp"
 #include "net/deadlines.hpp"
 #include "net/http_client.hpp"
 #include "net/http_wire.hpp"
@@ -35,7 +36,7 @@ struct Exchange {
   bool nothing_received = true;
 };
 
-struct HttpConnection::Impl final : Deadlines::Waiter {
+struct HttpConnection::Impl final : Deadlines::Waiter, ConnectionBudget::Member {
   boost::asio::any_io_executor ex;
   Url origin;
   std::shared_ptr<boost::asio::ssl::context> tls_ctx;
@@ -48,6 +49,17 @@ struct HttpConnection::Impl final : Deadlines::Waiter {
   Deadlines& deadlines;
   bool timed_out = false;
   bool keep_head = true;  // keep_headers()
+  // A probe's connection counts in the loop's ConnectionBudget (limit_by_budget()); others
+  // (actions, notices, etcd) use the reserve outside it.
+  ConnectionBudget* budget = nullptr;
+  void evict() override { close(); }  // idle longest while the budget was full
+  // A request ends on a connection that stays open: it may be evicted until the next one starts.
+  void kept() {
+    if (budget) budget->idle(*this);
+  }
+  void in_use() {
+    if (budget) budget->busy(*this);
+  }
 
   explicit Impl(boost::asio::any_io_executor e) : ex(e), deadlines(Deadlines::of(ex)) {}
   ~Impl() { deadlines.remove(*this); }

@@ -65,6 +65,7 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
     }
     conn_ = std::make_unique<HttpConnection>(std::move(ex), url, tls_);
     conn_->keep_headers(!http_.expect.header.empty() || http_.follow_redirects > 0);  // `header` expectations, Location
+    conn_->limit_by_budget();
     request_ = conn_->serialize(make_request(url));
     head_ = http_.method == "HEAD";
   }
@@ -159,6 +160,7 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
       ++redirects;
       if (next->origin() != url.origin()) {
         other = std::make_unique<HttpConnection>(conn_->executor(), *next, next->tls() ? (tls_ ? tls_ : (http_.ca_file ? make_tls_context({http_.ca_file, false}) : default_tls_context())) : nullptr);
+        other->limit_by_budget();
         conn = other.get();
       } else {
         conn = conn_.get();

@@ -1,5 +1,7 @@
 #include "watchdog/metrics.hpp"
 
+#include "net/conn_budget.hpp"
+
 #include <dirent.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -365,6 +367,19 @@ std::string process_metrics_text() {
       }();
       gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", "gauge", boot + field(22) / hz);
     }
+  }
+  // The probes' share of the descriptors (net/conn_budget.hpp).
+  if (const net::ConnectionBudget* b = net::g_probe_budget.load()) {
+    out.append("# HELP lastgood_probe_connections Sockets probes hold: kept alive between runs, or in a request.\n"
+               "# TYPE lastgood_probe_connections gauge\n");
+    out.append("lastgood_probe_connections{state=\"kept\"} ").append(std::to_string(b->kept())).append("\n");
+    out.append("lastgood_probe_connections{state=\"in_request\"} ").append(std::to_string(b->in_use())).append("\n");
+    gauge("lastgood_probe_connections_max", "Sockets probes may hold: the open-files limit less the API's connections and a margin.", "gauge",
+          static_cast<double>(b->capacity()));
+    gauge("lastgood_probe_connection_evictions_total", "Kept-alive probe connections closed to make room for another probe's.", "counter",
+          static_cast<double>(b->evictions()));
+    gauge("lastgood_probe_connection_refusals_total", "Probe runs refused a socket because every one in the budget was in a request (the run is an error).",
+          "counter", static_cast<double>(b->refusals()));
   }
   return out;
 }

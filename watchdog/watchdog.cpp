@@ -1,5 +1,6 @@
 #include "watchdog/watchdog.hpp"
 #include "watchdog/log_fields.hpp"
+#include "net/conn_budget.hpp"
 
 
 #include "watchdog/json_text.hpp"
@@ -109,6 +110,7 @@ std::pair<int, nlohmann::json> Watchdog::reload(const std::string& via) {
 }
 
 Watchdog::~Watchdog() {
+  net::g_probe_budget.store(nullptr);
   stop();
   if (ha_) ha_->stop();
 }
@@ -157,6 +159,18 @@ void Watchdog::start() {
   if (ha_) {
     // Until the replica owns a shard, the coordinator refuses: nothing is decided before joining.
     ha_->start("http://" + server_->local_endpoint().address().to_string() + ":" + std::to_string(server_->local_endpoint().port()));
+  }
+  // Probes' sockets stay within what the open-files limit leaves after the API's connections and
+  // a margin (net/conn_budget.hpp): past it the connection idle longest is closed, never EMFILE.
+  {
+    rlimit rl{};
+    const std::uint64_t limit = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur : 0;
+    auto& budget = net::ConnectionBudget::of(ioc_.get_executor());
+    budget.set_capacity(net::ConnectionBudget::share_of(limit, server_->max_connections()));
+    net::g_probe_budget.store(&budget);
+    if (limit && budget.capacity() < probes_.size())
+      spdlog::warn("{} probes, and the open-files limit ({}) leaves them {} connections: the rest reconnect on each run (raise LimitNOFILE / ulimit -n to keep them all)",
+                   probes_.size(), limit, budget.capacity());
   }
   scheduler_.start();
   schedule_tick();

@@ -121,6 +121,46 @@ TEST_CASE("open files run out: idle API clients cannot lock lastgood out, EMFILE
   CHECK(current_release(site.root) == "v2");
 }
 
+TEST_CASE("more targets than descriptors: every probe keeps being judged ok within a connection budget, never EMFILE", "[faults]") {
+  TempDir dir;
+  Site site(dir, {"v1"});
+  // 300 probes, each wanting a kept-alive connection, under an open-files limit of 256: the API
+  // gets 32 (256 / 8), a margin 64, the probes 160. Without the budget the kept connections
+  // would take every descriptor and new ones fail with EMFILE.
+  json probes = json::array();
+  for (int i = 0; i < 300; ++i)
+    probes.push_back({{"name", "p" + std::to_string(i)}, {"kind", "http"}, {"url", site.url()}, {"interval", "300ms"}, {"timeout", "250ms"}});
+  Lastgood lg(dir, Lastgood::Config{json{{"services", {{{"name", "many"}, {"probes", probes}}}}}});
+  lg.prefix = {"prlimit", "--nofile=256:256", "--"};
+  lg.start();
+  REQUIRE(lg.port() != 0);
+  REQUIRE(wait_until([&] { return http_call(lg.port(), "GET", "/readyz").status == 200; }, std::chrono::seconds(10)));
+  std::string metrics;
+  auto every_probe_ok = [&](int runs) {
+    metrics = http_call(lg.port(), "GET", "/metrics").body;
+    for (int i = 0; i < 300; ++i)
+      if (metric(metrics, "lastgood_probes_total{outcome=\"ok\",probe=\"p" + std::to_string(i) + "\",service=\"many\"}") < runs) return false;
+    return true;
+  };
+  REQUIRE(wait_until([&] { return every_probe_ok(5); }, std::chrono::seconds(30)));
+  CHECK(metric(metrics, "lastgood_probe_connections_max") == 160);
+  CHECK(metric(metrics, "lastgood_probe_connections{state=\"kept\"}") <= 160);
+  CHECK(metric(metrics, "lastgood_probe_connection_evictions_total") > 0);  // more probes than places: kept ones make room
+  CHECK(metric(metrics, "process_open_fds") < 256);
+  double errors = 0, fails = 0;
+  for (int i = 0; i < 300; ++i) {
+    errors += metric(metrics, "lastgood_probes_total{outcome=\"error\",probe=\"p" + std::to_string(i) + "\",service=\"many\"}");
+    fails += metric(metrics, "lastgood_probes_total{outcome=\"fail\",probe=\"p" + std::to_string(i) + "\",service=\"many\"}");
+  }
+  CHECK(errors == 0);
+  CHECK(fails == 0);
+  CHECK(http_call(lg.port(), "GET", "/healthz").status == 200);
+  const auto log = read_file(dir.path / "lastgood-1.log");
+  CHECK_THAT(log, !Catch::Contains("Too many open files"));
+  CHECK_THAT(log, Catch::Contains("300 probes, and the open-files limit (256) leaves them 160 connections"));
+  CHECK(lg.proc->stop() == 0);
+}
+
 TEST_CASE("the disk fills: no torn entry, no action and no verification, /readyz 503, then lastgood resumes by itself", "[faults]") {
   TempDir dir;
   const fs::path mnt = dir.path / "small";
