@@ -52,6 +52,16 @@ std::optional<std::chrono::system_clock::time_point> peer_not_after(SSL* ssl_han
 
 void HttpConnection::Impl::close() {
   if (budget) budget->release(*this);
+  if (secure) {  // keep its session for the next connection (TLS 1.3 tickets come after the handshake)
+    SSL_SESSION* s = SSL_get1_session(secure->native_handle());
+    if (s && SSL_SESSION_is_resumable(s)) {
+      session.reset(s);
+      // Closed without close_notify, OpenSSL would mark the session (the object just kept) not
+      // resumable when the stream is freed: say the shutdown is done, the socket closes anyway.
+      SSL_set_shutdown(secure->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    }
+    else if (s) SSL_SESSION_free(s);
+  }
   boost::system::error_code ec;
   if (plain) plain->close(ec);
   if (secure) secure->next_layer().close(ec);
@@ -137,6 +147,7 @@ asio::awaitable<std::optional<HttpError>> HttpConnection::Impl::connect(Clock::t
   secure = std::make_unique<ssl::stream<tcp::socket>>(std::move(*plain), *tls_ctx);
   plain.reset();
   SSL* h = secure->native_handle();
+  if (session) SSL_set_session(h, session.get());
   if (is_ip_literal(origin.host)) {
     X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(h), origin.host.c_str());
   } else {
@@ -155,6 +166,7 @@ asio::awaitable<std::optional<HttpError>> HttpConnection::Impl::connect(Clock::t
     co_return HttpError{HttpError::Stage::tls, to, to ? "TLS handshake timed out" : "TLS handshake: " + why};
   }
   resp.tls_ms = Ms(Clock::now() - t1);
+  (SSL_session_reused(h) ? g_tls_handshakes.resumed : g_tls_handshakes.full).fetch_add(1, std::memory_order_relaxed);
   cert_not_after = peer_not_after(h);
   co_return std::nullopt;
 }

@@ -43,6 +43,12 @@ struct HttpConnection::Impl final : Deadlines::Waiter, ConnectionBudget::Member 
   std::unique_ptr<boost::asio::ip::tcp::socket> plain;
   std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket>> secure;
   std::optional<std::chrono::system_clock::time_point> cert_not_after;
+  // The last TLS session with this origin, offered again when reconnecting (resumption: no full
+  // handshake). Freed with the connection.
+  struct SessionFree {
+    void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
+  };
+  std::unique_ptr<SSL_SESSION, SessionFree> session;
   int opened = 0;
   // The request's deadline waits in the io_context's Deadlines: when it passes, the socket's
   // operations are cancelled and timed_out is set.

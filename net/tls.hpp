@@ -1,5 +1,7 @@
 #pragma once
 // TLS client contexts: peers verified against the system CA store (or a given bundle) by default.
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,5 +20,12 @@ std::shared_ptr<boost::asio::ssl::context> make_tls_context(const TlsOptions& op
 // The verifying context over the system CA store, built once: loading the store parses the whole
 // CA bundle, not something to redo on the event loop for every request.
 std::shared_ptr<boost::asio::ssl::context> default_tls_context();
+
+// TLS handshakes made by HTTP connections in this process, and how many resumed a session
+// (for /metrics: lastgood_probe_tls_handshakes_total).
+struct TlsCounts {
+  std::atomic<std::uint64_t> full{0}, resumed{0};
+};
+extern TlsCounts g_tls_handshakes;
 
 }  // namespace lastgood::net

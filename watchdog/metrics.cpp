@@ -1,6 +1,7 @@
 #include "watchdog/metrics.hpp"
 
 #include "net/conn_budget.hpp"
+#include "net/tls.hpp"
 
 #include <dirent.h>
 #include <sys/resource.h>
@@ -368,6 +369,10 @@ std::string process_metrics_text() {
       gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", "gauge", boot + field(22) / hz);
     }
   }
+  out.append("# HELP lastgood_tls_handshakes_total TLS handshakes of lastgood's HTTP connections, by whether they resumed a session.\n"
+             "# TYPE lastgood_tls_handshakes_total counter\n");
+  out.append("lastgood_tls_handshakes_total{resumed=\"false\"} ").append(std::to_string(net::g_tls_handshakes.full.load())).append("\n");
+  out.append("lastgood_tls_handshakes_total{resumed=\"true\"} ").append(std::to_string(net::g_tls_handshakes.resumed.load())).append("\n");
   // The probes' share of the descriptors (net/conn_budget.hpp).
   if (const net::ConnectionBudget* b = net::g_probe_budget.load()) {
     out.append("# HELP lastgood_probe_connections Sockets probes hold: kept alive between runs, or in a request.\n"

@@ -69,7 +69,8 @@ Nginx::Nginx(const fs::path& dir, const TestPki* pki, std::optional<fs::path> si
     tls = "    server {\n      listen 127.0.0.1:" + std::to_string(tls_port) + " ssl;\n      server_name localhost;\n" +
           "      ssl_certificate " + pki->server_cert.string() + ";\n      ssl_certificate_key " + pki->server_key.string() +
           ";\n      root " + root.string() + ";\n" +
-          "      location = /to-plain { return 302 http://127.0.0.1:" + std::to_string(port) + "/index.html; }\n    }\n";
+          "      location = /to-plain { return 302 http://127.0.0.1:" + std::to_string(port) + "/index.html; }\n" +
+          "      location = /once { keepalive_timeout 0; try_files /index.html =404; }\n    }\n";
   }
   const std::string d = dir.string();
   std::string conf = "daemon off;\nworker_processes 1;\npid " + d + "/nginx.pid;\nerror_log " + d +

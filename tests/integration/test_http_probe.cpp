@@ -5,6 +5,7 @@
 
 #include "config/config.hpp"
 #include "fixtures.hpp"
+#include "net/tls.hpp"
 #include "probes/probe.hpp"
 #include "watchdog/kinds.hpp"
 
@@ -230,6 +231,29 @@ TEST_CASE("https probe verifies the certificate chain and the host name", "[ngin
     INFO(r.reason);
     CHECK(r.outcome == probes::Outcome::ok);
   }
+}
+
+TEST_CASE("https probe reconnecting resumes its TLS session, and still checks the certificate", "[nginx]") {
+  TempDir dir;
+  TestPki pki(dir.path);
+  Nginx nginx(dir.path, &pki);
+  boost::asio::io_context ioc;
+  // /once closes the connection after each response: every run connects again.
+  const auto spec = http_probe(nginx.tls_url("localhost", "/once"), {{"ca_file", pki.ca_cert.string()}, {"expect", {{"cert_valid_for", "7d"}}}});
+  auto p = probes::make_probe(ioc.get_executor(), "s", spec);
+  const auto full0 = lastgood::net::g_tls_handshakes.full.load(), resumed0 = lastgood::net::g_tls_handshakes.resumed.load();
+  for (int i = 0; i < 4; ++i) {
+    auto r = run_once(*p, ioc);
+    INFO(r.reason);
+    REQUIRE(r.outcome == probes::Outcome::ok);  // the certificate's expiry is known on a resumed session too
+    CHECK(r.to_json()["details"]["reused_connection"] == false);
+  }
+  CHECK(lastgood::net::g_tls_handshakes.full.load() - full0 == 1);
+  CHECK(lastgood::net::g_tls_handshakes.resumed.load() - resumed0 == 3);
+  // Another CA's context does not resume a session its own verification never made.
+  const auto other = http_probe(nginx.tls_url("localhost", "/once"), {{"ca_file", pki.other_ca_cert.string()}});
+  auto q = probes::make_probe(ioc.get_executor(), "s", other);
+  CHECK(run_once(*q, ioc).outcome == probes::Outcome::fail);
 }
 
 TEST_CASE("tcp probe: ok on an open port, fail on a closed one, error when the name does not resolve", "[nginx]") {
