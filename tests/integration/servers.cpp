@@ -263,7 +263,24 @@ std::vector<std::string> Etcd::endpoints() const {
   return out;
 }
 
-void Etcd::stop(int member) { ::kill(procs_[static_cast<size_t>(member)]->pid(), SIGSTOP); }
+// Returns once the member is stopped, not when the signal is sent: on a loaded machine a member
+// could otherwise still answer (a write then commits with a "stopped" majority).
+void Etcd::stop(int member) {
+  const pid_t pid = procs_[static_cast<size_t>(member)]->pid();
+  ::kill(pid, SIGSTOP);
+  // Every thread (etcd is Go: many), each in state T.
+  wait_until(
+      [&] {
+        std::error_code ec;
+        for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+          const std::string s = read_file(t.path() / "stat");
+          const auto paren = s.rfind(')');
+          if (paren == std::string::npos || paren + 2 >= s.size() || s[paren + 2] != 'T') return false;
+        }
+        return !ec;
+      },
+      std::chrono::seconds(5));
+}
 void Etcd::cont(int member) { ::kill(procs_[static_cast<size_t>(member)]->pid(), SIGCONT); }
 
 }  // namespace testing
