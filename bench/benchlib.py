@@ -100,11 +100,24 @@ class Window:
 # ---- servers -----------------------------------------------------------------------------------
 
 class Nginx:
-    def __init__(self, work, site_root=None):
+    def __init__(self, work, site_root=None, tls=False):
         self.dir = os.path.join(work, "nginx")
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
         self.site_port = free_port()
+        self.tls_port = free_port() if tls else None
+        tls_server = ""
+        if tls:
+            # A self-signed certificate for 127.0.0.1, which the probes trust as their CA file.
+            self.cert = os.path.join(self.dir, "cert.pem")
+            key = os.path.join(self.dir, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", self.cert],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            tls_server = f"""
+  server {{ listen 127.0.0.1:{self.tls_port} ssl backlog=4096; ssl_certificate {self.cert}; ssl_certificate_key {key};
+           ssl_session_cache shared:bench:10m;
+           location / {{ default_type text/plain; return 200 "ok\\n"; }} }}"""
         self.log = os.path.join(self.dir, "access.log")
         site = ""
         if site_root:
@@ -125,7 +138,7 @@ http {{
   keepalive_timeout 300s;
   client_body_temp_path {self.dir}/tmp; proxy_temp_path {self.dir}/tmp; fastcgi_temp_path {self.dir}/tmp;
   uwsgi_temp_path {self.dir}/tmp; scgi_temp_path {self.dir}/tmp;
-  server {{ listen 127.0.0.1:{self.port} backlog=4096; location / {{ default_type text/plain; return 200 "ok\\n"; }} }}{site}
+  server {{ listen 127.0.0.1:{self.port} backlog=4096; location / {{ default_type text/plain; return 200 "ok\\n"; }} }}{site}{tls_server}
 }}
 """
         with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
@@ -133,11 +146,16 @@ http {{
         self.proc = subprocess.Popen(pinned(["nginx", "-p", self.dir, "-c", os.path.join(self.dir, "nginx.conf")], INFRA_CPU),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
+        if tls:
+            wait_port(self.tls_port)
         if site_root:
             wait_port(self.site_port)
 
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def tls_url(self, path):
+        return f"https://127.0.0.1:{self.tls_port}{path}"
 
     def count(self, prefix, t0, t1):
         """Requests whose path starts with prefix, logged between wall times t0 and t1."""

@@ -39,6 +39,11 @@ def scrape(port):
         le = re.search(r'le="([^"]+)"', line).group(1)
         buckets[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
     skipped = sum(float(l.rsplit(" ", 1)[1]) for l in metric_lines(text, "lastgood_schedule_skipped_total"))
+    # TLS handshakes (full, resumed); absent in binaries older than the counter.
+    hs = {"full": 0.0, "resumed": 0.0}
+    for line in metric_lines(text, "lastgood_tls_handshakes_total{"):
+        hs["resumed" if 'resumed="true"' in line else "full"] += float(line.rsplit(" ", 1)[1])
+    runs["handshakes"] = hs
     return runs, buckets, skipped
 
 
@@ -65,11 +70,11 @@ def share_within(limit, b0, b1):
     return (b1[limit] - b0.get(limit, 0)) / total if total else None
 
 
-def lastgood_config(work, targets, state_dir):
+def lastgood_config(work, targets, state_dir, probe_extra=None):
     services = []
     for i, (url, interval, timeout) in enumerate(targets):
         services.append({"name": f"t{i}",
-                         "probes": [{"name": "p", "kind": "http", "url": url, "interval": interval, "timeout": timeout}],
+                         "probes": [dict({"name": "p", "kind": "http", "url": url, "interval": interval, "timeout": timeout}, **(probe_extra or {}))],
                          "triggers": [{"name": "down", "severity": "P2", "rule": {"kind": "consecutive_failures", "count": 3}}]})
     port = free_port()
     cfg = {"listen": f"127.0.0.1:{port}", "state_dir": state_dir, "services": services}
@@ -79,7 +84,7 @@ def lastgood_config(work, targets, state_dir):
     return path, port
 
 
-def run_lastgood(work, nginx, n, seconds, warmup, hung=None):
+def run_lastgood(work, nginx, n, seconds, warmup, hung=None, tls=False, binary=None, starve=False):
     """n targets at 1 s (timeout 1 s); with hung: 10% of them point at a server that never answers,
     with timeout 2 s (and so interval 2 s: lastgood, like Prometheus, refuses a timeout longer than
     the interval)."""
@@ -89,14 +94,17 @@ def run_lastgood(work, nginx, n, seconds, warmup, hung=None):
         if hung and i % 10 == 0:
             targets.append((f"http://127.0.0.1:{hung.port}/h/{i}", "2s", "2s"))
         else:
-            targets.append((nginx.url(f"/lg/{i}"), "1s", "1s"))
+            targets.append(((nginx.tls_url if tls else nginx.url)(f"/lg/{i}"), "1s", "1s"))
     state = tempfile.mkdtemp(prefix="state-", dir=work)
-    cfg, port = lastgood_config(work, targets, state)
+    cfg, port = lastgood_config(work, targets, state, {"ca_file": nginx.cert} if tls else None)
     log = open(os.path.join(work, f"lastgood-{n}.log"), "w")
-    cmd = pinned([LASTGOOD, "run", "-c", cfg, "--log-level", "warn"], TOOL_CPU)
+    cmd = pinned([binary or LASTGOOD, "run", "-c", cfg, "--log-level", "warn"], TOOL_CPU)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    hog = None
     try:
         wait_port(port, 60)
+        if starve:  # a busy loop on lastgood's core: it gets about half of it
+            hog = subprocess.Popen(pinned([sys.executable, "-c", "while True: pass"], TOOL_CPU))
         time.sleep(warmup)
         r0, b0, s0 = scrape(port)
         w = Window(proc.pid)
@@ -108,6 +116,9 @@ def run_lastgood(work, nginx, n, seconds, warmup, hung=None):
         rss = peak_rss_mib(proc.pid)
         time.sleep(1.2)  # nginx flushes its access log every second
     finally:
+        if hog:
+            hog.kill()
+            hog.wait()
         stop(proc)
         log.close()
     ok = r1["ok"] - r0["ok"]
@@ -129,6 +140,11 @@ def run_lastgood(work, nginx, n, seconds, warmup, hung=None):
         "lateness_p50_ms": 1000 * (quantile(0.5, b0, b1) or 0), "lateness_p99_ms": 1000 * (quantile(0.99, b0, b1) or 0),
         "lateness_within_20ms": share_within(0.02, b0, b1), "skipped_runs": s1 - s0,
     }
+    if tls:
+        full = r1["handshakes"]["full"] - r0["handshakes"]["full"]
+        resumed = r1["handshakes"]["resumed"] - r0["handshakes"]["resumed"]
+        res["handshakes_per_s"] = (full + resumed) / elapsed
+        res["resumed_share"] = resumed / (full + resumed) if full + resumed else None
     return res
 
 

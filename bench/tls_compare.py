@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""HTTPS probes, two lastgood binaries side by side (issue 21, target 1): N HTTPS targets at 1 s
+on nginx over TLS, each binary in turn in every run (alternating which goes first), on a quiet
+core and with a busy loop sharing lastgood's core (CPU-starved). Reports CPU per probe, peak RSS,
+the share of scheduled runs that reached nginx, TLS handshakes per second and the share resumed.
+
+  python3 bench/tls_compare.py --before OLD/lastgood --after build/watchdog/lastgood [--runs 3]
+
+Nothing here is a test: it prints figures (docs/benchmarks.md, round 5)."""
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from runners import run_lastgood  # noqa: E402
+from benchlib import Nginx, INFRA_CPU  # noqa: E402
+
+
+def fmt(xs, digits=1, unit=""):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "n/a"
+    med = statistics.median(xs)
+    return (f"{med:.{digits}f}{unit} ({min(xs):.{digits}f}–{max(xs):.{digits}f})" if len(xs) > 1 else f"{med:.{digits}f}{unit}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", required=True)
+    ap.add_argument("--after", required=True)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    args = ap.parse_args()
+    if not shutil.which("nginx"):
+        sys.exit("nginx is missing: run scripts/install-deps --bench")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if INFRA_CPU is not None:
+        os.sched_setaffinity(0, {int(INFRA_CPU)})
+    work = tempfile.mkdtemp(prefix="lastgood-tls-bench-")
+    nginx = Nginx(work, tls=True)
+    res = {}
+    try:
+        for r in range(args.runs):
+            order = [("before", args.before), ("after", args.after)]
+            if r % 2:
+                order.reverse()
+            for starve in (False, True):
+                for name, binary in order:
+                    x = run_lastgood(work, nginx, args.n, args.seconds, args.warmup, tls=True, binary=binary, starve=starve)
+                    key = (name, starve)
+                    res.setdefault(key, []).append(x)
+                    print(name, "starved" if starve else "quiet", {k: x[k] for k in ("cpu_us_per_probe", "rss_mib", "achieved_share", "handshakes_per_s", "resumed_share")}, flush=True)
+    finally:
+        nginx.close()
+    print(f"\n{args.n} HTTPS targets at 1 s, {args.runs} runs of {args.seconds} s; median (min–max)\n")
+    print("| binary | core | CPU µs/probe | peak RSS MiB | share of scheduled runs reaching nginx | lateness p99 ms | TLS handshakes/s | resumed |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for starve in (False, True):
+        for name in ("before", "after"):
+            xs = res.get((name, starve), [])
+            print(f"| {name} | {'busy (starved)' if starve else 'quiet'} | {fmt([x['cpu_us_per_probe'] for x in xs])} | {fmt([x['rss_mib'] for x in xs])} | "
+                  f"{fmt([100 * x['achieved_share'] for x in xs], unit='%')} | {fmt([x['lateness_p99_ms'] for x in xs], 2)} | "
+                  f"{fmt([x.get('handshakes_per_s') for x in xs])} | "
+                  f"{fmt([100 * x['resumed_share'] if x.get('resumed_share') is not None else None for x in xs], unit='%')} |")
+
+
+if __name__ == "__main__":
+    main()
