@@ -41,9 +41,11 @@ def scrape(port):
     skipped = sum(float(l.rsplit(" ", 1)[1]) for l in metric_lines(text, "lastgood_schedule_skipped_total"))
     # TLS handshakes (full, resumed); absent in binaries older than the counter.
     hs = {"full": 0.0, "resumed": 0.0}
+    seen = False
     for line in metric_lines(text, "lastgood_tls_handshakes_total{"):
         hs["resumed" if 'resumed="true"' in line else "full"] += float(line.rsplit(" ", 1)[1])
-    runs["handshakes"] = hs
+        seen = True
+    runs["handshakes"] = hs if seen else None
     return runs, buckets, skipped
 
 
@@ -140,7 +142,7 @@ def run_lastgood(work, nginx, n, seconds, warmup, hung=None, tls=False, binary=N
         "lateness_p50_ms": 1000 * (quantile(0.5, b0, b1) or 0), "lateness_p99_ms": 1000 * (quantile(0.99, b0, b1) or 0),
         "lateness_within_20ms": share_within(0.02, b0, b1), "skipped_runs": s1 - s0,
     }
-    if tls:
+    if tls and r1["handshakes"] is not None and r0["handshakes"] is not None:
         full = r1["handshakes"]["full"] - r0["handshakes"]["full"]
         resumed = r1["handshakes"]["resumed"] - r0["handshakes"]["resumed"]
         res["handshakes_per_s"] = (full + resumed) / elapsed
