@@ -203,7 +203,7 @@ int cmd_run(const Args& a) {
     std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec, int) {
       if (ec) return;
       spdlog::info("received SIGHUP: reloading {}", a.config);
-      lastgood::net::guarded("loop", [&] { wd.reload("SIGHUP"); });
+      lastgood::net::guarded("loop", [&] { wd.reload_detached("SIGHUP"); });
       hup.async_wait(on_hup);
     };
     hup.async_wait(on_hup);

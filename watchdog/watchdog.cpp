@@ -23,11 +23,16 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
 #include "net/supervise.hpp"
 
 namespace lastgood::watchdog {
+
+namespace asio = boost::asio;
+
 
 Watchdog::Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::Config> cfg, WatchdogOptions opts)
     : ioc_(ioc),
@@ -56,18 +61,39 @@ void Watchdog::add_probes(size_t si) {
   }
 }
 
-std::pair<int, nlohmann::json> Watchdog::reload(const std::string& via) {
-  auto fail = [&](int status, const std::string& why, nlohmann::json errors = nlohmann::json()) {
-    metrics_.config_reload(false, 0);
-    nlohmann::json rec{{"ok", false}, {"via", via}, {"error", why}};
-    if (!errors.is_null()) rec["errors"] = errors;
-    pipeline_.record(Event::config_reloaded, "", rec);
-    spdlog::error("reload ({}) refused: {}{}", via, why, errors.is_null() ? "" : ": " + errors.dump());
-    nlohmann::json body{{"error", why}};
-    if (!errors.is_null()) body["errors"] = errors;
-    return std::pair<int, nlohmann::json>{status, body};
-  };
-  auto res = config::load_file(cfg_->source, kinds());
+std::pair<int, nlohmann::json> Watchdog::refuse_reload(int status, const std::string& via, const std::string& why, nlohmann::json errors) {
+  metrics_.config_reload(false, 0);
+  nlohmann::json rec{{"ok", false}, {"via", via}, {"error", why}};
+  if (!errors.is_null()) rec["errors"] = errors;
+  pipeline_.record(Event::config_reloaded, "", rec);
+  spdlog::error("reload ({}) refused: {}{}", via, why, errors.is_null() ? "" : ": " + errors.dump());
+  nlohmann::json body{{"error", why}};
+  if (!errors.is_null()) body["errors"] = errors;
+  return {status, body};
+}
+
+asio::awaitable<std::pair<int, nlohmann::json>> Watchdog::reload(std::string via) {
+  if (reloading_) co_return std::pair<int, nlohmann::json>{409, {{"error", "a reload is already under way: try again when it has finished"}}};
+  net::FlagGuard busy(reloading_);
+  const std::string path = cfg_->source;
+  spdlog::info("reload ({}): reading {} (probes keep running meanwhile)", via, path);
+  // Read and checked on the loader thread; only the result comes back to the loop.
+  auto load = [path]() -> asio::awaitable<config::LoadResult> { co_return config::load_file(path, kinds()); };
+  config::LoadResult res = co_await asio::co_spawn(loader_, load, asio::use_awaitable);
+  co_return apply_reload(res, via);
+}
+
+asio::awaitable<void> Watchdog::reload_logged(std::string via) { (void)co_await reload(via); }
+
+asio::awaitable<HttpRes> Watchdog::reload_response(std::string via) {
+  const auto [status, body] = co_await reload(via);
+  co_return HttpRes{status, "application/json", json_text(body, 2)};
+}
+
+void Watchdog::reload_detached(std::string via) { net::spawn(ioc_.get_executor(), reload_logged(std::move(via)), "reload", reloads_); }
+
+std::pair<int, nlohmann::json> Watchdog::apply_reload(const config::LoadResult& res, const std::string& via) {
+  auto fail = [&](int status, const std::string& why, nlohmann::json errors = nlohmann::json()) { return refuse_reload(status, via, why, errors); };
   if (!res.config) {
     nlohmann::json errors = nlohmann::json::array();
     for (const auto& p : res.problems) errors.push_back(p.to_string());
@@ -205,6 +231,7 @@ void Watchdog::schedule_tick() {
 
 void Watchdog::stop() {
   net::set_internal_error_sink({});
+  reloads_.end();
   if (ha_) ha_->resign();
   pipeline_.stop();
   scheduler_.stop();

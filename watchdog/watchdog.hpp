@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "config/config.hpp"
@@ -50,7 +52,14 @@ class Watchdog {
   // added, removed or changed, keeping every state. An invalid file, or one that changes what
   // only a restart applies, changes nothing. `via`: who asked (recorded). Returns the HTTP status
   // and body: 200 with what changed; 400 with the problems; 409 when it cannot be applied now.
-  std::pair<int, nlohmann::json> reload(const std::string& via);
+  // Reads the config file again on a worker thread (a large or hostile file never holds the loop:
+  // probes stay on schedule while it is read and checked), then applies it on the loop. One at a
+  // time: a reload asked for while one runs is refused (409).
+  boost::asio::awaitable<std::pair<int, nlohmann::json>> reload(std::string via);
+  // The same, detached (SIGHUP): supervised, its outcome logged and recorded.
+  void reload_detached(std::string via);
+  // POST /-/reload's answer.
+  boost::asio::awaitable<HttpRes> reload_response(std::string via);
 
   // The HTTP API over the current state (api/routes.cpp); votes and clears write the ledger.
   HttpRes handle(const HttpReq& req);
@@ -70,6 +79,11 @@ class Watchdog {
     bool retired = false;  // removed by a reload
   };
   void add_probes(size_t si);
+  std::pair<int, nlohmann::json> apply_reload(const config::LoadResult& res, const std::string& via);
+  std::pair<int, nlohmann::json> refuse_reload(int status, const std::string& via, const std::string& why, nlohmann::json errors = nlohmann::json());
+  bool reloading_ = false;
+  boost::asio::awaitable<void> reload_logged(std::string via);
+  net::Lifetime reloads_;  // a reload under way ends with the watchdog
   void on_result(size_t index, probes::ProbeResult&& r, double lateness_s);
   void schedule_tick();
   bool ready() const;
@@ -104,6 +118,8 @@ class Watchdog {
   AuthLimiter approver_failures_, alert_failures_;
   bool alertmanager_token_ok(const std::string& authorization) const;
   bool host_allowed(const std::string& host) const;
+  // Last member: destroyed first, so a load still running is joined before the rest goes.
+  boost::asio::thread_pool loader_{1};
 };
 
 // Raises the open-files soft limit to the hard limit; returns the limit now in force.

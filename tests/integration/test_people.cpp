@@ -7,6 +7,7 @@
 #include <csignal>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <optional>
 
 #include <nlohmann/json.hpp>
@@ -554,4 +555,44 @@ TEST_CASE("the page in headless Chromium: an escalated and silenced service, cle
   CHECK(fs::exists(shot));
   CHECK(s.lg.wait_for("cleared", [](const json& d) { return d["by"] == "bob"; }));
   CHECK(current_release(s.site.root) == "bad2");  // held by the silence: nothing done
+}
+
+TEST_CASE("reload: the file is read off the loop, so a slow one holds no probe and no request; one reload at a time", "[people]") {
+  TempDir dir;
+  Site site(dir, {"v1"});
+  const fs::path yaml = dir.path / "lastgood.yaml";
+  const std::string good = "state_dir: " + (dir.path / "state").string() + "\nlisten: 127.0.0.1:0\n" +
+                           "approvers: [{name: alice, roles: [cto], token_env: LG_T_ALICE}]\n" +
+                           "services:\n- name: web\n  probes: [{name: home, kind: http, url: '" + site.url() + "', interval: 100ms, timeout: 90ms}]\n";
+  write_file(yaml, good);
+  Lastgood lg(dir, Lastgood::Config{json::object()});
+  lg.config = yaml;
+  lg.start({{"LG_T_ALICE", "tok-alice-reload"}});
+  REQUIRE(lg.port() != 0);
+  // An alias bomb: the reader takes a second or more to refuse it (at its 2 000 000-value budget).
+  std::string bomb = good + "x0: &x0 [a, a, a, a, a, a, a, a, a, a]\n";
+  for (int i = 1; i < 9; ++i) {
+    bomb += "x" + std::to_string(i) + ": &x" + std::to_string(i) + " [";
+    for (int k = 0; k < 10; ++k) bomb += (k ? ", *x" : "*x") + std::to_string(i - 1);
+    bomb += "]\n";
+  }
+  write_file(yaml, bomb);
+  HttpReply first;
+  std::thread t([&] { first = http_call(lg.port(), "POST", "/-/reload", "tok-alice-reload"); });
+  REQUIRE(wait_until([&] { return lg.log().find("reload (api: alice") != std::string::npos; }, std::chrono::seconds(10)));
+  // While it is read: probes keep running and the API answers; a second reload then is refused as
+  // such (the first is still under way), not queued behind it on a held loop.
+  const std::string ok = "lastgood_probes_total{outcome=\"ok\",probe=\"home\",service=\"web\"}";
+  const auto metrics0 = http_call(lg.port(), "GET", "/metrics").body;
+  REQUIRE(wait_until([&] { return metric(http_call(lg.port(), "GET", "/metrics").body, ok) >= metric(metrics0, ok) + 2; }, std::chrono::seconds(5)));
+  const auto second = http_call(lg.port(), "POST", "/-/reload", "tok-alice-reload");
+  t.join();
+  INFO(first.body);
+  CHECK(first.status == 400);
+  CHECK_THAT(first.body, Catch::Contains("values once aliases are expanded"));
+  CHECK(second.status == 409);
+  CHECK_THAT(second.body, Catch::Contains("a reload is already under way"));
+  CHECK(metric(metrics0, "lastgood_config_last_reload_successful") == 1);
+  CHECK(metric(http_call(lg.port(), "GET", "/metrics").body, "lastgood_config_last_reload_successful") == 0);
+  CHECK(lg.proc->stop() == 0);
 }

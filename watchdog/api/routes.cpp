@@ -305,8 +305,9 @@ HttpRes Watchdog::handle(const HttpReq& req) {
     auto auth = person("", Event::clear_refused, "reload the config");
     const config::Approver* who = auth.first;  // (clang 15: no structured binding in a lambda capture)
     if (!who) return auth.second;
-    const auto [status, body] = reload("api: " + who->name + " from " + client);
-    return {status, "application/json", json_text(body, 2)};
+    HttpRes later;  // read on a worker thread, applied on the loop
+    later.later = [this, via = "api: " + who->name + " from " + client] { return reload_response(via); };
+    return later;
   }
   if (path == "/api/v1/silences") {
     if (get) return {200, "application/json", json_text(nlohmann::json{{"silences", pipeline_.silences().list(std::chrono::system_clock::now())}}, 2)};
