@@ -73,7 +73,10 @@ std::pair<int, nlohmann::json> Watchdog::refuse_reload(int status, const std::st
 }
 
 asio::awaitable<std::pair<int, nlohmann::json>> Watchdog::reload(std::string via) {
-  if (reloading_) co_return std::pair<int, nlohmann::json>{409, {{"error", "a reload is already under way: try again when it has finished"}}};
+  if (reloading_) {
+    spdlog::warn("reload ({}) refused: a reload is already under way", via);
+    co_return std::pair<int, nlohmann::json>{409, {{"error", "a reload is already under way: try again when it has finished"}}};
+  }
   net::FlagGuard busy(reloading_);
   const std::string path = cfg_->source;
   spdlog::info("reload ({}): reading {} (probes keep running meanwhile)", via, path);
