@@ -86,7 +86,7 @@ def lastgood_config(work, targets, state_dir, probe_extra=None):
     return path, port
 
 
-def run_lastgood(work, nginx, n, seconds, warmup, hung=None, tls=False, binary=None, starve=False):
+def run_lastgood(work, nginx, n, seconds, warmup, hung=None, tls=False, binary=None, starve=False, interval_s=1, nofile=None):
     """n targets at 1 s (timeout 1 s); with hung: 10% of them point at a server that never answers,
     with timeout 2 s (and so interval 2 s: lastgood, like Prometheus, refuses a timeout longer than
     the interval)."""
@@ -96,15 +96,26 @@ def run_lastgood(work, nginx, n, seconds, warmup, hung=None, tls=False, binary=N
         if hung and i % 10 == 0:
             targets.append((f"http://127.0.0.1:{hung.port}/h/{i}", "2s", "2s"))
         else:
-            targets.append(((nginx.tls_url if tls else nginx.url)(f"/lg/{i}"), "1s", "1s"))
+            targets.append(((nginx.tls_url if tls else nginx.url)(f"/lg/{i}"), f"{interval_s}s", "1s"))
     state = tempfile.mkdtemp(prefix="state-", dir=work)
     cfg, port = lastgood_config(work, targets, state, {"ca_file": nginx.cert} if tls else None)
     log = open(os.path.join(work, f"lastgood-{n}.log"), "w")
     cmd = pinned([binary or LASTGOOD, "run", "-c", cfg, "--log-level", "warn"], TOOL_CPU)
+    if nofile:  # lastgood under a smaller open-files limit than this driver's
+        cmd = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] + cmd
+    started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     hog = None
+    ready_s = None
+    scrape_s = None
     try:
-        wait_port(port, 60)
+        wait_port(port, 120)
+        while ready_s is None and time.monotonic() - started < 120:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read()
+                ready_s = time.monotonic() - started
+            except Exception:
+                time.sleep(0.05)
         if starve:  # a busy loop on lastgood's core: it gets about half of it
             hog = subprocess.Popen(pinned([sys.executable, "-c", "while True: pass"], TOOL_CPU))
         time.sleep(warmup)
@@ -114,7 +125,9 @@ def run_lastgood(work, nginx, n, seconds, warmup, hung=None, tls=False, binary=N
         time.sleep(seconds)
         elapsed, cpu_s = w.end()
         wall1 = time.time()
+        t_scrape = time.monotonic()
         r1, b1, s1 = scrape(port)
+        scrape_s = time.monotonic() - t_scrape
         rss = peak_rss_mib(proc.pid)
         time.sleep(1.2)  # nginx flushes its access log every second
     finally:
@@ -125,7 +138,7 @@ def run_lastgood(work, nginx, n, seconds, warmup, hung=None, tls=False, binary=N
         log.close()
     ok = r1["ok"] - r0["ok"]
     other = r1["other"] - r0["other"]
-    healthy = n - n_hung
+    healthy = (n - n_hung) / interval_s
     # Counts come from nginx's own log (this run's requests, inside the window): the scrapes of
     # 10 000 probes' metrics take about a second each, so counter deltas span more than the window.
     # Runs against hung targets never reach nginx: they are added in the proportion the counters
@@ -141,6 +154,7 @@ def run_lastgood(work, nginx, n, seconds, warmup, hung=None, tls=False, binary=N
         "rss_mib": rss,
         "lateness_p50_ms": 1000 * (quantile(0.5, b0, b1) or 0), "lateness_p99_ms": 1000 * (quantile(0.99, b0, b1) or 0),
         "lateness_within_20ms": share_within(0.02, b0, b1), "skipped_runs": s1 - s0,
+        "ready_s": ready_s, "scrape_s": scrape_s, "ok_share": ok / (ok + other) if ok + other else None,
     }
     if tls and r1["handshakes"] is not None and r0["handshakes"] is not None:
         full = r1["handshakes"]["full"] - r0["handshakes"]["full"]
