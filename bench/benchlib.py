@@ -216,3 +216,10 @@ class HungServer:
         self.sel.close()
 
 
+def median_range(xs, digits=1, unit=""):
+    """'12.3 (11.0–14.1)': median (min–max) of the values given, None left out; 'n/a' when none."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "n/a"
+    med = statistics.median(xs)
+    return f"{med:.{digits}f}{unit} ({min(xs):.{digits}f}–{max(xs):.{digits}f})" if len(xs) > 1 else f"{med:.{digits}f}{unit}"

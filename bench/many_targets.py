@@ -12,21 +12,14 @@ import argparse
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runners import run_lastgood  # noqa: E402
-from benchlib import Nginx, INFRA_CPU, LASTGOOD  # noqa: E402
+from benchlib import Nginx, INFRA_CPU, median_range  # noqa: E402
 
 
-def fmt(xs, digits=1, unit=""):
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "n/a"
-    med = statistics.median(xs)
-    return f"{med:.{digits}f}{unit} ({min(xs):.{digits}f}–{max(xs):.{digits}f})" if len(xs) > 1 else f"{med:.{digits}f}{unit}"
 
 
 def main():
@@ -59,9 +52,9 @@ def main():
     print(f"\n{args.n} targets at {args.interval} s under an open-files limit of {args.nofile}, {args.runs} run(s) of {args.seconds} s; median (min–max)\n")
     print("| /readyz after start s | scheduled runs reaching nginx | judged ok | /metrics scrape s | lateness p99 ms | peak RSS MiB | CPU µs/probe | EMFILE lines |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {fmt([x['ready_s'] for x in xs], 2)} | {fmt([100 * x['achieved_share'] for x in xs], unit='%')} | "
-          f"{fmt([100 * x['ok_share'] if x['ok_share'] is not None else None for x in xs], 2, '%')} | {fmt([x['scrape_s'] for x in xs], 2)} | "
-          f"{fmt([x['lateness_p99_ms'] for x in xs], 2)} | {fmt([x['rss_mib'] for x in xs])} | {fmt([x['cpu_us_per_probe'] for x in xs])} | "
+    print(f"| {median_range([x['ready_s'] for x in xs], 2)} | {median_range([100 * x['achieved_share'] for x in xs], unit='%')} | "
+          f"{median_range([100 * x['ok_share'] if x['ok_share'] is not None else None for x in xs], 2, '%')} | {median_range([x['scrape_s'] for x in xs], 2)} | "
+          f"{median_range([x['lateness_p99_ms'] for x in xs], 2)} | {median_range([x['rss_mib'] for x in xs])} | {median_range([x['cpu_us_per_probe'] for x in xs])} | "
           f"{sum(x['emfile_lines'] for x in xs)} |")
 
 

@@ -11,21 +11,14 @@ import argparse
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runners import run_lastgood  # noqa: E402
-from benchlib import Nginx, INFRA_CPU  # noqa: E402
+from benchlib import Nginx, INFRA_CPU, median_range  # noqa: E402
 
 
-def fmt(xs, digits=1, unit=""):
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "n/a"
-    med = statistics.median(xs)
-    return (f"{med:.{digits}f}{unit} ({min(xs):.{digits}f}–{max(xs):.{digits}f})" if len(xs) > 1 else f"{med:.{digits}f}{unit}")
 
 
 def main():
@@ -65,10 +58,10 @@ def main():
     for starve in (False, True):
         for name in ("before", "after"):
             xs = res.get((name, starve), [])
-            print(f"| {name} | {'busy (starved)' if starve else 'quiet'} | {fmt([x['cpu_us_per_probe'] for x in xs])} | {fmt([x['rss_mib'] for x in xs])} | "
-                  f"{fmt([100 * x['achieved_share'] for x in xs], unit='%')} | {fmt([x['lateness_p99_ms'] for x in xs], 2)} | "
-                  f"{fmt([x.get('handshakes_per_s') for x in xs])} | "
-                  f"{fmt([100 * x['resumed_share'] if x.get('resumed_share') is not None else None for x in xs], unit='%')} |")
+            print(f"| {name} | {'busy (starved)' if starve else 'quiet'} | {median_range([x['cpu_us_per_probe'] for x in xs])} | {median_range([x['rss_mib'] for x in xs])} | "
+                  f"{median_range([100 * x['achieved_share'] for x in xs], unit='%')} | {median_range([x['lateness_p99_ms'] for x in xs], 2)} | "
+                  f"{median_range([x.get('handshakes_per_s') for x in xs])} | "
+                  f"{median_range([100 * x['resumed_share'] if x.get('resumed_share') is not None else None for x in xs], unit='%')} |")
 
 
 if __name__ == "__main__":
