@@ -19,8 +19,6 @@ from runners import run_lastgood  # noqa: E402
 from benchlib import Nginx, INFRA_CPU, median_range  # noqa: E402
 
 
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", required=True)
