@@ -27,6 +27,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--close", action="store_true", help="nginx closes every TLS connection after its response: every run reconnects")
     args = ap.parse_args()
     if not shutil.which("nginx"):
         sys.exit("nginx is missing: run scripts/install-deps --bench")
@@ -35,7 +36,7 @@ def main():
     if INFRA_CPU is not None:
         os.sched_setaffinity(0, {int(INFRA_CPU)})
     work = tempfile.mkdtemp(prefix="lastgood-tls-bench-")
-    nginx = Nginx(work, tls=True)
+    nginx = Nginx(work, tls=True, tls_keepalive=not args.close)
     res = {}
     try:
         for r in range(args.runs):
@@ -47,10 +48,11 @@ def main():
                     x = run_lastgood(work, nginx, args.n, args.seconds, args.warmup, tls=True, binary=binary, starve=starve)
                     key = (name, starve)
                     res.setdefault(key, []).append(x)
-                    print(name, "starved" if starve else "quiet", {k: x[k] for k in ("cpu_us_per_probe", "rss_mib", "achieved_share", "handshakes_per_s", "resumed_share")}, flush=True)
+                    print(name, "starved" if starve else "quiet", {k: x.get(k) for k in ("cpu_us_per_probe", "rss_mib", "achieved_share", "handshakes_per_s", "resumed_share")}, flush=True)
     finally:
         nginx.close()
-    print(f"\n{args.n} HTTPS targets at 1 s, {args.runs} runs of {args.seconds} s; median (min–max)\n")
+    how = "nginx closing each connection (every run reconnects)" if args.close else "kept alive"
+    print(f"\n{args.n} HTTPS targets at 1 s, {how}, {args.runs} runs of {args.seconds} s; median (min–max)\n")
     print("| binary | core | CPU µs/probe | peak RSS MiB | share of scheduled runs reaching nginx | lateness p99 ms | TLS handshakes/s | resumed |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for starve in (False, True):

@@ -51,14 +51,28 @@ void ConnectionBudget::release(Member& m) {
   held_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void ConnectionBudget::idle(Member& m) {
-  if (!m.holds || m.idle) return;
+std::size_t ConnectionBudget::keep_limit() const {
+  const std::size_t cap = capacity();
+  if (cap == 0) return static_cast<std::size_t>(-1);
+  const std::size_t per_run = std::max<std::size_t>(1, std::min<std::size_t>(cap / 2, std::max<std::size_t>(16, cap / 10)));
+  return cap - per_run;
+}
+
+bool ConnectionBudget::idle(Member& m) {
+  if (!m.holds) return false;
+  if (m.idle) return true;
+  // Past the share kept alive, the connection closes after its run: with probes run in a cycle
+  // (every interval, in the same order), keeping the newest and evicting the oldest would miss
+  // every time; a fixed set kept and the rest connecting per run costs one connect per run of
+  // the rest only.
+  if (held_.load(std::memory_order_relaxed) > keep_limit()) return false;
   m.idle = true;
   m.prev = newest_;
   m.next = nullptr;
   (newest_ ? newest_->next : oldest_) = &m;
   newest_ = &m;
   kept_.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 void ConnectionBudget::busy(Member& m) { unlink(m); }

@@ -1,9 +1,11 @@
 #pragma once
 // How many sockets probes may hold open at once (issue 21: more targets than descriptors). The
 // open-files limit is shared with the API, the ledger, actions and notices; probes get what is
-// left after a reserve for those. Within it, kept-alive connections wait in an LRU: a probe that
-// needs a socket when the budget is full closes the connection idle the longest, which then
-// reconnects on its next run. Only when every socket in the budget is in the middle of a request
+// left after a reserve for those. Within it, most sockets may stay open between runs (keep_limit);
+// past that, a probe's connection closes after its run and connects again on the next, so with
+// more targets than the budget a fixed set stays kept (an LRU evicting the oldest would miss every
+// time: probes run in a cycle). Should per-run sockets fill the rest, the kept-alive connection
+// idle the longest is closed to make room. Only when every socket in the budget is in the middle of a request
 // is a new one refused, and that run is the watcher's `error` (its own limit), never the target's
 // `fail`. So lastgood never runs out of descriptors on its own probes: the API still accepts,
 // the ledger still opens, and no EMFILE is blamed on a target.
@@ -56,8 +58,12 @@ class ConnectionBudget final : public boost::asio::execution_context::service {
   bool acquire(Member& m);
   // The socket is closed (by the member itself): its place is free.
   void release(Member& m);
-  // A request ended and the connection is kept: it waits in the LRU, newest last.
-  void idle(Member& m);
+  // A request ended: true when the connection may stay open (it waits in the LRU, newest last);
+  // false when the sockets kept alive already fill keep_limit(): close it.
+  bool idle(Member& m);
+  // How many sockets may stay open between runs: the capacity less a share (a tenth, 16 to half
+  // of it) left for probes that connect per run.
+  std::size_t keep_limit() const;
   // A request starts on the kept connection: out of the LRU until it ends.
   void busy(Member& m);
 

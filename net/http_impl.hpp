@@ -61,7 +61,7 @@ struct HttpConnection::Impl final : Deadlines::Waiter, ConnectionBudget::Member 
   void evict() override { close(); }  // idle longest while the budget was full
   // A request ends on a connection that stays open: it may be evicted until the next one starts.
   void kept() {
-    if (budget) budget->idle(*this);
+    if (budget && !budget->idle(*this)) close();  // past the share kept alive: per run
   }
   void in_use() {
     if (budget) budget->busy(*this);

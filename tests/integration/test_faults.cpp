@@ -125,8 +125,9 @@ TEST_CASE("more targets than descriptors: every probe keeps being judged ok with
   TempDir dir;
   Site site(dir, {"v1"});
   // 300 probes, each wanting a kept-alive connection, under an open-files limit of 256: the API
-  // gets 32 (256 / 8), a margin 64, the probes 160. Without the budget the kept connections
-  // would take every descriptor and new ones fail with EMFILE.
+  // gets 32 (256 / 8), a margin 64, the probes 160, of which 144 may stay open between runs.
+  // Without the budget the kept connections would take every descriptor and new ones fail with
+  // EMFILE.
   json probes = json::array();
   for (int i = 0; i < 300; ++i)
     probes.push_back({{"name", "p" + std::to_string(i)}, {"kind", "http"}, {"url", site.url()}, {"interval", "300ms"}, {"timeout", "250ms"}});
@@ -144,8 +145,9 @@ TEST_CASE("more targets than descriptors: every probe keeps being judged ok with
   };
   REQUIRE(wait_until([&] { return every_probe_ok(5); }, std::chrono::seconds(30)));
   CHECK(metric(metrics, "lastgood_probe_connections_max") == 160);
-  CHECK(metric(metrics, "lastgood_probe_connections{state=\"kept\"}") <= 160);
-  CHECK(metric(metrics, "lastgood_probe_connection_evictions_total") > 0);  // more probes than places: kept ones make room
+  // A fixed set of 144 (160 less a tenth for per-run sockets) stays kept; the others connect per run.
+  CHECK(metric(metrics, "lastgood_probe_connections{state=\"kept\"}") <= 144);
+  CHECK(metric(metrics, "lastgood_probe_connections{state=\"kept\"}") > 100);
   CHECK(metric(metrics, "process_open_fds") < 256);
   double errors = 0, fails = 0;
   for (int i = 0; i < 300; ++i) {
