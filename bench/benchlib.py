@@ -223,3 +223,16 @@ def median_range(xs, digits=1, unit=""):
         return "n/a"
     med = statistics.median(xs)
     return f"{med:.{digits}f}{unit} ({min(xs):.{digits}f}–{max(xs):.{digits}f})" if len(xs) > 1 else f"{med:.{digits}f}{unit}"
+
+
+def bench_setup(prefix):
+    """What every bench driver does first: nginx present, this process's open-files limit raised to
+    its hard limit, itself pinned beside nginx; returns a fresh work directory."""
+    import resource
+    if not shutil.which("nginx"):
+        sys.exit("nginx is missing: run scripts/install-deps --bench")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if INFRA_CPU is not None:
+        os.sched_setaffinity(0, {int(INFRA_CPU)})
+    return tempfile.mkdtemp(prefix=prefix)

@@ -10,14 +10,11 @@ any "Too many open files" reached the log.
 Nothing here is a test: it prints figures (docs/benchmarks.md, round 5)."""
 import argparse
 import os
-import resource
-import shutil
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runners import run_lastgood  # noqa: E402
-from benchlib import Nginx, INFRA_CPU, median_range  # noqa: E402
+from benchlib import Nginx, bench_setup, median_range  # noqa: E402
 
 
 def main():
@@ -29,13 +26,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=10)
     args = ap.parse_args()
-    if not shutil.which("nginx"):
-        sys.exit("nginx is missing: run scripts/install-deps --bench")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if INFRA_CPU is not None:
-        os.sched_setaffinity(0, {int(INFRA_CPU)})
-    work = tempfile.mkdtemp(prefix="lastgood-many-bench-")
+    work = bench_setup("lastgood-many-bench-")
     nginx = Nginx(work)
     xs = []
     try:

@@ -9,14 +9,11 @@ the share of scheduled runs that reached nginx, TLS handshakes per second and th
 Nothing here is a test: it prints figures (docs/benchmarks.md, round 5)."""
 import argparse
 import os
-import resource
-import shutil
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runners import run_lastgood  # noqa: E402
-from benchlib import Nginx, INFRA_CPU, median_range  # noqa: E402
+from benchlib import Nginx, bench_setup, median_range  # noqa: E402
 
 
 def main():
@@ -29,13 +26,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--close", action="store_true", help="nginx closes every TLS connection after its response: every run reconnects")
     args = ap.parse_args()
-    if not shutil.which("nginx"):
-        sys.exit("nginx is missing: run scripts/install-deps --bench")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if INFRA_CPU is not None:
-        os.sched_setaffinity(0, {int(INFRA_CPU)})
-    work = tempfile.mkdtemp(prefix="lastgood-tls-bench-")
+    work = bench_setup("lastgood-tls-bench-")
     nginx = Nginx(work, tls=True, tls_keepalive=not args.close)
     res = {}
     try:
