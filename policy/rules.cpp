@@ -127,10 +127,14 @@ Verdict RuleState::evaluate(const SampleWindow& w, TimePoint now) {
         if (c.judged() < std::max(r.min_samples, 1) || blind) return inconclusive(e);
         return judged(e.value > r.max, e);
       }
+      // Samples whose latency holds lastgood's own stall are no latency sample: fewer than
+      // min_samples without them, or too large a share of them, is inconclusive.
       e.threshold = static_cast<double>(r.max_latency.count());
-      if (c.judged() < std::max(r.min_samples, 1) || blind) return inconclusive(e);
+      e.samples = c.timed();
+      const bool stalled = c.total() > 0 && static_cast<double>(c.error + c.unknown_latency) / c.total() > r.max_error_share;
+      if (c.timed() < std::max(r.min_samples, 1) || blind || stalled) return inconclusive(e);
       // Nearest-rank percentile p is above max  <=>  fewer than ceil(p% * n) samples are <= max.
-      const int n = c.judged();
+      const int n = c.timed();
       const int rank = static_cast<int>(std::ceil(r.percentile / 100.0 * n - 1e-9));
       const bool breached = (n - c.slow) < rank;
       // The exact value costs O(window): measured only on a breach (and by describe()).
@@ -199,7 +203,7 @@ double percentile_ms(const SampleWindow& w, TimePoint now, Duration window, doub
   std::vector<double> v;
   const TimePoint cutoff = now - window;
   w.for_each_since(w.begin_seq(), [&](const Sample& s) {
-    if (s.at > cutoff && s.outcome != SampleOutcome::error) v.push_back(s.latency_ms);
+    if (s.at > cutoff && s.outcome != SampleOutcome::error && s.latency_known) v.push_back(s.latency_ms);
   });
   if (v.empty()) return 0;
   size_t rank = static_cast<size_t>(std::ceil(percentile / 100.0 * static_cast<double>(v.size()) - 1e-9));

@@ -24,6 +24,7 @@ struct Sample {
   SampleOutcome outcome = SampleOutcome::ok;
   double latency_ms = 0;
   std::uint32_t failed_conditions = 0;  // condition_bit() of each failed expectation
+  bool latency_known = true;  // false: the watcher's own stall is in latency_ms (left out of latency rules)
 };
 
 enum class TriggerState { ok, pending, firing, inconclusive };

@@ -51,7 +51,9 @@ class SampleWindow {
 struct Counts {
   int ok = 0, fail = 0, error = 0;
   int slow = 0;  // judged samples (ok or fail) with latency above the counter's threshold
+  int unknown_latency = 0;  // judged samples whose latency holds the watcher's own stall (Sample::latency_known)
   int judged() const { return ok + fail; }
+  int timed() const { return ok + fail - unknown_latency; }  // judged samples with a latency to judge
   int total() const { return ok + fail + error; }
 };
 
@@ -84,7 +86,9 @@ class SlidingCount {
       case SampleOutcome::fail: c_.fail += d; break;
       case SampleOutcome::error: c_.error += d; break;
     }
-    if (s.outcome != SampleOutcome::error && slow_above_ms_ >= 0 && s.latency_ms > slow_above_ms_) c_.slow += d;
+    if (s.outcome == SampleOutcome::error) return;
+    if (!s.latency_known) c_.unknown_latency += d;
+    else if (slow_above_ms_ >= 0 && s.latency_ms > slow_above_ms_) c_.slow += d;
   }
   Duration width_{0};
   double slow_above_ms_ = -1;

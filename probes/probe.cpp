@@ -52,6 +52,7 @@ nlohmann::json ProbeResult::to_json() const {
   if (timing.first_byte) j["first_byte_ms"] = timing.first_byte->count();
   if (http_status) j["http_status"] = *http_status;
   if (observed_release) j["observed_release"] = *observed_release;
+  if (loop_stall_ms > 0) j["loop_stall_ms"] = loop_stall_ms;
   nlohmann::json d = details.is_null() ? nlohmann::json::object() : details;
   if (http) {
     d["connections_opened"] = http->connections_opened;

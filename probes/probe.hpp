@@ -55,6 +55,10 @@ struct ProbeResult {
   std::optional<std::string> observed_release;
   std::optional<HttpDetails> http;                 // shown under "details" in to_json()
   nlohmann::json details;  // other probe kinds' findings (null until one is set: no map per run)
+  // > 0: lastgood's own event loop was this far behind during the run (watchdog/loop_stall.hpp),
+  // so the run's timing is lastgood's as much as the target's: its latency is left out of latency
+  // rules, and a timeout or max_latency failure made the run `error`.
+  float loop_stall_ms = 0;
 
   nlohmann::json to_json() const;
 };

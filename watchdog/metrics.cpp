@@ -36,6 +36,16 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                    .Help("How late probe runs started against their planned time.")
                    .Register(r)
                    .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1});
+  loop_lag_ = &prometheus::BuildHistogram()
+                   .Name("lastgood_event_loop_lag_seconds")
+                   .Help("How late the event loop ran a tick due every 20 ms while probe runs were in flight: lastgood's own delay.")
+                   .Register(r)
+                   .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5});
+  stalled_runs_ = &prometheus::BuildCounter()
+                       .Name("lastgood_probe_runs_stalled_total")
+                       .Help("Probe runs during which lastgood's own loop was behind for a quarter of the run or more: their latency was left out, and a timeout counted as error, not fail.")
+                       .Register(r)
+                       .Add({});
   skipped_ = &prometheus::BuildCounter()
                   .Name("lastgood_schedule_skipped_total")
                   .Help("Probe slots skipped because the previous run of the same probe was still going.")
@@ -160,6 +170,7 @@ void Metrics::record(const ProbeHandles& h, const probes::ProbeResult& r, double
     c.cert_expiry.store(started + static_cast<double>(*r.http->cert_expires_in_s), std::memory_order_relaxed);
   }
   lateness_->Observe(lateness_seconds < 0 ? 0 : lateness_seconds);
+  if (r.loop_stall_ms > 0) stalled_runs_->Increment();
 }
 
 void Metrics::trigger_state(const std::string& service, const std::string& trigger, const char* state) {
@@ -228,8 +239,12 @@ bool Metrics::TextWriter::next(std::string& out, size_t budget) {
   bool more = false;
   for (;;) {
     switch (section_) {
-      case 0:  // prometheus-cpp's families: a few dozen series
-        out += prometheus::TextSerializer{}.Serialize(m_.registry_->Collect());
+      case 0:  // prometheus-cpp's families: a few dozen series, a family at a time
+        if (i_ == 0) families_ = m_.registry_->Collect();
+        while (i_ < families_.size() && out.size() < stop_at)
+          out += prometheus::TextSerializer{}.Serialize(std::vector<prometheus::MetricFamily>{std::move(families_[i_++])});
+        if (i_ < families_.size()) return true;
+        families_.clear();
         next_section();
         break;
       case 1:  // the process_* family, read from /proc

@@ -64,6 +64,7 @@ class Metrics {
                        const std::vector<std::pair<std::string, std::string>>& triggers /* name, severity */);
   void record(const ProbeHandles& h, const probes::ProbeResult& r, double lateness_seconds);
   void skipped_runs(int n) { skipped_->Increment(n); }
+  void loop_lag(double seconds) { loop_lag_->Observe(seconds < 0 ? 0 : seconds); }
 
   // Policy: trigger states, breaches, decisions, releases.
   void trigger_state(const std::string& service, const std::string& trigger, const char* state);
@@ -121,6 +122,7 @@ class Metrics {
     const Metrics& m_;
     std::vector<const ProbeCell*> probes_;
     std::vector<const TriggerCell*> triggers_;
+    std::vector<prometheus::MetricFamily> families_;  // the registry's, while section 0 is written
     int section_ = 0;
     size_t i_ = 0;
   };
@@ -139,6 +141,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* release_info_;
   std::map<std::pair<std::string, std::string>, prometheus::Gauge*> release_shown_;
   prometheus::Histogram* lateness_;
+  prometheus::Histogram* loop_lag_;
+  prometheus::Counter* stalled_runs_;
   prometheus::Family<prometheus::Counter>* rollbacks_;
   prometheus::Histogram* rollback_duration_;
   prometheus::Family<prometheus::Gauge>* proposals_pending_;

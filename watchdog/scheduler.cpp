@@ -1,6 +1,7 @@
 #include "watchdog/scheduler.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <functional>
 
 #include <boost/asio/co_spawn.hpp>
@@ -15,7 +16,7 @@ namespace lastgood::watchdog {
 namespace asio = boost::asio;
 
 Scheduler::Scheduler(asio::io_context& ioc, Sink sink, SkipSink on_skip)
-    : ioc_(ioc), sink_(std::move(sink)), on_skip_(std::move(on_skip)), timer_(ioc) {}
+    : ioc_(ioc), sink_(std::move(sink)), on_skip_(std::move(on_skip)), timer_(ioc), tick_(ioc) {}
 
 Scheduler::~Scheduler() { stop(); }
 
@@ -58,6 +59,9 @@ void Scheduler::start() {
 void Scheduler::stop() {
   running_ = false;
   timer_.cancel();
+  tick_.cancel();
+  tick_due_ = Clock::time_point::max();
+  in_flight_ = 0;
   life_.end();  // runs in flight are cancelled
   due_.clear();
   armed_for_ = Clock::time_point::max();
@@ -102,7 +106,9 @@ void Scheduler::wake() {
 void Scheduler::launch(std::uint32_t index, Clock::time_point now) {
   auto& e = entries_[index];
   e.lateness = std::chrono::duration<float>(now - e.planned).count();
+  e.started = now;
   e.in_flight = true;
+  if (in_flight_++ == 0 && tick_due_ == Clock::time_point::max()) arm_tick(now);
   bool started = false;
   net::guarded("probe", [&] { started = e.probe->start(*this, index); });
   if (started) return;
@@ -141,8 +147,43 @@ probes::ProbeResult Scheduler::error_result(std::uint32_t index, std::string rea
   return r;
 }
 
+// The loop's own lateness, measured by a tick that runs while any probe run is in flight: what
+// makes a run's deadline pass without the target being slow (a saturated or starved loop).
+void Scheduler::arm_tick(Clock::time_point from) {
+  tick_due_ = from + kTick;
+  tick_.expires_at(tick_due_);
+  tick_.async_wait([this, alive = life_.watch()](boost::system::error_code ec) {
+    if (ec || alive.expired()) return;
+    const auto ran = Clock::now();
+    stalls_.record(tick_due_, ran);
+    if (on_lag_) net::guarded("scheduler", [&] { on_lag_(std::chrono::duration<double>(ran - tick_due_).count()); });
+    if (in_flight_ > 0 && running_) arm_tick(ran);
+    else tick_due_ = Clock::time_point::max();
+  });
+}
+
+void Scheduler::discount_stall(probes::ProbeResult& r, Clock::duration stall) {
+  r.loop_stall_ms = std::chrono::duration<float, std::milli>(stall).count();
+  if (r.outcome != probes::Outcome::fail) return;
+  // Only a judgement of time is lastgood's: a 502 or a wrong body stays the target's.
+  for (const auto& f : r.failures)
+    if (f.condition != "timeout" && f.condition != "max_latency") return;
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "lastgood's own event loop was %.0f ms behind during this run, so this is not the target's: ",
+                static_cast<double>(r.loop_stall_ms));
+  r.reason = buf + r.reason;
+  r.outcome = probes::Outcome::error;
+}
+
 void Scheduler::finished(std::uint32_t index, probes::ProbeResult&& r) {
   entries_[index].in_flight = false;
+  if (in_flight_ > 0) --in_flight_;
+  {
+    const auto now = Clock::now();
+    const auto run = now - entries_[index].started;
+    const auto stall = stalls_.stall(entries_[index].started, now, tick_due_);
+    if (judge_stall(stall, run).timing_unreliable) discount_stall(r, stall);
+  }
   if (entries_[index].retired) {
     // Released after this turn: this may run inside the probe's own callback.
     asio::post(ioc_, [p = std::shared_ptr<probes::Probe>(std::move(entries_[index].probe))] {});

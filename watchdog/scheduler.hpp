@@ -20,6 +20,7 @@
 #include "net/supervise.hpp"
 #include "probes/probe.hpp"
 #include "watchdog/cadence.hpp"
+#include "watchdog/loop_stall.hpp"
 
 namespace lastgood::watchdog {
 
@@ -39,6 +40,11 @@ class Scheduler final : private probes::RunSink {
   void retire(size_t index);
   void start();
   void stop();
+  // Called with each loop tick's lateness in seconds (lastgood_event_loop_lag_seconds).
+  void on_loop_lag(std::function<void(double)> f) { on_lag_ = std::move(f); }
+  // The tick's period: the shortest stall it sees. While runs are in flight only (an idle sidecar
+  // does not wake up for it).
+  static constexpr std::chrono::milliseconds kTick{20};
   bool running() const { return running_; }
   size_t size() const { return entries_.size(); }
 
@@ -48,6 +54,7 @@ class Scheduler final : private probes::RunSink {
     std::unique_ptr<probes::Probe> probe;
     Cadence cadence;
     Clock::time_point planned{};
+    Clock::time_point started{};  // of the run in flight
     float lateness = 0;  // of the run in flight, in seconds
     bool in_flight = false;
     bool retired = false;
@@ -66,6 +73,9 @@ class Scheduler final : private probes::RunSink {
   void finished(std::uint32_t index, probes::ProbeResult&& r);  // lateness: the entry's
   void run_done(std::uint32_t index, probes::ProbeResult&& r) override;
   void plan(std::uint32_t index, Clock::time_point at);
+  void arm_tick(Clock::time_point from);
+  // Marks a run during which the loop itself was behind (watchdog/loop_stall.hpp).
+  static void discount_stall(probes::ProbeResult& r, Clock::duration stall);
 
   boost::asio::io_context& ioc_;
   Sink sink_;
@@ -74,6 +84,11 @@ class Scheduler final : private probes::RunSink {
   std::vector<Due> due_;  // a min-heap by time (std::push_heap with greater)
   boost::asio::steady_timer timer_;
   Clock::time_point armed_for_ = Clock::time_point::max();
+  boost::asio::steady_timer tick_;
+  Clock::time_point tick_due_ = Clock::time_point::max();  // max: no tick pending
+  StallLog stalls_;
+  size_t in_flight_ = 0;
+  std::function<void(double)> on_lag_;
   net::Lifetime life_;  // the runs in flight and the timer's handler; ended by stop()
   std::mt19937_64 rng_{std::random_device{}()};
   std::uniform_real_distribution<double> uni_{0.0, 1.0};

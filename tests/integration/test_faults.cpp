@@ -6,13 +6,17 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <mutex>
+#include <thread>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -160,6 +164,91 @@ TEST_CASE("more targets than descriptors: every probe keeps being judged ok with
   const auto log = read_file(dir.path / "lastgood-1.log");
   CHECK_THAT(log, !Catch::Contains("Too many open files"));
   CHECK_THAT(log, Catch::Contains("300 probes, and the open-files limit (256) leaves them 160 connections"));
+  CHECK(lg.proc->stop() == 0);
+}
+
+TEST_CASE("a starved event loop: its timeouts are lastgood's error, never the target's fail, and nothing fires", "[faults]") {
+  if (std::thread::hardware_concurrency() < 2) {
+    WARN("skipped: starving one core needs a second one for the test itself");
+    return;
+  }
+  TempDir dir;
+  Site site(dir, {"v1"});
+  // nginx answers at once throughout. lastgood shares core 0 with a busy loop and runs at
+  // SCHED_IDLE for 3 s, with more runs due than the few milliseconds a second it then gets can
+  // serve: its deadlines pass while answers wait unread in its sockets. Before the loop's stall
+  // was measured, those runs were the target's `fail` and the trigger fired.
+  constexpr int kProbes = 200;
+  json probes = json::array();
+  for (int i = 0; i < kProbes; ++i)
+    probes.push_back({{"name", "p" + std::to_string(i)}, {"kind", "http"}, {"url", site.url()}, {"interval", "100ms"}, {"timeout", "100ms"}});
+  json svc{{"name", "web"},
+           {"probes", probes},
+           {"triggers", {{{"name", "down"}, {"severity", "P1"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 2}}}}}},
+           {"rollback", {{"mode", "alert"}}}};
+  Lastgood lg(dir, Lastgood::Config{json{{"services", {svc}}}});
+  // Under 160 open files most probes connect on each run (the connection budget keeps 68): a run
+  // is then several steps (connect, write, read), each waiting its turn in a saturated loop.
+  lg.prefix = {"prlimit", "--nofile=160:160", "--", "taskset", "-c", "0"};
+  lg.start();
+  REQUIRE(lg.port() != 0);
+  REQUIRE(wait_until([&] { return http_call(lg.port(), "GET", "/readyz").status == 200; }, std::chrono::seconds(10)));
+  std::string metrics;
+  auto sum = [&](const char* outcome) {
+    double n = 0;
+    for (int i = 0; i < kProbes; ++i)
+      n += metric(metrics, std::string("lastgood_probes_total{outcome=\"") + outcome + "\",probe=\"p" + std::to_string(i) + "\",service=\"web\"}");
+    return n;
+  };
+  REQUIRE(wait_until([&] {
+    metrics = http_call(lg.port(), "GET", "/metrics").body;
+    return sum("ok") >= 1000;
+  }, std::chrono::seconds(20)));
+  REQUIRE(sum("fail") == 0);
+
+  const pid_t pid = lg.proc->pid();
+  auto set_policy = [&](int policy) {
+    int n = 0;
+    if (DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/task").c_str())) {
+      while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        sched_param sp{};
+        if (::sched_setscheduler(std::atoi(e->d_name), policy, &sp) == 0) ++n;
+      }
+      ::closedir(d);
+    }
+    return n;
+  };
+  REQUIRE(set_policy(SCHED_IDLE) > 0);
+  std::atomic<bool> spin{true};
+  std::thread spinner([&] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    ::pthread_setaffinity_np(::pthread_self(), sizeof one, &one);
+    while (spin.load(std::memory_order_relaxed)) {
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // the fault's length, not a wait for a condition
+  spin = false;
+  spinner.join();
+
+  // Back on its core: probes judge ok again, and the stalled runs were counted as lastgood's.
+  const double ok_before = sum("ok");
+  REQUIRE(wait_until([&] {
+    metrics = http_call(lg.port(), "GET", "/metrics").body;
+    return sum("ok") >= ok_before + 1000;
+  }, std::chrono::seconds(20)));
+  UNSCOPED_INFO("errors " << sum("error") << ", fails " << sum("fail"));
+  CHECK(metric(metrics, "lastgood_probe_runs_stalled_total") > 0);
+  CHECK(metric(metrics, "lastgood_event_loop_lag_seconds_count") > metric(metrics, "lastgood_event_loop_lag_seconds_bucket{le=\"0.5\"}"));
+  CHECK(sum("fail") == 0);
+  CHECK(metric(metrics, "lastgood_breaches_total{service=\"web\",severity=\"P1\",trigger=\"down\"}") == 0);
+  const auto log = read_file(dir.path / "lastgood-1.log");
+  CHECK_THAT(log, !Catch::Contains("-> firing"));
+  // The runs whose deadline passed in the stall say whose it was.
+  CHECK(sum("error") > 0);
+  CHECK_THAT(log, Catch::Contains("lastgood's own event loop was"));
   CHECK(lg.proc->stop() == 0);
 }
 

@@ -24,6 +24,7 @@ policy::Sample to_sample(const probes::ProbeResult& r) {
               : r.outcome == probes::Outcome::fail ? policy::SampleOutcome::fail
                                                    : policy::SampleOutcome::error;
   s.latency_ms = r.timing.total.count();
+  s.latency_known = r.loop_stall_ms <= 0;
   for (const auto& f : r.failures) s.failed_conditions |= policy::condition_bit(f.condition);
   return s;
 }

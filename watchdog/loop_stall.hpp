@@ -1,0 +1,75 @@
+#pragma once
+// How far behind lastgood's own event loop was during a probe run, so that lastgood's overload is
+// never blamed on a target (issue 21): a run whose deadline passed while the loop was busy with
+// other work may have had its answer waiting, unread, in the socket. Pure: no Asio, time passed in.
+//
+// The loop runs a tick now and then (Scheduler, while runs are in flight); each tick reports when
+// it was due and when it ran. A tick that ran late means the loop was behind by that much over
+// [due, ran]. stall(from, now, next_due) answers the longest such stretch within [from, now],
+// counting a tick still overdue at `now`, in O(log n): the ticks are kept as a stack of
+// decreasing lateness (a later tick at least as late hides an earlier one, for every `from` the
+// later one also falls in).
+#include <algorithm>
+#include <chrono>
+#include <deque>
+
+namespace lastgood::watchdog {
+
+class StallLog {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using TimePoint = Clock::time_point;
+  using Duration = Clock::duration;
+
+  // `keep`: how far back a query may reach (the longest probe run); older ticks are dropped.
+  explicit StallLog(Duration keep = std::chrono::minutes(10)) : keep_(keep) {}
+
+  // A tick due at `due` ran at `ran` (ran >= due; ticks in order of ran, each due after the
+  // previous one ran).
+  void record(TimePoint due, TimePoint ran) {
+    const Duration lag = ran > due ? ran - due : Duration::zero();
+    while (!ticks_.empty() && ticks_.back().lag <= lag) ticks_.pop_back();
+    ticks_.push_back(Tick{ran, lag});
+    while (!ticks_.empty() && ticks_.front().ran < ran - keep_) ticks_.pop_front();
+  }
+
+  // The longest the loop was behind within [from, now]. `next_due`: when the pending tick is due
+  // (TimePoint::max() when none is pending); if it is overdue, the loop is behind right now.
+  Duration stall(TimePoint from, TimePoint now, TimePoint next_due = TimePoint::max()) const {
+    Duration worst = Duration::zero();
+    if (next_due < now) worst = now - std::max(next_due, from);
+    // The first kept tick that ran at or after `from` is the latest of all such ticks; only it
+    // can have begun before `from` (a later one was due after an earlier one ran). The next kept
+    // tick is the latest of the rest.
+    auto it = std::lower_bound(ticks_.begin(), ticks_.end(), from, [](const Tick& t, TimePoint f) { return t.ran < f; });
+    if (it != ticks_.end()) {
+      worst = std::max(worst, std::min(it->lag, it->ran - from));
+      if (++it != ticks_.end()) worst = std::max(worst, it->lag);
+    }
+    return worst;
+  }
+
+  size_t kept() const { return ticks_.size(); }
+
+ private:
+  struct Tick {
+    TimePoint ran;
+    Duration lag;
+  };
+  std::deque<Tick> ticks_;
+  Duration keep_;
+};
+
+// What a run's result becomes when the loop stalled during it. A stall of at least a quarter of
+// the run (and 10 ms) makes its timing lastgood's as much as the target's: a timeout then says
+// nothing of the target (the run becomes `error`), and a latency says nothing either (it is left
+// out of latency rules). Shorter stalls are noise against any sane latency threshold.
+struct StallVerdict {
+  bool timing_unreliable = false;
+};
+inline StallVerdict judge_stall(std::chrono::steady_clock::duration stall, std::chrono::steady_clock::duration run) {
+  using namespace std::chrono_literals;
+  return StallVerdict{stall >= 10ms && stall * 4 >= run};
+}
+
+}  // namespace lastgood::watchdog
