@@ -100,12 +100,20 @@ class Window:
 # ---- servers -----------------------------------------------------------------------------------
 
 class Nginx:
-    def __init__(self, work, site_root=None, tls=False, tls_keepalive=True):
+    def __init__(self, work, site_root=None, tls=False, tls_keepalive=True, origins=1):
         self.dir = os.path.join(work, "nginx")
         os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
         self.site_port = free_port()
         self.tls_port = free_port() if tls else None
+        # More origins (ports) for the same answer: targets spread over them as over real sites
+        # (one origin for tens of thousands of connections makes the kernel's ephemeral-port
+        # search for connect() the bottleneck: docs/benchmarks.md, round 5).
+        self.ports = []
+        while len(self.ports) < origins:  # free_port() may give a port again once it is released
+            p = free_port()
+            if p not in self.ports and p not in (self.site_port, self.tls_port):
+                self.ports.append(p)
+        self.port = self.ports[0]
         tls_server = ""
         if tls:
             # A self-signed certificate for 127.0.0.1, which the probes trust as their CA file.
@@ -138,7 +146,7 @@ http {{
   keepalive_timeout 300s;
   client_body_temp_path {self.dir}/tmp; proxy_temp_path {self.dir}/tmp; fastcgi_temp_path {self.dir}/tmp;
   uwsgi_temp_path {self.dir}/tmp; scgi_temp_path {self.dir}/tmp;
-  server {{ listen 127.0.0.1:{self.port} backlog=4096; location / {{ default_type text/plain; return 200 "ok\\n"; }} }}{site}{tls_server}
+  server {{ {" ".join(f"listen 127.0.0.1:{p} backlog=4096;" for p in self.ports)} location / {{ default_type text/plain; return 200 "ok\\n"; }} }}{site}{tls_server}
 }}
 """
         with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
@@ -151,8 +159,9 @@ http {{
         if site_root:
             wait_port(self.site_port)
 
-    def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path, i=0):
+        """The URL of path on the i-th origin (modulo how many there are)."""
+        return f"http://127.0.0.1:{self.ports[i % len(self.ports)]}{path}"
 
     def tls_url(self, path):
         return f"https://127.0.0.1:{self.tls_port}{path}"

@@ -5,7 +5,7 @@ nginx, lastgood under an open-files limit smaller than N, on one core. Reports t
 /metrics scrape took while probing, schedule lateness, peak RSS and CPU per probe; and whether
 any "Too many open files" reached the log.
 
-  python3 bench/many_targets.py [--n 50000] [--interval 5] [--nofile 20000] [--runs 3]
+  python3 bench/many_targets.py [--n 50000] [--interval 5] [--nofile 20000] [--runs 3] [--origins 64]
 
 Nothing here is a test: it prints figures (docs/benchmarks.md, round 5)."""
 import argparse
@@ -23,11 +23,12 @@ def main():
     ap.add_argument("--interval", type=int, default=5)
     ap.add_argument("--nofile", type=int, default=20000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--origins", type=int, default=64, help="nginx ports the targets are spread over (1: every target on one origin)")
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=10)
     args = ap.parse_args()
     work = bench_setup("lastgood-many-bench-")
-    nginx = Nginx(work)
+    nginx = Nginx(work, origins=args.origins)
     xs = []
     try:
         for r in range(args.runs):
@@ -38,7 +39,7 @@ def main():
             print({k: x[k] for k in ("ready_s", "achieved_share", "ok_share", "scrape_s", "lateness_p99_ms", "rss_mib", "cpu_us_per_probe", "emfile_lines")}, flush=True)
     finally:
         nginx.close()
-    print(f"\n{args.n} targets at {args.interval} s under an open-files limit of {args.nofile}, {args.runs} run(s) of {args.seconds} s; median (min–max)\n")
+    print(f"\n{args.n} targets on {args.origins} origin(s) at {args.interval} s under an open-files limit of {args.nofile}, {args.runs} run(s) of {args.seconds} s; median (min–max)\n")
     print("| /readyz after start s | scheduled runs reaching nginx | judged ok | /metrics scrape s | lateness p99 ms | peak RSS MiB | CPU µs/probe | EMFILE lines |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print(f"| {median_range([x['ready_s'] for x in xs], 2)} | {median_range([100 * x['achieved_share'] for x in xs], unit='%')} | "

@@ -96,7 +96,7 @@ def run_lastgood(work, nginx, n, seconds, warmup, hung=None, tls=False, binary=N
         if hung and i % 10 == 0:
             targets.append((f"http://127.0.0.1:{hung.port}/h/{i}", "2s", "2s"))
         else:
-            targets.append(((nginx.tls_url if tls else nginx.url)(f"/lg/{i}"), f"{interval_s}s", "1s"))
+            targets.append((nginx.tls_url(f"/lg/{i}") if tls else nginx.url(f"/lg/{i}", i), f"{interval_s}s", "1s"))
     state = tempfile.mkdtemp(prefix="state-", dir=work)
     cfg, port = lastgood_config(work, targets, state, {"ca_file": nginx.cert} if tls else None)
     log = open(os.path.join(work, f"lastgood-{n}.log"), "w")

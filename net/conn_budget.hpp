@@ -64,6 +64,9 @@ class ConnectionBudget final : public boost::asio::execution_context::service {
   // How many sockets may stay open between runs: the capacity less a share (a tenth, 16 to half
   // of it) left for probes that connect per run.
   std::size_t keep_limit() const;
+  // Whether a connection that holds a place now would stay open after its request (idle()'s own
+  // test, asked before the request is sent: one that will not says Connection: close).
+  bool would_keep(const Member& m) const { return m.idle || held_.load(std::memory_order_relaxed) <= keep_limit(); }
   // A request starts on the kept connection: out of the LRU until it ends.
   void busy(Member& m);
 

@@ -288,6 +288,7 @@ asio::awaitable<std::optional<HttpError>> HttpConnection::Impl::exchange(Stream&
 asio::awaitable<HttpResult> HttpConnection::Impl::request(Clock::time_point deadline, Exchange x) {
   if (x.t0 == Clock::time_point{}) x.t0 = Clock::now();
   in_use();
+  std::string once;  // the request with Connection: close, for a connection the budget will not keep
   for (int attempt = 0; attempt < 2; ++attempt) {
     HttpResponse resp;
     const bool reused = connected();
@@ -296,6 +297,10 @@ asio::awaitable<HttpResult> HttpConnection::Impl::request(Clock::time_point dead
       if (auto err = co_await connect(deadline, resp)) {
         close();
         co_return *err;
+      }
+      if (budget && !budget->would_keep(*this) && x.req != &once) {
+        once = with_connection_close(*x.req);
+        x.req = &once;
       }
     }
     std::optional<HttpError> err;

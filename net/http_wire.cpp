@@ -185,4 +185,16 @@ std::optional<HttpError> serialize_request(const Url& origin, const HttpRequest&
   return std::nullopt;
 }
 
+std::string with_connection_close(const std::string& request) {
+  const auto end = request.find("\r\n\r\n");
+  if (end == std::string::npos) return request;
+  const std::string_view head(request.data(), end);
+  for (size_t p = head.find("\r\n"); p != std::string_view::npos; p = head.find("\r\n", p + 2))
+    if (head.size() - p - 2 >= 11 && beast::iequals(head.substr(p + 2, 11), "connection:")) return request;
+  std::string out;
+  out.reserve(request.size() + 19);
+  out.append(request, 0, end).append("\r\nConnection: close").append(request, end, std::string::npos);
+  return out;
+}
+
 }  // namespace lastgood::net

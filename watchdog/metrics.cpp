@@ -41,6 +41,12 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                    .Help("How late the event loop ran a tick due every 20 ms while probe runs were in flight: lastgood's own delay.")
                    .Register(r)
                    .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5});
+  in_flight_ = &prometheus::BuildGauge().Name("lastgood_probe_runs_in_flight").Help("Probe runs started and not yet ended, as of the last loop tick.").Register(r).Add({});
+  in_flight_limit_ = &prometheus::BuildGauge()
+                          .Name("lastgood_probe_runs_in_flight_limit")
+                          .Help("The cap on probe runs at once while lastgood's loop is overloaded (0: none); due runs past it start late.")
+                          .Register(r)
+                          .Add({});
   stalled_runs_ = &prometheus::BuildCounter()
                        .Name("lastgood_probe_runs_stalled_total")
                        .Help("Probe runs during which lastgood's own loop was behind for a quarter of the run or more: their latency was left out, and a timeout counted as error, not fail.")

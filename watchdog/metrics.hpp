@@ -64,7 +64,11 @@ class Metrics {
                        const std::vector<std::pair<std::string, std::string>>& triggers /* name, severity */);
   void record(const ProbeHandles& h, const probes::ProbeResult& r, double lateness_seconds);
   void skipped_runs(int n) { skipped_->Increment(n); }
-  void loop_lag(double seconds) { loop_lag_->Observe(seconds < 0 ? 0 : seconds); }
+  void loop_tick(double lag_seconds, size_t in_flight, size_t limit) {
+    loop_lag_->Observe(lag_seconds < 0 ? 0 : lag_seconds);
+    in_flight_->Set(static_cast<double>(in_flight));
+    in_flight_limit_->Set(static_cast<double>(limit));
+  }
 
   // Policy: trigger states, breaches, decisions, releases.
   void trigger_state(const std::string& service, const std::string& trigger, const char* state);
@@ -142,6 +146,8 @@ class Metrics {
   std::map<std::pair<std::string, std::string>, prometheus::Gauge*> release_shown_;
   prometheus::Histogram* lateness_;
   prometheus::Histogram* loop_lag_;
+  prometheus::Gauge* in_flight_;
+  prometheus::Gauge* in_flight_limit_;
   prometheus::Counter* stalled_runs_;
   prometheus::Family<prometheus::Counter>* rollbacks_;
   prometheus::Histogram* rollback_duration_;

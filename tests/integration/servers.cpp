@@ -78,7 +78,7 @@ Nginx::Nginx(const fs::path& dir, const TestPki* pki, std::optional<fs::path> si
                      "  client_body_temp_path " + d + "/tmp/client_body;\n  proxy_temp_path " + d + "/tmp/proxy;\n"
                      "  fastcgi_temp_path " + d + "/tmp/fastcgi;\n  uwsgi_temp_path " + d + "/tmp/uwsgi;\n"
                      "  scgi_temp_path " + d + "/tmp/scgi;\n"
-                     "  log_format conn '$connection $connection_requests $status \"$request\" key=$http_x_probe_key';\n"
+                     "  log_format conn '$connection $connection_requests $status \"$request\" key=$http_x_probe_key conn=$http_connection';\n"
                      "  access_log " + access_log.string() + " conn;\n"
                      "  keepalive_timeout 60s;\n  keepalive_requests 10000;\n"
                      "  types { text/html html; application/json json; }\n"

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "net/http_body.hpp"
+#include "net/http_wire.hpp"
 
 using lastgood::net::BodyReader;
 using Status = BodyReader::Status;
@@ -74,4 +75,19 @@ TEST_CASE("a close-delimited body ends when the server closes, within the limit"
   CHECK(r.status == Status::done);
   CHECK(r.body == "until the end");
   CHECK(read(Framing::close, 0, 5, "more than five", 2).status == Status::too_big);
+}
+
+TEST_CASE("a request for a connection used once says Connection: close, unless it names a Connection itself", "[http_body]") {
+  using lastgood::net::with_connection_close;
+  CHECK(with_connection_close("GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: lastgood\r\n\r\n") ==
+        "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: lastgood\r\nConnection: close\r\n\r\n");
+  // The body stays after the head, even when it holds an empty line of its own.
+  CHECK(with_connection_close("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\na\r\n\r\nb") ==
+        "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nConnection: close\r\n\r\na\r\n\r\nb");
+  // A configured Connection header is the operator's: left as it is, in any case.
+  const std::string own = "GET / HTTP/1.1\r\nCONNECTION: keep-alive\r\nHost: a\r\n\r\n";
+  CHECK(with_connection_close(own) == own);
+  // A header whose name only begins like it is not one.
+  CHECK(with_connection_close("GET / HTTP/1.1\r\nConnectionx: 1\r\n\r\n") == "GET / HTTP/1.1\r\nConnectionx: 1\r\nConnection: close\r\n\r\n");
+  CHECK(with_connection_close("no head end") == "no head end");
 }

@@ -96,12 +96,12 @@ struct Server::Impl {
     acceptor.bind(ep, ec);
     if (ec) throw std::system_error(ec, "cannot listen on " + listen);
     acceptor.listen(asio::socket_base::max_listen_connections);
-    // The worker runs only when the loop's thread leaves the CPU idle (SCHED_IDLE): a scrape of
-    // 10 000 probes' metrics is ~0.5 s of CPU, and on one core it must not take the loop's turn.
+    // The worker runs at nice +5: a scrape of 10 000 probes' metrics is ~0.5 s of CPU, and on one
+    // core it gets about a quarter of it while the loop is busy, not the loop's whole turn. Not
+    // SCHED_IDLE: a loop saturated by more targets than it can serve never leaves the CPU idle,
+    // and /metrics (what shows the overload) then never answered (issue 21).
     asio::post(worker, [] {
-      sched_param p{};
-      p.sched_priority = 0;
-      if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &p) != 0) spdlog::debug("http worker: SCHED_IDLE refused; running at normal priority");
+      if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 5) != 0) spdlog::debug("http worker: nice +5 refused; running at normal priority");
     });
   }
 
