@@ -55,15 +55,26 @@ TEST_CASE("an intact ledger verifies and replays in order", "[ledger]") {
   auto rep = verify_ledger(d.ledger());
   CHECK(rep.ok);
   CHECK(rep.entries == 50);
+  const auto all = read_ledger(d.ledger());
+  REQUIRE(all.size() == 50);
+  CHECK(all[0].prev.empty());
+  for (size_t i = 1; i < all.size(); ++i) CHECK(all[i].prev == all[i - 1].hash);
+  CHECK(all[7].data["i"] == 7);
   Ledger again(d.path.string());
+  CHECK(again.size() == 50);
+  // Replay is handed what it reads, in order: the decisions, not the transitions that are not
+  // firing, and without the chain fields (memory follows state, not history).
   auto es = again.take_loaded();
-  REQUIRE(es.size() == 50);
-  CHECK(es[0].prev.empty());
-  for (size_t i = 1; i < es.size(); ++i) CHECK(es[i].prev == es[i - 1].hash);
-  CHECK(es[7].data["i"] == 7);
+  REQUIRE(es.size() == 25);
+  for (size_t i = 0; i < es.size(); ++i) {
+    CHECK(es[i].type == "decision");
+    CHECK(es[i].seq == 2 * i + 2);
+    CHECK(es[i].data["i"] == 2 * i + 1);
+    CHECK(es[i].hash.empty());
+  }
   auto e = again.append("x", "s", json::object(), 5);  // appends continue the chain
   CHECK(e.seq == 51);
-  CHECK(e.prev == es.back().hash);
+  CHECK(e.prev == all.back().hash);
   CHECK(verify_ledger(d.ledger()).ok);
 }
 
@@ -119,8 +130,8 @@ TEST_CASE("a truncated last line is detected, and on open moved aside and record
 
   {
     Ledger l(d.path.string());  // repairs: cuts the torn line and records it
-    auto es = l.take_loaded();
-    CHECK(es.size() == 4);
+    CHECK(l.size() == 5);  // 4 intact and the repair's own entry
+    CHECK(l.take_loaded().size() == 2);  // the decisions of those 4
   }
   auto after = read_ledger(d.ledger());
   REQUIRE(after.size() == 5);
@@ -154,12 +165,14 @@ TEST_CASE("deferred appends chain like the others and are on disk after close; r
   CHECK(rep.ok);
   CHECK(rep.entries == 4);
   Ledger again(d.path.string());
+  CHECK(again.size() == 4);
   auto es = again.take_loaded();
-  REQUIRE(es.size() == 4);
-  CHECK(es[0].data.is_null());  // transitions are verified, not parsed...
-  CHECK(es[1].data["to"] == "firing");  // ...except the firing ones, where incident records start
-  CHECK(es[2].data["kind"] == "execute");
-  CHECK(es[3].prev == es[2].hash);
+  REQUIRE(es.size() == 2);  // transitions are verified, not parsed or kept...
+  CHECK(es[0].data["to"] == "firing");  // ...except the firing ones, where incident records start
+  CHECK(es[1].data["kind"] == "execute");
+  const auto all = read_ledger(d.ledger());
+  REQUIRE(all.size() == 4);
+  CHECK(all[3].prev == all[2].hash);
 }
 
 TEST_CASE("an append is all or nothing: a short write, a full disk or a failed fdatasync is cut back to the last whole entry", "[ledger]") {
@@ -424,4 +437,56 @@ TEST_CASE("a keyed ledger on a full disk: the ledger_keyed entry comes before an
   const auto rep = verify_ledger(d.ledger(), &key);
   CHECK(rep.ok);
   CHECK(rep.keyed_from == 3);
+}
+
+TEST_CASE("a ledger is read in pieces: entries across piece boundaries verify, and a huge garbage line is never held", "[ledger]") {
+  Dir d;
+  {
+    Ledger l(d.path.string());
+    // About 0.3 MiB each: several straddle the scanner's 1 MiB pieces.
+    for (int i = 0; i < 12; ++i) l.append("decision", "app", {{"kind", "hold"}, {"pad", std::string(300'000 + i, 'a' + i)}}, 1000 + i);
+  }
+  auto rep = verify_ledger(d.ledger());
+  CHECK(rep.ok);
+  CHECK(rep.entries == 12);
+  const auto all = read_ledger(d.ledger());
+  REQUIRE(all.size() == 12);
+  CHECK(all[11].data["pad"].get<std::string>().size() == 300'011);
+  const auto good = fs::file_size(d.ledger());
+
+  SECTION("70 MiB of garbage without a newline after the last entry: a torn tail, copied aside and cut") {
+    {
+      std::ofstream out(d.ledger(), std::ios::app | std::ios::binary);
+      std::string junk(1 << 20, 'x');
+      for (int i = 0; i < 70; ++i) out << junk;
+    }
+    auto torn = verify_ledger(d.ledger());
+    CHECK_FALSE(torn.ok);
+    CHECK(torn.bad_line == 13);
+    {
+      Ledger l(d.path.string());
+      CHECK(l.size() == 13);  // the 12 and the repair's entry
+    }
+    CHECK(verify_ledger(d.ledger()).ok);
+    const auto after = read_ledger(d.ledger());
+    REQUIRE(after.size() == 13);
+    CHECK(after.back().type == "ledger_repaired");
+    CHECK(after.back().data["bytes"] == 70u << 20);
+    for (const auto& e : fs::directory_iterator(d.path))
+      if (e.path().filename().string().rfind("ledger.jsonl.torn-", 0) == 0) CHECK(fs::file_size(e.path()) == 70u << 20);
+    CHECK(fs::file_size(d.ledger()) > good);
+  }
+  SECTION("the same garbage followed by a newline and more: damage in the middle, refused") {
+    {
+      std::ofstream out(d.ledger(), std::ios::app | std::ios::binary);
+      std::string junk(1 << 20, 'x');
+      for (int i = 0; i < 70; ++i) out << junk;
+      out << "\n{}\n";
+    }
+    auto bad = verify_ledger(d.ledger());
+    CHECK_FALSE(bad.ok);
+    CHECK(bad.bad_line == 13);
+    CHECK_THAT(bad.why, Catch::Contains("longer than 64 MiB"));
+    CHECK_THROWS_WITH(Ledger(d.path.string()), Catch::Contains("damaged at line 13"));
+  }
 }

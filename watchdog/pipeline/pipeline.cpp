@@ -142,8 +142,8 @@ void Pipeline::cleared(size_t si) {
 
 void Pipeline::start(Ledger& ledger) {
   recording_.attach(ledger);
-  auto entries = ledger.take_loaded();
-  metrics_.ledger_entries(entries.size());
+  auto entries = ledger.take_loaded();  // only those replay reads (Keep::wanted)
+  metrics_.ledger_entries(ledger.size());
   // A history that cannot be read is refused before anything acts on it (no notice resumed, no
   // incident record rewritten).
   Replayed r = replay(entries, *this, proposals_);
@@ -152,7 +152,7 @@ void Pipeline::start(Ledger& ledger) {
   notifier_.replay(entries);
   for (const auto& e : entries) incidents_.observe(e);
   if (int w = incidents_.write_changed()) spdlog::info("incidents: wrote {} records that were missing or behind the ledger", w);
-  if (!entries.empty()) spdlog::info("ledger: replayed {} entries from {}", entries.size(), ledger.path());
+  if (ledger.size()) spdlog::info("ledger: replayed {} entries from {} ({} of them rebuild state)", ledger.size(), ledger.path(), entries.size());
   // A rollback that finished but was not verified when lastgood stopped: verify it afresh.
   for (const auto& a : r.unverified) begin_verification(a.service, a.data.value("action_id", ""), a.data.value("to", ""), "", fired_of(a.data));
   for (size_t si = 0; si < svcs_.size(); ++si) {

@@ -15,12 +15,47 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
 namespace lastgood::watchdog {
 
 using nlohmann::json;
+
+namespace {
+// Copies `from`'s bytes after `offset` to a new private file `to`, a piece at a time; "" or why not.
+std::string copy_tail_private(const std::string& from, std::uint64_t offset, const std::string& to, std::uint64_t& copied) {
+  const int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return std::string("cannot read ") + from + ": " + std::strerror(errno);
+  const int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (out < 0) {
+    const std::string why = std::string("cannot create ") + to + ": " + std::strerror(errno);
+    ::close(in);
+    return why;
+  }
+  std::string err;
+  std::vector<char> piece(1 << 20);
+  auto at = static_cast<off_t>(offset);
+  for (;;) {
+    const ssize_t n = ::pread(in, piece.data(), piece.size(), at);
+    if (n < 0) err = std::string("reading ") + from + ": " + std::strerror(errno);
+    if (n <= 0) break;
+    for (ssize_t done = 0; done < n && err.empty();) {
+      const ssize_t w = ::write(out, piece.data() + done, static_cast<size_t>(n - done));
+      if (w < 0) err = std::string("writing ") + to + ": " + std::strerror(errno);
+      else done += w;
+    }
+    if (!err.empty()) break;
+    at += n;
+    copied += static_cast<std::uint64_t>(n);
+  }
+  if (err.empty() && ::fsync(out) != 0) err = std::string("syncing ") + to + ": " + std::strerror(errno);
+  ::close(out);
+  ::close(in);
+  return err;
+}
+}  // namespace
 
 Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key, LedgerIo io)
     : path_(state_dir + "/ledger.jsonl"), key_(std::move(hmac_key)), io_(std::move(io)) {
@@ -49,31 +84,33 @@ Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key
   // Replay reads the data of the entries that rebuild state. Of the transitions (the bulk of a
   // long ledger) only those to firing are read: incident records start from the breach.
   const std::string* key = key_ ? &*key_ : nullptr;
-  Scan s = scan(path_, key, [](const std::string& type, std::string_view data) {
-    if (type == name(Event::transition)) return data.find("\"to\":\"firing\"") != std::string_view::npos;
-    return type != name(Event::clear_refused);
-  });
+  Scan s = scan(
+      path_, key,
+      [](const std::string& type, std::string_view data) {
+        if (type == name(Event::transition)) return data.find("\"to\":\"firing\"") != std::string_view::npos;
+        return type != name(Event::clear_refused);
+      },
+      Keep::wanted);
   if (!s.report.ok && !s.torn_tail)
     throw std::runtime_error("ledger " + path_ + " is damaged at line " + std::to_string(s.report.bad_line) + ": " + s.report.why +
                              " (run `lastgood ledger verify " + path_ + "`; lastgood will not act on a ledger it cannot trust)");
   keyed_ = s.report.keyed_from != 0;
-  count_ = s.entries.size();
+  count_ = s.count;
   bytes_ = s.good_bytes;
-  head_ = s.entries.empty() ? "" : s.entries.back().hash;
+  head_ = s.head_hash;
   loaded_ = std::move(s.entries);
   if (s.torn_tail) {
     // Keep the torn bytes for inspection, cut them off, and say so in the ledger itself.
-    std::ifstream in(path_, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    const std::string tail = ss.str().substr(s.good_bytes);
+    // Copied in pieces: a torn tail may be anything up to a disk's worth of garbage.
     const std::string aside = path_ + ".torn-" + std::to_string(::time(nullptr));
-    if (auto err = write_private(aside, tail); !err.empty()) spdlog::error("ledger {}: keeping the torn bytes aside failed: {}", path_, err);
+    std::uint64_t tail_bytes = 0;
+    if (auto err = copy_tail_private(path_, s.good_bytes, aside, tail_bytes); !err.empty())
+      spdlog::error("ledger {}: keeping the torn bytes aside failed: {}", path_, err);
     if (::ftruncate(fd_, static_cast<off_t>(s.good_bytes)) != 0 || ::fdatasync(fd_) != 0)
       throw std::runtime_error("cannot repair ledger " + path_ + ": " + std::strerror(errno));
     spdlog::error("ledger {}: line {} was truncated ({}); moved {} bytes to {} and recorded it", path_, s.report.bad_line, s.report.why,
-                  tail.size(), aside);
-    auto r = try_append(std::string(name(Event::ledger_repaired)), "", {{"line", s.report.bad_line}, {"why", s.report.why}, {"bytes", tail.size()}, {"moved_to", aside}},
+                  tail_bytes, aside);
+    auto r = try_append(std::string(name(Event::ledger_repaired)), "", {{"line", s.report.bad_line}, {"why", s.report.why}, {"bytes", tail_bytes}, {"moved_to", aside}},
                         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
     // A full disk must not keep lastgood from starting: the repair itself is done; the note of it
     // is retried as any other entry would be (the pipeline holds every action until one succeeds).

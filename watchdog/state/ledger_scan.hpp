@@ -18,13 +18,20 @@ inline const std::string kKeyedType{name(Event::ledger_keyed)};
 std::string digest_hex(const std::string* key, std::initializer_list<std::string_view> parts);
 
 struct Scan {
-  std::vector<LedgerEntry> entries;
+  std::vector<LedgerEntry> entries;  // as Keep asked
   VerifyReport report;
   bool torn_tail = false;        // the last line is incomplete or unparsable
   std::uint64_t good_bytes = 0;  // length of the file up to the end of the last good line
+  std::uint64_t count = 0;       // intact entries (the last one's seq)
+  std::string head_hash;         // the last intact entry's hash
 };
 // want_data(type, data_text): whether to parse that entry's data (replay needs only some).
 using WantData = std::function<bool(const std::string&, std::string_view)>;
-Scan scan(const std::string& path, const std::string* key, const WantData& want_data = {});
+// Which entries a scan keeps: every one (tools, tests), only those whose data was wanted, without
+// their chain fields (replay at start: memory follows what replay reads, not the history), or none
+// (verify: it streams).
+enum class Keep { all, wanted, none };
+// Reads the file a piece at a time.
+Scan scan(const std::string& path, const std::string* key, const WantData& want_data, Keep keep);
 
 }  // namespace lastgood::watchdog

@@ -4,7 +4,6 @@
 #include <charconv>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -120,37 +119,26 @@ std::optional<std::string> read_fields(std::string_view line, LedgerEntry& e, st
   return std::nullopt;
 }
 
-Scan scan_text(std::string_view all, const std::string* key, const WantData& want_data = {}) {
-  Scan s;
-  const std::string our_id = key ? ledger_key_id(*key) : "";
-  size_t pos = 0;
-  std::uint64_t line_no = 0;
-  std::string prev;
-  while (pos < all.size()) {
-    ++line_no;
-    size_t nl = all.find('\n', pos);
-    const bool last = nl == std::string::npos || nl + 1 == all.size();
-    std::string_view line = all.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+// The longest line a scan holds (an entry's data is bounded far below it: action output and
+// bodies are cut when recorded).
+constexpr size_t kMaxLine = size_t{64} << 20;
+
+// Checks one line after another (a file is read in pieces, never whole): the seq, the chain,
+// the hash or HMAC, the key's entries. Entries are handed to `keep` as the caller asked.
+class Scanner {
+ public:
+  Scanner(Scan& s, const std::string* key, const WantData& want_data, Keep keep)
+      : s_(s), key_(key), want_data_(want_data), keep_(keep), our_id_(key ? ledger_key_id(*key) : "") {}
+
+  // One line without its newline (`complete`: it had one). false: damage at this line; the scan stops.
+  bool line(std::string_view line, bool complete) {
+    const std::uint64_t line_no = s_.count + 1;
     LedgerEntry e;
     std::string_view data_text;
-    auto err = nl == std::string::npos ? std::optional<std::string>("truncated last line (no newline: a write was cut short)")
-                                       : read_fields(line, e, data_text);
-    if (err) {
-      s.report.bad_line = line_no;
-      s.report.why = *err;
-      s.torn_tail = last;
-      return s;
-    }
-    if (e.seq != line_no) {
-      s.report.bad_line = line_no;
-      s.report.why = "seq is " + std::to_string(e.seq) + ", expected " + std::to_string(line_no);
-      return s;
-    }
-    if (e.prev != prev) {
-      s.report.bad_line = line_no;
-      s.report.why = "broken chain: prev does not match the hash of line " + std::to_string(line_no - 1);
-      return s;
-    }
+    auto err = !complete ? std::optional<std::string>("truncated last line (no newline: a write was cut short)") : read_fields(line, e, data_text);
+    if (err) return bad(line_no, *err);
+    if (e.seq != line_no) return bad(line_no, "seq is " + std::to_string(e.seq) + ", expected " + std::to_string(line_no));
+    if (e.prev != s_.head_hash) return bad(line_no, "broken chain: prev does not match the hash of line " + std::to_string(line_no - 1));
     // Lines are written canonical (dump(): sorted keys, no spaces), so the canonical JSON of the
     // entry without its hash is the line's own bytes minus the hash member: hash those bytes
     // instead of re-serialising (stricter too: any byte changed is caught).
@@ -158,73 +146,85 @@ Scan scan_text(std::string_view all, const std::string* key, const WantData& wan
     if (e.type == kKeyedType) {
       const json d = json::parse(data_text.begin(), data_text.end(), nullptr, false);
       const std::string id = d.is_object() && d.contains("key_id") && d["key_id"].is_string() ? d["key_id"].get<std::string>() : "";
-      if (s.report.keyed_from != 0 && id != s.report.key_id) {
-        s.report.bad_line = line_no;
-        s.report.why = "keyed again with another key (id " + id + ", line " + std::to_string(s.report.keyed_from) + " named " +
-                       s.report.key_id + "): a ledger has one key";
-        return s;
-      }
-      if (s.report.keyed_from == 0) {
-        s.report.keyed_from = line_no;
-        s.report.key_id = id;
+      if (s_.report.keyed_from != 0 && id != s_.report.key_id)
+        return bad(line_no, "keyed again with another key (id " + id + ", line " + std::to_string(s_.report.keyed_from) + " named " +
+                                s_.report.key_id + "): a ledger has one key");
+      if (s_.report.keyed_from == 0) {
+        s_.report.keyed_from = line_no;
+        s_.report.key_id = id;
       }
     }
-    const bool keyed = s.report.keyed_from != 0;
-    if (keyed && key == nullptr) {
-      s.report.bad_line = line_no;
-      s.report.why = "the ledger is keyed from line " + std::to_string(s.report.keyed_from) + " (HMAC-SHA256, key id " + s.report.key_id +
-                     ") and no key was given (lastgood ledger verify --key-file, or ledger.hmac_key_file)";
-      return s;
-    }
-    if (keyed && s.report.key_id != our_id) {
-      s.report.bad_line = line_no;
-      s.report.why = "the ledger is keyed with key id " + s.report.key_id + " from line " + std::to_string(s.report.keyed_from) +
-                     "; the key given has id " + our_id;
-      return s;
-    }
-    const std::string member = ",\"hash\":\"" + e.hash + "\"";
-    const size_t at = line.find(member);
+    const bool keyed = s_.report.keyed_from != 0;
+    if (keyed && key_ == nullptr)
+      return bad(line_no, "the ledger is keyed from line " + std::to_string(s_.report.keyed_from) + " (HMAC-SHA256, key id " + s_.report.key_id +
+                              ") and no key was given (lastgood ledger verify --key-file, or ledger.hmac_key_file)");
+    if (keyed && s_.report.key_id != our_id_)
+      return bad(line_no, "the ledger is keyed with key id " + s_.report.key_id + " from line " + std::to_string(s_.report.keyed_from) +
+                              "; the key given has id " + our_id_);
+    member_.assign(",\"hash\":\"").append(e.hash).append("\"");
+    const size_t at = line.find(member_);
     if (at == std::string_view::npos || e.hash.size() != 64 ||
-        digest_hex(keyed ? key : nullptr, {e.prev, line.substr(0, at), line.substr(at + member.size())}) != e.hash) {
-      s.report.bad_line = line_no;
-      s.report.why = keyed ? "HMAC mismatch: the entry was changed after it was written, by someone without the key"
-                           : "hash mismatch: the entry was changed after it was written";
+        digest_hex(keyed ? key_ : nullptr, {e.prev, line.substr(0, at), line.substr(at + member_.size())}) != e.hash)
+      return bad(line_no, keyed ? "HMAC mismatch: the entry was changed after it was written, by someone without the key"
+                                : "hash mismatch: the entry was changed after it was written");
+    const bool wanted = keep_ != Keep::none && (!want_data_ || want_data_(e.type, data_text));
+    if (wanted) {
+      e.data = json::parse(data_text.begin(), data_text.end(), nullptr, false);
+      if (e.data.is_discarded()) return bad(line_no, "data is not JSON");  // cannot happen for a line whose hash matched; a guard
+    }
+    s_.count = line_no;
+    s_.head_hash = e.hash;
+    s_.good_bytes += line.size() + 1;
+    if (keep_ == Keep::all) {
+      s_.entries.push_back(std::move(e));
+    } else if (keep_ == Keep::wanted && wanted) {
+      // What replay reads: no chain fields (the ledger keeps only its head).
+      std::string().swap(e.prev);
+      std::string().swap(e.hash);
+      s_.entries.push_back(std::move(e));
+    }
+    return true;
+  }
+
+ private:
+  bool bad(std::uint64_t line_no, std::string why) {
+    s_.report.bad_line = line_no;
+    s_.report.why = std::move(why);
+    return false;
+  }
+  Scan& s_;
+  const std::string* key_;
+  const WantData& want_data_;
+  Keep keep_;
+  std::string our_id_;
+  std::string member_;
+};
+
+Scan scan_text(std::string_view all, const std::string* key, const WantData& want_data, Keep keep) {
+  Scan s;
+  Scanner sc(s, key, want_data, keep);
+  size_t pos = 0;
+  while (pos < all.size()) {
+    const size_t nl = all.find('\n', pos);
+    const bool complete = nl != std::string::npos;
+    if (!sc.line(all.substr(pos, complete ? nl - pos : std::string::npos), complete)) {
+      s.torn_tail = !complete || nl + 1 == all.size();
       return s;
     }
-    if (!want_data || want_data(e.type, data_text)) {
-      e.data = json::parse(data_text.begin(), data_text.end(), nullptr, false);
-      if (e.data.is_discarded()) {  // cannot happen for a line whose hash matched; kept as a guard
-        s.report.bad_line = line_no;
-        s.report.why = "data is not JSON";
-        return s;
-      }
-    }
-    prev = e.hash;
-    s.entries.push_back(std::move(e));
     pos = nl + 1;
-    s.good_bytes = pos;
   }
   s.report.ok = true;
-  s.report.entries = s.entries.size();
+  s.report.entries = s.count;
   return s;
-}
-
-std::optional<std::string> read_whole(const std::string& path, std::string& out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "cannot open " + path;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  out = ss.str();
-  return std::nullopt;
 }
 
 const WantData kNoData = [](const std::string&, std::string_view) { return false; };  // the hash covers the data bytes
 
 VerifyReport finish_report(Scan s, const std::string* key) {
-  s.report.entries = s.entries.size();
-  if (!s.entries.empty()) {
-    s.report.head_seq = s.entries.back().seq;
-    s.report.head_hash = s.entries.back().hash;
+  s.report.entries = s.count;
+  if (s.count) {
+    s.report.head_seq = s.count;
+    s.report.head_hash = s.head_hash;
   }
   // A key given for a ledger that holds no keyed entry: it was never written with the key, or it
   // was rewritten without it. Either way nothing in it is vouched for by the key.
@@ -238,28 +238,81 @@ VerifyReport finish_report(Scan s, const std::string* key) {
 
 }  // namespace
 
-Scan scan(const std::string& path, const std::string* key, const WantData& want_data) {
-  std::string all;
-  if (auto err = read_whole(path, all)) {
-    Scan s;
-    s.report.why = *err;
+Scan scan(const std::string& path, const std::string* key, const WantData& want_data, Keep keep) {
+  Scan s;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    s.report.why = "cannot open " + path;
     return s;
   }
-  return scan_text(all, key, want_data);
+  // In pieces of 1 MiB: memory holds a piece and the entries kept, never the file (a year of
+  // history is gigabytes; issue 21).
+  Scanner sc(s, key, want_data, keep);
+  std::string buf;
+  size_t start = 0;  // of the first line not yet checked, in buf
+  std::vector<char> piece(1 << 20);
+  for (;;) {
+    in.read(piece.data(), static_cast<std::streamsize>(piece.size()));
+    const auto got = static_cast<size_t>(in.gcount());
+    const bool eof = got == 0;
+    if (!eof) {
+      buf.erase(0, start);
+      start = 0;
+      buf.append(piece.data(), got);
+    }
+    for (;;) {
+      const size_t nl = buf.find('\n', start);
+      if (nl == std::string::npos) {
+        if (buf.size() - start > kMaxLine) {
+          // No entry is this long: garbage. Skipped to its end without holding it; damage, and
+          // a torn tail when the file ends first (the caller copies the tail aside in pieces).
+          s.report.bad_line = s.count + 1;
+          s.report.why = "a line longer than " + std::to_string(kMaxLine >> 20) + " MiB: not an entry";
+          for (;;) {
+            in.read(piece.data(), static_cast<std::streamsize>(piece.size()));
+            const auto n = static_cast<size_t>(in.gcount());
+            if (n == 0) {
+              s.torn_tail = true;
+              return s;
+            }
+            if (std::memchr(piece.data(), '\n', n) != nullptr) return s;
+          }
+        }
+        break;
+      }
+      if (!sc.line(std::string_view(buf).substr(start, nl - start), true)) {
+        // Damage on the file's last line is a torn tail (a write cut short), repaired at open.
+        if (nl + 1 == buf.size()) s.torn_tail = in.peek() == std::char_traits<char>::eof();
+        return s;
+      }
+      start = nl + 1;
+    }
+    if (eof) break;
+  }
+  if (start < buf.size()) {  // bytes after the last newline
+    sc.line(std::string_view(buf).substr(start), false);
+    s.torn_tail = true;
+    return s;
+  }
+  s.report.ok = true;
+  s.report.entries = s.count;
+  return s;
 }
 
 std::vector<LedgerEntry> read_ledger(const std::string& path, const std::string* key) {
-  auto s = scan(path, key);
+  auto s = scan(path, key, {}, Keep::all);
   if (!s.report.ok) return {};
   return std::move(s.entries);
 }
 
-VerifyReport verify_ledger(const std::string& path, const std::string* key) { return finish_report(scan(path, key, kNoData), key); }
+VerifyReport verify_ledger(const std::string& path, const std::string* key) { return finish_report(scan(path, key, kNoData, Keep::none), key); }
 
-VerifyReport verify_ledger_text(std::string_view text, const std::string* key) { return finish_report(scan_text(text, key, kNoData), key); }
+VerifyReport verify_ledger_text(std::string_view text, const std::string* key) {
+  return finish_report(scan_text(text, key, kNoData, Keep::none), key);
+}
 
 std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t seq, const std::string* key) {
-  auto s = scan(path, key, kNoData);
+  auto s = scan(path, key, kNoData, Keep::all);
   for (const auto& e : s.entries)
     if (e.seq == seq) return e.hash;
   return std::nullopt;
