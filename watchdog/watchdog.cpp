@@ -162,7 +162,8 @@ void Watchdog::start() {
                                std::to_string(config::LedgerOptions::kMinKeyBytes) + " bytes");
     key = secret.value();
   }
-  ledger_ = std::make_unique<Ledger>(cfg_->state_dir, std::move(key));  // throws on a damaged ledger
+  // Replayed as it is read (memory follows state, not history); throws on a damaged ledger.
+  ledger_ = std::make_unique<Ledger>(cfg_->state_dir, std::move(key), LedgerIo{}, [this](LedgerEntry&& e) { pipeline_.replay_entry(std::move(e)); });
   if (opts_.on_ledger) ledger_->set_after_append(opts_.on_ledger);
   pipeline_.start(*ledger_);
   ServerLimits limits;

@@ -490,3 +490,28 @@ TEST_CASE("a ledger is read in pieces: entries across piece boundaries verify, a
     CHECK_THROWS_WITH(Ledger(d.path.string()), Catch::Contains("damaged at line 13"));
   }
 }
+
+TEST_CASE("a ledger opened with a replay sink hands each entry replay reads over as it is read, and keeps none", "[ledger]") {
+  Dir d;
+  fill(d, 30);  // transitions (not firing) and decisions, alternately
+  std::vector<lastgood::watchdog::LedgerEntry> got;
+  {
+    Ledger l(d.path.string(), std::nullopt, {}, [&](lastgood::watchdog::LedgerEntry&& e) { got.push_back(std::move(e)); });
+    CHECK(l.size() == 30);
+    CHECK(l.take_loaded().empty());
+  }
+  REQUIRE(got.size() == 15);
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK(got[i].seq == 2 * i + 2);
+    CHECK(got[i].data["i"] == 2 * i + 1);
+  }
+  // Damage after entries were handed over still refuses the ledger: the receiver must not act on
+  // what it was given before the constructor returned.
+  auto lines = lines_of(d.ledger());
+  lines[20] = "{not json";
+  write_lines(d.ledger(), lines);
+  int handed = 0;
+  CHECK_THROWS_WITH(Ledger(d.path.string(), std::nullopt, {}, [&](lastgood::watchdog::LedgerEntry&&) { ++handed; }),
+                    Catch::Contains("damaged at line 21"));
+  CHECK(handed == 10);
+}

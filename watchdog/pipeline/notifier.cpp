@@ -155,24 +155,31 @@ void Notifier::notify(const std::string& event, const std::string& service, cons
 }
 
 void Notifier::replay(const std::vector<LedgerEntry>& entries) {
-  std::map<std::string, const LedgerEntry*> pending;
-  for (const auto& e : entries) {
-    if (e.type == name(Event::notify_queued) && e.data.value("kind", "") == "pagerduty" && e.data.contains("body") && e.data["body"].is_object()) {
-      const auto& b = e.data["body"];  // the PagerDuty incident open at the restart
-      if (b.value("event_action", "") == "resolve") open_.erase(e.service);
-      else if (b.contains("dedup_key") && b["dedup_key"].is_string()) open_[e.service].key = b["dedup_key"].get<std::string>();
-      if (b.contains("payload") && b["payload"].is_object() && b["payload"].contains("custom_details") && b["payload"]["custom_details"].is_object() &&
-          b["payload"]["custom_details"].contains("severity") && b["payload"]["custom_details"]["severity"].is_string())
-        open_[e.service].severity = b["payload"]["custom_details"]["severity"].get<std::string>();
-    }
-    if (e.type == name(Event::notify_queued)) pending[e.data.value("id", "")] = &e;
-    else if (e.type == name(Event::notify_delivered) || e.type == name(Event::notify_failed)) pending.erase(e.data.value("id", ""));
+  for (const auto& e : entries) replay_entry(e);
+  replay_done();
+}
+
+void Notifier::replay_entry(const LedgerEntry& e) {
+  if (e.type == name(Event::notify_queued) && e.data.value("kind", "") == "pagerduty" && e.data.contains("body") && e.data["body"].is_object()) {
+    const auto& b = e.data["body"];  // the PagerDuty incident open at the restart
+    if (b.value("event_action", "") == "resolve") open_.erase(e.service);
+    else if (b.contains("dedup_key") && b["dedup_key"].is_string()) open_[e.service].key = b["dedup_key"].get<std::string>();
+    if (b.contains("payload") && b["payload"].is_object() && b["payload"].contains("custom_details") && b["payload"]["custom_details"].is_object() &&
+        b["payload"]["custom_details"].contains("severity") && b["payload"]["custom_details"]["severity"].is_string())
+      open_[e.service].severity = b["payload"]["custom_details"]["severity"].get<std::string>();
   }
-  for (const auto& [id, e] : pending) {
-    const size_t target = e->data.value("target", 0);
+  if (e.type == name(Event::notify_queued)) replay_pending_[e.data.value("id", "")] = Unsent{e.service, e.data};
+  else if (e.type == name(Event::notify_delivered) || e.type == name(Event::notify_failed)) replay_pending_.erase(e.data.value("id", ""));
+}
+
+void Notifier::replay_done() {
+  auto pending = std::move(replay_pending_);
+  replay_pending_.clear();
+  for (auto& [id, q] : pending) {
+    const size_t target = q.data.value("target", 0);
     if (target >= cfg_->notify.size()) continue;  // the config changed
     spdlog::info("notification {} was not delivered before the restart: sending it again", id);
-    send(id, target, e->data["body"], e->service);
+    send(id, target, q.data["body"], q.service);
   }
 }
 

@@ -29,8 +29,11 @@ class Notifier {
   using Record = std::function<void(Event type, const std::string& service, nlohmann::json data)>;
   Notifier(boost::asio::io_context& ioc, const config::Config& cfg, Record record);
 
-  // Resumes deliveries the ledger shows as queued and not finished.
+  // Resumes deliveries the ledger shows as queued and not finished: replay_entry() for each entry
+  // in order (only the queued ones are held, and only until delivered), then replay_done().
   void replay(const std::vector<LedgerEntry>& entries);
+  void replay_entry(const LedgerEntry& e);
+  void replay_done();
   // An event happened: queue a notice for every matching target.
   void notify(const std::string& event, const std::string& service, const nlohmann::json& details);
   void set_base_url(std::string url) { base_url_ = std::move(url); }
@@ -65,6 +68,11 @@ class Notifier {
     std::string severity;
   };
   std::map<std::string, Open> open_;
+  struct Unsent {
+    std::string service;
+    nlohmann::json data;
+  };
+  std::map<std::string, Unsent> replay_pending_;  // notify_queued with no delivered or failed yet
   // PagerDuty deliveries go out one at a time, in order, per target (a resolve must not overtake
   // the trigger it resolves while that one is retried).
   struct Queued {

@@ -140,19 +140,30 @@ void Pipeline::cleared(size_t si) {
   svcs_[si]->escalation.clear();
 }
 
+void Pipeline::replay_entry(LedgerEntry&& e) {
+  if (!replayer_) replayer_ = std::make_unique<Replayer>(static_cast<ReplayTarget&>(*this), proposals_);
+  ++replayed_;
+  replayer_->feed(e);
+  if (replayer_->damaged()) return;  // refused in start(): nothing more is read into state
+  // Only collected here: resumed notices are sent, and incident records written, in start().
+  notifier_.replay_entry(e);
+  incidents_.observe(e);
+}
+
 void Pipeline::start(Ledger& ledger) {
   recording_.attach(ledger);
-  auto entries = ledger.take_loaded();  // only those replay reads (Keep::wanted)
+  for (auto& e : ledger.take_loaded()) replay_entry(std::move(e));  // a ledger opened without the sink
+  if (!replayer_) replayer_ = std::make_unique<Replayer>(static_cast<ReplayTarget&>(*this), proposals_);
   metrics_.ledger_entries(ledger.size());
   // A history that cannot be read is refused before anything acts on it (no notice resumed, no
   // incident record rewritten).
-  Replayed r = replay(entries, *this, proposals_);
+  Replayed r = replayer_->finish();
+  replayer_.reset();
   if (!r.damage.empty())
     throw std::runtime_error("ledger " + ledger.path() + ": " + r.damage + "; lastgood will not act on a history it cannot read");
-  notifier_.replay(entries);
-  for (const auto& e : entries) incidents_.observe(e);
+  notifier_.replay_done();
   if (int w = incidents_.write_changed()) spdlog::info("incidents: wrote {} records that were missing or behind the ledger", w);
-  if (ledger.size()) spdlog::info("ledger: replayed {} entries from {} ({} of them rebuild state)", ledger.size(), ledger.path(), entries.size());
+  if (ledger.size()) spdlog::info("ledger: replayed {} entries from {} ({} of them rebuild state)", ledger.size(), ledger.path(), replayed_);
   // A rollback that finished but was not verified when lastgood stopped: verify it afresh.
   for (const auto& a : r.unverified) begin_verification(a.service, a.data.value("action_id", ""), a.data.value("to", ""), "", fired_of(a.data));
   for (size_t si = 0; si < svcs_.size(); ++si) {

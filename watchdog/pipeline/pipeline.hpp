@@ -78,7 +78,11 @@ class Pipeline final : private ReplayTarget {
   Pipeline(boost::asio::io_context& ioc, const config::Config& cfg, Metrics& metrics, bool dry_run);
   ~Pipeline();
 
-  // Replays the ledger, reconciles interrupted actions and starts observing deployments. Throws
+  // One entry of the ledger as it is read at open (Ledger's replay sink): state is rebuilt as the
+  // file is read, so memory follows state, not history. Nothing acts on it before start().
+  void replay_entry(LedgerEntry&& e);
+  // Replays the ledger (what replay_entry() was fed, and whatever the ledger still holds),
+  // reconciles interrupted actions and starts observing deployments. Throws
   // std::runtime_error when the ledger holds an entry this version cannot replay.
   void start(Ledger& ledger);
   // Stops observing, deciding and notifying (their coroutines are cancelled); rollbacks under way
@@ -238,6 +242,8 @@ class Pipeline final : private ReplayTarget {
   void remember(const policy::Decision& d);
   void spawn(std::function<boost::asio::awaitable<void>()> make, const char* what, bool restart = false);
   std::unique_ptr<Service> make_service(const config::Service& svc);
+  std::unique_ptr<Replayer> replayer_;  // while the ledger is read at open
+  std::uint64_t replayed_ = 0;          // entries fed to it
   void start_observing(size_t si);
   std::shared_ptr<const std::map<policy::Severity, policy::Authority>> authority_;
   // Actions replaced by a reload: kept, since an observation may still run in one.

@@ -7,12 +7,12 @@ namespace lastgood::watchdog {
 using nlohmann::json;
 using policy::DecisionKind;
 
-Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, Proposals& proposals) {
-  Replayed out;
-  std::map<std::string, Replayed::Action> open;        // action id -> action_started
-  std::map<std::string, Replayed::Action> unverified;  // finished ok, not yet verified
-  std::set<std::string> started_proposals;             // proposals whose action_started is in the ledger
-  auto service_entry = [&](Event type, std::size_t si, const LedgerEntry& e) {
+void Replayer::service_entry(Event type, std::size_t si, const LedgerEntry& e) {
+  auto& target = target_;
+  auto& open = open_;
+  auto& unverified = unverified_;
+  auto& started_proposals = started_proposals_;
+  {
     const auto at = from_ms(e.ts_ms);
     const auto& d = e.data;
     switch (type) {
@@ -70,13 +70,19 @@ Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, P
       default:
         break;
     }
-  };
-  for (const auto& e : entries) {
+  }
+}
+
+void Replayer::feed(const LedgerEntry& e) {
+  if (damaged()) return;
+  auto& proposals = proposals_;
+  auto& target = target_;
+  {
     const auto type = parse_event(e.type);
     if (!type) {
-      out.damage = "entry " + std::to_string(e.seq) + " has the type \"" + e.type.substr(0, 64) +
-                   "\", which this version of lastgood does not know (written by a newer version?)";
-      return out;
+      out_.damage = "entry " + std::to_string(e.seq) + " has the type \"" + e.type.substr(0, 64) +
+                    "\", which this version of lastgood does not know (written by a newer version?)";
+      return;
     }
     switch (*type) {
       case Event::proposal_created:
@@ -125,14 +131,24 @@ Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, P
         break;
     }
   }
-  out.unstarted_proposals = proposals.unstarted(started_proposals);
-  for (auto& [id, a] : open) out.unfinished.push_back(a);
-  for (auto& [id, a] : unverified) {
+}
+
+Replayed Replayer::finish() {
+  if (damaged()) return std::move(out_);
+  out_.unstarted_proposals = proposals_.unstarted(started_proposals_);
+  for (auto& [id, a] : open_) out_.unfinished.push_back(a);
+  for (auto& [id, a] : unverified_) {
     a.data["action_id"] = id;
-    out.unverified.push_back(a);
+    out_.unverified.push_back(a);
   }
-  proposals.trim();
-  return out;
+  proposals_.trim();
+  return std::move(out_);
+}
+
+Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, Proposals& proposals) {
+  Replayer r(target, proposals);
+  for (const auto& e : entries) r.feed(e);
+  return r.finish();
 }
 
 }  // namespace lastgood::watchdog

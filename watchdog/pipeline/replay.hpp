@@ -5,6 +5,7 @@
 // verified, approved proposals whose action never started. Every event type is handled here or
 // named as carrying nothing to rebuild; a type this version does not know is damage.
 #include <cstddef>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -47,6 +48,25 @@ struct Replayed {
   std::vector<Action> unverified;  // finished ok (or reconciled as switched), not verified yet
   std::vector<std::string> unstarted_proposals;  // approved or executing, no action_started
   std::string damage;  // the first entry this version cannot read ("" when none)
+};
+
+// Replay one entry at a time, as the ledger is read (memory follows state, not history). After
+// damage (a type this version does not know) the rest is not read.
+class Replayer {
+ public:
+  Replayer(ReplayTarget& target, Proposals& proposals) : target_(target), proposals_(proposals) {}
+  void feed(const LedgerEntry& e);
+  Replayed finish();
+  bool damaged() const { return !out_.damage.empty(); }
+
+ private:
+  void service_entry(Event type, std::size_t si, const LedgerEntry& e);
+  ReplayTarget& target_;
+  Proposals& proposals_;
+  Replayed out_;
+  std::map<std::string, Replayed::Action> open_;        // action id -> action_started
+  std::map<std::string, Replayed::Action> unverified_;  // finished ok, not yet verified
+  std::set<std::string> started_proposals_;             // proposals whose action_started is in the ledger
 };
 
 Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, Proposals& proposals);

@@ -57,7 +57,7 @@ std::string copy_tail_private(const std::string& from, std::uint64_t offset, con
 }
 }  // namespace
 
-Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key, LedgerIo io)
+Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key, LedgerIo io, ReplaySink replay)
     : path_(state_dir + "/ledger.jsonl"), key_(std::move(hmac_key)), io_(std::move(io)) {
   if (const char* c = std::getenv("LASTGOOD_TEST_CRASH_AFTER")) {
     std::string spec = c;
@@ -90,7 +90,7 @@ Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key
         if (type == name(Event::transition)) return data.find("\"to\":\"firing\"") != std::string_view::npos;
         return type != name(Event::clear_refused);
       },
-      Keep::wanted);
+      Keep::wanted, replay);
   if (!s.report.ok && !s.torn_tail)
     throw std::runtime_error("ledger " + path_ + " is damaged at line " + std::to_string(s.report.bad_line) + ": " + s.report.why +
                              " (run `lastgood ledger verify " + path_ + "`; lastgood will not act on a ledger it cannot trust)");

@@ -109,7 +109,12 @@ class Ledger {
   // are keyed: a ledger not yet keyed gets its "ledger_keyed" entry first; a ledger keyed with
   // another key, or keyed while no key is given, is refused. `io` replaces the system calls of
   // appends from the first one on (tests: a full disk at open).
-  explicit Ledger(const std::string& state_dir, std::optional<std::string> hmac_key = std::nullopt, LedgerIo io = {});
+  // `replay`: each entry replay reads is handed to it as the file is read, in order, and none is
+  // kept (take_loaded() is then empty); without it they are kept for take_loaded(). Entries are
+  // handed over before the whole file is checked: on damage the constructor still throws, and
+  // the receiver must not have acted on them.
+  using ReplaySink = std::function<void(LedgerEntry&&)>;
+  explicit Ledger(const std::string& state_dir, std::optional<std::string> hmac_key = std::nullopt, LedgerIo io = {}, ReplaySink replay = {});
   ~Ledger();
   Ledger(const Ledger&) = delete;
   Ledger& operator=(const Ledger&) = delete;

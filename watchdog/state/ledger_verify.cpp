@@ -127,8 +127,8 @@ constexpr size_t kMaxLine = size_t{64} << 20;
 // the hash or HMAC, the key's entries. Entries are handed to `keep` as the caller asked.
 class Scanner {
  public:
-  Scanner(Scan& s, const std::string* key, const WantData& want_data, Keep keep)
-      : s_(s), key_(key), want_data_(want_data), keep_(keep), our_id_(key ? ledger_key_id(*key) : "") {}
+  Scanner(Scan& s, const std::string* key, const WantData& want_data, Keep keep, const std::function<void(LedgerEntry&&)>* sink = nullptr)
+      : s_(s), key_(key), want_data_(want_data), keep_(keep), sink_(sink && *sink ? sink : nullptr), our_id_(key ? ledger_key_id(*key) : "") {}
 
   // One line without its newline (`complete`: it had one). false: damage at this line; the scan stops.
   bool line(std::string_view line, bool complete) {
@@ -181,7 +181,8 @@ class Scanner {
       // What replay reads: no chain fields (the ledger keeps only its head).
       std::string().swap(e.prev);
       std::string().swap(e.hash);
-      s_.entries.push_back(std::move(e));
+      if (sink_) (*sink_)(std::move(e));
+      else s_.entries.push_back(std::move(e));
     }
     return true;
   }
@@ -196,6 +197,7 @@ class Scanner {
   const std::string* key_;
   const WantData& want_data_;
   Keep keep_;
+  const std::function<void(LedgerEntry&&)>* sink_;
   std::string our_id_;
   std::string member_;
 };
@@ -238,7 +240,7 @@ VerifyReport finish_report(Scan s, const std::string* key) {
 
 }  // namespace
 
-Scan scan(const std::string& path, const std::string* key, const WantData& want_data, Keep keep) {
+Scan scan(const std::string& path, const std::string* key, const WantData& want_data, Keep keep, const std::function<void(LedgerEntry&&)>& sink) {
   Scan s;
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -247,7 +249,7 @@ Scan scan(const std::string& path, const std::string* key, const WantData& want_
   }
   // In pieces of 1 MiB: memory holds a piece and the entries kept, never the file (a year of
   // history is gigabytes; issue 21).
-  Scanner sc(s, key, want_data, keep);
+  Scanner sc(s, key, want_data, keep, &sink);
   std::string buf;
   size_t start = 0;  // of the first line not yet checked, in buf
   std::vector<char> piece(1 << 20);
