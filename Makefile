@@ -5,7 +5,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build run test unit integration asan bench bench-policy clean fuzz soak deb
+.PHONY: bench-scale deps build run test unit integration asan bench bench-policy clean fuzz soak deb
 
 deps:
 	scripts/install-deps
@@ -49,6 +49,16 @@ bench:
 	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
 	cmake --build build-bench -j $(JOBS) --target lastgood
 	LASTGOOD=build-bench/watchdog/lastgood python3 bench/compare.py $(BENCH_ARGS)
+
+# Round 5's scale benches (docs/benchmarks.md): more targets than descriptors, and a long ledger
+# at start. Each takes minutes; tls_compare.py needs two binaries (see its --help).
+bench-scale:
+	scripts/install-deps --bench
+	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+	cmake --build build-bench -j $(JOBS) --target lastgood
+	LASTGOOD=build-bench/watchdog/lastgood python3 bench/many_targets.py --n 50000 --interval 5 --nofile 20000
+	LASTGOOD=build-bench/watchdog/lastgood python3 bench/many_targets.py --n 100000 --interval 10 --nofile 20000 --runs 1
+	python3 bench/ledger_start.py --entries 1000000 --after build-bench/watchdog/lastgood
 
 # Policy micro-benchmark (Release build; results go in docs/benchmarks.md).
 bench-policy: build
