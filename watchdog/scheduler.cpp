@@ -215,6 +215,7 @@ void Scheduler::finished(std::uint32_t index, probes::ProbeResult&& r) {
   if (entries_[index].retired) {
     // Released after this turn: this may run inside the probe's own callback.
     asio::post(ioc_, [p = std::shared_ptr<probes::Probe>(std::move(entries_[index].probe))] {});
+    arm();  // its place under the admission cap is free: a due run may wait for it
     return;
   }
   // Whatever the sink does with the result (policy, ledger, metrics), the probe's next run is
