@@ -32,7 +32,7 @@ using WantData = std::function<bool(const std::string&, std::string_view)>;
 // (verify: it streams).
 enum class Keep { all, wanted, none };
 // Reads the file a piece at a time.
-// With Keep::wanted and a sink, the entries go to the sink instead of Scan::entries.
+// With a sink (Keep::all or Keep::wanted), the entries go to it instead of Scan::entries.
 Scan scan(const std::string& path, const std::string* key, const WantData& want_data, Keep keep,
           const std::function<void(LedgerEntry&&)>& sink = {});
 

@@ -176,7 +176,8 @@ class Scanner {
     s_.head_hash = e.hash;
     s_.good_bytes += line.size() + 1;
     if (keep_ == Keep::all) {
-      s_.entries.push_back(std::move(e));
+      if (sink_) (*sink_)(std::move(e));
+      else s_.entries.push_back(std::move(e));
     } else if (keep_ == Keep::wanted && wanted) {
       // What replay reads: no chain fields (the ledger keeps only its head).
       std::string().swap(e.prev);
@@ -314,10 +315,12 @@ VerifyReport verify_ledger_text(std::string_view text, const std::string* key) {
 }
 
 std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t seq, const std::string* key) {
-  auto s = scan(path, key, kNoData, Keep::all);
-  for (const auto& e : s.entries)
-    if (e.seq == seq) return e.hash;
-  return std::nullopt;
+  // Streamed: the entry's hash is kept, not the history (`ledger verify --head` on a long ledger).
+  std::optional<std::string> found;
+  scan(path, key, kNoData, Keep::all, [&](LedgerEntry&& e) {
+    if (e.seq == seq) found = std::move(e.hash);
+  });
+  return found;
 }
 
 }  // namespace lastgood::watchdog
