@@ -257,6 +257,11 @@ Scan scan(const std::string& path, const std::string* key, const WantData& want_
   for (;;) {
     in.read(piece.data(), static_cast<std::streamsize>(piece.size()));
     const auto got = static_cast<size_t>(in.gcount());
+    if (in.bad()) {  // a read error is not the end of the file: never taken for a torn tail and cut
+      s.report.bad_line = s.count + 1;
+      s.report.why = "cannot read " + path + " past line " + std::to_string(s.count) + ": " + std::strerror(errno);
+      return s;
+    }
     const bool eof = got == 0;
     if (!eof) {
       buf.erase(0, start);
