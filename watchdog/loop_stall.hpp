@@ -11,6 +11,7 @@
 // later one also falls in).
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <deque>
 
 namespace lastgood::watchdog {
@@ -71,5 +72,61 @@ inline StallVerdict judge_stall(std::chrono::steady_clock::duration stall, std::
   using namespace std::chrono_literals;
   return StallVerdict{stall >= 10ms && stall * 4 >= run};
 }
+
+// Admission under overload (issue 21): while the loop is more than kShedAbove behind, the runs in
+// flight are capped, cut by a quarter (of the cap or of the runs in flight, whichever is lower) at
+// most every kCutEvery, never under kMinInFlight; while it keeps up (lag below kKeepUp) the cap is
+// raised by an eighth whenever it is what holds runs back, and lifted after kCalmTicks ticks in a
+// row of keeping up (or once it is no lower than the number of probes). Runs past the cap start
+// when others end: more runs than the loop can serve make probes late, never a pile of runs that
+// all miss their deadlines in lastgood's own queue. Pure: time passed in.
+class Admission {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::milliseconds kShedAbove{50};
+  static constexpr std::chrono::milliseconds kKeepUp{10};
+  static constexpr std::chrono::milliseconds kCutEvery{200};
+  static constexpr std::size_t kMinInFlight = 32;
+  static constexpr int kCalmTicks = 250;  // 5 s of 20 ms ticks
+  static constexpr std::size_t kNoLimit = static_cast<std::size_t>(-1);
+
+  enum class Change { none, capped, cut, raised, lifted };
+  // One tick: the loop was `lag` behind at `now`, with `in_flight` runs out of `probes`.
+  Change tick(Clock::duration lag, Clock::time_point now, std::size_t in_flight, std::size_t probes) {
+    if (lag >= kKeepUp) calm_ = 0;
+    if (lag > kShedAbove) {
+      if (cut_once_ && now - last_cut_ < kCutEvery) return Change::none;
+      cut_once_ = true;
+      last_cut_ = now;
+      const bool was_open = limit_ == kNoLimit;
+      limit_ = std::max(kMinInFlight, std::min(limit_, in_flight) * 3 / 4);
+      return was_open ? Change::capped : Change::cut;
+    }
+    if (limit_ == kNoLimit || lag >= kKeepUp) return Change::none;
+    Change c = Change::none;
+    if (in_flight + 8 >= limit_) {
+      limit_ += std::max<std::size_t>(8, limit_ / 8);
+      c = Change::raised;
+    }
+    if (limit_ >= probes || ++calm_ >= kCalmTicks) {
+      lift();
+      return Change::lifted;
+    }
+    return c;
+  }
+  void lift() {
+    calm_ = 0;
+    limit_ = kNoLimit;
+  }
+  // How many runs may be in flight (kNoLimit: no cap).
+  std::size_t limit() const { return limit_; }
+  bool capped() const { return limit_ != kNoLimit; }
+
+ private:
+  std::size_t limit_ = kNoLimit;
+  Clock::time_point last_cut_{};
+  bool cut_once_ = false;
+  int calm_ = 0;
+};
 
 }  // namespace lastgood::watchdog

@@ -62,7 +62,7 @@ void Scheduler::stop() {
   tick_.cancel();
   tick_due_ = Clock::time_point::max();
   in_flight_ = 0;
-  max_in_flight_ = kNoLimit;
+  admission_.lift();
   life_.end();  // runs in flight are cancelled
   due_.clear();
   armed_for_ = Clock::time_point::max();
@@ -80,7 +80,7 @@ void Scheduler::arm() {
   if (!running_ || due_.empty()) return;
   const auto at = due_.front().at;
   // At the admission limit with a run already due: the next run's end arms it (finished()).
-  if (in_flight_ >= max_in_flight_ && at <= Clock::now()) return;
+  if (in_flight_ >= admission_.limit() && at <= Clock::now()) return;
   if (at == armed_for_) return;
   armed_for_ = at;
   timer_.expires_at(at);
@@ -94,7 +94,7 @@ void Scheduler::arm() {
 void Scheduler::wake() {
   armed_for_ = Clock::time_point::max();
   const auto now = Clock::now();
-  while (running_ && !due_.empty() && due_.front().at <= now && in_flight_ < max_in_flight_) {
+  while (running_ && !due_.empty() && due_.front().at <= now && in_flight_ < admission_.limit()) {
     std::pop_heap(due_.begin(), due_.end(), std::greater<>{});
     const auto index = due_.back().index;
     due_.pop_back();
@@ -167,26 +167,21 @@ void Scheduler::arm_tick(Clock::time_point from) {
 }
 
 void Scheduler::admit(Clock::duration lag, Clock::time_point now) {
-  if (lag > kShedAbove) {
-    if (now - last_cut_ < kCutEvery) return;
-    last_cut_ = now;
-    const size_t before = max_in_flight_;
-    max_in_flight_ = std::max(kMinInFlight, std::min(max_in_flight_, in_flight_) * 3 / 4);
-    if (before == kNoLimit)
+  switch (admission_.tick(lag, now, in_flight_, entries_.size())) {
+    case Admission::Change::capped:
       spdlog::warn("lastgood's event loop is {} ms behind: at most {} probe runs at once from now on (the rest start late, counted in "
                    "lastgood_schedule_lateness_seconds); lifted when it keeps up",
-                   std::chrono::duration_cast<std::chrono::milliseconds>(lag).count(), max_in_flight_);
-    return;
-  }
-  if (lag >= kKeepUp) calm_ticks_ = 0;
-  if (max_in_flight_ == kNoLimit || lag >= kKeepUp) return;
-  // Raised while the cap is what holds runs back; lifted after kCalmTicks of keeping up.
-  if (in_flight_ + 8 >= max_in_flight_) max_in_flight_ += std::max<size_t>(8, max_in_flight_ / 8);
-  if (max_in_flight_ >= entries_.size() || ++calm_ticks_ >= kCalmTicks) {
-    calm_ticks_ = 0;
-    max_in_flight_ = kNoLimit;
-    spdlog::info("lastgood's event loop keeps up again: probe runs are no longer limited");
-    arm();
+                   std::chrono::duration_cast<std::chrono::milliseconds>(lag).count(), admission_.limit());
+      break;
+    case Admission::Change::lifted:
+      spdlog::info("lastgood's event loop keeps up again: probe runs are no longer limited");
+      arm();
+      break;
+    case Admission::Change::raised:
+      arm();
+      break;
+    default:
+      break;
   }
 }
 

@@ -47,17 +47,9 @@ class Scheduler final : private probes::RunSink {
   // The tick's period: the shortest stall it sees. While runs are in flight only (an idle sidecar
   // does not wake up for it).
   static constexpr std::chrono::milliseconds kTick{20};
-  // Admission (overload): while the loop is more than kShedAbove behind, the runs in flight are
-  // capped, cut by a quarter at most every kCutEvery and raised by an eighth while it keeps up
-  // (below kKeepUp), never under kMinInFlight; due runs past the cap start when others end (late,
-  // and counted so). More runs than the loop can serve then make probes late, never a pile of
-  // runs that all miss their deadlines in lastgood's own queue.
-  static constexpr std::chrono::milliseconds kShedAbove{50};
-  static constexpr std::chrono::milliseconds kKeepUp{10};
-  static constexpr std::chrono::milliseconds kCutEvery{200};
-  static constexpr size_t kMinInFlight = 32;
+  // Admission under overload: watchdog/loop_stall.hpp's Admission.
   size_t in_flight() const { return in_flight_; }
-  size_t in_flight_limit() const { return max_in_flight_ == kNoLimit ? 0 : max_in_flight_; }
+  size_t in_flight_limit() const { return admission_.capped() ? admission_.limit() : 0; }
   bool running() const { return running_; }
   size_t size() const { return entries_.size(); }
 
@@ -101,11 +93,7 @@ class Scheduler final : private probes::RunSink {
   Clock::time_point tick_due_ = Clock::time_point::max();  // max: no tick pending
   StallLog stalls_;
   size_t in_flight_ = 0;
-  static constexpr size_t kNoLimit = static_cast<size_t>(-1);
-  size_t max_in_flight_ = kNoLimit;
-  Clock::time_point last_cut_{};
-  static constexpr int kCalmTicks = 250;  // 5 s of ticks within kKeepUp
-  int calm_ticks_ = 0;
+  Admission admission_;
   void admit(Clock::duration lag, Clock::time_point now);
   TickSink on_tick_;
   net::Lifetime life_;  // the runs in flight and the timer's handler; ended by stop()

@@ -7,6 +7,7 @@
 #include "policy/engine.hpp"
 #include "watchdog/loop_stall.hpp"
 
+using lastgood::watchdog::Admission;
 using lastgood::watchdog::judge_stall;
 using lastgood::watchdog::StallLog;
 using namespace std::chrono_literals;
@@ -71,6 +72,68 @@ TEST_CASE("the stall log matches a brute force over random tick sequences", "[st
       CHECK(log.stall(at(from), at(end), at(next_due)) == std::chrono::milliseconds(want));
     }
   }
+}
+
+TEST_CASE("admission caps the runs in flight while the loop is behind, and cuts at most every 200 ms", "[stall][admission]") {
+  Admission a;
+  using C = Admission::Change;
+  CHECK_FALSE(a.capped());
+  CHECK(a.tick(49ms, at(0), 1000, 5000) == C::none);  // behind, but not past the threshold
+  CHECK_FALSE(a.capped());
+  CHECK(a.tick(60ms, at(20), 1000, 5000) == C::capped);
+  CHECK(a.limit() == 750);  // a quarter off what was in flight
+  CHECK(a.tick(80ms, at(120), 750, 5000) == C::none);  // within 200 ms of the cut
+  CHECK(a.limit() == 750);
+  CHECK(a.tick(80ms, at(220), 600, 5000) == C::cut);  // fewer in flight than the cap: cut from those
+  CHECK(a.limit() == 450);
+  for (int i = 0; i < 100; ++i) a.tick(500ms, at(420 + i * 200), 450, 5000);
+  CHECK(a.limit() == Admission::kMinInFlight);  // never below the floor
+}
+
+TEST_CASE("admission raises the cap while the loop keeps up, and lifts it after 5 s of that", "[stall][admission]") {
+  using C = Admission::Change;
+  Admission a;
+  REQUIRE(a.tick(60ms, at(0), 1000, 5000) == C::capped);
+  REQUIRE(a.limit() == 750);
+  // Keeping up, with the cap holding runs back: raised by an eighth each tick.
+  CHECK(a.tick(1ms, at(20), 750, 5000) == C::raised);
+  CHECK(a.limit() == 750 + 93);
+  // Keeping up with room under the cap: not raised, but calm ticks count.
+  CHECK(a.tick(1ms, at(40), 100, 5000) == C::none);
+  // Between kKeepUp and kShedAbove: neither raised nor calm (the count starts over).
+  CHECK(a.tick(20ms, at(60), 843, 5000) == C::none);
+  CHECK(a.limit() == 843);
+  int ticks = 0;
+  C c = C::none;
+  while (c != C::lifted && ticks < 1000) c = a.tick(1ms, at(80 + 20 * ticks++), 10, 5000);
+  CHECK(c == C::lifted);
+  CHECK(ticks == Admission::kCalmTicks);
+  CHECK_FALSE(a.capped());
+}
+
+TEST_CASE("admission: a tick past the threshold starts the calm count over", "[stall][admission]") {
+  using C = Admission::Change;
+  Admission a;
+  REQUIRE(a.tick(60ms, at(0), 1000, 5000) == C::capped);
+  for (int i = 0; i < Admission::kCalmTicks - 1; ++i) REQUIRE(a.tick(1ms, at(20 + 20 * i), 10, 5000) == C::none);
+  // One tick far behind, within 200 ms of the last cut or not, means it did not keep up: 5 s more
+  // of calm are needed before the cap goes.
+  CHECK(a.tick(100ms, at(20 * Admission::kCalmTicks), 10, 5000) == C::cut);
+  CHECK(a.tick(1ms, at(20 * Admission::kCalmTicks + 120), 10, 5000) == C::none);
+  CHECK(a.capped());
+}
+
+TEST_CASE("admission lifts the cap once it is no lower than the number of probes", "[stall][admission]") {
+  using C = Admission::Change;
+  Admission a;
+  REQUIRE(a.tick(60ms, at(0), 100, 120) == C::capped);
+  REQUIRE(a.limit() == 75);
+  CHECK(a.tick(1ms, at(20), 75, 120) == C::raised);  // 84
+  CHECK(a.tick(1ms, at(40), 84, 120) == C::raised);  // 94
+  CHECK(a.tick(1ms, at(60), 94, 120) == C::raised);  // 105
+  CHECK(a.tick(1ms, at(80), 105, 120) == C::raised);  // 118
+  CHECK(a.tick(1ms, at(100), 118, 120) == C::lifted);  // 132 >= 120
+  CHECK_FALSE(a.capped());
 }
 
 TEST_CASE("a stall of a quarter of the run, and at least 10 ms, makes its timing lastgood's", "[stall]") {
