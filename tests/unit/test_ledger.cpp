@@ -10,9 +10,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "watchdog/state/incidents.hpp"
 #include "watchdog/state/ledger.hpp"
 
 namespace fs = std::filesystem;
+using lastgood::watchdog::Incidents;
 using lastgood::watchdog::Ledger;
 using lastgood::watchdog::read_ledger;
 using lastgood::watchdog::verify_ledger;
@@ -152,26 +154,39 @@ TEST_CASE("damage in the middle stops lastgood from opening the ledger", "[ledge
   CHECK_THROWS_WITH(Ledger(d.path.string()), Catch::Contains("damaged at line 2"));
 }
 
-TEST_CASE("deferred appends chain like the others and are on disk after close; replay reads only firing transitions", "[ledger]") {
+TEST_CASE("deferred appends chain like the others and are on disk after close; replay reads only transitions to or from firing", "[ledger]") {
   Dir d;
+  Incidents live;
   {
     Ledger l(d.path.string());
-    l.append("transition", "a", {{"to", "ok"}, {"trigger", "t"}}, 1, Ledger::Sync::deferred);
-    l.append("transition", "a", {{"to", "firing"}, {"trigger", "t"}}, 2, Ledger::Sync::deferred);
-    l.append("decision", "a", {{"kind", "execute"}}, 3);  // durable: syncs the two before it too
-    l.append("transition", "a", {{"to", "ok"}, {"trigger", "t"}}, 4, Ledger::Sync::deferred);
+    auto add = [&](const std::string& type, json data, long long ts, Ledger::Sync sync) { live.observe(l.append(type, "a", std::move(data), ts, sync)); };
+    add("transition", {{"from", "ok"}, {"to", "pending"}, {"trigger", "t"}}, 1, Ledger::Sync::deferred);
+    add("transition", {{"from", "pending"}, {"to", "firing"}, {"trigger", "t"}, {"severity", "P1"}}, 2, Ledger::Sync::deferred);
+    add("decision", {{"kind", "hold"}, {"trigger", "t"}, {"severity", "P1"}}, 3, Ledger::Sync::now);  // durable: syncs the two before it too
+    add("transition", {{"from", "firing"}, {"to", "ok"}, {"trigger", "t"}}, 4, Ledger::Sync::deferred);
+    add("transition", {{"from", "ok"}, {"to", "pending"}, {"trigger", "t"}}, 5, Ledger::Sync::deferred);
   }  // closing syncs the deferred tail
   auto rep = verify_ledger(d.ledger());
   CHECK(rep.ok);
-  CHECK(rep.entries == 4);
+  CHECK(rep.entries == 5);
   Ledger again(d.path.string());
-  CHECK(again.size() == 4);
+  CHECK(again.size() == 5);
   auto es = again.take_loaded();
-  REQUIRE(es.size() == 2);  // transitions are verified, not parsed or kept...
-  CHECK(es[0].data["to"] == "firing");  // ...except the firing ones, where incident records start
-  CHECK(es[1].data["kind"] == "execute");
+  REQUIRE(es.size() == 3);  // transitions are verified, not parsed or kept...
+  CHECK(es[0].data["to"] == "firing");  // ...except those to firing, where incident records start,
+  CHECK(es[1].data["kind"] == "hold");
+  CHECK(es[2].data["from"] == "firing");  // and those from it, where one ends on its own
+  // The incident record after a restart is the record before it: recovered, not still firing
+  // (found while building snapshots: replay read only the transitions to firing).
+  Incidents replayed;
+  for (const auto& e : es) replayed.observe(e);
+  REQUIRE(live.all().size() == 1);
+  REQUIRE(replayed.all().size() == 1);
+  CHECK(Incidents::to_json(live.all().front())["status"] == "recovered");
+  CHECK(Incidents::to_json(replayed.all().front()) == Incidents::to_json(live.all().front()));
+  CHECK_FALSE(replayed.open_for("a"));
   const auto all = read_ledger(d.ledger());
-  REQUIRE(all.size() == 4);
+  REQUIRE(all.size() == 5);
   CHECK(all[3].prev == all[2].hash);
 }
 

@@ -82,12 +82,14 @@ Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key
     }
   } close_on_throw{fd_};
   // Replay reads the data of the entries that rebuild state. Of the transitions (the bulk of a
-  // long ledger) only those to firing are read: incident records start from the breach.
+  // long ledger) only those to and from firing are read: incident records start from the breach,
+  // and one that ended on its own (firing -> ok) is recovered after a restart as it was before.
   const std::string* key = key_ ? &*key_ : nullptr;
   Scan s = scan(
       path_, key,
       [](const std::string& type, std::string_view data) {
-        if (type == name(Event::transition)) return data.find("\"to\":\"firing\"") != std::string_view::npos;
+        if (type == name(Event::transition))
+          return data.find("\"to\":\"firing\"") != std::string_view::npos || data.find("\"from\":\"firing\"") != std::string_view::npos;
         return type != name(Event::clear_refused);
       },
       Keep::wanted, replay);
