@@ -115,6 +115,12 @@ void parse_root(Ctx& c, const json& j, Config& cfg) {
                       std::to_string(k->value().size()));
         cfg.ledger.hmac_key = *k;
       }
+      // 0: one file forever; else at least 10 (tests; a real ledger wants a segment of many
+      // entries per snapshot).
+      if (auto n = lo.integer("segment_entries", 0, 1'000'000'000)) {
+        if (*n != 0 && *n < 10) c.error(lo.at("segment_entries"), "expected 0 (never rotate) or at least 10, found " + std::to_string(*n));
+        cfg.ledger.segment_entries = static_cast<std::uint64_t>(*n);
+      }
     }
   }
 

@@ -130,6 +130,9 @@ struct LedgerOptions {
   // A short key can be guessed offline from any entry.
   static constexpr std::size_t kMinKeyBytes = 16;
   std::optional<Secret> hmac_key;
+  // Segments: once the active file holds this many entries, it is sealed and the next one begins
+  // with a snapshot of the replayed state, so a start reads one segment, not the history (0: never).
+  std::uint64_t segment_entries = 200'000;
 };
 
 // The "ha" block (../docs/operations.md, "Running replicas"; design: ha.md): several replicas

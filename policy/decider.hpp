@@ -20,6 +20,12 @@ class Budget {
   void note_rollback(TimePoint now);
   std::optional<TimePoint> last_decision() const { return last_decision_; }
   int rollbacks_last_day(TimePoint now) const;
+  // The rollbacks of the last 24 h, oldest first (a ledger snapshot), and back.
+  const std::vector<TimePoint>& rollbacks() const { return rollbacks_; }
+  void restore(std::optional<TimePoint> last_decision, std::vector<TimePoint> rollbacks) {
+    last_decision_ = last_decision;
+    rollbacks_ = std::move(rollbacks);
+  }
 
  private:
   std::optional<TimePoint> last_decision_;

@@ -71,6 +71,27 @@ class DeploymentTracker {
   void mark_bad(const std::string& id, BadMark mark);
   const BadMark* bad(const std::string& id) const;
   const std::vector<std::pair<std::string, BadMark>>& bad_marks() const { return bad_; }
+  // What the ledger says of the releases (a ledger snapshot: watchdog/pipeline/checkpoint.hpp):
+  // the history, the bad marks and which release is live. What only live observation knows (the
+  // offered list, health since when) is not part of it.
+  struct Saved {
+    std::vector<Release> history;
+    std::vector<std::pair<std::string, BadMark>> bad;
+    int live = -1;
+  };
+  Saved saved() const { return Saved{history_, bad_, live_}; }
+  void restore(Saved s) {
+    history_ = std::move(s.history);
+    bad_ = std::move(s.bad);
+    live_ = s.live >= 0 && static_cast<size_t>(s.live) < history_.size() ? s.live : (history_.empty() ? -1 : static_cast<int>(history_.size()) - 1);
+    healthy_since_.reset();
+    ok_since_ = 0;
+  }
+  // A release named by the config as carrying a migration (ServicePolicy: on restore).
+  void mark_migration(const std::string& id) {
+    for (auto& r : history_)
+      if (r.id == id) r.migration = true;
+  }
 
  private:
   std::vector<Release> history_;  // in order of first going live

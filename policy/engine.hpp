@@ -90,6 +90,14 @@ class ServicePolicy {
     if (k != DecisionKind::propose) return;
     budget_.note_decision(at);
   }
+  // Replay from a ledger snapshot (watchdog/pipeline/checkpoint.hpp): the releases and the
+  // budget as the ledger up to it says, as if every entry before it had been replayed. A release
+  // the config names as a migration is one, as on_release would have said.
+  void restore(DeploymentTracker::Saved releases, const Budget& budget) {
+    deployment_.restore(std::move(releases));
+    for (const auto& id : spec_.migration_releases) deployment_.mark_migration(id);
+    budget_ = budget;
+  }
   // A reload that left the probes and triggers as they were: the rest of the spec (rollback,
   // authority, deployment) is applied, the windows and trigger states are kept.
   void respec(const ServiceSpec& spec) {

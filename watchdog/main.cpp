@@ -375,16 +375,21 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(seq));
       return 0;
     }
+    // Segments: how many files the chain ran through, and where it began when the oldest were moved away.
+    const std::string spread =
+        (rep.segments ? " in " + std::to_string(rep.segments) + " sealed segment(s) and the active file" : std::string()) +
+        (rep.from_seq > 1 ? " (from entry " + std::to_string(rep.from_seq) + ", a snapshot: the segments before it are not here)" : std::string());
     if (rep.ok) {
-      std::printf("%s: ok, %llu entries, chain intact%s\n", a.rest[1].c_str(), static_cast<unsigned long long>(rep.entries),
+      std::printf("%s: ok, %llu entries%s, chain intact%s\n", a.rest[1].c_str(), static_cast<unsigned long long>(rep.entries), spread.c_str(),
                   rep.keyed_from == 0 ? ""
                                       : (", keyed (HMAC-SHA256, key id " + rep.key_id + ") from entry " + std::to_string(rep.keyed_from) +
                                          (rep.keyed_from > 1 ? "; the entries before it are not vouched for by the key" : ""))
                                             .c_str());
       return 0;
     }
-    if (rep.bad_line == 0) std::printf("%s: %s\n", a.rest[1].c_str(), rep.why.c_str());
-    else std::printf("%s: line %llu: %s (%llu entries before it are intact)\n", a.rest[1].c_str(), static_cast<unsigned long long>(rep.bad_line),
+    const std::string where = rep.bad_file.empty() ? a.rest[1] : rep.bad_file;
+    if (rep.bad_line == 0) std::printf("%s: %s\n", where.c_str(), rep.why.c_str());
+    else std::printf("%s: line %llu: %s (%llu entries before it are intact)\n", where.c_str(), static_cast<unsigned long long>(rep.bad_line),
                      rep.why.c_str(), static_cast<unsigned long long>(rep.entries));
     return 1;
   }

@@ -165,6 +165,7 @@ void Watchdog::start() {
   // Replayed as it is read (memory follows state, not history); throws on a damaged ledger.
   ledger_ = std::make_unique<Ledger>(cfg_->state_dir, std::move(key), LedgerIo{}, [this](LedgerEntry&& e) { pipeline_.replay_entry(std::move(e)); });
   if (opts_.on_ledger) ledger_->set_after_append(opts_.on_ledger);
+  ledger_->set_segment_entries(cfg_->ledger.segment_entries);
   pipeline_.start(*ledger_);
   ServerLimits limits;
   limits.max_connections = static_cast<std::size_t>(cfg_->api.max_connections);

@@ -23,6 +23,7 @@
 #include "fixtures.hpp"
 #include "probes/probe.hpp"
 #include "watchdog/kinds.hpp"
+#include "watchdog/state/ledger.hpp"
 
 using namespace testing;
 using nlohmann::json;
@@ -63,6 +64,64 @@ TEST_CASE("crash after the execute decision, before action_started: the restart 
   REQUIRE(lg.wait_for("verification", [](const json& d) { return d.value("outcome", "") == "verified"; }, std::chrono::seconds(30)));
   CHECK(current_release(site.root) == "v1");
   CHECK(lg.count("action_started") == 1);
+}
+
+TEST_CASE("a ledger in segments: a restart from a snapshot that carries an action cut short by a crash reconciles it, never runs it again",
+          "[crash][segments]") {
+  TempDir dir;
+  Site site(dir, {"v1", "bad2"});
+  Lastgood lg(dir, strict_app(site.url(), site.local_symlink()), {{"ledger", {{"segment_entries", 0}}}});
+  lg.start({{"LASTGOOD_TEST_CRASH_AFTER", "action_started"}});
+  REQUIRE(lg.wait_for("release_verified_good", release_is("v1")));
+  switch_current(site.root, "bad2");
+  REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(20)));
+  CHECK(lg.proc->stop() == 99);
+  const std::string id = lg.last("action_started", "action_id");
+  REQUIRE_FALSE(id.empty());
+  CHECK(current_release(site.root) == "bad2");  // stopped dead before the switch
+  const auto before = lg.ledger().size();
+  REQUIRE(before >= 10);
+
+  // Segments of 10 entries from now on: the restart seals the full ledger before it appends
+  // anything, and its snapshot must carry the action that was started and never finished.
+  json cfg = json::parse(read_file(lg.config));
+  cfg["ledger"]["segment_entries"] = 10;
+  write_file(lg.config, cfg.dump());
+  lg.start({{"LASTGOOD_TEST_CRASH_AFTER", "rotate:done"}});
+  REQUIRE(wait_until([&] { return !lg.proc->running(); }, std::chrono::seconds(20)));
+  CHECK(lg.proc->stop() == 99);
+  const auto sealed = lastgood::watchdog::sealed_segments((lg.state / "ledger.jsonl").string());
+  REQUIRE(sealed.size() == 1);
+  const std::string active = read_file(lg.state / "ledger.jsonl");
+  const json snapshot = json::parse(active.substr(0, active.find('\n')));
+  REQUIRE(snapshot["type"] == "snapshot");
+  CHECK(snapshot["seq"] == before + 1);
+  bool carried = false;
+  for (const auto& c : snapshot["data"]["carried"]) carried = carried || (c["type"] == "action_started" && c["data"]["action_id"] == id);
+  CHECK(carried);
+  CHECK(lg.count("action_reconciled") == 0);
+
+  // The third run reads the active segment only: the action is reconciled from the snapshot (the
+  // live release is still bad2: interrupted, so the service is escalated for a person, as without
+  // segments), and nothing is run again.
+  lg.start();
+  REQUIRE(lg.wait_for("action_reconciled", [&](const json& d) { return d.value("action_id", "") == id; }));
+  REQUIRE(lg.wait_for("escalated"));
+  CHECK(current_release(site.root) == "bad2");
+  CHECK(lg.count("action_started") == 1);
+  CHECK(lg.count("action_reconciled") == 1);
+  std::string out;
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (lg.state / "ledger.jsonl").string()}, &out) == 0);
+  CHECK_THAT(out, Catch::Contains("in 1 sealed segment(s) and the active file, chain intact"));
+  CHECK_THAT(lg.log(), Catch::Contains("resumed from the snapshot at entry " + std::to_string(before + 1)));
+  // A sealed segment changed after the fact: verify names the file and its line.
+  const auto lines = read_file(sealed[0]);
+  std::string changed = lines;
+  changed.replace(changed.find("\"release\":\"v1\""), 15, "\"release\":\"v9\"");
+  write_file(sealed[0], changed);
+  CHECK(run_command({LASTGOOD_BINARY, "ledger", "verify", (lg.state / "ledger.jsonl").string()}, &out) == 1);
+  CHECK_THAT(out, Catch::StartsWith(sealed[0] + ": line "));
+  CHECK_THAT(out, Catch::Contains("hash mismatch"));
 }
 
 TEST_CASE("crash after a proposal was approved, before its action started: checked again after the restart, carried out once", "[crash]") {

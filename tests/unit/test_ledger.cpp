@@ -1,6 +1,7 @@
 // The ledger: hash chain, tamper detection at the exact line, torn last lines, replay.
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -534,4 +535,175 @@ TEST_CASE("a ledger opened with a replay sink hands each entry replay reads over
   CHECK_THROWS_WITH(Ledger(d.path.string(), std::nullopt, {}, [&](lastgood::watchdog::LedgerEntry&&) { ++handed; }),
                     Catch::Contains("damaged at line 21"));
   CHECK(handed == 10);
+}
+
+// ---- segments (issue 21): a ledger sealed in segments, each after the first beginning with a snapshot
+
+namespace {
+const json kState = {{"services", json::object()}, {"carried", json::array()}};
+
+std::string sealed(const Dir& d, int first, int last) { return lastgood::watchdog::sealed_name(d.ledger(), first, last); }
+
+// Two rotations: entries 1-10 sealed, 11 the snapshot, 12-16 sealed with it, 17 the next snapshot, 18-20.
+void two_rotations(const Dir& d, const std::string* key = nullptr) {
+  Ledger l(d.path.string(), key ? std::optional<std::string>(*key) : std::nullopt);
+  const int base = key ? 1 : 0;  // a keyed ledger's first entry is its ledger_keyed
+  for (int i = base; i < 10; ++i) l.append("decision", "a", {{"kind", "hold"}, {"i", i}}, 1000 + i);
+  REQUIRE(l.rotate(kState, 2000));
+  CHECK(l.first_seq() == 11);
+  for (int i = 0; i < 5; ++i) l.append("decision", "a", {{"kind", "hold"}, {"j", i}}, 3000 + i);
+  REQUIRE(l.rotate(kState, 4000));
+  for (int i = 0; i < 3; ++i) l.append("decision", "a", {{"kind", "hold"}, {"k", i}}, 5000 + i);
+}
+}  // namespace
+
+TEST_CASE("a ledger rotates into sealed segments; verify walks them as one chain; a restart reads the active segment only", "[ledger][segments]") {
+  Dir d;
+  two_rotations(d);
+  CHECK(fs::exists(sealed(d, 1, 10)));
+  CHECK(fs::exists(sealed(d, 11, 16)));
+  CHECK(lastgood::watchdog::sealed_segments(d.ledger()) == std::vector<std::string>{sealed(d, 1, 10), sealed(d, 11, 16)});
+  CHECK(lines_of(d.ledger()).size() == 4);  // the snapshot and three entries
+  const auto rep = verify_ledger(d.ledger());
+  CHECK(rep.ok);
+  CHECK(rep.entries == 20);
+  CHECK(rep.segments == 2);
+  CHECK(rep.from_seq == 1);
+  const auto all = read_ledger(d.ledger());
+  REQUIRE(all.size() == 20);
+  CHECK(all[10].type == "snapshot");
+  CHECK(all[10].prev == all[9].hash);  // chained to the last entry it seals
+  CHECK(all[10].data["segment"] == json{{"sealed", fs::path(sealed(d, 1, 10)).filename().string()}, {"first_seq", 1}, {"last_seq", 10}});
+  CHECK(lastgood::watchdog::ledger_hash_at(d.ledger(), 5) == all[4].hash);
+  // A restart hands over the active segment only, beginning with its snapshot.
+  std::vector<std::uint64_t> seqs;
+  Ledger again(d.path.string(), std::nullopt, {}, [&](lastgood::watchdog::LedgerEntry&& e) {
+    seqs.push_back(e.seq);
+    if (seqs.size() == 1) CHECK(e.type == "snapshot");
+  });
+  CHECK(seqs == std::vector<std::uint64_t>{17, 18, 19, 20});
+  CHECK(again.size() == 20);
+  CHECK(again.active_entries() == 4);
+  CHECK(again.append("decision", "a", {{"kind", "hold"}}, 6000).seq == 21);
+  CHECK(verify_ledger(d.ledger()).entries == 21);
+}
+
+TEST_CASE("segments: a changed sealed segment is found by verify, naming the file; a snapshot that does not follow its segment is refused", "[ledger][segments]") {
+  Dir d;
+  two_rotations(d);
+  auto ls = lines_of(sealed(d, 11, 16));
+  const auto original = ls;
+  ls[2].replace(ls[2].find("\"j\":1"), 5, "\"j\":7");
+  write_lines(sealed(d, 11, 16), ls);
+  auto rep = verify_ledger(d.ledger());
+  CHECK_FALSE(rep.ok);
+  CHECK(rep.bad_file == sealed(d, 11, 16));
+  CHECK(rep.bad_line == 3);
+  CHECK_THAT(rep.why, Catch::Contains("hash mismatch"));
+  // The newest sealed segment cut short: the active segment's snapshot no longer follows it.
+  ls = original;
+  ls.pop_back();
+  write_lines(sealed(d, 11, 16), ls);
+  CHECK_THROWS_WITH(Ledger(d.path.string()), Catch::Contains("does not follow"));
+  CHECK_FALSE(verify_ledger(d.ledger()).ok);
+  write_lines(sealed(d, 11, 16), original);
+  CHECK(verify_ledger(d.ledger()).ok);
+  // Sealed segments moved away (archived): the ledger opens from its snapshot; verify checks from there.
+  fs::remove(sealed(d, 1, 10));
+  fs::remove(sealed(d, 11, 16));
+  rep = verify_ledger(d.ledger());
+  CHECK(rep.ok);
+  CHECK(rep.from_seq == 17);
+  CHECK(rep.entries == 20);
+  Ledger l(d.path.string());
+  CHECK(l.size() == 20);
+}
+
+TEST_CASE("segments: the active file missing beside sealed segments is refused, never a new history", "[ledger][segments]") {
+  Dir d;
+  two_rotations(d);
+  fs::remove(d.ledger());
+  CHECK_THROWS_WITH(Ledger(d.path.string()), Catch::Contains("missing while 2 sealed segment(s)"));
+  CHECK_FALSE(fs::exists(d.ledger()));
+  CHECK_FALSE(verify_ledger(d.ledger()).ok);
+}
+
+TEST_CASE("segments: a rotation cut short by a crash is completed, or discarded, at the next open", "[ledger][segments]") {
+  for (const std::string point : {"rotate:written", "rotate:sealed"}) {
+    Dir d;
+    fill(d, 12);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::setenv("LASTGOOD_TEST_CRASH_AFTER", point.c_str(), 1);
+      Ledger l(d.path.string());
+      (void)l.rotate(kState, 9000);  // stops dead at the point
+      ::_exit(0);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    INFO(point);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 99);
+    CHECK(fs::exists(d.ledger() + ".next"));
+    Ledger l(d.path.string());
+    CHECK_FALSE(fs::exists(d.ledger() + ".next"));
+    if (point == "rotate:written") {  // not yet sealed: the snapshot is dropped, the ledger goes on as it was
+      CHECK(lastgood::watchdog::sealed_segments(d.ledger()).empty());
+      CHECK(l.first_seq() == 1);
+    } else {  // sealed: the rotation is finished
+      CHECK(fs::exists(sealed(d, 1, 12)));
+      CHECK(l.first_seq() == 13);
+    }
+    CHECK(l.size() == (point == "rotate:written" ? 12u : 13u));
+    l.append("decision", "a", {{"kind", "hold"}}, 9500);
+    CHECK(verify_ledger(d.ledger()).ok);
+  }
+}
+
+TEST_CASE("segments: a rotation that cannot write its snapshot changes nothing, and is tried again later", "[ledger][segments]") {
+  Dir d;
+  Ledger l(d.path.string());
+  l.set_segment_entries(10);
+  for (int i = 0; i < 10; ++i) l.append("decision", "a", {{"kind", "hold"}}, 1000 + i);
+  REQUIRE(l.rotation_due());
+  l.set_io({[](int, const void*, size_t) -> ssize_t {
+              errno = ENOSPC;
+              return -1;
+            },
+            {}});
+  auto r = l.rotate(kState, 2000);
+  CHECK_FALSE(r);
+  CHECK_THAT(r.error, Catch::Contains("No space left"));
+  CHECK_FALSE(fs::exists(d.ledger() + ".next"));
+  CHECK(lastgood::watchdog::sealed_segments(d.ledger()).empty());
+  CHECK_FALSE(l.rotation_due());  // not at every append: after another tenth of a segment
+  l.set_io({});
+  l.append("decision", "a", {{"kind", "hold"}}, 3000);
+  CHECK(l.rotation_due());
+  REQUIRE(l.rotate(kState, 3001));
+  CHECK(verify_ledger(d.ledger()).ok);
+  CHECK(verify_ledger(d.ledger()).entries == 12);
+}
+
+TEST_CASE("segments: a keyed ledger stays keyed across segments, and its key is needed for every one", "[ledger][segments]") {
+  Dir d;
+  const std::string key = "0123456789abcdef0123456789abcdef", other = "fedcba9876543210fedcba9876543210";
+  two_rotations(d, &key);
+  auto rep = verify_ledger(d.ledger(), &key);
+  CHECK(rep.ok);
+  CHECK(rep.keyed_from == 1);
+  CHECK_FALSE(verify_ledger(d.ledger()).ok);
+  CHECK_FALSE(verify_ledger(d.ledger(), &other).ok);
+  // The active segment alone (the sealed ones archived) still says it is keyed, and by which key.
+  fs::remove(sealed(d, 1, 10));
+  fs::remove(sealed(d, 11, 16));
+  rep = verify_ledger(d.ledger(), &key);
+  CHECK(rep.ok);
+  CHECK(rep.keyed_from == 1);
+  CHECK_FALSE(verify_ledger(d.ledger()).ok);
+  Ledger l(d.path.string(), key);
+  CHECK(l.append("decision", "a", {{"kind", "hold"}}, 7000).seq == 21);
+  CHECK(verify_ledger(d.ledger(), &key).ok);
+  CHECK_THROWS(Ledger(d.path.string(), other));
 }

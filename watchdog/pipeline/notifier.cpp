@@ -5,6 +5,7 @@
 
 #include <ctime>
 #include <map>
+#include <stdexcept>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -159,15 +160,36 @@ void Notifier::replay(const std::vector<LedgerEntry>& entries) {
   replay_done();
 }
 
-void Notifier::replay_entry(const LedgerEntry& e) {
+void Notifier::fold_open(OpenIncidents& open, const LedgerEntry& e) {
   if (e.type == name(Event::notify_queued) && e.data.value("kind", "") == "pagerduty" && e.data.contains("body") && e.data["body"].is_object()) {
     const auto& b = e.data["body"];  // the PagerDuty incident open at the restart
-    if (b.value("event_action", "") == "resolve") open_.erase(e.service);
-    else if (b.contains("dedup_key") && b["dedup_key"].is_string()) open_[e.service].key = b["dedup_key"].get<std::string>();
+    if (b.value("event_action", "") == "resolve") open.erase(e.service);
+    else if (b.contains("dedup_key") && b["dedup_key"].is_string()) open[e.service].key = b["dedup_key"].get<std::string>();
     if (b.contains("payload") && b["payload"].is_object() && b["payload"].contains("custom_details") && b["payload"]["custom_details"].is_object() &&
         b["payload"]["custom_details"].contains("severity") && b["payload"]["custom_details"]["severity"].is_string())
-      open_[e.service].severity = b["payload"]["custom_details"]["severity"].get<std::string>();
+      open[e.service].severity = b["payload"]["custom_details"]["severity"].get<std::string>();
   }
+}
+
+json Notifier::save_open(const OpenIncidents& open) {
+  json out = json::object();
+  for (const auto& [svc, o] : open) out[svc] = {{"key", o.key}, {"severity", o.severity}};
+  return out;
+}
+
+Notifier::OpenIncidents Notifier::load_open(const json& saved) {
+  if (!saved.is_object()) throw std::runtime_error("pagerduty: expected an object of services");
+  OpenIncidents out;
+  for (const auto& [svc, o] : saved.items()) {
+    if (!o.is_object() || !o.contains("key") || !o["key"].is_string() || !o.contains("severity") || !o["severity"].is_string())
+      throw std::runtime_error("pagerduty." + svc + ": expected {\"key\": string, \"severity\": string}");
+    out[svc] = {o["key"].get<std::string>(), o["severity"].get<std::string>()};
+  }
+  return out;
+}
+
+void Notifier::replay_entry(const LedgerEntry& e, bool carried) {
+  if (!carried) fold_open(open_, e);
   if (e.type == name(Event::notify_queued)) replay_pending_[e.data.value("id", "")] = Unsent{e.service, e.data};
   else if (e.type == name(Event::notify_delivered) || e.type == name(Event::notify_failed)) replay_pending_.erase(e.data.value("id", ""));
 }

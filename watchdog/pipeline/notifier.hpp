@@ -32,8 +32,22 @@ class Notifier {
   // Resumes deliveries the ledger shows as queued and not finished: replay_entry() for each entry
   // in order (only the queued ones are held, and only until delivered), then replay_done().
   void replay(const std::vector<LedgerEntry>& entries);
-  void replay_entry(const LedgerEntry& e);
+  // `carried`: an entry a ledger snapshot carried forward (a notice still queued); the incidents
+  // PagerDuty knows come from the snapshot itself (restore_open).
+  void replay_entry(const LedgerEntry& e, bool carried = false);
   void replay_done();
+  // Per service, the incident PagerDuty knows (dedup_key) and its severity, from the first
+  // breach or proposal until verified recovery; rebuilt from the ledger on restart.
+  struct Open {
+    std::string key;
+    std::string severity;
+  };
+  using OpenIncidents = std::map<std::string, Open>;
+  // What replay rebuilds of them from one entry (a snapshot's checkpoint folds the same way).
+  static void fold_open(OpenIncidents& open, const LedgerEntry& e);
+  static nlohmann::json save_open(const OpenIncidents& open);
+  static OpenIncidents load_open(const nlohmann::json& saved);  // throws std::runtime_error when malformed
+  void restore_open(const nlohmann::json& saved) { open_ = load_open(saved); }
   // An event happened: queue a notice for every matching target.
   void notify(const std::string& event, const std::string& service, const nlohmann::json& details);
   void set_base_url(std::string url) { base_url_ = std::move(url); }
@@ -61,13 +75,7 @@ class Notifier {
   static std::string pagerduty_action(const std::string& event);
   nlohmann::json pagerduty(const std::string& action, const std::string& event, const std::string& service, const nlohmann::json& d,
                            const nlohmann::json& links, const std::string& text) const;
-  // Per service, the incident PagerDuty knows (dedup_key) and its severity, from the first
-  // breach or proposal until verified recovery; rebuilt from the ledger on restart.
-  struct Open {
-    std::string key;
-    std::string severity;
-  };
-  std::map<std::string, Open> open_;
+  OpenIncidents open_;
   struct Unsent {
     std::string service;
     nlohmann::json data;

@@ -141,19 +141,52 @@ void Pipeline::cleared(size_t si) {
 }
 
 void Pipeline::replay_entry(LedgerEntry&& e) {
-  if (!replayer_) replayer_ = std::make_unique<Replayer>(static_cast<ReplayTarget&>(*this), proposals_);
+  if (!replayer_) replayer_ = std::make_unique<Replayer>(static_cast<ReplayTarget&>(*this), &proposals_);
   ++replayed_;
-  replayer_->feed(e);
   if (replayer_->damaged()) return;  // refused in start(): nothing more is read into state
+  if (e.type == name(Event::snapshot)) {
+    restore_snapshot(e);
+    return;
+  }
+  replayer_->feed(e);
+  if (replayer_->damaged()) return;
   // Only collected here: resumed notices are sent, and incident records written, in start().
   notifier_.replay_entry(e);
   incidents_.observe(e);
+  recording_.checkpoint().feed(e);
+}
+
+// The first entry of a segment: the state replay would have rebuilt from every entry before it
+// (checkpoint.hpp). A snapshot this version cannot read is damage, as an unknown entry is.
+void Pipeline::restore_snapshot(const LedgerEntry& e) {
+  try {
+    auto services = Checkpoint::load_services(e.data);
+    auto carried = Checkpoint::load_carried(e.data);
+    incidents_.restore(e.data.at("incidents"));
+    notifier_.restore_open(e.data.at("pagerduty"));
+    recording_.checkpoint().feed(e);
+    for (auto& [name, st] : services) {
+      const auto si = service_index(name);
+      if (!si) continue;  // no longer in the config (kept in the next snapshot all the same)
+      svcs_[*si]->policy->restore(st.deployment.saved(), st.budget);
+      svcs_[*si]->escalated = st.escalated.has_value();
+      svcs_[*si]->escalation = st.escalated.value_or("");
+    }
+    // Actions in flight or not verified, proposals, queued notices, silences: replayed as they were.
+    for (const auto& c : carried) {
+      replayer_->feed(c, true);
+      notifier_.replay_entry(c, true);
+    }
+    spdlog::info("ledger: resumed from the snapshot at entry {} ({} services, {} entries carried forward)", e.seq, services.size(), carried.size());
+  } catch (const std::exception& ex) {
+    replayer_->fail("entry " + std::to_string(e.seq) + " is a snapshot this version cannot read: " + ex.what());
+  }
 }
 
 void Pipeline::start(Ledger& ledger) {
   recording_.attach(ledger);
   for (auto& e : ledger.take_loaded()) replay_entry(std::move(e));  // a ledger opened without the sink
-  if (!replayer_) replayer_ = std::make_unique<Replayer>(static_cast<ReplayTarget&>(*this), proposals_);
+  if (!replayer_) replayer_ = std::make_unique<Replayer>(static_cast<ReplayTarget&>(*this), &proposals_);
   metrics_.ledger_entries(ledger.size());
   // A history that cannot be read is refused before anything acts on it (no notice resumed, no
   // incident record rewritten).
@@ -161,6 +194,7 @@ void Pipeline::start(Ledger& ledger) {
   replayer_.reset();
   if (!r.damage.empty())
     throw std::runtime_error("ledger " + ledger.path() + ": " + r.damage + "; lastgood will not act on a history it cannot read");
+  recording_.rotate_if_due();
   notifier_.replay_done();
   if (int w = incidents_.write_changed()) spdlog::info("incidents: wrote {} records that were missing or behind the ledger", w);
   if (ledger.size()) spdlog::info("ledger: replayed {} entries from {} ({} of them rebuild state)", ledger.size(), ledger.path(), replayed_);

@@ -242,6 +242,7 @@ class Pipeline final : private ReplayTarget {
   void remember(const policy::Decision& d);
   void spawn(std::function<boost::asio::awaitable<void>()> make, const char* what, bool restart = false);
   std::unique_ptr<Service> make_service(const config::Service& svc);
+  void restore_snapshot(const LedgerEntry& e);
   std::unique_ptr<Replayer> replayer_;  // while the ledger is read at open
   std::uint64_t replayed_ = 0;          // entries fed to it
   void start_observing(size_t si);

@@ -30,7 +30,26 @@ bool Recording::record(Event type, const std::string& service, json data) {
   metrics_.ledger_entries(1);
   if (auto id = incidents_.observe(type, e.service, e.ts_ms, e.data))
     if (auto err = incidents_.write(*id); !err.empty()) spdlog::error("incident {}: {}", *id, err);
+  appended(e);
   return true;
+}
+
+void Recording::appended(const LedgerEntry& e) {
+  if (replay_reads(e.type, e.data)) checkpoint_.feed(e);
+  rotate_if_due();
+}
+
+void Recording::rotate_if_due() {
+  if (!ledger_ || !ledger_->rotation_due()) return;
+  // The snapshot is of everything up to this entry; the rotation fails as a whole or not at all,
+  // and a failure leaves the ledger appending where it was (retried later): recording goes on.
+  auto rot = ledger_->rotate(checkpoint_.snapshot(), ms(clock_.now()));
+  if (!rot) {
+    metrics_.internal_error("ledger_rotation");
+    spdlog::error("{} (recording goes on in the active segment; retried later)", rot.error);
+    return;
+  }
+  metrics_.ledger_entries(1);
 }
 
 void Recording::stop_recording(const std::string& why, policy::TimePoint at) {
@@ -73,6 +92,7 @@ std::optional<policy::Duration> Recording::retry(policy::TimePoint t) {
     return std::nullopt;
   }
   metrics_.ledger_entries(1);
+  appended(*r.entry);
   writable_ = true;
   dropped_ = 0;
   metrics_.ledger_writable(true);

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "watchdog/metrics.hpp"
+#include "watchdog/pipeline/checkpoint.hpp"
 #include "watchdog/pipeline/clock.hpp"
 #include "watchdog/pipeline/recorder.hpp"
 #include "watchdog/state/incidents.hpp"
@@ -24,6 +25,14 @@ class Recording final : public Recorder {
   Recording(std::string state_dir, Metrics& metrics, Incidents& incidents, const Clock& clock)
       : state_dir_(std::move(state_dir)), metrics_(metrics), incidents_(incidents), clock_(clock) {}
   void attach(Ledger& ledger) { ledger_ = &ledger; }
+  // The fold a ledger snapshot is made from (checkpoint.hpp): fed each entry replay reads at
+  // open (by the pipeline) and each entry appended (here). When the active segment is full, the
+  // next append is followed by a rotation (Ledger::rotate) with its snapshot.
+  Checkpoint& checkpoint() { return checkpoint_; }
+  // Rotates when the active segment is full (after each append, and at start once replayed: a
+  // ledger that grew past a segment under an older version, or with rotation off, is sealed
+  // before anything else is appended).
+  void rotate_if_due();
 
   bool record(Event type, const std::string& service, nlohmann::json data) override;
   // At most kUnauthPerMinute entries a minute, kUnauthPerClient of them from one client; the
@@ -44,6 +53,7 @@ class Recording final : public Recorder {
 
  private:
   void stop_recording(const std::string& why, policy::TimePoint at);
+  void appended(const LedgerEntry& e);
   void flush_unauthenticated(long long minute);
 
   std::string state_dir_;
@@ -51,6 +61,7 @@ class Recording final : public Recorder {
   Incidents& incidents_;
   const Clock& clock_;
   Ledger* ledger_ = nullptr;
+  Checkpoint checkpoint_;
   bool writable_ = true;
   std::string error_;
   std::uint64_t dropped_ = 0;  // entries that could not be recorded during the current outage

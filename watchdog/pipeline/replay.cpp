@@ -7,7 +7,7 @@ namespace lastgood::watchdog {
 using nlohmann::json;
 using policy::DecisionKind;
 
-void Replayer::service_entry(Event type, std::size_t si, const LedgerEntry& e) {
+void Replayer::service_entry(Event type, std::size_t si, const LedgerEntry& e, bool carried) {
   auto& target = target_;
   auto& open = open_;
   auto& unverified = unverified_;
@@ -20,22 +20,22 @@ void Replayer::service_entry(Event type, std::size_t si, const LedgerEntry& e) {
         const auto dep = d.contains("deployed_at") && d["deployed_at"].is_number()
                              ? std::optional<policy::TimePoint>(from_ms(d["deployed_at"].get<long long>()))
                              : std::nullopt;
-        target.release(si, d.value("release", ""), dep, at, d.value("migration", false));
+        if (!carried) target.release(si, d.value("release", ""), dep, at, d.value("migration", false));
         break;
       }
       case Event::release_verified_good:
-        target.verified_good(si, d.value("release", ""), at);
+        if (!carried) target.verified_good(si, d.value("release", ""), at);
         break;
       case Event::decision:
         // An execute decision counts against cooldown and budget only once its action_started
         // is in the ledger: a crash between the two must not cost a whole cooldown (the breach
         // is decided again on fresh evidence).
-        if (!d.value("shadow", false) && d.value("kind", "hold") != "execute")
+        if (!carried && !d.value("shadow", false) && d.value("kind", "hold") != "execute")
           target.decision(si, d.value("kind", "hold") == "hold" ? DecisionKind::hold : DecisionKind::propose, at);
         break;
       case Event::action_started: {
         open[d.value("action_id", "")] = {si, d};
-        target.rollback_started(si, at);
+        if (!carried) target.rollback_started(si, at);
         const std::string via = d.value("via", "");
         if (via.rfind("proposal ", 0) == 0) started_proposals.insert(via.substr(9));
         break;
@@ -58,14 +58,14 @@ void Replayer::service_entry(Event type, std::size_t si, const LedgerEntry& e) {
         unverified.erase(d.value("action_id", ""));
         break;
       case Event::escalated:
-        target.escalated(si, d.value("reason", ""));
+        if (!carried) target.escalated(si, d.value("reason", ""));
         unverified.erase(d.value("action_id", ""));
         break;
       case Event::cleared:
-        target.cleared(si);
+        if (!carried) target.cleared(si);
         break;
       case Event::release_marked_bad:
-        target.marked_bad(si, d.value("release", ""), policy::BadMark{d.value("by", ""), d.value("reason", ""), at});
+        if (!carried) target.marked_bad(si, d.value("release", ""), policy::BadMark{d.value("by", ""), d.value("reason", ""), at});
         break;
       default:
         break;
@@ -73,9 +73,9 @@ void Replayer::service_entry(Event type, std::size_t si, const LedgerEntry& e) {
   }
 }
 
-void Replayer::feed(const LedgerEntry& e) {
+void Replayer::feed(const LedgerEntry& e, bool carried) {
   if (damaged()) return;
-  auto& proposals = proposals_;
+  auto* proposals = proposals_;
   auto& target = target_;
   {
     const auto type = parse_event(e.type);
@@ -90,7 +90,7 @@ void Replayer::feed(const LedgerEntry& e) {
       case Event::proposal_state:
       case Event::proposal_expired:
       case Event::proposal_reminded:
-        proposals.replay(*type, e);
+        if (proposals) proposals->replay(*type, e);
         break;
       case Event::release_observed:
       case Event::release_verified_good:
@@ -102,7 +102,7 @@ void Replayer::feed(const LedgerEntry& e) {
       case Event::escalated:
       case Event::cleared:
       case Event::release_marked_bad:
-        if (const auto si = target.service_index(e.service)) service_entry(*type, *si, e);  // else no longer in the config
+        if (const auto si = target.service_index(e.service)) service_entry(*type, *si, e, carried);  // else no longer in the config
         break;
       // Evidence and bookkeeping: nothing to rebuild from them (incidents and the notifier read
       // their own). No default: a new event must be placed here or above.
@@ -124,6 +124,8 @@ void Replayer::feed(const LedgerEntry& e) {
       case Event::late_effect:
       case Event::rollback_requested:
       case Event::config_reloaded:
+      // Restored by the pipeline before this replayer sees what follows it (checkpoint.hpp).
+      case Event::snapshot:
         break;
       case Event::silence_added:
       case Event::silence_expired:
@@ -135,18 +137,18 @@ void Replayer::feed(const LedgerEntry& e) {
 
 Replayed Replayer::finish() {
   if (damaged()) return std::move(out_);
-  out_.unstarted_proposals = proposals_.unstarted(started_proposals_);
+  if (proposals_) out_.unstarted_proposals = proposals_->unstarted(started_proposals_);
   for (auto& [id, a] : open_) out_.unfinished.push_back(a);
   for (auto& [id, a] : unverified_) {
     a.data["action_id"] = id;
     out_.unverified.push_back(a);
   }
-  proposals_.trim();
+  if (proposals_) proposals_->trim();
   return std::move(out_);
 }
 
 Replayed replay(const std::vector<LedgerEntry>& entries, ReplayTarget& target, Proposals& proposals) {
-  Replayer r(target, proposals);
+  Replayer r(target, &proposals);
   for (const auto& e : entries) r.feed(e);
   return r.finish();
 }

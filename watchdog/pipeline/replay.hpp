@@ -52,17 +52,35 @@ struct Replayed {
 
 // Replay one entry at a time, as the ledger is read (memory follows state, not history). After
 // damage (a type this version does not know) the rest is not read.
+//
+// `carried`: an entry a ledger snapshot carried forward (checkpoint.hpp). The snapshot holds the
+// services' state itself (releases, budget, escalation), so a carried entry rebuilds only what
+// snapshots keep as entries: actions in flight or not yet verified, proposals, silences.
+// `proposals` may be null (the checkpoint keeps proposals as entries).
 class Replayer {
  public:
-  Replayer(ReplayTarget& target, Proposals& proposals) : target_(target), proposals_(proposals) {}
-  void feed(const LedgerEntry& e);
+  Replayer(ReplayTarget& target, Proposals* proposals) : target_(target), proposals_(proposals) {}
+  void feed(const LedgerEntry& e, bool carried = false);
   Replayed finish();
   bool damaged() const { return !out_.damage.empty(); }
+  const std::string& damage() const { return out_.damage; }
+  // What the caller could not read (a snapshot): damage, as an unknown entry is.
+  void fail(std::string why) {
+    if (out_.damage.empty()) out_.damage = std::move(why);
+  }
+
+  // For the checkpoint: the actions it must carry, and forgetting the started proposals no
+  // snapshot carries any more.
+  const std::map<std::string, Replayed::Action>& open_actions() const { return open_; }
+  const std::map<std::string, Replayed::Action>& unverified_actions() const { return unverified_; }
+  void keep_started(const std::set<std::string>& proposal_ids) {
+    std::erase_if(started_proposals_, [&](const std::string& id) { return !proposal_ids.count(id); });
+  }
 
  private:
-  void service_entry(Event type, std::size_t si, const LedgerEntry& e);
+  void service_entry(Event type, std::size_t si, const LedgerEntry& e, bool carried);
   ReplayTarget& target_;
-  Proposals& proposals_;
+  Proposals* proposals_;
   Replayed out_;
   std::map<std::string, Replayed::Action> open_;        // action id -> action_started
   std::map<std::string, Replayed::Action> unverified_;  // finished ok, not yet verified

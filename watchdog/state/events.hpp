@@ -47,17 +47,18 @@ enum class Event : std::uint8_t {
   proposal_reminded,        // a pending proposal's notice sent again (remind_every, or the secondary authority joined)
   rollback_requested,       // a person asked for a rollback or marked a live release bad (who, why; the proposal follows)
   config_reloaded,          // the config was read again and applied (what changed), or refused (the problems)
+  snapshot,                 // the first entry of a ledger segment: the state replayed from every entry before it
 };
 
-inline constexpr std::array<std::string_view, 35> kEventNames = {
+inline constexpr std::array<std::string_view, 36> kEventNames = {
     "transition",      "decision",         "release_observed", "release_verified_good", "alert_received",  "proposal_created",
     "proposal_vote",   "proposal_state",   "proposal_expired", "approval_attempt",      "action_planned",  "action_refused",
     "action_started",  "action_finished",  "action_reconciled", "verification",         "escalated",       "cleared",
     "clear_refused",   "unauthenticated_dropped", "notify_queued", "notify_delivered",  "notify_failed",   "ledger_writable",
     "ledger_repaired", "ledger_keyed",     "ha_acquired",      "ha_lost",
     "late_effect",     "release_marked_bad", "silence_added",  "silence_expired",       "proposal_reminded", "rollback_requested",
-    "config_reloaded"};
-static_assert(kEventNames.size() == static_cast<std::size_t>(Event::config_reloaded) + 1, "one name per event");
+    "config_reloaded", "snapshot"};
+static_assert(kEventNames.size() == static_cast<std::size_t>(Event::snapshot) + 1, "one name per event");
 
 // The enumerator a name table holds `text` for; nullopt when it holds none.
 template <typename E, std::size_t N>

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 namespace lastgood::watchdog {
 
@@ -555,6 +556,103 @@ int Incidents::write_changed() const {
     if (write(i.id).empty()) ++n;
   }
   return n;
+}
+
+// ---- snapshot -----------------------------------------------------------------------------
+
+namespace {
+json save_pending(long long at, const json& data) { return json{{"at", at}, {"data", data}}; }
+template <typename T>
+T need(const json& j, const char* key, const char* what) {
+  if (!j.is_object() || !j.contains(key)) throw std::runtime_error(std::string("incidents: ") + what + " has no \"" + key + "\"");
+  try {
+    return j.at(key).get<T>();
+  } catch (const json::exception&) {
+    throw std::runtime_error(std::string("incidents: ") + what + "." + key + " has the wrong type");
+  }
+}
+}  // namespace
+
+json Incidents::save() const {
+  json records = json::array();
+  for (const auto& i : incidents_) {
+    json tl = json::array();
+    for (const auto& e : i.timeline) tl.push_back(json::array({e.at_ms, e.event, e.detail}));
+    records.push_back({{"id", i.id}, {"action_id", i.action_id}, {"last_ms", i.last_ms}, {"service", i.service}, {"trigger", i.trigger},
+                       {"severity", i.severity}, {"via", i.via}, {"proposal_id", i.proposal_id}, {"kind", i.kind},
+                       {"release_from", i.release_from}, {"release_to", i.release_to}, {"status", i.status}, {"opened_ms", i.opened_ms},
+                       {"review_due_ms", i.review_due_ms}, {"breach", i.breach}, {"decision", i.decision}, {"approvals", i.approvals},
+                       {"action", i.action}, {"outcome", i.outcome}, {"timeline", std::move(tl)}});
+  }
+  auto nested = [](const std::map<std::string, std::map<std::string, Pending>>& m) {
+    json out = json::object();
+    for (const auto& [svc, per] : m)
+      for (const auto& [trig, p] : per) out[svc][trig] = save_pending(p.at_ms, p.data);
+    return out;
+  };
+  json props = json::object();
+  for (const auto& [id, pv] : proposals_) props[id] = {{"created", save_pending(pv.first.at_ms, pv.first.data)}, {"votes", pv.second}};
+  return {{"records", std::move(records)}, {"breaches", nested(breaches_)}, {"decisions", nested(decisions_)}, {"proposals", std::move(props)},
+          {"open", open_}, {"proposal_of", proposal_of_}};
+}
+
+void Incidents::restore(const json& saved) {
+  if (!saved.is_object()) throw std::runtime_error("incidents: expected an object");
+  std::deque<Incident> records;
+  for (const auto& r : need<json>(saved, "records", "the snapshot")) {
+    Incident i;
+    i.id = need<std::string>(r, "id", "a record");
+    i.action_id = need<std::string>(r, "action_id", "a record");
+    i.last_ms = need<long long>(r, "last_ms", "a record");
+    i.service = need<std::string>(r, "service", "a record");
+    i.trigger = need<std::string>(r, "trigger", "a record");
+    i.severity = need<std::string>(r, "severity", "a record");
+    i.via = need<std::string>(r, "via", "a record");
+    i.proposal_id = need<std::string>(r, "proposal_id", "a record");
+    i.kind = need<std::string>(r, "kind", "a record");
+    i.release_from = need<std::string>(r, "release_from", "a record");
+    i.release_to = need<std::string>(r, "release_to", "a record");
+    i.status = need<std::string>(r, "status", "a record");
+    i.opened_ms = need<long long>(r, "opened_ms", "a record");
+    i.review_due_ms = need<long long>(r, "review_due_ms", "a record");
+    i.breach = need<json>(r, "breach", "a record");
+    i.decision = need<json>(r, "decision", "a record");
+    i.approvals = need<json>(r, "approvals", "a record");
+    i.action = need<json>(r, "action", "a record");
+    i.outcome = need<json>(r, "outcome", "a record");
+    for (const auto& e : need<json>(r, "timeline", "a record")) {
+      if (!e.is_array() || e.size() != 3 || !e[0].is_number_integer() || !e[1].is_string() || !e[2].is_string())
+        throw std::runtime_error("incidents: a timeline event is not [at, event, detail]");
+      i.timeline.push_back({e[0].get<long long>(), e[1].get<std::string>(), e[2].get<std::string>()});
+    }
+    records.push_back(std::move(i));
+  }
+  auto nested = [](const json& j, const char* what) {
+    std::map<std::string, std::map<std::string, Pending>> out;
+    if (!j.is_object()) throw std::runtime_error(std::string("incidents: ") + what + " is not an object");
+    for (const auto& [svc, per] : j.items()) {
+      if (!per.is_object()) throw std::runtime_error(std::string("incidents: ") + what + " is not an object of objects");
+      for (const auto& [trig, p] : per.items()) out[svc][trig] = Pending{need<long long>(p, "at", what), need<json>(p, "data", what)};
+    }
+    return out;
+  };
+  auto breaches = nested(need<json>(saved, "breaches", "the snapshot"), "breaches");
+  auto decisions = nested(need<json>(saved, "decisions", "the snapshot"), "decisions");
+  std::map<std::string, std::pair<Pending, json>> props;
+  const json pj = need<json>(saved, "proposals", "the snapshot");
+  if (!pj.is_object()) throw std::runtime_error("incidents: proposals is not an object");
+  for (const auto& [id, p] : pj.items()) {
+    const json c = need<json>(p, "created", "a proposal");
+    props[id] = {Pending{need<long long>(c, "at", "a proposal"), need<json>(c, "data", "a proposal")}, need<json>(p, "votes", "a proposal")};
+  }
+  auto open = need<std::map<std::string, std::string>>(saved, "open", "the snapshot");
+  auto proposal_of = need<std::map<std::string, std::string>>(saved, "proposal_of", "the snapshot");
+  incidents_ = std::move(records);
+  breaches_ = std::move(breaches);
+  decisions_ = std::move(decisions);
+  proposals_ = std::move(props);
+  open_ = std::move(open);
+  proposal_of_ = std::move(proposal_of);
 }
 
 }  // namespace lastgood::watchdog

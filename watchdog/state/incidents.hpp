@@ -70,6 +70,12 @@ class Incidents {
   // The open (not yet verified or escalated) incident of a service, if any.
   std::optional<std::string> open_for(const std::string& service) const;
 
+  // Everything this builder holds, and back (a ledger snapshot: the builder restored from it and
+  // fed the entries after it holds what it would after being fed every entry). restore() throws
+  // std::runtime_error naming what is malformed.
+  nlohmann::json save() const;
+  void restore(const nlohmann::json& saved);
+
   static nlohmann::json to_json(const Incident& i);
   static std::string to_markdown(const Incident& i);
 

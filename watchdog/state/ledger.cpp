@@ -23,6 +23,12 @@ namespace lastgood::watchdog {
 
 using nlohmann::json;
 
+bool replay_reads(const std::string& type, const json& data) {
+  if (type == name(Event::transition))
+    return data.is_object() && ((data.contains("to") && data["to"] == "firing") || (data.contains("from") && data["from"] == "firing"));
+  return type != name(Event::clear_refused);
+}
+
 namespace {
 // Copies `from`'s bytes after `offset` to a new private file `to`, a piece at a time; "" or why not.
 std::string copy_tail_private(const std::string& from, std::uint64_t offset, const std::string& to, std::uint64_t& copied) {
@@ -66,6 +72,24 @@ Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key
     crash_count_ = colon == std::string::npos ? 1 : std::atoi(spec.c_str() + colon + 1);
     spdlog::warn("test hook LASTGOOD_TEST_CRASH_AFTER={} is set: the process will stop dead after that ledger entry", spec);
   }
+  // Segments: a rotation cut short by a crash is completed, or its unused snapshot discarded.
+  namespace fs = std::filesystem;
+  const std::string next = path_ + ".next";
+  std::error_code fec;
+  if (fs::exists(next, fec)) {
+    if (fs::exists(path_, fec)) {
+      spdlog::warn("ledger {}: discarding {}, the snapshot of a rotation that did not finish (the ledger goes on where it was)", path_, next);
+      ::unlink(next.c_str());
+    } else if (::rename(next.c_str(), path_.c_str()) != 0) {
+      throw std::runtime_error("ledger " + path_ + ": cannot finish the rotation a crash cut short (renaming " + next + "): " + std::strerror(errno));
+    } else {
+      spdlog::warn("ledger {}: finished the rotation a crash cut short ({} is the active segment now)", path_, path_);
+    }
+  }
+  const auto sealed = sealed_segments(path_);
+  if (!sealed.empty() && !fs::exists(path_, fec))
+    throw std::runtime_error("ledger " + path_ + " is missing while " + std::to_string(sealed.size()) + " sealed segment(s) of it are here (the newest " +
+                             sealed.back() + "): lastgood will not begin a new history beside them (restore the file, or move the segments away)");
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd_ >= 0) ::fchmod(fd_, 0600);  // also a ledger made or copied in with a wider mode
   if (fd_ < 0) throw std::runtime_error("cannot open ledger " + path_ + ": " + std::strerror(errno));
@@ -92,12 +116,30 @@ Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key
           return data.find("\"to\":\"firing\"") != std::string_view::npos || data.find("\"from\":\"firing\"") != std::string_view::npos;
         return type != name(Event::clear_refused);
       },
-      Keep::wanted, replay);
+      Keep::wanted, replay, ScanFrom{.known = false});
   if (!s.report.ok && !s.torn_tail)
     throw std::runtime_error("ledger " + path_ + " is damaged at line " + std::to_string(s.report.bad_line) + ": " + s.report.why +
                              " (run `lastgood ledger verify " + path_ + "`; lastgood will not act on a ledger it cannot trust)");
   keyed_ = s.report.keyed_from != 0;
+  keyed_from_ = s.report.keyed_from;
   count_ = s.count;
+  first_seq_ = s.first_seq ? s.first_seq : count_ + 1;
+  if (count_ == 0 && !sealed.empty())
+    throw std::runtime_error("ledger " + path_ + " holds no intact entry while sealed segments of it are here (the newest " + sealed.back() +
+                             "): lastgood will not begin a new history beside them");
+  if (first_seq_ > 1) {
+    // The active segment begins with a snapshot chained to the last entry of the sealed segment
+    // before it. When that one is here, it must end where the snapshot says.
+    if (sealed.empty()) {
+      spdlog::info("ledger {}: begins at entry {} with a snapshot; the segments before it are not here (moved away?), so `lastgood ledger verify` checks from there", path_, first_seq_);
+    } else {
+      const auto last = last_entry_of(sealed.back());
+      if (!last || last->first + 1 != first_seq_ || last->second != s.first_prev)
+        throw std::runtime_error("ledger " + path_ + " begins with a snapshot at entry " + std::to_string(first_seq_) + " that does not follow " + sealed.back() +
+                                 (last ? " (which ends at entry " + std::to_string(last->first) + ")" : " (whose last line does not read as an entry)") +
+                                 ": run `lastgood ledger verify " + path_ + "`; lastgood will not act on a ledger it cannot trust");
+    }
+  }
   bytes_ = s.good_bytes;
   head_ = s.head_hash;
   loaded_ = std::move(s.entries);
@@ -134,6 +176,11 @@ Ledger::~Ledger() {
 }
 
 AppendResult Ledger::try_append(const std::string& type, const std::string& service, json data, long long ts_ms, Sync sync) {
+  if (!broken_.empty()) {
+    AppendResult r;
+    r.error = broken_;
+    return r;
+  }
   const bool marker = type == kKeyedType;
   if (key_ && !keyed_ && !marker) {
     auto m = try_append(kKeyedType, "", json::object(), ts_ms);
@@ -186,13 +233,103 @@ AppendResult Ledger::try_append(const std::string& type, const std::string& serv
   ++count_;
   bytes_ += line.size();
   head_ = e.hash;
-  if (marker) keyed_ = true;
+  if (marker) {
+    keyed_ = true;
+    keyed_from_ = e.seq;
+  }
   if (after_append_) after_append_(e);
   if (!crash_type_.empty() && e.type == crash_type_ && --crash_count_ == 0) {
     spdlog::default_logger()->flush();
     ::_exit(99);  // test hook: stop dead, as a power cut would
   }
   AppendResult r;
+  r.entry = std::move(e);
+  return r;
+}
+
+AppendResult Ledger::rotate(json state, long long ts_ms) {
+  AppendResult r;
+  auto fail = [&](std::string why) {
+    r.error = "ledger " + path_ + ": rotation: " + why;
+    retry_rotation_at_ = count_ + std::max<std::uint64_t>(1, segment_entries_ / 10);
+    return r;
+  };
+  if (!broken_.empty()) return fail(broken_);
+  if (key_ && !keyed_) return fail("the ledger is not keyed yet");
+  auto sync_fd = io_.fdatasync ? io_.fdatasync : [](int fd) { return ::fdatasync(fd); };
+  if (unsynced_ && sync_fd(fd_) != 0) return fail(std::string("fdatasync failed: ") + std::strerror(errno));
+  unsynced_ = 0;
+  const std::string sealed = sealed_name(path_, first_seq_, count_);
+  const std::string next = path_ + ".next";
+  LedgerEntry e;
+  e.seq = count_ + 1;
+  e.ts_ms = ts_ms;
+  e.type = kSnapshotType;
+  e.data = std::move(state);
+  e.data["segment"] = {{"sealed", std::filesystem::path(sealed).filename().string()}, {"first_seq", first_seq_}, {"last_seq", count_}};
+  if (keyed_) e.data["keyed"] = {{"from", keyed_from_}, {"key_id", ledger_key_id(*key_)}};
+  e.prev = head_;
+  e.hash = entry_hash(e, keyed_ ? &*key_ : nullptr);
+  const std::string line = json_text(to_json(e)) + "\n";
+  // A line is read back whole at the next start (at most 64 MiB, ledger_verify.cpp).
+  if (line.size() > (std::size_t{32} << 20))
+    return fail("the snapshot would be " + std::to_string(line.size() >> 20) + " MiB, over the 32 MiB a snapshot may take; the active segment keeps growing");
+  const int nfd = ::open(next.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+  if (nfd < 0) return fail("cannot create " + next + ": " + std::strerror(errno));
+  auto write = io_.write ? io_.write : [](int fd, const void* b, size_t n) { return ::write(fd, b, n); };
+  std::string err;
+  for (size_t off = 0; off < line.size() && err.empty();) {
+    const ssize_t n = write(nfd, line.data() + off, line.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) err = std::string("writing ") + next + ": " + std::strerror(n < 0 ? errno : ENOSPC);
+    else off += static_cast<size_t>(n);
+  }
+  if (err.empty() && sync_fd(nfd) != 0) err = std::string("syncing ") + next + ": " + std::strerror(errno);
+  if (!err.empty()) {
+    ::close(nfd);
+    ::unlink(next.c_str());
+    return fail(err);
+  }
+  test_crash_point("rotate:written");
+  if (::rename(path_.c_str(), sealed.c_str()) != 0) {
+    err = "renaming " + path_ + " to " + sealed + ": " + std::strerror(errno);
+    ::close(nfd);
+    ::unlink(next.c_str());
+    return fail(err);
+  }
+  test_crash_point("rotate:sealed");
+  if (::rename(next.c_str(), path_.c_str()) != 0) {
+    err = "renaming " + next + " to " + path_ + ": " + std::strerror(errno);
+    ::close(nfd);
+    if (::rename(sealed.c_str(), path_.c_str()) != 0) {
+      // Neither forward nor back: appends would go to the sealed file. Stop appending; the next
+      // start completes the rotation from FILE.next.
+      broken_ = "ledger " + path_ + ": a rotation could neither finish nor be undone (" + err + "; and renaming " + sealed + " back: " +
+                std::strerror(errno) + "); restart lastgood to complete it";
+      return fail(broken_);
+    }
+    ::unlink(next.c_str());
+    return fail(err);
+  }
+  {
+    // The renames themselves are durable once the folder is synced.
+    const std::string dir = std::filesystem::path(path_).parent_path().string();
+    const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+  }
+  ::close(fd_);
+  fd_ = nfd;
+  count_ = e.seq;
+  first_seq_ = e.seq;
+  bytes_ = line.size();
+  head_ = e.hash;
+  retry_rotation_at_ = 0;
+  test_crash_point("rotate:done");
+  spdlog::info("ledger {}: sealed entries {}-{} as {}; the active segment begins with a snapshot ({} bytes)", path_, e.data["segment"]["first_seq"].get<std::uint64_t>(),
+               e.seq - 1, sealed, line.size());
   r.entry = std::move(e);
   return r;
 }

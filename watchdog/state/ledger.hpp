@@ -42,13 +42,25 @@ struct VerifyReport {
   std::string head_hash;
   std::uint64_t keyed_from = 0;  // line of the "ledger_keyed" entry; 0 when the ledger is not keyed
   std::string key_id;            // the id that entry names
+  // Segments (a ledger rotated with snapshots): the file the damage is in (bad_line is a line of
+  // that file), the first entry present (above 1 when the oldest segments were moved away), and
+  // how many sealed segments were read before the active file.
+  std::string bad_file;
+  std::uint64_t from_seq = 1;
+  std::size_t segments = 0;
 };
+
+// A ledger's sealed segments: FILE.<first seq>-<last seq> (12 digits each) beside FILE, oldest
+// first. Each begins with a snapshot, except the ledger's very first one.
+std::vector<std::string> sealed_segments(const std::string& path);
+std::string sealed_name(const std::string& path, std::uint64_t first, std::uint64_t last);
 
 // A key's id, safe to print and record: the first 16 hex digits of HMAC-SHA256(key, a fixed
 // label). It tells two keys apart without saying anything about either.
 std::string ledger_key_id(const std::string& key);
 
-// Walks a ledger file and checks every line and the chain. Never throws. `key` (null: none)
+// Walks a ledger file (its sealed segments first, then the file itself, as one chain) and checks
+// every line and the chain. Never throws. `key` (null: none)
 // checks the keyed entries; a keyed ledger without the key, or a key and a ledger that was never
 // keyed, is not ok (the report says which).
 VerifyReport verify_ledger(const std::string& path, const std::string* key = nullptr);
@@ -56,7 +68,8 @@ VerifyReport verify_ledger(const std::string& path, const std::string* key = nul
 VerifyReport verify_ledger_text(std::string_view text, const std::string* key = nullptr);
 // The hash of the intact entry with `seq`; nullopt when there is none (or the chain breaks before).
 std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t seq, const std::string* key = nullptr);
-// Reads every entry of an intact ledger (for tests and tools); empty when it is not intact.
+// Reads every entry of an intact ledger, its sealed segments first (for tests and tools); empty
+// when it is not intact.
 std::vector<LedgerEntry> read_ledger(const std::string& path, const std::string* key = nullptr);
 
 std::string sha256_hex(const std::string& data);
@@ -127,6 +140,20 @@ class Ledger {
   // As try_append; throws std::runtime_error when the entry could not be made (tools and tests).
   LedgerEntry append(const std::string& type, const std::string& service, nlohmann::json data, long long ts_ms, Sync sync = Sync::now);
   void set_io(LedgerIo io) { io_ = std::move(io); }
+
+  // Segments (issue 21): once the active file holds `entries` entries (0: never), rotate() is due.
+  void set_segment_entries(std::uint64_t entries) { segment_entries_ = entries; }
+  bool rotation_due() const { return segment_entries_ != 0 && active_entries() >= segment_entries_ && count_ >= retry_rotation_at_; }
+  // Seals the active file as FILE.<first>-<last> and begins a new one with a snapshot entry
+  // holding `state` (the replayed state: watchdog/pipeline/checkpoint.hpp), chained to the last
+  // entry. Crash-safe: the new file is written and synced as FILE.next, then the active file is
+  // renamed to its sealed name and FILE.next to FILE; an open finds a rotation cut short and
+  // completes it (or discards FILE.next when FILE is still there). Fails as a whole: on any error
+  // the ledger goes on in the file it had (retried after another tenth of a segment).
+  AppendResult rotate(nlohmann::json state, long long ts_ms);
+  // Entries in the active file, and the seq of its first one.
+  std::uint64_t active_entries() const { return count_ + 1 - first_seq_; }
+  std::uint64_t first_seq() const { return first_seq_; }
   // Bytes of whole entries in the file (where a failed append is cut back to).
   std::uint64_t bytes() const { return bytes_; }
   // The entries found at open, for replay (handed over once; the ledger keeps only its head).
@@ -146,6 +173,11 @@ class Ledger {
   std::optional<std::string> key_;
   bool keyed_ = false;  // the "ledger_keyed" entry is in the file: hashes from here on are HMACs
   std::uint64_t bytes_ = 0;  // file length up to the end of the last whole entry
+  std::uint64_t first_seq_ = 1;  // of the active file's first entry
+  std::uint64_t keyed_from_ = 0;
+  std::uint64_t segment_entries_ = 0;
+  std::uint64_t retry_rotation_at_ = 0;  // after a failed rotation: not before this seq
+  std::string broken_;  // a rotation that could neither finish nor be undone: no more appends
   LedgerIo io_;
   int unsynced_ = 0;  // deferred appends not yet fdatasync'd
   std::function<void(const LedgerEntry&)> after_append_;
@@ -154,5 +186,10 @@ class Ledger {
 };
 
 nlohmann::json to_json(const LedgerEntry& e);
+
+// Whether replay at open reads this entry (Ledger's replay sink gets it): all but clear_refused
+// and the transitions that neither go to nor come from firing (the bulk of a long ledger).
+// A checkpoint fed live entries skips the same ones, so that it folds what replay folds.
+bool replay_reads(const std::string& type, const nlohmann::json& data);
 
 }  // namespace lastgood::watchdog

@@ -1,7 +1,10 @@
 // Reading and checking a ledger file: the line format, the hash chain, the keyed entries.
 #include "watchdog/state/ledger_scan.hpp"
 
+#include <algorithm>
 #include <charconv>
+#include <cstdio>
+#include <filesystem>
 #include <cstring>
 #include <fstream>
 
@@ -127,18 +130,41 @@ constexpr size_t kMaxLine = size_t{64} << 20;
 // the hash or HMAC, the key's entries. Entries are handed to `keep` as the caller asked.
 class Scanner {
  public:
-  Scanner(Scan& s, const std::string* key, const WantData& want_data, Keep keep, const std::function<void(LedgerEntry&&)>* sink = nullptr)
-      : s_(s), key_(key), want_data_(want_data), keep_(keep), sink_(sink && *sink ? sink : nullptr), our_id_(key ? ledger_key_id(*key) : "") {}
+  Scanner(Scan& s, const std::string* key, const WantData& want_data, Keep keep, const std::function<void(LedgerEntry&&)>* sink = nullptr,
+          const ScanFrom& from = {})
+      : s_(s), key_(key), want_data_(want_data), keep_(keep), sink_(sink && *sink ? sink : nullptr), our_id_(key ? ledger_key_id(*key) : ""),
+        base_(from.count), known_(from.known) {
+    s_.count = from.count;
+    s_.head_hash = from.head_hash;
+    s_.report.keyed_from = from.keyed_from;
+    s_.report.key_id = from.key_id;
+  }
 
   // One line without its newline (`complete`: it had one). false: damage at this line; the scan stops.
   bool line(std::string_view line, bool complete) {
-    const std::uint64_t line_no = s_.count + 1;
     LedgerEntry e;
     std::string_view data_text;
     auto err = !complete ? std::optional<std::string>("truncated last line (no newline: a write was cut short)") : read_fields(line, e, data_text);
-    if (err) return bad(line_no, *err);
+    if (err) return bad(s_.count + 1, *err);
+    if (!known_ && s_.first_seq == 0 && e.seq != 1) {
+      // A segment that follows sealed ones: it begins with the snapshot of everything before it,
+      // chained to the sealed segment's last entry (checked by the caller when that one is here).
+      if (e.type != kSnapshotType)
+        return bad(1, "the first entry has seq " + std::to_string(e.seq) + " and is not a snapshot: a ledger begins at seq 1, a segment with a snapshot");
+      s_.count = base_ = e.seq - 1;
+      s_.head_hash = e.prev;
+      const json d = json::parse(data_text.begin(), data_text.end(), nullptr, false);
+      if (d.is_object() && d.contains("keyed") && d["keyed"].is_object()) {
+        const json& k = d["keyed"];
+        s_.report.keyed_from = k.contains("from") && k["from"].is_number_unsigned() ? k["from"].get<std::uint64_t>() : e.seq;
+        s_.report.key_id = k.contains("key_id") && k["key_id"].is_string() ? k["key_id"].get<std::string>() : "";
+      }
+    }
+    const std::uint64_t line_no = s_.count + 1;
     if (e.seq != line_no) return bad(line_no, "seq is " + std::to_string(e.seq) + ", expected " + std::to_string(line_no));
-    if (e.prev != s_.head_hash) return bad(line_no, "broken chain: prev does not match the hash of line " + std::to_string(line_no - 1));
+    if (e.prev != s_.head_hash)
+      return bad(line_no, line_no - 1 > base_ ? "broken chain: prev does not match the hash of line " + std::to_string(line_no - 1 - base_)
+                                              : "broken chain: prev does not match the hash of the entry before this file (seq " + std::to_string(line_no - 1) + ")");
     // Lines are written canonical (dump(): sorted keys, no spaces), so the canonical JSON of the
     // entry without its hash is the line's own bytes minus the hash member: hash those bytes
     // instead of re-serialising (stricter too: any byte changed is caught).
@@ -175,6 +201,11 @@ class Scanner {
     s_.count = line_no;
     s_.head_hash = e.hash;
     s_.good_bytes += line.size() + 1;
+    if (s_.first_seq == 0) {
+      s_.first_seq = e.seq;
+      s_.first_type = e.type;
+      s_.first_prev = e.prev;
+    }
     if (keep_ == Keep::all) {
       if (sink_) (*sink_)(std::move(e));
       else s_.entries.push_back(std::move(e));
@@ -188,9 +219,12 @@ class Scanner {
     return true;
   }
 
+  std::uint64_t base() const { return base_; }
+
  private:
-  bool bad(std::uint64_t line_no, std::string why) {
-    s_.report.bad_line = line_no;
+  // `seq`: the entry's place in the ledger; reported as the line of this file it is on.
+  bool bad(std::uint64_t seq, std::string why) {
+    s_.report.bad_line = seq > base_ ? seq - base_ : seq;
     s_.report.why = std::move(why);
     return false;
   }
@@ -201,6 +235,8 @@ class Scanner {
   const std::function<void(LedgerEntry&&)>* sink_;
   std::string our_id_;
   std::string member_;
+  std::uint64_t base_;  // entries before this file
+  bool known_;
 };
 
 Scan scan_text(std::string_view all, const std::string* key, const WantData& want_data, Keep keep) {
@@ -241,7 +277,8 @@ VerifyReport finish_report(Scan s, const std::string* key) {
 
 }  // namespace
 
-Scan scan(const std::string& path, const std::string* key, const WantData& want_data, Keep keep, const std::function<void(LedgerEntry&&)>& sink) {
+Scan scan(const std::string& path, const std::string* key, const WantData& want_data, Keep keep, const std::function<void(LedgerEntry&&)>& sink,
+          const ScanFrom& from) {
   Scan s;
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -250,7 +287,7 @@ Scan scan(const std::string& path, const std::string* key, const WantData& want_
   }
   // In pieces of 1 MiB: memory holds a piece and the entries kept, never the file (a year of
   // history is gigabytes; issue 21).
-  Scanner sc(s, key, want_data, keep, &sink);
+  Scanner sc(s, key, want_data, keep, &sink, from);
   std::string buf;
   size_t start = 0;  // of the first line not yet checked, in buf
   std::vector<char> piece(1 << 20);
@@ -258,8 +295,8 @@ Scan scan(const std::string& path, const std::string* key, const WantData& want_
     in.read(piece.data(), static_cast<std::streamsize>(piece.size()));
     const auto got = static_cast<size_t>(in.gcount());
     if (in.bad()) {  // a read error is not the end of the file: never taken for a torn tail and cut
-      s.report.bad_line = s.count + 1;
-      s.report.why = "cannot read " + path + " past line " + std::to_string(s.count) + ": " + std::strerror(errno);
+      s.report.bad_line = s.count + 1 - sc.base();
+      s.report.why = "cannot read " + path + " past entry " + std::to_string(s.count) + ": " + std::strerror(errno);
       return s;
     }
     const bool eof = got == 0;
@@ -274,7 +311,7 @@ Scan scan(const std::string& path, const std::string* key, const WantData& want_
         if (buf.size() - start > kMaxLine) {
           // No entry is this long: garbage. Skipped to its end without holding it; damage, and
           // a torn tail when the file ends first (the caller copies the tail aside in pieces).
-          s.report.bad_line = s.count + 1;
+          s.report.bad_line = s.count + 1 - sc.base();
           s.report.why = "a line longer than " + std::to_string(kMaxLine >> 20) + " MiB: not an entry";
           for (;;) {
             in.read(piece.data(), static_cast<std::streamsize>(piece.size()));
@@ -307,13 +344,81 @@ Scan scan(const std::string& path, const std::string* key, const WantData& want_
   return s;
 }
 
-std::vector<LedgerEntry> read_ledger(const std::string& path, const std::string* key) {
-  auto s = scan(path, key, {}, Keep::all);
-  if (!s.report.ok) return {};
-  return std::move(s.entries);
+
+
+std::string sealed_name(const std::string& path, std::uint64_t first, std::uint64_t last) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, ".%012llu-%012llu", static_cast<unsigned long long>(first), static_cast<unsigned long long>(last));
+  return path + buf;
 }
 
-VerifyReport verify_ledger(const std::string& path, const std::string* key) { return finish_report(scan(path, key, kNoData, Keep::none), key); }
+std::vector<std::string> sealed_segments(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const std::string stem = p.filename().string() + ".";
+  std::vector<std::string> out;
+  std::error_code ec;
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (n.size() != stem.size() + 25 || n.compare(0, stem.size(), stem) != 0 || n[stem.size() + 12] != '-') continue;
+    bool digits = true;
+    for (size_t i = stem.size(); i < n.size(); ++i) digits = digits && (i == stem.size() + 12 || (n[i] >= '0' && n[i] <= '9'));
+    if (digits) out.push_back((dir / n).string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+namespace {
+// Every segment of the ledger in order, then the active file: one chain across files. `sink`
+// (optional) gets every entry.
+VerifyReport verify_segments(const std::string& path, const std::string* key, const std::function<void(LedgerEntry&&)>& sink, bool with_data = false) {
+  const auto sealed = sealed_segments(path);
+  std::vector<std::string> files = sealed;
+  files.push_back(path);
+  ScanFrom from;
+  from.known = false;
+  VerifyReport report;
+  std::uint64_t from_seq = 0;
+  for (size_t i = 0; i < files.size(); ++i) {
+    const bool active = i + 1 == files.size();
+    if (active && !sealed.empty() && !std::filesystem::exists(files[i])) {
+      report.why = files[i] + " is missing, after " + std::to_string(sealed.size()) + " sealed segment(s): the ledger's newest entries are not here";
+      report.bad_file = files[i];
+      return report;
+    }
+    Scan s = scan(files[i], key, with_data ? WantData{} : kNoData, sink ? Keep::all : Keep::none, sink, from);
+    if (!s.report.ok) {
+      report = finish_report(std::move(s), key);
+      report.ok = false;
+      report.bad_file = files[i];
+      report.segments = i;
+      return report;
+    }
+    if (i > 0 && s.first_seq != 0 && s.first_type != kSnapshotType) {
+      report.why = files[i] + " does not begin with a snapshot: a segment after another begins with one";
+      report.bad_line = 1;
+      report.bad_file = files[i];
+      return report;
+    }
+    if (from_seq == 0) from_seq = s.first_seq;
+    from = ScanFrom{s.count, s.head_hash, s.report.keyed_from, s.report.key_id, true};
+    if (active) report = finish_report(std::move(s), key);
+  }
+  report.from_seq = from_seq ? from_seq : 1;
+  report.segments = sealed.size();
+  return report;
+}
+}  // namespace
+
+VerifyReport verify_ledger(const std::string& path, const std::string* key) { return verify_segments(path, key, {}); }
+
+std::vector<LedgerEntry> read_ledger(const std::string& path, const std::string* key) {
+  std::vector<LedgerEntry> out;
+  if (!verify_segments(path, key, [&](LedgerEntry&& e) { out.push_back(std::move(e)); }, true).ok) return {};
+  return out;
+}
 
 VerifyReport verify_ledger_text(std::string_view text, const std::string* key) {
   return finish_report(scan_text(text, key, kNoData, Keep::none), key);
@@ -322,10 +427,32 @@ VerifyReport verify_ledger_text(std::string_view text, const std::string* key) {
 std::optional<std::string> ledger_hash_at(const std::string& path, std::uint64_t seq, const std::string* key) {
   // Streamed: the entry's hash is kept, not the history (`ledger verify --head` on a long ledger).
   std::optional<std::string> found;
-  scan(path, key, kNoData, Keep::all, [&](LedgerEntry&& e) {
+  verify_segments(path, key, [&](LedgerEntry&& e) {
     if (e.seq == seq) found = std::move(e.hash);
   });
   return found;
+}
+
+std::optional<std::pair<std::uint64_t, std::string>> last_entry_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return std::nullopt;
+  const auto size = static_cast<std::uint64_t>(in.tellg());
+  // Backwards from the end, in growing pieces, until the line before the final newline is whole.
+  for (std::uint64_t want = 1 << 16;; want *= 4) {
+    const std::uint64_t n = std::min<std::uint64_t>(size, std::min<std::uint64_t>(want, kMaxLine + 2));
+    std::string tail(n, '\0');
+    in.seekg(static_cast<std::streamoff>(size - n));
+    in.read(tail.data(), static_cast<std::streamsize>(n));
+    if (!in) return std::nullopt;
+    if (tail.empty() || tail.back() != '\n') return std::nullopt;
+    tail.pop_back();
+    const size_t nl = tail.rfind('\n');
+    if (nl == std::string::npos && n < size && n < kMaxLine + 2) continue;  // the line began before this piece
+    LedgerEntry e;
+    std::string_view data_text;
+    if (read_fields(std::string_view(tail).substr(nl == std::string::npos ? 0 : nl + 1), e, data_text)) return std::nullopt;
+    return std::make_pair(e.seq, e.hash);
+  }
 }
 
 }  // namespace lastgood::watchdog
