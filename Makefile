@@ -59,6 +59,7 @@ bench-scale:
 	LASTGOOD=build-bench/watchdog/lastgood python3 bench/many_targets.py --n 50000 --interval 5 --nofile 20000
 	LASTGOOD=build-bench/watchdog/lastgood python3 bench/many_targets.py --n 100000 --interval 10 --nofile 20000 --runs 1
 	python3 bench/ledger_start.py --entries 1000000 --after build-bench/watchdog/lastgood
+	python3 bench/ledger_segments.py --entries 10000000 --after build-bench/watchdog/lastgood
 	python3 bench/reload_scale.py --n 10000 --binary build-bench/watchdog/lastgood
 
 # Policy micro-benchmark (Release build; results go in docs/benchmarks.md).

@@ -94,7 +94,7 @@ class Metrics {
   // lastgood's own trouble: lastgood_internal_errors_total{where} (exported at 0 for every place
   // of kInternalErrorPlaces) and lastgood_ledger_writable. Thread-safe (prometheus-cpp).
   static constexpr const char* kInternalErrorPlaces[] = {"scheduler", "probe", "pipeline", "observe", "decide", "rollback",
-                                                         "reconcile", "notify", "http", "tick", "loop", "ledger", "ha"};
+                                                         "reconcile", "notify", "http", "tick", "loop", "ledger", "ledger_rotation", "ha"};
   void internal_error(const char* where) { internal_errors_->Add({{"where", where}}).Increment(); }
   void ledger_writable(bool ok) { ledger_writable_->Set(ok ? 1 : 0); }
 

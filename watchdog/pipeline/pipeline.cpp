@@ -194,10 +194,13 @@ void Pipeline::start(Ledger& ledger) {
   replayer_.reset();
   if (!r.damage.empty())
     throw std::runtime_error("ledger " + ledger.path() + ": " + r.damage + "; lastgood will not act on a history it cannot read");
+  const auto read = ledger.active_entries(), read_from = ledger.first_seq();  // before a rotation at start
   recording_.rotate_if_due();
   notifier_.replay_done();
   if (int w = incidents_.write_changed()) spdlog::info("incidents: wrote {} records that were missing or behind the ledger", w);
-  if (ledger.size()) spdlog::info("ledger: replayed {} entries from {} ({} of them rebuild state)", ledger.size(), ledger.path(), replayed_);
+  if (ledger.size())
+    spdlog::info("ledger: replayed {} entries from {} ({} of them rebuild state){}", read, ledger.path(), replayed_,
+                 read_from > 1 ? ", the active segment from its snapshot at entry " + std::to_string(read_from) : std::string());
   // A rollback that finished but was not verified when lastgood stopped: verify it afresh.
   for (const auto& a : r.unverified) begin_verification(a.service, a.data.value("action_id", ""), a.data.value("to", ""), "", fired_of(a.data));
   for (size_t si = 0; si < svcs_.size(); ++si) {
