@@ -18,7 +18,6 @@ Writes a ledger of N entries in lastgood's own format as one file (what an older
 
 Nothing here is a test: it prints figures (docs/benchmarks.md, round 5)."""
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import LASTGOOD, bench_setup, median_range  # noqa: E402
-from ledger_start import canonical, start_once, verify_once, write_ledger  # noqa: E402
+from ledger_start import append_entries, start_once, verify_once, write_ledger  # noqa: E402
 
 
 def last_line(path):
@@ -39,27 +38,13 @@ def last_line(path):
     return json.loads(tail[tail.rfind(b"\n") + 1:])
 
 
-def fill_active(path, upto, services=1000):
+def fill_active(path, upto):
     """Appends entries (the same mix) until the active segment holds `upto` entries."""
     have = sum(1 for _ in open(path, "rb"))
     last = last_line(path)
-    prev, seq = last["hash"], last["seq"]
-    t0 = last["ts"]
     with open(path, "a") as f:
-        for _ in range(upto - have):
-            seq += 1
-            svc = f"s{seq % services}"
-            if seq % 3 == 0:
-                typ, data = "decision", {"kind": "hold", "trigger": "down", "reason": "cooldown", "shadow": False}
-            else:
-                typ, data = "transition", {"trigger": "down", "severity": "P2", "from": "ok", "to": "pending",
-                                           "evidence": {"measure": "consecutive_failures", "value": 1, "threshold": 3, "probe": "p"}}
-            entry = {"data": data, "prev": prev, "seq": seq, "service": svc, "ts": t0 + seq, "type": typ}
-            h = hashlib.sha256((prev + canonical(entry)).encode()).hexdigest()
-            entry["hash"] = h
-            f.write(canonical(entry) + "\n")
-            prev = h
-    return seq
+        append_entries(f, last["hash"], last["seq"] + 1, upto - have)
+    return last["seq"] + upto - have
 
 
 def main():

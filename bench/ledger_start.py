@@ -25,24 +25,28 @@ def canonical(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def write_ledger(path, n, services=1000):
-    prev = ""
-    t0 = 1_765_000_000_000
+def append_entries(f, prev, first_seq, n, t0=1_765_000_000_000, services=1000):
+    """Writes entries first_seq .. first_seq + n - 1 chained from `prev`; returns the last hash."""
+    for seq in range(first_seq, first_seq + n):
+        svc = f"s{seq % services}"
+        if seq % 1000 == 0:
+            typ, data = "release_observed", {"release": f"r{seq}", "migration": False}
+        elif seq % 3 == 0:
+            typ, data = "decision", {"kind": "hold", "trigger": "down", "reason": "cooldown", "shadow": False}
+        else:
+            typ, data = "transition", {"trigger": "down", "severity": "P2", "from": "ok", "to": "pending",
+                                       "evidence": {"measure": "consecutive_failures", "value": 1, "threshold": 3, "probe": "p"}}
+        entry = {"data": data, "prev": prev, "seq": seq, "service": svc, "ts": t0 + seq, "type": typ}
+        h = hashlib.sha256((prev + canonical(entry)).encode()).hexdigest()
+        entry["hash"] = h
+        f.write(canonical(entry) + "\n")
+        prev = h
+    return prev
+
+
+def write_ledger(path, n):
     with open(path, "w") as f:
-        for seq in range(1, n + 1):
-            svc = f"s{seq % services}"
-            if seq % 1000 == 0:
-                typ, data = "release_observed", {"release": f"r{seq}", "migration": False}
-            elif seq % 3 == 0:
-                typ, data = "decision", {"kind": "hold", "trigger": "down", "reason": "cooldown", "shadow": False}
-            else:
-                typ, data = "transition", {"trigger": "down", "severity": "P2", "from": "ok", "to": "pending",
-                                           "evidence": {"measure": "consecutive_failures", "value": 1, "threshold": 3, "probe": "p"}}
-            entry = {"data": data, "prev": prev, "seq": seq, "service": svc, "ts": t0 + seq, "type": typ}
-            h = hashlib.sha256((prev + canonical(entry)).encode()).hexdigest()
-            entry["hash"] = h
-            f.write(canonical(entry) + "\n")
-            prev = h
+        append_entries(f, "", 1, n)
 
 
 def peak_rss_mib(pid):
