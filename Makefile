@@ -75,7 +75,7 @@ clean:
 # seed corpus in fuzz/corpus/; prints each harness's executions and result. Findings are kept as
 # build-fuzz/crash-*.
 FUZZ_SECONDS ?= 60
-FUZZERS = config url http_head http_body ledger alert router
+FUZZERS = config url http_head http_body ledger alert router snapshot
 fuzz:
 	scripts/install-deps --fuzz
 	CC=clang-15 CXX=clang++-15 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DLASTGOOD_FUZZ=ON

@@ -342,6 +342,28 @@ TEST_CASE("run refuses a ledger holding an event type it does not know, naming i
   CHECK_FALSE(std::filesystem::exists(state / "incidents"));  // refused before anything was written
 }
 
+TEST_CASE("run refuses an intact entry whose data has the wrong types, naming its seq and type, instead of an anonymous JSON error", "[cli]") {
+  TempDir dir;
+  const auto state = dir.path / "state";
+  std::filesystem::create_directories(state);
+  {
+    lastgood::watchdog::Ledger ledger(state.string());
+    ledger.append("release_observed", "a", {{"release", "v1"}}, 1'800'000'000'000);
+    // A consistent chain whose entry carries a number where replay reads a string (crafted by
+    // someone who can rewrite state_dir, or a bug of another version).
+    ledger.append("action_started", "a", {{"action_id", 5}, {"via", "auto"}}, 1'800'000'000'001);
+  }
+  const auto before = read_file(state / "ledger.jsonl");
+  nlohmann::json c{{"listen", "127.0.0.1:0"}, {"state_dir", state.string()},
+                   {"services", {{{"name", "a"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}}}}};
+  write_file(dir.path / "c.json", c.dump());
+  std::string out;
+  CHECK(run_command({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, &out) == 1);
+  CHECK_THAT(out, Catch::Contains("entry 2 (action_started) holds data this version cannot replay"));
+  CHECK_THAT(out, Catch::Contains("will not act on a history it cannot read"));
+  CHECK(read_file(state / "ledger.jsonl") == before);
+}
+
 TEST_CASE("an https probe exports the certificate's expiry as blackbox_exporter does", "[cli]") {
   TempDir dir;
   TestPki pki(dir.path / "");

@@ -148,12 +148,19 @@ void Pipeline::replay_entry(LedgerEntry&& e) {
     restore_snapshot(e);
     return;
   }
-  replayer_->feed(e);
-  if (replayer_->damaged()) return;
-  // Only collected here: resumed notices are sent, and incident records written, in start().
-  notifier_.replay_entry(e);
-  incidents_.observe(e);
-  recording_.checkpoint().feed(e);
+  // An intact entry whose data is not what its type carries (a field of another JSON type: only
+  // whoever can rewrite the chain makes one) is damage named by its seq and type, as an unknown
+  // type is, never an exception out of the ledger's open with no place named.
+  try {
+    replayer_->feed(e);
+    if (replayer_->damaged()) return;
+    // Only collected here: resumed notices are sent, and incident records written, in start().
+    notifier_.replay_entry(e);
+    incidents_.observe(e);
+    recording_.checkpoint().feed(e);
+  } catch (const std::exception& ex) {
+    replayer_->fail("entry " + std::to_string(e.seq) + " (" + e.type.substr(0, 64) + ") holds data this version cannot replay (" + ex.what() + ")");
+  }
 }
 
 // The first entry of a segment: the state replay would have rebuilt from every entry before it

@@ -35,12 +35,23 @@ bool Recording::record(Event type, const std::string& service, json data) {
 }
 
 void Recording::appended(const LedgerEntry& e) {
-  if (replay_reads(e.type, e.data)) checkpoint_.feed(e);
+  // The entry is recorded whatever the checkpoint makes of it: a fold that fails (a bug) only
+  // stops rotation, since a snapshot from it could not be trusted; the ledger goes on growing.
+  try {
+    if (replay_reads(e.type, e.data)) checkpoint_.feed(e);
+  } catch (const std::exception& ex) {
+    if (!checkpoint_failed_) {
+      metrics_.internal_error("ledger_rotation");
+      spdlog::error("ledger: entry {} ({}) could not be folded into the next snapshot ({}); segments are not rotated until lastgood restarts", e.seq,
+                    e.type, ex.what());
+    }
+    checkpoint_failed_ = true;
+  }
   rotate_if_due();
 }
 
 void Recording::rotate_if_due() {
-  if (!ledger_ || !ledger_->rotation_due()) return;
+  if (!ledger_ || checkpoint_failed_ || !ledger_->rotation_due()) return;
   // The snapshot is of everything up to this entry; the rotation fails as a whole or not at all,
   // and a failure leaves the ledger appending where it was (retried later): recording goes on.
   auto rot = ledger_->rotate(checkpoint_.snapshot(), ms(clock_.now()));

@@ -62,6 +62,7 @@ class Recording final : public Recorder {
   const Clock& clock_;
   Ledger* ledger_ = nullptr;
   Checkpoint checkpoint_;
+  bool checkpoint_failed_ = false;
   bool writable_ = true;
   std::string error_;
   std::uint64_t dropped_ = 0;  // entries that could not be recorded during the current outage
