@@ -25,15 +25,19 @@ std::string str_at(const json& j, const std::string& path, const char* key) {
   if (!v.is_string()) malformed(path + "." + key, "a string");
   return v.get<std::string>();
 }
+// Times are milliseconds since the epoch, up to the year 2200: a TimePoint (nanoseconds) holds
+// them without overflow (found by fuzz/fuzz_snapshot).
+constexpr long long kMaxMs = 7'258'118'400'000;
+bool time_ms(const json& v) { return v.is_number_integer() && v.get<long long>() >= 0 && v.get<long long>() <= kMaxMs; }
 long long ms_at(const json& j, const std::string& path, const char* key) {
   const json& v = member(j, path, key);
-  if (!v.is_number_integer()) malformed(path + "." + key, "milliseconds since the epoch (an integer)");
+  if (!time_ms(v)) malformed(path + "." + key, "milliseconds since the epoch (an integer, before the year 2200)");
   return v.get<long long>();
 }
 std::optional<policy::TimePoint> opt_time(const json& j, const std::string& path, const char* key) {
   const json& v = member(j, path, key);
   if (v.is_null()) return std::nullopt;
-  if (!v.is_number_integer()) malformed(path + "." + key, "milliseconds since the epoch or null");
+  if (!time_ms(v)) malformed(path + "." + key, "milliseconds since the epoch (before the year 2200) or null");
   return from_ms(v.get<long long>());
 }
 bool bool_at(const json& j, const std::string& path, const char* key) {
@@ -96,7 +100,7 @@ Checkpoint::ServiceState load_service(const json& j, const std::string& path) {
   if (!rb.is_array()) malformed(path + ".budget.rollbacks", "an array");
   std::vector<policy::TimePoint> rollbacks;
   for (const auto& t : rb) {
-    if (!t.is_number_integer()) malformed(path + ".budget.rollbacks", "milliseconds since the epoch");
+    if (!time_ms(t)) malformed(path + ".budget.rollbacks", "milliseconds since the epoch (before the year 2200)");
     rollbacks.push_back(from_ms(t.get<long long>()));
   }
   s.budget.restore(opt_time(budget, path + ".budget", "last_decision"), std::move(rollbacks));

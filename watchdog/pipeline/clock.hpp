@@ -21,7 +21,13 @@ class SystemClock final : public Clock {
 
 // Milliseconds since the epoch, as the ledger and the API write times.
 inline long long ms(policy::TimePoint t) { return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count(); }
-inline policy::TimePoint from_ms(long long v) { return policy::TimePoint(std::chrono::milliseconds(v)); }
+// Saturating: a value read back from the ledger or the API beyond about 290 years of the epoch
+// (where a TimePoint's nanoseconds overflow, undefined behaviour) is taken as that far (found by
+// fuzz/fuzz_snapshot with a crafted entry).
+inline policy::TimePoint from_ms(long long v) {
+  constexpr long long kMax = 9'000'000'000'000;  // ms: the year 2255
+  return policy::TimePoint(std::chrono::milliseconds(v > kMax ? kMax : v < -kMax ? -kMax : v));
+}
 
 // Proposal and action ids: "p<ms>-<n>", "a<ms>-<n>", one counter for both; with several
 // replicas "-<replica>" follows, so that ids made by two replicas never meet in etcd.
