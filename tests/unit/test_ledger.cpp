@@ -619,13 +619,25 @@ TEST_CASE("segments: a changed sealed segment is found by verify, naming the fil
   CHECK(l.size() == 20);
 }
 
-TEST_CASE("segments: the active file missing beside sealed segments is refused, never a new history", "[ledger][segments]") {
+TEST_CASE("segments: the active file missing, or replaced by a new history, beside sealed segments is refused", "[ledger][segments]") {
   Dir d;
   two_rotations(d);
-  fs::remove(d.ledger());
+  fs::rename(d.ledger(), d.ledger() + ".kept");
   CHECK_THROWS_WITH(Ledger(d.path.string()), Catch::Contains("missing while 2 sealed segment(s)"));
   CHECK_FALSE(fs::exists(d.ledger()));
   CHECK_FALSE(verify_ledger(d.ledger()).ok);
+  // A fresh ledger.jsonl (entry 1 onwards) beside the sealed segments of another history.
+  {
+    Dir other;
+    fill(other, 3);
+    fs::copy_file(other.ledger(), d.ledger());
+  }
+  CHECK_THROWS_WITH(Ledger(d.path.string()), Catch::Contains("begins a new history"));
+  CHECK_FALSE(verify_ledger(d.ledger()).ok);
+  fs::remove(d.ledger());
+  fs::rename(d.ledger() + ".kept", d.ledger());
+  CHECK(verify_ledger(d.ledger()).ok);
+  CHECK_NOTHROW(Ledger(d.path.string()));
 }
 
 TEST_CASE("segments: a rotation cut short by a crash is completed, or discarded, at the next open", "[ledger][segments]") {

@@ -127,6 +127,9 @@ Ledger::Ledger(const std::string& state_dir, std::optional<std::string> hmac_key
   if (count_ == 0 && !sealed.empty())
     throw std::runtime_error("ledger " + path_ + " holds no intact entry while sealed segments of it are here (the newest " + sealed.back() +
                              "): lastgood will not begin a new history beside them");
+  if (first_seq_ == 1 && !sealed.empty())
+    throw std::runtime_error("ledger " + path_ + " begins a new history (entry 1) while sealed segments of another are here (the newest " + sealed.back() +
+                             "): lastgood will not begin a new history beside them (move the segments away with the history they belong to)");
   if (first_seq_ > 1) {
     // The active segment begins with a snapshot chained to the last entry of the sealed segment
     // before it. When that one is here, it must end where the snapshot says.
