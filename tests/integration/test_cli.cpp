@@ -5,6 +5,7 @@
 
 #include <cctype>
 #include <cstring>
+#include <functional>
 
 #include <signal.h>
 
@@ -320,48 +321,59 @@ TEST_CASE("the demo tells the whole story on its own: deploy, breach, automatic 
   CHECK_THAT(out, Catch::Contains("demo finished"));
 }
 
-TEST_CASE("run refuses a ledger holding an event type it does not know, naming it, and leaves the ledger as it was", "[cli]") {
+namespace {
+// `run` on a state_dir whose ledger `write` fills (one tcp service "a"): its exit code and output,
+// and whether the ledger was left byte for byte as it was.
+struct Refusal {
+  int code = 0;
+  std::string out;
+  bool ledger_unchanged = false;
+  bool incidents_written = false;
+};
+Refusal run_on_ledger(const std::function<void(lastgood::watchdog::Ledger&)>& write) {
   TempDir dir;
   const auto state = dir.path / "state";
   std::filesystem::create_directories(state);
   {
     lastgood::watchdog::Ledger ledger(state.string());
+    write(ledger);
+  }
+  const auto before = read_file(state / "ledger.jsonl");
+  nlohmann::json c{{"listen", "127.0.0.1:0"}, {"state_dir", state.string()},
+                   {"services", {{{"name", "a"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}}}}};
+  write_file(dir.path / "c.json", c.dump());
+  Refusal r;
+  r.code = run_command({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, &r.out);
+  r.ledger_unchanged = read_file(state / "ledger.jsonl") == before;
+  r.incidents_written = std::filesystem::exists(state / "incidents");
+  return r;
+}
+}  // namespace
+
+TEST_CASE("run refuses a ledger holding an event type it does not know, naming it, and leaves the ledger as it was", "[cli]") {
+  const auto r = run_on_ledger([](lastgood::watchdog::Ledger& ledger) {
     ledger.append("release_observed", "a", {{"release", "v1"}}, 1'800'000'000'000);
     // an incident record would be written for this one, were the ledger accepted
     ledger.append("action_started", "a", {{"action_id", "a1"}, {"trigger", "t"}, {"from", "v1"}, {"to", "v0"}, {"via", "auto"}}, 1'800'000'000'001);
     ledger.append("decison", "a", {{"kind", "execute"}}, 1'800'000'000'002);  // intact chain, unknown type
-  }
-  const auto before = read_file(state / "ledger.jsonl");
-  nlohmann::json c{{"listen", "127.0.0.1:0"}, {"state_dir", state.string()},
-                   {"services", {{{"name", "a"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}}}}};
-  write_file(dir.path / "c.json", c.dump());
-  std::string out;
-  CHECK(run_command({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, &out) == 1);
-  CHECK_THAT(out, Catch::Contains("entry 3 has the type \"decison\""));
-  CHECK(read_file(state / "ledger.jsonl") == before);
-  CHECK_FALSE(std::filesystem::exists(state / "incidents"));  // refused before anything was written
+  });
+  CHECK(r.code == 1);
+  CHECK_THAT(r.out, Catch::Contains("entry 3 has the type \"decison\""));
+  CHECK(r.ledger_unchanged);
+  CHECK_FALSE(r.incidents_written);  // refused before anything was written
 }
 
 TEST_CASE("run refuses an intact entry whose data has the wrong types, naming its seq and type, instead of an anonymous JSON error", "[cli]") {
-  TempDir dir;
-  const auto state = dir.path / "state";
-  std::filesystem::create_directories(state);
-  {
-    lastgood::watchdog::Ledger ledger(state.string());
+  const auto r = run_on_ledger([](lastgood::watchdog::Ledger& ledger) {
     ledger.append("release_observed", "a", {{"release", "v1"}}, 1'800'000'000'000);
     // A consistent chain whose entry carries a number where replay reads a string (crafted by
     // someone who can rewrite state_dir, or a bug of another version).
     ledger.append("action_started", "a", {{"action_id", 5}, {"via", "auto"}}, 1'800'000'000'001);
-  }
-  const auto before = read_file(state / "ledger.jsonl");
-  nlohmann::json c{{"listen", "127.0.0.1:0"}, {"state_dir", state.string()},
-                   {"services", {{{"name", "a"}, {"probes", {{{"name", "p"}, {"kind", "tcp"}, {"address", "127.0.0.1:1"}}}}}}}};
-  write_file(dir.path / "c.json", c.dump());
-  std::string out;
-  CHECK(run_command({LASTGOOD_BINARY, "run", "-c", (dir.path / "c.json").string()}, &out) == 1);
-  CHECK_THAT(out, Catch::Contains("entry 2 (action_started) holds data this version cannot replay"));
-  CHECK_THAT(out, Catch::Contains("will not act on a history it cannot read"));
-  CHECK(read_file(state / "ledger.jsonl") == before);
+  });
+  CHECK(r.code == 1);
+  CHECK_THAT(r.out, Catch::Contains("entry 2 (action_started) holds data this version cannot replay"));
+  CHECK_THAT(r.out, Catch::Contains("will not act on a history it cannot read"));
+  CHECK(r.ledger_unchanged);
 }
 
 TEST_CASE("an https probe exports the certificate's expiry as blackbox_exporter does", "[cli]") {
