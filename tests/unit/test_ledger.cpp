@@ -698,6 +698,22 @@ TEST_CASE("segments: a rotation that cannot write its snapshot changes nothing, 
   CHECK(verify_ledger(d.ledger()).entries == 12);
 }
 
+TEST_CASE("segments: a snapshot too large to be read back is refused, and the ledger goes on where it was", "[ledger][segments]") {
+  Dir d;
+  Ledger l(d.path.string());
+  l.set_segment_entries(10);
+  for (int i = 0; i < 10; ++i) l.append("decision", "a", {{"kind", "hold"}}, 1000 + i);
+  json huge = kState;
+  huge["services"]["a"] = std::string(33u << 20, 'x');  // over the 32 MiB a snapshot may take
+  auto r = l.rotate(huge, 2000);
+  CHECK_FALSE(r);
+  CHECK_THAT(r.error, Catch::Contains("over the 32 MiB"));
+  CHECK_FALSE(fs::exists(d.ledger() + ".next"));
+  CHECK(lastgood::watchdog::sealed_segments(d.ledger()).empty());
+  CHECK(l.append("decision", "a", {{"kind", "hold"}}, 3000).seq == 11);
+  CHECK(verify_ledger(d.ledger()).ok);
+}
+
 TEST_CASE("segments: a keyed ledger stays keyed across segments, and its key is needed for every one", "[ledger][segments]") {
   Dir d;
   const std::string key = "0123456789abcdef0123456789abcdef", other = "fedcba9876543210fedcba9876543210";
