@@ -67,6 +67,7 @@ bench-policy: build
 	$(BUILD)/bench/policy_bench
 	$(BUILD)/bench/ledger_bench
 	$(BUILD)/bench/safety_bench
+	$(BUILD)/bench/metrics_bench
 
 clean:
 	rm -rf $(BUILD) build-asan build-bench

@@ -25,12 +25,6 @@ namespace lastgood::watchdog {
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   auto& r = *registry_;
-  breaches_ = &prometheus::BuildCounter().Name("lastgood_breaches_total").Help("Triggers that began firing.").Register(r);
-  decisions_ = &prometheus::BuildCounter().Name("lastgood_decisions_total").Help("Decisions made, by kind (alert, propose, execute, hold).").Register(r);
-  release_info_ = &prometheus::BuildGauge()
-                       .Name("lastgood_release_info")
-                       .Help("The live and the last verified good release of each service; always 1.")
-                       .Register(r);
   lateness_ = &prometheus::BuildHistogram()
                    .Name("lastgood_schedule_lateness_seconds")
                    .Help("How late probe runs started against their planned time.")
@@ -57,14 +51,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                   .Help("Probe slots skipped because the previous run of the same probe was still going.")
                   .Register(r)
                   .Add({});
-  rollbacks_ = &prometheus::BuildCounter().Name("lastgood_rollbacks_total").Help("Rollbacks carried out, by outcome (ok, failed, refused: the live release was no longer the one to roll back from).").Register(r);
   rollback_duration_ = &prometheus::BuildHistogram()
                             .Name("lastgood_rollback_duration_seconds")
                             .Help("Time from action_started to action_finished.")
                             .Register(r)
                             .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 120});
-  proposals_pending_ = &prometheus::BuildGauge().Name("lastgood_proposals_pending").Help("Rollback proposals waiting for approval, by service.").Register(r);
-  silenced_ = &prometheus::BuildGauge().Name("lastgood_silenced").Help("1 while a silence or maintenance window holds the service's decisions.").Register(r);
   reload_ok_ = &prometheus::BuildGauge().Name("lastgood_config_last_reload_successful").Help("Whether the last configuration reload attempt was successful.").Register(r).Add({});
   reload_ok_->Set(1);
   reload_at_ = &prometheus::BuildGauge()
@@ -74,10 +65,6 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                     .Add({});
   reload_at_->Set(static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count()));
   ledger_entries_ = &prometheus::BuildCounter().Name("lastgood_ledger_entries_total").Help("Entries in the ledger (replayed and appended).").Register(r).Add({});
-  escalations_ = &prometheus::BuildCounter()
-                      .Name("lastgood_escalations_total")
-                      .Help("Rollbacks that failed or did not bring recovery; the service waits for a person.")
-                      .Register(r);
   alerts_ = &prometheus::BuildCounter()
                  .Name("lastgood_alerts_received_total")
                  .Help("Alertmanager alerts received, by outcome (accepted, duplicate, unknown_service, unknown_severity, bad_alert).")
@@ -150,14 +137,67 @@ Metrics::ProbeHandles Metrics::probe_handles(const std::string& service, const s
   return ProbeHandles{&c};
 }
 
+Metrics::ServiceCell& Metrics::cell(const std::string& service) {
+  if (auto it = service_index_.find(service); it != service_index_.end()) return *it->second;
+  std::lock_guard lock(cells_mu_);
+  auto& c = service_cells_.emplace_back();
+  c.service = escaped(service);
+  service_index_.emplace(service, &c);
+  return c;
+}
+
+Metrics::TriggerCell& Metrics::trigger_cell(ServiceCell& s, const std::string& trigger) {
+  const std::string name = escaped(trigger);
+  for (TriggerCell* t = s.triggers.load(std::memory_order_relaxed); t; t = t->next.load(std::memory_order_relaxed))
+    if (t->trigger == name) return *t;
+  std::lock_guard lock(cells_mu_);
+  auto& t = trigger_cells_.emplace_back();
+  t.trigger = name;
+  // Published whole: a scrape walking the list sees the cell only once it is filled in.
+  if (s.last_trigger) s.last_trigger->next.store(&t, std::memory_order_release);
+  else s.triggers.store(&t, std::memory_order_release);
+  s.last_trigger = &t;
+  return t;
+}
+
+void Metrics::bump_extra(Family f, std::string labels) {
+  std::string key = std::to_string(static_cast<int>(f)) + labels;
+  auto it = extra_index_.find(key);
+  if (it == extra_index_.end()) {
+    std::lock_guard lock(cells_mu_);
+    auto& e = extras_.emplace_back();
+    e.family = f;
+    e.labels = std::move(labels);
+    it = extra_index_.emplace(std::move(key), &e).first;
+  }
+  bump(it->second->n);
+}
+
+namespace {
+constexpr const char* kDecisionKinds[] = {"alert", "propose", "execute", "hold"};
+constexpr const char* kRollbackOutcomes[] = {"ok", "failed", "refused", "lost"};
+constexpr const char* kSeverities[] = {"P0", "P1", "P2"};
+template <size_t N>
+size_t index_of(const char* const (&names)[N], std::string_view v) {
+  size_t i = 0;
+  while (i < N && v != names[i]) ++i;
+  return i;  // N: not one of them
+}
+}  // namespace
+
 void Metrics::declare_service(const std::string& service, const std::string& deployment_kind,
                               const std::vector<std::pair<std::string, std::string>>& triggers) {
-  for (const char* k : {"alert", "propose", "execute", "hold"}) decisions_->Add({{"service", service}, {"kind", k}});
-  if (!deployment_kind.empty())
-    for (const char* o : {"ok", "failed", "refused"}) rollbacks_->Add({{"service", service}, {"deployment", deployment_kind}, {"outcome", o}});
-  escalations_->Add({{"service", service}});
-  proposals_pending_->Add({{"service", service}});
-  for (const auto& [trigger, severity] : triggers) breaches_->Add({{"service", service}, {"trigger", trigger}, {"severity", severity}});
+  ServiceCell& c = cell(service);
+  if (c.deployment.empty()) {
+    std::lock_guard lock(strings_mu_);  // a scrape may be reading it
+    c.deployment = escaped(deployment_kind);
+  }
+  if (c.pending.load(std::memory_order_relaxed) < 0) c.pending.store(0, std::memory_order_relaxed);
+  for (const auto& [trigger, severity] : triggers) {
+    const size_t k = index_of(kSeverities, severity);
+    if (k < 3) trigger_cell(c, trigger).severity = static_cast<std::uint8_t>(k);
+  }
+  c.declared = true;
 }
 
 void Metrics::record(const ProbeHandles& h, const probes::ProbeResult& r, double lateness_seconds) {
@@ -182,59 +222,59 @@ void Metrics::record(const ProbeHandles& h, const probes::ProbeResult& r, double
 void Metrics::trigger_state(const std::string& service, const std::string& trigger, const char* state) {
   std::uint8_t index = 0;
   while (index < 3 && std::string_view(kTriggerStates[index]) != state) ++index;
-  std::string key = service + '\0' + trigger;
-  auto it = trigger_index_.find(key);
-  if (it == trigger_index_.end()) {
-    std::lock_guard lock(cells_mu_);
-    auto& c = trigger_cells_.emplace_back();
-    c.service = escaped(service);
-    c.trigger = escaped(trigger);
-    it = trigger_index_.emplace(std::move(key), &c).first;
-  }
-  it->second->state.store(index, std::memory_order_relaxed);
+  trigger_cell(cell(service), trigger).state.store(index, std::memory_order_relaxed);
 }
 
 void Metrics::breach(const std::string& service, const std::string& trigger, const char* severity) {
-  breaches_->Add({{"service", service}, {"trigger", trigger}, {"severity", severity}}).Increment();
+  const size_t k = index_of(kSeverities, severity);
+  if (k < 3) return bump(trigger_cell(cell(service), trigger).breaches[k]);
+  bump_extra(Family::breaches, "service=\"" + escaped(service) + "\",severity=\"" + escaped(severity) + "\",trigger=\"" + escaped(trigger) + "\"");
 }
 
-void Metrics::decision(const std::string& service, const char* kind) { decisions_->Add({{"service", service}, {"kind", kind}}).Increment(); }
+void Metrics::decision(const std::string& service, const char* kind) {
+  const size_t k = index_of(kDecisionKinds, kind);
+  if (k < 4) return bump(cell(service).decisions[k]);
+  bump_extra(Family::decisions, "kind=\"" + escaped(kind) + "\",service=\"" + escaped(service) + "\"");
+}
 
 void Metrics::release(const std::string& service, const std::string& role, const std::string& release) {
-  auto key = std::make_pair(service, role);
-  if (auto it = release_shown_.find(key); it != release_shown_.end()) {
-    release_info_->Remove(it->second);
-    release_shown_.erase(it);
-  }
-  auto& g = release_info_->Add({{"service", service}, {"release", release}, {"role", role}});
-  g.Set(1);
-  release_shown_[key] = &g;
+  ServiceCell& c = cell(service);
+  std::lock_guard lock(strings_mu_);
+  if (role == "live") c.live = escaped(release);
+  else if (role == "last_good") c.last_good = escaped(release);
 }
 
 void Metrics::rollback(const std::string& service, const std::string& deployment, const char* outcome, double seconds) {
-  rollbacks_->Add({{"service", service}, {"deployment", deployment}, {"outcome", outcome}}).Increment();
   rollback_duration_->Observe(seconds);
+  ServiceCell& c = cell(service);
+  const size_t k = index_of(kRollbackOutcomes, outcome);
+  if (k < 4 && !c.deployment.empty() && c.deployment == escaped(deployment)) return bump(c.rollbacks[k]);
+  bump_extra(Family::rollbacks,
+             "deployment=\"" + escaped(deployment) + "\",outcome=\"" + escaped(outcome) + "\",service=\"" + escaped(service) + "\"");
 }
 
 Metrics::TextWriter::TextWriter(const Metrics& m) : m_(m) {
   // The cells are listed under the lock and written without it: a scrape takes tens of
-  // milliseconds at 10 000 probes, on an idle-priority thread, and the loop may add a cell
+  // milliseconds at 10 000 probes, on a low-priority thread, and the loop may add a cell
   // meanwhile (an external trigger's first transition). Cells are never removed or moved.
   std::lock_guard lock(m.cells_mu_);
   probes_.reserve(m.probe_cells_.size());
   for (const auto& c : m.probe_cells_) probes_.push_back(&c);
-  triggers_.reserve(m.trigger_cells_.size());
-  for (const auto& c : m.trigger_cells_) triggers_.push_back(&c);
+  services_.reserve(m.service_cells_.size());
+  for (const auto& c : m.service_cells_) services_.push_back(&c);
+  for (const auto& e : m.extras_) extras_.push_back(&e);
 }
 
 // One family's series, resumable: the header first, then one item's rows after another until the
-// piece is full (at least one item per call, whatever the budget). True when items remain.
-template <typename Cell, typename Row>
+// piece is full (at least one item per call, whatever the budget), then `tail` once. True when
+// items remain.
+template <typename Cell, typename Row, typename Tail>
 bool Metrics::TextWriter::rows(std::string& out, size_t stop_at, const std::vector<const Cell*>& items, const char* name,
-                               const char* help, const char* type, Row row) {
+                               const char* help, const char* type, Row row, Tail tail) {
   if (i_ == 0) header(out, name, help, type);
   for (const size_t first = i_; i_ < items.size() && (i_ == first || out.size() < stop_at); ++i_) row(*items[i_]);
   if (i_ < items.size()) return true;
+  tail();
   next_section();
   return false;
 }
@@ -294,12 +334,15 @@ bool Metrics::TextWriter::next(std::string& out, size_t budget) {
         });
         break;
       case 5:
-        more = rows(out, stop_at, triggers_, "lastgood_trigger_state",
-                    "1 for the current state of each trigger (ok, pending, firing, inconclusive), else 0.", "gauge", [&](const TriggerCell& c) {
-                      const auto state = load(c.state);
-                      for (std::uint8_t k = 0; k < 4; ++k) {
-                        out.append("lastgood_trigger_state{service=\"").append(c.service).append("\",state=\"").append(kTriggerStates[k]);
-                        out.append("\",trigger=\"").append(c.trigger).append(state == k ? "\"} 1\n" : "\"} 0\n");
+        more = rows(out, stop_at, services_, "lastgood_trigger_state",
+                    "1 for the current state of each trigger (ok, pending, firing, inconclusive), else 0.", "gauge", [&](const ServiceCell& c) {
+                      for (const TriggerCell* t = c.triggers.load(std::memory_order_acquire); t; t = t->next.load(std::memory_order_acquire)) {
+                        const auto state = load(t->state);
+                        if (state == kNone) continue;
+                        for (std::uint8_t k = 0; k < 4; ++k) {
+                          out.append("lastgood_trigger_state{service=\"").append(c.service).append("\",state=\"").append(kTriggerStates[k]);
+                          out.append("\",trigger=\"").append(t->trigger).append(state == k ? "\"} 1\n" : "\"} 0\n");
+                        }
                       }
                     });
         break;
@@ -324,12 +367,109 @@ bool Metrics::TextWriter::next(std::string& out, size_t budget) {
                       out += '\n';
                     });
         break;
+      case 8:
+        more = rows(
+            out, stop_at, services_, "lastgood_decisions_total", "Decisions made, by kind (alert, propose, execute, hold).", "counter",
+            [&](const ServiceCell& c) {
+              for (size_t k = 0; k < 4; ++k) {
+                const auto n = load(c.decisions[k]);
+                if (n == 0 && !c.declared) continue;
+                out.append("lastgood_decisions_total{kind=\"").append(kDecisionKinds[k]).append("\",service=\"").append(c.service).append("\"} ");
+                put_value(out, n);
+                out += '\n';
+              }
+            },
+            [&] { extras(out, Family::decisions, "lastgood_decisions_total"); });
+        break;
+      case 9:
+        more = rows(
+            out, stop_at, services_, "lastgood_rollbacks_total",
+            "Rollbacks carried out, by outcome (ok, failed, refused: the live release was no longer the one to roll back from; lost: "
+            "its outcome was not recorded).",
+            "counter",
+            [&](const ServiceCell& c) {
+              std::lock_guard lock(m_.strings_mu_);
+              if (c.deployment.empty()) return;
+              for (size_t k = 0; k < 4; ++k) {
+                const auto n = load(c.rollbacks[k]);
+                if (n == 0 && (!c.declared || k == 3)) continue;
+                out.append("lastgood_rollbacks_total{deployment=\"").append(c.deployment).append("\",outcome=\"").append(kRollbackOutcomes[k]);
+                out.append("\",service=\"").append(c.service).append("\"} ");
+                put_value(out, n);
+                out += '\n';
+              }
+            },
+            [&] { extras(out, Family::rollbacks, "lastgood_rollbacks_total"); });
+        break;
+      case 10:
+        more = rows(out, stop_at, services_, "lastgood_escalations_total",
+                    "Rollbacks that failed or did not bring recovery; the service waits for a person.", "counter", [&](const ServiceCell& c) {
+                      const auto n = load(c.escalations);
+                      if (n == 0 && !c.declared) return;
+                      out.append("lastgood_escalations_total{service=\"").append(c.service).append("\"} ");
+                      put_value(out, n);
+                      out += '\n';
+                    });
+        break;
+      case 11:
+        more = rows(out, stop_at, services_, "lastgood_proposals_pending", "Rollback proposals waiting for approval, by service.", "gauge",
+                    [&](const ServiceCell& c) {
+                      const int n = load(c.pending);
+                      if (n < 0) return;
+                      out.append("lastgood_proposals_pending{service=\"").append(c.service).append("\"} ");
+                      put_value(out, static_cast<std::uint64_t>(n));
+                      out += '\n';
+                    });
+        break;
+      case 12:
+        more = rows(out, stop_at, services_, "lastgood_silenced", "1 while a silence or maintenance window holds the service's decisions.",
+                    "gauge", [&](const ServiceCell& c) {
+                      const auto on = load(c.silenced);
+                      if (on < 0) return;
+                      out.append("lastgood_silenced{service=\"").append(c.service).append(on ? "\"} 1\n" : "\"} 0\n");
+                    });
+        break;
+      case 13:
+        more = rows(
+            out, stop_at, services_, "lastgood_breaches_total", "Triggers that began firing.", "counter",
+            [&](const ServiceCell& c) {
+              for (const TriggerCell* t = c.triggers.load(std::memory_order_acquire); t; t = t->next.load(std::memory_order_acquire))
+                for (size_t k = 0; k < 3; ++k) {
+                  const auto n = load(t->breaches[k]);
+                  if (n == 0 && t->severity != k) continue;
+                  out.append("lastgood_breaches_total{service=\"").append(c.service).append("\",severity=\"").append(kSeverities[k]);
+                  out.append("\",trigger=\"").append(t->trigger).append("\"} ");
+                  put_value(out, n);
+                  out += '\n';
+                }
+            },
+            [&] { extras(out, Family::breaches, "lastgood_breaches_total"); });
+        break;
+      case 14:
+        more = rows(out, stop_at, services_, "lastgood_release_info", "The live and the last verified good release of each service; always 1.",
+                    "gauge", [&](const ServiceCell& c) {
+                      std::lock_guard lock(m_.strings_mu_);
+                      if (!c.last_good.empty())
+                        out.append("lastgood_release_info{release=\"").append(c.last_good).append("\",role=\"last_good\",service=\"").append(c.service).append("\"} 1\n");
+                      if (!c.live.empty())
+                        out.append("lastgood_release_info{release=\"").append(c.live).append("\",role=\"live\",service=\"").append(c.service).append("\"} 1\n");
+                    });
+        break;
       default:
         return false;
     }
     if (more) return true;
-    if (out.size() >= stop_at) return section_ <= 7;
+    if (out.size() >= stop_at) return section_ <= kLastSection;
   }
+}
+
+void Metrics::TextWriter::extras(std::string& out, Family f, const char* name) const {
+  for (const Extra* e : extras_)
+    if (e->family == f) {
+      out.append(name).append("{").append(e->labels).append("} ");
+      put_value(out, e->n.load(std::memory_order_relaxed));
+      out += '\n';
+    }
 }
 
 std::string process_metrics_text() {

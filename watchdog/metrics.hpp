@@ -1,12 +1,17 @@
 #pragma once
 // lastgood's Prometheus metrics (names: design.md). Served by our own Beast server.
 //
-// The series that exist once per probe or per trigger (lastgood_probe_duration_seconds,
-// lastgood_probes_total, lastgood_probe_success, lastgood_trigger_state) live in compact cells
-// written straight to text at scrape time. prometheus-cpp keeps a label map and a hash-table
-// entry per series and copies every series into a MetricFamily at each Collect(): at 10 000
-// probes that was about 60 MB resident plus as much again during each scrape
-// (docs/benchmarks.md). Everything else stays in prometheus-cpp's registry.
+// The series that exist once per probe, per service or per trigger (lastgood_probe_*,
+// lastgood_probes_total, lastgood_trigger_state, lastgood_breaches_total, lastgood_decisions_total,
+// lastgood_rollbacks_total, lastgood_escalations_total, lastgood_proposals_pending,
+// lastgood_silenced, lastgood_release_info) live in compact cells written straight to text at
+// scrape time. prometheus-cpp keeps a label map and a hash-table entry per series and copies
+// every series into a MetricFamily at each Collect(): at 50 000 targets that was 6 KB a target
+// resident plus 156 MB during each scrape (bench/metrics_bench.cpp, docs/benchmarks.md). The
+// few process-wide series stay in prometheus-cpp's registry.
+//
+// Threads: every recording call is made on the event loop; the scrape's TextWriter runs on the
+// API server's worker thread and reads the cells (atomics; releases under a mutex).
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -51,10 +56,38 @@ class Metrics {
   struct ProbeHandles {
     ProbeCell* cell = nullptr;
   };
-  // One trigger's lastgood_trigger_state series.
+  // The series of one service: decisions, rollbacks, escalations, pending proposals, silence,
+  // releases, and its triggers' states and breaches. Counters are written by the loop only;
+  // strings (releases) under strings_mu_.
+  static constexpr std::uint8_t kNone = 255;
   struct TriggerCell {
-    std::string service, trigger;  // escaped for a label value
-    std::atomic<std::uint8_t> state{0};
+    std::string trigger;                                   // escaped for a label value
+    std::atomic<std::uint8_t> state{kNone};                // index into ok, pending, firing, inconclusive; kNone: not yet
+    std::uint8_t severity = kNone;                         // declared: its breaches are exported from 0
+    std::array<std::atomic<std::uint64_t>, 3> breaches{};  // by severity P0, P1, P2
+    std::atomic<TriggerCell*> next{nullptr};
+  };
+  struct ServiceCell {
+    std::string service;     // escaped
+    std::string deployment;  // escaped; "": none declared; guarded by strings_mu_
+    bool declared = false;   // declare_service: its known series are exported at 0 from the start
+    std::array<std::atomic<std::uint64_t>, 4> decisions{};  // alert, propose, execute, hold
+    std::array<std::atomic<std::uint64_t>, 4> rollbacks{};  // ok, failed, refused, lost (of `deployment`)
+    std::atomic<std::uint64_t> escalations{0};
+    std::atomic<int> pending{-1};            // -1: never set
+    std::atomic<std::int8_t> silenced{-1};   // -1: never set
+    std::atomic<TriggerCell*> triggers{nullptr};
+    TriggerCell* last_trigger = nullptr;  // the loop's, to append
+    std::string live, last_good;          // escaped release ids; guarded by strings_mu_
+  };
+  // A series of a service family that its cell has no place for (a decision kind, outcome or
+  // severity this version does not know, a rollback under a deployment kind other than the
+  // declared one): its labels whole, written after the cells' rows.
+  enum class Family : std::uint8_t { decisions, rollbacks, breaches };
+  struct Extra {
+    Family family;
+    std::string labels;
+    std::atomic<std::uint64_t> n{0};
   };
   ProbeHandles probe_handles(const std::string& service, const std::string& probe, const std::string& kind = "");
   // The series of a service's known label sets, at 0 from the start (Prometheus conventions: an
@@ -79,12 +112,12 @@ class Metrics {
 
   // Actions and the ledger.
   void rollback(const std::string& service, const std::string& deployment, const char* outcome, double seconds);
-  void proposals_pending(const std::string& service, int n) { proposals_pending_->Add({{"service", service}}).Set(n); }
+  void proposals_pending(const std::string& service, int n) { cell(service).pending.store(n, std::memory_order_relaxed); }
   void ledger_entries(std::uint64_t n) { ledger_entries_->Increment(static_cast<double>(n)); }
-  void escalation(const std::string& service) { escalations_->Add({{"service", service}}).Increment(); }
+  void escalation(const std::string& service) { bump(cell(service).escalations); }
   void alert(const std::string& outcome) { alerts_->Add({{"outcome", outcome}}).Increment(); }
   // lastgood_silenced{service}: 1 while a silence or maintenance window covers the service.
-  void silenced(const std::string& service, bool on) { silenced_->Add({{"service", service}}).Set(on ? 1 : 0); }
+  void silenced(const std::string& service, bool on) { cell(service).silenced.store(on ? 1 : 0, std::memory_order_relaxed); }
   // lastgood_config_last_reload_successful and _success_timestamp_seconds, as Prometheus has them.
   void config_reload(bool ok, double now_seconds) {
     reload_ok_->Set(ok ? 1 : 0);
@@ -116,16 +149,19 @@ class Metrics {
     bool next(std::string& out, size_t budget);
 
    private:
-    template <typename Cell, typename Row>
+    template <typename Cell, typename Row, typename Tail = void (*)()>
     bool rows(std::string& out, size_t stop_at, const std::vector<const Cell*>& items, const char* name, const char* help,
-              const char* type, Row row);
+              const char* type, Row row, Tail tail = [] {});
+    void extras(std::string& out, Family f, const char* name) const;
     void next_section() {
       ++section_;
       i_ = 0;
     }
+    static constexpr int kLastSection = 14;
     const Metrics& m_;
     std::vector<const ProbeCell*> probes_;
-    std::vector<const TriggerCell*> triggers_;
+    std::vector<const ServiceCell*> services_;
+    std::vector<const Extra*> extras_;
     std::vector<prometheus::MetricFamily> families_;  // the registry's, while section 0 is written
     int section_ = 0;
     size_t i_ = 0;
@@ -134,29 +170,29 @@ class Metrics {
   prometheus::Registry& registry() { return *registry_; }
 
  private:
+  static void bump(std::atomic<std::uint64_t>& a) { a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  ServiceCell& cell(const std::string& service);
+  TriggerCell& trigger_cell(ServiceCell& s, const std::string& trigger);
+  void bump_extra(Family f, std::string labels);
 
   std::shared_ptr<prometheus::Registry> registry_;
   mutable std::mutex cells_mu_;  // adding cells vs a scrape walking them
+  mutable std::mutex strings_mu_;  // ServiceCell::deployment, live, last_good
   std::deque<ProbeCell> probe_cells_;
+  std::deque<ServiceCell> service_cells_;
   std::deque<TriggerCell> trigger_cells_;
-  std::unordered_map<std::string, TriggerCell*> trigger_index_;  // service '\0' trigger
-  prometheus::Family<prometheus::Counter>* breaches_;
-  prometheus::Family<prometheus::Counter>* decisions_;
-  prometheus::Family<prometheus::Gauge>* release_info_;
-  std::map<std::pair<std::string, std::string>, prometheus::Gauge*> release_shown_;
+  std::deque<Extra> extras_;
+  std::unordered_map<std::string, ServiceCell*> service_index_;  // by the name as given (the loop's)
+  std::unordered_map<std::string, Extra*> extra_index_;
   prometheus::Histogram* lateness_;
   prometheus::Histogram* loop_lag_;
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* in_flight_limit_;
   prometheus::Counter* stalled_runs_;
-  prometheus::Family<prometheus::Counter>* rollbacks_;
   prometheus::Histogram* rollback_duration_;
-  prometheus::Family<prometheus::Gauge>* proposals_pending_;
-  prometheus::Family<prometheus::Gauge>* silenced_;
   prometheus::Gauge* reload_ok_;
   prometheus::Gauge* reload_at_;
   prometheus::Counter* ledger_entries_;
-  prometheus::Family<prometheus::Counter>* escalations_;
   prometheus::Family<prometheus::Counter>* alerts_;
   prometheus::Counter* skipped_;
   prometheus::Family<prometheus::Counter>* internal_errors_;

@@ -114,6 +114,102 @@ TEST_CASE("per-probe and trigger series are written exactly as prometheus-cpp wr
   CHECK_THAT(text, Catch::Contains("lastgood_schedule_lateness_seconds_count 7\n"));  // the registry's series are still there
 }
 
+TEST_CASE("per-service series are written exactly as prometheus-cpp's families wrote them", "[metrics]") {
+  // The same calls on lastgood's cells and on prometheus-cpp families used as lastgood used them
+  // before (Add on every event; a release's previous series removed).
+  Metrics ours;
+  auto ref = std::make_shared<prometheus::Registry>();
+  auto& decisions = prometheus::BuildCounter().Name("lastgood_decisions_total").Help("Decisions made, by kind (alert, propose, execute, hold).").Register(*ref);
+  auto& rollbacks = prometheus::BuildCounter()
+                        .Name("lastgood_rollbacks_total")
+                        .Help("Rollbacks carried out, by outcome (ok, failed, refused: the live release was no longer the one to roll back from; lost: "
+                              "its outcome was not recorded).")
+                        .Register(*ref);
+  auto& escalations =
+      prometheus::BuildCounter().Name("lastgood_escalations_total").Help("Rollbacks that failed or did not bring recovery; the service waits for a person.").Register(*ref);
+  auto& pending = prometheus::BuildGauge().Name("lastgood_proposals_pending").Help("Rollback proposals waiting for approval, by service.").Register(*ref);
+  auto& silenced = prometheus::BuildGauge().Name("lastgood_silenced").Help("1 while a silence or maintenance window holds the service's decisions.").Register(*ref);
+  auto& breaches = prometheus::BuildCounter().Name("lastgood_breaches_total").Help("Triggers that began firing.").Register(*ref);
+  auto& releases = prometheus::BuildGauge().Name("lastgood_release_info").Help("The live and the last verified good release of each service; always 1.").Register(*ref);
+  std::map<std::pair<std::string, std::string>, prometheus::Gauge*> shown;
+
+  auto declare = [&](const std::string& svc, const std::string& kind, const std::vector<std::pair<std::string, std::string>>& triggers) {
+    ours.declare_service(svc, kind, triggers);
+    ours.silenced(svc, false);
+    for (const char* k : {"alert", "propose", "execute", "hold"}) decisions.Add({{"service", svc}, {"kind", k}});
+    if (!kind.empty())
+      for (const char* o : {"ok", "failed", "refused"}) rollbacks.Add({{"service", svc}, {"deployment", kind}, {"outcome", o}});
+    escalations.Add({{"service", svc}});
+    pending.Add({{"service", svc}});
+    silenced.Add({{"service", svc}}).Set(0);
+    for (const auto& [t, sev] : triggers) breaches.Add({{"service", svc}, {"trigger", t}, {"severity", sev}});
+  };
+  auto decision = [&](const std::string& svc, const char* kind) {
+    ours.decision(svc, kind);
+    decisions.Add({{"service", svc}, {"kind", kind}}).Increment();
+  };
+  auto rollback = [&](const std::string& svc, const std::string& kind, const char* outcome) {
+    ours.rollback(svc, kind, outcome, 1.5);
+    rollbacks.Add({{"service", svc}, {"deployment", kind}, {"outcome", outcome}}).Increment();
+  };
+  auto breach = [&](const std::string& svc, const std::string& t, const char* sev) {
+    ours.breach(svc, t, sev);
+    breaches.Add({{"service", svc}, {"trigger", t}, {"severity", sev}}).Increment();
+  };
+  auto release = [&](const std::string& svc, const std::string& role, const std::string& id) {
+    ours.release(svc, role, id);
+    if (auto it = shown.find({svc, role}); it != shown.end()) releases.Remove(it->second);
+    auto& g = releases.Add({{"service", svc}, {"release", id}, {"role", role}});
+    g.Set(1);
+    shown[{svc, role}] = &g;
+  };
+
+  declare("web", "firebase_hosting", {{"errors", "P1"}, {"slow", "P2"}});
+  declare("api \"v2\"", "npm", {{"down\\now", "P0"}});
+  declare("plain", "", {});
+  decision("web", "alert");
+  decision("web", "alert");
+  decision("web", "execute");
+  decision("api \"v2\"", "propose");
+  decision("unknown", "hold");       // a service never declared: only what happened is shown
+  decision("web", "a-kind-to-come");  // a kind this version does not know
+  rollback("web", "firebase_hosting", "ok");
+  rollback("web", "firebase_hosting", "lost");           // not declared at 0, shown once it happens
+  rollback("web", "local_symlink", "failed");            // the deployment changed kind in a reload
+  rollback("plain", "command", "refused");               // declared without a deployment
+  rollback("api \"v2\"", "npm", "a-future-outcome");
+  breach("web", "errors", "P1");
+  breach("web", "errors", "P0");  // its severity was raised in a reload
+  breach("web", "new-trigger", "P2");
+  breach("api \"v2\"", "down\\now", "P0");
+  breach("web", "errors", "P9");
+  ours.escalation("web");
+  escalations.Add({{"service", "web"}}).Increment();
+  ours.escalation("unknown");
+  escalations.Add({{"service", "unknown"}}).Increment();
+  ours.proposals_pending("web", 3);
+  pending.Add({{"service", "web"}}).Set(3);
+  ours.proposals_pending("web", 2);
+  pending.Add({{"service", "web"}}).Set(2);
+  ours.silenced("api \"v2\"", true);
+  silenced.Add({{"service", "api \"v2\""}}).Set(1);
+  release("web", "live", "v2");
+  release("web", "last_good", "v1");
+  release("web", "live", "v3 \"hot\"");  // the previous live release's series is gone
+  release("unknown", "live", "x");
+
+  const std::string text = ours.serialize();
+  const std::string want = prometheus::TextSerializer{}.Serialize(ref->Collect());
+  const std::initializer_list<std::string> names{"lastgood_decisions_total", "lastgood_rollbacks_total",   "lastgood_escalations_total",
+                                                 "lastgood_proposals_pending", "lastgood_silenced", "lastgood_breaches_total",
+                                                 "lastgood_release_info"};
+  CHECK(families(text, names) == families(want, names));
+  CHECK(families(text, names).size() == 7 * 2 + 6 + 14 + 4 + 3 + 3 + 10 + 3);  // headers, breaches, decisions, …, releases
+  CHECK_THAT(text, Catch::Contains("lastgood_decisions_total{kind=\"alert\",service=\"web\"} 2\n"));
+  CHECK_THAT(text, Catch::Contains("lastgood_release_info{release=\"v3 \\\"hot\\\"\",role=\"live\",service=\"web\"} 1\n"));
+  CHECK_THAT(text, !Catch::Contains("release=\"v2\""));
+}
+
 namespace {
 std::string without_process(const std::string& text) {
   std::string out;
@@ -154,6 +250,9 @@ TEST_CASE("the exposition text written a piece at a time is the same text, cut b
     auto h = m.probe_handles("svc" + std::to_string(i), "p");
     m.record(h, result(i % 3 == 0 ? Outcome::fail : Outcome::ok, 3.0 * i), 0.0);
     m.trigger_state("svc" + std::to_string(i), "down", i % 2 ? "firing" : "ok");
+    if (i % 4 == 0) m.declare_service("svc" + std::to_string(i), "npm", {{"down", "P1"}});
+    m.decision("svc" + std::to_string(i), "alert");
+    m.release("svc" + std::to_string(i), "live", "v" + std::to_string(i));
   }
   const std::string whole = m.serialize();
   REQUIRE(whole.size() > 100'000);
