@@ -6,6 +6,8 @@
 #include <cctype>
 #include <cstring>
 #include <functional>
+#include <thread>
+#include <future>
 
 #include <signal.h>
 
@@ -58,6 +60,50 @@ nlohmann::json web_service(const std::string& url) {
 }
 
 }  // namespace
+
+TEST_CASE("a client that stops reading /metrics holds only its own connection: another scrape and /healthz still answer", "[cli]") {
+  // Enough services that the text (about 6 MB) is more than the kernel buffers of a client that
+  // reads nothing: lastgood's sender then waits on that socket. It must wait on the loop, never
+  // on the thread that makes every scrape's text.
+  TempDir dir;
+  json services = json::array();
+  for (int i = 0; i < 3000; ++i)
+    services.push_back({{"name", "s" + std::to_string(i)},
+                        {"probes", {{{"name", "p"}, {"kind", "http"}, {"url", "http://127.0.0.1:1/"}, {"interval", "60s"}, {"timeout", "1s"}}}},
+                        {"triggers", {{{"name", "down"}, {"severity", "P2"}, {"rule", {{"kind", "consecutive_failures"}, {"count", 3}}}}}}});
+  Lastgood lg(dir, Lastgood::Config{{{"services", services}}});
+  lg.args = {"--log-level", "info"};
+  lg.start();
+  const auto port = lg.port();
+  REQUIRE(wait_until([&] { return http_get(port, "/healthz").first == 200; }, std::chrono::seconds(20)));
+
+  asio::io_context ioc;
+  asio::ip::tcp::socket stalled(ioc);
+  stalled.open(asio::ip::tcp::v4());
+  stalled.set_option(asio::socket_base::receive_buffer_size(4096));  // before connect: the window stays small
+  stalled.connect({asio::ip::make_address("127.0.0.1"), port});
+  asio::write(stalled, asio::buffer(std::string("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")));
+  // Let its scrape fill what the kernel holds and block.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // not a synchronisation: the check below holds either way
+
+  auto other = std::async(std::launch::async, [port] { return raw_exchange(port, "GET /metrics HTTP/1.0\r\n\r\n"); });
+  REQUIRE(other.wait_for(std::chrono::seconds(15)) == std::future_status::ready);  // not 30 s behind the stalled one
+  const std::string text = other.get();
+  CHECK(text.size() > 5'000'000);  // more than the stalled client's buffers take
+  CHECK_THAT(text, Catch::StartsWith("HTTP/1.0 200") && Catch::Contains("# TYPE lastgood_release_info gauge\n"));
+  CHECK(http_get(port, "/healthz").first == 200);
+  // The stalled client's body is still whole once it reads.
+  std::string got;
+  boost::system::error_code ec;
+  for (;;) {
+    char buf[65536];
+    const size_t n = stalled.read_some(asio::buffer(buf), ec);
+    got.append(buf, n);
+    if (ec || got.find("\r\n0\r\n\r\n") != std::string::npos) break;
+  }
+  CHECK(!ec);
+  CHECK_THAT(got, Catch::Contains("# TYPE lastgood_release_info gauge\n") && Catch::EndsWith("\r\n0\r\n\r\n"));
+}
 
 TEST_CASE("lastgood run serves metrics that pass promtool, health endpoints, and stops on SIGTERM within a second", "[cli]") {
   TempDir dir;
