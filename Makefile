@@ -61,6 +61,7 @@ bench-scale:
 	python3 bench/ledger_start.py --entries 1000000 --after build-bench/watchdog/lastgood
 	python3 bench/ledger_segments.py --entries 10000000 --after build-bench/watchdog/lastgood
 	python3 bench/reload_scale.py --n 10000 --binary build-bench/watchdog/lastgood
+	python3 bench/scrape_windows.py build-bench/watchdog/lastgood 50000
 
 # Policy micro-benchmark (Release build; results go in docs/benchmarks.md).
 bench-policy: build
