@@ -52,7 +52,7 @@ std::optional<std::chrono::system_clock::time_point> peer_not_after(SSL* ssl_han
 
 void HttpConnection::Impl::close() {
   if (budget) budget->release(*this);
-  if (secure) {  // keep its session for the next connection (TLS 1.3 tickets come after the handshake)
+  if (secure && secure->native_handle()) {  // keep its session for the next connection (TLS 1.3 tickets come after the handshake)
     SSL_SESSION* s = SSL_get1_session(secure->native_handle());
     if (s && SSL_SESSION_is_resumable(s)) {
       session.reset(s);
@@ -144,9 +144,16 @@ asio::awaitable<std::optional<HttpError>> HttpConnection::Impl::connect(Clock::t
     disarm();
     co_return std::nullopt;
   }
-  secure = std::make_unique<ssl::stream<tcp::socket>>(std::move(*plain), *tls_ctx);
+  secure = std::make_unique<TlsSocket>(std::move(*plain), *tls_ctx);
   plain.reset();
   SSL* h = secure->native_handle();
+  if (!h) {
+    disarm();
+    close();
+    HttpError err{HttpError::Stage::tls, false, "lastgood could not make a TLS connection object (out of memory): its own trouble, not the target's"};
+    err.watcher = true;
+    co_return err;
+  }
   if (session) SSL_set_session(h, session.get());
   if (is_ip_literal(origin.host)) {
     X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(h), origin.host.c_str());
@@ -154,7 +161,7 @@ asio::awaitable<std::optional<HttpError>> HttpConnection::Impl::connect(Clock::t
     SSL_set_tlsext_host_name(h, origin.host.c_str());
     SSL_set1_host(h, origin.host.c_str());
   }
-  auto [hec] = co_await secure->async_handshake(ssl::stream_base::client, use_tuple);
+  const auto hec = co_await secure->handshake();
   const bool to = timed_out;
   disarm();
   if (hec || to) {
@@ -221,8 +228,12 @@ asio::awaitable<std::optional<HttpError>> HttpConnection::Impl::exchange(Stream&
     // Written at once, a request needs no async operation and no completion through the queue.
     if (x.sent == 0) x.sent = write_now(stream, req, wec);
   }
-  if (!wec && x.sent < req.size())
-    std::tie(wec, std::ignore) = co_await asio::async_write(stream, asio::buffer(req.data() + x.sent, req.size() - x.sent), use_tuple);
+  if constexpr (std::is_same_v<Stream, TlsSocket>) {
+    if (x.sent < req.size()) wec = co_await stream.write_all(asio::buffer(req.data() + x.sent, req.size() - x.sent));
+  } else {
+    if (!wec && x.sent < req.size())
+      std::tie(wec, std::ignore) = co_await asio::async_write(stream, asio::buffer(req.data() + x.sent, req.size() - x.sent), use_tuple);
+  }
   if (wec || timed_out) co_return write_error(wec);
 
   if (in.capacity() < 1024) in.reserve(1024);
@@ -239,7 +250,10 @@ asio::awaitable<std::optional<HttpError>> HttpConnection::Impl::exchange(Stream&
       if (in.size() > kHeaderLimit) co_return malformed("header fields exceed 64 KiB");
       scan = in.size() < 3 ? 0 : in.size() - 3;
       const std::size_t used = grow(in);
-      auto [rec, rn] = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
+      std::tuple<boost::system::error_code, std::size_t> got;
+      if constexpr (std::is_same_v<Stream, TlsSocket>) got = co_await stream.read_some(asio::buffer(in.data() + used, in.size() - used));
+      else got = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
+      auto [rec, rn] = got;
       const auto ec = settle(in, used, rec, rn);
       if (!in.empty()) x.nothing_received = false;
       if (ec || timed_out) co_return head_read_error(ec);
@@ -272,7 +286,10 @@ asio::awaitable<std::optional<HttpError>> HttpConnection::Impl::exchange(Stream&
     if (st == BodyReader::Status::malformed)
       co_return HttpError{HttpError::Stage::protocol, false, std::string("malformed response: ") + reader.error()};
     const std::size_t used = grow(in);
-    auto [rec, rn] = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
+    std::tuple<boost::system::error_code, std::size_t> got;
+    if constexpr (std::is_same_v<Stream, TlsSocket>) got = co_await stream.read_some(asio::buffer(in.data() + used, in.size() - used));
+    else got = co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), use_tuple);
+    auto [rec, rn] = got;
     const auto ec = settle(in, used, rec, rn);
     if (timed_out) co_return body_error(ec);
     if (framing == Framing::close && (ec == asio::error::eof || ec == ssl::error::stream_truncated)) {

@@ -9,13 +9,14 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/ssl/context.hpp>
 
 #include "net/conn_budget.hpp"
 #include "net/deadlines.hpp"
 #include "net/http_client.hpp"
 #include "net/http_wire.hpp"
 #include "net/supervise.hpp"
+#include "net/tls_socket.hpp"
 
 namespace lastgood::net {
 
@@ -41,7 +42,7 @@ struct HttpConnection::Impl final : Deadlines::Waiter, ConnectionBudget::Member 
   Url origin;
   std::shared_ptr<boost::asio::ssl::context> tls_ctx;
   std::unique_ptr<boost::asio::ip::tcp::socket> plain;
-  std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket>> secure;
+  std::unique_ptr<TlsSocket> secure;  // OpenSSL on the socket itself (net/tls_socket.hpp)
   std::optional<std::chrono::system_clock::time_point> cert_not_after;
   // The last TLS session with this origin, offered again when reconnecting (resumption: no full
   // handshake). Freed with the connection.

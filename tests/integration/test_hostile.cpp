@@ -129,6 +129,53 @@ TEST_CASE("hostile targets give a clear fail and no crash", "[hostile]") {
   }
 }
 
+TEST_CASE("hostile peers of an https probe: a clear fail within the deadline, no crash", "[hostile]") {
+  // TLS is driven on the socket itself (net/tls_socket.hpp): every way a peer can fail the
+  // handshake ends as the probe's own failure, and a silent one at the deadline.
+  enum class Peer { silent, plain_http, closes };
+  auto serve = [](Peer peer) {
+    return [peer](RawServer& server, RawServer::Socket sock) {
+      boost::system::error_code ec;
+      char hello[512];
+      switch (peer) {
+        case Peer::silent:
+          server.hold(sock);  // takes the ClientHello, never answers
+          break;
+        case Peer::plain_http:
+          sock->read_some(asio::buffer(hello), ec);
+          asio::write(*sock, asio::buffer(std::string("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")), ec);
+          sock->close(ec);
+          break;
+        case Peer::closes:
+          sock->read_some(asio::buffer(hello), ec);
+          sock->close(ec);
+          break;
+      }
+    };
+  };
+  auto https = [](const RawServer& s) { return "https://127.0.0.1:" + std::to_string(s.port()) + "/"; };
+  SECTION("a peer that never answers the ClientHello: the handshake times out at the deadline") {
+    RawServer s(serve(Peer::silent));
+    auto r = probe_once(probe_spec("p", https(s), "10s", "500ms"));
+    CHECK(r.outcome == probes::Outcome::fail);
+    CHECK_THAT(r.reason, Catch::Contains("TLS handshake timed out"));
+    CHECK(r.timing.total.count() < 1500);
+  }
+  SECTION("a plain HTTP server on an https URL") {
+    RawServer s(serve(Peer::plain_http));
+    auto r = probe_once(probe_spec("p", https(s), "10s", "2s"));
+    CHECK(r.outcome == probes::Outcome::fail);
+    CHECK_THAT(r.reason, Catch::Contains("TLS handshake: ") && Catch::Contains("wrong version number"));
+  }
+  SECTION("a peer that closes during the handshake") {
+    RawServer s(serve(Peer::closes));
+    auto r = probe_once(probe_spec("p", https(s), "10s", "2s"));
+    CHECK(r.outcome == probes::Outcome::fail);
+    CHECK_THAT(r.reason, Catch::Contains("TLS handshake: "));
+    CHECK(r.timing.total.count() < 1500);
+  }
+}
+
 TEST_CASE("a kept-alive connection the server closed is replaced transparently", "[hostile]") {
   HostileServer s(Mode::answer_then_close);
   asio::io_context ioc;
