@@ -1,5 +1,10 @@
 #include "net/tls.hpp"
 
+#include <sys/stat.h>
+
+#include <map>
+#include <mutex>
+
 #include <boost/asio/ssl.hpp>
 
 namespace lastgood::net {
@@ -25,6 +30,28 @@ std::shared_ptr<ssl::context> make_tls_context(const TlsOptions& opts) {
     // Explicit opt-out from config (logged at start by the caller): accept any chain and name.
     ctx->set_verify_callback([](bool, ssl::verify_context&) { return true; });
   }
+  return ctx;
+}
+
+std::shared_ptr<ssl::context> shared_tls_context(const TlsOptions& opts) {
+  if (!opts.ca_file && !opts.insecure_skip_verify) return default_tls_context();
+  // Keyed by the CA file as it is now on disk: a changed bundle (then a reload) gets a context of
+  // its own, while probes made before keep theirs.
+  std::string key = opts.insecure_skip_verify ? "insecure\n" : "verify\n";
+  if (opts.ca_file) {
+    key += *opts.ca_file;
+    struct stat st {};
+    if (::stat(opts.ca_file->c_str(), &st) == 0)
+      key += "\n" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+             std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+  }
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<ssl::context>> made;
+  std::lock_guard lock(mu);
+  if (auto ctx = made[key].lock()) return ctx;
+  auto ctx = make_tls_context(opts);  // throws on a bad CA file, as before
+  for (auto it = made.begin(); it != made.end();) it = it->second.expired() ? made.erase(it) : std::next(it);
+  made[key] = ctx;
   return ctx;
 }
 

@@ -15,7 +15,7 @@ using net::HttpError;
 using net::HttpRequest;
 using net::HttpResponse;
 using net::HttpResult;
-using net::make_tls_context;
+using net::shared_tls_context;
 using net::parse_url;
 using net::resolve_location;
 using net::Url;
@@ -56,7 +56,7 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
       if (http_.insecure_skip_verify)
         spdlog::warn("probe {}/{}: TLS verification is OFF (insecure_skip_verify): certificates and host names are not checked",
                      service_, spec_.name);
-      tls_ = http_.ca_file || http_.insecure_skip_verify ? make_tls_context({http_.ca_file, http_.insecure_skip_verify}) : default_tls_context();
+      tls_ = http_.ca_file || http_.insecure_skip_verify ? shared_tls_context({http_.ca_file, http_.insecure_skip_verify}) : default_tls_context();
     }
     if (http_.expect.body_matches) {
       RE2::Options opts;
@@ -159,7 +159,7 @@ class HttpProbe final : public Probe, private HttpConnection::Sink {
       }
       ++redirects;
       if (next->origin() != url.origin()) {
-        other = std::make_unique<HttpConnection>(conn_->executor(), *next, next->tls() ? (tls_ ? tls_ : (http_.ca_file ? make_tls_context({http_.ca_file, false}) : default_tls_context())) : nullptr);
+        other = std::make_unique<HttpConnection>(conn_->executor(), *next, next->tls() ? (tls_ ? tls_ : (http_.ca_file ? shared_tls_context({http_.ca_file, false}) : default_tls_context())) : nullptr);
         other->limit_by_budget();
         conn = other.get();
       } else {

@@ -1,5 +1,6 @@
 // The http probe against a real nginx on loopback: plain and TLS, expectations, keep-alive.
 #include <catch2/catch.hpp>
+#include <thread>
 
 #include <algorithm>
 
@@ -231,6 +232,32 @@ TEST_CASE("https probe verifies the certificate chain and the host name", "[ngin
     INFO(r.reason);
     CHECK(r.outcome == probes::Outcome::ok);
   }
+}
+
+TEST_CASE("https probes with the same CA file share one TLS context; other options, or the file changed, get their own", "[nginx]") {
+  using lastgood::net::shared_tls_context;
+  TempDir dir;
+  TestPki pki(dir.path);
+  Nginx nginx(dir.path, &pki);
+  const fs::path bundle = dir.path / "bundle.pem";
+  fs::copy_file(pki.other_ca_cert, bundle);  // a CA that does not sign nginx's certificate, for now
+
+  auto a = shared_tls_context({bundle.string(), false});
+  CHECK(shared_tls_context({bundle.string(), false}) == a);            // shared: one SSL_CTX and CA parse, not one per probe
+  CHECK(shared_tls_context({bundle.string(), true}) != a);             // never shared with a context that skips verification
+  CHECK(shared_tls_context({pki.ca_cert.string(), false}) != a);
+  CHECK(shared_tls_context({std::nullopt, false}) == lastgood::net::default_tls_context());
+  auto before = probe_once(http_probe(nginx.tls_url("localhost"), {{"ca_file", bundle.string()}}));
+  CHECK(before.outcome == probes::Outcome::fail);
+
+  // The bundle is replaced (then, say, a reload): a probe made now reads the new one; the
+  // context made before is left to the probes that hold it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a distinct modification time on coarse clocks
+  fs::copy_file(pki.ca_cert, bundle, fs::copy_options::overwrite_existing);
+  CHECK(shared_tls_context({bundle.string(), false}) != a);
+  auto after = probe_once(http_probe(nginx.tls_url("localhost"), {{"ca_file", bundle.string()}}));
+  INFO(after.reason);
+  CHECK(after.outcome == probes::Outcome::ok);
 }
 
 TEST_CASE("https probe reconnecting resumes its TLS session, and still checks the certificate", "[nginx]") {
