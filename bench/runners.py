@@ -220,16 +220,19 @@ async def paced_probe_client(port, urls, seconds, conns=64):
     return done
 
 
-def run_blackbox(work, nginx, n, seconds, warmup):
+def run_blackbox(work, nginx, n, seconds, warmup, tls=False):
+    """blackbox_exporter probing n targets at 1 s; with tls, over HTTPS, verifying nginx's certificate."""
     cfg = os.path.join(work, "blackbox.yml")
     with open(cfg, "w") as f:
         f.write("modules:\n  http_2xx:\n    prober: http\n    timeout: 2s\n    http:\n      preferred_ip_protocol: ip4\n")
+        if tls:
+            f.write(f"      tls_config:\n        ca_file: {nginx.cert}\n")
     port = free_port()
     proc = subprocess.Popen(pinned(["prometheus-blackbox-exporter", f"--config.file={cfg}", f"--web.listen-address=127.0.0.1:{port}",
                                     "--log.level=warn"], TOOL_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        urls = [nginx.url(f"/bb/{i}") for i in range(n)]
+        urls = [nginx.tls_url(f"/bb/{i}") if tls else nginx.url(f"/bb/{i}") for i in range(n)]
         asyncio.run(paced_probe_client(port, urls, warmup))
         w = Window(proc.pid)
         done = asyncio.run(paced_probe_client(port, urls, seconds))
@@ -291,8 +294,8 @@ def run_monit(work, nginx, n, seconds, warmup, hung=None):
 
 # ---- wrk ----------------------------------------------------------------------------------------
 
-def run_wrk(nginx, keepalive, seconds):
-    cmd = ["wrk", "-t1", "-c32", f"-d{seconds}s", nginx.url("/wrk")]
+def run_wrk(nginx, keepalive, seconds, tls=False):
+    cmd = ["wrk", "-t1", "-c32", f"-d{seconds}s", nginx.tls_url("/wrk") if tls else nginx.url("/wrk")]
     if not keepalive:
         cmd[1:1] = ["-H", "Connection: close"]
     cmd = pinned(cmd, TOOL_CPU)

@@ -44,7 +44,8 @@ TlsSocket::Want TlsSocket::after(int r, error_code& ec) {
       ec = asio::error::eof;
       return Want::none;
     case SSL_ERROR_SYSCALL:
-      if (::ERR_peek_error() == 0 && saved_errno != 0) ec = error_code(saved_errno, boost::system::system_category());
+      if (const unsigned long err = ::ERR_get_error(); err != 0) ec = error_code(static_cast<int>(err), asio::error::get_ssl_category());
+      else if (saved_errno != 0) ec = error_code(saved_errno, boost::system::system_category());
       else ec = asio::ssl::error::stream_truncated;  // the peer closed without close_notify
       ::ERR_clear_error();
       return Want::none;
@@ -69,6 +70,7 @@ asio::awaitable<error_code> TlsSocket::handshake() {
   if (!ssl_) co_return asio::error::no_memory;
   for (;;) {
     ::ERR_clear_error();
+    errno = 0;
     const int r = ::SSL_do_handshake(ssl_);
     if (r == 1) co_return error_code{};
     error_code ec;
@@ -83,6 +85,7 @@ asio::awaitable<std::tuple<error_code, std::size_t>> TlsSocket::read_some(asio::
   for (;;) {
     std::size_t n = 0;
     ::ERR_clear_error();
+    errno = 0;
     const int r = ::SSL_read_ex(ssl_, b.data(), b.size(), &n);
     if (r == 1) co_return std::tuple<error_code, std::size_t>{error_code{}, n};
     error_code ec;
@@ -99,6 +102,7 @@ asio::awaitable<error_code> TlsSocket::write_all(asio::const_buffer b) {
   while (left > 0) {
     std::size_t n = 0;
     ::ERR_clear_error();
+    errno = 0;
     const int r = ::SSL_write_ex(ssl_, p, left, &n);
     if (r == 1) {
       p += n;
