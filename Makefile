@@ -47,8 +47,8 @@ asan: deps
 bench:
 	scripts/install-deps --bench
 	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
-	cmake --build build-bench -j $(JOBS) --target lastgood
-	LASTGOOD=build-bench/watchdog/lastgood python3 bench/compare.py $(BENCH_ARGS)
+	cmake --build build-bench -j $(JOBS) --target lastgood pattern_floor
+	LASTGOOD=build-bench/watchdog/lastgood PATTERN_FLOOR=build-bench/bench/pattern_floor python3 bench/compare.py $(BENCH_ARGS)
 
 # Round 5's scale benches (docs/benchmarks.md): more targets than descriptors, and a long ledger
 # at start. Each takes minutes; tls_compare.py needs two binaries (see its --help).

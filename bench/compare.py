@@ -90,6 +90,12 @@ def report(res, args):
         for k, runs in res["wrk"].items():
             out.append(f"| {k} | {agg(runs, 'requests_per_s', 0)} | {agg(runs, 'cpu_us_per_request', 2)} |")
         out.append("")
+    if res.get("floor"):
+        out.append("| the pattern's floor (bench/pattern_floor), N targets at 1 s | requests/s | CPU µs/request |")
+        out.append("| --- | --- | --- |")
+        for n, runs in sorted(res["floor"].items(), key=lambda kv: int(kv[0])):
+            out.append(f"| {n} | {agg(runs, 'requests_per_s', 0)} | {agg(runs, 'cpu_us_per_request', 2)} |")
+        out.append("")
     if res.get("hung"):
         out.append("| 10% hung targets (timeout 2 s) | healthy ok/s / scheduled | share | lateness p99 ms | ≤ 20 ms | monit cycle s (same targets) |")
         out.append("| --- | --- | --- | --- | --- | --- |")
@@ -116,13 +122,18 @@ def report(res, args):
         a = med("lastgood", n, "cpu_us_per_probe")
         b = med("blackbox", n, "cpu_us_per_probe")
         m = med("monit", n, "cpu_us_per_check")
-        rows.append((n, a, b, m))
+        f = med("floor", n, "cpu_us_per_request")
+        rows.append((n, a, b, m, f))
     floor = median([r["cpu_us_per_request"] for r in res.get("wrk", {}).get("keep-alive", [])]) if res.get("wrk") else None
     if rows:
-        out.append("| N | lastgood / blackbox_exporter CPU per probe (target ≤ 0.10) | lastgood / monit (target ≤ 0.33) | lastgood / wrk keep-alive floor (target ≤ 2.5) |")
-        out.append("| --- | --- | --- | --- |")
-        for n, a, b, m in rows:
-            out.append(f"| {n} | {fmt(a / b, 3) if a and b else 'n/a'} | {fmt(a / m, 3) if a and m else 'n/a'} | {fmt(a / floor, 2) if a and floor else 'n/a'} |")
+        # Round 5's targets (issue 21, target 2): ≤ 1/5 of monit's at 100 and 1 000; ≤ 1.5× wrk's
+        # keep-alive client at 1 000 and 10 000, ≤ 2.5× at 100. The pattern's floor splits the
+        # ratio to wrk in two: lastgood's own work (lastgood / floor) and the pattern's (floor / wrk).
+        out.append("| N | lastgood / blackbox_exporter CPU per probe (target ≤ 0.10) | lastgood / monit (target ≤ 0.20) | lastgood / wrk keep-alive (target ≤ 1.5; ≤ 2.5 at 100) | lastgood / the pattern's floor | the pattern's floor / wrk |")
+        out.append("| --- | --- | --- | --- | --- | --- |")
+        for n, a, b, m, f in rows:
+            out.append(f"| {n} | {fmt(a / b, 3) if a and b else 'n/a'} | {fmt(a / m, 3) if a and m else 'n/a'} | {fmt(a / floor, 2) if a and floor else 'n/a'} | "
+                       f"{fmt(a / f, 2) if a and f else 'n/a'} | {fmt(f / floor, 2) if f and floor else 'n/a'} |")
         out.append("")
     return "\n".join(out)
 
@@ -141,7 +152,7 @@ def main():
     ap.add_argument("--bb-sizes", default="100,1000")
     ap.add_argument("--monit-sizes", default="100,1000")
     ap.add_argument("--hung-sizes", default="1000,10000")
-    ap.add_argument("--only", default="lastgood,blackbox,monit,wrk,hung,latency")
+    ap.add_argument("--only", default="lastgood,floor,blackbox,monit,wrk,hung,latency")
     ap.add_argument("--quick", action="store_true", help="1 run, 8 s windows, 2 s warm-up")
     args = ap.parse_args()
     if args.quick:
@@ -176,6 +187,9 @@ def main():
             if "lastgood" in only:
                 for n in args.sizes.split(","):
                     record("lastgood", n, run_lastgood(work, nginx, int(n), args.seconds, args.warmup))
+            if "floor" in only:
+                for n in args.sizes.split(","):
+                    record("floor", n, run_floor(nginx, int(n), args.seconds, args.warmup))
             if "blackbox" in only:
                 for n in args.bb_sizes.split(","):
                     record("blackbox", n, run_blackbox(work, nginx, int(n), args.seconds, args.warmup))

@@ -309,6 +309,18 @@ def run_wrk(nginx, keepalive, seconds, tls=False):
             "cpu_us_per_request": 1e6 * cpu_s / max(reqs, 1)}
 
 
+def run_floor(nginx, n, seconds, warmup, binary=None):
+    """bench/pattern_floor.cpp: the least a client spends on lastgood's pattern (n keep-alive targets,
+    each once a second, planned on 100 ms slots), pinned like the tools."""
+    binary = binary or os.environ.get("PATTERN_FLOOR") or os.path.join(os.path.dirname(os.path.dirname(LASTGOOD)), "bench", "pattern_floor")
+    ports = ",".join(str(p) for p in nginx.ports)
+    out = subprocess.run(pinned([binary, ports, str(n), str(seconds), str(warmup)], TOOL_CPU),
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    r["requests_per_s"] = r["requests"] / seconds
+    return r
+
+
 # ---- detection and rollback latency -------------------------------------------------------------
 
 def run_latency(work):
