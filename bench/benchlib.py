@@ -100,7 +100,7 @@ class Window:
 # ---- servers -----------------------------------------------------------------------------------
 
 class Nginx:
-    def __init__(self, work, site_root=None, tls=False, tls_keepalive=True, origins=1):
+    def __init__(self, work, site_root=None, tls=False, tls_keepalive=True, origins=1, tls_resume=True):
         self.dir = os.path.join(work, "nginx")
         os.makedirs(self.dir, exist_ok=True)
         self.site_port = free_port()
@@ -124,7 +124,7 @@ class Nginx:
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             tls_server = f"""
   server {{ listen 127.0.0.1:{self.tls_port} ssl backlog=4096; ssl_certificate {self.cert}; ssl_certificate_key {key};
-           ssl_session_cache shared:bench:10m;{"" if tls_keepalive else " keepalive_timeout 0;"}
+           {"ssl_session_cache shared:bench:10m;" if tls_resume else "ssl_session_cache off; ssl_session_tickets off;"}{"" if tls_keepalive else " keepalive_timeout 0;"}
            location / {{ default_type text/plain; return 200 "ok\\n"; }} }}"""
         self.log = os.path.join(self.dir, "access.log")
         site = ""

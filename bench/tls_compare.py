@@ -25,10 +25,12 @@ def main():
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--close", action="store_true", help="nginx closes every TLS connection after its response: every run reconnects")
+    ap.add_argument("--no-resume", action="store_true",
+                    help="nginx keeps no session cache and issues no tickets: every reconnect is a full handshake (the worst case for a starved core)")
     ap.add_argument("--peers", action="store_true", help="also blackbox_exporter probing the same targets over HTTPS, and wrk over HTTPS (the ratios of target 1)")
     args = ap.parse_args()
     work = bench_setup("lastgood-tls-bench-")
-    nginx = Nginx(work, tls=True, tls_keepalive=not args.close)
+    nginx = Nginx(work, tls=True, tls_keepalive=not args.close, tls_resume=not args.no_resume)
     res = {}
     try:
         for r in range(args.runs):
@@ -40,7 +42,7 @@ def main():
                     x = run_lastgood(work, nginx, args.n, args.seconds, args.warmup, tls=True, binary=binary, starve=starve)
                     key = (name, starve)
                     res.setdefault(key, []).append(x)
-                    print(name, "starved" if starve else "quiet", {k: x.get(k) for k in ("cpu_us_per_probe", "rss_mib", "achieved_share", "handshakes_per_s", "resumed_share")}, flush=True)
+                    print(name, "starved" if starve else "quiet", {k: x.get(k) for k in ("cpu_us_per_probe", "rss_mib", "achieved_share", "ok_share", "lateness_p99_ms", "handshakes_per_s", "resumed_share")}, flush=True)
             if args.peers:
                 x = run_blackbox(work, nginx, args.n, args.seconds, args.warmup, tls=True)
                 res.setdefault("blackbox", []).append(x)
@@ -51,14 +53,17 @@ def main():
     finally:
         nginx.close()
     how = "nginx closing each connection (every run reconnects)" if args.close else "kept alive"
+    if args.no_resume:
+        how += ", no resumption (every handshake full)"
     print(f"\n{args.n} HTTPS targets at 1 s, {how}, {args.runs} runs of {args.seconds} s; median (min–max)\n")
-    print("| binary | core | CPU µs/probe | peak RSS MiB | share of scheduled runs reaching nginx | lateness p99 ms | TLS handshakes/s | resumed |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| binary | core | CPU µs/probe | peak RSS MiB | share of scheduled runs reaching nginx | judged ok | lateness p99 ms | TLS handshakes/s | resumed |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for starve in (False, True):
         for name in ("before", "after"):
             xs = res.get((name, starve), [])
             print(f"| {name} | {'busy (starved)' if starve else 'quiet'} | {median_range([x['cpu_us_per_probe'] for x in xs])} | {median_range([x['rss_mib'] for x in xs])} | "
-                  f"{median_range([100 * x['achieved_share'] for x in xs], unit='%')} | {median_range([x['lateness_p99_ms'] for x in xs], 2)} | "
+                  f"{median_range([100 * x['achieved_share'] for x in xs], unit='%')} | {median_range([100 * x['ok_share'] if x.get('ok_share') is not None else None for x in xs], 2, unit='%')} | "
+                  f"{median_range([x['lateness_p99_ms'] for x in xs], 2)} | "
                   f"{median_range([x.get('handshakes_per_s') for x in xs])} | "
                   f"{median_range([100 * x['resumed_share'] if x.get('resumed_share') is not None else None for x in xs], unit='%')} |")
     if args.peers:
