@@ -169,6 +169,58 @@ TEST_CASE("every broken config exits 2 and names the JSON pointer", "[config]") 
   STATIC_REQUIRE(sizeof(kBroken) / sizeof(kBroken[0]) >= 25);
 }
 
+// Services are parsed one at a time while the JSON is read (config.cpp, StreamedServices), so a
+// large config never holds its whole tree. What a person reads must not change with that: the same
+// problems, in the order of the keys as lastgood checks them (not as they stand in the file), each
+// element named by its index, and the services themselves in order.
+TEST_CASE("services parsed as the JSON is read: the same problems in the same order, whatever the order in the file", "[config]") {
+  const std::string svc_ok = R"({"name": "a", "probes": [{"name": "p", "kind": "tcp", "address": "127.0.0.1:1"}]})";
+  const std::string svc_ok2 = R"({"name": "b", "probes": [{"name": "p", "kind": "tcp", "address": "127.0.0.1:2"}]})";
+  const std::string svc_bad = R"({"name": "c", "probes": [{"name": "p", "kind": "tcp", "address": "127.0.0.1"}]})";
+  const std::string svc_dup = R"({"name": "a", "probes": [{"name": "p", "kind": "tcp", "address": "127.0.0.1:3"}]})";
+  // "services" first in the file, a root problem (listen) after it, and a maintenance window that
+  // names a service that is not there (checked against the services' names, after them).
+  const std::string text = R"({"services": [1, [2], )" + svc_ok + ", " + svc_bad + ", " + svc_dup + ", " + svc_ok2 +
+                           R"(], "listen": "nowhere", "state_dir": "/tmp/x", "maintenance": [{"services": ["a", "zz"], "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}]})";
+  auto res = cfg::load_text(text, "order.json", lastgood::kinds(), {.resolve_secrets = false});
+  REQUIRE_FALSE(res.config);
+  std::vector<std::string> pointers;
+  for (const auto& p : res.problems) pointers.push_back(p.pointer);
+  const std::vector<std::string> expected{"/listen", "/services/0", "/services/1", "/services/3/probes/0/address", "/services/4/name", "/maintenance/0/services/1"};
+  CHECK(pointers == expected);
+  REQUIRE(res.problems.size() == expected.size());
+  CHECK(res.problems[1].message.find("expected an object, found an integer") != std::string::npos);
+  CHECK(res.problems[2].message.find("expected an object, found an array") != std::string::npos);
+  CHECK(res.problems[4].message.find("duplicate service name \"a\"") != std::string::npos);
+
+  // The same document with keys in another order and the bad elements fixed: valid, services in
+  // the file's order, with the fingerprints a reload compares.
+  const std::string good = R"({"listen": "127.0.0.1:0", "services": [)" + svc_ok2 + ", " + svc_ok + R"(], "state_dir": "/tmp/x"})";
+  auto ok = cfg::load_text(good, "good.json", lastgood::kinds(), {.resolve_secrets = false});
+  for (const auto& p : ok.problems) UNSCOPED_INFO(p.to_string());
+  REQUIRE(ok.config);
+  REQUIRE(ok.config->services.size() == 2);
+  CHECK(ok.config->services[0].name == "b");
+  CHECK(ok.config->services[1].name == "a");
+  CHECK(ok.config->services[0].fingerprint == std::hash<std::string>{}(json::parse(svc_ok2).dump()));
+  CHECK(ok.config->services.capacity() == 2);  // no room left over from growing (50 000 services: MBs)
+
+  // An empty array, and a key named "services" deeper down that is not the root's.
+  auto empty = cfg::load_text(R"({"listen": "127.0.0.1:0", "services": []})", "e.json", lastgood::kinds(), {.resolve_secrets = false});
+  REQUIRE(empty.problems.size() == 1);
+  CHECK(empty.problems[0].pointer == "/services");
+  CHECK(empty.problems[0].message.find("at least one service") != std::string::npos);
+  auto nested = cfg::load_text(R"({"listen": "127.0.0.1:0", "status_page": {"services": [1]}, "services": [)" + svc_ok + "]}", "n.json",
+                               lastgood::kinds(), {.resolve_secrets = false});
+  REQUIRE_FALSE(nested.config);
+  REQUIRE(nested.problems.size() == 1);
+  CHECK(nested.problems[0].pointer == "/status_page/services/0");
+  // A root that is an array is no config (and nothing in it is taken for a service).
+  auto arr = cfg::load_text("[[" + svc_ok + "]]", "a.json", lastgood::kinds(), {.resolve_secrets = false});
+  REQUIRE(arr.problems.size() == 1);
+  CHECK(arr.problems[0].pointer.empty());
+}
+
 TEST_CASE("invalid JSON is reported with the file and where it broke", "[config]") {
   std::string path = write_temp("syntax.json", "{\"services\": [ }");
   std::string out;
