@@ -60,7 +60,7 @@ struct Service {
   std::string public_name = {};  // what customers call it; set = externally visible
   std::vector<Probe> probes;
   std::optional<Deployment> deployment;
-  std::vector<Trigger> triggers;
+  policy::TriggerList triggers;  // shared with the service's policy (policy::ServiceSpec)
   Rollback rollback;
   bool shadow = false;  // every trigger of the service detects only
   // Hashes of the service's JSON, for a reload: `fingerprint` of all of it (unchanged: kept as

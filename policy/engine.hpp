@@ -23,7 +23,7 @@ struct ProbeSpec {
 struct ServiceSpec {
   std::string name;
   std::vector<ProbeSpec> probes;
-  std::vector<Trigger> triggers;
+  TriggerList triggers;  // shared with the config's service (to_policy)
   Rollback rollback;
   // Shared by every service (it is config-wide): a copy per service was 10 kB per 40 services.
   std::shared_ptr<const std::map<Severity, Authority>> authority;  // null: no severity may act alone

@@ -35,6 +35,8 @@ class Scheduler final : private probes::RunSink {
 
   // Before start(), or after it (a reload: its first run is planned at once, within an interval).
   size_t add(std::unique_ptr<probes::Probe> probe);
+  // Room for n probes in all (no slack left from growing one at a time).
+  void reserve(size_t n) { entries_.reserve(n); }
   // A reload removed the probe: no run starts again; a run in flight ends without a result, and
   // the probe (its kept-alive connection) is released.
   void retire(size_t index);

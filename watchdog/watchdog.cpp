@@ -46,6 +46,7 @@ Watchdog::Watchdog(boost::asio::io_context& ioc, std::shared_ptr<const config::C
   size_t total = 0;
   for (const auto& svc : cfg_->services) total += svc.probes.size();
   probes_.reserve(total);  // a ProbeState keeps the last result: doubling would leave up to half unused
+  scheduler_.reserve(total);
   scheduler_.on_tick([this](double lag_s, size_t in_flight, size_t limit) { metrics_.loop_tick(lag_s, in_flight, limit); });
   for (size_t si = 0; si < cfg_->services.size(); ++si) add_probes(si);
   if (cfg_->ha) ha_ = std::make_unique<ha::Node>(ioc_, *cfg_, pipeline_, metrics_);

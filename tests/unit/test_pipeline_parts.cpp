@@ -2,7 +2,10 @@
 // escalation and clear.
 #include <catch2/catch.hpp>
 
+#include "config/config.hpp"
+#include "watchdog/kinds.hpp"
 #include "pipeline_fakes.hpp"
+#include "watchdog/pipeline/pipeline.hpp"
 #include "watchdog/state/records.hpp"
 #include "watchdog/metrics.hpp"
 #include "watchdog/pipeline/replay.hpp"
@@ -333,4 +336,36 @@ TEST_CASE("a decision read back from the ledger keeps its evidence, origin and r
   CHECK(junk.evidence.value == 0);
   CHECK(junk.evidence.detail.empty());
   CHECK(junk.origin == "policy");
+}
+
+// A service's triggers are held once: the policy built from a config shares the config's list
+// (about 330 bytes a service at 50 000 services, docs/benchmarks.md), and changing a spec's list
+// (tests, builders) copies it first, never changing what another holder reads.
+TEST_CASE("a policy shares its service's triggers with the config; editing a shared list copies it", "[policy]") {
+  auto res = lastgood::config::load_text(R"({"listen": "127.0.0.1:0", "services": [{"name": "a",
+      "probes": [{"name": "p", "kind": "tcp", "address": "127.0.0.1:1"}],
+      "triggers": [{"name": "down", "severity": "P1", "rule": {"kind": "consecutive_failures", "count": 3}},
+                   {"name": "slow", "severity": "P2", "rule": {"kind": "consecutive_failures", "count": 9}}]}]})",
+                                          "share.json", lastgood::kinds(), {.resolve_secrets = false});
+  REQUIRE(res.config);
+  const auto& svc = res.config->services[0];
+  auto spec = lastgood::watchdog::to_policy(svc, nullptr);
+  CHECK(spec.triggers.shares_with(svc.triggers));
+  lastgood::policy::ServicePolicy policy(spec);
+  CHECK(policy.spec().triggers.shares_with(svc.triggers));
+  CHECK(policy.trigger_index("slow") == 1u);
+
+  spec.triggers.edit()[0].rule.count = 1;  // the spec's own copy now
+  CHECK_FALSE(spec.triggers.shares_with(svc.triggers));
+  CHECK(svc.triggers[0].rule.count == 3);
+  CHECK(policy.spec().triggers[0].rule.count == 3);
+  CHECK(spec.triggers[0].rule.count == 1);
+  CHECK(spec.triggers.size() == 2);
+
+  lastgood::policy::TriggerList none;
+  CHECK(none.empty());
+  CHECK(none.begin() == none.end());
+  none.push_back(svc.triggers[1]);
+  CHECK(none.size() == 1);
+  CHECK(none[0].name == "slow");
 }

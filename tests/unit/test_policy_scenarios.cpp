@@ -88,7 +88,7 @@ TEST_CASE("mode approve proposes; mode alert alerts; a severity without auto aut
     CHECK(d.decisions[0].kind == (mode == "approve" ? DecisionKind::propose : DecisionKind::alert));
   }
   auto s = service("auto");
-  s.triggers[0].severity = Severity::P1;  // P1: auto false
+  s.triggers.edit()[0].severity = Severity::P1;  // P1: auto false
   Driver d(s);
   d.release("v1");
   d.run(OK, 15min);
@@ -101,10 +101,10 @@ TEST_CASE("mode approve proposes; mode alert alerts; a severity without auto aut
 
 TEST_CASE("a flapping target for an hour yields at most one acting decision per cooldown", "[policy][scenario]") {
   auto s = service("auto");
-  s.triggers[0].rule = Rule{};
-  s.triggers[0].rule.kind = "x_of_y";
-  s.triggers[0].rule.failures = 2;
-  s.triggers[0].rule.of = 3;
+  s.triggers.edit()[0].rule = Rule{};
+  s.triggers.edit()[0].rule.kind = "x_of_y";
+  s.triggers.edit()[0].rule.failures = 2;
+  s.triggers.edit()[0].rule.of = 3;
   Driver d(s);
   d.release("v1");
   d.run(OK, 15min);
@@ -263,7 +263,7 @@ TEST_CASE("while the watcher's reference probe fails, every decision is hold: wa
 
 TEST_CASE("shadow mode decides and says so, and does not spend the budget", "[policy][scenario]") {
   auto s = service("auto");
-  s.triggers[0].shadow = true;
+  s.triggers.edit()[0].shadow = true;
   Driver d(s);
   d.release("v1");
   d.run(OK, 15min);
@@ -305,7 +305,7 @@ TEST_CASE("randomized: never execute in cooldown or past the cap, never target t
     s.rollback.cooldown = std::chrono::minutes(1 + pick(30));
     s.rollback.max_per_day = 1 + pick(3);
     s.rollback.good_after = std::chrono::minutes(pick(5));
-    if (pick(2)) s.triggers[0].rule.count = 1 + pick(4);
+    if (pick(2)) s.triggers.edit()[0].rule.count = 1 + pick(4);
     if (pick(3) == 0) s.migration_releases.insert(release_name(5));
     ServicePolicy sp(s);
     TimePoint now = T0;
