@@ -5,7 +5,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: bench-scale deps build run test unit integration asan bench bench-policy clean fuzz soak deb
+.PHONY: bench-compare bench-scale deps build run test unit integration asan bench bench-policy clean fuzz soak deb
 
 deps:
 	scripts/install-deps
@@ -51,7 +51,7 @@ bench:
 	LASTGOOD=build-bench/watchdog/lastgood PATTERN_FLOOR=build-bench/bench/pattern_floor python3 bench/compare.py $(BENCH_ARGS)
 
 # Round 5's scale benches (docs/benchmarks.md): more targets than descriptors, and a long ledger
-# at start. Each takes minutes; tls_compare.py needs two binaries (see its --help).
+# at start. Each takes minutes; two binaries side by side: bench-compare below.
 bench-scale:
 	scripts/install-deps --bench
 	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
@@ -62,6 +62,20 @@ bench-scale:
 	python3 bench/ledger_segments.py --entries 10000000 --after build-bench/watchdog/lastgood
 	python3 bench/reload_scale.py --n 10000 --binary build-bench/watchdog/lastgood
 	python3 bench/scrape_windows.py build-bench/watchdog/lastgood 50000
+
+# Round 5's side-by-side comparisons of two binaries (targets 1 and 2): HTTPS kept alive and
+# reconnecting (with blackbox_exporter and wrk over HTTPS), reconnecting without resumption, and
+# plain HTTP with the pattern's floor, wrk and monit. BEFORE=path/to/an/older/lastgood (default:
+# this build against itself, which still gives every peer's figure). About 40 minutes.
+BEFORE ?= build-bench/watchdog/lastgood
+bench-compare:
+	scripts/install-deps --bench
+	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+	cmake --build build-bench -j $(JOBS) --target lastgood pattern_floor
+	python3 bench/tls_compare.py --before $(BEFORE) --after build-bench/watchdog/lastgood --peers
+	python3 bench/tls_compare.py --before $(BEFORE) --after build-bench/watchdog/lastgood --close --peers
+	python3 bench/tls_compare.py --before $(BEFORE) --after build-bench/watchdog/lastgood --close --no-resume
+	PATTERN_FLOOR=build-bench/bench/pattern_floor python3 bench/plain_compare.py --before $(BEFORE) --after build-bench/watchdog/lastgood
 
 # Policy micro-benchmark (Release build; results go in docs/benchmarks.md).
 bench-policy: build
