@@ -5,7 +5,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: bench-compare bench-scale deps build run test unit integration asan bench bench-policy clean fuzz soak deb
+.PHONY: bench-all bench-compare bench-scale deps build run test unit integration asan bench bench-policy clean fuzz soak deb
 
 deps:
 	scripts/install-deps
@@ -76,6 +76,10 @@ bench-compare:
 	python3 bench/tls_compare.py --before $(BEFORE) --after build-bench/watchdog/lastgood --close --peers
 	python3 bench/tls_compare.py --before $(BEFORE) --after build-bench/watchdog/lastgood --close --no-resume
 	PATTERN_FLOOR=build-bench/bench/pattern_floor python3 bench/plain_compare.py --before $(BEFORE) --after build-bench/watchdog/lastgood
+
+# Every table of docs/benchmarks.md in one go (a few hours): the side-by-side run, round 5's
+# comparisons and scale benches, and the micro-benchmarks.
+bench-all: bench bench-compare bench-scale bench-policy
 
 # Policy micro-benchmark (Release build; results go in docs/benchmarks.md).
 bench-policy: build
