@@ -68,7 +68,7 @@ void parse_listen(Ctx& c, Obj& o, Config& cfg) {
 
 // The elements of the root's "services" array, parsed one at a time while the JSON is read
 // (load_text): the document then never holds every service at once. 50 000 services are a 12 MB
-// file whose whole tree took about 130 MB, most of the peak memory of a large sidecar.
+// file whose whole tree added about 90 MB to the parse's peak (`validate`: 202 -> 110 MB).
 struct StreamedServices {
   std::vector<Problem> problems;  // theirs, in order (parse_root puts them where "services" is read)
   std::set<std::string> names;
