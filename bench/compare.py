@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: lastgood vs prometheus-blackbox-exporter vs monit vs wrk's floor.
+"""Side-by-side benchmark: lastgood vs prometheus-blackbox-exporter vs monit vs wrk, and the least any client spends on lastgood's probing pattern (bench/pattern_floor).
 
 One loopback nginx (its own config, foreground, worker_processes 1) serves every target. Each
 tool runs alone against it; CPU comes from /proc/PID/stat over the measured window (after a
@@ -124,7 +124,7 @@ def report(res, args):
         m = med("monit", n, "cpu_us_per_check")
         f = med("floor", n, "cpu_us_per_request")
         rows.append((n, a, b, m, f))
-    floor = median([r["cpu_us_per_request"] for r in res.get("wrk", {}).get("keep-alive", [])]) if res.get("wrk") else None
+    wrk_ka = median([r["cpu_us_per_request"] for r in res.get("wrk", {}).get("keep-alive", [])]) if res.get("wrk") else None
     if rows:
         # Round 5's targets (issue 21, target 2): ≤ 1/5 of monit's at 100 and 1 000; ≤ 1.5× wrk's
         # keep-alive client at 1 000 and 10 000, ≤ 2.5× at 100. The pattern's floor splits the
@@ -132,8 +132,8 @@ def report(res, args):
         out.append("| N | lastgood / blackbox_exporter CPU per probe (target ≤ 0.10) | lastgood / monit (target ≤ 0.20) | lastgood / wrk keep-alive (target ≤ 1.5; ≤ 2.5 at 100) | lastgood / the pattern's floor | the pattern's floor / wrk |")
         out.append("| --- | --- | --- | --- | --- | --- |")
         for n, a, b, m, f in rows:
-            out.append(f"| {n} | {fmt(a / b, 3) if a and b else 'n/a'} | {fmt(a / m, 3) if a and m else 'n/a'} | {fmt(a / floor, 2) if a and floor else 'n/a'} | "
-                       f"{fmt(a / f, 2) if a and f else 'n/a'} | {fmt(f / floor, 2) if f and floor else 'n/a'} |")
+            out.append(f"| {n} | {fmt(a / b, 3) if a and b else 'n/a'} | {fmt(a / m, 3) if a and m else 'n/a'} | {fmt(a / wrk_ka, 2) if a and wrk_ka else 'n/a'} | "
+                       f"{fmt(a / f, 2) if a and f else 'n/a'} | {fmt(f / wrk_ka, 2) if f and wrk_ka else 'n/a'} |")
         out.append("")
     return "\n".join(out)
 
